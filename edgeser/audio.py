@@ -1,0 +1,70 @@
+"""Reading clips: any rate, any channel count, to mono float32 at the model's rate."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """A clip that cannot be used; the message names the file and the problem."""
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    if sr_in == sr_out:
+        return x
+    import soxr  # compiled; imported only when a clip is not already at the model rate
+
+    return soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32)
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=1) if x.ndim == 2 else x
+
+
+def read_clip(path: Union[str, Path], sample_rate: int = SAMPLE_RATE,
+              check_silence: bool = True) -> np.ndarray:
+    """Decode `path` to mono float32 at `sample_rate`.
+
+    Raises AudioError for an unreadable, empty, non-finite or (optionally) all-silent clip.
+    """
+    path = Path(path)
+    try:
+        x, sr = sf.read(str(path), dtype="float32", always_2d=False)
+    except Exception as e:  # soundfile raises several types for broken files
+        raise AudioError(f"{path}: cannot decode audio ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    x = to_mono(np.asarray(x, dtype=np.float32))
+    if x.size == 0:
+        raise AudioError(f"{path}: empty clip (0 samples)")
+    if not np.all(np.isfinite(x)):
+        raise AudioError(f"{path}: clip contains NaN or infinite samples")
+    x = resample(x, int(sr), sample_rate)
+    if check_silence and float(np.max(np.abs(x))) < 1e-4:
+        raise AudioError(f"{path}: clip is silent (peak below -80 dBFS)")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def trim_silence(x: np.ndarray, sample_rate: int = SAMPLE_RATE, top_db: float = 40.0,
+                 frame_ms: float = 20.0, pad_ms: float = 100.0) -> np.ndarray:
+    """Cut leading and trailing frames quieter than `top_db` below the loudest frame."""
+    n = max(1, int(sample_rate * frame_ms / 1000))
+    frames = len(x) // n
+    if frames < 2:
+        return x
+    energy = (x[: frames * n].reshape(frames, n) ** 2).mean(axis=1) + 1e-12
+    db = 10 * np.log10(energy)
+    active = np.flatnonzero(db > db.max() - top_db)
+    pad = int(sample_rate * pad_ms / 1000)
+    start = max(0, active[0] * n - pad)
+    end = min(len(x), (active[-1] + 1) * n + pad)
+    return x[start:end]
+
+
+def rms_normalize(x: np.ndarray, target_rms: float = 0.1, eps: float = 1e-5) -> np.ndarray:
+    """Scale to a fixed RMS: level differences between microphones and speakers carry no emotion label."""
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+    return (x * (target_rms / max(rms, eps))).astype(np.float32)

@@ -1,0 +1,69 @@
+"""The `edgeser` command. Subcommands load on demand so `edgeser listen` never imports torch."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# name -> (module, attribute, one-line help); the module is imported only when the command runs
+COMMANDS = {
+    "model-info": ("edgeser.train.commands", "model_info", "Parameters, MACs and frame geometry of a preset or checkpoint."),
+    "train": ("edgeser.train.commands", "train", "Train a model on one or more corpora."),
+    "evaluate": ("edgeser.train.commands", "evaluate", "Speaker-independent cross-validation, or test a trained model."),
+    "export": ("edgeser.export.commands", "export", "Export a checkpoint to ONNX and TFLite, fp32 and int8, with a parity report."),
+    "listen": ("edgeser.listen", "listen", "Recognise emotion live from a microphone (or a file)."),
+    "bench": ("edgeser.bench", "bench", "Measure model latency on this device."),
+    "firmware": ("edgeser.firmware_bridge.commands", "firmware", "Microcontroller sources from the int8 model."),
+    "bridge": ("edgeser.firmware_bridge.commands", "bridge", "Talk to a device over the serial protocol."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        mod, attr, _ = COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as e:
+            missing = getattr(e, "name", None) or str(e)
+
+            @click.command(name, help=COMMANDS[name][2])
+            def unavailable():
+                raise click.ClickException(f"'{name}' is not available: {missing} is not installed "
+                                           f"(see README: pip install \"edgeser[...]\")")
+            return unavailable
+
+    def format_commands(self, ctx, formatter):
+        rows = [(n, h) for n, (_, _, h) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgeser")
+def cli():
+    """edgeser: speech emotion recognition from the raw waveform, from training to a small device.
+
+    \b
+    Typical flow:
+      edgeser train --data ../shared/data/ravdess --preset edge --out runs/edge
+      edgeser export runs/edge --int8 --out models/edge
+      edgeser listen --model models/edge
+      edgeser bench --model models/edge
+    """
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="edgeser", standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""edgeser.json: the one contract between export and the device.
+
+Written by `edgeser export` beside the model files; read by the runtime, `bench` and
+`firmware generate`. Everything a device needs to feed the model and read its output is here.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+MANIFEST = "edgeser.json"
+FORMAT = "edgeser-manifest-1"
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, unreadable or of an unknown format; names the file."""
+
+
+@dataclass
+class Artifact:
+    """One exported file. `role`: window (audio window -> probs), frontend_step (audio chunk +
+    ConvLSTM state -> features + state), head (window of features -> probs)."""
+    file: str
+    format: str                # onnx | tflite
+    precision: str             # fp32 | int8 (int8 tflite = full-integer, int8 in and out)
+    role: str                  # window | frontend_step | head
+    inputs: List[Dict[str, Any]] = field(default_factory=list)    # name, shape, dtype, scale, zero_point
+    outputs: List[Dict[str, Any]] = field(default_factory=list)
+    size_bytes: int = 0
+    sha256: str = ""
+
+
+@dataclass
+class Manifest:
+    sample_rate: int
+    frame_samples: int          # one ConvLSTM step
+    window_frames: int          # frames the head classifies at once
+    hop_frames: int             # frames per streaming hop = frames per frontend_step call
+    labels: List[str]
+    feature_dim: int
+    state_shapes: List[List[int]]      # (h, c) per block, in input order: h0, c0, h1, c1, ...
+    normalization: Dict[str, Any]      # {"type": "rms", "target_rms": 0.1}: how training scaled clips
+    artifacts: List[Artifact]
+    preset: str = ""
+    model_config: Dict[str, Any] = field(default_factory=dict)
+    parameters: int = 0
+    macs: Dict[str, int] = field(default_factory=dict)
+    training: Dict[str, Any] = field(default_factory=dict)    # corpora, licences, figures
+    golden: Dict[str, Any] = field(default_factory=dict)      # {"input": [...], "expected": {file: probs}, "atol": x}
+    edgeser_version: str = ""
+    format: str = FORMAT
+
+    @property
+    def window_samples(self) -> int:
+        return self.window_frames * self.frame_samples
+
+    @property
+    def hop_samples(self) -> int:
+        return self.hop_frames * self.frame_samples
+
+    def artifact(self, role: str, fmt: str, precision: str) -> Optional[Artifact]:
+        for a in self.artifacts:
+            if a.role == role and a.format == fmt and a.precision == precision:
+                return a
+        return None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Manifest":
+        d = dict(d)
+        d["artifacts"] = [Artifact(**a) for a in d.get("artifacts", [])]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def read(path: os.PathLike) -> Manifest:
+    p = Path(path)
+    if p.is_dir():
+        p = p / MANIFEST
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{p}: no manifest (is this a folder written by `edgeser export`?)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{p}: unreadable manifest ({e})") from None
+    if d.get("format") != FORMAT:
+        raise ManifestError(f"{p}: unknown manifest format {d.get('format')!r} (expected {FORMAT})")
+    try:
+        return Manifest.from_dict(d)
+    except TypeError as e:
+        raise ManifestError(f"{p}: malformed manifest ({e})") from None
+
+
+def write(m: Manifest, folder: os.PathLike) -> Path:
+    """Atomic: a reader never sees half a manifest."""
+    p = Path(folder) / MANIFEST
+    tmp = p.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(m.to_dict(), indent=2))
+    os.replace(tmp, p)
+    return p

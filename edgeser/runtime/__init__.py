@@ -1,0 +1,1 @@
+"""Torch-free inference: recognizer, streams and backends."""

@@ -1,0 +1,1 @@
+"""Microcontroller sources and the host-device serial protocol."""

@@ -1,0 +1,61 @@
+"""Atomic checkpoint files: written aside, fsynced, then renamed over the old one."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import torch
+
+from .model import ModelConfig, SERModel
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt or not an edgeser model; names the file."""
+
+
+def save_atomic(obj: Dict[str, Any], path: os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).exists():
+                path = path / name
+                break
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not an edgeser checkpoint (no model_config/model)")
+    ckpt["_path"] = str(path)
+    return ckpt
+
+
+def load_model(path: os.PathLike) -> Tuple[SERModel, Dict[str, Any]]:
+    """The model from a checkpoint, built from the config saved inside it, in eval mode."""
+    ckpt = load_checkpoint(path)
+    try:
+        cfg = ModelConfig.from_dict(ckpt["model_config"])
+        model = SERModel(cfg)
+        model.load_state_dict(ckpt["model"])
+    except Exception as e:
+        raise CheckpointError(f"{ckpt['_path']}: incompatible checkpoint ({str(e).splitlines()[0][:200]})") from None
+    model.eval()
+    return model, ckpt

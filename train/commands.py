@@ -1,0 +1,214 @@
+"""`edgeser train`, `edgeser evaluate`, `edgeser model-info`. torch is imported inside each command."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from edgeser.labels import LabelError
+
+
+def _fail(e: Exception):
+    raise click.ClickException(str(e))
+
+
+def _preset_names():
+    return ["edge", "paper", "tiny"]
+
+
+data_opt = click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
+                        help="Corpus folder: RAVDESS, EmoDB, or any folder with manifest.csv "
+                             "(path,speaker,emotion). Repeat it or list several paths after it.")
+
+
+def _train_options(f):
+    opts = [
+        click.option("--preset", type=click.Choice(_preset_names()), default="edge", show_default=True,
+                     help="Model size: edge (real time on one Pi core), paper (the full network), tiny (tests)."),
+        click.option("--labels", default=None, metavar="L1,L2,..",
+                     help="Keep only these emotions (any usual spelling). Default: all found."),
+        click.option("--merge", default=None, metavar="A=B,..", help="Merge labels, e.g. calm=neutral."),
+        click.option("--epochs", default=30, show_default=True, type=click.IntRange(1)),
+        click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
+        click.option("--lr", default=2e-3, show_default=True, type=float),
+        click.option("--center-weight", default=0.01, show_default=True, type=float, help="Center-loss weight (lambda)."),
+        click.option("--center-lr", default=0.5, show_default=True, type=float, help="Center update rate (alpha)."),
+        click.option("--patience", default=8, show_default=True, type=click.IntRange(1),
+                     help="Stop after this many epochs without a better validation UA."),
+        click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 0.5),
+                     help="Share of the training speakers held out for validation (whole speakers)."),
+        click.option("--augment/--no-augment", default=True, show_default=True,
+                     help="Additive noise, gain and time shift."),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--threads", default=0, type=int, help="torch threads per process (0: automatic)."),
+        click.option("--cache-dir", default=None, type=click.Path(),
+                     help="Decoded-audio cache (default ~/.cache/edgeser/audio, or $EDGESER_CACHE)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _configs(preset, labels_found, epochs, batch_size, lr, center_weight, center_lr, patience, augment, seed, threads):
+    from .engine import TrainConfig
+    from .model import preset as get_preset
+
+    cfg = get_preset(preset, labels=tuple(labels_found))
+    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, center_weight=center_weight,
+                       center_lr=center_lr, patience=patience, augment=augment, seed=seed, threads=threads)
+    return cfg, tcfg
+
+
+def _load(data, extra, labels, merge, cache_dir):
+    from edgeser import labels as L
+
+    from .data import AudioCache, summary
+    from .pipeline import gather
+
+    paths = list(data) + list(extra)
+    if not paths:
+        raise click.UsageError("give at least one corpus with --data PATH")
+    clips, merges, keep = gather(paths, labels, merge)
+    cache = AudioCache(cache_dir)
+    clips, audio, skipped = cache.load(clips)
+    click.echo(f"data: {summary(clips)}", err=True)
+    return clips, audio, merges, L.ordered(c.label for c in clips), cache
+
+
+@click.command()
+@data_opt
+@click.argument("extra", nargs=-1, type=click.Path(), metavar="[PATH]...")
+@click.option("--out", required=True, type=click.Path(), help="Run folder: last.pt, best.pt, history.json.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@_train_options
+def train(data, extra, out, resume, preset, labels, merge, epochs, batch_size, lr, center_weight, center_lr,
+          patience, val_fraction, augment, seed, threads, cache_dir):
+    """Train a model on one or more corpora.
+
+    Validation uses whole held-out training speakers; best.pt keeps the epoch with the best
+    validation UA. Works unchanged under `torchrun --nproc_per_node=2` (DDP on CPU, gloo).
+    """
+    from .data import DataError
+    from .metrics import write_json
+    from .pipeline import train_run
+
+    try:
+        clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
+        cfg, tcfg = _configs(preset, found, epochs, batch_size, lr, center_weight, center_lr, patience, augment,
+                             seed, threads)
+        out_p = Path(out)
+        if not resume and (out_p / "last.pt").exists():
+            raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
+        res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
+                        {"merges": merges, "preset": preset, "command": " ".join(sys.argv)})
+    except (DataError, LabelError) as e:
+        _fail(e)
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_json(res, out_p / "history.json")
+        click.echo(f"best validation UA {res['best']['UA']:.1%} at epoch {res['best']['epoch']}; "
+                   f"checkpoint {out_p / 'best.pt'}")
+
+
+@click.command()
+@data_opt
+@click.argument("extra", nargs=-1, type=click.Path(), metavar="[PATH]...")
+@click.option("--model", "model_path", type=click.Path(), default=None,
+              help="Test this trained checkpoint (or run folder) on --data instead of cross-validating.")
+@click.option("--cv", type=click.Choice(["speaker", "loso"]), default="speaker", show_default=True,
+              help="speaker: k folds of whole speakers; loso: leave one speaker out.")
+@click.option("--folds", default=4, show_default=True, type=click.IntRange(2))
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1),
+              help="Folds trained in parallel processes (one thread each).")
+@click.option("--out", default="runs/eval", show_default=True, type=click.Path(),
+              help="Folder for the report (JSON), confusion matrix (PNG) and fold checkpoints.")
+@click.option("--resume", is_flag=True, help="Continue interrupted fold runs.")
+@_train_options
+def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, preset, labels, merge, epochs, batch_size, lr,
+             center_weight, center_lr, patience, val_fraction, augment, seed, threads, cache_dir):
+    """Speaker-independent cross-validation, or test a trained model on any corpus.
+
+    Reports WA (accuracy), UA (mean per-class recall), macro-F1, per-class precision and
+    recall, a confusion matrix (PNG) and all of it as JSON in --out.
+    """
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .metrics import format_report
+    from .pipeline import cross_validate, save_report, test_model
+
+    out_p = Path(out)
+    try:
+        clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
+        if model_path:
+            rep = test_model(model_path, clips, audio)
+            rep["command"] = " ".join(sys.argv)
+            save_report(rep, out_p, "test", f"{Path(model_path).name} on {', '.join(list(data) + list(extra))}")
+            click.echo(format_report(rep))
+            click.echo(f"scored labels: {', '.join(rep['scored_labels'])}; report in {out_p / 'test.json'}")
+            return
+        cfg, tcfg = _configs(preset, found, epochs, batch_size, lr, center_weight, center_lr, patience, augment,
+                             seed, threads or 1)
+        k = len({c.speaker for c in clips}) if cv == "loso" else folds
+        tcfg_meta = {"merges": merges}
+        res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume)
+        res["command"] = " ".join(sys.argv)
+        res["merges"] = merges
+        save_report(res, out_p, "cv")
+        click.echo(format_report(res["pooled"]))
+        click.echo(f"{cv} CV, {k} folds: UA per fold " + " ".join(f"{u:.1%}" for u in res["fold_UA"])
+                   + f"; mean {res['fold_UA_mean']:.1%} ± {res['fold_UA_std']:.1%}; report in {out_p / 'cv.json'}")
+    except (DataError, LabelError, CheckpointError) as e:
+        _fail(e)
+
+
+@click.command("model-info")
+@click.option("--preset", type=click.Choice(_preset_names()), default="edge", show_default=True)
+@click.option("--model", "model_path", type=click.Path(), default=None, help="A checkpoint instead of a preset.")
+@click.option("--hop-s", default=0.5, show_default=True, type=float, help="Streaming hop for the MACs estimate.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def model_info(preset, model_path, hop_s, as_json):
+    """Parameters, MACs per second of audio and the frame/receptive-field geometry."""
+    from .model import SERModel, count_params, macs_per_second
+    from .model import preset as get_preset
+
+    if model_path:
+        from .checkpoint import CheckpointError, load_model
+        try:
+            model, _ = load_model(model_path)
+        except CheckpointError as e:
+            _fail(e)
+        cfg = model.cfg
+    else:
+        cfg = get_preset(preset)
+        model = SERModel(cfg)
+    lens = cfg.lengths()
+    rf_stem = cfg.stem_kernel
+    info = {
+        "preset": None if model_path else preset,
+        "parameters": count_params(model),
+        "macs": macs_per_second(cfg, hop_s),
+        "sample_rate": cfg.sample_rate,
+        "frame_ms": cfg.frame_ms, "frame_samples": cfg.frame_samples,
+        "window_s": cfg.window_s, "window_frames": cfg.window_frames,
+        "block_channels": list(cfg.channels), "block_state_lengths": lens,
+        "stem": {"kernel": cfg.stem_kernel, "stride": cfg.stem_stride},
+        "gru": {"hidden": cfg.gru_hidden, "layers": cfg.gru_layers, "bidirectional": True},
+        "labels": list(cfg.labels),
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    m = info["macs"]
+    click.echo(f"preset         {info['preset'] or model_path}")
+    click.echo(f"parameters     {info['parameters']:,}")
+    click.echo(f"MACs / s audio {m['whole_window_per_s'] / 1e6:.1f} M (whole window), "
+               f"{m['streaming_per_s'] / 1e6:.1f} M (streaming, head every {hop_s} s)")
+    click.echo(f"  front end    {m['frontend_per_s'] / 1e6:.1f} M/s; head {m['head_per_window'] / 1e6:.2f} M per window")
+    click.echo(f"frame          {cfg.frame_ms:g} ms = {cfg.frame_samples} samples at {cfg.sample_rate} Hz")
+    click.echo(f"window         {cfg.window_s:g} s = {cfg.window_frames} frames (the receptive field of one decision)")
+    click.echo(f"blocks         {len(cfg.channels)} ConvLSTM: channels {list(cfg.channels)}, "
+               f"state lengths {lens}; stem conv k={rf_stem} stride={cfg.stem_stride}")
+    click.echo(f"BiGRU          {cfg.gru_layers} layers x {cfg.gru_hidden} per direction")
+    click.echo(f"labels         {', '.join(cfg.labels)}")

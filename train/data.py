@@ -1,0 +1,236 @@
+"""Corpus readers, label handling, the decoded-audio cache and window batching."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgeser import labels as L
+from edgeser.audio import SAMPLE_RATE, AudioError, read_clip, rms_normalize, trim_silence
+
+RAVDESS_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
+                    "06": "fearful", "07": "disgust", "08": "surprised"}
+EMODB_RE = re.compile(r"^(\d\d)([a-z]\d\d)([WLEAFTN])([a-z])$")
+EMODB_EMOTIONS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness",
+                  "T": "sadness", "N": "neutral"}
+AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+LICENCES = {"ravdess": "CC BY-NC-SA 4.0", "emodb": "free for any use (CC0 per its audb packaging)"}
+
+
+class DataError(ValueError):
+    """A corpus that cannot be read: the message names the file."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: str
+    speaker: str      # namespaced by corpus, so speakers of two corpora never collide
+    label: str        # canonical label as the corpus gives it, before any merge
+    corpus: str
+
+
+def _audio_files(root: Path) -> List[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXT)
+
+
+def read_manifest(root: Path) -> List[Clip]:
+    mpath = root / "manifest.csv"
+    with open(mpath, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "speaker", "emotion"} - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"{mpath}: missing column(s) {', '.join(sorted(missing))} "
+                            f"(need at least path,speaker,emotion)")
+        clips = []
+        for i, row in enumerate(reader, start=2):
+            try:
+                lab = L.normalize(row["emotion"])
+            except L.LabelError as e:
+                raise DataError(f"{mpath}:{i}: {e}") from None
+            clips.append(Clip(str(root / row["path"]), f"{root.name}:{row['speaker']}", lab, root.name))
+    return clips
+
+
+def read_ravdess(root: Path) -> List[Clip]:
+    clips = []
+    for p in _audio_files(root):
+        m = RAVDESS_RE.match(p.stem)
+        if not m or m.group(3) not in RAVDESS_EMOTIONS:
+            continue
+        clips.append(Clip(str(p), f"ravdess:{m.group(7)}", L.normalize(RAVDESS_EMOTIONS[m.group(3)]), "ravdess"))
+    return clips
+
+
+def read_emodb(root: Path) -> List[Clip]:
+    clips = []
+    for p in _audio_files(root):
+        m = EMODB_RE.match(p.stem)
+        if m:
+            clips.append(Clip(str(p), f"emodb:{m.group(1)}", L.normalize(EMODB_EMOTIONS[m.group(3)]), "emodb"))
+    return clips
+
+
+def read_corpus(path: str) -> List[Clip]:
+    """A folder with manifest.csv, or a RAVDESS or EmoDB folder recognised by its file names."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory")
+    if (root / "manifest.csv").exists():
+        clips = read_manifest(root)
+    else:
+        clips = read_ravdess(root) or read_emodb(root)
+    if not clips:
+        raise DataError(f"{root}: no manifest.csv and no RAVDESS or EmoDB file names found")
+    return clips
+
+
+def corpus_licence(name: str) -> str:
+    return LICENCES.get(name.lower(), "see the corpus's own terms")
+
+
+def select(clips: Iterable[Clip], merges: Dict[str, str], keep: Optional[Sequence[str]]) -> List[Clip]:
+    """Apply merges (calm=neutral) and the label subset; clips left out are dropped."""
+    out = []
+    for c in clips:
+        lab = L.apply(c.label, merges, keep)
+        if lab is not None:
+            out.append(Clip(c.path, c.speaker, lab, c.corpus))
+    return out
+
+
+class AudioCache:
+    """Decoded, trimmed, level-normalised clips kept in memory and as .npy on disk.
+
+    The key is the file's path, size and mtime, so an edited clip is decoded again.
+    """
+
+    def __init__(self, cache_dir: Optional[str] = None, sample_rate: int = SAMPLE_RATE):
+        self.dir = Path(cache_dir or os.environ.get("EDGESER_CACHE", Path.home() / ".cache" / "edgeser" / "audio"))
+        self.sample_rate = sample_rate
+        self.mem: Dict[str, np.ndarray] = {}
+
+    def _key(self, path: str) -> str:
+        st = os.stat(path)
+        raw = f"v1|{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{self.sample_rate}"
+        return hashlib.sha1(raw.encode()).hexdigest()
+
+    def get(self, path: str) -> np.ndarray:
+        if path in self.mem:
+            return self.mem[path]
+        try:
+            key = self._key(path)
+        except OSError as e:
+            raise AudioError(f"{path}: {e.strerror}") from None
+        f = self.dir / key[:2] / f"{key}.npy"
+        x = None
+        if f.exists():
+            try:
+                x = np.load(f)
+            except Exception:
+                x = None  # a damaged cache entry is rebuilt from the clip
+        if x is None:
+            x = rms_normalize(trim_silence(read_clip(path, self.sample_rate), self.sample_rate))
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, x)
+            os.replace(tmp, f)
+        self.mem[path] = x
+        return x
+
+    def load(self, clips: Sequence[Clip], progress: bool = True) -> Tuple[List[Clip], List[np.ndarray], List[str]]:
+        """Decode every clip; broken ones are reported by path and skipped."""
+        kept, audio, skipped = [], [], []
+        it = clips
+        if progress:
+            try:
+                from tqdm import tqdm
+                it = tqdm(clips, desc="decode", unit="clip", leave=False, disable=None)
+            except ImportError:
+                pass
+        for c in it:
+            try:
+                audio.append(self.get(c.path))
+                kept.append(c)
+            except AudioError as e:
+                skipped.append(str(e))
+                print(f"skipped: {e}", file=sys.stderr)
+        if skipped:
+            print(f"{len(skipped)} of {len(clips)} clips skipped (unreadable, empty, NaN or silent)", file=sys.stderr)
+        return kept, audio, skipped
+
+
+def place(x: np.ndarray, n: int, offset: int) -> np.ndarray:
+    """A window of n samples: crop x at `offset` when longer, or put x at `offset` in zeros."""
+    out = np.zeros(n, dtype=np.float32)
+    if len(x) >= n:
+        out[:] = x[offset: offset + n]
+    else:
+        out[offset: offset + len(x)] = x
+    return out
+
+
+def eval_windows(x: np.ndarray, n: int) -> np.ndarray:
+    """Centred window for a short clip; windows at half-window hops over a long one."""
+    if len(x) <= n:
+        return place(x, n, (n - len(x)) // 2)[None]
+    hop = n // 2
+    starts = list(range(0, len(x) - n + 1, hop))
+    if starts[-1] != len(x) - n:
+        starts.append(len(x) - n)
+    return np.stack([x[s: s + n] for s in starts])
+
+
+@dataclass
+class Augment:
+    noise: bool = True
+    gain: bool = True
+    shift: bool = True
+    snr_db: Tuple[float, float] = (10.0, 40.0)
+    gain_db: Tuple[float, float] = (-6.0, 6.0)
+
+
+def train_window(x: np.ndarray, n: int, rng: np.random.Generator, aug: Augment) -> np.ndarray:
+    span = abs(len(x) - n)
+    offset = int(rng.integers(0, span + 1)) if aug.shift else span // 2
+    w = place(x, n, offset)
+    if aug.gain:
+        w = w * np.float32(10 ** (rng.uniform(*aug.gain_db) / 20))
+    if aug.noise:
+        p = float(np.mean(w ** 2)) + 1e-10
+        snr = rng.uniform(*aug.snr_db)
+        w = w + rng.standard_normal(n).astype(np.float32) * np.float32(np.sqrt(p / 10 ** (snr / 10)))
+    return w.astype(np.float32)
+
+
+def speaker_folds(clips: Sequence[Clip], k: int) -> List[List[str]]:
+    """k folds of whole speakers: contiguous blocks of the sorted speaker list (RAVDESS: 6 actors,
+    3 female and 3 male, per fold of 4). k = number of speakers gives leave-one-speaker-out."""
+    speakers = sorted({c.speaker for c in clips})
+    if k < 2 or k > len(speakers):
+        raise DataError(f"cannot make {k} speaker folds from {len(speakers)} speakers")
+    return [list(a) for a in np.array_split(np.array(speakers, dtype=object), k)]
+
+
+def split_validation(speakers: Sequence[str], fraction: float, seed: int) -> Tuple[List[str], List[str]]:
+    """Hold out whole training speakers for early stopping (never the test speakers)."""
+    speakers = sorted(speakers)
+    n_val = max(1, int(round(len(speakers) * fraction))) if len(speakers) > 1 else 0
+    rng = np.random.default_rng(seed)
+    val = sorted(rng.choice(speakers, size=n_val, replace=False).tolist()) if n_val else []
+    return [s for s in speakers if s not in val], val
+
+
+def summary(clips: Sequence[Clip]) -> str:
+    counts = Counter(c.label for c in clips)
+    spk = len({c.speaker for c in clips})
+    return f"{len(clips)} clips, {spk} speakers: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))

@@ -1,0 +1,237 @@
+"""The training loop: one process or DDP ranks, atomic per-epoch checkpoints, exact resume."""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_checkpoint, save_atomic
+from .data import Augment, Clip, eval_windows, train_window
+from .losses import CenterLoss
+from .metrics import report
+from .model import ModelConfig, SERModel, count_params
+
+import edgeser
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    center_weight: float = 0.01      # lambda of the center loss
+    center_lr: float = 0.5           # alpha of the center update
+    patience: int = 8                # epochs without a better validation UA before stopping
+    seed: int = 0
+    augment: bool = True
+    class_weights: bool = True       # inverse-frequency CE weights: UA counts every class alike
+    threads: int = 0                 # 0: one per process under DDP, else all cores
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Dist:
+    """torchrun's environment, or a single process."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce(self, t: torch.Tensor) -> None:
+        if self.world > 1:
+            torch.distributed.all_reduce(t)
+
+    def broadcast_flag(self, flag: bool) -> bool:
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1 if flag else 0])
+        torch.distributed.broadcast(t, 0)
+        return bool(t.item())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def seed_all(*parts: int) -> np.random.Generator:
+    s = int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+    random.seed(s)
+    torch.manual_seed(s)
+    return np.random.default_rng(s)
+
+
+@torch.no_grad()
+def predict_probs(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64) -> np.ndarray:
+    """Clip-level class probabilities: mean over the clip's evaluation windows."""
+    model.eval()
+    n = model.cfg.window_samples
+    wins, owner = [], []
+    for i, x in enumerate(audio):
+        w = eval_windows(x, n)
+        wins.append(w)
+        owner += [i] * len(w)
+    if not wins:
+        return np.zeros((0, model.cfg.n_classes), dtype=np.float32)
+    W = np.concatenate(wins)
+    probs = []
+    for s in range(0, len(W), batch):
+        logits, _ = model(torch.from_numpy(W[s: s + batch]))
+        probs.append(torch.softmax(logits, -1).numpy())
+    P = np.concatenate(probs)
+    out = np.zeros((len(audio), P.shape[1]), dtype=np.float32)
+    np.add.at(out, np.array(owner), P)
+    counts = np.bincount(owner, minlength=len(audio))[:, None]
+    return out / counts
+
+
+class Trainer:
+    def __init__(self, cfg: ModelConfig, tcfg: TrainConfig, out_dir: Path, meta: Optional[dict] = None,
+                 progress: bool = True):
+        self.cfg, self.tcfg, self.out = cfg, tcfg, Path(out_dir)
+        self.meta = meta or {}
+        self.dist = Dist()
+        threads = tcfg.threads or (1 if self.dist.world > 1 else max(1, os.cpu_count() or 1))
+        torch.set_num_threads(threads)
+        seed_all(tcfg.seed)
+        self.model = SERModel(cfg)
+        self.center = CenterLoss(cfg.n_classes, cfg.embed_dim)
+        self.net = self.model
+        if self.dist.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, tcfg.epochs))
+        self.epoch = 0
+        self.best = {"UA": -1.0, "epoch": -1}
+        self.bad_epochs = 0
+        self.history: List[Dict] = []
+        self.progress = progress and self.dist.main
+
+    def log(self, msg: str) -> None:
+        if self.dist.main:
+            print(msg, flush=True)
+
+    def state(self) -> dict:
+        return {
+            "format": "edgeser-checkpoint-1",
+            "edgeser_version": edgeser.__version__,
+            "model_config": self.cfg.to_dict(),
+            "train_config": self.tcfg.to_dict(),
+            "model": self.model.state_dict(),
+            "center": self.center.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "epoch": self.epoch,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "meta": self.meta,
+        }
+
+    def resume(self, path: Path) -> None:
+        ck = load_checkpoint(path)
+        self.model.load_state_dict(ck["model"])
+        self.center.load_state_dict(ck["center"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.epoch, self.best = ck["epoch"], ck["best"]
+        self.bad_epochs, self.history = ck["bad_epochs"], ck["history"]
+        self.log(f"resumed from {path} after epoch {self.epoch}")
+
+    def fit(self, train_clips: Sequence[Clip], train_audio: Sequence[np.ndarray],
+            val_clips: Sequence[Clip], val_audio: Sequence[np.ndarray], resume: bool = False) -> Dict:
+        t = self.tcfg
+        idx = {lab: i for i, lab in enumerate(self.cfg.labels)}
+        y = np.array([idx[c.label] for c in train_clips])
+        yv = np.array([idx[c.label] for c in val_clips])
+        weights = None
+        if t.class_weights:
+            cnt = np.bincount(y, minlength=self.cfg.n_classes).astype(np.float64)
+            w = np.where(cnt > 0, cnt.sum() / np.maximum(cnt, 1) / max(1, (cnt > 0).sum()), 0.0)
+            weights = torch.tensor(w, dtype=torch.float32)
+        last = self.out / "last.pt"
+        if resume and last.exists():
+            self.resume(last)
+        aug = Augment() if t.augment else Augment(noise=False, gain=False, shift=False)
+        n = self.cfg.window_samples
+        self.log(f"model: {count_params(self.model):,} parameters; train {len(train_clips)} clips, "
+                 f"validation {len(val_clips)} clips; {self.dist.world} process(es)")
+        stop = False
+        while self.epoch < t.epochs and not stop:
+            ep = self.epoch
+            rng = seed_all(t.seed, ep + 1, self.dist.rank)
+            perm = np.random.default_rng([t.seed, ep]).permutation(len(train_clips))
+            global_bs = t.batch_size * self.dist.world
+            nb = len(perm) // global_bs if len(perm) >= global_bs else 1
+            self.net.train()
+            t0 = time.time()
+            bar = None
+            if self.progress:
+                from tqdm import tqdm
+                bar = tqdm(total=nb, desc=f"epoch {ep + 1}/{t.epochs}", unit="batch", leave=False,
+                           file=sys.stderr, disable=None)
+            losses = []
+            for b in range(nb):
+                chunk = perm[b * global_bs:(b + 1) * global_bs][self.dist.rank::self.dist.world]
+                X = torch.from_numpy(np.stack([train_window(train_audio[i], n, rng, aug) for i in chunk]))
+                Y = torch.from_numpy(y[chunk])
+                logits, emb = self.net(X)
+                ce = F.cross_entropy(logits, Y, weight=weights)
+                cl = self.center(emb, Y)
+                loss = ce + t.center_weight * cl
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+                self.opt.step()
+                self.center.update(emb, Y, t.center_lr, self.dist.all_reduce if self.dist.world > 1 else None)
+                losses.append(float(loss))
+                if bar is not None:
+                    bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+                    bar.update()
+            if bar is not None:
+                bar.close()
+            self.sched.step()
+            self.epoch = ep + 1
+            rec = {"epoch": self.epoch, "loss": float(np.mean(losses)), "seconds": round(time.time() - t0, 2)}
+            improved = False
+            if self.dist.main:
+                if len(val_clips):
+                    probs = predict_probs(self.model, val_audio)
+                    rep = report(yv, probs.argmax(1), self.cfg.labels)
+                    rec.update(val_UA=rep["UA"], val_WA=rep["WA"])
+                    improved = rep["UA"] > self.best["UA"]
+                else:
+                    improved = True  # no validation speakers: the last epoch is the best
+                self.history.append(rec)
+                if improved:
+                    self.best = {"UA": rec.get("val_UA", -1.0), "epoch": self.epoch}
+                    self.bad_epochs = 0
+                else:
+                    self.bad_epochs += 1
+                st = self.state()
+                save_atomic(st, last)
+                if improved:
+                    save_atomic(st, self.out / "best.pt")
+                vs = f"  val UA {rec['val_UA']:.1%} WA {rec['val_WA']:.1%}" if "val_UA" in rec else ""
+                self.log(f"epoch {self.epoch}/{t.epochs}  loss {rec['loss']:.3f}{vs}  "
+                         f"({rec['seconds']:.1f}s){'  *' if improved else ''}")
+            stop = self.dist.broadcast_flag(self.dist.main and self.bad_epochs >= t.patience)
+            if stop:
+                self.log(f"early stop: no better validation UA for {t.patience} epochs")
+        self.dist.barrier()
+        return {"best": self.best, "history": self.history, "epochs_run": self.epoch}

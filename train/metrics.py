@@ -1,0 +1,80 @@
+"""WA, UA, macro-F1, per-class precision/recall and the confusion matrix."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+
+def confusion(y_true: Sequence[int], y_pred: Sequence[int], n: int) -> np.ndarray:
+    m = np.zeros((n, n), dtype=np.int64)
+    for t, p in zip(y_true, y_pred):
+        m[t, p] += 1
+    return m
+
+
+def report(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> Dict:
+    """Scores over the classes that occur in y_true (a class absent from the test set has no recall)."""
+    n = len(labels)
+    cm = confusion(y_true, y_pred, n)
+    present = cm.sum(1) > 0
+    recall = np.divide(np.diag(cm), cm.sum(1), out=np.zeros(n), where=cm.sum(1) > 0)
+    precision = np.divide(np.diag(cm), cm.sum(0), out=np.zeros(n), where=cm.sum(0) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=(precision + recall) > 0)
+    total = int(cm.sum())
+    return {
+        "n": total,
+        "WA": float(np.trace(cm) / total) if total else 0.0,
+        "UA": float(recall[present].mean()) if present.any() else 0.0,
+        "macro_F1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": {labels[i]: {"precision": float(precision[i]), "recall": float(recall[i]),
+                                  "f1": float(f1[i]), "support": int(cm[i].sum())} for i in range(n)},
+        "labels": list(labels),
+        "confusion": cm.tolist(),
+    }
+
+
+def plot_confusion(rep: Dict, path: Path, title: str = "") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.array(rep["confusion"], dtype=float)
+    keep = [i for i in range(len(cm)) if cm[i].sum() > 0 or cm[:, i].sum() > 0]
+    cm = cm[np.ix_(keep, keep)]
+    labels = [rep["labels"][i] for i in keep]
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(labels), 0.8 + 0.7 * len(labels)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
+                    color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"UA {rep['UA']:.1%}  WA {rep['WA']:.1%}  n={rep['n']}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_json(obj, path: Path) -> None:
+    import os
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def format_report(rep: Dict) -> str:
+    lines = [f"WA {rep['WA']:.1%}  UA {rep['UA']:.1%}  macro-F1 {rep['macro_F1']:.1%}  (n={rep['n']})",
+             f"{'class':<11}{'precision':>10}{'recall':>9}{'support':>9}"]
+    for lab, v in rep["per_class"].items():
+        if v["support"]:
+            lines.append(f"{lab:<11}{v['precision']:>10.1%}{v['recall']:>9.1%}{v['support']:>9}")
+    return "\n".join(lines)

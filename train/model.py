@@ -1,0 +1,249 @@
+"""The hierarchical ConvLSTM + BiGRU network on the raw waveform.
+
+The waveform is cut into frames of `frame_ms`. Each local feature learning block (LFLB) is a
+ConvLSTM over the frame sequence whose "spatial" axis is the position inside the frame:
+input-to-state and state-to-state transforms are 1-D convolutions along that axis. Blocks are
+followed by batch norm, pooling along the frame axis and a residual projection of the block
+input. A stacked bidirectional GRU then reads the per-frame features for global context.
+
+The recurrent state is an explicit argument everywhere, so the front end can be exported as a
+step model that carries (h, c) of every block across audio chunks.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+State = List[Tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class ModelConfig:
+    sample_rate: int = 16000
+    frame_ms: float = 100.0          # one ConvLSTM time step
+    window_s: float = 3.0            # the classifier's receptive field (frames = window / frame)
+    stem_kernel: int = 64            # block 1 input-to-state conv runs on raw samples
+    stem_stride: int = 32
+    channels: Tuple[int, ...] = (16, 24, 32, 48)
+    kernel: int = 3                  # conv kernel of blocks 2.. and of every state-to-state conv
+    pool: int = 2
+    gru_hidden: int = 48
+    gru_layers: int = 2
+    embed_dim: int = 64
+    dropout: float = 0.3
+    labels: Tuple[str, ...] = ("neutral", "calm", "happiness", "sadness", "anger", "fear", "disgust", "surprise")
+
+    @property
+    def frame_samples(self) -> int:
+        return int(round(self.sample_rate * self.frame_ms / 1000))
+
+    @property
+    def window_frames(self) -> int:
+        return int(round(self.window_s * 1000 / self.frame_ms))
+
+    @property
+    def window_samples(self) -> int:
+        return self.window_frames * self.frame_samples
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.labels)
+
+    def lengths(self) -> List[int]:
+        """State length (positions inside a frame) of each block."""
+        pad = (self.stem_kernel - self.stem_stride) // 2
+        first = (self.frame_samples + 2 * pad - self.stem_kernel) // self.stem_stride + 1
+        out = [first]
+        for _ in self.channels[1:]:
+            out.append(out[-1] // self.pool)
+        return out
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["labels"] = list(self.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        d = {k: v for k, v in d.items() if k in known}
+        if "channels" in d:
+            d["channels"] = tuple(d["channels"])
+        if "labels" in d:
+            d["labels"] = tuple(d["labels"])
+        return cls(**d)
+
+
+PRESETS = {
+    # small enough for real time on one Raspberry Pi core
+    "edge": ModelConfig(),
+    # the paper-sized network: four wide LFLBs, 20 ms frames, a wider BiGRU
+    "paper": ModelConfig(frame_ms=40.0, stem_kernel=32, stem_stride=16, channels=(32, 64, 64, 128),
+                         kernel=5, gru_hidden=128, gru_layers=2, embed_dim=128),
+    # for tests: seconds to train
+    "tiny": ModelConfig(frame_ms=100.0, window_s=1.0, channels=(4, 6), gru_hidden=8, gru_layers=2,
+                        embed_dim=8, dropout=0.0),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    return replace(PRESETS[name], **overrides)
+
+
+class ConvLSTMBlock(nn.Module):
+    """One LFLB: ConvLSTM over frames, batch norm, pooling inside the frame, residual."""
+
+    def __init__(self, in_ch: int, out_ch: int, in_kernel: int, stride: int, state_kernel: int,
+                 pool: int, residual: bool):
+        super().__init__()
+        self.out_ch = out_ch
+        pad = (in_kernel - stride) // 2 if stride > 1 else in_kernel // 2
+        self.i2s = nn.Conv1d(in_ch, 4 * out_ch, in_kernel, stride=stride, padding=pad)
+        # no bias: a zero state then contributes exactly nothing, so step 0 may skip this conv
+        self.s2s = nn.Conv1d(out_ch, 4 * out_ch, state_kernel, padding=state_kernel // 2, bias=False)
+        self.bn = nn.BatchNorm1d(out_ch)
+        self.pool = nn.MaxPool1d(pool) if pool > 1 else nn.Identity()
+        self.residual = residual
+        if residual:
+            self.skip = nn.Sequential(nn.AvgPool1d(pool) if pool > 1 else nn.Identity(),
+                                      nn.Conv1d(in_ch, out_ch, 1, bias=False))
+
+    def forward(self, x: torch.Tensor, state: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+        """x: (B, T, C_in, L_in) -> (B, T, C_out, L_out), new (h, c)."""
+        B, T, C, L = x.shape
+        # input-to-state for every frame in one batched call; only s2s is sequential
+        gx = self.i2s(x.reshape(B * T, C, L))
+        gx = gx.reshape(B, T, gx.shape[1], gx.shape[2])
+        if state is None:
+            h = c = None
+        else:
+            h, c = state
+        outs = []
+        for g in gx.unbind(1):  # unbind once: indexing per step makes backward allocate per frame
+            if h is not None:
+                g = g + self.s2s(h)
+            i, f, u, o = g.chunk(4, dim=1)
+            u = torch.tanh(u)
+            c = torch.sigmoid(i) * u if c is None else torch.sigmoid(f) * c + torch.sigmoid(i) * u
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outs.append(h)
+        y = torch.stack(outs, 1)
+        Lh = y.shape[-1]
+        y = self.bn(y.reshape(B * T, self.out_ch, Lh))
+        y = self.pool(F.relu(y))
+        if self.residual:
+            s = self.skip(x.reshape(B * T, C, L))
+            n = min(s.shape[-1], y.shape[-1])
+            y = y[..., :n] + s[..., :n]
+        return y.reshape(B, T, self.out_ch, y.shape[-1]), (h, c)
+
+
+class Frontend(nn.Module):
+    """Raw samples -> one feature vector per frame, carrying ConvLSTM state across calls."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        blocks = []
+        lens = cfg.lengths()
+        in_ch = 1
+        for i, ch in enumerate(cfg.channels):
+            if i == 0:
+                blk = ConvLSTMBlock(1, ch, cfg.stem_kernel, cfg.stem_stride, cfg.kernel, cfg.pool, False)
+            else:
+                blk = ConvLSTMBlock(in_ch, ch, cfg.kernel, 1, cfg.kernel, cfg.pool, True)
+            blocks.append(blk)
+            in_ch = ch
+        self.blocks = nn.ModuleList(blocks)
+        self.feature_dim = 2 * cfg.channels[-1]
+
+    def forward(self, frames: torch.Tensor, state: Optional[State] = None):
+        """frames: (B, T, frame_samples) -> features (B, T, D), state list of (h, c)."""
+        x = frames.unsqueeze(2)
+        new_state: State = []
+        for i, blk in enumerate(self.blocks):
+            x, hc = blk(x, None if state is None else state[i])
+            new_state.append(hc)
+        feats = torch.cat([x.mean(-1), x.amax(-1)], dim=-1)
+        return feats, new_state
+
+    def zero_state(self, batch: int = 1) -> State:
+        lens = self.cfg.lengths()
+        return [(torch.zeros(batch, ch, n), torch.zeros(batch, ch, n))
+                for ch, n in zip(self.cfg.channels, lens)]
+
+
+class Head(nn.Module):
+    """Per-frame features of one window -> embedding and class logits."""
+
+    def __init__(self, cfg: ModelConfig, feature_dim: int):
+        super().__init__()
+        self.gru = nn.GRU(feature_dim, cfg.gru_hidden, num_layers=cfg.gru_layers, batch_first=True,
+                          bidirectional=True, dropout=cfg.dropout if cfg.gru_layers > 1 else 0.0)
+        self.embed = nn.Linear(4 * cfg.gru_hidden, cfg.embed_dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.embed_dim, cfg.n_classes)
+
+    def forward(self, feats: torch.Tensor):
+        y, _ = self.gru(feats)
+        pooled = torch.cat([y.mean(1), y.amax(1)], dim=-1)
+        emb = F.relu(self.embed(self.drop(pooled)))
+        return self.classifier(self.drop(emb)), emb
+
+
+class SERModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.frontend = Frontend(cfg)
+        self.head = Head(cfg, self.frontend.feature_dim)
+
+    def frame(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, N) samples -> (B, N // frame, frame) frames; a trailing partial frame is dropped."""
+        n = self.cfg.frame_samples
+        T = wave.shape[-1] // n
+        return wave[..., : T * n].reshape(wave.shape[0], T, n)
+
+    def forward(self, wave: torch.Tensor):
+        """wave: (B, window_samples) -> logits (B, n_classes), embedding (B, embed_dim)."""
+        feats, _ = self.frontend(self.frame(wave))
+        return self.head(feats)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def macs_per_second(cfg: ModelConfig, hop_s: float = 0.5) -> dict:
+    """Multiply-accumulates per second of audio: frame-wise front end, and the head once per hop."""
+    fps = 1000.0 / cfg.frame_ms
+    lens = cfg.lengths()
+    front = 0
+    in_ch = 1
+    for i, ch in enumerate(cfg.channels):
+        k_in = cfg.stem_kernel if i == 0 else cfg.kernel
+        front += 4 * ch * in_ch * k_in * lens[i]          # input-to-state
+        front += 4 * ch * ch * cfg.kernel * lens[i]       # state-to-state
+        if i > 0:
+            front += ch * in_ch * (lens[i] // cfg.pool)   # residual 1x1
+        in_ch = ch
+    H = cfg.gru_hidden
+    gru = 0
+    d_in = 2 * cfg.channels[-1]
+    for _ in range(cfg.gru_layers):
+        gru += 2 * 3 * (d_in * H + H * H)
+        d_in = 2 * H
+    head_per_window = gru * cfg.window_frames + 4 * H * cfg.embed_dim + cfg.embed_dim * cfg.n_classes
+    return {
+        "frontend_per_s": int(front * fps),
+        "head_per_window": int(head_per_window),
+        "whole_window_per_s": int(front * fps + head_per_window / cfg.window_s),
+        "streaming_per_s": int(front * fps + head_per_window / hop_s),
+    }

@@ -1,0 +1,154 @@
+"""Train and evaluate runs built from corpora: what the CLI commands call."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgeser import labels as L
+
+from .data import AudioCache, Clip, DataError, corpus_licence, read_corpus, select, speaker_folds, \
+    split_validation, summary
+from .metrics import format_report, plot_confusion, report, write_json
+
+
+def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str]) -> Tuple[List[Clip], Dict[str, str], Optional[List[str]]]:
+    merges = L.parse_merge(merge)
+    keep = L.parse_labels(labels)
+    clips: List[Clip] = []
+    for d in data:
+        clips += read_corpus(d)
+    clips = select(clips, merges, keep)
+    if not clips:
+        raise DataError(f"no clips left in {', '.join(data)} after the label selection")
+    return clips, merges, keep
+
+
+def calibration_sample(clips: Sequence[Clip], per_label: int = 4, seed: int = 0) -> List[str]:
+    """A few training clips per label: what export calibrates int8 ranges on by default."""
+    rng = np.random.default_rng(seed)
+    by = defaultdict(list)
+    for c in clips:
+        by[c.label].append(c.path)
+    out = []
+    for lab in sorted(by):
+        paths = by[lab]
+        out += [paths[i] for i in rng.choice(len(paths), size=min(per_label, len(paths)), replace=False)]
+    return out
+
+
+def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcfg, out: Path,
+              val_fraction: float = 0.15, resume: bool = False, extra_meta: Optional[dict] = None,
+              progress: bool = True) -> Dict:
+    """Hold out whole training speakers for validation, train, return the Trainer's summary."""
+    from .engine import Trainer
+
+    speakers = sorted({c.speaker for c in clips})
+    tr_spk, val_spk = split_validation(speakers, val_fraction, tcfg.seed) if val_fraction > 0 else (speakers, [])
+    tr = [i for i, c in enumerate(clips) if c.speaker in set(tr_spk)]
+    va = [i for i, c in enumerate(clips) if c.speaker in set(val_spk)]
+    corpora = sorted({c.corpus for c in clips})
+    meta = {
+        "data": [{"corpus": c, "licence": corpus_licence(c)} for c in corpora],
+        "train_speakers": tr_spk, "val_speakers": val_spk,
+        "calibration": calibration_sample([clips[i] for i in tr], seed=tcfg.seed),
+        "summary": summary(clips),
+        **(extra_meta or {}),
+    }
+    trainer = Trainer(model_cfg, tcfg, out, meta, progress=progress)
+    res = trainer.fit([clips[i] for i in tr], [audio[i] for i in tr],
+                      [clips[i] for i in va], [audio[i] for i in va], resume=resume)
+    return res
+
+
+def _fold_worker(args) -> Dict:
+    """One cross-validation fold in its own process (one thread: small recurrent ops run faster so)."""
+    (fold, test_spk, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume) = args
+    import torch
+
+    torch.set_num_threads(max(1, tcfg.threads or 1))
+    from .checkpoint import load_model
+    from .engine import predict_probs
+
+    cache = AudioCache(cache_dir)
+    kept, audio, _ = cache.load(clips, progress=False)
+    test_set = set(test_spk)
+    tr = [i for i, c in enumerate(kept) if c.speaker not in test_set]
+    te = [i for i, c in enumerate(kept) if c.speaker in test_set]
+    fold_dir = Path(out) / f"fold{fold}"
+    t0 = time.time()
+    res = train_run([kept[i] for i in tr], [audio[i] for i in tr], model_cfg, tcfg, fold_dir,
+                    val_fraction, resume, {"test_speakers": list(test_spk)}, progress=False)
+    model, _ = load_model(fold_dir / "best.pt")
+    probs = predict_probs(model, [audio[i] for i in te])
+    idx = {lab: i for i, lab in enumerate(model_cfg.labels)}
+    return {"fold": fold, "test_speakers": list(test_spk), "y_true": [idx[kept[i].label] for i in te],
+            "y_pred": probs.argmax(1).tolist(), "paths": [kept[i].path for i in te],
+            "best": res["best"], "epochs_run": res["epochs_run"], "seconds": round(time.time() - t0, 1)}
+
+
+def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int, jobs: int = 1,
+                   val_fraction: float = 0.15, cache_dir: Optional[str] = None, resume: bool = False) -> Dict:
+    groups = speaker_folds(clips, folds)
+    tasks = [(k, g, list(clips), model_cfg, tcfg, str(out), val_fraction, cache_dir, resume) for k, g in enumerate(groups)]
+    results = []
+    if jobs <= 1:
+        for t in tasks:
+            results.append(_fold_worker(t))
+            r = results[-1]
+            print(f"fold {r['fold']}: test speakers {','.join(r['test_speakers'])}: UA "
+                  f"{report(r['y_true'], r['y_pred'], model_cfg.labels)['UA']:.1%} ({r['seconds']}s)", flush=True)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+            futs = [ex.submit(_fold_worker, t) for t in tasks]
+            for f in as_completed(futs):
+                r = f.result()
+                results.append(r)
+                print(f"fold {r['fold']}: test speakers {','.join(r['test_speakers'])}: UA "
+                      f"{report(r['y_true'], r['y_pred'], model_cfg.labels)['UA']:.1%} ({r['seconds']}s)", flush=True)
+    results.sort(key=lambda r: r["fold"])
+    y_true = sum((r["y_true"] for r in results), [])
+    y_pred = sum((r["y_pred"] for r in results), [])
+    pooled = report(y_true, y_pred, model_cfg.labels)
+    fold_ua = [report(r["y_true"], r["y_pred"], model_cfg.labels)["UA"] for r in results]
+    return {"pooled": pooled, "fold_UA": fold_ua, "fold_UA_mean": float(np.mean(fold_ua)),
+            "fold_UA_std": float(np.std(fold_ua)), "folds": results}
+
+
+def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray]) -> Dict:
+    """Score a trained model on any corpus: only clips whose label the model knows, and only
+    predictions among the labels that the test set has (cross-corpus)."""
+    from .checkpoint import load_model
+    from .engine import predict_probs
+
+    model, ckpt = load_model(ckpt_path)
+    known = list(model.cfg.labels)
+    merges = ckpt.get("meta", {}).get("merges", {})
+    pairs = [(i, L.apply(c.label, merges, known)) for i, c in enumerate(clips)]
+    pairs = [(i, lab) for i, lab in pairs if lab is not None]
+    if not pairs:
+        raise DataError(f"none of the test clips carries a label the model knows ({', '.join(known)})")
+    test_labels = sorted({lab for _, lab in pairs}, key=known.index)
+    probs = predict_probs(model, [audio[i] for i, _ in pairs])
+    allowed = np.array([known.index(l) for l in test_labels])
+    pred = allowed[probs[:, allowed].argmax(1)]
+    y = [known.index(lab) for _, lab in pairs]
+    rep = report(y, pred.tolist(), known)
+    rep["scored_labels"] = test_labels
+    rep["skipped_unknown_label"] = len(clips) - len(pairs)
+    return rep
+
+
+def save_report(rep: Dict, out: Path, name: str, title: str = "") -> None:
+    write_json(rep, out / f"{name}.json")
+    plot_confusion(rep.get("pooled", rep), out / f"{name}_confusion.png", title)
