@@ -1,0 +1,147 @@
+"""One call interface over onnxruntime and LiteRT/TFLite interpreters.
+
+`open_model(path)` picks the backend from the file suffix. `run` takes and returns float32
+arrays by tensor name; int8 (full-integer) tensors are quantized and dequantized here with the
+file's own scale and zero point, so callers never see integer tensors.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+class BackendError(RuntimeError):
+    """A backend that is not installed, or a model file it cannot load; names the file."""
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: List[int]
+    dtype: str                    # float32 | int8 | int16 | ...
+    scale: float = 0.0            # 0: not quantized
+    zero_point: int = 0
+
+
+def _quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    if info.scale == 0.0:
+        return x.astype(info.dtype, copy=False)
+    ii = np.iinfo(info.dtype)
+    q = np.round(x / info.scale) + info.zero_point
+    return np.clip(q, ii.min, ii.max).astype(info.dtype)
+
+
+def _dequantize(q: np.ndarray, info: TensorInfo) -> np.ndarray:
+    if info.scale == 0.0:
+        return q.astype(np.float32, copy=False)
+    return ((q.astype(np.float32) - info.zero_point) * info.scale).astype(np.float32)
+
+
+class Backend:
+    name = "?"
+    path: Path
+    inputs: List[TensorInfo]
+    outputs: List[TensorInfo]
+
+    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{self.name} {self.path.name}>"
+
+
+class OnnxBackend(Backend):
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int = 1):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendError(f"{path}: onnxruntime is not installed (pip install \"edgeser[onnx]\")") from None
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, threads)
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise BackendError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self.path = Path(path)
+        t = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(int64)": "int64"}
+        self.inputs = [TensorInfo(i.name, list(i.shape), t.get(i.type, i.type)) for i in self.sess.get_inputs()]
+        self.outputs = [TensorInfo(o.name, list(o.shape), t.get(o.type, o.type)) for o in self.sess.get_outputs()]
+
+    def run(self, feeds):
+        res = self.sess.run(None, {i.name: np.asarray(feeds[i.name], dtype=i.dtype) for i in self.inputs})
+        return {o.name: r for o, r in zip(self.outputs, res)}
+
+
+def _tflite_interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+        return Interpreter, "tflite-runtime"
+    except ImportError:
+        pass
+    return None, None
+
+
+class TFLiteBackend(Backend):
+    name = "tflite"
+
+    def __init__(self, path: Path, threads: int = 1):
+        Interpreter, self.runtime = _tflite_interpreter_class()
+        if Interpreter is None:
+            raise BackendError(f"{path}: no TFLite interpreter installed (pip install \"edgeser[tflite]\")")
+        try:
+            self.interp = Interpreter(model_path=str(path), num_threads=max(1, threads))
+            self.interp.allocate_tensors()
+        except Exception as e:
+            raise BackendError(f"{path}: {self.runtime} cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self.path = Path(path)
+
+        def info(d):
+            scale, zp = d.get("quantization", (0.0, 0))
+            return TensorInfo(d["name"], [int(s) for s in d["shape"]], np.dtype(d["dtype"]).name, float(scale), int(zp))
+
+        self._in = self.interp.get_input_details()
+        self._out = self.interp.get_output_details()
+        self.inputs = [info(d) for d in self._in]
+        self.outputs = [info(d) for d in self._out]
+
+    def run(self, feeds):
+        for d, i in zip(self._in, self.inputs):
+            self.interp.set_tensor(d["index"], _quantize(np.asarray(feeds[i.name], dtype=np.float32), i))
+        self.interp.invoke()
+        return {o.name: _dequantize(self.interp.get_tensor(d["index"]), o) for d, o in zip(self._out, self.outputs)}
+
+
+def available() -> List[str]:
+    out = []
+    try:
+        import onnxruntime  # noqa: F401
+        out.append("onnx")
+    except ImportError:
+        pass
+    if _tflite_interpreter_class()[0] is not None:
+        out.append("tflite")
+    return out
+
+
+def open_model(path: os.PathLike, threads: int = 1) -> Backend:
+    p = Path(path)
+    if not p.exists():
+        raise BackendError(f"{p}: no such model file")
+    if p.suffix == ".onnx":
+        return OnnxBackend(p, threads)
+    if p.suffix == ".tflite":
+        return TFLiteBackend(p, threads)
+    raise BackendError(f"{p}: unknown model format (expected .onnx or .tflite)")
