@@ -83,8 +83,10 @@ def _load(data, extra, labels, merge, cache_dir):
 @click.argument("extra", nargs=-1, type=click.Path(), metavar="[PATH]...")
 @click.option("--out", required=True, type=click.Path(), help="Run folder: last.pt, best.pt, history.json.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--stop-after", type=click.IntRange(1), default=None,
+              help="End this invocation after N epochs in total (for time-limited jobs; continue with --resume).")
 @_train_options
-def train(data, extra, out, resume, preset, labels, merge, epochs, batch_size, lr, center_weight, center_lr,
+def train(data, extra, out, resume, stop_after, preset, labels, merge, epochs, batch_size, lr, center_weight, center_lr,
           patience, val_fraction, augment, seed, threads, cache_dir):
     """Train a model on one or more corpora.
 
@@ -103,7 +105,8 @@ def train(data, extra, out, resume, preset, labels, merge, epochs, batch_size, l
         if not resume and (out_p / "last.pt").exists():
             raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
         res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
-                        {"merges": merges, "preset": preset, "command": " ".join(sys.argv)})
+                        {"merges": merges, "preset": preset, "command": " ".join(sys.argv)},
+                        stop_after=stop_after)
     except (DataError, LabelError) as e:
         _fail(e)
     if int(os.environ.get("RANK", "0")) == 0:

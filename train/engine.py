@@ -154,7 +154,9 @@ class Trainer:
         self.log(f"resumed from {path} after epoch {self.epoch}")
 
     def fit(self, train_clips: Sequence[Clip], train_audio: Sequence[np.ndarray],
-            val_clips: Sequence[Clip], val_audio: Sequence[np.ndarray], resume: bool = False) -> Dict:
+            val_clips: Sequence[Clip], val_audio: Sequence[np.ndarray], resume: bool = False,
+            stop_after: Optional[int] = None) -> Dict:
+        """Train until `epochs`, early stop, or (for time-limited jobs) `stop_after` epochs."""
         t = self.tcfg
         idx = {lab: i for i, lab in enumerate(self.cfg.labels)}
         y = np.array([idx[c.label] for c in train_clips])
@@ -172,7 +174,8 @@ class Trainer:
         self.log(f"model: {count_params(self.model):,} parameters; train {len(train_clips)} clips, "
                  f"validation {len(val_clips)} clips; {self.dist.world} process(es)")
         stop = False
-        while self.epoch < t.epochs and not stop:
+        end = t.epochs if stop_after is None else min(t.epochs, stop_after)
+        while self.epoch < end and not stop:
             ep = self.epoch
             rng = seed_all(t.seed, ep + 1, self.dist.rank)
             perm = np.random.default_rng([t.seed, ep]).permutation(len(train_clips))
@@ -199,7 +202,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
                 self.opt.step()
                 self.center.update(emb, Y, t.center_lr, self.dist.all_reduce if self.dist.world > 1 else None)
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 if bar is not None:
                     bar.set_postfix(loss=f"{np.mean(losses):.3f}")
                     bar.update()

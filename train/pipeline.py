@@ -46,7 +46,7 @@ def calibration_sample(clips: Sequence[Clip], per_label: int = 4, seed: int = 0)
 
 def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcfg, out: Path,
               val_fraction: float = 0.15, resume: bool = False, extra_meta: Optional[dict] = None,
-              progress: bool = True) -> Dict:
+              progress: bool = True, stop_after: Optional[int] = None) -> Dict:
     """Hold out whole training speakers for validation, train, return the Trainer's summary."""
     from .engine import Trainer
 
@@ -64,7 +64,8 @@ def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcf
     }
     trainer = Trainer(model_cfg, tcfg, out, meta, progress=progress)
     res = trainer.fit([clips[i] for i in tr], [audio[i] for i in tr],
-                      [clips[i] for i in va], [audio[i] for i in va], resume=resume)
+                      [clips[i] for i in va], [audio[i] for i in va], resume=resume,
+                      stop_after=stop_after)
     return res
 
 

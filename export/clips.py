@@ -1,0 +1,111 @@
+"""Real audio for export: calibration windows and held-out clips, normalised like training.
+
+Calibration uses the checkpoint's own training clips (meta["calibration"]) or a folder the
+user names; held-out clips are the checkpoint's validation/test speakers, read from the corpus
+folder the calibration clips live in. Never noise: int8 ranges set on noise mis-scale speech.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgeser import labels as L
+from edgeser.train.data import AudioCache, Clip, DataError, eval_windows, read_corpus, select
+
+
+class ClipsError(ValueError):
+    """No usable real clips for calibration or checking; names where it looked."""
+
+
+@dataclass
+class HeldOut:
+    clips: List[Clip]
+    audio: List[np.ndarray]
+    y: np.ndarray              # class index in the model's labels
+    source: str                # where the clips came from, for the report
+
+
+def _corpus_root(clip_path: Path) -> Optional[Path]:
+    """The folder read_corpus would have been given: nearest parent holding manifest.csv."""
+    for p in clip_path.parents:
+        if (p / "manifest.csv").exists():
+            return p
+    return None
+
+
+def calibration_paths(ckpt: dict, data: Optional[str] = None, per_label: int = 0) -> Tuple[List[str], str]:
+    """Clip paths to calibrate on and a description of where they came from.
+
+    `data`: a corpus folder; every clip is used unless `per_label` caps each label.
+    """
+    if data:
+        clips = read_corpus(data)
+        if per_label:
+            from edgeser.train.pipeline import calibration_sample
+            return calibration_sample(clips, per_label=per_label), f"{data} ({per_label} clips per label)"
+        return [c.path for c in clips], str(data)
+    paths = list(ckpt.get("meta", {}).get("calibration") or [])
+    existing = [p for p in paths if Path(p).exists()]
+    if not existing:
+        where = f"{len(paths)} listed in the checkpoint, none found" if paths else "none listed in the checkpoint"
+        raise ClipsError(f"{ckpt.get('_path', 'checkpoint')}: no calibration clips ({where}); "
+                         f"give --calibration DATA (a corpus folder)")
+    return existing, f"checkpoint meta.calibration ({len(existing)} of {len(paths)} clips found)"
+
+
+def load_audio(paths: Sequence[str], progress: bool = False) -> List[np.ndarray]:
+    """Decoded, silence-trimmed, RMS-normalised clips (the training cache; broken clips skipped)."""
+    clips = [Clip(p, "", "", "") for p in paths]
+    _, audio, _ = AudioCache().load(clips, progress=progress)
+    return audio
+
+
+def windows(audio: Sequence[np.ndarray], window_samples: int, limit: int = 0) -> np.ndarray:
+    """All evaluation windows of the clips (centred for short clips, half-window hops for long)."""
+    if not audio:
+        return np.zeros((0, window_samples), dtype=np.float32)
+    W = np.concatenate([eval_windows(x, window_samples) for x in audio]).astype(np.float32)
+    return W[:limit] if limit else W
+
+
+def heldout(ckpt: dict, labels: Sequence[str], data: Optional[str] = None, limit: int = 0,
+            progress: bool = False) -> HeldOut:
+    """Labelled clips the model did not train on (or the folder the user names)."""
+    meta = ckpt.get("meta", {})
+    merges = meta.get("merges", {}) or {}
+    if data:
+        clips = read_corpus(data)
+        source = str(data)
+    else:
+        speakers = set(meta.get("val_speakers") or []) | set(meta.get("test_speakers") or [])
+        roots = {r for r in (_corpus_root(Path(p)) for p in meta.get("calibration") or []) if r is not None}
+        if not speakers or not roots:
+            raise ClipsError(f"{ckpt.get('_path', 'checkpoint')}: no held-out speakers or corpus folder recorded; "
+                             f"give --check DATA (a corpus folder) or --no-check")
+        clips = []
+        for r in sorted(roots):
+            try:
+                clips += [c for c in read_corpus(str(r)) if c.speaker in speakers]
+            except DataError:
+                continue
+        source = f"held-out speakers {', '.join(sorted(speakers))} of {', '.join(str(r) for r in sorted(roots))}"
+    kept = []
+    for c in clips:
+        try:
+            lab = L.apply(c.label, merges, list(labels))
+        except L.LabelError:
+            lab = None
+        if lab is not None:
+            kept.append(Clip(c.path, c.speaker, lab, c.corpus))
+    if limit and len(kept) > limit:
+        # an even spread over the sorted list keeps every speaker and label represented
+        idx = np.linspace(0, len(kept) - 1, limit).round().astype(int)
+        kept = [kept[i] for i in sorted(set(idx.tolist()))]
+    if not kept:
+        raise ClipsError(f"{source}: no clips with a label the model knows ({', '.join(labels)})")
+    kept, audio, _ = AudioCache().load(kept, progress=progress)
+    idx: Dict[str, int] = {lab: i for i, lab in enumerate(labels)}
+    return HeldOut(kept, audio, np.array([idx[c.label] for c in kept]), source)

@@ -1,0 +1,86 @@
+"""The three exported roles as plain nn.Modules with fixed shapes and named tensors.
+
+The recurrent state of the front end is an explicit input and output: a constant zero state
+inside the graph breaks int8 conversion (a float constant feeding an int8 conv), and a step
+model must carry it across calls anyway.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+import torch.nn as nn
+
+from edgeser.train.model import SERModel
+
+ROLES = ("window", "frontend_step", "head")
+
+
+def state_names(n_blocks: int) -> List[str]:
+    """h0, c0, h1, c1, ... : the order of manifest.state_shapes and of the step model's inputs."""
+    return [f"{k}{i}" for i in range(n_blocks) for k in ("h", "c")]
+
+
+def state_shapes(model: SERModel) -> List[List[int]]:
+    cfg = model.cfg
+    return [[1, ch, n] for ch, n in zip(cfg.channels, cfg.lengths()) for _ in ("h", "c")]
+
+
+class WindowModel(nn.Module):
+    """audio (1, window_samples) -> probs (1, n_classes)."""
+
+    def __init__(self, model: SERModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.model(audio)
+        return torch.softmax(logits, dim=-1)
+
+
+class FrontendStep(nn.Module):
+    """audio (1, hop_frames * frame_samples), h0, c0, ... -> features (1, hop_frames, D), h0_out, ..."""
+
+    def __init__(self, model: SERModel, hop_frames: int):
+        super().__init__()
+        self.frontend = model.frontend
+        self.frame_samples = model.cfg.frame_samples
+        self.hop_frames = hop_frames
+
+    def forward(self, audio: torch.Tensor, *states: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        frames = audio.reshape(audio.shape[0], self.hop_frames, self.frame_samples)
+        state = [(states[2 * i], states[2 * i + 1]) for i in range(len(states) // 2)]
+        feats, new_state = self.frontend(frames, state)
+        flat = [t for hc in new_state for t in hc]
+        return (feats, *flat)
+
+
+class HeadModel(nn.Module):
+    """features (1, window_frames, D) -> probs (1, n_classes)."""
+
+    def __init__(self, model: SERModel):
+        super().__init__()
+        self.head = model.head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.head(features)
+        return torch.softmax(logits, dim=-1)
+
+
+def build(model: SERModel, role: str, hop_frames: int):
+    """(module, sample inputs as a tuple, input names, output names) for one role, batch 1."""
+    cfg = model.cfg
+    model.eval()
+    if role == "window":
+        return WindowModel(model).eval(), (torch.zeros(1, cfg.window_samples),), ["audio"], ["probs"]
+    if role == "frontend_step":
+        names = state_names(len(cfg.channels))
+        # a non-zero sample state: tracing must see the state path as data, not as a constant
+        sample = (torch.zeros(1, hop_frames * cfg.frame_samples),
+                  *[torch.full(s, 0.01) for s in state_shapes(model)])
+        return (FrontendStep(model, hop_frames).eval(), sample, ["audio", *names],
+                ["features", *[f"{n}_out" for n in names]])
+    if role == "head":
+        return (HeadModel(model).eval(), (torch.zeros(1, cfg.window_frames, model.frontend.feature_dim),),
+                ["features"], ["probs"])
+    raise ValueError(f"unknown role {role!r} (known: {', '.join(ROLES)})")

@@ -1,0 +1,42 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("EDGESER_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA / "emodb" / "manifest.csv").exists():
+        pytest.skip(f"corpora not found at {DATA} (set EDGESER_DATA)")
+    return DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    # tests never read or fill the user's decoded-audio cache
+    os.environ["EDGESER_CACHE"] = str(tmp_path_factory.mktemp("audio-cache"))
+    yield
+
+
+def small_corpus(data_dir: Path, folder: Path, per_speaker: int = 6, speakers=None,
+                 labels=("anger", "neutral", "sadness")) -> Path:
+    """A manifest.csv corpus of a few real EmoDB clips (absolute paths), for fast tests."""
+    import csv
+
+    rows = list(csv.DictReader(open(data_dir / "emodb" / "manifest.csv")))
+    speakers = speakers or sorted({r["speaker"] for r in rows})[:4]
+    out, count = [], {}
+    for r in rows:
+        key = (r["speaker"], r["emotion"])
+        if r["speaker"] in speakers and r["emotion"] in labels and count.get(key, 0) < per_speaker // len(labels) + 1:
+            count[key] = count.get(key, 0) + 1
+            out.append({"path": str(data_dir / "emodb" / r["path"]), "speaker": r["speaker"], "emotion": r["emotion"]})
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "speaker", "emotion"])
+        w.writeheader()
+        w.writerows(out)
+    return folder

@@ -1,0 +1,100 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from click.testing import CliRunner
+
+from edgeser.cli import cli
+from edgeser.train.checkpoint import load_checkpoint, load_model
+
+from conftest import small_corpus
+
+TINY = ["--preset", "tiny", "--batch-size", "8", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def corpus(data_dir, tmp_path_factory):
+    return small_corpus(data_dir, tmp_path_factory.mktemp("corpus"), per_speaker=6)
+
+
+def run(args):
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    return res
+
+
+def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path):
+    full = run(["train", "--data", str(corpus), "--epochs", "2", "--out", str(tmp_path / "full"), *TINY])
+    assert full.exit_code == 0, full.output
+    # the same run, ended after epoch 1 as if killed there, then resumed
+    half = run(["train", "--data", str(corpus), "--epochs", "2", "--stop-after", "1", "--out", str(tmp_path / "half"), *TINY])
+    assert half.exit_code == 0 and load_checkpoint(tmp_path / "half" / "last.pt")["epoch"] == 1
+    res = run(["train", "--data", str(corpus), "--epochs", "2", "--resume", "--out", str(tmp_path / "half"), *TINY])
+    assert res.exit_code == 0 and "resumed from" in res.output
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "half" / "last.pt")["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and a different seed gives a different model: the comparison can fail
+    other = run(["train", "--data", str(corpus), "--epochs", "2", "--seed", "1", "--out", str(tmp_path / "s1"), *TINY])
+    assert other.exit_code == 0
+    c = load_checkpoint(tmp_path / "s1" / "last.pt")["model"]
+    assert not all(torch.equal(c[k], a[k]) for k in c)
+
+
+def test_checkpoint_carries_its_config_and_is_replaced_atomically(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(out), *TINY]).exit_code == 0
+    model, ck = load_model(out / "best.pt")
+    assert ck["model_config"]["channels"] == [4, 6] and model.cfg.labels == ("neutral", "sadness", "anger")
+    assert ck["meta"]["calibration"] and all(Path(p).exists() for p in ck["meta"]["calibration"])
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    # a second run into the same folder refuses rather than overwrite a good checkpoint
+    again = CliRunner().invoke(cli, ["train", "--data", str(corpus), "--epochs", "1", "--out", str(out), *TINY])
+    assert again.exit_code != 0 and "--resume" in again.output
+
+
+def test_bad_checkpoint_is_a_one_line_error(tmp_path, corpus):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    res = CliRunner().invoke(cli, ["evaluate", "--model", str(bad), "--data", str(corpus)])
+    assert res.exit_code != 0 and "bad.pt" in res.output and "Traceback" not in res.output
+
+
+def test_two_process_ddp_training(corpus, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29513",
+           "-m", "edgeser", "train", "--data", str(corpus), "--epochs", "1", "--out", str(out), *TINY]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "2 process(es)" in p.stdout
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["epoch"] == 1 and np.isfinite(ck["history"][0]["loss"])
+
+
+def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
+    out = tmp_path / "cv"
+    res = run(["evaluate", "--data", str(corpus), "--cv", "speaker", "--folds", "2", "--epochs", "2",
+               "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "cv.json").read_text())
+    assert len(rep["fold_UA"]) == 2 and 0.0 <= rep["pooled"]["UA"] <= 1.0
+    pooled = rep["pooled"]
+    assert pooled["n"] == sum(sum(r) for r in pooled["confusion"])
+    assert set(rep["folds"][0]["test_speakers"]).isdisjoint(rep["folds"][1]["test_speakers"])
+    assert (out / "cv_confusion.png").stat().st_size > 1000
+    # a fold model tested on another corpus scores only the labels it knows
+    res = run(["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(data_dir / "emodb"),
+               "--out", str(tmp_path / "x")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "x" / "test.json").read_text())
+    assert rep["scored_labels"] == ["neutral", "sadness", "anger"]
+    assert rep["skipped_unknown_label"] == 535 - (79 + 62 + 127)
+    assert rep["n"] == 79 + 62 + 127
