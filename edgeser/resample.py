@@ -1,0 +1,56 @@
+"""Streaming conversion of any input (rate, int16 or float, any chunk size) to float32 mono at 16 kHz.
+
+soxr's ResampleStream gives the same samples whatever the chunking (and the same as one
+whole-clip `soxr.resample`), which is what makes streamed results chunk-size invariant.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+
+
+def to_float32(samples) -> np.ndarray:
+    """int16 full scale -> [-1, 1); float stays as is; multi-channel (frames, ch) is averaged."""
+    x = np.asarray(samples)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"samples must be 1-D (or frames x channels), got shape {x.shape}")
+    if x.dtype == np.int16:
+        x = x.astype(np.float32) / 32768.0
+    elif x.dtype.kind in "iu":
+        raise ValueError(f"integer samples must be int16, got {x.dtype}")
+    else:
+        x = x.astype(np.float32, copy=False)
+    if x.ndim == 2:
+        x = x.mean(axis=1, dtype=np.float32)
+    if x.size and not np.all(np.isfinite(x)):
+        raise ValueError("samples contain NaN or infinite values")
+    return x
+
+
+class StreamResampler:
+    """Feed chunks at `rate_in`; get float32 chunks at `rate_out` (identity when equal)."""
+
+    def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE, quality: str = "HQ"):
+        if int(rate_in) != rate_in or rate_in <= 0:
+            raise ValueError(f"bad sample rate {rate_in!r}")
+        self.rate_in = int(rate_in)
+        self.rate_out = int(rate_out)
+        self._rs = None
+        if self.rate_in != self.rate_out:
+            import soxr  # compiled, a core dependency; only needed off the model rate
+
+            self._rs = soxr.ResampleStream(self.rate_in, self.rate_out, 1, dtype="float32", quality=quality)
+
+    def process(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        if self._rs is None:
+            return x
+        return self._rs.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
+
+    def flush(self) -> np.ndarray:
+        """The filter's tail; call once at end of input."""
+        if self._rs is None:
+            return np.zeros(0, np.float32)
+        return self._rs.resample_chunk(np.zeros(0, np.float32), last=True)
