@@ -92,9 +92,10 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert (out / "cv_confusion.png").stat().st_size > 1000
     # a fold model tested on another corpus scores only the labels it knows
     res = run(["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(data_dir / "emodb"),
-               "--out", str(tmp_path / "x")])
+               "--speaker-adapt", "--out", str(tmp_path / "x")])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "x" / "test.json").read_text())
     assert rep["scored_labels"] == ["neutral", "sadness", "anger"]
     assert rep["skipped_unknown_label"] == 535 - (79 + 62 + 127)
     assert rep["n"] == 79 + 62 + 127
+    assert rep["speaker_adapted"]["n"] == rep["n"] and "transductive" in rep["speaker_adapted"]["note"]

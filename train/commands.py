@@ -128,8 +128,11 @@ def train(data, extra, out, resume, stop_after, preset, labels, merge, epochs, b
 @click.option("--out", default="runs/eval", show_default=True, type=click.Path(),
               help="Folder for the report (JSON), confusion matrix (PNG) and fold checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue interrupted fold runs.")
+@click.option("--speaker-adapt", is_flag=True,
+              help="Also report scores with batch-norm statistics re-estimated on each test speaker's "
+                   "unlabelled clips (transductive; shown beside the plain figure).")
 @_train_options
-def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, preset, labels, merge, epochs, batch_size, lr,
+def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, preset, labels, merge, epochs, batch_size, lr,
              center_weight, center_lr, patience, val_fraction, augment, seed, threads, cache_dir):
     """Speaker-independent cross-validation, or test a trained model on any corpus.
 
@@ -145,21 +148,26 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, preset, labe
     try:
         clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
         if model_path:
-            rep = test_model(model_path, clips, audio)
+            rep = test_model(model_path, clips, audio, speaker_adapt)
             rep["command"] = " ".join(sys.argv)
             save_report(rep, out_p, "test", f"{Path(model_path).name} on {', '.join(list(data) + list(extra))}")
             click.echo(format_report(rep))
+            if speaker_adapt:
+                a = rep["speaker_adapted"]
+                click.echo(f"speaker-adapted (transductive): WA {a['WA']:.1%}  UA {a['UA']:.1%}")
             click.echo(f"scored labels: {', '.join(rep['scored_labels'])}; report in {out_p / 'test.json'}")
             return
         cfg, tcfg = _configs(preset, found, epochs, batch_size, lr, center_weight, center_lr, patience, augment,
                              seed, threads or 1)
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
-        tcfg_meta = {"merges": merges}
-        res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume)
+        res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt)
         res["command"] = " ".join(sys.argv)
         res["merges"] = merges
         save_report(res, out_p, "cv")
         click.echo(format_report(res["pooled"]))
+        if speaker_adapt:
+            a = res["speaker_adapted"]
+            click.echo(f"speaker-adapted (transductive): WA {a['WA']:.1%}  UA {a['UA']:.1%}")
         click.echo(f"{cv} CV, {k} folds: UA per fold " + " ".join(f"{u:.1%}" for u in res["fold_UA"])
                    + f"; mean {res['fold_UA_mean']:.1%} ± {res['fold_UA_std']:.1%}; report in {out_p / 'cv.json'}")
     except (DataError, LabelError, CheckpointError) as e:

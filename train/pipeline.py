@@ -71,12 +71,12 @@ def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcf
 
 def _fold_worker(args) -> Dict:
     """One cross-validation fold in its own process (one thread: small recurrent ops run faster so)."""
-    (fold, test_spk, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume) = args
+    (fold, test_spk, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume, speaker_adapt) = args
     import torch
 
     torch.set_num_threads(max(1, tcfg.threads or 1))
     from .checkpoint import load_model
-    from .engine import predict_probs
+    from .engine import predict_probs, predict_probs_adapted
 
     cache = AudioCache(cache_dir)
     kept, audio, _ = cache.load(clips, progress=False)
@@ -90,15 +90,21 @@ def _fold_worker(args) -> Dict:
     model, _ = load_model(fold_dir / "best.pt")
     probs = predict_probs(model, [audio[i] for i in te])
     idx = {lab: i for i, lab in enumerate(model_cfg.labels)}
-    return {"fold": fold, "test_speakers": list(test_spk), "y_true": [idx[kept[i].label] for i in te],
-            "y_pred": probs.argmax(1).tolist(), "paths": [kept[i].path for i in te],
-            "best": res["best"], "epochs_run": res["epochs_run"], "seconds": round(time.time() - t0, 1)}
+    r = {"fold": fold, "test_speakers": list(test_spk), "y_true": [idx[kept[i].label] for i in te],
+         "y_pred": probs.argmax(1).tolist(), "paths": [kept[i].path for i in te],
+         "best": res["best"], "epochs_run": res["epochs_run"], "seconds": round(time.time() - t0, 1)}
+    if speaker_adapt:
+        pa = predict_probs_adapted(model, [audio[i] for i in te], [kept[i].speaker for i in te])
+        r["y_pred_adapted"] = pa.argmax(1).tolist()
+    return r
 
 
 def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int, jobs: int = 1,
-                   val_fraction: float = 0.15, cache_dir: Optional[str] = None, resume: bool = False) -> Dict:
+                   val_fraction: float = 0.15, cache_dir: Optional[str] = None, resume: bool = False,
+                   speaker_adapt: bool = False) -> Dict:
     groups = speaker_folds(clips, folds)
-    tasks = [(k, g, list(clips), model_cfg, tcfg, str(out), val_fraction, cache_dir, resume) for k, g in enumerate(groups)]
+    tasks = [(k, g, list(clips), model_cfg, tcfg, str(out), val_fraction, cache_dir, resume, speaker_adapt)
+             for k, g in enumerate(groups)]
     results = []
     if jobs <= 1:
         for t in tasks:
@@ -122,15 +128,19 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
     y_pred = sum((r["y_pred"] for r in results), [])
     pooled = report(y_true, y_pred, model_cfg.labels)
     fold_ua = [report(r["y_true"], r["y_pred"], model_cfg.labels)["UA"] for r in results]
-    return {"pooled": pooled, "fold_UA": fold_ua, "fold_UA_mean": float(np.mean(fold_ua)),
-            "fold_UA_std": float(np.std(fold_ua)), "folds": results}
+    res = {"pooled": pooled, "fold_UA": fold_ua, "fold_UA_mean": float(np.mean(fold_ua)),
+           "fold_UA_std": float(np.std(fold_ua)), "folds": results}
+    if speaker_adapt:
+        res["speaker_adapted"] = report(y_true, sum((r["y_pred_adapted"] for r in results), []), model_cfg.labels)
+        res["speaker_adapted"]["note"] = "transductive: batch-norm statistics re-estimated on each test speaker's unlabelled clips"
+    return res
 
 
-def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray]) -> Dict:
+def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray], speaker_adapt: bool = False) -> Dict:
     """Score a trained model on any corpus: only clips whose label the model knows, and only
     predictions among the labels that the test set has (cross-corpus)."""
     from .checkpoint import load_model
-    from .engine import predict_probs
+    from .engine import predict_probs, predict_probs_adapted
 
     model, ckpt = load_model(ckpt_path)
     known = list(model.cfg.labels)
@@ -147,6 +157,10 @@ def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray
     rep = report(y, pred.tolist(), known)
     rep["scored_labels"] = test_labels
     rep["skipped_unknown_label"] = len(clips) - len(pairs)
+    if speaker_adapt:
+        pa = predict_probs_adapted(model, [audio[i] for i, _ in pairs], [clips[i].speaker for i, _ in pairs])
+        rep["speaker_adapted"] = report(y, allowed[pa[:, allowed].argmax(1)].tolist(), known)
+        rep["speaker_adapted"]["note"] = "transductive: batch-norm statistics re-estimated on each test speaker's unlabelled clips"
     return rep
 
 
