@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 VERSION = 1
 HEADER_SIZE = 6
@@ -23,6 +23,7 @@ MAX_PAYLOAD = 1024
 MAX_RAW = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE
 # COBS adds one code byte per started run of 254 bytes, plus the leading code byte
 MAX_ENCODED = MAX_RAW + MAX_RAW // 254 + 1
+MAX_AUDIO_SAMPLES = (MAX_PAYLOAD - 4) // 2   # int16 samples after the 4-byte start index
 DELIMITER = b"\x00"
 
 HELLO, AUDIO, RESULT, STATUS, LOG, ERROR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
@@ -32,6 +33,11 @@ TYPE_NAMES = {HELLO: "HELLO", AUDIO: "AUDIO", RESULT: "RESULT", STATUS: "STATUS"
 FLAG_HOST = 0x01          # sent by the host (the device's HELLO leaves it clear)
 FLAG_ACCEPTS_AUDIO = 0x02  # the device classifies AUDIO the host sends
 FLAG_OWN_MIC = 0x04        # the device has its own microphone and sends RESULTs unasked
+
+# RESULT flags and the label index of a result without one (silence)
+RESULT_UTTERANCE = 0x01
+RESULT_SPEECH = 0x02
+NO_LABEL = 0xFF
 
 # STATUS flags
 STATUS_END_OF_STREAM = 0x01  # answer to an empty AUDIO: every sample before it has been classified
@@ -225,6 +231,31 @@ class Decoder:
         self.last_error = kind
 
 
+class SeqTracker:
+    """Counts frames missing from a peer's sequence numbers and notices when the peer restarted.
+
+    A restart is a HELLO with sequence 0 (every boot starts there) or a jump backwards by more
+    than half the sequence space (a reboot whose HELLO was lost)."""
+
+    def __init__(self):
+        self.last: Optional[int] = None
+        self.gaps = 0
+        self.restarts = 0
+
+    def see(self, frame: Frame) -> bool:
+        """Record one frame; True when it shows the peer restarted."""
+        restarted = False
+        if self.last is not None:
+            gap = (frame.seq - self.last - 1) & 0xFFFF
+            if frame.type == HELLO and frame.seq == 0 or gap >= 0x8000:
+                restarted = True
+                self.restarts += 1
+            else:
+                self.gaps += gap
+        self.last = frame.seq
+        return restarted
+
+
 # ---------------------------------------------------------------- messages
 
 def _str8(s: str) -> bytes:
@@ -320,23 +351,35 @@ class Audio:
 
 @dataclass
 class Result:
-    """One classification: the window [start_ms, end_ms) of stream time, in the host's sample count."""
+    """One decision over [start_ms, end_ms) of stream time, counted in the host's samples.
+
+    flags: RESULT_UTTERANCE for a whole voice segment (else one hop), RESULT_SPEECH when the
+    window held speech. Silence hops carry label NO_LABEL and no probabilities."""
     start_ms: int
     end_ms: int
+    flags: int
     label: int
     probs: List[float]
 
     TYPE = RESULT
 
+    @property
+    def is_utterance(self) -> bool:
+        return bool(self.flags & RESULT_UTTERANCE)
+
+    @property
+    def is_speech(self) -> bool:
+        return bool(self.flags & RESULT_SPEECH)
+
     def pack(self) -> bytes:
-        return struct.pack("<IIBB", self.start_ms, self.end_ms, self.label, len(self.probs)) + \
-            struct.pack(f"<{len(self.probs)}f", *self.probs)
+        return struct.pack("<IIBBB", self.start_ms & 0xFFFFFFFF, self.end_ms & 0xFFFFFFFF, self.flags, self.label,
+                           len(self.probs)) + struct.pack(f"<{len(self.probs)}f", *self.probs)
 
     @classmethod
     def unpack(cls, data: bytes) -> "Result":
         r = _Reader(data, "RESULT")
-        start, end, label, n = r.take("<IIBB")
-        return cls(start, end, label, r.array("f", n))
+        start, end, flags, label, n = r.take("<IIBBB")
+        return cls(start, end, flags, label, r.array("f", n))
 
 
 STATUS_FIELDS = ("uptime_ms", "samples", "results", "frames", "bad_frames", "seq_gaps", "resyncs", "overruns")

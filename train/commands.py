@@ -16,7 +16,9 @@ def _fail(e: Exception):
 
 
 def _preset_names():
-    return ["edge", "paper", "tiny"]
+    from .model import PRESETS
+
+    return list(PRESETS)
 
 
 data_opt = click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",

@@ -26,8 +26,10 @@ class ModelConfig:
     sample_rate: int = 16000
     frame_ms: float = 100.0          # one ConvLSTM time step
     window_s: float = 3.0            # the classifier's receptive field (frames = window / frame)
-    stem_kernel: int = 64            # block 1 input-to-state conv runs on raw samples
+    stem: str = "conv"               # conv: block 1 convolves raw samples; fbank: learned filterbank first
+    stem_kernel: int = 64            # block 1 input-to-state conv (stem=conv) or filter length (fbank)
     stem_stride: int = 32
+    fbank_bands: int = 40            # stem=fbank: quadrature filter pairs, log energy per band
     channels: Tuple[int, ...] = (16, 24, 32, 48)
     kernel: int = 3                  # conv kernel of blocks 2.. and of every state-to-state conv
     pool: int = 2
@@ -57,10 +59,16 @@ class ModelConfig:
         """State length (positions inside a frame) of each block."""
         pad = (self.stem_kernel - self.stem_stride) // 2
         first = (self.frame_samples + 2 * pad - self.stem_kernel) // self.stem_stride + 1
+        if self.stem == "fbank":
+            first = self.frame_samples // self.stem_stride
         out = [first]
         for _ in self.channels[1:]:
-            out.append(out[-1] // self.pool)
+            out.append(out[-1] // self.block_pool(out[-1]))
         return out
+
+    def block_pool(self, length: int) -> int:
+        """Pooling inside the frame, skipped once the state is too short to pool."""
+        return self.pool if length >= self.pool else 1
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -85,6 +93,9 @@ PRESETS = {
     # the paper-sized network: four wide LFLBs, 20 ms frames, a wider BiGRU
     "paper": ModelConfig(frame_ms=40.0, stem_kernel=32, stem_stride=16, channels=(32, 64, 64, 128),
                          kernel=5, gru_hidden=128, gru_layers=2, embed_dim=128),
+    # a learned, mel-initialised filterbank with log compression in front of the same ConvLSTM stack
+    "edge-fb": ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40,
+                           channels=(32, 48, 64, 64)),
     # for tests: seconds to train
     "tiny": ModelConfig(frame_ms=100.0, window_s=1.0, channels=(4, 6), gru_hidden=8, gru_layers=2,
                         embed_dim=8, dropout=0.0),
@@ -145,6 +156,38 @@ class ConvLSTMBlock(nn.Module):
         return y.reshape(B, T, self.out_ch, y.shape[-1]), (h, c)
 
 
+class FilterbankStem(nn.Module):
+    """Quadrature pairs of learned filters, initialised as Hann-windowed cosine/sine at mel-spaced
+    centre frequencies; the pair's energy, log-compressed, is one band. Raw samples in, a learnable
+    log-mel-like map out: the waveform's dynamic range is what plain convolutions learn worst."""
+
+    def __init__(self, bands: int, kernel: int, stride: int, sample_rate: int):
+        super().__init__()
+        self.bands = bands
+        self.conv = nn.Conv1d(1, 2 * bands, kernel, stride=stride, padding=(kernel - stride) // 2, bias=False)
+        import math
+        mel = lambda f: 2595 * math.log10(1 + f / 700)
+        imel = lambda m: 700 * (10 ** (m / 2595) - 1)
+        lo, hi = mel(60.0), mel(sample_rate / 2 * 0.95)
+        t = torch.arange(kernel, dtype=torch.float32) - (kernel - 1) / 2
+        win = torch.hann_window(kernel, periodic=False)
+        w = torch.zeros(2 * bands, 1, kernel)
+        for b in range(bands):
+            f = imel(lo + (hi - lo) * b / (bands - 1))
+            w[2 * b, 0] = win * torch.cos(2 * math.pi * f * t / sample_rate)
+            w[2 * b + 1, 0] = win * torch.sin(2 * math.pi * f * t / sample_rate)
+        with torch.no_grad():
+            self.conv.weight.copy_(w / win.sum())
+        self.norm = nn.BatchNorm1d(bands)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, samples) -> (N, bands, samples // stride)"""
+        y = self.conv(x)
+        n = y.shape[-1]
+        e = y.reshape(y.shape[0], self.bands, 2, n).pow(2).sum(2)
+        return self.norm(torch.log(e + 1e-6))
+
+
 class Frontend(nn.Module):
     """Raw samples -> one feature vector per frame, carrying ConvLSTM state across calls."""
 
@@ -154,11 +197,15 @@ class Frontend(nn.Module):
         blocks = []
         lens = cfg.lengths()
         in_ch = 1
+        self.stem = None
+        if cfg.stem == "fbank":
+            self.stem = FilterbankStem(cfg.fbank_bands, cfg.stem_kernel, cfg.stem_stride, cfg.sample_rate)
+            in_ch = cfg.fbank_bands
         for i, ch in enumerate(cfg.channels):
-            if i == 0:
-                blk = ConvLSTMBlock(1, ch, cfg.stem_kernel, cfg.stem_stride, cfg.kernel, cfg.pool, False)
+            if i == 0 and self.stem is None:
+                blk = ConvLSTMBlock(1, ch, cfg.stem_kernel, cfg.stem_stride, cfg.kernel, cfg.block_pool(lens[i]), False)
             else:
-                blk = ConvLSTMBlock(in_ch, ch, cfg.kernel, 1, cfg.kernel, cfg.pool, True)
+                blk = ConvLSTMBlock(in_ch, ch, cfg.kernel, 1, cfg.kernel, cfg.block_pool(lens[i]), i > 0 or self.stem is not None)
             blocks.append(blk)
             in_ch = ch
         self.blocks = nn.ModuleList(blocks)
@@ -167,6 +214,10 @@ class Frontend(nn.Module):
     def forward(self, frames: torch.Tensor, state: Optional[State] = None):
         """frames: (B, T, frame_samples) -> features (B, T, D), state list of (h, c)."""
         x = frames.unsqueeze(2)
+        if self.stem is not None:
+            B, T, _, n = x.shape
+            s = self.stem(x.reshape(B * T, 1, n))
+            x = s.reshape(B, T, s.shape[1], s.shape[2])
         new_state: State = []
         for i, blk in enumerate(self.blocks):
             x, hc = blk(x, None if state is None else state[i])
@@ -227,12 +278,15 @@ def macs_per_second(cfg: ModelConfig, hop_s: float = 0.5) -> dict:
     lens = cfg.lengths()
     front = 0
     in_ch = 1
+    if cfg.stem == "fbank":
+        front += 2 * cfg.fbank_bands * cfg.stem_kernel * lens[0]
+        in_ch = cfg.fbank_bands
     for i, ch in enumerate(cfg.channels):
-        k_in = cfg.stem_kernel if i == 0 else cfg.kernel
+        k_in = cfg.stem_kernel if (i == 0 and cfg.stem != "fbank") else cfg.kernel
         front += 4 * ch * in_ch * k_in * lens[i]          # input-to-state
         front += 4 * ch * ch * cfg.kernel * lens[i]       # state-to-state
-        if i > 0:
-            front += ch * in_ch * (lens[i] // cfg.pool)   # residual 1x1
+        if i > 0 or cfg.stem == "fbank":
+            front += ch * in_ch * (lens[i] // cfg.block_pool(lens[i]))   # residual 1x1
         in_ch = ch
     H = cfg.gru_hidden
     gru = 0

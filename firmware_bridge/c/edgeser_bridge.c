@@ -223,11 +223,12 @@ int ebp_unpack_hello_head(const uint8_t *p, size_t len, uint8_t *version, uint8_
     return 0;
 }
 
-size_t ebp_pack_result(uint32_t start_ms, uint32_t end_ms, uint8_t label, const float *probs, uint8_t n,
-                       uint8_t *out, size_t cap) {
+size_t ebp_pack_result(uint32_t start_ms, uint32_t end_ms, uint8_t flags, uint8_t label, const float *probs,
+                       uint8_t n, uint8_t *out, size_t cap) {
     writer_t w = {out, cap, 0, 0};
     put_u32(&w, start_ms);
     put_u32(&w, end_ms);
+    put_u8(&w, flags);
     put_u8(&w, label);
     put_u8(&w, n);
     for (uint8_t i = 0; i < n; i++) {

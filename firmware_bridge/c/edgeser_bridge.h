@@ -25,6 +25,8 @@ extern "C" {
 #define EBP_MAX_ENCODED (EBP_MAX_RAW + EBP_MAX_RAW / 254 + 1)
 /* one frame on the wire, delimiter included: the size of a transmit buffer */
 #define EBP_MAX_WIRE (EBP_MAX_ENCODED + 1)
+/* int16 samples one AUDIO frame can carry after its 4-byte start index */
+#define EBP_MAX_AUDIO_SAMPLES ((EBP_MAX_PAYLOAD - 4) / 2)
 
 enum ebp_type {
     EBP_HELLO = 0x01,
@@ -36,6 +38,8 @@ enum ebp_type {
 };
 
 enum ebp_hello_flags { EBP_FLAG_HOST = 0x01, EBP_FLAG_ACCEPTS_AUDIO = 0x02, EBP_FLAG_OWN_MIC = 0x04 };
+enum ebp_result_flags { EBP_RESULT_UTTERANCE = 0x01, EBP_RESULT_SPEECH = 0x02 };
+#define EBP_NO_LABEL 0xFF /* label of a silence result, which carries no probabilities */
 enum ebp_status_flags { EBP_STATUS_END_OF_STREAM = 0x01 };
 enum ebp_error_code { EBP_E_VERSION = 1, EBP_E_PAYLOAD = 2, EBP_E_TYPE = 3, EBP_E_OVERRUN = 4, EBP_E_INTERNAL = 5 };
 
@@ -108,8 +112,8 @@ typedef struct {
 size_t ebp_pack_hello(const ebp_hello_t *h, uint8_t *out, size_t cap);
 /* The fixed part of a HELLO (what a device needs of the host's); -1 if truncated. */
 int ebp_unpack_hello_head(const uint8_t *p, size_t len, uint8_t *version, uint8_t *flags);
-size_t ebp_pack_result(uint32_t start_ms, uint32_t end_ms, uint8_t label, const float *probs, uint8_t n,
-                       uint8_t *out, size_t cap);
+size_t ebp_pack_result(uint32_t start_ms, uint32_t end_ms, uint8_t flags, uint8_t label, const float *probs,
+                       uint8_t n, uint8_t *out, size_t cap);
 size_t ebp_pack_status(const ebp_status_t *s, uint8_t *out, size_t cap);
 /* LOG (level) and ERROR (code): one byte, then UTF-8 text without a terminator */
 size_t ebp_pack_text(uint8_t level_or_code, const char *text, uint8_t *out, size_t cap);

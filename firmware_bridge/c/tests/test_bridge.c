@@ -153,7 +153,8 @@ static void test_payloads(void) {
     CHECK(ebp_unpack_hello_head(p, n, &v, &fl) == 0 && v == EBP_VERSION && fl == 0x02);
     CHECK(ebp_pack_hello(&h, p, 10) == 0);
     float probs[2] = {0.25f, 0.75f};
-    CHECK(ebp_pack_result(0, 3000, 1, probs, 2, p, sizeof p) == 18);
+    CHECK(ebp_pack_result(0, 3000, EBP_RESULT_SPEECH, 1, probs, 2, p, sizeof p) == 19);
+    CHECK(ebp_pack_result(0, 500, 0, EBP_NO_LABEL, NULL, 0, p, sizeof p) == 11);
     const uint8_t audio[] = {5, 0, 0, 0, 0xFF, 0x7F, 0x00, 0x80};
     uint32_t start;
     const uint8_t *s;

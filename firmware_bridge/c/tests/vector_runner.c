@@ -9,7 +9,7 @@
  *   DECODE <cap> <stream hex>         -> "F type seq payloadhex" per frame ... "S frames cobs short
  *                                        oversized length crc version discarded", all on one line
  *   HELLO <flags> <sr> <win> <hop> <max> <model hex> <n> <label hex>...  -> payload hex
- *   RESULT <start> <end> <label> <n> <prob>...                        -> payload hex
+ *   RESULT <start> <end> <flags> <label> <n> <prob>...                -> payload hex
  *   STATUS <flags> <8 counters>                                       -> payload hex
  *   TEXT <level> <text hex>                                           -> payload hex
  *   AUDIO <payload hex>               -> "start n s0 s1 ..." | "ERR"
@@ -106,10 +106,10 @@ int main(void) {
             if (m) print_hex(out, m); else fputs("ERR", stdout);
         } else if (!strcmp(cmd, "RESULT")) {
             uint32_t start = (uint32_t)num(), end = (uint32_t)num();
-            uint8_t label = (uint8_t)num(), n = (uint8_t)num();
+            uint8_t flags = (uint8_t)num(), label = (uint8_t)num(), n = (uint8_t)num();
             float probs[256];
             for (int i = 0; i < n; i++) probs[i] = strtof(next(), NULL);
-            size_t m = ebp_pack_result(start, end, label, probs, n, out, EBP_MAX_PAYLOAD);
+            size_t m = ebp_pack_result(start, end, flags, label, probs, n, out, EBP_MAX_PAYLOAD);
             if (m) print_hex(out, m); else fputs("ERR", stdout);
         } else if (!strcmp(cmd, "STATUS")) {
             ebp_status_t s;

@@ -1,0 +1,141 @@
+"""The host side of a bridge session: handshake, audio out, results and device events in."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from . import protocol as P
+from .link import Link, wait_frames
+
+
+class SessionError(RuntimeError):
+    """The device did not answer as the protocol requires; names the port."""
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2")
+
+
+class Host:
+    def __init__(self, link: Link, emit: Callable, warn: Callable[[str], None]):
+        """emit(result) gets edgeser.runtime.stream.Result objects, so output matches `edgeser listen`."""
+        self.link = link
+        self.emit = emit
+        self.warn = warn
+        self.device: Optional[P.Hello] = None
+        self.sent = 0                 # host stream index of the next sample
+        self.resets = 0
+        self.device_errors = 0
+        self.results = 0
+        self.status: Optional[P.Status] = None
+        self._eos = False
+        self._reset_seen = False
+
+    # ------------------------------------------------------------------ session
+    def handshake(self, timeout: float = 5.0, retry_s: float = 0.5) -> P.Hello:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.link.send(P.Hello(flags=P.FLAG_HOST))
+            until = min(deadline, time.monotonic() + retry_s)
+            while time.monotonic() < until and self.device is None:
+                self._process(wait_frames(self.link, until))
+            if self.device is not None:
+                return self.device
+        raise SessionError(f"{self.link.port}: no HELLO from a device within {timeout:g} s (is it running the "
+                           f"edgeser bridge firmware, at this baud rate?)")
+
+    def poll(self, timeout: float = 0.0) -> None:
+        self._process(self.link.read_frames(timeout=timeout))
+
+    def send_audio(self, x: np.ndarray) -> None:
+        """float32 mono at the device's sample rate, in frames the device accepts."""
+        if not self.device.flags & P.FLAG_ACCEPTS_AUDIO:
+            raise SessionError(f"{self.link.port}: the device does not take audio from the host "
+                               f"(it listens on its own microphone): run without --input")
+        step = min(self.device.max_audio_samples or P.MAX_AUDIO_SAMPLES, P.MAX_AUDIO_SAMPLES)
+        q = to_int16(x)
+        for i in range(0, len(q), step):
+            chunk = q[i:i + step]
+            self.link.send(P.Audio(self.sent & 0xFFFFFFFF, chunk.tobytes()))
+            self.sent += len(chunk)
+            self.poll()
+
+    def finish(self, idle_timeout: float = 5.0) -> Optional[P.Status]:
+        """End the stream; wait while the device works through what it was sent, until its final STATUS."""
+        self._eos = False
+        self.link.send(P.Audio(self.sent & 0xFFFFFFFF))
+        last = time.monotonic()
+        while not self._eos:
+            self._reset_seen = False
+            frames = wait_frames(self.link, time.monotonic() + 0.2)
+            self._process(frames)
+            if self._reset_seen and not self._eos:
+                self.link.send(P.Audio(self.sent & 0xFFFFFFFF))   # the reboot lost our end-of-stream
+            if frames:
+                last = time.monotonic()
+            elif time.monotonic() - last > idle_timeout:
+                raise SessionError(f"{self.link.port}: the device went quiet for {idle_timeout:g} s before "
+                                   f"confirming the end of the stream")
+        return self.status
+
+    def request_status(self, timeout: float = 2.0) -> Optional[P.Status]:
+        before = self.status
+        self.link.send(P.StatusRequest())
+        deadline = time.monotonic() + timeout
+        while self.status is before and time.monotonic() < deadline:
+            self._process(wait_frames(self.link, deadline))
+        return self.status
+
+    # ------------------------------------------------------------------ incoming
+    def _process(self, frames) -> None:
+        for f in frames:
+            restarted = self.link.rx.see(f)
+            try:
+                msg = P.parse(f)
+            except P.ProtocolError as e:
+                self.warn(f"{self.link.port}: ignored a {f.type_name} frame ({e})")
+                continue
+            if isinstance(msg, P.Hello):
+                if msg.flags & P.FLAG_HOST:
+                    continue   # our own HELLO looped back: an echoing port, nothing to learn
+                if self.device is not None and restarted:
+                    self.resets += 1
+                    self._reset_seen = True
+                    self.warn(f"{self.link.port}: the device restarted; resuming the stream")
+                self.device = msg
+            elif isinstance(msg, P.Result):
+                self.results += 1
+                self.emit(self.runtime_result(msg))
+            elif isinstance(msg, P.Status):
+                self.status = msg
+                if msg.flags & P.STATUS_END_OF_STREAM:
+                    self._eos = True
+            elif isinstance(msg, P.Log):
+                if msg.level >= P.WARNING:
+                    self.warn(f"device {P.LEVEL_NAMES.get(msg.level, msg.level)}: {msg.text}")
+            elif isinstance(msg, P.Error):
+                self.device_errors += 1
+                self.warn(f"device error ({P.ERROR_NAMES.get(msg.code, msg.code)}): {msg.text}")
+
+    def runtime_result(self, m: P.Result):
+        from edgeser.runtime.stream import Result
+
+        labels = self.device.labels if self.device else []
+        start, end = m.start_ms / 1000, m.end_ms / 1000
+        if m.label == P.NO_LABEL or m.label >= len(labels) or len(m.probs) != len(labels):
+            return Result("utterance" if m.is_utterance else "hop", start, end, m.is_speech, emitted_s=end)
+        probs = {lab: float(p) for lab, p in zip(labels, m.probs)}
+        return Result("utterance" if m.is_utterance else "hop", start, end, m.is_speech, labels[m.label],
+                      probs[labels[m.label]], probs, emitted_s=end)
+
+    def stats(self) -> Dict[str, object]:
+        d = self.link.decoder.stats
+        out = {"port": self.link.port, "model_id": self.device.model_id if self.device else None,
+               "results": self.results, "frames": d.frames, "bad_frames": d.errors,
+               "bad_frame_kinds": {k: getattr(d, k) for k in P.ERROR_KINDS if getattr(d, k)},
+               "seq_gaps": self.link.rx.gaps, "device_resets": self.resets, "device_errors": self.device_errors}
+        if self.status is not None:
+            out["device_status"] = {k: getattr(self.status, k) for k in P.STATUS_FIELDS}
+        return out

@@ -1,0 +1,296 @@
+"""The serial bridge end to end: a real model behind the protocol, over real pseudo-terminals."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("serial")
+
+from edgeser.firmware_bridge import protocol as P  # noqa: E402
+from edgeser.firmware_bridge.device import Device, engine_from_model  # noqa: E402
+from edgeser.firmware_bridge.host import Host  # noqa: E402
+from edgeser.firmware_bridge.link import Link  # noqa: E402
+from edgeser.firmware_bridge.ptypair import NullModem  # noqa: E402
+from edgeser.firmware_bridge.simulator import Simulator  # noqa: E402
+
+import rtmodel  # noqa: E402  (tests/ is on sys.path under pytest's rootdir conftest)
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIP = ROOT / "examples" / "03a01Wa.flac"     # EmoDB, anger, 1.9 s
+BUNDLED = ROOT / "edgeser" / "models" / "default"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, request):
+    """$EDGESER_TEST_INT8_MODEL, else the bundled int8 model when it is there; else a tiny model
+    exported by the real exporter."""
+    if os.environ.get("EDGESER_TEST_INT8_MODEL"):
+        return Path(os.environ["EDGESER_TEST_INT8_MODEL"])
+    if (BUNDLED / "edgeser.json").exists():
+        return BUNDLED
+    return rtmodel.exported(tmp_path_factory, request.getfixturevalue("data_dir"), formats=("onnx",))
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    return engine_from_model(model_dir)
+
+
+@pytest.fixture(scope="module")
+def clip16():
+    import soundfile as sf
+
+    x, sr = sf.read(str(CLIP), dtype="int16")
+    assert sr == 16000
+    return x
+
+
+def _direct(engine, x):
+    """What the model says when the clip is fed straight into a stream: the reference."""
+    s = engine.new_stream()
+    return s.accept_waveform(engine.sample_rate, x) + s.input_finished()
+
+
+def _edgeser(*args, env=None):
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "edgeser", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+class _Serving:
+    """A Simulator on one end of a NullModem, in a thread; records how it ended."""
+
+    def __init__(self, engine, tamper=None):
+        self.cable = NullModem()
+        self.device_port, self.host_port = self.cable.ports
+        self.sim = Simulator(self.device_port, engine, tamper=tamper)
+        self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            self.sim.serve(duration=60)
+        except Exception as e:   # noqa: BLE001 - the test inspects it
+            self.error = e
+
+    def close(self):
+        self.sim.stop.set()
+        self.thread.join(10)
+        self.cable.close()
+
+
+def _corrupt(wire: bytes) -> bytes:
+    """The same frame with one payload bit flipped (so its CRC fails), validly COBS-encoded."""
+    raw = bytearray(P.cobs_decode(wire[:-1]))
+    raw[P.HEADER_SIZE] ^= 0x01
+    return P.cobs_encode(bytes(raw)) + b"\x00"
+
+
+def _frames_of(chunks):
+    d = P.Decoder()
+    return [f for c in chunks for f in d.feed(c)], d
+
+
+# ------------------------------------------------------------------ device logic, no transport
+
+def test_device_answers_and_survives_host_side_faults(engine, clip16):
+    dev = Device(engine)
+    (hello,), _ = _frames_of([dev.boot()])
+    h = P.parse(hello)
+    assert hello.seq == 0 and h.labels == engine.labels and h.sample_rate == engine.sample_rate
+    assert h.flags & P.FLAG_ACCEPTS_AUDIO and h.max_audio_samples > 0
+
+    seq = iter(range(1000))
+    send = lambda m: P.encode_frame(m.TYPE, next(seq), m.pack())  # noqa: E731
+    out = dev.receive(b"\x13\x37garbage\x00" + send(P.Hello(flags=P.FLAG_HOST)))
+    assert [P.parse(f).__class__ for f in _frames_of(out)[0]] == [P.Hello]
+
+    n = h.max_audio_samples
+    chunks = [clip16[i:i + n] for i in range(0, len(clip16), n)]
+    results = []
+    for k, c in enumerate(chunks):
+        wire = send(P.Audio(k * n, c.astype("<i2").tobytes()))
+        if k == 3:   # a corrupted AUDIO frame: dropped, and its samples become silence
+            wire = _corrupt(wire)
+        results += _frames_of(dev.receive(wire))[0]
+    results += _frames_of(dev.receive(send(P.Audio(len(clip16)))))[0]
+    msgs = [P.parse(f) for f in results]
+    status = msgs[-1]
+    assert isinstance(status, P.Status) and status.flags & P.STATUS_END_OF_STREAM
+    assert status.bad_frames == 2 and status.seq_gaps == 1 and status.resyncs == 1
+    assert status.samples == len(clip16)          # the lost chunk was filled, the clock kept
+    res = [m for m in msgs if isinstance(m, P.Result)]
+    assert res and status.results == len(res)
+    assert all(0 <= r.start_ms <= r.end_ms <= 1000 * len(clip16) / 16000 + 1 for r in res)
+    assert any(r.is_utterance for r in res)
+
+
+def test_device_refuses_bad_requests_with_error_frames(engine):
+    dev = Device(engine, max_audio_samples=100)
+    dev.boot()
+    cases = [(P.encode_frame(P.AUDIO, 1, b"\x00\x00\x00\x00\x01"), P.E_PAYLOAD),      # odd sample bytes
+             (P.encode_frame(0x42, 2, b""), P.E_TYPE),                                 # unknown type
+             (P.encode_frame(P.RESULT, 3, P.Result(0, 1, 0, 0, [1.0]).pack()), P.E_TYPE),
+             (P.encode_frame(P.AUDIO, 4, P.Audio(0, bytes(2 * (dev.max_audio_samples + 1))).pack()), P.E_PAYLOAD),
+             (P.encode_frame(P.HELLO, 5, P.Hello(version=2, flags=P.FLAG_HOST).pack()), P.E_VERSION)]
+    for wire, code in cases:
+        (f,), _ = _frames_of(dev.receive(wire))
+        m = P.parse(f)
+        assert isinstance(m, P.Error) and m.code == code, (m, code)
+        assert m.text
+    (f,), _ = _frames_of(dev.receive(P.encode_frame(P.STATUS, 6, b"")))
+    assert P.parse(f).frames == 6
+
+
+# ------------------------------------------------------------------ over pseudo-terminals
+
+def test_cli_host_and_simulator_over_a_pty_give_the_direct_results(model_dir, engine, clip16):
+    sim = _edgeser("bridge", "simulate", "--pty", "--model", model_dir, "--duration", "120")
+    try:
+        port = sim.stdout.readline().strip()
+        assert port.startswith("/dev/"), sim.stderr.read() if sim.poll() is not None else port
+        host = subprocess.run([sys.executable, "-m", "edgeser", "bridge", "--port", port, "--input", CLIP,
+                               "--fast", "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    finally:
+        sim.send_signal(signal.SIGINT)
+        sim.wait(20)
+    assert host.returncode == 0, host.stderr
+    lines = [json.loads(l) for l in host.stdout.splitlines()]
+    end = lines.pop()
+    assert end["kind"] == "end"
+    assert end["bad_frames"] == 0 and end["device_resets"] == 0 and end["seq_gaps"] == 0
+    assert end["device_status"]["samples"] == len(clip16)
+
+    want = _direct(engine, clip16)
+    assert [(r["kind"], r["label"], r["is_speech"]) for r in lines] == [(r.kind, r.label, r.is_speech) for r in want]
+    for got, ref in zip(lines, want):
+        assert got["start_s"] == pytest.approx(ref.start_s, abs=1e-3)
+        assert got["end_s"] == pytest.approx(ref.end_s, abs=1e-3)
+        if ref.probs:
+            assert got["probs"] == pytest.approx(ref.probs, abs=1e-5)   # float32 on the wire, rounded JSON
+
+
+def test_device_to_host_faults_and_a_reset_mid_stream_are_counted_and_survived(engine, clip16):
+    seen = {"results": 0}
+
+    def tamper(dev, ftype, wire):
+        if ftype != P.RESULT:
+            return wire
+        seen["results"] += 1
+        k = seen["results"]
+        if k == 1:
+            return b"\x13\x37\x99" + b"\x00" + wire                     # garbage before a frame
+        if k == 2:
+            return _corrupt(wire)                                        # CRC error: this one is lost
+        if k == 3:
+            return b"\x55" * (2 * P.MAX_ENCODED) + b"\x00" + wire       # a run longer than any frame
+        if k == 4:
+            return wire[: len(wire) // 2] + dev.boot()                   # reset while sending
+        return wire
+
+    srv = _Serving(engine, tamper)
+    got = []
+    try:
+        with Link(srv.host_port) as link:
+            host = Host(link, got.append, lambda msg: None)
+            host.handshake(5)
+            host.send_audio(np.concatenate([clip16, clip16]).astype(np.float32) / 32768)
+            status = host.finish(10)
+    finally:
+        srv.close()
+    assert srv.error is None
+    assert status.flags & P.STATUS_END_OF_STREAM
+    assert seen["results"] >= 6, "too few results to exercise every fault"
+    d = link.decoder.stats
+    assert d.crc == 1 and d.oversized == 1 and d.cobs + d.length == 2   # garbage, and the cut frame
+    assert host.resets == 1
+    assert len(got) == seen["results"] - 2                  # only the corrupted and the cut frame are lost
+    assert d.discarded_bytes <= 2 * P.MAX_ENCODED + 200
+    assert len(link.decoder.buf) <= P.MAX_ENCODED
+    total_s = 2 * len(clip16) / 16000
+    assert all(0 <= r.start_s <= r.end_s <= total_s + 0.01 for r in got)
+    # after the reboot the device restarted its stream where the host's audio was, so times go on
+    assert max(r.end_s for r in got) > total_s - 0.5
+
+
+def test_unopenable_port_is_one_clear_line(tmp_path):
+    missing = tmp_path / "ttyNOPE"
+    for args in (["bridge", "--port", missing], ["bridge", "simulate", "--port", missing, "--model", BUNDLED]):
+        if args[1] == "simulate" and not (BUNDLED / "edgeser.json").exists():
+            continue
+        r = subprocess.run([sys.executable, "-m", "edgeser", *map(str, args)], capture_output=True, text=True,
+                           timeout=60, cwd=ROOT)
+        assert r.returncode != 0
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and str(missing) in err[0] and "cannot open" in err[0], r.stderr
+
+
+def test_silent_port_times_out_with_one_line():
+    with NullModem() as cable:
+        r = subprocess.run([sys.executable, "-m", "edgeser", "bridge", "--port", cable.ports[1], "--timeout", "0.5"],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode != 0
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "no HELLO" in err[0] and cable.ports[1] in err[0], r.stderr
+
+
+def test_port_vanishing_mid_stream_is_one_clear_line(engine):
+    srv = _Serving(engine)
+    try:
+        host = _edgeser("bridge", "--port", srv.host_port, "--input", CLIP)    # real-time pace: 1.9 s
+        deadline = time.monotonic() + 30
+        while srv.sim.device.status.samples == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.sim.device.status.samples > 0, "the host never started streaming"
+        srv.cable.close()                                                        # unplug
+        out, err = host.communicate(timeout=60)
+    finally:
+        srv.close()
+    assert host.returncode != 0
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and srv.host_port in lines[-1], err
+    assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------ the host's microphone
+
+@pytest.mark.audio
+def test_host_microphone_streams_to_the_device(engine, clip16, tmp_path):
+    from vmic import VirtualMic, require_pulseaudio
+
+    require_pulseaudio()
+    root = Path(__import__("tempfile").mkdtemp(prefix="vmic"))   # short: the socket path has a limit
+    mic = VirtualMic(root).start()
+    srv = _Serving(engine)
+    try:
+        host = _edgeser("bridge", "--port", srv.host_port, "--input", "mic", "--json", env=mic.env)
+        deadline = time.monotonic() + 60
+        while "listening on" not in host.stderr.readline():
+            assert host.poll() is None and time.monotonic() < deadline, host.stderr.read()
+        time.sleep(0.5)
+        mic.play(CLIP)
+        time.sleep(1.5)                      # the utterance closes after its trailing silence
+        host.send_signal(signal.SIGINT)
+        out, err = host.communicate(timeout=60)
+    finally:
+        srv.close()
+        mic.stop()
+        __import__("shutil").rmtree(root, ignore_errors=True)
+    assert host.returncode == 0, err
+    lines = [json.loads(l) for l in out.splitlines()]
+    end = lines[-1]
+    assert end["kind"] == "end" and end["status"] == "interrupted" and end["bad_frames"] == 0
+    utt = [l for l in lines if l["kind"] == "utterance"]
+    (ref,) = [r for r in _direct(engine, clip16) if r.kind == "utterance"]
+    assert len(utt) == 1 and utt[0]["label"] == ref.label
+    assert utt[0]["end_s"] - utt[0]["start_s"] == pytest.approx(ref.end_s - ref.start_s, abs=0.1)
