@@ -6,7 +6,9 @@ file's own scale and zero point, so callers never see integer tensors.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -94,6 +96,31 @@ def _tflite_interpreter_class():
     return None, None
 
 
+@contextlib.contextmanager
+def _c_stderr_kept_for_errors():
+    """Hold what C++ code writes to fd 2; show it only if the block fails."""
+    import tempfile
+
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:     # no fd 2 (embedded, daemon): nothing to hold
+        yield
+        return
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            log.seek(0)
+            sys.stderr.write(log.read()[-4000:].decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 class TFLiteBackend(Backend):
     name = "tflite"
 
@@ -102,8 +129,9 @@ class TFLiteBackend(Backend):
         if Interpreter is None:
             raise BackendError(f"{path}: no TFLite interpreter installed (pip install \"edgeser[tflite]\")")
         try:
-            self.interp = Interpreter(model_path=str(path), num_threads=max(1, threads))
-            self.interp.allocate_tensors()
+            with _c_stderr_kept_for_errors():   # an "INFO: Created ... XNNPACK delegate" line per file
+                self.interp = Interpreter(model_path=str(path), num_threads=max(1, threads))
+                self.interp.allocate_tensors()
         except Exception as e:
             raise BackendError(f"{path}: {self.runtime} cannot load it ({str(e).splitlines()[0][:200]})") from None
         self.path = Path(path)
@@ -124,14 +152,22 @@ class TFLiteBackend(Backend):
         return {o.name: _dequantize(self.interp.get_tensor(d["index"]), o) for d, o in zip(self._out, self.outputs)}
 
 
-def available() -> List[str]:
-    out = []
+def _installed(module: str) -> bool:
+    import importlib.util
+
     try:
-        import onnxruntime  # noqa: F401
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):    # a parent package missing, or set to None in sys.modules
+        return False
+
+
+def available() -> List[str]:
+    """Backends whose interpreter package is installed. Looked up, not imported: importing
+    onnxruntime costs ~20 MB of resident memory a process that runs TFLite never gets back."""
+    out = []
+    if _installed("onnxruntime"):
         out.append("onnx")
-    except ImportError:
-        pass
-    if _tflite_interpreter_class()[0] is not None:
+    if _installed("ai_edge_litert.interpreter") or _installed("tflite_runtime.interpreter"):
         out.append("tflite")
     return out
 

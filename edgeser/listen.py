@@ -1,0 +1,257 @@
+"""`edgeser listen`: live emotion from a microphone, or a file streamed through the same path.
+
+Imports only click and numpy here; the recognizer, the interpreters and PyAudio load inside.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+import numpy as np
+
+
+class _Printer:
+    """Text: one line per hop (rewritten in place on a terminal), a permanent line per utterance.
+    JSON: one object per result, flushed at once so a pipe sees it live."""
+
+    def __init__(self, as_json: bool, show_hops: bool):
+        self.json = as_json
+        self.hops = show_hops
+        self.tty = sys.stdout.isatty()
+        self.pending_cr = False
+        self.labels = Counter()
+        self.utterances = 0
+        self.weighted = {}      # duration-weighted probabilities, as summarize() weighs them
+
+    def emit(self, r):
+        if r.kind == "utterance":
+            self.utterances += 1
+            self.labels[r.label] += 1
+            w = max(r.end_s - r.start_s, 1e-3)
+            for k, v in r.probs.items():
+                self.weighted[k] = self.weighted.get(k, 0.0) + w * v
+        if self.json:
+            sys.stdout.write(json.dumps(r.to_dict()) + "\n")
+            sys.stdout.flush()
+            return
+        if r.kind == "hop" and not self.hops:
+            return
+        if r.kind == "hop":
+            if r.is_speech:
+                bar = "█" * int(round(r.confidence * 20))
+                line = f"{r.end_s:8.1f}s  {r.label:<10} {bar:<20} {r.confidence:.2f}"
+            else:
+                line = f"{r.end_s:8.1f}s  {'·':<10}"
+            if self.tty:
+                sys.stdout.write("\r\033[K" + line)
+                self.pending_cr = True
+            else:
+                sys.stdout.write(line + "\n")
+        else:
+            top = sorted(r.probs.items(), key=lambda kv: -kv[1])[1:3]
+            rest = ", ".join(f"{k} {v:.2f}" for k, v in top)
+            line = (f"[{r.start_s:7.2f} – {r.end_s:7.2f}s]  {r.label:<10} {r.confidence:.2f}  ({rest})")
+            sys.stdout.write(("\r\033[K" if self.pending_cr else "") + line + "\n")
+            self.pending_cr = False
+        sys.stdout.flush()
+
+    def overall(self) -> dict:
+        """The session's label: duration-weighted mean of the utterance probabilities."""
+        if not self.weighted:
+            return {"label": None, "confidence": 0.0, "labels": {}}
+        total = sum(self.weighted.values())
+        label = max(self.weighted, key=self.weighted.get)
+        return {"label": label, "confidence": round(self.weighted[label] / total, 4), "labels": dict(self.labels)}
+
+    def summary(self, info: dict):
+        if self.json:
+            sys.stdout.write(json.dumps({"kind": "end", **info}) + "\n")
+            sys.stdout.flush()
+            return
+        if self.pending_cr:
+            sys.stdout.write("\n")
+        parts = [f"{info['audio_s']:.1f} s of audio", f"{self.utterances} utterance(s)"]
+        if self.labels:
+            parts.append(", ".join(f"{k} {v}" for k, v in self.labels.most_common()))
+        if info.get("label"):
+            parts.append(f"overall: {info['label']} {info['confidence']:.2f}")
+        if info.get("overflows"):
+            parts.append(f"{info['overflows']} input overflow(s) skipped")
+        click.echo("summary: " + "; ".join(parts))
+
+
+def _file_blocks(path: str, fast: bool, block_s: float = 0.1):
+    """(rate, float32 block) from a file, paced at real time unless fast."""
+    import soundfile as sf
+
+    from .audio import AudioError
+
+    try:
+        f = sf.SoundFile(path)
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(f"{path}: cannot decode audio ({msg})") from None
+    with f:
+        if f.frames == 0:
+            raise AudioError(f"{path}: empty clip (0 samples)")
+        n = max(1, int(f.samplerate * block_s))
+        t0 = time.monotonic()
+        done = 0
+        try:
+            for block in f.blocks(blocksize=n, dtype="float32", always_2d=True):
+                if not np.all(np.isfinite(block)):
+                    raise AudioError(f"{path}: NaN or infinite samples at {done / f.samplerate:.2f} s")
+                yield f.samplerate, block
+                done += len(block)
+                if not fast:
+                    ahead = done / f.samplerate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        except RuntimeError as e:
+            raise AudioError(f"{path}: cannot decode audio ({str(e).splitlines()[0]})") from None
+
+
+class _Recorder:
+    """--save-audio: what was captured, at the capture rate, written aside and renamed at the end."""
+
+    def __init__(self, path):
+        self.path = Path(path) if path else None
+        self.f = None
+
+    def write(self, rate, block):
+        if self.path is None:
+            return
+        if self.f is None:
+            import soundfile as sf
+
+            self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            self.f = sf.SoundFile(str(self.tmp), "w", samplerate=int(rate), channels=1, subtype="PCM_16",
+                                  format="WAV")
+        self.f.write(block if block.ndim == 1 else block.mean(axis=1))
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            os.replace(self.tmp, self.path)
+            self.f = None
+
+
+@click.command("listen")
+@click.option("--model", "model", type=click.Path(), default=None, metavar="PATH",
+              help="Export folder (or a model file in one). Default: the bundled model.")
+@click.option("--device", default=None, metavar="N|NAME", help="Input device: index or part of its name.")
+@click.option("--list-devices", is_flag=True, help="List input devices and exit.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
+@click.option("--input", "input_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Stream a file instead of the microphone (real-time pace).")
+@click.option("--fast", is_flag=True, help="With --input: as fast as possible.")
+@click.option("--backend", type=click.Choice(["onnx", "tflite"]), default=None, help="Default: best installed.")
+@click.option("--precision", type=click.Choice(["int8", "fp32"]), default=None, help="Default: int8 if exported.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="Interpreter threads.")
+@click.option("--rate", type=click.IntRange(8000, 192000), default=None,
+              help="Capture rate. Default: 16 kHz if the device offers it, else its own rate.")
+@click.option("--normalize", type=click.Choice(["adaptive", "utterance", "fixed"]), default="adaptive",
+              show_default=True, help="Input level: adaptive (running estimate over speech), utterance "
+                                      "(estimate restarts each utterance) or fixed (--gain).")
+@click.option("--gain", type=float, default=1.0, show_default=True, help="Gain for --normalize fixed.")
+@click.option("--vad-mode", type=click.IntRange(0, 3), default=2, show_default=True,
+              help="webrtcvad aggressiveness (3: least noise taken for speech, but misses quiet speech).")
+@click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line per hop, not only per utterance.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Stop after S seconds of audio.")
+@click.option("--save-audio", type=click.Path(dir_okay=False), default=None, metavar="WAV",
+              help="Also write the captured audio (capture rate, 16-bit WAV).")
+def listen(model, device, list_devices, as_json, input_file, fast, backend, precision, threads, rate, normalize,
+           gain, vad_mode, hops, duration, save_audio):
+    """Recognise emotion live from a microphone, or from a file (--input).
+
+    Prints a line per hop (time, label, confidence) and one per utterance (a VAD speech
+    segment, labelled when it ends). Ctrl-C stops with a summary.
+    """
+    from .audio import AudioError
+    from .mic import MicError
+
+    if list_devices:
+        from .mic import list_devices as _list
+
+        try:
+            devs = _list()
+        except MicError as e:
+            raise click.ClickException(str(e))
+        if not devs:
+            raise click.ClickException("no input devices found (no microphone); use --input FILE")
+        for d in devs:
+            click.echo(f"{'*' if d.is_default else ' '} {d.index:3d}  {d.name}  ({d.channels} ch, "
+                       f"{d.default_rate} Hz, {d.host_api})")
+        return
+    if fast and not input_file:
+        raise click.UsageError("--fast needs --input FILE")
+
+    from .runtime.recognizer import RecognizerError, load
+    from .vad import VadConfig, VadUnavailable
+
+    try:
+        rec = load(model, backend=backend, precision=precision, threads=threads)
+        stream = rec.create_stream(vad=VadConfig(mode=vad_mode), normalize=normalize, gain=gain)
+    except (RecognizerError, VadUnavailable, ValueError) as e:
+        raise click.ClickException(str(e))
+
+    out = _Printer(as_json, hops)
+    recorder = _Recorder(save_audio)
+    mic = None
+    info = {"model": str(rec.folder), "backend": rec.format, "precision": rec.precision}
+    status = "end of input"
+    error = None
+    started = False
+    cpu0 = time.process_time()
+    try:
+        if input_file:
+            source = _file_blocks(input_file, fast)
+            info["input"] = input_file
+        else:
+            from .mic import Microphone
+
+            mic = Microphone(device, rate).__enter__()
+            info.update(device=mic.device.name, rate=mic.rate)
+            started = True      # a device lost before its first block still gets a summary
+            click.echo(f"listening on {mic.device.name!r} at {mic.rate} Hz with {rec.format} {rec.precision} "
+                       f"({', '.join(rec.labels)}); Ctrl-C to stop", err=True)
+            source = ((mic.rate, b) for b in mic.blocks())
+        for sr, block in source:
+            started = True
+            recorder.write(sr, block)
+            for r in stream.accept_waveform(sr, block):
+                out.emit(r)
+            if duration is not None and stream.time_s >= duration:
+                status = "duration reached"
+                break
+    except KeyboardInterrupt:
+        status = "interrupted"
+    except (MicError, AudioError) as e:
+        error, status = str(e), "error"
+    except ValueError as e:      # samples the stream refuses (non-finite floats)
+        error, status = f"{input_file or 'microphone'}: {e}", "error"
+    finally:
+        if mic is not None:
+            info["overflows"] = mic.overflows + mic.dropped_blocks
+            mic.close()
+        recorder.close()
+    try:
+        for r in stream.input_finished():
+            out.emit(r)
+    except KeyboardInterrupt:
+        pass
+    info.update(status=status, audio_s=round(stream.time_s, 3), utterances=out.utterances,
+                cpu_s=round(time.process_time() - cpu0, 3), **out.overall())
+    if error:
+        info["error"] = error
+    if started or not error:
+        out.summary(info)
+    if error:
+        raise click.ClickException(error)
+

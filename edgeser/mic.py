@@ -1,0 +1,190 @@
+"""Microphone capture through PyAudio (extra `audio`), imported only when a microphone is used.
+
+Capture runs in PortAudio's callback thread and hands int16 blocks to the caller through a
+queue; input overflows (the caller fell behind) are counted, the lost audio is skipped. A device
+that stops delivering (unplugged, server gone) raises MicError instead of hanging.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+import numpy as np
+
+PREFERRED_RATES = (16000, 48000, 44100, 32000, 22050, 8000)
+
+
+class MicError(RuntimeError):
+    """No microphone, a device that cannot be opened, or one that stopped delivering audio."""
+
+
+@dataclass
+class Device:
+    index: int
+    name: str
+    channels: int
+    default_rate: int
+    host_api: str
+    is_default: bool = False
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """PortAudio's ALSA probing prints pages of harmless errors on fd 2; hide them."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _pyaudio():
+    try:
+        import pyaudio
+    except ImportError:
+        raise MicError('microphone input needs PyAudio: pip install "edgeser[audio]" '
+                       '(it builds against PortAudio: apt install portaudio19-dev), or use --input FILE') from None
+    with _quiet_stderr():
+        return pyaudio, pyaudio.PyAudio()
+
+
+def _devices(pa) -> List[Device]:
+    try:
+        default = pa.get_default_input_device_info()["index"]
+    except (IOError, OSError):
+        default = None
+    out = []
+    for i in range(pa.get_device_count()):
+        d = pa.get_device_info_by_index(i)
+        if int(d.get("maxInputChannels", 0)) > 0:
+            api = pa.get_host_api_info_by_index(d["hostApi"])["name"]
+            out.append(Device(i, d["name"], int(d["maxInputChannels"]), int(d["defaultSampleRate"]), api, i == default))
+    return out
+
+
+def list_devices() -> List[Device]:
+    _, pa = _pyaudio()
+    try:
+        return _devices(pa)
+    finally:
+        pa.terminate()
+
+
+def _choose(devs: List[Device], spec: Optional[Union[int, str]]) -> Device:
+    if not devs:
+        raise MicError("no microphone found (no input device); see `edgeser listen --list-devices`, "
+                       "or recognise a file with --input FILE")
+    if spec is None or spec == "":
+        return next((d for d in devs if d.is_default), devs[0])
+    s = str(spec)
+    if s.isdigit():
+        for d in devs:
+            if d.index == int(s):
+                return d
+        raise MicError(f"no input device with index {s}; see `edgeser listen --list-devices`")
+    hits = [d for d in devs if s.lower() in d.name.lower()]
+    if not hits:
+        raise MicError(f"no input device named like {s!r}; see `edgeser listen --list-devices`")
+    return hits[0]
+
+
+class Microphone:
+    """with Microphone(device, rate) as mic: for block in mic.blocks(): ...  (int16 mono)."""
+
+    def __init__(self, device: Optional[Union[int, str]] = None, rate: Optional[int] = None,
+                 block_s: float = 0.02, stall_s: float = 2.0):
+        self.spec = device
+        self.req_rate = rate
+        self.block_s = block_s
+        self.stall_s = stall_s
+        self.overflows = 0
+        self.q: "queue.Queue" = queue.Queue(maxsize=500)   # 10 s of 20 ms blocks
+        self.dropped_blocks = 0
+        self.pa = None
+        self.stream = None
+
+    def _pick_rate(self, pyaudio, dev: Device) -> int:
+        rates = [self.req_rate] if self.req_rate else list(dict.fromkeys((*PREFERRED_RATES[:1], dev.default_rate,
+                                                                           *PREFERRED_RATES[1:])))
+        for r in rates:
+            try:
+                with _quiet_stderr():
+                    ok = self.pa.is_format_supported(r, input_device=dev.index, input_channels=1,
+                                                     input_format=pyaudio.paInt16)
+            except ValueError:
+                ok = False
+            if ok:
+                return int(r)
+        raise MicError(f"input device {dev.index} ({dev.name}) supports none of the rates "
+                       f"{', '.join(map(str, rates))} Hz in mono 16-bit")
+
+    def __enter__(self):
+        pyaudio, self.pa = _pyaudio()
+        try:
+            self.device = _choose(_devices(self.pa), self.spec)
+            self.rate = self._pick_rate(pyaudio, self.device)
+            frames = max(1, int(round(self.rate * self.block_s)))
+
+            def callback(data, n, info, status):
+                if status & pyaudio.paInputOverflow:
+                    self.overflows += 1
+                try:
+                    self.q.put_nowait(data)
+                except queue.Full:          # the consumer is stalled: drop, never block PortAudio
+                    self.dropped_blocks += 1
+                return None, pyaudio.paContinue
+
+            try:
+                with _quiet_stderr():
+                    self.stream = self.pa.open(format=pyaudio.paInt16, channels=1, rate=self.rate, input=True,
+                                               input_device_index=self.device.index, frames_per_buffer=frames,
+                                               stream_callback=callback)
+            except (IOError, OSError) as e:
+                raise MicError(f"cannot open input device {self.device.index} ({self.device.name}) "
+                               f"at {self.rate} Hz: {e}") from None
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def blocks(self):
+        """int16 blocks until the caller stops; MicError when the device goes silent for stall_s."""
+        last = time.monotonic()
+        while True:
+            try:
+                data = self.q.get(timeout=0.1)
+            except queue.Empty:
+                active = self.stream is not None and self.stream.is_active()
+                if not active or time.monotonic() - last > self.stall_s:
+                    raise MicError(f"microphone {self.device.name!r} stopped delivering audio "
+                                   f"(disconnected, or its sound server stopped)")
+                continue
+            last = time.monotonic()
+            yield np.frombuffer(data, dtype="<i2")
+
+    def close(self):
+        if self.stream is not None:
+            with contextlib.suppress(Exception), _quiet_stderr():
+                self.stream.stop_stream()
+                self.stream.close()
+            self.stream = None
+        if self.pa is not None:
+            with contextlib.suppress(Exception), _quiet_stderr():
+                self.pa.terminate()
+            self.pa = None
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

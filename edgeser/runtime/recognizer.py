@@ -1,0 +1,265 @@
+"""`edgeser.load()`: a recognizer over an export folder, torch-free.
+
+The recognizer holds the interpreters of the front-end step model and the head (chosen from the
+manifest's artifacts, never by guessing file names), checks them against the manifest's golden
+vectors, and pre-computes the zero-padding snapshot every utterance starts from. Streams carry
+all per-stream state, so one recognizer serves any number of streams.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import manifest as M
+from ..audio import AudioError
+from . import backends as B
+from .stream import Result, Stream
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+EXTRAS = {"onnx": 'pip install "edgeser[onnx]"', "tflite": 'pip install "edgeser[tflite]"'}
+# int8 first: a quarter of the memory and the integer kernels devices run; fp32 when int8 is absent
+PREFERENCE = (("tflite", "int8"), ("onnx", "int8"), ("tflite", "fp32"), ("onnx", "fp32"))
+MIN_INT8_AGREEMENT = 0.9     # of the export's parity report; below it the float pair is preferred
+
+
+class RecognizerError(RuntimeError):
+    """A model folder that cannot serve: missing, incomplete, wrong numbers, no backend."""
+
+
+@dataclass
+class ClipResult:
+    path: str
+    duration_s: float
+    results: List[Result]                      # hop and utterance results, in order
+    summary: Optional[Result]                  # all utterances, weighted by duration
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def utterances(self) -> List[Result]:
+        return [r for r in self.results if r.kind == "utterance"]
+
+    @property
+    def hops(self) -> List[Result]:
+        return [r for r in self.results if r.kind == "hop"]
+
+
+def _resolve(path) -> Tuple[Path, Optional[str]]:
+    """(folder, file name the user pointed at or None)."""
+    if path is None:
+        p = DEFAULT_MODEL
+        if not (p / M.MANIFEST).exists():
+            raise RecognizerError(f"no bundled default model at {p} yet; pass an export folder: "
+                                  f"edgeser.load('models/edge') or `edgeser listen --model PATH`")
+        return p, None
+    p = Path(path)
+    if not p.exists():
+        raise RecognizerError(f"{p}: no such model folder or file")
+    if p.is_dir():
+        return p, None
+    return p.parent, p.name
+
+
+def _pick(man: M.Manifest, folder: Path, file: Optional[str], backend: Optional[str],
+          precision: Optional[str]) -> Tuple[M.Artifact, M.Artifact]:
+    if backend not in (None, "onnx", "tflite"):
+        raise RecognizerError(f"unknown backend {backend!r} (onnx or tflite)")
+    if precision not in (None, "fp32", "int8"):
+        raise RecognizerError(f"unknown precision {precision!r} (fp32 or int8)")
+    if file is not None:
+        a = next((a for a in man.artifacts if a.file == file), None)
+        if a is None:
+            raise RecognizerError(f"{folder / file}: not listed in {folder / M.MANIFEST}")
+        if backend not in (None, a.format) or precision not in (None, a.precision):
+            raise RecognizerError(f"{folder / file} is {a.format} {a.precision}, "
+                                  f"not {backend or a.format} {precision or a.precision}")
+        backend, precision = a.format, a.precision
+    pairs = [(f, p) for f, p in PREFERENCE
+             if man.artifact("frontend_step", f, p) and man.artifact("head", f, p)]
+    if not pairs:
+        raise RecognizerError(f"{folder / M.MANIFEST}: no frontend_step + head pair to stream with "
+                              f"(export with streaming models)")
+    wanted = [(f, p) for f, p in pairs if backend in (None, f) and precision in (None, p)]
+    if not wanted:
+        have = ", ".join(f"{f} {p}" for f, p in pairs)
+        raise RecognizerError(f"{folder}: no streaming models for {backend or 'any'} {precision or 'any'} "
+                              f"(the folder has: {have})")
+    installed = B.available()
+    usable = [(f, p) for f, p in wanted if f in installed]
+    if not usable:
+        need = sorted({f for f, _ in wanted})
+        raise RecognizerError(f"{folder}: no interpreter installed for {' or '.join(need)} "
+                              f"({'; or '.join(EXTRAS[f] for f in need)})")
+    if precision is None:   # the user did not ask for int8: keep only int8 files that hold up
+        poor = _poor_int8(folder, man, usable)
+        usable = [fp for fp in usable if fp not in poor] or usable
+    f, p = usable[0]
+    return man.artifact("frontend_step", f, p), man.artifact("head", f, p)
+
+
+def _poor_int8(folder: Path, man: M.Manifest, pairs) -> List[Tuple[str, str]]:
+    """int8 streaming pairs whose export parity report shows they disagree with the float model
+    on more than MIN_INT8_AGREEMENT of held-out windows (static full-integer quantisation can)."""
+    import json
+
+    try:
+        rows = json.loads((folder / "parity.json").read_text()).get("rows", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    agreement = {r.get("artifact"): r.get("agreement") for r in rows if isinstance(r, dict)}
+    poor = []
+    for f, p in pairs:
+        if p != "int8":
+            continue
+        key = f"{man.artifact('frontend_step', f, p).file} + {man.artifact('head', f, p).file}"
+        a = agreement.get(key)
+        if isinstance(a, (int, float)) and a < MIN_INT8_AGREEMENT:
+            poor.append((f, p))
+    return poor
+
+
+class Recognizer:
+    def __init__(self, folder: Path, man: M.Manifest, step_art: M.Artifact, head_art: M.Artifact,
+                 threads: int = 1, self_test: bool = True):
+        self.folder = folder
+        self.manifest = man
+        self.format = step_art.format
+        self.precision = step_art.precision
+        self.labels = list(man.labels)
+        try:
+            self._step = B.open_model(folder / step_art.file, threads)
+            self._head = B.open_model(folder / head_art.file, threads)
+        except B.BackendError as e:
+            raise RecognizerError(str(e)) from None
+        self.files = [step_art.file, head_art.file]
+        # a TFLite interpreter holds its tensors between set and get: streams on several
+        # threads take turns (state lives in the streams, so turns are all they need)
+        self._lock = threading.Lock()
+        self._state_names = [i.name for i in self._step.inputs if i.name != "audio"]
+        if len(self._state_names) != len(man.state_shapes):
+            raise RecognizerError(f"{folder / step_art.file}: {len(self._state_names)} state inputs, "
+                                  f"manifest says {len(man.state_shapes)}")
+        if self_test:
+            self.self_test()
+        self._snapshot = self._prefill()
+
+    def __repr__(self):
+        return f"<Recognizer {self.folder} {self.format} {self.precision} {self.labels}>"
+
+    # ------------------------------------------------------------------ model calls
+    def zero_state(self) -> List[np.ndarray]:
+        return [np.zeros(s, np.float32) for s in self.manifest.state_shapes]
+
+    def step(self, audio: np.ndarray, state: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[np.ndarray]]:
+        """hop_samples of (normalised) audio + state -> (hop_frames, D) features, new state."""
+        feeds = {"audio": audio.reshape(1, -1)}
+        feeds.update(zip(self._state_names, state))
+        with self._lock:
+            out = self._step.run(feeds)
+        return out["features"][0], [out[f"{n}_out"] for n in self._state_names]
+
+    def classify(self, features: np.ndarray) -> np.ndarray:
+        """(window_frames, D) -> class probabilities."""
+        with self._lock:
+            return self._head.run({"features": features[None]})["probs"][0]
+
+    def snapshot(self) -> Tuple[List[np.ndarray], np.ndarray]:
+        """(state, feature ring) after window_frames of zeros from zero state; do not modify."""
+        return self._snapshot
+
+    def _prefill(self):
+        m = self.manifest
+        state = self.zero_state()
+        feats = []
+        zeros = np.zeros(m.hop_samples, np.float32)
+        while len(feats) * m.hop_frames < m.window_frames:
+            f, state = self.step(zeros, state)
+            feats.append(f)
+        ring = np.concatenate(feats, axis=0)[-m.window_frames:]
+        return [s.copy() for s in state], np.ascontiguousarray(ring, dtype=np.float32)
+
+    # ------------------------------------------------------------------ golden
+    def self_test(self):
+        """Run the manifest's golden input through the chosen files; refuse wrong numbers."""
+        from .golden import check
+
+        try:
+            check(self)
+        except ValueError as e:
+            raise RecognizerError(str(e)) from None
+
+    # ------------------------------------------------------------------ streams
+    def create_stream(self, vad="default", normalize: str = "adaptive", gain: float = 1.0) -> Stream:
+        """vad: "default" (webrtcvad, VadConfig()), a VadConfig, or None (no gate: all speech).
+        normalize: "adaptive" (running level estimate over the stream's speech), "utterance"
+        (the estimate restarts at each utterance) or "fixed" (multiply by `gain`)."""
+        from ..vad import VadConfig
+
+        cfg = VadConfig() if vad == "default" else vad
+        return Stream(self, vad=cfg, normalize=normalize, gain=gain)
+
+    def predict_clip(self, path, chunk: int = 4096, **stream_opts) -> ClipResult:
+        """Replay a file through the streaming path (any rate, channels averaged)."""
+        import soundfile as sf
+
+        path = Path(path)
+        try:
+            f = sf.SoundFile(str(path))
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise AudioError(f"{path}: cannot decode audio ({msg})") from None
+        s = self.create_stream(**stream_opts)
+        results: List[Result] = []
+        n = 0
+        with f:
+            if f.frames == 0:
+                raise AudioError(f"{path}: empty clip (0 samples)")
+            try:
+                for block in f.blocks(blocksize=chunk, dtype="float32", always_2d=True):
+                    n += len(block)
+                    results += s.accept_waveform(f.samplerate, block)
+            except ValueError as e:
+                raise AudioError(f"{path}: {e} (at {n / f.samplerate:.2f} s)") from None
+            except RuntimeError as e:   # libsndfile: truncated or damaged data
+                raise AudioError(f"{path}: cannot decode audio ({str(e).splitlines()[0]})") from None
+            results += s.input_finished()
+            sr = f.samplerate
+        warnings = []
+        if s.stats["clipped_samples"]:
+            share = s.stats["clipped_samples"] / max(1, s.stats["samples_in"])
+            if share > 1e-3:
+                warnings.append(f"{path}: {100 * share:.1f}% of samples at full scale (clipped recording)")
+        utts = [r for r in results if r.kind == "utterance"]
+        if not utts:
+            warnings.append(f"{path}: no speech found")
+        return ClipResult(str(path), n / sr, results, summarize(utts, self.labels), warnings)
+
+
+def summarize(utts: Sequence[Result], labels: Sequence[str]) -> Optional[Result]:
+    """Duration-weighted mean of utterance probabilities: one label for a whole clip or session."""
+    if not utts:
+        return None
+    w = np.array([max(u.end_s - u.start_s, 1e-3) for u in utts])
+    p = np.array([[u.probs[lab] for lab in labels] for u in utts])
+    mean = (w[:, None] * p).sum(0) / w.sum()
+    i = int(np.argmax(mean))
+    return Result("summary", utts[0].start_s, utts[-1].end_s, True, labels[i], float(mean[i]),
+                  {lab: float(v) for lab, v in zip(labels, mean)}, utts[-1].emitted_s, 1.0)
+
+
+def load(path=None, backend: Optional[str] = None, precision: Optional[str] = None, threads: int = 1,
+         self_test: bool = True) -> Recognizer:
+    """A recognizer for an export folder (or a model file in one); None = the bundled default.
+
+    backend: "onnx" | "tflite" | None (best installed); precision: "int8" | "fp32" | None.
+    """
+    folder, file = _resolve(path)
+    try:
+        man = M.read(folder)
+    except M.ManifestError as e:
+        raise RecognizerError(str(e)) from None
+    step_art, head_art = _pick(man, folder, file, backend, precision)
+    return Recognizer(folder, man, step_art, head_art, threads=threads, self_test=self_test)

@@ -1,0 +1,134 @@
+"""Voice activity: per-frame decisions (webrtcvad) smoothed into speech segments.
+
+`Gate` turns raw per-frame speech bits into a final per-frame gate (inside a segment or not).
+A segment opens after `on_frames` consecutive speech frames and closes after `off_frames`
+consecutive non-speech frames; it is widened by `preroll`/`postroll` frames, as training widened
+trimmed clips by 100 ms. Gate decisions come out in frame order as soon as they are certain,
+so the delay is the preroll plus an unconfirmed onset while idle, and nothing during speech.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+FRAME_MS = 20          # webrtcvad takes 10, 20 or 30 ms; 20 ms divides the 100 ms model frame
+
+
+class VadUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class VadConfig:
+    mode: int = 2              # webrtcvad aggressiveness 0..3; 3 loses quiet speech (listen_level.py)
+    on_frames: int = 3         # 60 ms of speech opens a segment
+    off_frames: int = 15       # 300 ms of non-speech closes it (the end-of-utterance latency)
+    preroll: int = 5           # 100 ms kept before the first speech frame
+    postroll: int = 5          # 100 ms kept after the last one
+    floor_dbfs: float = -60.0  # frames quieter than this are non-speech whatever webrtcvad says
+    min_utterance_s: float = 0.25
+
+    def __post_init__(self):
+        if not 0 <= self.mode <= 3:
+            raise ValueError(f"VAD mode must be 0..3, got {self.mode}")
+        if self.on_frames < 1 or self.off_frames < 1:
+            raise ValueError("on_frames and off_frames must be >= 1")
+        if self.preroll + self.postroll >= self.off_frames:
+            # otherwise one segment's postroll could overlap the next one's preroll
+            raise ValueError("preroll + postroll must be smaller than off_frames")
+
+
+class FrameVad:
+    """Speech / non-speech for one FRAME_MS frame of float32 samples at `sample_rate`."""
+
+    def __init__(self, sample_rate: int = 16000, mode: int = 2, floor_dbfs: float = -60.0):
+        try:
+            import webrtcvad
+        except ImportError:
+            raise VadUnavailable('voice activity detection needs webrtcvad: pip install "edgeser[audio]" '
+                                 '(or create the stream with vad=None)') from None
+        self.vad = webrtcvad.Vad(mode)
+        self.sample_rate = sample_rate
+        self.frame = sample_rate * FRAME_MS // 1000
+        self.floor_power = 10 ** (floor_dbfs / 10)
+
+    def __call__(self, x: np.ndarray) -> bool:
+        if float(np.mean(np.square(x, dtype=np.float64))) < self.floor_power:
+            return False
+        pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2").tobytes()
+        return bool(self.vad.is_speech(pcm, self.sample_rate))
+
+
+class Gate:
+    """Raw speech bits in, final gate bits out (frame index, inside-segment), in order."""
+
+    def __init__(self, cfg: VadConfig):
+        self.cfg = cfg
+        self.m = -1                 # last frame pushed
+        self.next_out = 0           # first frame without a decision yet
+        self.in_speech = False
+        self.run = 0                # consecutive speech frames (idle) / non-speech frames (speech)
+        self.last_speech = -1
+        self.seg_start = 0
+        self.segments: List[List[int]] = []   # [first, last] speech frame per segment, until taken
+
+    def _emit(self, upto: int, value: bool) -> List[Tuple[int, bool]]:
+        out = [(k, value) for k in range(self.next_out, upto + 1)]
+        self.next_out = max(self.next_out, upto + 1)
+        return out
+
+    def push(self, speech: bool) -> List[Tuple[int, bool]]:
+        c = self.cfg
+        self.m += 1
+        m = self.m
+        out: List[Tuple[int, bool]] = []
+        if not self.in_speech:
+            self.run = self.run + 1 if speech else 0
+            if self.run >= c.on_frames:
+                self.in_speech = True
+                self.seg_start = m - self.run + 1
+                self.last_speech = m
+                self.segments.append([self.seg_start, m])
+                first = max(self.next_out, self.seg_start - c.preroll)
+                out += self._emit(first - 1, False)
+                out += self._emit(m, True)
+                self.run = 0
+            else:
+                # frames that no onset confirmed later could reach with its preroll
+                out += self._emit(m - self.run - c.preroll, False)
+        else:
+            if speech:
+                self.last_speech = m
+                self.segments[-1][1] = m
+                self.run = 0
+                out += self._emit(m, True)
+            else:
+                self.run += 1
+                out += self._emit(min(m, self.last_speech + c.postroll), True)
+                if self.run >= c.off_frames:
+                    self.in_speech = False
+                    self.run = 0
+                    out += self._emit(m, False)
+        return out
+
+    def finish(self) -> List[Tuple[int, bool]]:
+        """End of input: an open segment closes at its last speech frame (+ postroll)."""
+        out: List[Tuple[int, bool]] = []
+        if self.in_speech:
+            out += self._emit(min(self.m, self.last_speech + self.cfg.postroll), True)
+            self.in_speech = False
+        out += self._emit(self.m, False)
+        self.run = 0
+        return out
+
+    def take_segment(self) -> List[int]:
+        """[first, last] speech frame of the oldest segment not taken yet."""
+        return self.segments.pop(0)
+
+    @property
+    def pending(self) -> int:
+        """Frames pushed but not decided yet."""
+        return self.m + 1 - self.next_out
+

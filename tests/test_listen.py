@@ -1,0 +1,270 @@
+"""`edgeser listen`: files through the streaming path, bad input, and a real PyAudio capture
+from a PulseAudio virtual microphone (skipped, with the reason, where PulseAudio is absent)."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).parent))
+from rtmodel import EXAMPLES, ROOT, edgeser_cmd, exported  # noqa: E402
+from vmic import vmic, vmic48  # noqa: E402,F401  (fixtures)
+
+CLIP = EXAMPLES / "03a01Wa.flac"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, data_dir):
+    return exported(tmp_path_factory, data_dir, formats=("onnx",))
+
+
+@pytest.fixture(scope="module")
+def rec(model_dir):
+    from edgeser.runtime.recognizer import load
+
+    return load(model_dir)
+
+
+def json_lines(stdout):
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def listen(model_dir, *args, **kw):
+    return edgeser_cmd("listen", "--model", model_dir, *args, **kw)
+
+
+def one_line_error(r, *needles):
+    assert r.returncode == 1, (r.returncode, r.stdout[-500:], r.stderr[-500:])
+    err = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(err) == 1, r.stderr
+    for n in needles:
+        assert n in err[0], err[0]
+
+
+# ------------------------------------------------------------------ no torch
+
+def test_listen_help_and_the_runtime_import_no_torch():
+    code = """
+import sys
+import edgeser, edgeser.listen, edgeser.mic, edgeser.vad, edgeser.resample
+import edgeser.runtime.recognizer, edgeser.runtime.stream
+from edgeser.cli import main
+sys.argv = ["edgeser", "listen", "--help"]
+try:
+    main()
+except SystemExit as e:
+    assert e.code == 0, e.code
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnxruntime", "pyaudio", "ai_edge_litert"))
+assert not loaded, loaded
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "--list-devices" in r.stdout and "--fast" in r.stdout
+
+
+# ------------------------------------------------------------------ files
+
+def test_file_fast_json_is_exactly_what_predict_clip_gives(model_dir, rec):
+    r = listen(model_dir, "--input", CLIP, "--fast", "--json")
+    assert r.returncode == 0, r.stderr
+    lines = json_lines(r.stdout)
+    *results, end = lines
+    assert end["kind"] == "end" and end["status"] == "end of input"
+    ref = [x.to_dict() for x in rec.predict_clip(CLIP).results]
+    assert results == ref
+    utt = [x for x in results if x["kind"] == "utterance"]
+    assert len(utt) == 1 and end["label"] == utt[0]["label"] and end["utterances"] == 1
+
+
+def test_file_plays_at_real_time_pace_with_readable_lines(model_dir, rec):
+    dur = sf.info(str(CLIP)).duration
+    t = time.monotonic()
+    r = listen(model_dir, "--input", CLIP, "--no-hops")
+    wall = time.monotonic() - t
+    assert r.returncode == 0, r.stderr
+    assert wall >= dur - 0.1
+    (u,) = rec.predict_clip(CLIP).utterances
+    lines = r.stdout.splitlines()
+    assert any(u.label in line and f"{u.confidence:.2f}" in line for line in lines if line.startswith("[")), lines
+    assert lines[-1].startswith("summary:") and "1 utterance" in lines[-1]
+
+
+def test_bad_files_are_one_line_errors(model_dir, tmp_path):
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(100))
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    nan = tmp_path / "nan.wav"
+    x, _ = sf.read(str(CLIP), dtype="float32")
+    x[3000:3010] = np.nan
+    sf.write(nan, x, 16000, subtype="FLOAT")
+    for path, why in ((corrupt, "cannot decode"), (empty, "empty"), (nan, "NaN"),
+                      (tmp_path / "missing.flac", "cannot decode")):
+        one_line_error(listen(model_dir, "--input", path, "--fast"), str(path), why)
+
+
+def test_clipped_stereo_8k_and_48k_files_are_recognised(model_dir, rec, tmp_path):
+    import soxr
+
+    x, _ = sf.read(str(CLIP), dtype="float32")
+    (ref,) = rec.predict_clip(CLIP).utterances
+    files = {"clipped": (np.clip(x * 20, -1, 1), 16000), "stereo": (np.stack([x, 0.5 * x], 1), 16000),
+             "8k": (soxr.resample(x, 16000, 8000), 8000), "48k": (soxr.resample(x, 16000, 48000), 48000)}
+    for name, (y, rate) in files.items():
+        p = tmp_path / f"{name}.wav"
+        sf.write(p, y, rate)
+        r = listen(model_dir, "--input", p, "--fast", "--json")
+        assert r.returncode == 0, (name, r.stderr)
+        utt = [u for u in json_lines(r.stdout) if u["kind"] == "utterance"]
+        assert len(utt) == 1, name
+        if name == "clipped":   # x20 lifts the room noise around the speech above the VAD floor too
+            assert utt[0]["start_s"] <= ref.start_s and utt[0]["end_s"] >= ref.end_s - 0.15
+        else:
+            assert abs(utt[0]["start_s"] - ref.start_s) <= 0.1 and abs(utt[0]["end_s"] - ref.end_s) <= 0.15, name
+        if name in ("48k", "stereo"):   # same speech, same level after the adaptive gain
+            assert utt[0]["label"] == ref.label, name
+
+
+def test_ten_minute_file_streams_fast_with_one_result_per_utterance(model_dir, rec, tmp_path):
+    x, sr = sf.read(str(CLIP), dtype="float32")
+    unit = np.concatenate([x, np.zeros(sr, np.float32)])
+    reps = int(np.ceil(600 * sr / len(unit)))
+    long = tmp_path / "ten_minutes.flac"
+    with sf.SoundFile(str(long), "w", samplerate=sr, channels=1, subtype="PCM_16") as f:
+        for _ in range(reps):
+            f.write(unit)
+    r = listen(model_dir, "--input", long, "--fast", "--json", "--no-hops", timeout=600)
+    assert r.returncode == 0, r.stderr[-1000:]
+    lines = json_lines(r.stdout)
+    utt = [u for u in lines if u["kind"] == "utterance"]
+    end = lines[-1]
+    assert end["audio_s"] >= 600 and end["utterances"] == reps == len(utt)
+    (ref,) = rec.predict_clip(CLIP).utterances
+    assert all(u["label"] == ref.label for u in utt)
+    starts = np.array([u["start_s"] for u in utt])
+    assert np.allclose(np.diff(starts), len(unit) / sr, atol=0.025)   # every repeat found in place
+    assert end["cpu_s"] < end["audio_s"]                                # faster than real time
+
+
+def test_usage_errors(model_dir, tmp_path):
+    r = edgeser_cmd("listen", "--input", CLIP, "--fast", "--model", tmp_path / "nope")
+    one_line_error(r, str(tmp_path / "nope"), "no such model")
+    r = listen(model_dir, "--fast")
+    assert r.returncode == 2 and "--fast needs --input" in r.stderr
+    from edgeser.runtime.recognizer import DEFAULT_MODEL
+
+    if not (DEFAULT_MODEL / "edgeser.json").exists():
+        r = edgeser_cmd("listen", "--input", CLIP, "--fast")
+        one_line_error(r, str(DEFAULT_MODEL), "--model")
+
+
+# ------------------------------------------------------------------ a real capture
+
+def _no_pulse_env(tmp_path):
+    import os
+
+    env = dict(os.environ)
+    (tmp_path / "client.conf").write_text("autospawn = no\n")
+    env.update(PULSE_SERVER=f"unix:{tmp_path}/no-such-socket", PULSE_CLIENTCONFIG=str(tmp_path / "client.conf"),
+               XDG_RUNTIME_DIR=str(tmp_path))
+    return env
+
+
+def test_no_microphone_says_so_and_points_to_the_alternatives(model_dir, tmp_path):
+    pytest.importorskip("pyaudio", reason='needs PyAudio (pip install "edgeser[audio]")')
+    r = listen(model_dir, env=_no_pulse_env(tmp_path), timeout=60)
+    assert r.returncode == 1
+    assert "no microphone" in r.stderr and "--list-devices" in r.stderr and "--input" in r.stderr
+    r = edgeser_cmd("listen", "--list-devices", env=_no_pulse_env(tmp_path), timeout=60)
+    assert r.returncode == 1 and "no input devices" in r.stderr
+
+
+def test_missing_pyaudio_names_the_extra(model_dir):
+    code = ("import sys; sys.modules['pyaudio'] = None\n"
+            "from edgeser.cli import main\n"
+            f"main(['listen', '--model', {str(model_dir)!r}])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 1
+    assert 'pip install "edgeser[audio]"' in r.stderr and "--input" in r.stderr
+
+
+def _wait_listening(p, timeout=60):
+    """Until listen says the microphone is open; a hung start is killed, not waited on forever."""
+    import threading
+
+    watchdog = threading.Timer(timeout, p.kill)
+    watchdog.start()
+    try:
+        while "listening on" not in p.stderr.readline():
+            assert p.poll() is None, f"listen exited {p.returncode}: {p.stderr.read()[-1000:]}"
+    finally:
+        watchdog.cancel()
+
+
+def _capture(model_dir, mic, *args, play=CLIP, lead_s=1.0):
+    """Start listen on the virtual mic, play the clip into it, stop with Ctrl-C (SIGINT)."""
+    p = subprocess.Popen([sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--json", *args],
+                         env=mic.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_listening(p)
+    time.sleep(lead_s)
+    mic.play(play)
+    time.sleep(1.5)                                         # the utterance closes after 300 ms
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    return p.returncode, json_lines(out), err
+
+
+@pytest.mark.audio
+def test_live_capture_reports_the_utterance_predict_clip_reports(model_dir, rec, vmic, tmp_path):
+    saved = tmp_path / "captured.wav"
+    rc, lines, err = _capture(model_dir, vmic, "--save-audio", saved)
+    assert rc == 0, err                                     # Ctrl-C is a clean exit
+    end = lines[-1]
+    assert end["kind"] == "end" and end["status"] == "interrupted" and end["rate"] == 16000
+    utt = [u for u in lines if u["kind"] == "utterance"]
+    assert len(utt) == 1, lines
+    # the same path: predict_clip on what was captured gives exactly what listen printed
+    assert [r.to_dict() for r in rec.predict_clip(saved).results if r.kind == "utterance"] == utt
+    # and the utterance is where the clip is, with the file's label
+    (ref,) = rec.predict_clip(CLIP).utterances
+    cap, _ = sf.read(str(saved), dtype="float32")
+    clip, _ = sf.read(str(CLIP), dtype="float32")
+    piece = clip[8000:16000]                                # voiced, so the peak is sharp
+    lag = (int(np.argmax(np.correlate(cap, piece, mode="valid"))) - 8000) / 16000
+    assert abs(utt[0]["start_s"] - (lag + ref.start_s)) <= 0.06
+    assert abs(utt[0]["end_s"] - (lag + ref.end_s)) <= 0.06
+    assert utt[0]["label"] == ref.label
+    assert max(abs(utt[0]["probs"][k] - ref.probs[k]) for k in ref.probs) < 0.05
+
+
+@pytest.mark.audio
+def test_live_capture_at_48k_is_resampled_in_the_stream(model_dir, rec, vmic48):
+    rc, lines, err = _capture(model_dir, vmic48, "--rate", "48000")
+    assert rc == 0, err
+    assert lines[-1]["rate"] == 48000 and lines[-1]["overflows"] == 0
+    utt = [u for u in lines if u["kind"] == "utterance"]
+    (ref,) = rec.predict_clip(CLIP).utterances
+    assert len(utt) == 1 and utt[0]["label"] == ref.label
+    assert abs((utt[0]["end_s"] - utt[0]["start_s"]) - (ref.end_s - ref.start_s)) <= 0.08
+
+
+@pytest.mark.audio
+def test_list_devices_and_a_microphone_that_disappears(model_dir, vmic):
+    r = edgeser_cmd("listen", "--list-devices", env=vmic.env, timeout=60)
+    assert r.returncode == 0 and "default" in r.stdout
+    p = subprocess.Popen([sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--json"],
+                         env=vmic.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_listening(p)
+    time.sleep(0.5)
+    vmic.stop()                                             # the sound server goes away
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 1
+    assert "stopped delivering audio" in err
+    assert json_lines(out)[-1]["status"] == "error"

@@ -1,0 +1,433 @@
+"""The torch-free runtime: resampling, VAD gate, level normaliser, streams and the recognizer.
+
+Stream logic is checked first against a small in-memory model (state and ring behaviour that
+is easy to reason about), then everything against a real exported tiny model run by the real
+onnxruntime / LiteRT interpreters.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeser import manifest as M
+from edgeser.audio import AudioError, read_clip, trim_silence
+from edgeser.resample import StreamResampler, to_float32
+from edgeser.runtime import recognizer as R
+from edgeser.runtime.stream import LevelNormalizer, Stream
+from edgeser.vad import Gate, VadConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from rtmodel import EXAMPLES, exported  # noqa: E402
+
+CLIP = EXAMPLES / "03a01Wa.flac"
+CLIP2 = EXAMPLES / "03a02Ta.flac"
+CHUNKS = (160, 480, 1000, 4096)
+
+
+def clip16() -> np.ndarray:
+    return read_clip(CLIP)
+
+
+def feed(stream, x, sr=16000, chunk=4096):
+    out = []
+    for i in range(0, len(x), chunk):
+        out += stream.accept_waveform(sr, x[i:i + chunk])
+    return out + stream.input_finished()
+
+
+def utterances(results):
+    return [r for r in results if r.kind == "utterance"]
+
+
+# ------------------------------------------------------------------ an in-memory model
+
+class FakeRecognizer:
+    """Same call surface as Recognizer: a leaky per-frame summary as 'front end' state and
+    features, a softmax over window sums as 'head'. Small, exact, and state-dependent."""
+
+    def __init__(self):
+        self.manifest = M.Manifest(sample_rate=16000, frame_samples=1600, window_frames=10, hop_frames=5,
+                                   labels=["a", "b", "c"], feature_dim=3, state_shapes=[[1, 3]],
+                                   normalization={"type": "rms", "target_rms": 0.1}, artifacts=[])
+        self.labels = self.manifest.labels
+        self.calls = 0
+
+    def zero_state(self):
+        return [np.zeros((1, 3), np.float32)]
+
+    def step(self, audio, state):
+        self.calls += 1
+        h = state[0].copy()
+        feats = []
+        for f in audio.reshape(5, 1600):
+            h = 0.5 * h + np.array([[f.mean() * 10, np.sqrt(np.mean(f * f)), np.abs(f).max()]], np.float32)
+            feats.append(h[0].copy())
+        return np.array(feats, np.float32), [h]
+
+    def classify(self, feats):
+        self.calls += 1
+        z = feats.sum(0) * np.array([1.0, 4.0, 2.0], np.float32)
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    def snapshot(self):
+        return self.zero_state(), np.zeros((10, 3), np.float32)
+
+
+def fake_stream(**kw):
+    return Stream(FakeRecognizer(), vad=kw.pop("vad", VadConfig()), **kw)
+
+
+# ------------------------------------------------------------------ pure parts
+
+def test_to_float32_scales_int16_averages_channels_and_refuses_bad_samples():
+    x = np.array([0, 16384, -32768], np.int16)
+    assert np.allclose(to_float32(x), [0, 0.5, -1.0])
+    st2 = np.stack([np.array([0.2, 0.4], np.float32), np.array([0.0, 0.0], np.float32)], 1)
+    assert np.allclose(to_float32(st2), [0.1, 0.2])
+    with pytest.raises(ValueError, match="NaN"):
+        to_float32(np.array([0.0, np.nan], np.float32))
+    with pytest.raises(ValueError, match="int16"):
+        to_float32(np.array([1, 2], np.int32))
+
+
+@pytest.mark.parametrize("rate", [8000, 44100, 48000])
+def test_stream_resampler_is_chunk_invariant_and_equals_whole_clip(rate):
+    import soxr
+
+    x = soxr.resample(clip16(), 16000, rate).astype(np.float32)
+    whole = soxr.resample(x, rate, 16000, quality="HQ")
+    for chunk in CHUNKS:
+        rs = StreamResampler(rate)
+        y = np.concatenate([rs.process(x[i:i + chunk]) for i in range(0, len(x), chunk)] + [rs.flush()])
+        assert np.array_equal(y, whole), chunk
+
+
+def _runs(bits, n):
+    """(start, end) of runs of at least n speech bits."""
+    out, s = [], None
+    for i, b in enumerate(list(bits) + [False]):
+        if b and s is None:
+            s = i
+        if not b and s is not None:
+            if i - s >= n:
+                out.append((s, i - 1))
+            s = None
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.booleans(), min_size=0, max_size=300), st.integers(1, 4), st.integers(6, 20))
+def test_gate_decides_every_frame_once_in_order_and_covers_speech(bits, on, off):
+    cfg = VadConfig(on_frames=on, off_frames=off, preroll=2, postroll=3)
+    g = Gate(cfg)
+    decided = []
+    for i, b in enumerate(bits):
+        d = g.push(b)
+        decided += d
+        # while speech goes on, nothing waits: the decision lag is bounded by preroll + onset
+        assert g.pending <= max(cfg.preroll + on - 1, off) + 1
+    decided += g.finish()
+    assert [k for k, _ in decided] == list(range(len(bits)))
+    gate = np.array([v for _, v in decided], bool)
+    for s, e in _runs(bits, on):   # every confirmed speech run is inside a segment
+        assert gate[s:e + 1].all()
+    # segments are separated by at least one gated-out frame, and each holds a speech run
+    segs = _runs(gate, 1)
+    assert len(segs) == len(g.segments)
+    for (s, e), (first, last) in zip(segs, g.segments):
+        assert s <= first <= last <= e
+        assert all(bits[first:first + on])
+    if not any(bits):
+        assert not gate.any()
+
+
+def test_level_normalizer_adapts_to_speech_level_and_fixed_is_constant():
+    rng = np.random.default_rng(0)
+    n = LevelNormalizer("adaptive", target_rms=0.1)
+    assert n.gain() == 1.0          # nothing heard yet
+    for _ in range(50):
+        n.update((rng.standard_normal(320) * 0.01).astype(np.float32))
+    assert 9 < n.gain() < 11        # RMS 0.01 -> x10
+    for _ in range(2000):           # the talker moves closer: the estimate follows
+        n.update((rng.standard_normal(320) * 0.05).astype(np.float32))
+    assert 1.8 < n.gain() < 2.2
+    f = LevelNormalizer("fixed", gain=3.0)
+    f.update(np.ones(320, np.float32))
+    assert f.gain() == 3.0
+    with pytest.raises(ValueError):
+        LevelNormalizer("loud")
+
+
+# ------------------------------------------------------------------ stream logic (in-memory model)
+
+def _as_tuples(results):
+    return [(r.kind, r.start_s, r.end_s, r.label, None if r.probs is None else tuple(r.probs.values()))
+            for r in results]
+
+
+@pytest.mark.parametrize("rate,dtype", [(16000, "float32"), (16000, "int16"), (48000, "int16"), (44100, "float32")])
+def test_results_do_not_depend_on_chunk_size(rate, dtype):
+    import soxr
+
+    x = np.concatenate([np.zeros(8000, np.float32), clip16(), np.zeros(16000, np.float32)])
+    if rate != 16000:
+        x = soxr.resample(x, 16000, rate).astype(np.float32)
+    if dtype == "int16":
+        x = np.round(x * 32767).astype(np.int16)
+    ref = None
+    for chunk in CHUNKS:
+        res = _as_tuples(feed(fake_stream(), x, rate, chunk))
+        assert any(k == "utterance" for k, *_ in res)
+        if ref is None:
+            ref = res
+        assert res == ref, chunk
+
+
+def test_an_utterance_gets_the_same_result_wherever_it_starts():
+    x = clip16()
+    a = utterances(feed(fake_stream(), np.concatenate([np.zeros(16000, np.float32), x, np.zeros(16000, np.float32)])))
+    b = utterances(feed(fake_stream(), np.concatenate([np.zeros(48000, np.float32), x, np.zeros(16000, np.float32)])))
+    assert len(a) == len(b) == 1
+    assert b[0].probs == a[0].probs
+    assert b[0].start_s - a[0].start_s == pytest.approx(2.0)
+    assert b[0].end_s - a[0].end_s == pytest.approx(2.0)
+
+
+def test_silence_costs_no_model_call_and_reports_hops_without_labels():
+    rec = FakeRecognizer()
+    s = Stream(rec, vad=VadConfig())
+    res = feed(s, np.zeros(16000 * 10, np.float32), chunk=1000)
+    assert rec.calls == 0
+    assert len(res) == 20 and all(not r.is_speech and r.label is None for r in res)
+    assert res[-1].end_s == pytest.approx(10.0)
+
+
+def test_without_vad_everything_is_one_utterance():
+    s = fake_stream(vad=None)
+    res = feed(s, np.zeros(16000 * 2, np.float32))
+    u = utterances(res)
+    assert len(u) == 1 and u[0].start_s == 0 and u[0].end_s == pytest.approx(2.0)
+    assert sum(r.kind == "hop" for r in res) == 4
+
+
+def test_stream_refuses_a_rate_change_and_input_after_finish():
+    s = fake_stream()
+    s.accept_waveform(16000, np.zeros(100, np.float32))
+    with pytest.raises(ValueError, match="sample rate changed"):
+        s.accept_waveform(48000, np.zeros(100, np.float32))
+    s.input_finished()
+    with pytest.raises(RuntimeError):
+        s.accept_waveform(16000, np.zeros(100, np.float32))
+
+
+# ------------------------------------------------------------------ the real exported model
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, data_dir):
+    return exported(tmp_path_factory, data_dir, formats=("onnx",))
+
+
+@pytest.fixture(scope="module")
+def rec(model_dir):
+    return R.load(model_dir)
+
+
+def test_load_picks_the_streaming_pair_and_passes_its_golden_test(rec, model_dir):
+    assert rec.format == "onnx" and rec.precision == "fp32"
+    assert rec.files == ["frontend_step.onnx", "head.onnx"]
+    assert rec.labels == ["neutral", "sadness", "anger"]
+    state, ring = rec.snapshot()
+    assert ring.shape == (rec.manifest.window_frames, rec.manifest.feature_dim)
+    assert np.any(ring != 0)        # zeros through the front end are not zero features
+    # a model file inside the folder selects its format and precision
+    assert R.load(model_dir / "head.onnx").files == rec.files
+
+
+def test_predict_clip_finds_the_utterance_where_the_speech_is(rec):
+    x = clip16()
+    speech = trim_silence(x, pad_ms=0)
+    start = next(i for i in range(len(x)) if np.array_equal(x[i:i + len(speech)], speech)) / 16000
+    res = rec.predict_clip(CLIP)
+    (u,) = res.utterances
+    assert abs(u.start_s - start) < 0.1
+    assert abs(u.end_s - (start + len(speech) / 16000)) < 0.15
+    assert u.label in rec.labels and sum(u.probs.values()) == pytest.approx(1, abs=1e-4)
+    assert res.summary.label == u.label
+    hops = [h for h in res.hops if h.is_speech]
+    assert len(hops) >= 3 and all(h.end_s - h.start_s <= 0.5 + 1e-9 for h in hops)
+
+
+def test_real_model_results_do_not_depend_on_chunk_size(rec):
+    x = np.round(np.concatenate([np.zeros(4000, np.float32), clip16(), np.zeros(12000, np.float32)]) * 32767)
+    ref = None
+    for chunk in CHUNKS:
+        res = _as_tuples(feed(rec.create_stream(), x.astype(np.int16), 16000, chunk))
+        ref = ref or res
+        assert res == ref, chunk
+
+
+def test_decision_latency_is_within_one_hop_plus_50ms(rec):
+    """Fed in 20 ms chunks, the utterance label arrives soon after its speech ends."""
+    x = np.concatenate([np.zeros(8000, np.float32), clip16(), np.zeros(32000, np.float32)])
+    s = rec.create_stream()
+    got = []
+    for i in range(0, len(x), 320):
+        got += [(r, s.time_s) for r in s.accept_waveform(16000, x[i:i + 320]) if r.kind == "utterance"]
+    ((u, t),) = got
+    assert u.emitted_s == pytest.approx(t)
+    hop_s = rec.manifest.hop_samples / 16000
+    assert 0 < u.emitted_s - u.end_s <= hop_s + 0.05
+
+
+def test_one_recognizer_serves_interleaved_streams(rec):
+    a, b = clip16(), read_clip(CLIP2)
+    alone_a = _as_tuples(feed(rec.create_stream(), a))
+    alone_b = _as_tuples(feed(rec.create_stream(), b))
+    sa, sb = rec.create_stream(), rec.create_stream()
+    ra, rb = [], []
+    for i in range(0, max(len(a), len(b)), 1000):
+        ra += sa.accept_waveform(16000, a[i:i + 1000])
+        rb += sb.accept_waveform(16000, b[i:i + 1000])
+    assert _as_tuples(ra + sa.input_finished()) == alone_a
+    assert _as_tuples(rb + sb.input_finished()) == alone_b
+
+
+def test_adaptive_level_makes_a_quiet_microphone_look_like_a_loud_one(rec):
+    x = np.concatenate([np.zeros(8000, np.float32), clip16(), np.zeros(8000, np.float32)])
+
+    def probs(gain, mode):
+        (u,) = utterances(feed(rec.create_stream(normalize=mode), x * gain))
+        return np.array(list(u.probs.values()))
+
+    adaptive = np.abs(probs(0.1, "adaptive") - probs(1.0, "adaptive")).max()
+    fixed = np.abs(probs(0.1, "fixed") - probs(1.0, "fixed")).max()
+    assert adaptive < 0.02
+    assert adaptive < fixed
+
+
+# ------------------------------------------------------------------ bad input files
+
+def test_bad_files_give_one_clear_error_naming_the_file(rec, tmp_path):
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage" + bytes(range(256)) * 4)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    nan = tmp_path / "nan.wav"
+    y = clip16().copy()
+    y[5000:5100] = np.nan
+    sf.write(nan, y, 16000, subtype="FLOAT")
+    for path, why in ((corrupt, "cannot decode"), (empty, "empty"), (nan, "NaN"),
+                      (tmp_path / "missing.wav", "cannot decode")):
+        with pytest.raises(AudioError) as e:
+            rec.predict_clip(path)
+        assert str(path) in str(e.value) and why in str(e.value)
+
+
+def test_clipped_stereo_8k_and_48k_files_work(rec, tmp_path):
+    import soxr
+
+    x = clip16()
+    ref = rec.predict_clip(CLIP).utterances[0]
+    clipped = tmp_path / "clipped.wav"
+    sf.write(clipped, np.clip(x * 20, -1, 1), 16000)
+    res = rec.predict_clip(clipped)
+    assert len(res.utterances) == 1 and any("clipped" in w for w in res.warnings)
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([x, x], 1), 16000, subtype="FLOAT")
+    (u,) = rec.predict_clip(stereo).utterances
+    assert u.probs == ref.probs      # identical channels average to the mono clip
+    for rate, tol in ((48000, 0.03), (8000, 0.2)):
+        p = tmp_path / f"clip{rate}.wav"
+        sf.write(p, soxr.resample(x, 16000, rate), rate, subtype="FLOAT")
+        (u,) = rec.predict_clip(p).utterances
+        assert abs(u.start_s - ref.start_s) <= 0.06 and abs(u.end_s - ref.end_s) <= 0.1, rate
+        diff = max(abs(u.probs[k] - ref.probs[k]) for k in ref.probs)
+        assert diff < tol, (rate, diff)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(32000, np.float32), 16000)
+    res = rec.predict_clip(silent)
+    assert res.utterances == [] and res.summary is None and "no speech" in res.warnings[0]
+
+
+# ------------------------------------------------------------------ load errors
+
+def test_missing_default_model_names_the_path_and_the_option(monkeypatch, tmp_path):
+    monkeypatch.setattr(R, "DEFAULT_MODEL", tmp_path / "models" / "default")
+    with pytest.raises(R.RecognizerError) as e:
+        R.load()
+    assert str(tmp_path / "models" / "default") in str(e.value) and "--model" in str(e.value)
+
+
+def test_bad_folders_and_options_are_refused(model_dir, tmp_path):
+    with pytest.raises(R.RecognizerError, match="no such model"):
+        R.load(tmp_path / "nope")
+    with pytest.raises(R.RecognizerError, match="no manifest"):
+        R.load(tmp_path)
+    with pytest.raises(R.RecognizerError, match="tflite"):
+        R.load(model_dir, backend="tflite")        # this folder has ONNX only
+    with pytest.raises(R.RecognizerError, match="unknown backend"):
+        R.load(model_dir, backend="tensorrt")
+
+
+def test_wrong_numbers_from_the_interpreter_are_refused_at_load(model_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    m = json.loads((bad / "edgeser.json").read_text())
+    for f, p in m["golden"]["expected"].items():
+        m["golden"]["expected"][f] = list(np.roll(np.asarray(p).reshape(-1), 1))
+    (bad / "edgeser.json").write_text(json.dumps(m))
+    with pytest.raises(R.RecognizerError, match="golden self-test failed"):
+        R.load(bad)
+    assert R.load(bad, self_test=False).labels     # the check, not the files, refused it
+
+
+def test_load_and_predict_import_no_torch_and_a_missing_backend_names_its_extra(model_dir):
+    code = f"""
+import sys
+import edgeser
+r = edgeser.load({str(model_dir)!r})
+res = r.predict_clip({str(CLIP)!r})
+assert res.utterances, res
+assert "torch" not in sys.modules, "torch was imported"
+for name in ("onnxruntime", "ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime",
+             "tflite_runtime.interpreter"):
+    sys.modules[name] = None          # as if not installed
+try:
+    edgeser.load({str(model_dir)!r})
+except Exception as e:
+    print(e)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert 'pip install "edgeser[onnx]"' in r.stdout
+
+
+@pytest.mark.slow
+def test_tflite_fp32_and_int8_stream_with_litert(tmp_path_factory, data_dir):
+    pytest.importorskip("ai_edge_litert")
+    d = exported(tmp_path_factory, data_dir, formats=("tflite",), int8=True)
+    fp = R.load(d, backend="tflite", precision="fp32")
+    q = R.load(d, backend="tflite")                    # int8 is preferred when present
+    assert (fp.precision, q.precision) == ("fp32", "int8")
+    assert fp._step.name == "tflite" and q._step.inputs[0].dtype == "int8"
+    (a,) = fp.predict_clip(CLIP).utterances
+    (b,) = q.predict_clip(CLIP).utterances
+    assert (a.start_s, a.end_s) == (b.start_s, b.end_s)
+    assert max(abs(a.probs[k] - b.probs[k]) for k in a.probs) < 0.25
+    # an int8 pair that the export's parity report shows disagreeing is not the default
+    poor = tmp_path_factory.mktemp("poor-int8")
+    shutil.copytree(d, poor, dirs_exist_ok=True)
+    (poor / "parity.json").write_text(json.dumps({"rows": [
+        {"artifact": "frontend_step.int8.tflite + head.int8.tflite", "agreement": 0.6}]}))
+    assert R.load(poor).precision == "fp32"
+    assert R.load(poor, precision="int8").precision == "int8"      # asked for: given
