@@ -206,7 +206,7 @@ class Trainer:
         n = self.cfg.window_samples
         self.log(f"model: {count_params(self.model):,} parameters; train {len(train_clips)} clips, "
                  f"validation {len(val_clips)} clips; {self.dist.world} process(es)")
-        stop = False
+        stop = self.bad_epochs >= t.patience  # a resumed run that had already stopped early stays stopped
         end = t.epochs if stop_after is None else min(t.epochs, stop_after)
         while self.epoch < end and not stop:
             ep = self.epoch
