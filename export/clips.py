@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgeser import labels as L
-from edgeser.train.data import AudioCache, Clip, DataError, eval_windows, read_corpus, select
+from edgeser.train.data import AudioCache, Clip, DataError, eval_windows, read_corpus
 
 
 class ClipsError(ValueError):
@@ -36,6 +36,23 @@ def _corpus_root(clip_path: Path) -> Optional[Path]:
     return None
 
 
+def _resolve(paths: Sequence[str], ckpt: dict) -> List[str]:
+    """Training records clip paths as given on its command line, often relative to where it ran.
+
+    A relative path is tried from the current folder, then from the checkpoint's folder and each
+    of its parents; the first base that finds the first clip is used for all of them.
+    """
+    paths = list(paths)
+    rel = [p for p in paths if not Path(p).is_absolute()]
+    if not rel:
+        return paths
+    ck = Path(ckpt.get("_path", ".")).resolve().parent
+    for base in [Path.cwd(), ck, *ck.parents]:
+        if (base / rel[0]).exists():
+            return [p if Path(p).is_absolute() else str((base / p).resolve()) for p in paths]
+    return paths
+
+
 def calibration_paths(ckpt: dict, data: Optional[str] = None, per_label: int = 0) -> Tuple[List[str], str]:
     """Clip paths to calibrate on and a description of where they came from.
 
@@ -47,7 +64,7 @@ def calibration_paths(ckpt: dict, data: Optional[str] = None, per_label: int = 0
             from edgeser.train.pipeline import calibration_sample
             return calibration_sample(clips, per_label=per_label), f"{data} ({per_label} clips per label)"
         return [c.path for c in clips], str(data)
-    paths = list(ckpt.get("meta", {}).get("calibration") or [])
+    paths = _resolve(ckpt.get("meta", {}).get("calibration") or [], ckpt)
     existing = [p for p in paths if Path(p).exists()]
     if not existing:
         where = f"{len(paths)} listed in the checkpoint, none found" if paths else "none listed in the checkpoint"
@@ -81,7 +98,8 @@ def heldout(ckpt: dict, labels: Sequence[str], data: Optional[str] = None, limit
         source = str(data)
     else:
         speakers = set(meta.get("val_speakers") or []) | set(meta.get("test_speakers") or [])
-        roots = {r for r in (_corpus_root(Path(p)) for p in meta.get("calibration") or []) if r is not None}
+        roots = {r for r in (_corpus_root(Path(p)) for p in _resolve(meta.get("calibration") or [], ckpt))
+                 if r is not None}
         if not speakers or not roots:
             raise ClipsError(f"{ckpt.get('_path', 'checkpoint')}: no held-out speakers or corpus folder recorded; "
                              f"give --check DATA (a corpus folder) or --no-check")

@@ -36,7 +36,7 @@ def calibration_sample(clips: Sequence[Clip], per_label: int = 4, seed: int = 0)
     rng = np.random.default_rng(seed)
     by = defaultdict(list)
     for c in clips:
-        by[c.label].append(c.path)
+        by[c.label].append(os.path.abspath(c.path))
     out = []
     for lab in sorted(by):
         paths = by[lab]

@@ -68,6 +68,8 @@ class OnnxBackend(Backend):
         so.intra_op_num_threads = max(1, threads)
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        # weight-only int8 files: fold each weight's DequantizeLinear once at load, not per call
+        so.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
             self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:

@@ -1,0 +1,73 @@
+"""`edgeser export`: the click command over export_model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _formats(ctx, param, value):
+    parts = [p.strip().lower() for p in value.split(",") if p.strip()]
+    bad = [p for p in parts if p not in ("onnx", "tflite")]
+    if bad or not parts:
+        raise click.BadParameter(f"{value!r}: expected onnx, tflite or onnx,tflite")
+    return tuple(parts)
+
+
+@click.command()
+@click.argument("ckpt", type=click.Path(), metavar="CKPT")
+@click.option("--out", required=True, type=click.Path(), help="Export folder (replaced whole when the export succeeds).")
+@click.option("--int8/--no-int8", default=True, show_default=True,
+              help="Also write int8 files (ONNX: int8 weights; TFLite: full-integer, int8 in and out).")
+@click.option("--format", "formats", default="onnx,tflite", show_default=True, callback=_formats,
+              metavar="onnx,tflite", help="Formats to write.")
+@click.option("--calibration", type=click.Path(), default=None, metavar="DATA",
+              help="Corpus folder for int8 calibration (default: the checkpoint's own training clips).")
+@click.option("--check", type=click.Path(), default=None, metavar="DATA",
+              help="Corpus folder for the parity report (default: the checkpoint's held-out speakers).")
+@click.option("--no-check", is_flag=True, help="Skip the parity report.")
+@click.option("--hop-ms", default=500.0, show_default=True, type=float,
+              help="Streaming hop: audio per frontend_step call (a whole number of frames).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def export(ckpt, out, int8, formats, calibration, check, no_check, hop_ms, quiet):
+    """Export a checkpoint to ONNX and TFLite, fp32 and int8, with a parity report.
+
+    CKPT is a checkpoint file or a run folder (best.pt is used). The folder gets the window
+    model, the streaming step model and head in every format/precision, edgeser.json (the
+    manifest the runtime reads), a golden input with the expected output of every file, and
+    parity.json (every file against PyTorch on held-out clips).
+    """
+    from edgeser.train.checkpoint import CheckpointError
+    from edgeser.train.data import DataError
+    from edgeser.train.model import ModelConfig
+
+    from .clips import ClipsError
+    from .exporter import ExportError, export_model
+    from .parity import format_table
+
+    if check and no_check:
+        raise click.UsageError("--check DATA and --no-check exclude each other")
+    try:
+        from edgeser.train.checkpoint import load_checkpoint
+        ck = load_checkpoint(ckpt)
+        try:
+            cfg = ModelConfig.from_dict(ck["model_config"])
+        except (TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{ck['_path']}: incompatible checkpoint (model_config: {e})") from None
+        frames = hop_ms / cfg.frame_ms
+        if abs(frames - round(frames)) > 1e-6 or round(frames) < 1:
+            raise click.BadParameter(f"{hop_ms:g} ms is not a whole number of {cfg.frame_ms:g} ms frames",
+                                     param_hint="--hop-ms")
+        man = export_model(ckpt, out, formats=formats, int8=int8, hop_frames=int(round(frames)),
+                           calibration=calibration, check=False if no_check else check, progress=not quiet)
+    except (CheckpointError, ClipsError, DataError, ExportError, FileExistsError) as e:
+        raise click.ClickException(str(e)) from None
+    out_p = Path(out)
+    parity = out_p / "parity.json"
+    if parity.exists():
+        click.echo(format_table(json.loads(parity.read_text())))
+    for a in man.artifacts:
+        click.echo(f"{a.file:28s} {a.role:14s} {a.format:7s} {a.precision:5s} {a.size_bytes / 1024:8.1f} KiB")
+    click.echo(f"wrote {len(man.artifacts)} model files, edgeser.json"
+               f"{', parity.json' if parity.exists() else ''} to {out_p}")

@@ -1,0 +1,226 @@
+"""`export_model`: a checkpoint -> ONNX and TFLite files of every role, fp32 and int8, a
+manifest (edgeser.json), a golden input with the expected output of every file, and a parity
+report against PyTorch. The folder is staged and swapped in whole (see atomic.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+import edgeser
+from edgeser import manifest as M
+
+from . import clips as C
+from .atomic import staged_dir
+from .streaming import stream_probs
+from .wrappers import ROLES, build, state_shapes
+
+FORMATS = ("onnx", "tflite")
+GOLDEN_FILE = "golden_input.npy"
+STEMS = {"window": "model", "frontend_step": "frontend_step", "head": "head"}
+# self-test tolerance on probabilities: fp32 differs across CPUs only by rounding; int8 kernels
+# may round a requantisation differently on another architecture
+GOLDEN_ATOL = {"fp32": 1e-4, "int8": 0.05}
+PARITY_CLIPS = 400    # held-out clips scored per file at most (an even spread over speakers and labels)
+NORMALIZATION = {"type": "rms", "target_rms": 0.1, "trim_db": 40}
+
+
+class ExportError(RuntimeError):
+    """An export that cannot proceed; the message names the file or option at fault."""
+
+
+def artifact_file(role: str, fmt: str, precision: str) -> str:
+    return f"{STEMS[role]}{'.int8' if precision == 'int8' else ''}.{fmt}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _describe(path: Path, role: str, fmt: str, precision: str):
+    """The artifact entry, with tensor names/shapes/quantisation as the runtime's backend sees them."""
+    from edgeser.runtime.backends import open_model
+
+    b = open_model(path, threads=1)
+    return M.Artifact(file=path.name, format=fmt, precision=precision, role=role,
+                      inputs=[asdict(t) for t in b.inputs], outputs=[asdict(t) for t in b.outputs],
+                      size_bytes=path.stat().st_size, sha256=_sha256(path))
+
+
+def _progress(total: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="export", unit="step", file=sys.stderr, disable=(None if enabled else True),
+                leave=False)
+
+
+class _Steps:
+    """A progress bar whose label says what is running (conversions take tens of seconds)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = _progress(total, enabled)
+
+    def __call__(self, label: str):
+        if self.bar is not None:
+            self.bar.set_description_str(label)
+        return self
+
+    def done(self):
+        if self.bar is not None:
+            self.bar.update()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _golden_expected(folder: Path, artifacts: List[M.Artifact], golden: np.ndarray, hop_samples: int,
+                     shapes) -> Dict[str, List[float]]:
+    """The output of every file on the golden window, run the way the runtime runs it."""
+    from edgeser.runtime.backends import open_model
+
+    runs = {a.file: open_model(folder / a.file, threads=1).run for a in artifacts}
+    expected = {}
+    for a in artifacts:
+        if a.role == "window":
+            p = runs[a.file]({"audio": golden})["probs"]
+        else:
+            step = next(x for x in artifacts if x.role == "frontend_step" and x.format == a.format
+                        and x.precision == a.precision)
+            head = next(x for x in artifacts if x.role == "head" and x.format == a.format
+                        and x.precision == a.precision)
+            p = stream_probs(runs[step.file], runs[head.file], golden, hop_samples, shapes)
+        expected[a.file] = [float(v) for v in np.asarray(p).reshape(-1)]
+    return expected
+
+
+def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
+                 formats: Sequence[str] = FORMATS, int8: bool = True, hop_frames: int = 5,
+                 calibration: Optional[str] = None, check: Union[None, bool, str] = None,
+                 progress: bool = True) -> M.Manifest:
+    """Export a checkpoint (file or run folder) into `out_dir`; returns the manifest written there.
+
+    formats: any of "onnx", "tflite". int8: also write the int8 files (ONNX: int8 weights with
+    float I/O; TFLite: full-integer, int8 in and out). calibration: a corpus folder for int8
+    ranges (default: the checkpoint's meta["calibration"] clips). check: None = parity report on
+    the checkpoint's held-out speakers, a folder = on that corpus, False = no report.
+    """
+    from edgeser.train.checkpoint import load_model
+    from edgeser.train.model import count_params, macs_per_second
+
+    formats = tuple(dict.fromkeys(formats))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ExportError(f"unknown format(s) {', '.join(bad) or '(none)'} (known: {', '.join(FORMATS)})")
+    model, ckpt = load_model(ckpt_path)
+    cfg = model.cfg
+    if not 1 <= hop_frames <= cfg.window_frames:
+        raise ExportError(f"hop of {hop_frames} frames: must be 1..{cfg.window_frames} "
+                          f"(frames of {cfg.frame_ms:g} ms; the window is {cfg.window_frames})")
+    shapes = state_shapes(model)
+    hop_samples = hop_frames * cfg.frame_samples
+
+    cal_paths, cal_source = C.calibration_paths(ckpt, calibration)
+    cal_audio = C.load_audio(cal_paths, progress=progress)
+    if not cal_audio:
+        raise ExportError(f"{cal_source}: none of the calibration clips could be read")
+    cal_windows = C.windows(cal_audio, cfg.window_samples)
+    golden = cal_windows[:1].copy()
+    held = None
+    if check is not False:
+        try:
+            held = C.heldout(ckpt, cfg.labels, data=check if isinstance(check, (str, os.PathLike)) else None,
+                             limit=PARITY_CLIPS, progress=progress)
+        except C.ClipsError as e:
+            if check is not None:
+                raise
+            print(f"warning: no parity report: {e}", file=sys.stderr)
+
+    precisions = ("fp32", "int8") if int8 else ("fp32",)
+    plan = [(r, f, p) for r in ROLES for f in formats for p in precisions]
+    steps = _Steps(len(plan) + 2 + (1 if held is not None else 0), progress)
+    try:
+        with staged_dir(out_dir) as tmp:
+            made: Dict[tuple, Path] = {}
+            scoped: Dict[str, bytes] = {}     # fp32 .tflite per role, converter names kept
+            cal_cache: Dict[str, list] = {}
+            for role, fmt, prec in plan:
+                steps(f"{artifact_file(role, fmt, prec)}")
+                path = tmp / artifact_file(role, fmt, prec)
+                _convert(model, role, fmt, prec, hop_frames, path, made, scoped, cal_cache, cal_windows, shapes)
+                made[(role, fmt, prec)] = path
+                steps.done()
+
+            steps("manifest")
+            artifacts = [_describe(made[k], *k) for k in plan]
+            np.save(tmp / GOLDEN_FILE, golden)
+            meta = ckpt.get("meta", {}) or {}
+            man = M.Manifest(
+                sample_rate=cfg.sample_rate, frame_samples=cfg.frame_samples,
+                window_frames=cfg.window_frames, hop_frames=hop_frames, labels=list(cfg.labels),
+                feature_dim=model.frontend.feature_dim, state_shapes=shapes,
+                normalization=dict(NORMALIZATION), artifacts=artifacts, preset=str(meta.get("preset", "")),
+                model_config=cfg.to_dict(), parameters=count_params(model),
+                macs=macs_per_second(cfg, hop_s=hop_samples / cfg.sample_rate),
+                training={"data": meta.get("data", []), "summary": meta.get("summary", ""),
+                          "best": ckpt.get("best", {}), "epochs": ckpt.get("epoch"),
+                          "checkpoint": str(ckpt.get("_path", ckpt_path)),
+                          "checkpoint_edgeser_version": ckpt.get("edgeser_version", ""),
+                          "calibration": cal_source},
+                golden={"input_file": GOLDEN_FILE, "source": Path(cal_paths[0]).name,
+                        "expected": _golden_expected(tmp, artifacts, golden, hop_samples, shapes),
+                        "atol": {a.file: GOLDEN_ATOL[a.precision] for a in artifacts}},
+                edgeser_version=edgeser.__version__)
+            steps.done()
+
+            if held is not None:
+                from .parity import parity_report, write_parity
+                steps("parity")
+                rep = parity_report(model, tmp, artifacts, held, hop_frames, shapes, progress=progress)
+                write_parity(rep, tmp)
+                man.training["parity"] = {"file": "parity.json", "clips": rep["clips"], "source": rep["source"]}
+                steps.done()
+            M.write(man, tmp)
+            steps.done()
+    finally:
+        steps.close()
+    return man
+
+
+def _convert(model, role, fmt, prec, hop_frames, path, made, scoped, cal_cache, cal_windows, shapes):
+    module, sample, ins, outs = build(model, role, hop_frames)
+    if fmt == "onnx" and prec == "fp32":
+        from .onnx_export import export_onnx
+        export_onnx(module, sample, ins, outs, path)
+        return
+    if fmt == "tflite" and prec == "fp32":
+        from .tflite_export import convert_tflite, write_tflite
+        scoped[role] = convert_tflite(module, sample, ins, outs)
+        write_tflite(scoped[role], ins, outs, path)
+        return
+    from . import calibration_data, quantize
+    if fmt == "onnx":
+        if (role, fmt, "fp32") not in made:
+            raise ExportError(f"{path.name}: int8 needs the fp32 {fmt} file first")
+        quantize.quantize_onnx(made[(role, fmt, "fp32")], path)
+        return
+    from .tflite_export import write_tflite
+    if role not in scoped:
+        raise ExportError(f"{path.name}: int8 needs the fp32 {fmt} file first")
+    if role not in cal_cache:
+        cal_cache[role] = calibration_data.for_role(model, role, cal_windows, hop_frames, shapes)
+    buf = quantize.quantize_tflite(scoped[role], cal_cache[role], quantize.TFLITE_RECIPES.get(role),
+                                   quantize.RANGE_QUANTILE[role])
+    write_tflite(buf, ins, outs, path)

@@ -1,0 +1,156 @@
+"""int8 files from the fp32 ones: onnxruntime quantization for ONNX, ai-edge-quantizer for TFLite."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from .quiet import quiet
+
+Feeds = Dict[str, np.ndarray]
+
+# per-role additions to static_wi8_ai8 (none by default: int16 gates measured in docs/export.md)
+TFLITE_RECIPES: Dict[str, object] = {}
+# activation ranges per role (see _calibrate): measured best on held-out clips, docs/export.md
+RANGE_QUANTILE = {"window": 0.9, "frontend_step": 0.9, "head": 1.0}
+
+# consumers whose float weight input is stored as int8 + a per-channel scale, and the channel axis
+_WEIGHT_AXIS = {("Conv", 1): 0, ("Gemm", 1): 0, ("GRU", 1): 1, ("GRU", 2): 1, ("LSTM", 1): 1, ("LSTM", 2): 1,
+                ("MatMul", 1): 1}
+
+
+def weight_only_int8(fp32: Path, out: Path, min_elements: int = 64) -> Path:
+    """int8 weights (symmetric, per output channel) behind DequantizeLinear; activations stay float.
+
+    The graph keeps its float kernels, so outputs stay within a rounding of fp32 and the file
+    shrinks to about a third; the cost is one DequantizeLinear per weight per run (onnxruntime
+    folds them at load instead with the session option session.disable_quant_qdq=1).
+    Measured against dynamic and static QDQ quantization in docs/export.md.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(fp32))
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    axis_of: Dict[str, int] = {}
+    for n in g.node:
+        for k, name in enumerate(n.input):
+            ax = _WEIGHT_AXIS.get((n.op_type, k))
+            if name in inits and ax is not None:
+                if n.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in n.attribute):
+                    ax = 1
+                axis_of.setdefault(name, ax)
+    new_inits, new_nodes = [], []
+    for name, ax in axis_of.items():
+        w = numpy_helper.to_array(inits[name])
+        if w.dtype != np.float32 or w.size < min_elements:
+            continue
+        red = tuple(i for i in range(w.ndim) if i != ax)
+        scale = np.maximum(np.abs(w).max(axis=red), 1e-12) / 127.0
+        shape = [1] * w.ndim
+        shape[ax] = -1
+        q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        g.initializer.remove(inits[name])
+        new_inits += [numpy_helper.from_array(q, f"{name}_q"),
+                      numpy_helper.from_array(scale.astype(np.float32), f"{name}_s"),
+                      numpy_helper.from_array(np.zeros(len(scale), np.int8), f"{name}_z")]
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [name], axis=ax))
+    g.initializer.extend(new_inits)
+    nodes = new_nodes + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(out))
+    return Path(out)
+
+
+class _Reader:
+    def __init__(self, data: List[Feeds]):
+        self.it = iter(data)
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def static_qdq(fp32: Path, out: Path, data: List[Feeds], op_types=("Conv", "Gemm", "MatMul"),
+               method: str = "MinMax", per_channel: bool = True, fmt: str = "QDQ") -> Path:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(str(fp32), str(out), _Reader(data), quant_format=getattr(QuantFormat, fmt),
+                    op_types_to_quantize=list(op_types), per_channel=per_channel,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=getattr(CalibrationMethod, method),
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    return Path(out)
+
+
+def dynamic(fp32: Path, out: Path, op_types=("Conv", "Gemm", "MatMul"), per_channel: bool = False) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(out), op_types_to_quantize=list(op_types), per_channel=per_channel,
+                     weight_type=QuantType.QInt8)
+    return Path(out)
+
+
+def quantize_onnx(fp32: Path, out: Path) -> Path:
+    with quiet():
+        return weight_only_int8(fp32, out)
+
+
+def int16_gates(q) -> None:
+    """Recipe addition: the ConvLSTM/GRU gate ops (LOGISTIC, TANH, MUL, ADD) at int16
+    activations, int8 elsewhere and at the I/O (measured, not the default: docs/export.md)."""
+    from ai_edge_quantizer import qtyping
+
+    for op in ("LOGISTIC", "TANH", "MUL", "ADD"):
+        q.add_static_config(".*", getattr(qtyping.TFLOperationName, op), 16, 8)
+
+
+def _collect(qsv, new):
+    """Keeps every sample's min/max (the calibrator calls this once per sample and tensor)."""
+    if not qsv:
+        return {"min": new["min"], "max": new["max"], "_mins": [new["min"]], "_maxs": [new["max"]]}
+    return {"min": np.minimum(qsv["min"], new["min"]), "max": np.maximum(qsv["max"], new["max"]),
+            "_mins": qsv.get("_mins", [qsv["min"]]) + [new["min"]],
+            "_maxs": qsv.get("_maxs", [qsv["max"]]) + [new["max"]]}
+
+
+def _calibrate(model_buf: bytearray, recipe, data: List[Feeds], quantile: float):
+    """Per-tensor ranges from all calibration samples: the `quantile` of the per-sample maxima
+    (and the 1 - quantile of the minima); 1.0 = the true min/max.
+
+    Quantizer.calibrate keeps a moving average (0.95) of per-sample min/max, which under-states
+    the range of audio peaks and of the ConvLSTM states, so they clip; the true min/max spends
+    the 256 levels on rare peaks. A high quantile between the two kept the most argmax agreement
+    (docs/export.md has the figures).
+    """
+    from ai_edge_quantizer import calibrator, recipe_manager
+
+    rm = recipe_manager.RecipeManager()
+    rm.load_quantization_recipe(recipe)
+    cal = calibrator.Calibrator(model_buf, num_threads=1, qsv_update_func=_collect)
+    cal.calibrate({"serving_default": data}, rm)
+    qsvs = cal.get_model_qsvs()
+    for v in qsvs.values():
+        mins, maxs = v.pop("_mins", None), v.pop("_maxs", None)
+        if mins is not None and quantile < 1.0:
+            v["min"] = np.quantile(np.stack(mins), 1.0 - quantile, axis=0).astype(np.float32)
+            v["max"] = np.quantile(np.stack(maxs), quantile, axis=0).astype(np.float32)
+    return qsvs
+
+
+def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile: float = 0.9) -> bytes:
+    """Full-integer: int8 weights and activations, int8 inputs and outputs (ai-edge-quantizer
+    static_wi8_ai8, calibrated on real clips). Returns the model with the quantizer's names."""
+    with quiet():
+        from ai_edge_quantizer import quantizer, recipe
+
+        buf = bytearray(fp32)
+        q = quantizer.Quantizer(buf, recipe.static_wi8_ai8())
+        if recipe_extra is not None:
+            recipe_extra(q)
+        cal = _calibrate(buf, q.get_quantization_recipe(), data, quantile)
+        res = q.quantize(cal, enable_progress_bar=False, enable_progress_report=False)
+    return bytes(res.quantized_model)

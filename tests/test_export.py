@@ -1,0 +1,234 @@
+"""edgeser export: a tiny model to every artifact, checked with the real onnxruntime and LiteRT
+interpreters on real EmoDB clips."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("litert_torch")
+pytest.importorskip("ai_edge_quantizer")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("ai_edge_litert")
+
+from click.testing import CliRunner  # noqa: E402
+
+from edgeser import manifest as M  # noqa: E402
+from edgeser.export import exporter as X  # noqa: E402
+from edgeser.export.commands import export as export_cmd  # noqa: E402
+from edgeser.export.streaming import TorchRunner, stream_probs  # noqa: E402
+from edgeser.runtime.backends import open_model  # noqa: E402
+
+torch.set_num_threads(1)
+
+EMODB = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"
+LABELS = ("neutral", "happiness", "sadness", "anger")
+CAL = ["03a01Fa.flac", "03a01Nc.flac", "03a01Wa.flac", "03a02Ta.flac", "08a01Na.flac", "08a02Fe.flac"]
+CHECK = ["16a01Wb.flac", "16a01Fc.flac", "16a02Nb.flac", "16a01Tb.flac", "15a01Wa.flac", "15a01Nb.flac"]
+ROLES = ("window", "frontend_step", "head")
+
+pytestmark = pytest.mark.skipif(not EMODB.is_dir(), reason="EmoDB clips not found at ../shared/data/emodb")
+
+
+def _tiny_checkpoint(folder: Path, calibration=None) -> Path:
+    """A tiny untrained model saved the way training saves it (Trainer.state())."""
+    from edgeser.train.engine import TrainConfig, Trainer
+    from edgeser.train.checkpoint import save_atomic
+    from edgeser.train.model import preset
+
+    torch.manual_seed(0)
+    meta = {"data": [{"corpus": "emodb", "licence": "free for any use (CC0 per its audb packaging)"}],
+            "calibration": [str(EMODB / f) for f in CAL] if calibration is None else calibration,
+            "val_speakers": ["emodb:16"], "train_speakers": ["emodb:03", "emodb:08"], "preset": "tiny", "merges": {}}
+    tr = Trainer(preset("tiny", labels=LABELS), TrainConfig(epochs=0, threads=1), folder, meta, progress=False)
+    torch.set_num_threads(1)
+    # BatchNorm running stats away from the init values, so the model is not trivially linear
+    with torch.no_grad():
+        for blk in tr.model.frontend.blocks:
+            blk.bn.running_mean.uniform_(-0.1, 0.1)
+            blk.bn.running_var.uniform_(0.5, 2.0)
+    path = folder / "best.pt"
+    save_atomic(tr.state(), path)
+    return path
+
+
+def _check_folder(folder: Path) -> Path:
+    """A corpus folder for --check: manifest.csv pointing at a few held-out EmoDB clips."""
+    folder.mkdir(parents=True, exist_ok=True)
+    emo = {"W": "anger", "F": "happiness", "N": "neutral", "T": "sadness"}
+    rows = ["path,speaker,emotion"] + [f"{EMODB / f},{f[:2]},{emo[f[5]]}" for f in CHECK]
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    ckpt = _tiny_checkpoint(root / "run")
+    check = _check_folder(root / "check")
+    out = root / "out"
+    res = CliRunner().invoke(export_cmd, [str(ckpt), "--out", str(out), "--check", str(check), "--quiet"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return {"ckpt": ckpt, "out": out, "output": res.output, "root": root}
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_every_artifact_and_manifest(exported):
+    from edgeser.train.checkpoint import load_model
+    from edgeser.train.model import count_params
+
+    out = exported["out"]
+    man = M.read(out)
+    model, _ = load_model(exported["ckpt"])
+    for role in ROLES:
+        for fmt in ("onnx", "tflite"):
+            for prec in ("fp32", "int8"):
+                a = man.artifact(role, fmt, prec)
+                assert a is not None, (role, fmt, prec)
+                f = out / a.file
+                assert f.stat().st_size == a.size_bytes and _sha(f) == a.sha256
+    assert man.labels == list(LABELS)
+    assert man.state_shapes == [list(t.shape) for hc in model.frontend.zero_state(1) for t in hc]
+    assert man.feature_dim == model.frontend.feature_dim
+    assert man.window_frames == model.cfg.window_frames and man.frame_samples == model.cfg.frame_samples
+    assert man.hop_frames == 5
+    assert man.normalization == {"type": "rms", "target_rms": 0.1, "trim_db": 40}
+    assert man.parameters == count_params(model)
+    assert man.macs["frontend_per_s"] > 0 and man.preset == "tiny"
+    assert man.training["data"][0]["corpus"] == "emodb"
+    step = man.artifact("frontend_step", "onnx", "fp32")
+    assert [i["name"] for i in step.inputs] == ["audio", "h0", "c0", "h1", "c1"]
+    assert [o["name"] for o in step.outputs] == ["features", "h0_out", "c0_out", "h1_out", "c1_out"]
+    # full-integer TFLite: int8 in and out, with the scale the runtime needs to feed it
+    for role in ROLES:
+        a = man.artifact(role, "tflite", "int8")
+        for t in a.inputs + a.outputs:
+            assert t["dtype"] == "int8" and t["scale"] > 0, (a.file, t)
+        b = man.artifact(role, "tflite", "fp32")
+        assert [t["name"] for t in a.inputs] == [t["name"] for t in b.inputs]
+        assert [t["name"] for t in a.outputs] == [t["name"] for t in b.outputs]
+    assert (out / "parity.json").exists() and "model.int8.tflite" in exported["output"]
+
+
+def test_golden_vectors_reproduce(exported):
+    out = exported["out"]
+    man = M.read(out)
+    x = np.load(out / man.golden["input_file"])
+    assert x.shape == (1, man.window_samples) and x.dtype == np.float32
+    assert 0.02 < float(np.sqrt(np.mean(x ** 2))) < 0.5  # a real normalised window, not silence
+    runs = {a.file: open_model(out / a.file) for a in man.artifacts}
+    for a in man.artifacts:
+        if a.role == "window":
+            got = runs[a.file].run({"audio": x})["probs"]
+        else:
+            s = man.artifact("frontend_step", a.format, a.precision)
+            h = man.artifact("head", a.format, a.precision)
+            got = stream_probs(runs[s.file].run, runs[h.file].run, x, man.hop_samples, man.state_shapes)
+        np.testing.assert_allclose(got.reshape(-1), man.golden["expected"][a.file], atol=1e-6, err_msg=a.file)
+    # and the fp32 expectation is the PyTorch model's own answer
+    from edgeser.train.checkpoint import load_model
+
+    model, _ = load_model(exported["ckpt"])
+    ref = TorchRunner(model, "window", man.hop_frames).run({"audio": x})["probs"].reshape(-1)
+    for a in man.artifacts:
+        if a.precision == "fp32":
+            np.testing.assert_allclose(man.golden["expected"][a.file], ref, atol=1e-4, err_msg=a.file)
+
+
+def test_step_models_stream_like_the_window(exported):
+    from edgeser.export.clips import load_audio, windows
+    from edgeser.train.checkpoint import load_model
+
+    out = exported["out"]
+    man = M.read(out)
+    model, _ = load_model(exported["ckpt"])
+    W = windows(load_audio([str(EMODB / f) for f in CHECK[:3]]), man.window_samples)[:4]
+    ref = TorchRunner(model, "window", man.hop_frames)
+    for fmt in ("onnx", "tflite"):
+        s = open_model(out / man.artifact("frontend_step", fmt, "fp32").file)
+        h = open_model(out / man.artifact("head", fmt, "fp32").file)
+        for w in W:
+            got = stream_probs(s.run, h.run, w, man.hop_samples, man.state_shapes)
+            assert np.abs(got - ref.run({"audio": w[None]})["probs"]).max() <= 1e-4, fmt
+    rep = json.loads((out / "parity.json").read_text())
+    assert rep["streaming"]["ok"] and rep["streaming"]["pytorch_step_vs_window_max_abs_diff"] <= 1e-4
+    rows = {r["artifact"]: r for r in rep["rows"]}
+    assert rep["clips"] == len(CHECK)
+    for a in man.artifacts:
+        assert a.file in rows and rows[a.file]["latency_ms"] > 0
+        if a.precision == "fp32":
+            assert rows[a.file]["max_abs_diff"] <= 1e-4 and rows[a.file]["agreement"] == 1.0
+
+
+def test_failed_export_leaves_previous_intact(exported, monkeypatch):
+    from edgeser.export import quantize
+
+    out = exported["out"]
+    before = {p.name: _sha(p) for p in out.iterdir()}
+
+    def boom(*a, **k):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(quantize, "quantize_onnx", boom)
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        X.export_model(exported["ckpt"], out, formats=("onnx",), check=False, progress=False)
+    assert {p.name: _sha(p) for p in out.iterdir()} == before
+    assert M.read(out).artifact("window", "tflite", "int8") is not None
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")] == []
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quantize, "quantize_onnx", interrupt)
+    fresh = out.parent / "never"
+    with pytest.raises(KeyboardInterrupt):
+        X.export_model(exported["ckpt"], fresh, formats=("onnx",), check=False, progress=False)
+    assert not fresh.exists()
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".never.")] == []
+
+
+def test_fp32_only_export_replaces_the_folder(exported):
+    out = exported["root"] / "fp32"
+    man = X.export_model(exported["ckpt"], out, formats=("onnx",), int8=False, check=False, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["edgeser.json", X.GOLDEN_FILE, "model.onnx", "frontend_step.onnx", "head.onnx"])
+    assert {a.precision for a in man.artifacts} == {"fp32"}
+    (out / "stale.txt").write_text("from an older export")
+    X.export_model(exported["ckpt"], out, formats=("onnx",), int8=False, hop_frames=2, check=False, progress=False)
+    assert not (out / "stale.txt").exists() and M.read(out).hop_frames == 2
+
+
+@pytest.mark.parametrize("kind", ["missing", "garbage", "not-edgeser", "incompatible"])
+def test_bad_checkpoint_is_one_line_error(tmp_path, kind):
+    p = tmp_path / "model.pt"
+    if kind == "garbage":
+        p.write_bytes(b"\x00not a checkpoint" * 10)
+    elif kind == "not-edgeser":
+        torch.save({"weights": 1}, p)
+    elif kind == "incompatible":
+        ck = torch.load(_tiny_checkpoint(tmp_path / "run"), weights_only=False)
+        ck["model"] = {k: v for k, v in ck["model"].items() if "gru" not in k}
+        torch.save(ck, p)
+    res = CliRunner().invoke(export_cmd, [str(p), "--out", str(tmp_path / "out")])
+    assert res.exit_code != 0
+    msg = res.output.strip()
+    assert msg.startswith("Error:") and str(p) in msg and len(msg.splitlines()) == 1, msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_option_errors(tmp_path, exported):
+    r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), "--hop-ms", "250"])
+    assert r.exit_code != 0 and "whole number" in r.output
+    r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), "--format", "onnx,coreml"])
+    assert r.exit_code != 0 and "coreml" in r.output
+    nocal = _tiny_checkpoint(tmp_path / "nocal", calibration=[str(tmp_path / "gone.flac")])
+    r = CliRunner().invoke(export_cmd, [str(nocal), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "--calibration" in r.output and str(nocal) in r.output
+    assert not (tmp_path / "o").exists()
