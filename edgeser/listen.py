@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 
-class _Printer:
+class ResultPrinter:
     """Text: one line per hop (rewritten in place on a terminal), a permanent line per utterance.
     JSON: one object per result, flushed at once so a pipe sees it live."""
 
@@ -85,7 +85,7 @@ class _Printer:
         click.echo("summary: " + "; ".join(parts))
 
 
-def _file_blocks(path: str, fast: bool, block_s: float = 0.1):
+def file_blocks(path: str, fast: bool, block_s: float = 0.1):
     """(rate, float32 block) from a file, paced at real time unless fast."""
     import soundfile as sf
 
@@ -201,7 +201,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     except (RecognizerError, VadUnavailable, ValueError) as e:
         raise click.ClickException(str(e))
 
-    out = _Printer(as_json, hops)
+    out = ResultPrinter(as_json, hops)
     recorder = _Recorder(save_audio)
     mic = None
     info = {"model": str(rec.folder), "backend": rec.format, "precision": rec.precision}
@@ -211,7 +211,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     cpu0 = time.process_time()
     try:
         if input_file:
-            source = _file_blocks(input_file, fast)
+            source = file_blocks(input_file, fast)
             info["input"] = input_file
         else:
             from .mic import Microphone

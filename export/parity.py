@@ -16,6 +16,8 @@ from typing import Callable, Dict
 
 import numpy as np
 
+from edgeser.progress import iterate
+
 from .streaming import TorchRunner, stream_probs, zero_state
 
 FP32_STREAM_TOL = 1e-4
@@ -95,15 +97,8 @@ def parity_report(model, folder: Path, artifacts, held, hop_frames: int, shapes,
     pairs = sorted({(a.format, a.precision) for a in artifacts
                     if ("frontend_step", a.format, a.precision) in by and ("head", a.format, a.precision) in by})
     jobs += [("stream", p) for p in pairs]
-    it = jobs
-    if progress:
-        try:
-            from tqdm import tqdm
-            it = tqdm(jobs, desc="parity", unit="file", leave=False, disable=None)
-        except ImportError:
-            pass
     stream_files = {}
-    for kind, j in it:
+    for kind, j in iterate(jobs, "parity", "file", progress):
         if kind == "file":
             a, b = j, runners[j.file]
             if a.role == "window":

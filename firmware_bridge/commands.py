@@ -21,9 +21,9 @@ def _source(input_spec, fast, mic_device):
 
         mic = Microphone(mic_device).__enter__()
         return mic, ((mic.rate, b) for b in mic.blocks())
-    from edgeser.listen import _file_blocks
+    from edgeser.listen import file_blocks
 
-    return None, _file_blocks(input_spec, fast)
+    return None, file_blocks(input_spec, fast)
 
 
 @click.group("bridge", invoke_without_command=True)
@@ -55,13 +55,13 @@ def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duratio
     if fast and (input_spec is None or input_spec == "mic"):
         raise click.UsageError("--fast needs --input FILE")
     from edgeser.audio import AudioError
-    from edgeser.listen import _Printer
+    from edgeser.listen import ResultPrinter
     from edgeser.mic import MicError
 
     from .host import Host, SessionError
     from .link import Link, LinkError
 
-    out = _Printer(as_json, hops)
+    out = ResultPrinter(as_json, hops)
     warn = lambda msg: click.echo(msg, err=True)  # noqa: E731
     try:
         with Link(port, baud) as link:

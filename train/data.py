@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgeser import labels as L
+from edgeser.progress import iterate
 from edgeser.audio import SAMPLE_RATE, AudioError, read_clip, rms_normalize, trim_silence
 
 RAVDESS_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
@@ -150,14 +151,7 @@ class AudioCache:
     def load(self, clips: Sequence[Clip], progress: bool = True) -> Tuple[List[Clip], List[np.ndarray], List[str]]:
         """Decode every clip; broken ones are reported by path and skipped."""
         kept, audio, skipped = [], [], []
-        it = clips
-        if progress:
-            try:
-                from tqdm import tqdm
-                it = tqdm(clips, desc="decode", unit="clip", leave=False, disable=None)
-            except ImportError:
-                pass
-        for c in it:
+        for c in iterate(clips, "decode", "clip", progress):
             try:
                 audio.append(self.get(c.path))
                 kept.append(c)
