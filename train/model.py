@@ -89,7 +89,7 @@ class ModelConfig:
 
 PRESETS = {
     # small enough for real time on one Raspberry Pi core: a learned, mel-initialised filterbank with
-    # log compression feeds the ConvLSTM stack (13 UA points above edge-conv on a RAVDESS fold)
+    # log compression feeds the ConvLSTM stack (docs/results.md compares it with edge-conv)
     "edge": ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40,
                         channels=(32, 48, 64, 64)),
     # the first ConvLSTM directly on raw samples (block 1 convolves the waveform)
