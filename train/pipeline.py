@@ -99,6 +99,17 @@ def _fold_worker(args) -> Dict:
     return r
 
 
+def _die_with_parent() -> None:
+    """Fold workers end when the evaluate process is killed, instead of training on as orphans."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: Ctrl-C still reaches the workers through the process group
+
+
 def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int, jobs: int = 1,
                    val_fraction: float = 0.15, cache_dir: Optional[str] = None, resume: bool = False,
                    speaker_adapt: bool = False) -> Dict:
@@ -116,7 +127,7 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent) as ex:
             futs = [ex.submit(_fold_worker, t) for t in tasks]
             for f in as_completed(futs):
                 r = f.result()
