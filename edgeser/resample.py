@@ -5,7 +5,6 @@ whole-clip `soxr.resample`), which is what makes streamed results chunk-size inv
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 

@@ -9,7 +9,7 @@ so the delay is the preroll plus an unconfirmed onset while idle, and nothing du
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import numpy as np
 

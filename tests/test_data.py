@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edgeser.audio import AudioError, read_clip
+from edgeser.audio import read_clip
 from edgeser.train.data import AudioCache, DataError, read_corpus, select, speaker_folds
 
 from conftest import small_corpus

@@ -11,8 +11,9 @@ step model that carries (h, c) of every block across audio chunks.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from typing import List, Optional, Sequence, Tuple
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -166,7 +167,6 @@ class FilterbankStem(nn.Module):
         super().__init__()
         self.bands = bands
         self.conv = nn.Conv1d(1, 2 * bands, kernel, stride=stride, padding=(kernel - stride) // 2, bias=False)
-        import math
         mel = lambda f: 2595 * math.log10(1 + f / 700)
         imel = lambda m: 700 * (10 ** (m / 2595) - 1)
         lo, hi = mel(60.0), mel(sample_rate / 2 * 0.95)

@@ -1,12 +1,9 @@
 """Train and evaluate runs built from corpora: what the CLI commands call."""
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -16,7 +13,7 @@ from edgeser import labels as L
 
 from .data import AudioCache, Clip, DataError, corpus_licence, read_corpus, select, speaker_folds, \
     split_validation, summary
-from .metrics import format_report, plot_confusion, report, write_json
+from .metrics import plot_confusion, report, write_json
 
 
 def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str]) -> Tuple[List[Clip], Dict[str, str], Optional[List[str]]]:
