@@ -13,6 +13,8 @@ import torch.nn as nn
 
 from edgeser.train.model import SERModel
 
+from .gru import StepwiseGRU, time_mean_max
+
 ROLES = ("window", "frontend_step", "head")
 
 
@@ -26,16 +28,39 @@ def state_shapes(model: SERModel) -> List[List[int]]:
     return [[1, ch, n] for ch, n in zip(cfg.channels, cfg.lengths()) for _ in ("h", "c")]
 
 
+class HeadModel(nn.Module):
+    """features (1, window_frames, D) -> probs (1, n_classes).
+
+    stepwise: the GRU written out step by step (gru.py), for TFLite and TFLite Micro; ONNX keeps
+    its fused GRU op."""
+
+    def __init__(self, model: SERModel, stepwise: bool = False):
+        super().__init__()
+        self.head = model.head
+        self.stepwise = StepwiseGRU(model.head.gru) if stepwise else None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.stepwise is None:
+            logits, _ = self.head(features)
+        else:
+            h = self.head
+            mean, top = time_mean_max(self.stepwise(features))
+            emb = torch.relu(h.embed(torch.cat([mean, top], dim=-1)))
+            logits = h.classifier(emb)
+        return torch.softmax(logits, dim=-1)
+
+
 class WindowModel(nn.Module):
     """audio (1, window_samples) -> probs (1, n_classes)."""
 
-    def __init__(self, model: SERModel):
+    def __init__(self, model: SERModel, stepwise: bool = False):
         super().__init__()
         self.model = model
+        self.head = HeadModel(model, stepwise)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        logits, _ = self.model(audio)
-        return torch.softmax(logits, dim=-1)
+        feats, _ = self.model.frontend(self.model.frame(audio))
+        return self.head(feats)
 
 
 class FrontendStep(nn.Module):
@@ -55,24 +80,14 @@ class FrontendStep(nn.Module):
         return (feats, *flat)
 
 
-class HeadModel(nn.Module):
-    """features (1, window_frames, D) -> probs (1, n_classes)."""
-
-    def __init__(self, model: SERModel):
-        super().__init__()
-        self.head = model.head
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        logits, _ = self.head(features)
-        return torch.softmax(logits, dim=-1)
-
-
-def build(model: SERModel, role: str, hop_frames: int):
-    """(module, sample inputs as a tuple, input names, output names) for one role, batch 1."""
+def build(model: SERModel, role: str, hop_frames: int, stepwise_gru: bool = False):
+    """(module, sample inputs as a tuple, input names, output names) for one role, batch 1.
+    stepwise_gru: the head's GRU as gru.StepwiseGRU (the TFLite files)."""
     cfg = model.cfg
     model.eval()
     if role == "window":
-        return WindowModel(model).eval(), (torch.zeros(1, cfg.window_samples),), ["audio"], ["probs"]
+        return (WindowModel(model, stepwise_gru).eval(), (torch.zeros(1, cfg.window_samples),), ["audio"],
+                ["probs"])
     if role == "frontend_step":
         names = state_names(len(cfg.channels))
         # a non-zero sample state: tracing must see the state path as data, not as a constant
@@ -81,6 +96,6 @@ def build(model: SERModel, role: str, hop_frames: int):
         return (FrontendStep(model, hop_frames).eval(), sample, ["audio", *names],
                 ["features", *[f"{n}_out" for n in names]])
     if role == "head":
-        return (HeadModel(model).eval(), (torch.zeros(1, cfg.window_frames, model.frontend.feature_dim),),
+        return (HeadModel(model, stepwise_gru).eval(), (torch.zeros(1, cfg.window_frames, model.frontend.feature_dim),),
                 ["features"], ["probs"])
     raise ValueError(f"unknown role {role!r} (known: {', '.join(ROLES)})")

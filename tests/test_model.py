@@ -57,3 +57,42 @@ def test_center_loss_gradient_and_update():
     # class 0 moves half way to its member / (1 + n): c0 - 0.5*(c0 - e0)/2
     assert torch.allclose(cl.centers[0], before[0] - 0.5 * (before[0] - emb[0].detach()) / 2)
     assert torch.equal(cl.centers[1], before[1])  # no member in the batch: unchanged
+
+
+@pytest.mark.parametrize("stem", ["conv", "fbank"])
+def test_qat_simulates_int8_and_switches_off_exactly(stem):
+    from edgeser.train.quantsim import fake_int8, set_qat
+
+    kw = dict(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=8) if stem == "fbank" else {}
+    torch.manual_seed(0)
+    m = SERModel(preset("tiny", **kw)).eval()
+    x = torch.randn(3, m.cfg.window_samples) * 0.1
+    with torch.no_grad():
+        ref, _ = m(x)
+        on, _ = set_qat(m, True)(x)
+        off, _ = set_qat(m, False)(x)
+    assert torch.equal(ref, off)
+    assert not torch.equal(ref, on) and (ref - on).abs().max() < 0.5 * ref.abs().max()
+    # 256 levels spanning the tensor and zero; the gradient passes straight through
+    t = torch.linspace(-1.0, 3.0, 1000, requires_grad=True)
+    q = fake_int8(t)
+    assert len(torch.unique(q.detach())) <= 256 and (q - t).abs().max() <= 4.0 / 255 / 2 + 1e-6
+    q.sum().backward()
+    assert torch.equal(t.grad, torch.ones_like(t))
+    # training with QAT on still back-propagates into every block
+    set_qat(m, True).train()
+    logits, _ = m(x)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in m.frontend.blocks[0].parameters())
+
+
+def test_filterbank_floor_is_part_of_the_config():
+    cfg = preset("edge")
+    assert cfg.fbank_floor == 1e-4
+    m = SERModel(cfg)
+    assert m.frontend.stem.floor == 1e-4
+    # checkpoints written before the field existed load with the floor they were trained with
+    from edgeser.train.model import ModelConfig
+    d = cfg.to_dict()
+    del d["fbank_floor"]
+    assert ModelConfig.from_dict(d).fbank_floor == 1e-6

@@ -99,3 +99,24 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert rep["skipped_unknown_label"] == 535 - (79 + 62 + 127)
     assert rep["n"] == 79 + 62 + 127
     assert rep["speaker_adapted"]["n"] == rep["n"] and "transductive" in rep["speaker_adapted"]["note"]
+
+
+def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
+    """--init starts from a run's weights and config; --qat trains with simulated int8 activations
+    and still saves an ordinary float checkpoint; other labels than the checkpoint's are an error."""
+    from edgeser.train.checkpoint import load_checkpoint
+
+    base = tmp_path / "base"
+    assert run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(base), *TINY]).exit_code == 0
+    ft = tmp_path / "ft"
+    res = run(["train", "--data", str(corpus), "--init", str(base / "best.pt"), "--qat", "--epochs", "1",
+               "--lr", "3e-4", "--out", str(ft), "--threads", "1", "--batch-size", "8"])
+    assert res.exit_code == 0, res.output
+    a, b = load_checkpoint(base / "best.pt"), load_checkpoint(ft / "last.pt")
+    assert b["model_config"] == a["model_config"]          # the config came from --init, not --preset
+    assert b["train_config"]["qat"] and b["meta"]["qat"] and b["meta"]["init"].endswith("best.pt")
+    assert set(b["model"]) == set(a["model"])               # no QAT state in the checkpoint
+    assert any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    bad = CliRunner().invoke(cli, ["train", "--data", str(corpus), "--labels", "anger,neutral", "--init",
+                                   str(base / "best.pt"), "--epochs", "1", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and "trained on labels" in bad.output and "best.pt" in bad.output

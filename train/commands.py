@@ -64,6 +64,22 @@ def _configs(preset, labels_found, epochs, batch_size, lr, center_weight, center
     return cfg, tcfg
 
 
+def _init_config(init, labels_found):
+    """The model config of the checkpoint a run starts from; its labels must be the data's."""
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .model import ModelConfig
+
+    try:
+        ck = load_checkpoint(init)
+        cfg = ModelConfig.from_dict(ck["model_config"])
+    except CheckpointError as e:
+        raise click.ClickException(str(e)) from None
+    if list(cfg.labels) != list(labels_found):
+        raise click.ClickException(f"{init}: trained on labels {','.join(cfg.labels)}, the data has "
+                                   f"{','.join(labels_found)} (choose them with --labels/--merge)")
+    return cfg, str((ck.get("meta") or {}).get("preset", ""))
+
+
 def _load(data, extra, labels, merge, cache_dir):
     from edgeser import labels as L
 
@@ -87,9 +103,15 @@ def _load(data, extra, labels, merge, cache_dir):
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="End this invocation after N epochs in total (for time-limited jobs; continue with --resume).")
+@click.option("--init", "init", type=click.Path(), default=None, metavar="CKPT",
+              help="Start from this checkpoint's weights and model config (fine-tuning; --preset is ignored).")
+@click.option("--qat", is_flag=True,
+              help="Quantization-aware training: simulate the full-integer int8 file's activations, so that "
+                   "the int8 TFLite export keeps the float model's answers. Best as a short fine-tune: "
+                   "--init CKPT --qat --epochs 8 --lr 3e-4.")
 @_train_options
-def train(data, extra, out, resume, stop_after, preset, labels, merge, epochs, batch_size, lr, center_weight, center_lr,
-          patience, val_fraction, augment, seed, threads, cache_dir):
+def train(data, extra, out, resume, stop_after, init, qat, preset, labels, merge, epochs, batch_size, lr, center_weight,
+          center_lr, patience, val_fraction, augment, seed, threads, cache_dir):
     """Train a model on one or more corpora.
 
     Validation uses whole held-out training speakers; best.pt keeps the epoch with the best
@@ -103,11 +125,16 @@ def train(data, extra, out, resume, stop_after, preset, labels, merge, epochs, b
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
         cfg, tcfg = _configs(preset, found, epochs, batch_size, lr, center_weight, center_lr, patience, augment,
                              seed, threads)
+        tcfg.qat = qat
+        if init:
+            cfg, preset = _init_config(init, found)
+            tcfg.init = str(init)
         out_p = Path(out)
         if not resume and (out_p / "last.pt").exists():
             raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
         res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
-                        {"merges": merges, "preset": preset, "command": " ".join(sys.argv)},
+                        {"merges": merges, "preset": preset, "command": " ".join(sys.argv), "qat": qat,
+                         "init": str(init or "")},
                         stop_after=stop_after)
     except (DataError, LabelError) as e:
         _fail(e)

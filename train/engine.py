@@ -18,6 +18,7 @@ from .data import Augment, Clip, eval_windows, train_window
 from .losses import CenterLoss
 from .metrics import report
 from .model import ModelConfig, SERModel, count_params
+from .quantsim import set_qat
 
 import edgeser
 
@@ -35,6 +36,8 @@ class TrainConfig:
     augment: bool = True
     class_weights: bool = True       # inverse-frequency CE weights: UA counts every class alike
     threads: int = 0                 # 0: one per process under DDP, else all cores
+    qat: bool = False                # simulate the int8 file's activations (quantsim.py)
+    init: str = ""                   # start from this checkpoint's weights (fine-tuning)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,6 +147,11 @@ class Trainer:
         seed_all(tcfg.seed)
         self.model = SERModel(cfg)
         self.center = CenterLoss(cfg.n_classes, cfg.embed_dim)
+        if tcfg.init:
+            ck = load_checkpoint(tcfg.init)
+            self.model.load_state_dict(ck["model"])
+            self.center.load_state_dict(ck["center"])
+        set_qat(self.model, tcfg.qat)
         self.net = self.model
         if self.dist.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .quantsim import QuantSim
+
 State = List[Tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -31,6 +33,7 @@ class ModelConfig:
     stem_kernel: int = 64            # block 1 input-to-state conv (stem=conv) or filter length (fbank)
     stem_stride: int = 32
     fbank_bands: int = 40            # stem=fbank: quadrature filter pairs, log energy per band
+    fbank_floor: float = 1e-6        # stem=fbank: log(energy + floor); sets how quiet a detail still counts
     channels: Tuple[int, ...] = (16, 24, 32, 48)
     kernel: int = 3                  # conv kernel of blocks 2.. and of every state-to-state conv
     pool: int = 2
@@ -91,7 +94,9 @@ class ModelConfig:
 PRESETS = {
     # small enough for real time on one Raspberry Pi core: a learned, mel-initialised filterbank with
     # log compression feeds the ConvLSTM stack (docs/results.md compares it with edge-conv)
-    "edge": ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40,
+    # floor 1e-4 (about -40 dB re a loud band): below it lies 8-bit audio's rounding noise, which
+    # a 1e-6 floor let through (int8 input alone then moved 4% of answers; docs/export.md)
+    "edge": ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40, fbank_floor=1e-4,
                         channels=(32, 48, 64, 64)),
     # the first ConvLSTM directly on raw samples (block 1 convolves the waveform)
     "edge-conv": ModelConfig(),
@@ -110,7 +115,7 @@ def preset(name: str, **overrides) -> ModelConfig:
     return replace(PRESETS[name], **overrides)
 
 
-class ConvLSTMBlock(nn.Module):
+class ConvLSTMBlock(QuantSim):
     """One LFLB: ConvLSTM over frames, batch norm, pooling inside the frame, residual."""
 
     def __init__(self, in_ch: int, out_ch: int, in_kernel: int, stride: int, state_kernel: int,
@@ -132,7 +137,8 @@ class ConvLSTMBlock(nn.Module):
         """x: (B, T, C_in, L_in) -> (B, T, C_out, L_out), new (h, c)."""
         B, T, C, L = x.shape
         # input-to-state for every frame in one batched call; only s2s is sequential
-        gx = self.i2s(x.reshape(B * T, C, L))
+        q = self.q  # identity unless QAT simulates the int8 file (quantsim.py)
+        gx = q(self.i2s(x.reshape(B * T, C, L)))
         gx = gx.reshape(B, T, gx.shape[1], gx.shape[2])
         if state is None:
             h = c = None
@@ -141,31 +147,31 @@ class ConvLSTMBlock(nn.Module):
         outs = []
         for g in gx.unbind(1):  # unbind once: indexing per step makes backward allocate per frame
             if h is not None:
-                g = g + self.s2s(h)
+                g = q(g + q(self.s2s(h)))
             i, f, u, o = g.chunk(4, dim=1)
-            u = torch.tanh(u)
-            c = torch.sigmoid(i) * u if c is None else torch.sigmoid(f) * c + torch.sigmoid(i) * u
-            h = torch.sigmoid(o) * torch.tanh(c)
+            iu = q(self.sigmoid(i) * self.tanh(u))
+            c = iu if c is None else q(q(self.sigmoid(f) * c) + iu)
+            h = q(self.sigmoid(o) * self.tanh(c))
             outs.append(h)
         y = torch.stack(outs, 1)
         Lh = y.shape[-1]
-        y = self.bn(y.reshape(B * T, self.out_ch, Lh))
+        y = q(self.bn(y.reshape(B * T, self.out_ch, Lh)))
         y = self.pool(F.relu(y))
         if self.residual:
-            s = self.skip(x.reshape(B * T, C, L))
+            s = q(self.skip(x.reshape(B * T, C, L)))
             n = min(s.shape[-1], y.shape[-1])
-            y = y[..., :n] + s[..., :n]
+            y = q(y[..., :n] + s[..., :n])
         return y.reshape(B, T, self.out_ch, y.shape[-1]), (h, c)
 
 
-class FilterbankStem(nn.Module):
+class FilterbankStem(QuantSim):
     """Quadrature pairs of learned filters, initialised as Hann-windowed cosine/sine at mel-spaced
     centre frequencies; the pair's energy, log-compressed, is one band. Raw samples in, a learnable
     log-mel-like map out: the waveform's dynamic range is what plain convolutions learn worst."""
 
-    def __init__(self, bands: int, kernel: int, stride: int, sample_rate: int):
+    def __init__(self, bands: int, kernel: int, stride: int, sample_rate: int, floor: float = 1e-6):
         super().__init__()
-        self.bands = bands
+        self.bands, self.floor = bands, floor
         self.conv = nn.Conv1d(1, 2 * bands, kernel, stride=stride, padding=(kernel - stride) // 2, bias=False)
         mel = lambda f: 2595 * math.log10(1 + f / 700)
         imel = lambda m: 700 * (10 ** (m / 2595) - 1)
@@ -183,13 +189,15 @@ class FilterbankStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, samples) -> (N, bands, samples // stride)"""
-        y = self.conv(x)
+        # the int8 file keeps energy and log in float (export/quantize.py): 8 bits of energy are
+        # 24 dB, far less than speech spans
+        y = self.q(self.conv(x))
         n = y.shape[-1]
         e = y.reshape(y.shape[0], self.bands, 2, n).pow(2).sum(2)
-        return self.norm(torch.log(e + 1e-6))
+        return self.q(self.norm(torch.log(e + self.floor)))
 
 
-class Frontend(nn.Module):
+class Frontend(QuantSim):
     """Raw samples -> one feature vector per frame, carrying ConvLSTM state across calls."""
 
     def __init__(self, cfg: ModelConfig):
@@ -200,7 +208,8 @@ class Frontend(nn.Module):
         in_ch = 1
         self.stem = None
         if cfg.stem == "fbank":
-            self.stem = FilterbankStem(cfg.fbank_bands, cfg.stem_kernel, cfg.stem_stride, cfg.sample_rate)
+            self.stem = FilterbankStem(cfg.fbank_bands, cfg.stem_kernel, cfg.stem_stride, cfg.sample_rate,
+                                       cfg.fbank_floor)
             in_ch = cfg.fbank_bands
         for i, ch in enumerate(cfg.channels):
             if i == 0 and self.stem is None:
@@ -214,7 +223,7 @@ class Frontend(nn.Module):
 
     def forward(self, frames: torch.Tensor, state: Optional[State] = None):
         """frames: (B, T, frame_samples) -> features (B, T, D), state list of (h, c)."""
-        x = frames.unsqueeze(2)
+        x = self.q(frames.unsqueeze(2))  # the int8 file's audio input
         if self.stem is not None:
             B, T, _, n = x.shape
             s = self.stem(x.reshape(B * T, 1, n))
@@ -223,7 +232,7 @@ class Frontend(nn.Module):
         for i, blk in enumerate(self.blocks):
             x, hc = blk(x, None if state is None else state[i])
             new_state.append(hc)
-        feats = torch.cat([x.mean(-1), x.amax(-1)], dim=-1)
+        feats = self.q(torch.cat([self.q(x.mean(-1)), x.amax(-1)], dim=-1))
         return feats, new_state
 
     def zero_state(self, batch: int = 1) -> State:

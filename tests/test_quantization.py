@@ -1,0 +1,131 @@
+"""The pieces that make full-integer TFLite files accurate and loadable on a microcontroller:
+the step-by-step GRU of the TFLite head, the float energy island of a filterbank stem, and the
+head in the TensorFlow Lite Micro interpreter."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgeser.export.gru import StepwiseGRU, time_mean_max  # noqa: E402
+from edgeser.train.model import SERModel, preset  # noqa: E402
+
+EMODB = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"
+CLIPS = ["03a01Fa.flac", "03a01Nc.flac", "03a01Wa.flac", "08a02Fe.flac", "16a01Wb.flac"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True), (3, True)])
+def test_stepwise_gru_is_the_trained_gru(layers, bidirectional):
+    torch.manual_seed(layers)
+    gru = torch.nn.GRU(12, 7, num_layers=layers, batch_first=True, bidirectional=bidirectional).eval()
+    with torch.no_grad():
+        for p in gru.parameters():   # biases away from zero, so folding them is tested
+            p.add_(torch.randn_like(p) * 0.3)
+        x = torch.randn(1, 13, 12)
+        ref, _ = gru(x)
+        steps = StepwiseGRU(gru)(x)
+    assert len(steps) == 13
+    got = torch.stack(steps, 1)
+    assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-6)
+    mean, top = time_mean_max(steps)
+    assert torch.allclose(mean, got.mean(1), atol=1e-6) and torch.equal(top, got.amax(1))
+
+
+def _audio(n_samples):
+    from edgeser.export import clips as C
+
+    audio = C.load_audio([str(EMODB / f) for f in CLIPS])
+    return C.windows(audio, n_samples)
+
+
+def _convert(model, role):
+    from edgeser.export.tflite_export import convert_tflite
+    from edgeser.export.wrappers import build
+
+    module, sample, ins, outs = build(model, role, 5, stepwise_gru=True)
+    return convert_tflite(module, sample, ins, outs), ins, outs
+
+
+def _ops(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    td = {t["index"]: t for t in it.get_tensor_details()}
+    return it._get_ops_details(), td
+
+
+@pytest.mark.skipif(not EMODB.is_dir(), reason="EmoDB clips not found")
+def test_filterbank_energy_stays_float_and_everything_else_int8(tmp_path):
+    pytest.importorskip("ai_edge_quantizer")
+    pytest.importorskip("litert_torch")
+    from edgeser.export import quantize
+    from edgeser.export.calibration_data import for_role
+    from edgeser.export.tflite_export import write_tflite
+    from edgeser.export.wrappers import state_shapes
+
+    torch.manual_seed(0)
+    model = SERModel(preset("tiny", stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=8,
+                            fbank_floor=1e-4)).eval()
+    buf, ins, outs = _convert(model, "frontend_step")
+    island = quantize.float_energy(buf)
+    assert island, "the energy ops feeding LOG were not found"
+    windows = _audio(model.cfg.window_samples)
+    data = for_role(model, "frontend_step", windows, 5, state_shapes(model))
+    path = write_tflite(quantize.quantize_tflite(buf, data), ins, outs, tmp_path / "step.int8.tflite")
+    ops, td = _ops(path)
+    kinds = [o["op_name"] for o in ops]
+    log = ops[kinds.index("LOG")]
+    assert td[log["inputs"][0]]["dtype"] == np.float32
+    # the energy is computed in float from a dequantised int8 convolution; I/O and convs are int8
+    assert kinds.count("DEQUANTIZE") >= 1 and kinds.count("QUANTIZE") >= 1
+    for o in ops:
+        if o["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            assert td[o["outputs"][0]]["dtype"] == np.int8, o
+    from edgeser.runtime.backends import open_model
+    b = open_model(path, threads=1)
+    assert all(t.dtype == "int8" for t in b.inputs + b.outputs)
+
+
+@pytest.mark.skipif(not EMODB.is_dir(), reason="EmoDB clips not found")
+def test_head_loads_in_tflite_micro_and_agrees_with_litert(tmp_path):
+    pytest.importorskip("ai_edge_quantizer")
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("tflite_micro")
+    from edgeser.export import quantize
+    from edgeser.export.calibration_data import for_role
+    from edgeser.export.tflite_export import write_tflite
+    from edgeser.export.wrappers import state_shapes
+    from edgeser.firmware_bridge import tflm
+    from edgeser.runtime.backends import open_model
+
+    torch.manual_seed(0)
+    # 30 frames: nn.GRU's lowering concatenates all of them in one op, which TFLM refuses
+    model = SERModel(preset("tiny", window_s=3.0)).eval()
+    buf, ins, outs = _convert(model, "head")
+    windows = _audio(model.cfg.window_samples)
+    data = for_role(model, "head", windows, 5, state_shapes(model))
+    path = write_tflite(quantize.quantize_tflite(buf, data, quantize.fc_tensorwise), ins, outs,
+                        tmp_path / "head.int8.tflite")
+    ops, _ = _ops(path)
+    assert max(len(o["inputs"]) for o in ops if o["op_name"] == "CONCATENATION") <= 10
+    from ai_edge_litert.interpreter import Interpreter
+
+    spec = open_model(path, threads=1).inputs[0]
+    lite = Interpreter(model_path=str(path))
+    lite.allocate_tensors()
+    interp = tflm.load(path)
+    for feeds in data[:3]:
+        q = np.clip(np.round(feeds["features"] / spec.scale) + spec.zero_point, -128, 127).astype(np.int8)
+        micro = tflm.invoke(interp, [q], 1, path)[0].astype(int)
+        lite.set_tensor(lite.get_input_details()[0]["index"], q)
+        lite.invoke()
+        ref = lite.get_tensor(lite.get_output_details()[0]["index"]).astype(int)
+        assert np.abs(micro - ref).max() <= 2
