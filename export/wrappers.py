@@ -16,6 +16,7 @@ from edgeser.train.model import SERModel
 from .gru import StepwiseGRU, time_mean_max
 
 ROLES = ("window", "frontend_step", "head")
+TFLM_MAX_CONCAT = 10   # inputs of one CONCATENATION in TensorFlow Lite Micro
 
 
 def state_names(n_blocks: int) -> List[str]:
@@ -59,7 +60,17 @@ class WindowModel(nn.Module):
         self.head = HeadModel(model, stepwise)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        feats, _ = self.model.frontend(self.model.frame(audio))
+        frames = self.model.frame(audio)
+        if self.head.stepwise is None:
+            feats, _ = self.model.frontend(frames)
+        else:
+            # chunks of TFLM_MAX_CONCAT frames carrying the state: every block stacks at most
+            # that many frames (TFLite Micro's CONCATENATION limit); the same function
+            chunks, state = [], None
+            for t in range(0, frames.shape[1], TFLM_MAX_CONCAT):
+                f, state = self.model.frontend(frames[:, t:t + TFLM_MAX_CONCAT], state)
+                chunks.append(f)
+            feats = torch.cat(chunks, dim=1)
         return self.head(feats)
 
 
