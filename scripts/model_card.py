@@ -50,7 +50,8 @@ def main():
         f"{man['hop_frames']} frames ({man['hop_frames'] * man['frame_samples'] / man['sample_rate']:.1f} s).",
         f"- Front end: learned filterbank (stem `{cfg.get('stem')}`, {cfg.get('fbank_bands')} bands), "
         f"{len(cfg['channels'])} ConvLSTM blocks {cfg['channels']}, BiGRU {cfg['gru_layers']}x{cfg['gru_hidden']}; "
-        "softmax + center loss.",
+        "softmax + center loss"
+        + (f"; filterbank floor {cfg['fbank_floor']:g}" if cfg.get("fbank_floor") else "") + ".",
         f"- Labels: {', '.join(man['labels'])}.",
         "- Input level: each utterance is scaled to RMS 0.1 in training; the runtime adapts its gain per stream.",
         "",
@@ -91,8 +92,10 @@ def main():
               "- Acted emotions from two corpora of actors (English, German): expect lower accuracy on spontaneous speech, "
               "other languages and far-field microphones.",
               "- Not for decisions about people (hiring, health, policing): emotion from voice is unreliable at the level of one person.",
-              "- Full-integer int8 TFLite agrees less with fp32 than the ONNX int8 file; the runtime prefers the int8 pair only when "
-              "`parity.json` shows it agreeing on at least 90% of windows.",
+              "- The weights were fine-tuned for one epoch with quantization-aware training (`edgeser train --init … --qat`), "
+              "so the full-integer TFLite files keep the float model's answers (table above). The runtime uses an int8 pair "
+              "only when `parity.json` shows it agreeing on at least 90% of windows.",
+              "- Streaming files only (frontend_step + head); `scripts/build_default_model.sh` also writes the whole-window files.",
               "", "## Rebuild", "", "```bash", "bash scripts/build_default_model.sh", "python scripts/model_card.py", "```", ""]
     out = ROOT / "edgeser" / "models" / "MODEL_CARD.md"
     out.write_text("\n".join(lines))

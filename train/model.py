@@ -98,6 +98,10 @@ PRESETS = {
     # a 1e-6 floor let through (int8 input alone then moved 4% of answers; docs/export.md)
     "edge": ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40, fbank_floor=1e-4,
                         channels=(32, 48, 64, 64)),
+    # for microcontrollers: the edge front end, one BiGRU layer over a 2 s window, so both
+    # streaming models' TFLite Micro arenas fit an ESP32-S3's internal SRAM (docs/firmware.md)
+    "mcu": ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40, fbank_floor=1e-4,
+                       channels=(32, 48, 64, 64), gru_layers=1, window_s=2.0),
     # the first ConvLSTM directly on raw samples (block 1 convolves the waveform)
     "edge-conv": ModelConfig(),
     # the paper-sized network: four wide LFLBs, 20 ms frames, a wider BiGRU
