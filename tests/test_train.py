@@ -120,3 +120,11 @@ def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
     bad = CliRunner().invoke(cli, ["train", "--data", str(corpus), "--labels", "anger,neutral", "--init",
                                    str(base / "best.pt"), "--epochs", "1", "--out", str(tmp_path / "bad")])
     assert bad.exit_code != 0 and "trained on labels" in bad.output and "best.pt" in bad.output
+
+
+def test_window_option_overrides_the_preset(corpus, tmp_path):
+    out = tmp_path / "w"
+    assert run(["train", "--data", str(corpus), "--epochs", "1", "--window-s", "0.5", "--out", str(out),
+                *TINY]).exit_code == 0
+    cfg = load_checkpoint(out / "best.pt")["model_config"]
+    assert cfg["window_s"] == 0.5 and load_model(out / "best.pt")[0].cfg.window_frames == 5

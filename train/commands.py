@@ -29,7 +29,10 @@ data_opt = click.option("--data", "data", multiple=True, type=click.Path(), meta
 def _train_options(f):
     opts = [
         click.option("--preset", type=click.Choice(_preset_names()), default="edge", show_default=True,
-                     help="Model size: edge (real time on one Pi core), paper (the full network), tiny (tests)."),
+                     help="Model size: edge (real time on one Pi core), mcu (fits an ESP32-S3), paper (the full "
+                          "network), tiny (tests)."),
+        click.option("--window-s", type=click.FloatRange(0.2, 30), default=None,
+                     help="Seconds of audio one decision sees (default: the preset's, 3 s for edge)."),
         click.option("--labels", default=None, metavar="L1,L2,..",
                      help="Keep only these emotions (any usual spelling). Default: all found."),
         click.option("--merge", default=None, metavar="A=B,..", help="Merge labels, e.g. calm=neutral."),
@@ -54,11 +57,12 @@ def _train_options(f):
     return f
 
 
-def _configs(preset, labels_found, epochs, batch_size, lr, center_weight, center_lr, patience, augment, seed, threads):
+def _configs(preset, labels_found, epochs, batch_size, lr, center_weight, center_lr, patience, augment, seed, threads,
+             window_s=None):
     from .engine import TrainConfig
     from .model import preset as get_preset
 
-    cfg = get_preset(preset, labels=tuple(labels_found))
+    cfg = get_preset(preset, labels=tuple(labels_found), **({"window_s": window_s} if window_s else {}))
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, center_weight=center_weight,
                        center_lr=center_lr, patience=patience, augment=augment, seed=seed, threads=threads)
     return cfg, tcfg
@@ -110,7 +114,7 @@ def _load(data, extra, labels, merge, cache_dir):
                    "the int8 TFLite export keeps the float model's answers. Best as a short fine-tune: "
                    "--init CKPT --qat --epochs 8 --lr 3e-4.")
 @_train_options
-def train(data, extra, out, resume, stop_after, init, qat, preset, labels, merge, epochs, batch_size, lr, center_weight,
+def train(data, extra, out, resume, stop_after, init, qat, preset, window_s, labels, merge, epochs, batch_size, lr, center_weight,
           center_lr, patience, val_fraction, augment, seed, threads, cache_dir):
     """Train a model on one or more corpora.
 
@@ -124,7 +128,7 @@ def train(data, extra, out, resume, stop_after, init, qat, preset, labels, merge
     try:
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
         cfg, tcfg = _configs(preset, found, epochs, batch_size, lr, center_weight, center_lr, patience, augment,
-                             seed, threads)
+                             seed, threads, window_s)
         tcfg.qat = qat
         if init:
             cfg, preset = _init_config(init, found)
@@ -161,7 +165,8 @@ def train(data, extra, out, resume, stop_after, init, qat, preset, labels, merge
               help="Also report scores with batch-norm statistics re-estimated on each test speaker's "
                    "unlabelled clips (transductive; shown beside the plain figure).")
 @_train_options
-def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, preset, labels, merge, epochs, batch_size, lr,
+def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, preset, window_s, labels, merge, epochs,
+             batch_size, lr,
              center_weight, center_lr, patience, val_fraction, augment, seed, threads, cache_dir):
     """Speaker-independent cross-validation, or test a trained model on any corpus.
 
@@ -187,7 +192,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             click.echo(f"scored labels: {', '.join(rep['scored_labels'])}; report in {out_p / 'test.json'}")
             return
         cfg, tcfg = _configs(preset, found, epochs, batch_size, lr, center_weight, center_lr, patience, augment,
-                             seed, threads or 1)
+                             seed, threads or 1, window_s)
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
         res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt)
         res["command"] = " ".join(sys.argv)
