@@ -131,12 +131,12 @@ def float_energy(buf: bytes) -> List[str]:
     that way agreed with fp32 on 52% of windows, 94% with this island; docs/export.md). The island
     is a few elementwise ops on (frames x bands) values; convolutions stay int8.
     """
-    from ai_edge_litert.schema_py_generated import BuiltinOperator
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
 
-    op_name = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
+    from .tflite_export import builtin_op_names
+
     m = fb.read_model(bytes(buf))
-    codes = [op_name.get(max(c.builtinCode, c.deprecatedBuiltinCode), "") for c in m.operatorCodes]
+    codes = builtin_op_names(m)
     names: List[str] = []
     for sg in m.subgraphs:
         producer = {o: op for op in sg.operators for o in op.outputs}

@@ -64,6 +64,27 @@ def rename_io(buf: bytes, input_names: Sequence[str], output_names: Sequence[str
     return bytes(fb.convert_object_to_bytearray(m))
 
 
+def _later_copies(keys) -> dict:
+    """{position: first position with the same key} for every repeated key (None never matches)."""
+    first, remap = {}, {}
+    for i, k in enumerate(keys):
+        if k is None:
+            continue
+        if k in first:
+            remap[i] = first[k]
+        else:
+            first[k] = i
+    return remap
+
+
+def builtin_op_names(m) -> list:
+    """Operator name of each entry of the model's operatorCodes (CONV_2D, LOG, ...)."""
+    from ai_edge_litert.schema_py_generated import BuiltinOperator
+
+    names = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
+    return [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "") for c in m.operatorCodes]
+
+
 def _share_buffers(m) -> None:
     """Identical constant buffers stored once.
 
@@ -73,17 +94,11 @@ def _share_buffers(m) -> None:
     """
     import hashlib
 
-    first = {}
-    remap = {}
-    for i, b in enumerate(m.buffers):
+    def key(b):
         data = getattr(b, "data", None)
-        if data is None or len(data) == 0:
-            continue
-        key = hashlib.sha1(bytes(bytearray(data))).hexdigest()
-        if key in first:
-            remap[i] = first[key]
-        else:
-            first[key] = i
+        return None if data is None or len(data) == 0 else hashlib.sha1(bytes(bytearray(data))).hexdigest()
+
+    remap = _later_copies(key(b) for b in m.buffers)
     if not remap:
         return
     for g in m.subgraphs:
@@ -106,10 +121,8 @@ def _drop_zero_biases(m) -> None:
     64-bit zero points: about 300 KB of the window's int8 file. Zeros are zeros at any scale, and
     the kernels derive their multipliers from the input, weight and output scales."""
     import numpy as np
-    from ai_edge_litert.schema_py_generated import BuiltinOperator
 
-    names = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
-    codes = [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "") for c in m.operatorCodes]
+    codes = builtin_op_names(m)
     for g in m.subgraphs:
         for op in g.operators:
             if codes[op.opcodeIndex] not in _BIAS_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
@@ -137,18 +150,16 @@ def _share_tensors(m) -> None:
 
     for gi, g in enumerate(m.subgraphs):
         keep_io = {int(i) for i in list(g.inputs) + list(g.outputs)}
-        first, remap = {}, {}
-        for i, t in enumerate(g.tensors):
+
+        def key(i, t):
             b = m.buffers[t.buffer] if t.buffer is not None and t.buffer < len(m.buffers) else None
             if b is None or b.data is None or len(b.data) == 0 or i in keep_io or getattr(t, "isVariable", False):
-                continue
+                return None
             q = t.quantization
             qkey = None if q is None else (arr(q.scale), arr(q.zeroPoint), q.quantizedDimension)
-            key = (t.buffer, t.type, arr(t.shape), qkey)
-            if key in first:
-                remap[i] = first[key]
-            else:
-                first[key] = i
+            return (t.buffer, t.type, arr(t.shape), qkey)
+
+        remap = _later_copies(key(i, t) for i, t in enumerate(g.tensors))
         if not remap:
             continue
         for op in g.operators:
