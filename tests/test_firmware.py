@@ -113,7 +113,7 @@ def test_tflm_matches_litert_on_real_clips(fw):
     assert par["end_to_end"]["max_prob_diff"] <= 0.15
 
 
-def test_fit_report_adds_up(fw):
+def test_fit_report_adds_up(model_dir, fw):
     out, rep = fw
     f = rep["fit"]
     loads = {b["file"]: b["arena_bytes"] for r, b in rep["models"].items()
@@ -127,6 +127,12 @@ def test_fit_report_adds_up(fw):
             assert t["verdict"].startswith("cannot run")
     md = (out / "fit_report.md").read_text()
     assert "ESP32-S3" in md and "TFLM against ai-edge-litert" in md
+    # the streaming pair loads (the head used to fail on a 30-input CONCATENATION), and a
+    # target it misses points at the smaller preset
+    if Path(model_dir) == BUNDLED:
+        assert f["streaming_path_complete"]
+    missed = [t for t in f["targets"] if not t["verdict"].startswith("fits")]
+    assert ("`mcu` preset" in md) == bool(missed)
     assert json.loads((out / "firmware.json").read_text())["fit"] == f
 
 
