@@ -71,3 +71,22 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_ms, quiet
         click.echo(f"{a.file:28s} {a.role:14s} {a.format:7s} {a.precision:5s} {a.size_bytes / 1024:8.1f} KiB")
     click.echo(f"wrote {len(man.artifacts)} model files, edgeser.json"
                f"{', parity.json' if parity.exists() else ''} to {out_p}")
+    if parity.exists():
+        hint = qat_hint(json.loads(parity.read_text()), ckpt)
+        if hint:
+            click.echo(hint, err=True)
+
+
+QAT_HINT_BELOW = 0.98   # the agreement the export targets for full-integer files
+
+
+def qat_hint(report: dict, ckpt) -> str:
+    """A next step when a full-integer file agrees with the float model on too few windows."""
+    poor = [r["artifact"] for r in report.get("rows", [])
+            if ".int8.tflite" in str(r.get("artifact")) and isinstance(r.get("agreement"), (int, float))
+            and r["agreement"] < QAT_HINT_BELOW]
+    if not poor:
+        return ""
+    return (f"note: {', '.join(poor)} agree with the float model on under {QAT_HINT_BELOW:.0%} of held-out windows; "
+            f"a short quantization-aware fine-tune usually closes that: edgeser train --data ... "
+            f"--init {ckpt} --qat --epochs 8 --lr 3e-4 --out RUN-qat, then export RUN-qat/best.pt")

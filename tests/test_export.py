@@ -232,3 +232,14 @@ def test_option_errors(tmp_path, exported):
     r = CliRunner().invoke(export_cmd, [str(nocal), "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and "--calibration" in r.output and str(nocal) in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_low_int8_agreement_suggests_qat():
+    from edgeser.export.commands import qat_hint
+
+    rows = [{"artifact": "model.int8.tflite", "agreement": 0.95}, {"artifact": "model.int8.onnx", "agreement": 0.90},
+            {"artifact": "head.int8.tflite", "agreement": 0.99}]
+    hint = qat_hint({"rows": rows}, "runs/a/best.pt")
+    assert "model.int8.tflite" in hint and "head.int8.tflite" not in hint and "model.int8.onnx" not in hint
+    assert "--init runs/a/best.pt --qat" in hint
+    assert qat_hint({"rows": rows[2:]}, "x.pt") == ""
