@@ -77,9 +77,9 @@ def main(argv=None):
     base = R.static_wi8_ai8()[0]
     noq = {"algorithm_key": "no_quantize"}
 
-    def only(ops):
+    def only(ops=("*",), rx=".*"):
         return lambda q: q.load_quantization_recipe([dict(regex=".*", operation="*", **noq)] +
-                                                    [dict(base, regex=".*", operation=o) for o in ops])
+                                                    [dict(base, regex=rx, operation=o) for o in ops])
 
     def energy_int8(q):   # drop the float island quantize_tflite adds: back to the plain recipe
         q.load_quantization_recipe(R.static_wi8_ai8())
@@ -95,8 +95,7 @@ def main(argv=None):
     tmp.mkdir(exist_ok=True)
     for name, extra in variants:
         if name == "only audio input":
-            # the audio input is the step's first tensor after its RESHAPE; find it by the input name
-            extra = _only_tensor_consumers(fp32, "audio", base, noq)
+            extra = only(rx=_consumers_of(fp32, "audio"))
         buf = quantize.quantize_tflite(fp32, rec, extra, quantize.RANGE_QUANTILE["frontend_step"])
         path = write_tflite(buf, ins, outs, tmp / f"{len(rows)}.tflite")
         b = open_model(path, threads=1)
@@ -123,18 +122,17 @@ def main(argv=None):
     return rep
 
 
-def _only_tensor_consumers(fp32: bytes, input_name: str, base, noq):
-    """A recipe quantizing only the ops that read the named input (its int8 conversion)."""
+def _consumers_of(fp32: bytes, input_name: str) -> str:
+    """A scope regex for the ops that read the named input (quantizing them quantizes it)."""
+    import re
+
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=fp32)
-    idx = next(d["index"] for d in it.get_input_details() if d["name"].split(":")[0].endswith(input_name)
-               or input_name in d["name"])
+    idx = next(d["index"] for d in it.get_input_details() if d["name"] == input_name)
     names = {t["index"]: t["name"] for t in it.get_tensor_details()}
-    firsts = [names[o] for op in it._get_ops_details() if idx in list(op["inputs"]) for o in op["outputs"]]
-    import re
-    rx = "|".join(f"^{re.escape(n)};" for n in firsts)
-    return lambda q: q.load_quantization_recipe([dict(regex=".*", operation="*", **noq), dict(base, regex=rx)])
+    outs = [names[o] for op in it._get_ops_details() if idx in list(op["inputs"]) for o in op["outputs"]]
+    return "|".join(f"^{re.escape(n)};" for n in outs)
 
 
 if __name__ == "__main__":

@@ -44,10 +44,7 @@ class HeadModel(nn.Module):
         if self.stepwise is None:
             logits, _ = self.head(features)
         else:
-            h = self.head
-            mean, top = time_mean_max(self.stepwise(features))
-            emb = torch.relu(h.embed(torch.cat([mean, top], dim=-1)))
-            logits = h.classifier(emb)
+            logits, _ = self.head.classify(*time_mean_max(self.stepwise(features)))
         return torch.softmax(logits, dim=-1)
 
 

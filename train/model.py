@@ -258,8 +258,11 @@ class Head(nn.Module):
 
     def forward(self, feats: torch.Tensor):
         y, _ = self.gru(feats)
-        pooled = torch.cat([y.mean(1), y.amax(1)], dim=-1)
-        emb = F.relu(self.embed(self.drop(pooled)))
+        return self.classify(y.mean(1), y.amax(1))
+
+    def classify(self, mean: torch.Tensor, top: torch.Tensor):
+        """Mean and max of the GRU outputs over time -> logits, embedding."""
+        emb = F.relu(self.embed(self.drop(torch.cat([mean, top], dim=-1))))
         return self.classifier(self.drop(emb)), emb
 
 
