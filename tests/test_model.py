@@ -1,9 +1,10 @@
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from edgeser.train.losses import CenterLoss
-from edgeser.train.model import SERModel, count_params, macs_per_second, preset
+from edgeser.train.model import SERModel, count_params, macs_per_second, mask_bands_and_time, preset
 
 
 @pytest.fixture(autouse=True)
@@ -96,3 +97,38 @@ def test_filterbank_floor_is_part_of_the_config():
     d = cfg.to_dict()
     del d["fbank_floor"]
     assert ModelConfig.from_dict(d).fbank_floor == 1e-6
+
+
+def test_specaug_masks_whole_bands_and_time_spans_only_while_training():
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, 16, 10) + 3.0  # (B, T, bands, positions): no zeros of its own
+    y = mask_bands_and_time(x, masks=2)
+    hit = y == 0
+    assert torch.equal(y[~hit], x[~hit])  # what is kept is untouched
+    assert hit.any()
+    for b in range(x.shape[0]):
+        bands = hit[b].all(dim=(0, 2))                             # a band masked over the whole window
+        times = hit[b].permute(1, 0, 2).reshape(16, -1).all(0)     # a time position masked in every band
+        covered = bands[None, :, None] | times.reshape(5, 1, 10)
+        assert torch.equal(hit[b], covered.expand_as(hit[b]))      # nothing else is masked
+        assert bands.sum() <= 2 * 2 and times.sum() <= 2 * 5       # at most 2 masks of 12.5% / 10%
+    cfg = preset("tiny", stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=16, labels=("a", "b"))
+    m = SERModel(cfg)
+    frames = m.frame(torch.randn(2, cfg.window_samples))
+    m.eval()
+    with torch.no_grad():
+        plain, _ = m.frontend(frames)
+        m.frontend.specaug = 2
+        assert torch.equal(m.frontend(frames)[0], plain)  # evaluation never masks
+
+
+def test_speed_change_moves_pitch_and_length_together():
+    from edgeser.train.data import change_speed
+
+    sr, f0 = 16000, 200.0
+    x = np.sin(2 * np.pi * f0 * np.arange(sr) / sr).astype(np.float32)
+    y = change_speed(x, 1.1)
+    assert abs(len(y) - sr / 1.1) < 2 and y.dtype == np.float32
+    peak = np.argmax(np.abs(np.fft.rfft(y))) * sr / len(y)
+    assert abs(peak - 220.0) < 2.0
+    assert change_speed(x, 1.0) is x

@@ -28,13 +28,17 @@ def run(args):
     return res
 
 
+# every random augmentation on, so that resuming must also restore where their draws stand
+AUG = ["--speed-perturb", "0.1", "--mixup", "0.4"]
+
+
 def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path):
-    full = run(["train", "--data", str(corpus), "--epochs", "2", "--out", str(tmp_path / "full"), *TINY])
+    full = run(["train", "--data", str(corpus), "--epochs", "2", "--out", str(tmp_path / "full"), *TINY, *AUG])
     assert full.exit_code == 0, full.output
     # the same run, ended after epoch 1 as if killed there, then resumed
-    half = run(["train", "--data", str(corpus), "--epochs", "2", "--stop-after", "1", "--out", str(tmp_path / "half"), *TINY])
+    half = run(["train", "--data", str(corpus), "--epochs", "2", "--stop-after", "1", "--out", str(tmp_path / "half"), *TINY, *AUG])
     assert half.exit_code == 0 and load_checkpoint(tmp_path / "half" / "last.pt")["epoch"] == 1
-    res = run(["train", "--data", str(corpus), "--epochs", "2", "--resume", "--out", str(tmp_path / "half"), *TINY])
+    res = run(["train", "--data", str(corpus), "--epochs", "2", "--resume", "--out", str(tmp_path / "half"), *TINY, *AUG])
     assert res.exit_code == 0 and "resumed from" in res.output
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "half" / "last.pt")["model"]
@@ -42,7 +46,7 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     # and a different seed gives a different model: the comparison can fail
-    other = run(["train", "--data", str(corpus), "--epochs", "2", "--seed", "1", "--out", str(tmp_path / "s1"), *TINY])
+    other = run(["train", "--data", str(corpus), "--epochs", "2", "--seed", "1", "--out", str(tmp_path / "s1"), *TINY, *AUG])
     assert other.exit_code == 0
     c = load_checkpoint(tmp_path / "s1" / "last.pt")["model"]
     assert not all(torch.equal(c[k], a[k]) for k in c)
@@ -128,3 +132,15 @@ def test_window_option_overrides_the_preset(corpus, tmp_path):
                 *TINY]).exit_code == 0
     cfg = load_checkpoint(out / "best.pt")["model_config"]
     assert cfg["window_s"] == 0.5 and load_model(out / "best.pt")[0].cfg.window_frames == 5
+
+
+def test_augmentation_options_reach_the_run_and_a_missing_device_is_an_error(corpus, tmp_path):
+    res = run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(tmp_path / "a"), *TINY,
+               "--speed-perturb", "0.15", "--specaug", "2", "--mixup", "0.3"])
+    assert res.exit_code == 0, res.output
+    tc = load_checkpoint(tmp_path / "a" / "last.pt")["train_config"]
+    assert (tc["speed_perturb"], tc["specaug"], tc["mixup"], tc["device"]) == (0.15, 2, 0.3, "cpu")
+    bad = run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(tmp_path / "b"), *TINY,
+               "--device", "no-such-device"])
+    assert bad.exit_code != 0 and "--device" in bad.output and "no-such-device" in bad.output
+    assert not (tmp_path / "b" / "last.pt").exists()

@@ -36,19 +36,28 @@ def _train_options(f):
         click.option("--labels", default=None, metavar="L1,L2,..",
                      help="Keep only these emotions (any usual spelling). Default: all found."),
         click.option("--merge", default=None, metavar="A=B,..", help="Merge labels, e.g. calm=neutral."),
-        click.option("--epochs", default=30, show_default=True, type=click.IntRange(1)),
+        click.option("--epochs", default=80, show_default=True, type=click.IntRange(1)),
         click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
         click.option("--lr", default=2e-3, show_default=True, type=float),
         click.option("--center-weight", default=0.01, show_default=True, type=float, help="Center-loss weight (lambda)."),
         click.option("--center-lr", default=0.5, show_default=True, type=float, help="Center update rate (alpha)."),
-        click.option("--patience", default=8, show_default=True, type=click.IntRange(1),
+        click.option("--patience", default=20, show_default=True, type=click.IntRange(1),
                      help="Stop after this many epochs without a better validation UA."),
         click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 0.5),
                      help="Share of the training speakers held out for validation (whole speakers)."),
         click.option("--augment/--no-augment", default=True, show_default=True,
-                     help="Additive noise, gain and time shift."),
+                     help="Additive noise, gain and time shift, and the augmentations below; off turns all off."),
+        click.option("--speed-perturb", default=0.1, show_default=True, type=click.FloatRange(0, 0.3),
+                     help="Play each training window up to this share faster or slower (0.1: 0.9x-1.1x); "
+                          "pitch moves with tempo, as between speakers."),
+        click.option("--specaug", default=0, show_default=True, type=click.IntRange(0, 4),
+                     help="Band masks and time masks per training window on the filterbank map (SpecAugment)."),
+        click.option("--mixup", default=0.2, show_default=True, type=click.FloatRange(0, 2),
+                     help="Mix pairs of training windows and their labels, weight ~ Beta(a, a); 0: off."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--threads", default=0, type=int, help="torch threads per process (0: automatic)."),
+        click.option("--device", default="cpu", show_default=True,
+                     help="torch device to train on: cpu, or cuda where a GPU is present (folds share it)."),
         click.option("--cache-dir", default=None, type=click.Path(),
                      help="Decoded-audio cache (default ~/.cache/edgeser/audio, or $EDGESER_CACHE)."),
     ]
@@ -57,15 +66,21 @@ def _train_options(f):
     return f
 
 
-def _configs(preset, labels_found, epochs, batch_size, lr, center_weight, center_lr, patience, augment, seed, threads,
-             window_s=None):
+def _configs(preset, labels_found, window_s=None, **train):
+    """Model config from the preset, training config from the options of `_train_options`."""
     from .engine import TrainConfig
     from .model import preset as get_preset
 
     cfg = get_preset(preset, labels=tuple(labels_found), **({"window_s": window_s} if window_s else {}))
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, center_weight=center_weight,
-                       center_lr=center_lr, patience=patience, augment=augment, seed=seed, threads=threads)
-    return cfg, tcfg
+    dev = train.get("device", "cpu")
+    if dev != "cpu":
+        import torch
+
+        try:
+            torch.empty(1, device=dev)
+        except (RuntimeError, AssertionError) as e:
+            raise click.BadParameter(f"{dev}: {str(e).splitlines()[0]}", param_hint="--device") from None
+    return cfg, TrainConfig(**train)
 
 
 def _init_config(init, labels_found):
@@ -114,8 +129,8 @@ def _load(data, extra, labels, merge, cache_dir):
                    "the int8 TFLite export keeps the float model's answers. Best as a short fine-tune: "
                    "--init CKPT --qat --epochs 8 --lr 3e-4.")
 @_train_options
-def train(data, extra, out, resume, stop_after, init, qat, preset, window_s, labels, merge, epochs, batch_size, lr, center_weight,
-          center_lr, patience, val_fraction, augment, seed, threads, cache_dir):
+def train(data, extra, out, resume, stop_after, init, qat, preset, window_s, labels, merge, val_fraction, cache_dir,
+          **train_opts):
     """Train a model on one or more corpora.
 
     Validation uses whole held-out training speakers; best.pt keeps the epoch with the best
@@ -127,9 +142,7 @@ def train(data, extra, out, resume, stop_after, init, qat, preset, window_s, lab
 
     try:
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
-        cfg, tcfg = _configs(preset, found, epochs, batch_size, lr, center_weight, center_lr, patience, augment,
-                             seed, threads, window_s)
-        tcfg.qat = qat
+        cfg, tcfg = _configs(preset, found, window_s, qat=qat, **train_opts)
         if init:
             cfg, preset = _init_config(init, found)
             tcfg.init = str(init)
@@ -165,9 +178,8 @@ def train(data, extra, out, resume, stop_after, init, qat, preset, window_s, lab
               help="Also report scores with batch-norm statistics re-estimated on each test speaker's "
                    "unlabelled clips (transductive; shown beside the plain figure).")
 @_train_options
-def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, preset, window_s, labels, merge, epochs,
-             batch_size, lr,
-             center_weight, center_lr, patience, val_fraction, augment, seed, threads, cache_dir):
+def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, preset, window_s, labels, merge,
+             val_fraction, cache_dir, **train_opts):
     """Speaker-independent cross-validation, or test a trained model on any corpus.
 
     Reports WA (accuracy), UA (mean per-class recall), macro-F1, per-class precision and
@@ -191,8 +203,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
                 click.echo(f"speaker-adapted (transductive): WA {a['WA']:.1%}  UA {a['UA']:.1%}")
             click.echo(f"scored labels: {', '.join(rep['scored_labels'])}; report in {out_p / 'test.json'}")
             return
-        cfg, tcfg = _configs(preset, found, epochs, batch_size, lr, center_weight, center_lr, patience, augment,
-                             seed, threads or 1, window_s)
+        train_opts["threads"] = train_opts["threads"] or 1
+        cfg, tcfg = _configs(preset, found, window_s, **train_opts)
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
         res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt)
         res["command"] = " ".join(sys.argv)

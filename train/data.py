@@ -191,9 +191,19 @@ class Augment:
     shift: bool = True
     snr_db: Tuple[float, float] = (10.0, 40.0)
     gain_db: Tuple[float, float] = (-6.0, 6.0)
+    speed: float = 0.0               # resample by 1 +- this: tempo and pitch move together, as between speakers
+
+
+def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
+    """Play `x` `factor` times faster (linear interpolation; pitch moves with tempo)."""
+    if factor == 1.0 or len(x) < 2:
+        return x
+    return np.interp(np.arange(0, len(x) - 1, factor), np.arange(len(x)), x).astype(np.float32)
 
 
 def train_window(x: np.ndarray, n: int, rng: np.random.Generator, aug: Augment) -> np.ndarray:
+    if aug.speed > 0:
+        x = change_speed(x, float(rng.uniform(1 - aug.speed, 1 + aug.speed)))
     span = abs(len(x) - n)
     offset = int(rng.integers(0, span + 1)) if aug.shift else span // 2
     w = place(x, n, offset)

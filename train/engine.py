@@ -25,19 +25,23 @@ import edgeser
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 80
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
     center_weight: float = 0.01      # lambda of the center loss
     center_lr: float = 0.5           # alpha of the center update
-    patience: int = 8                # epochs without a better validation UA before stopping
+    patience: int = 20               # epochs without a better validation UA before stopping
     seed: int = 0
     augment: bool = True
     class_weights: bool = True       # inverse-frequency CE weights: UA counts every class alike
     threads: int = 0                 # 0: one per process under DDP, else all cores
     qat: bool = False                # simulate the int8 file's activations (quantsim.py)
     init: str = ""                   # start from this checkpoint's weights (fine-tuning)
+    speed_perturb: float = 0.1       # augmentation: random speed change of up to +- this share
+    specaug: int = 0                 # augmentation: band and time masks per window on the filterbank map
+    mixup: float = 0.2               # augmentation: mix pairs of windows, weight ~ Beta(a, a); 0 = off
+    device: str = "cpu"              # torch device for training ("cuda" where one is present)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,10 +96,11 @@ def predict_probs(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64)
     if not wins:
         return np.zeros((0, model.cfg.n_classes), dtype=np.float32)
     W = np.concatenate(wins)
+    dev = next(model.parameters()).device
     probs = []
     for s in range(0, len(W), batch):
-        logits, _ = model(torch.from_numpy(W[s: s + batch]))
-        probs.append(torch.softmax(logits, -1).numpy())
+        logits, _ = model(torch.from_numpy(W[s: s + batch]).to(dev))
+        probs.append(torch.softmax(logits, -1).cpu().numpy())
     P = np.concatenate(probs)
     out = np.zeros((len(audio), P.shape[1]), dtype=np.float32)
     np.add.at(out, np.array(owner), P)
@@ -118,9 +123,10 @@ def adapt_batchnorm(model: SERModel, audio: Sequence[np.ndarray], batch: int = 6
         bn.train()
     n = m.cfg.window_samples
     W = np.concatenate([eval_windows(x, n) for x in audio])
+    dev = next(m.parameters()).device
     with torch.no_grad():
         for s in range(0, len(W), batch):
-            m.frontend(m.frame(torch.from_numpy(W[s: s + batch])))
+            m.frontend(m.frame(torch.from_numpy(W[s: s + batch]).to(dev)))
     for bn in bns:
         bn.eval()
     return m
@@ -152,6 +158,9 @@ class Trainer:
             self.model.load_state_dict(ck["model"])
             self.center.load_state_dict(ck["center"])
         set_qat(self.model, tcfg.qat)
+        self.dev = torch.device(tcfg.device)
+        self.model.to(self.dev)
+        self.center.to(self.dev)
         self.net = self.model
         if self.dist.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
@@ -206,11 +215,12 @@ class Trainer:
         if t.class_weights:
             cnt = np.bincount(y, minlength=self.cfg.n_classes).astype(np.float64)
             w = np.where(cnt > 0, cnt.sum() / np.maximum(cnt, 1) / max(1, (cnt > 0).sum()), 0.0)
-            weights = torch.tensor(w, dtype=torch.float32)
+            weights = torch.tensor(w, dtype=torch.float32, device=self.dev)
         last = self.out / "last.pt"
         if resume and last.exists():
             self.resume(last)
-        aug = Augment() if t.augment else Augment(noise=False, gain=False, shift=False)
+        aug = Augment(speed=t.speed_perturb) if t.augment else Augment(noise=False, gain=False, shift=False)
+        self.model.frontend.specaug = t.specaug if t.augment else 0
         n = self.cfg.window_samples
         self.log(f"model: {count_params(self.model):,} parameters; train {len(train_clips)} clips, "
                  f"validation {len(val_clips)} clips; {self.dist.world} process(es)")
@@ -232,10 +242,18 @@ class Trainer:
             losses = []
             for b in range(nb):
                 chunk = perm[b * global_bs:(b + 1) * global_bs][self.dist.rank::self.dist.world]
-                X = torch.from_numpy(np.stack([train_window(train_audio[i], n, rng, aug) for i in chunk]))
-                Y = torch.from_numpy(y[chunk])
+                X = torch.from_numpy(np.stack([train_window(train_audio[i], n, rng, aug) for i in chunk])).to(self.dev)
+                Y = torch.from_numpy(y[chunk]).to(self.dev)
+                lam, Y2 = 1.0, Y
+                if t.mixup > 0 and t.augment:
+                    lam = float(rng.beta(t.mixup, t.mixup))
+                    other = torch.from_numpy(rng.permutation(len(chunk))).to(self.dev)
+                    X, Y2 = lam * X + (1 - lam) * X[other], Y[other]
                 logits, emb = self.net(X)
                 ce = F.cross_entropy(logits, Y, weight=weights)
+                if lam < 1.0:
+                    ce = lam * ce + (1 - lam) * F.cross_entropy(logits, Y2, weight=weights)
+                    Y = Y if lam >= 0.5 else Y2  # the center loss pulls toward the larger share's class
                 cl = self.center(emb, Y)
                 loss = ce + t.center_weight * cl
                 self.opt.zero_grad(set_to_none=True)

@@ -201,6 +201,23 @@ class FilterbankStem(QuantSim):
         return self.q(self.norm(torch.log(e + self.floor)))
 
 
+def mask_bands_and_time(x: torch.Tensor, masks: int, max_band_share: float = 0.125,
+                        max_time_share: float = 0.1) -> torch.Tensor:
+    """SpecAugment on the filterbank map (B, T, bands, L): per window, `masks` bands ranges and
+    `masks` time ranges set to the batch-norm mean (0). A mask covers at most the given share."""
+    B, T, F_, L = x.shape
+    keep = torch.ones(B, F_, T * L, dtype=x.dtype, device=x.device)
+    for axis, size, share in ((1, F_, max_band_share), (2, T * L, max_time_share)):
+        pos = torch.arange(size, device=x.device)
+        for _ in range(masks):
+            w = torch.randint(0, max(1, int(size * share)) + 1, (B, 1)).to(x.device)
+            start = (torch.rand(B, 1).to(x.device) * (size - w + 1)).floor()
+            hit = ((pos >= start) & (pos < start + w)).to(x.dtype)  # (B, size)
+            keep = keep * (1 - hit.unsqueeze(2 if axis == 1 else 1))
+    keep = keep.reshape(B, F_, T, L).permute(0, 2, 1, 3)
+    return x * keep
+
+
 class Frontend(QuantSim):
     """Raw samples -> one feature vector per frame, carrying ConvLSTM state across calls."""
 
@@ -224,6 +241,7 @@ class Frontend(QuantSim):
             in_ch = ch
         self.blocks = nn.ModuleList(blocks)
         self.feature_dim = 2 * cfg.channels[-1]
+        self.specaug = 0  # masks per window while training (set by the trainer; see mask_bands_and_time)
 
     def forward(self, frames: torch.Tensor, state: Optional[State] = None):
         """frames: (B, T, frame_samples) -> features (B, T, D), state list of (h, c)."""
@@ -232,6 +250,8 @@ class Frontend(QuantSim):
             B, T, _, n = x.shape
             s = self.stem(x.reshape(B * T, 1, n))
             x = s.reshape(B, T, s.shape[1], s.shape[2])
+            if self.training and self.specaug:
+                x = mask_bands_and_time(x, self.specaug)
         new_state: State = []
         for i, blk in enumerate(self.blocks):
             x, hc = blk(x, None if state is None else state[i])
