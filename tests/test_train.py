@@ -144,3 +144,21 @@ def test_augmentation_options_reach_the_run_and_a_missing_device_is_an_error(cor
                "--device", "no-such-device"])
     assert bad.exit_code != 0 and "--device" in bad.output and "no-such-device" in bad.output
     assert not (tmp_path / "b" / "last.pt").exists()
+
+
+def test_speaker_batches_hold_one_speaker_each_and_cover_every_clip():
+    from edgeser.train.engine import epoch_batches
+
+    groups = np.array(["a"] * 60 + ["b"] * 45 + ["c"] * 10)
+    batches = epoch_batches(len(groups), 32, np.random.default_rng(0), groups)
+    assert all(len(set(groups[b])) == 1 and len(b) <= 32 for b in batches)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(groups)))
+    plain = epoch_batches(len(groups), 32, np.random.default_rng(0))
+    assert [len(b) for b in plain] == [32, 32, 32] and any(len(set(groups[b])) > 1 for b in plain)
+
+
+def test_speaker_batches_option_trains_and_validates_per_speaker(corpus, tmp_path):
+    res = run(["train", "--data", str(corpus), "--epochs", "1", "--speaker-batches", "--out", str(tmp_path / "s"), *TINY])
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(tmp_path / "s" / "last.pt")
+    assert ck["train_config"]["speaker_batches"] is True and 0.0 <= ck["history"][0]["val_UA"] <= 1.0

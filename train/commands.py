@@ -54,6 +54,9 @@ def _train_options(f):
                      help="Band masks and time masks per training window on the filterbank map (SpecAugment)."),
         click.option("--mixup", default=0.2, show_default=True, type=click.FloatRange(0, 2),
                      help="Mix pairs of training windows and their labels, weight ~ Beta(a, a); 0: off."),
+        click.option("--speaker-batches", is_flag=True,
+                     help="Fill every training batch with one speaker's clips, so batch norm learns per-speaker "
+                          "statistics; validation then re-estimates them per speaker (pair with --speaker-adapt)."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--threads", default=0, type=int, help="torch threads per process (0: automatic)."),
         click.option("--device", default="cpu", show_default=True,

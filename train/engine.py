@@ -42,6 +42,7 @@ class TrainConfig:
     specaug: int = 0                 # augmentation: band and time masks per window on the filterbank map
     mixup: float = 0.2               # augmentation: mix pairs of windows, weight ~ Beta(a, a); 0 = off
     device: str = "cpu"              # torch device for training ("cuda" where one is present)
+    speaker_batches: bool = False    # every batch holds one speaker: batch norm learns per-speaker statistics
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,6 +143,20 @@ def predict_probs_adapted(model: SERModel, audio: Sequence[np.ndarray], speakers
     return out
 
 
+def epoch_batches(n: int, batch: int, rng: np.random.Generator, groups: Optional[np.ndarray] = None) -> List[np.ndarray]:
+    """One epoch's index batches: a shuffled split of all clips into full batches or, with `groups`
+    (one speaker id per clip), batches that each hold clips of one group only, in shuffled order."""
+    if groups is None:
+        perm = rng.permutation(n)
+        nb = n // batch if n >= batch else 1
+        return [perm[b * batch:(b + 1) * batch] for b in range(nb)]
+    out = []
+    for g in np.unique(groups):
+        idx = rng.permutation(np.flatnonzero(groups == g))
+        out += np.array_split(idx, -(-len(idx) // batch))
+    return [out[i] for i in rng.permutation(len(out))]
+
+
 class Trainer:
     def __init__(self, cfg: ModelConfig, tcfg: TrainConfig, out_dir: Path, meta: Optional[dict] = None,
                  progress: bool = True):
@@ -219,6 +234,7 @@ class Trainer:
         last = self.out / "last.pt"
         if resume and last.exists():
             self.resume(last)
+        groups = np.array([c.speaker for c in train_clips]) if t.speaker_batches else None
         aug = Augment(speed=t.speed_perturb) if t.augment else Augment(noise=False, gain=False, shift=False)
         self.model.frontend.specaug = t.specaug if t.augment else 0
         n = self.cfg.window_samples
@@ -229,9 +245,9 @@ class Trainer:
         while self.epoch < end and not stop:
             ep = self.epoch
             rng = seed_all(t.seed, ep + 1, self.dist.rank)
-            perm = np.random.default_rng([t.seed, ep]).permutation(len(train_clips))
             global_bs = t.batch_size * self.dist.world
-            nb = len(perm) // global_bs if len(perm) >= global_bs else 1
+            batches = epoch_batches(len(train_clips), global_bs, np.random.default_rng([t.seed, ep]), groups)
+            nb = len(batches)
             self.net.train()
             t0 = time.time()
             bar = None
@@ -241,7 +257,7 @@ class Trainer:
                            file=sys.stderr, disable=None)
             losses = []
             for b in range(nb):
-                chunk = perm[b * global_bs:(b + 1) * global_bs][self.dist.rank::self.dist.world]
+                chunk = batches[b][self.dist.rank::self.dist.world]
                 X = torch.from_numpy(np.stack([train_window(train_audio[i], n, rng, aug) for i in chunk])).to(self.dev)
                 Y = torch.from_numpy(y[chunk]).to(self.dev)
                 lam, Y2 = 1.0, Y
@@ -273,7 +289,8 @@ class Trainer:
             improved = False
             if self.dist.main:
                 if len(val_clips):
-                    probs = predict_probs(self.model, val_audio)
+                    probs = (predict_probs_adapted(self.model, val_audio, [c.speaker for c in val_clips])
+                             if t.speaker_batches else predict_probs(self.model, val_audio))
                     rep = report(yv, probs.argmax(1), self.cfg.labels)
                     rec.update(val_UA=rep["UA"], val_WA=rep["WA"])
                     improved = rep["UA"] > self.best["UA"]
