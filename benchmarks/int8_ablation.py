@@ -13,6 +13,7 @@ so that only the step's quantization is measured):
   only I/O              everything float but the int8 inputs and outputs (audio, states, features)
   int16 activations     static_wi8_ai16 (+ the float energy island): int8 weights, int16
                         activations and I/O (not full int8)
+With --quantiles Q..., one row per calibration range quantile (export recipe) instead.
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def main(argv=None):
     ap.add_argument("--held", nargs="+", default=["ravdess:01,07,10,16", "emodb:15"])
     ap.add_argument("--calibration", nargs="+", default=["ravdess:02", "emodb:03"])
     ap.add_argument("--calibration-every", type=int, default=3, help="use every Nth calibration clip")
+    ap.add_argument("--quantiles", nargs="+", type=float, default=None,
+                    help="instead of the rows above: the export recipe calibrated at each of these range quantiles")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
 
@@ -90,13 +93,17 @@ def main(argv=None):
 
     variants = [("export recipe", None), ("energy int8", energy_int8), ("only audio input", None),
                 ("only I/O", only(["INPUT", "OUTPUT"])), ("int16 activations", a16)]
+    quantiles = {name: quantize.RANGE_QUANTILE["frontend_step"] for name, _ in variants}
+    if a.quantiles:
+        variants = [(f"export recipe, quantile {q:g}", None) for q in a.quantiles]
+        quantiles = {name: q for (name, _), q in zip(variants, a.quantiles)}
     rows = []
     tmp = Path("/tmp") / f"int8_ablation_{int(time.time())}"
     tmp.mkdir(exist_ok=True)
     for name, extra in variants:
         if name == "only audio input":
             extra = only(rx=_consumers_of(fp32, "audio"))
-        buf = quantize.quantize_tflite(fp32, rec, extra, quantize.RANGE_QUANTILE["frontend_step"])
+        buf = quantize.quantize_tflite(fp32, rec, extra, quantiles[name])
         path = write_tflite(buf, ins, outs, tmp / f"{len(rows)}.tflite")
         b = open_model(path, threads=1)
         P = np.concatenate([head32({"features": stream_features(b.run, w, hop, man.state_shapes)})["probs"]

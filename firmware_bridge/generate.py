@@ -48,9 +48,9 @@ TARGETS = (
 
 
 # what the report suggests when a target is missed (measured in docs/firmware.md)
-SMALLER_PRESET = ("the `mcu` preset (one BiGRU layer over a 2 s window; `edgeser train --preset mcu ...`, "
+SMALLER_PRESET = ("the `edge` preset (one BiGRU layer over a 2 s window; `edgeser train --preset edge ...`, "
                   "then `--init ... --qat`, export, generate) needs about 327 KB of SRAM for both arenas and "
-                  "fits an ESP32-S3's internal SRAM; docs/firmware.md has its accuracy.")
+                  "fits an ESP32-S3's internal SRAM; a shorter `--window-s` shrinks the head's arena further.")
 
 
 class FirmwareError(RuntimeError):

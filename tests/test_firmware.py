@@ -132,7 +132,7 @@ def test_fit_report_adds_up(model_dir, fw):
     if Path(model_dir) == BUNDLED:
         assert f["streaming_path_complete"]
     missed = [t for t in f["targets"] if not t["verdict"].startswith("fits")]
-    assert ("`mcu` preset" in md) == bool(missed)
+    assert ("`edge` preset" in md) == bool(missed)
     assert json.loads((out / "firmware.json").read_text())["fit"] == f
 
 

@@ -29,8 +29,9 @@ data_opt = click.option("--data", "data", multiple=True, type=click.Path(), meta
 def _train_options(f):
     opts = [
         click.option("--preset", type=click.Choice(_preset_names()), default="edge", show_default=True,
-                     help="Model size: edge (real time on one Pi core), mcu (fits an ESP32-S3), paper (the full "
-                          "network), tiny (tests)."),
+                     help="Model size: edge (2 s window, one BiGRU layer: real time on one Pi core, fits an "
+                          "ESP32-S3), edge-3s (3 s, two layers), paper (the full network), edge-conv (no "
+                          "filterbank), tiny (tests)."),
         click.option("--window-s", type=click.FloatRange(0.2, 30), default=None,
                      help="Seconds of audio one decision sees (default: the preset's, 3 s for edge)."),
         click.option("--labels", default=None, metavar="L1,L2,..",
