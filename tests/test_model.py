@@ -80,6 +80,13 @@ def test_qat_simulates_int8_and_switches_off_exactly(stem):
     assert len(torch.unique(q.detach())) <= 256 and (q - t).abs().max() <= 4.0 / 255 / 2 + 1e-6
     q.sum().backward()
     assert torch.equal(t.grad, torch.ones_like(t))
+    # over rows, the range is a quantile of the row maxima: a rare peak is clipped, as the
+    # calibrated int8 file clips it
+    rows = torch.ones(20, 4)
+    rows[3, 1] = 50.0
+    clipped = fake_int8(rows, quantile=0.9)
+    assert clipped.max() < 2.0 and torch.allclose(clipped[0], torch.ones(4), atol=1 / 255)
+    assert fake_int8(rows, quantile=1.0).max() > 49.0
     # training with QAT on still back-propagates into every block
     set_qat(m, True).train()
     logits, _ = m(x)

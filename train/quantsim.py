@@ -6,8 +6,9 @@ network relies on precision it loses there (docs/export.md). With QAT on, each o
 is rounded to 256 levels in the forward pass (straight-through gradient), so training finds
 weights that do not depend on it.
 
-Ranges: the batch's own min/max per tensor (what calibration sees), except the outputs of
-sigmoid and tanh, which TFLite quantises with fixed ranges (1/256 from 0 and 1/128 around 0).
+Ranges: per tensor, the `qat_quantile` of the batch's per-row maxima (and minima), as export
+calibrates (export/quantize.py RANGE_QUANTILE): training then meets the clipping the int8 file
+will do. Sigmoid and tanh outputs have TFLite's fixed ranges (1/256 from 0 and 1/128 around 0).
 Nothing here is saved: a QAT checkpoint is an ordinary float checkpoint; export calibrates it.
 """
 from __future__ import annotations
@@ -16,11 +17,20 @@ import torch
 import torch.nn as nn
 
 
-def fake_int8(x: torch.Tensor) -> torch.Tensor:
-    """x rounded to int8 with an asymmetric per-tensor range spanning x and 0."""
+QAT_RANGE_QUANTILE = 0.9
+
+
+def fake_int8(x: torch.Tensor, quantile: float = 1.0) -> torch.Tensor:
+    """x rounded to int8 with an asymmetric per-tensor range spanning 0 and, over the rows of x
+    (its first axis), the `quantile` of their maxima and minima (1.0: x's min and max)."""
     with torch.no_grad():
-        lo = min(float(x.min()), 0.0)
-        hi = max(float(x.max()), 0.0)
+        if quantile < 1.0 and x.dim() > 1 and x.shape[0] > 1:
+            rows = x.detach().reshape(x.shape[0], -1)
+            lo = min(float(torch.quantile(rows.amin(1), 1.0 - quantile)), 0.0)
+            hi = max(float(torch.quantile(rows.amax(1), quantile)), 0.0)
+        else:
+            lo = min(float(x.min()), 0.0)
+            hi = max(float(x.max()), 0.0)
     scale = max((hi - lo) / 255.0, 1e-8)
     zero_point = int(max(-128, min(127, round(-128 - lo / scale))))
     return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, -128, 127)
@@ -38,9 +48,10 @@ class QuantSim(nn.Module):
     """Mixin state: `qat` off = the float network, bit for bit."""
 
     qat: bool = False
+    qat_quantile: float = QAT_RANGE_QUANTILE
 
     def q(self, x: torch.Tensor) -> torch.Tensor:
-        return fake_int8(x) if self.qat else x
+        return fake_int8(x, self.qat_quantile) if self.qat else x
 
     def sigmoid(self, x: torch.Tensor) -> torch.Tensor:
         return fake_sigmoid(x) if self.qat else torch.sigmoid(x)
