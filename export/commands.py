@@ -72,7 +72,7 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_ms, quiet
     click.echo(f"wrote {len(man.artifacts)} model files, edgeser.json"
                f"{', parity.json' if parity.exists() else ''} to {out_p}")
     if parity.exists():
-        hint = qat_hint(json.loads(parity.read_text()), ckpt)
+        hint = qat_hint(json.loads(parity.read_text()), ckpt, _was_qat(ckpt))
         if hint:
             click.echo(hint, err=True)
 
@@ -80,13 +80,29 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_ms, quiet
 QAT_HINT_BELOW = 0.98   # the agreement the export targets for full-integer files
 
 
-def qat_hint(report: dict, ckpt) -> str:
+def _was_qat(ckpt) -> bool:
+    from edgeser.train.checkpoint import load_checkpoint
+
+    try:
+        return bool((load_checkpoint(ckpt).get("train_config") or {}).get("qat"))
+    except Exception:  # the export itself already reported a bad checkpoint
+        return False
+
+
+def qat_hint(report: dict, ckpt, qat_done: bool = False) -> str:
     """A next step when a full-integer file agrees with the float model on too few windows."""
-    poor = [r["artifact"] for r in report.get("rows", [])
+    rows = report.get("rows", [])
+    poor = [r["artifact"] for r in rows
             if ".int8.tflite" in str(r.get("artifact")) and isinstance(r.get("agreement"), (int, float))
             and r["agreement"] < QAT_HINT_BELOW]
     if not poor:
         return ""
-    return (f"note: {', '.join(poor)} agree with the float model on under {QAT_HINT_BELOW:.0%} of held-out windows; "
-            f"a short quantization-aware fine-tune usually closes that: edgeser train --data ... "
+    head = f"note: {', '.join(poor)} agree with the float model on under {QAT_HINT_BELOW:.0%} of held-out windows; "
+    if qat_done:
+        onnx = [r["agreement"] for r in rows if ".int8.onnx" in str(r.get("artifact"))
+                and isinstance(r.get("agreement"), (int, float))]
+        return (head + f"{ckpt} is already QAT-fine-tuned: compare the UA change column, and where answers must "
+                "match the float model, use the int8 ONNX files"
+                + (f" (agreement from {min(onnx):.1%})" if onnx else "") + "; docs/export.md lists what moved it")
+    return (head + f"a short quantization-aware fine-tune usually closes that: edgeser train --data ... "
             f"--init {ckpt} --qat --epochs 8 --lr 3e-4 --out RUN-qat, then export RUN-qat/best.pt")

@@ -243,3 +243,6 @@ def test_low_int8_agreement_suggests_qat():
     assert "model.int8.tflite" in hint and "head.int8.tflite" not in hint and "model.int8.onnx" not in hint
     assert "--init runs/a/best.pt --qat" in hint
     assert qat_hint({"rows": rows[2:]}, "x.pt") == ""
+    # after QAT the same advice would go round in circles: point at the ONNX files instead
+    done = qat_hint({"rows": rows}, "runs/a-qat/best.pt", qat_done=True)
+    assert "already QAT" in done and "--qat" not in done and "90.0%" in done
