@@ -105,4 +105,4 @@ def qat_hint(report: dict, ckpt, qat_done: bool = False) -> str:
                 "match the float model, use the int8 ONNX files"
                 + (f" (agreement from {min(onnx):.1%})" if onnx else "") + "; docs/export.md lists what moved it")
     return (head + f"a short quantization-aware fine-tune usually closes that: edgeser train --data ... "
-            f"--init {ckpt} --qat --epochs 8 --lr 3e-4 --out RUN-qat, then export RUN-qat/best.pt")
+            f"--init {ckpt} --qat --epochs 8 --lr 3e-4 --mixup 0 --out RUN-qat, then export RUN-qat/best.pt")

@@ -131,7 +131,7 @@ def _load(data, extra, labels, merge, cache_dir):
 @click.option("--qat", is_flag=True,
               help="Quantization-aware training: simulate the full-integer int8 file's activations, so that "
                    "the int8 TFLite export keeps the float model's answers. Best as a short fine-tune: "
-                   "--init CKPT --qat --epochs 8 --lr 3e-4.")
+                   "--init CKPT --qat --epochs 8 --lr 3e-4 --mixup 0.")
 @_train_options
 def train(data, extra, out, resume, stop_after, init, qat, preset, window_s, labels, merge, val_fraction, cache_dir,
           **train_opts):
