@@ -91,19 +91,18 @@ def main(argv=None):
         q.load_quantization_recipe(R.static_wi8_ai16() + [x for x in q.get_quantization_recipe()
                                                           if x.get("algorithm_key") == "no_quantize"])
 
-    variants = [("export recipe", None), ("energy int8", energy_int8), ("only audio input", None),
-                ("only I/O", only(["INPUT", "OUTPUT"])), ("int16 activations", a16)]
-    quantiles = {name: quantize.RANGE_QUANTILE["frontend_step"] for name, _ in variants}
+    q0 = quantize.RANGE_QUANTILE["frontend_step"]
+    variants = [("export recipe", None, q0), ("energy int8", energy_int8, q0), ("only audio input", None, q0),
+                ("only I/O", only(["INPUT", "OUTPUT"]), q0), ("int16 activations", a16, q0)]
     if a.quantiles:
-        variants = [(f"export recipe, quantile {q:g}", None) for q in a.quantiles]
-        quantiles = {name: q for (name, _), q in zip(variants, a.quantiles)}
+        variants = [(f"export recipe, quantile {q:g}", None, q) for q in a.quantiles]
     rows = []
     tmp = Path("/tmp") / f"int8_ablation_{int(time.time())}"
     tmp.mkdir(exist_ok=True)
-    for name, extra in variants:
+    for name, extra, quantile in variants:
         if name == "only audio input":
             extra = only(rx=_consumers_of(fp32, "audio"))
-        buf = quantize.quantize_tflite(fp32, rec, extra, quantiles[name])
+        buf = quantize.quantize_tflite(fp32, rec, extra, quantile)
         path = write_tflite(buf, ins, outs, tmp / f"{len(rows)}.tflite")
         b = open_model(path, threads=1)
         P = np.concatenate([head32({"features": stream_features(b.run, w, hop, man.state_shapes)})["probs"]

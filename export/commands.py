@@ -72,21 +72,12 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_ms, quiet
     click.echo(f"wrote {len(man.artifacts)} model files, edgeser.json"
                f"{', parity.json' if parity.exists() else ''} to {out_p}")
     if parity.exists():
-        hint = qat_hint(json.loads(parity.read_text()), ckpt, _was_qat(ckpt))
+        hint = qat_hint(json.loads(parity.read_text()), ckpt, bool(man.training.get("qat")))
         if hint:
             click.echo(hint, err=True)
 
 
 QAT_HINT_BELOW = 0.98   # the agreement the export targets for full-integer files
-
-
-def _was_qat(ckpt) -> bool:
-    from edgeser.train.checkpoint import load_checkpoint
-
-    try:
-        return bool((load_checkpoint(ckpt).get("train_config") or {}).get("qat"))
-    except Exception:  # the export itself already reported a bad checkpoint
-        return False
 
 
 def qat_hint(report: dict, ckpt, qat_done: bool = False) -> str:

@@ -178,6 +178,7 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
                           "best": ckpt.get("best", {}), "epochs": ckpt.get("epoch"),
                           "checkpoint": str(ckpt.get("_path", ckpt_path)),
                           "checkpoint_edgeser_version": ckpt.get("edgeser_version", ""),
+                          "qat": bool((ckpt.get("train_config") or {}).get("qat")),
                           "calibration": cal_source},
                 golden={"input_file": GOLDEN_FILE, "source": Path(cal_paths[0]).name,
                         "expected": _golden_expected(tmp, artifacts, golden, hop_samples, shapes),

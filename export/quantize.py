@@ -6,6 +6,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from edgeser.train.quantsim import QAT_RANGE_QUANTILE
+
 from .quiet import quiet
 
 Feeds = Dict[str, np.ndarray]
@@ -24,7 +26,8 @@ def fc_tensorwise(q) -> None:
 # per-role additions to static_wi8_ai8 (int16 gates were measured too, docs/export.md)
 TFLITE_RECIPES: Dict[str, object] = {"head": fc_tensorwise, "window": fc_tensorwise}
 # activation ranges per role (see _calibrate): measured best on held-out clips, docs/export.md
-RANGE_QUANTILE = {"window": 0.9, "frontend_step": 0.9, "head": 1.0}
+# (window and step: the quantile QAT simulates, so training meets the same clipping)
+RANGE_QUANTILE = {"window": QAT_RANGE_QUANTILE, "frontend_step": QAT_RANGE_QUANTILE, "head": 1.0}
 
 # consumers whose float weight input is stored as int8 + a per-channel scale, and the channel axis
 _WEIGHT_AXIS = {("Conv", 1): 0, ("Gemm", 1): 0, ("GRU", 1): 1, ("GRU", 2): 1, ("LSTM", 1): 1, ("LSTM", 2): 1,

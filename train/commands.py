@@ -33,7 +33,7 @@ def _train_options(f):
                           "ESP32-S3), edge-3s (3 s, two layers), paper (the full network), edge-conv (no "
                           "filterbank), tiny (tests)."),
         click.option("--window-s", type=click.FloatRange(0.2, 30), default=None,
-                     help="Seconds of audio one decision sees (default: the preset's, 3 s for edge)."),
+                     help="Seconds of audio one decision sees (default: the preset's, 2 s for edge)."),
         click.option("--labels", default=None, metavar="L1,L2,..",
                      help="Keep only these emotions (any usual spelling). Default: all found."),
         click.option("--merge", default=None, metavar="A=B,..", help="Merge labels, e.g. calm=neutral."),

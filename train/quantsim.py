@@ -6,7 +6,7 @@ network relies on precision it loses there (docs/export.md). With QAT on, each o
 is rounded to 256 levels in the forward pass (straight-through gradient), so training finds
 weights that do not depend on it.
 
-Ranges: per tensor, the `qat_quantile` of the batch's per-row maxima (and minima), as export
+Ranges: per tensor, the QAT_RANGE_QUANTILE of the batch's per-row maxima (and minima), as export
 calibrates (export/quantize.py RANGE_QUANTILE): training then meets the clipping the int8 file
 will do. Sigmoid and tanh outputs have TFLite's fixed ranges (1/256 from 0 and 1/128 around 0).
 Nothing here is saved: a QAT checkpoint is an ordinary float checkpoint; export calibrates it.
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 
-QAT_RANGE_QUANTILE = 0.9
+QAT_RANGE_QUANTILE = 0.9   # export calibrates the window and step models' activations at this quantile too
 
 
 def fake_int8(x: torch.Tensor, quantile: float = 1.0) -> torch.Tensor:
@@ -48,10 +48,9 @@ class QuantSim(nn.Module):
     """Mixin state: `qat` off = the float network, bit for bit."""
 
     qat: bool = False
-    qat_quantile: float = QAT_RANGE_QUANTILE
 
     def q(self, x: torch.Tensor) -> torch.Tensor:
-        return fake_int8(x, self.qat_quantile) if self.qat else x
+        return fake_int8(x, QAT_RANGE_QUANTILE) if self.qat else x
 
     def sigmoid(self, x: torch.Tensor) -> torch.Tensor:
         return fake_sigmoid(x) if self.qat else torch.sigmoid(x)
