@@ -11,7 +11,7 @@ from typing import List, Tuple
 import torch
 import torch.nn as nn
 
-from edgeser.train.model import SERModel
+from edgeser.train.model import SERModel, freeze_derived_weights
 
 from .gru import StepwiseGRU, time_mean_max
 
@@ -92,7 +92,7 @@ def build(model: SERModel, role: str, hop_frames: int, stepwise_gru: bool = Fals
     """(module, sample inputs as a tuple, input names, output names) for one role, batch 1.
     stepwise_gru: the head's GRU as gru.StepwiseGRU (the TFLite files)."""
     cfg = model.cfg
-    model.eval()
+    freeze_derived_weights(model.eval())
     if role == "window":
         return (WindowModel(model, stepwise_gru).eval(), (torch.zeros(1, cfg.window_samples),), ["audio"],
                 ["probs"])

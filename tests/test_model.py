@@ -139,3 +139,28 @@ def test_speed_change_moves_pitch_and_length_together():
     peak = np.argmax(np.abs(np.fft.rfft(y))) * sr / len(y)
     assert abs(peak - 220.0) < 2.0
     assert change_speed(x, 1.0) is x
+
+
+@pytest.mark.parametrize("n", [1600, 1601, 1000])
+def test_blocked_stem_and_pooled_shortcut_compute_the_trained_layers(n):
+    """filters() and shortcut() rearrange the stem convolution and the pooled 1x1 skip for int8
+    kernels; they must give the same numbers as the modules whose weights the checkpoint holds,
+    trained or frozen for export."""
+    from edgeser.train.model import freeze_derived_weights
+
+    torch.manual_seed(0)
+    m = SERModel(preset("edge")).eval()
+    stem = m.frontend.stem
+    x = torch.randn(3, 1, n)
+    ref = stem.conv(x)
+    assert torch.allclose(stem.filters(x), ref, atol=1e-5)
+    pooled = [b for b in m.frontend.blocks if b.residual and isinstance(b.skip[0], torch.nn.AvgPool1d)]
+    assert pooled
+    for b in pooled:
+        y = torch.randn(2, b.skip[1].in_channels, 5)
+        assert torch.allclose(b.shortcut(y), b.skip(y), atol=1e-6)
+    freeze_derived_weights(m)
+    with torch.no_grad():
+        stem.conv.weight.zero_()  # frozen copies no longer read the parameters
+    assert torch.allclose(stem.filters(x), ref, atol=1e-5)
+    assert set(m.state_dict()) == set(SERModel(preset("edge")).state_dict())

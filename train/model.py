@@ -119,6 +119,25 @@ def preset(name: str, **overrides) -> ModelConfig:
     return replace(PRESETS[name], **overrides)
 
 
+def derived_weight(module: nn.Module, name: str) -> torch.Tensor:
+    """module.<name>(): a weight computed from parameters, or its frozen copy (freeze_derived_weights)."""
+    frozen = getattr(module, "_frozen", None)
+    return frozen[name] if frozen and name in frozen else getattr(module, name)()
+
+
+def freeze_derived_weights(model: nn.Module) -> nn.Module:
+    """Computed weights become plain constants, for export: a converter that keeps the ops that
+    compute them leaves a weight int8 quantization treats as an activation (asymmetric, which
+    TFLite's int8 CONV_2D refuses). Training must not use a frozen model."""
+    with torch.no_grad():
+        for m in model.modules():
+            names = [n for n in ("blocked_weight", "pooled_skip_weight")
+                     if hasattr(m, n) and (n != "pooled_skip_weight" or m.residual)]
+            if names:
+                m._frozen = {n: getattr(m, n)().detach().clone() for n in names}
+    return model
+
+
 class ConvLSTMBlock(QuantSim):
     """One LFLB: ConvLSTM over frames, batch norm, pooling inside the frame, residual."""
 
@@ -162,10 +181,23 @@ class ConvLSTMBlock(QuantSim):
         y = q(self.bn(y.reshape(B * T, self.out_ch, Lh)))
         y = self.pool(F.relu(y))
         if self.residual:
-            s = q(self.skip(x.reshape(B * T, C, L)))
+            s = q(self.shortcut(x.reshape(B * T, C, L)))
             n = min(s.shape[-1], y.shape[-1])
             y = q(y[..., :n] + s[..., :n])
         return y.reshape(B, T, self.out_ch, y.shape[-1]), (h, c)
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """self.skip(x): average pooling then a 1x1 convolution, computed as one convolution of
+        kernel and stride `pool` (the 1x1 weights spread over the pool): the same sums, and the int8
+        file has no AVERAGE_POOL_2D, which XNNPACK does not take in int8."""
+        w = derived_weight(self, "pooled_skip_weight")
+        return F.conv1d(x, w, stride=w.shape[-1])
+
+    def pooled_skip_weight(self) -> torch.Tensor:
+        pool, conv = self.skip[0], self.skip[1]
+        k = getattr(pool, "kernel_size", 1)
+        k = k[0] if isinstance(k, tuple) else k
+        return conv.weight.repeat(1, 1, k) / k
 
 
 class FilterbankStem(QuantSim):
@@ -191,11 +223,35 @@ class FilterbankStem(QuantSim):
             self.conv.weight.copy_(w / win.sum())
         self.norm = nn.BatchNorm1d(bands)
 
+    def filters(self, x: torch.Tensor) -> torch.Tensor:
+        """self.conv(x), computed as a stride-1 convolution over blocks of `stride` samples.
+
+        The same sums: the signal is cut into rows of `stride` samples, which become the channels,
+        and each filter, zero-padded to a whole number of rows, spans ceil(kernel / stride) of
+        them. One input channel and 400 taps make a poor matrix product: XNNPACK's int8 kernels
+        pad every tap's channel block to 8 (the int8 step model was barely faster than fp32),
+        while 160 channels x 3 taps feed them whole (benchmarks/results/stem_layout.json)."""
+        k, s, p = self.conv.kernel_size[0], self.conv.stride[0], self.conv.padding[0]
+        n = x.shape[-1]
+        rows = -(-k // s)
+        total = ((n + 2 * p - k) // s + rows) * s
+        x = F.pad(x, (p, total - n - p))
+        x = x.reshape(x.shape[0], total // s, s).transpose(1, 2)          # (N, stride, rows)
+        return F.conv1d(x, derived_weight(self, "blocked_weight"))
+
+    def blocked_weight(self) -> torch.Tensor:
+        """The filters as (out, stride, ceil(kernel / stride)) for `filters`."""
+        w = self.conv.weight
+        out_ch, _, k = w.shape
+        s = self.conv.stride[0]
+        rows = -(-k // s)
+        return F.pad(w[:, 0], (0, rows * s - k)).reshape(out_ch, rows, s).transpose(1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, samples) -> (N, bands, samples // stride)"""
         # the int8 file keeps energy and log in float (export/quantize.py): 8 bits of energy are
         # 24 dB, far less than speech spans
-        y = self.q(self.conv(x))
+        y = self.q(self.filters(x))
         n = y.shape[-1]
         e = y.reshape(y.shape[0], self.bands, 2, n).pow(2).sum(2)
         return self.q(self.norm(torch.log(e + self.floor)))
