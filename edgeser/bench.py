@@ -176,8 +176,11 @@ def measure_stream(folder: Path, step_a: mf.Artifact, head_a: mf.Artifact, m: mf
     in_names = [i.name for i in step.inputs]
     if "audio" not in in_names:
         raise BenchError(f"{folder / step_a.file}: frontend_step model has no 'audio' input ({in_names})")
-    state = {i.name: np.zeros(i.shape, np.float32) for i in step.inputs if i.name != "audio"}
-    want = {"features", *(f"{n}_out" for n in state)}
+    from edgeser.runtime.backends import StepModel
+
+    stepper = StepModel(step)
+    state = stepper.zero_state([i.shape for i in step.inputs if i.name != "audio"])
+    want = {"features", *(f"{n}_out" for n in stepper.state_names)}
     have = {o.name for o in step.outputs}
     if not want <= have:
         raise BenchError(f"{folder / step_a.file}: outputs {sorted(have)} lack {sorted(want - have)} "
@@ -195,12 +198,9 @@ def measure_stream(folder: Path, step_a: mf.Artifact, head_a: mf.Artifact, m: mf
     def one_hop(record: bool):
         k = st["pos"] % n_hops
         st["pos"] += 1
-        feeds = {"audio": long[None, k * hop:(k + 1) * hop], **st["state"]}
         t0 = time.perf_counter()
-        out = step.run(feeds)
+        f, st["state"] = stepper.step(long[None, k * hop:(k + 1) * hop], st["state"])
         t1 = time.perf_counter()
-        st["state"] = {n: out[f"{n}_out"] for n in st["state"]}
-        f = out["features"]
         hf = f.shape[1]
         st["ring"] = np.concatenate([st["ring"][:, hf:], f], axis=1)
         t2 = time.perf_counter()
@@ -213,7 +213,7 @@ def measure_stream(folder: Path, step_a: mf.Artifact, head_a: mf.Artifact, m: mf
     for _ in range(warmup):
         one_hop(False)
     wall, cpu = _timed_calls(lambda: one_hop(True), runs)
-    if not all(np.all(np.isfinite(v)) for v in st["state"].values()):
+    if not all(np.all(np.isfinite(v)) for v in st["state"]):
         raise BenchError(f"{folder / step_a.file}: state is not finite after {warmup + runs} hops of real audio")
     hop_s = hop / m.sample_rate
     lat = latency_stats(wall)
@@ -221,6 +221,7 @@ def measure_stream(folder: Path, step_a: mf.Artifact, head_a: mf.Artifact, m: mf
     res = {
         "files": [step_a.file, head_a.file], "size_bytes": _size(folder, step_a) + _size(folder, head_a),
         "load_s": round(t_step + t_head, 6),
+        "native_state": stepper.native_state,
         "hop_ms": lat, "frontend_ms": latency_stats(t_front), "head_ms": latency_stats(t_head_l),
         "cpu_ms": latency_stats(cpu), "_wall": wall, "_frontend": t_front, "_head": t_head_l,
         "cpu_ms_per_audio_s": sum(cpu) * 1000.0 / audio_s,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -182,6 +182,80 @@ def _collect(qsv, new):
             "_maxs": qsv.get("_maxs", [qsv["max"]]) + [new["max"]]}
 
 
+def signature_tensor_names(buf: bytes, input_names: Sequence[str], output_names: Sequence[str]) -> Dict[str, str]:
+    """{contract name: the model's tensor name} for the signature's inputs and outputs (keyed by
+    litert-torch as args_0.., output_0.. or by the contract names themselves)."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    from .tflite_export import _index
+
+    m = fb.read_model(bytes(buf))
+    sig = m.signatureDefs[0]
+    sg = m.subgraphs[sig.subgraphIndex]
+    out = {}
+    for maps, names in ((sig.inputs, input_names), (sig.outputs, output_names)):
+        for t in maps:
+            out[names[_index(t.name, names)]] = fb.get_tensor_name(sg.tensors[t.tensorIndex])
+    return out
+
+
+def _requantize_tied_outputs(buf: bytes, tied: Sequence[Tuple[str, str]], io_names) -> bytes:
+    """Where the quantizer gave a state output another scale than the input it feeds (its scale
+    comes from the tensor's other consumers), a final int8 -> int8 QUANTIZE op puts it in the
+    input's scale and zero point, so the codes carry over unchanged between calls."""
+    import copy
+
+    from ai_edge_litert import schema_py_generated as s
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    from .tflite_export import builtin_op_names, rename_io
+
+    m = fb.read_model_from_bytearray(bytearray(rename_io(buf, *io_names)))
+    sig = m.signatureDefs[0]
+    sg = m.subgraphs[sig.subgraphIndex]
+    codes = builtin_op_names(m)
+    tensor = {sg.tensors[i].name.decode(): i for i in [*sg.inputs, *sg.outputs]}
+    for a, b in tied:
+        ta, tb = sg.tensors[tensor[a]], sg.tensors[tensor[b]]
+        qa, qb = ta.quantization, tb.quantization
+        if qa is None or qb is None or ta.type != tb.type or (list(qa.scale) == list(qb.scale)
+                                                                and list(qa.zeroPoint) == list(qb.zeroPoint)):
+            continue
+        if "QUANTIZE" not in codes:
+            oc = s.OperatorCodeT()
+            oc.builtinCode = oc.deprecatedBuiltinCode = s.BuiltinOperator.QUANTIZE
+            oc.version = 2
+            m.operatorCodes.append(oc)
+            codes.append("QUANTIZE")
+        new = copy.deepcopy(tb)
+        new.quantization = copy.deepcopy(qa)
+        new.buffer = 0
+        tb.name = (b + "_requantized").encode()
+        sg.tensors.append(new)
+        k = len(sg.tensors) - 1
+        op = s.OperatorT()
+        op.opcodeIndex = codes.index("QUANTIZE")
+        op.inputs, op.outputs = [tensor[b]], [k]
+        sg.operators.append(op)
+        sg.outputs = [k if i == tensor[b] else i for i in sg.outputs]
+        for t in sig.outputs:
+            if t.tensorIndex == tensor[b]:
+                t.tensorIndex = k
+    return bytes(fb.convert_object_to_bytearray(m))
+
+
+def _tie(qsvs: dict, pairs: Sequence[Tuple[str, str]]) -> None:
+    """One range, the union of both, for each (input, output) pair of tensor names: a step model's
+    state output is then quantized exactly as the input it feeds on the next call, so the runtime
+    and firmware carry the integer codes over unchanged (and nothing clips at the hand-over)."""
+    for a, b in pairs:
+        if a in qsvs and b in qsvs:
+            lo = np.minimum(qsvs[a]["min"], qsvs[b]["min"]).astype(np.float32)
+            hi = np.maximum(qsvs[a]["max"], qsvs[b]["max"]).astype(np.float32)
+            for k in (a, b):
+                qsvs[k]["min"], qsvs[k]["max"] = lo, hi
+
+
 def _calibrate(model_buf: bytearray, recipe, data: List[Feeds], quantile: float):
     """Per-tensor ranges from all calibration samples: the `quantile` of the per-sample maxima
     (and the 1 - quantile of the minima); 1.0 = the true min/max.
@@ -206,10 +280,13 @@ def _calibrate(model_buf: bytearray, recipe, data: List[Feeds], quantile: float)
     return qsvs
 
 
-def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile: float = 0.9) -> bytes:
+def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile: float = 0.9,
+                    tied: Sequence[Tuple[str, str]] = (), io_names=((), ())) -> bytes:
     """Full-integer: int8 weights and activations, int8 inputs and outputs (ai-edge-quantizer
     static_wi8_ai8, calibrated on real clips), but for the float island of a log filterbank
-    (float_energy). Returns the model with the quantizer's names."""
+    (float_energy). `tied`: (input, output) pairs of contract names quantized alike (_tie);
+    io_names: the contract's (input names, output names) in signature order.
+    Returns the model with the quantizer's names."""
     with quiet():
         from ai_edge_quantizer import quantizer, recipe
 
@@ -221,5 +298,9 @@ def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile:
         if recipe_extra is not None:
             recipe_extra(q)
         cal = _calibrate(buf, q.get_quantization_recipe(), data, quantile)
+        if tied:
+            names = signature_tensor_names(fp32, *io_names)
+            _tie(cal, [(names[a], names[b]) for a, b in tied])
         res = q.quantize(cal, enable_progress_bar=False, enable_progress_report=False)
-    return bytes(res.quantized_model)
+    out = bytes(res.quantized_model)
+    return _requantize_tied_outputs(out, tied, io_names) if tied else out

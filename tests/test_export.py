@@ -247,3 +247,32 @@ def test_low_int8_agreement_suggests_qat():
     # after QAT the same advice would go round in circles: point at the ONNX files instead
     done = qat_hint({"rows": rows}, "runs/a-qat/best.pt", qat_done=True)
     assert "already QAT" in done and "--qat" not in done and "90.0%" in done
+
+
+def test_int8_step_state_carries_over_as_integer_codes(exported):
+    """Export quantizes each state output like the input it feeds, so the runtime hands the int8
+    codes straight back; that gives exactly the numbers of a float round trip."""
+    from edgeser.export.clips import load_audio, windows
+    from edgeser.runtime.backends import StepModel
+
+    out = exported["out"]
+    man = M.read(out)
+    step = open_model(out / man.artifact("frontend_step", "tflite", "int8").file)
+    native = StepModel(step)
+    assert native.native_state and len(native.state_names) == len(man.state_shapes)
+    for n in native.state_names:
+        i = next(t for t in step.inputs if t.name == n)
+        o = next(t for t in step.outputs if t.name == f"{n}_out")
+        assert i.dtype == o.dtype == "int8" and (i.scale, i.zero_point) == (o.scale, o.zero_point)
+    carried = native.zero_state(man.state_shapes)
+    assert all(s.dtype == np.int8 for s in carried)
+    floats = [np.zeros(s, np.float32) for s in man.state_shapes]
+    w = windows(load_audio([str(EMODB / CHECK[0])]), man.window_samples)[0]
+    hop = man.hop_samples
+    for k in range(len(w) // hop):
+        a = w[None, k * hop:(k + 1) * hop]
+        f_native, carried = native.step(a, carried)
+        out_f = step.run({"audio": a, **dict(zip(native.state_names, floats))})
+        floats = [out_f[f"{n}_out"] for n in native.state_names]
+        np.testing.assert_array_equal(f_native, out_f["features"])
+    assert any(np.any(s != s.flat[0]) for s in carried)   # the state really moved

@@ -132,11 +132,8 @@ def _load(data, extra, labels, merge, cache_dir):
               help="Quantization-aware training: simulate the full-integer int8 file's activations, so that "
                    "the int8 TFLite export keeps the float model's answers. Best as a short fine-tune: "
                    "--init CKPT --qat --epochs 8 --lr 3e-4 --mixup 0.")
-@click.option("--qat-consistency", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="With --qat: weight of a KL term pulling the simulated-int8 answer toward the float "
-                   "network's own (the agreement the int8 export's parity counts); 0 = cross-entropy only.")
 @_train_options
-def train(data, extra, out, resume, stop_after, init, qat, qat_consistency, preset, window_s, labels, merge, val_fraction, cache_dir,
+def train(data, extra, out, resume, stop_after, init, qat, preset, window_s, labels, merge, val_fraction, cache_dir,
           **train_opts):
     """Train a model on one or more corpora.
 
@@ -149,7 +146,7 @@ def train(data, extra, out, resume, stop_after, init, qat, qat_consistency, pres
 
     try:
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
-        cfg, tcfg = _configs(preset, found, window_s, qat=qat, qat_consistency=qat_consistency, **train_opts)
+        cfg, tcfg = _configs(preset, found, window_s, qat=qat, **train_opts)
         if init:
             cfg, preset = _init_config(init, found)
             tcfg.init = str(init)

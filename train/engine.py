@@ -37,7 +37,6 @@ class TrainConfig:
     class_weights: bool = True       # inverse-frequency CE weights: UA counts every class alike
     threads: int = 0                 # 0: one per process under DDP, else all cores
     qat: bool = False                # simulate the int8 file's activations (quantsim.py)
-    qat_consistency: float = 1.0     # with qat: weight of KL(float answer || simulated-int8 answer)
     init: str = ""                   # start from this checkpoint's weights (fine-tuning)
     speed_perturb: float = 0.1       # augmentation: random speed change of up to +- this share
     specaug: int = 0                 # augmentation: band and time masks per window on the filterbank map
@@ -219,18 +218,6 @@ class Trainer:
         self.bad_epochs, self.history = ck["bad_epochs"], ck["history"]
         self.log(f"resumed from {path} after epoch {self.epoch}")
 
-    def _consistency(self, X: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """KL from the float network's answer (eval mode, as export sees it) to the simulated-int8
-        one: parity counts windows whose argmax the int8 file changes, and cross-entropy alone
-        leaves answers near a class boundary free to flip (docs/export.md)."""
-        with torch.no_grad():
-            self.model.eval()
-            set_qat(self.model, False)
-            ref, _ = self.model(X)
-            set_qat(self.model, True)
-            self.net.train()
-        return F.kl_div(F.log_softmax(logits, -1), F.log_softmax(ref, -1), log_target=True, reduction="batchmean")
-
     def fit(self, train_clips: Sequence[Clip], train_audio: Sequence[np.ndarray],
             val_clips: Sequence[Clip], val_audio: Sequence[np.ndarray], resume: bool = False,
             stop_after: Optional[int] = None) -> Dict:
@@ -280,8 +267,6 @@ class Trainer:
                     X, Y2 = lam * X + (1 - lam) * X[other], Y[other]
                 logits, emb = self.net(X)
                 ce = F.cross_entropy(logits, Y, weight=weights)
-                if t.qat and t.qat_consistency > 0:
-                    ce = ce + t.qat_consistency * self._consistency(X, logits)
                 if lam < 1.0:
                     ce = lam * ce + (1 - lam) * F.cross_entropy(logits, Y2, weight=weights)
                     Y = Y if lam >= 0.5 else Y2  # the center loss pulls toward the larger share's class

@@ -224,28 +224,36 @@ class FilterbankStem(QuantSim):
         self.norm = nn.BatchNorm1d(bands)
 
     def filters(self, x: torch.Tensor) -> torch.Tensor:
-        """self.conv(x), computed as a stride-1 convolution over blocks of `stride` samples.
+        """self.conv(x), computed as a convolution over rows of `row` samples (row_geometry).
 
-        The same sums: the signal is cut into rows of `stride` samples, which become the channels,
-        and each filter, zero-padded to a whole number of rows, spans ceil(kernel / stride) of
-        them. One input channel and 400 taps make a poor matrix product: XNNPACK's int8 kernels
-        pad every tap's channel block to 8 (the int8 step model was barely faster than fp32),
-        while 160 channels x 3 taps feed them whole (benchmarks/results/stem_layout.json)."""
+        The same sums: the signal is cut into rows, which become the channels, and each filter
+        spans a whole number of rows (zero-padded if need be). One input channel and 400 taps make
+        a poor matrix product: XNNPACK's int8 kernels pad every tap's channel block to 8, and the
+        int8 step model was barely faster than fp32; 80 channels x 5 taps feed them whole
+        (docs/bench.md has the figures)."""
         k, s, p = self.conv.kernel_size[0], self.conv.stride[0], self.conv.padding[0]
+        row, taps = self.row_geometry()
         n = x.shape[-1]
-        rows = -(-k // s)
-        total = ((n + 2 * p - k) // s + rows) * s
+        total = ((n + 2 * p - k) // s * s) + taps * row          # through the last filter's end
         x = F.pad(x, (p, total - n - p))
-        x = x.reshape(x.shape[0], total // s, s).transpose(1, 2)          # (N, stride, rows)
-        return F.conv1d(x, derived_weight(self, "blocked_weight"))
+        x = x.reshape(x.shape[0], total // row, row).transpose(1, 2)          # (N, row, rows)
+        return F.conv1d(x, derived_weight(self, "blocked_weight"), stride=s // row)
+
+    def row_geometry(self):
+        """(row length, filter length in rows): rows of gcd(kernel, stride) samples, so that filters
+        fill whole rows and every stride is a whole number of them; rows of `stride` samples and
+        zero-padded filters where that gcd is too small to make channels of."""
+        k, s = self.conv.kernel_size[0], self.conv.stride[0]
+        row = math.gcd(k, s)
+        if row < 8:
+            row = s
+        return row, -(-k // row)
 
     def blocked_weight(self) -> torch.Tensor:
-        """The filters as (out, stride, ceil(kernel / stride)) for `filters`."""
+        """The filters as (out, row, taps) for `filters`."""
         w = self.conv.weight
-        out_ch, _, k = w.shape
-        s = self.conv.stride[0]
-        rows = -(-k // s)
-        return F.pad(w[:, 0], (0, rows * s - k)).reshape(out_ch, rows, s).transpose(1, 2)
+        row, taps = self.row_geometry()
+        return F.pad(w[:, 0], (0, taps * row - w.shape[-1])).reshape(w.shape[0], taps, row).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, samples) -> (N, bands, samples // stride)"""

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List
+from typing import Collection, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -65,8 +65,23 @@ class Backend:
     inputs: List[TensorInfo]
     outputs: List[TensorInfo]
 
-    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def run(self, feeds: Dict[str, np.ndarray], raw: Collection[str] = ()) -> Dict[str, np.ndarray]:
+        """Float arrays by tensor name in and out; tensors named in `raw` go in and come out in the
+        file's own dtype (integer codes of an int8 file), not converted."""
         raise NotImplementedError
+
+    def same_quantization(self, inp: str, out: str) -> bool:
+        """The input and output tensors are quantized alike: the output's integer codes can be fed
+        back to the input unchanged (a step model's state)."""
+        i = next((t for t in self.inputs if t.name == inp), None)
+        o = next((t for t in self.outputs if t.name == out), None)
+        return (i is not None and o is not None and i.scale != 0.0 and i.dtype == o.dtype
+                and np.float32(i.scale) == np.float32(o.scale) and i.zero_point == o.zero_point)
+
+    def quantize(self, name: str, x: np.ndarray) -> np.ndarray:
+        """x as the file's input `name` takes it (integer codes for a quantized input)."""
+        info = next(t for t in self.inputs if t.name == name)
+        return _quantize(np.asarray(x, dtype=np.float32), info)
 
     def __repr__(self) -> str:
         return f"<{self.name} {self.path.name}>"
@@ -95,7 +110,7 @@ class OnnxBackend(Backend):
         self.inputs = [TensorInfo(i.name, list(i.shape), t.get(i.type, i.type)) for i in self.sess.get_inputs()]
         self.outputs = [TensorInfo(o.name, list(o.shape), t.get(o.type, o.type)) for o in self.sess.get_outputs()]
 
-    def run(self, feeds):
+    def run(self, feeds, raw=()):
         res = self.sess.run(None, {i.name: np.asarray(feeds[i.name], dtype=i.dtype) for i in self.inputs})
         return {o.name: r for o, r in zip(self.outputs, res)}
 
@@ -163,11 +178,43 @@ class TFLiteBackend(Backend):
         self.inputs = [info(d) for d in self._in]
         self.outputs = [info(d) for d in self._out]
 
-    def run(self, feeds):
+    def run(self, feeds, raw=()):
         for d, i in zip(self._in, self.inputs):
-            self.interp.set_tensor(d["index"], _quantize(np.asarray(feeds[i.name], dtype=np.float32), i))
+            x = feeds[i.name]
+            self.interp.set_tensor(d["index"], x if i.name in raw else _quantize(np.asarray(x, dtype=np.float32), i))
         self.interp.invoke()
-        return {o.name: _dequantize(self.interp.get_tensor(d["index"]), o) for d, o in zip(self._out, self.outputs)}
+        return {o.name: self.interp.get_tensor(d["index"]) if o.name in raw else
+                _dequantize(self.interp.get_tensor(d["index"]), o) for d, o in zip(self._out, self.outputs)}
+
+
+class StepModel:
+    """A front-end step model with its recurrent state carried between calls.
+
+    Where every state output is quantized exactly as the state input it feeds (export ties their
+    ranges), the state stays in the file's integer codes from call to call: no dequantize and
+    requantize of a dozen small tensors per hop, which cost more than the int8 step itself
+    (docs/bench.md). The state is opaque to callers: a list of arrays to hand back."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.state_names = [i.name for i in backend.inputs if i.name != "audio"]
+        native = bool(self.state_names) and all(backend.same_quantization(n, f"{n}_out") for n in self.state_names)
+        self.raw = frozenset([*self.state_names, *(f"{n}_out" for n in self.state_names)] if native else [])
+
+    @property
+    def native_state(self) -> bool:
+        return bool(self.raw)
+
+    def zero_state(self, shapes: Sequence[Sequence[int]]) -> List[np.ndarray]:
+        zeros = [np.zeros(s, np.float32) for s in shapes]
+        return [self.backend.quantize(n, z) for n, z in zip(self.state_names, zeros)] if self.raw else zeros
+
+    def step(self, audio: np.ndarray, state: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[np.ndarray]]:
+        """(1, hop_samples) audio + state -> (1, hop_frames, D) features, new state."""
+        feeds = {"audio": audio}
+        feeds.update(zip(self.state_names, state))
+        out = self.backend.run(feeds, self.raw)
+        return out["features"], [out[f"{n}_out"] for n in self.state_names]
 
 
 def _installed(module: str) -> bool:

@@ -138,7 +138,8 @@ class Recognizer:
         # a TFLite interpreter holds its tensors between set and get: streams on several
         # threads take turns (state lives in the streams, so turns are all they need)
         self._lock = threading.Lock()
-        self._state_names = [i.name for i in self._step.inputs if i.name != "audio"]
+        self._stepper = B.StepModel(self._step)
+        self._state_names = self._stepper.state_names
         if len(self._state_names) != len(man.state_shapes):
             raise RecognizerError(f"{folder / step_art.file}: {len(self._state_names)} state inputs, "
                                   f"manifest says {len(man.state_shapes)}")
@@ -151,15 +152,14 @@ class Recognizer:
 
     # ------------------------------------------------------------------ model calls
     def zero_state(self) -> List[np.ndarray]:
-        return [np.zeros(s, np.float32) for s in self.manifest.state_shapes]
+        """The state every stream starts from (opaque: integer codes where the step file keeps them)."""
+        return self._stepper.zero_state(self.manifest.state_shapes)
 
     def step(self, audio: np.ndarray, state: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[np.ndarray]]:
         """hop_samples of (normalised) audio + state -> (hop_frames, D) features, new state."""
-        feeds = {"audio": audio.reshape(1, -1)}
-        feeds.update(zip(self._state_names, state))
         with self._lock:
-            out = self._step.run(feeds)
-        return out["features"][0], [out[f"{n}_out"] for n in self._state_names]
+            feats, new_state = self._stepper.step(audio.reshape(1, -1), state)
+        return feats[0], new_state
 
     def classify(self, features: np.ndarray) -> np.ndarray:
         """(window_frames, D) -> class probabilities."""
