@@ -51,6 +51,13 @@ TARGETS = (
 SMALLER_PRESET = ("the `edge` preset (one BiGRU layer over a 2 s window; `edgeser train --preset edge ...`, "
                   "then `--init ... --qat`, export, generate) needs about 325 KB of SRAM with its buffers and "
                   "fits an ESP32-S3's internal SRAM; a shorter `--window-s` shrinks the head's arena further.")
+SHORTER_WINDOW = ("this model is already the `edge` preset: a shorter `--window-s` (the head's arena grows "
+                  "with the window's frames) or a board whose PSRAM holds the arenas.")
+
+
+def smaller_model_hint(preset: str) -> str:
+    """What to try when the streaming path misses a target, for a model of this preset."""
+    return SHORTER_WINDOW if preset == "edge" else SMALLER_PRESET
 
 
 class FirmwareError(RuntimeError):
@@ -318,7 +325,7 @@ def report_markdown(man: M.Manifest, folder: Path, builds: Dict[str, ModelBuild]
                  f"{100 * r['flash_used']:.1f}% | {100 * r['sram_used']:.1f}% | {r['verdict']} |")
     L += [""] + [f"- {r['target']}: {r['note']}." for r in fitr["targets"]]
     if any(r["verdict"] != "fits" and not r["verdict"].startswith("fits,") for r in fitr["targets"]):
-        L += ["", f"Where it does not fit: {SMALLER_PRESET}"]
+        L += ["", f"Where it does not fit: {smaller_model_hint(man.preset)}"]
     L += ["", "Arena sizes come from TFLM on this x86-64 host (64-bit pointers); 32-bit MCUs need "
           "somewhat less for the per-node structs, so the figures are an upper bound there.", ""]
     if par:

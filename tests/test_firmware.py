@@ -132,8 +132,16 @@ def test_fit_report_adds_up(model_dir, fw):
     if Path(model_dir) == BUNDLED:
         assert f["streaming_path_complete"]
     missed = [t for t in f["targets"] if not t["verdict"].startswith("fits")]
-    assert ("`edge` preset" in md) == bool(missed)
+    assert ("Where it does not fit" in md) == bool(missed)
     assert json.loads((out / "firmware.json").read_text())["fit"] == f
+
+
+def test_the_hint_for_a_missed_target_fits_the_model():
+    from edgeser.firmware_bridge.generate import smaller_model_hint
+
+    assert "--preset edge" in smaller_model_hint("edge-3s")
+    edge = smaller_model_hint("edge")
+    assert "already the `edge` preset" in edge and "--window-s" in edge and "--preset edge" not in edge
 
 
 @needs_cxx
