@@ -141,7 +141,7 @@ def test_speed_change_moves_pitch_and_length_together():
     assert change_speed(x, 1.0) is x
 
 
-@pytest.mark.parametrize("n", [1600, 1601, 1000])
+@pytest.mark.parametrize("n", [1600, 1601, 1000, 1759])
 def test_blocked_stem_and_pooled_shortcut_compute_the_trained_layers(n):
     """filters() and shortcut() rearrange the stem convolution and the pooled 1x1 skip for int8
     kernels; they must give the same numbers as the modules whose weights the checkpoint holds,

@@ -235,7 +235,7 @@ class FilterbankStem(QuantSim):
         row, taps = self.row_geometry()
         n = x.shape[-1]
         total = ((n + 2 * p - k) // s * s) + taps * row          # through the last filter's end
-        x = F.pad(x, (p, total - n - p))
+        x = F.pad(x, (p, total - n - p))   # a negative right pad cuts samples no filter reaches
         x = x.reshape(x.shape[0], total // row, row).transpose(1, 2)          # (N, row, rows)
         return F.conv1d(x, derived_weight(self, "blocked_weight"), stride=s // row)
 
