@@ -431,3 +431,37 @@ def test_tflite_fp32_and_int8_stream_with_litert(tmp_path_factory, data_dir):
         {"artifact": "frontend_step.int8.tflite + head.int8.tflite", "agreement": 0.6}]}))
     assert R.load(poor).precision == "fp32"
     assert R.load(poor, precision="int8").precision == "int8"      # asked for: given
+
+
+def test_step_model_keeps_state_as_codes_only_when_output_and_input_quantize_alike():
+    """StepModel hands int8 codes back only for tied state quantization; an export whose state
+    output has another scale (older exports) carries float state, converted every call."""
+    from edgeser.runtime.backends import Backend, StepModel, TensorInfo
+
+    class Fake(Backend):
+        name = "fake"
+
+        def __init__(self, out_scale):
+            self.inputs = [TensorInfo("audio", [1, 4], "int8", 0.01, 0), TensorInfo("h0", [1, 2], "int8", 0.05, 3)]
+            self.outputs = [TensorInfo("features", [1, 1, 2], "float32"),
+                            TensorInfo("h0_out", [1, 2], "int8", out_scale, 3)]
+            self.calls = []
+
+        def run(self, feeds, raw=()):
+            self.calls.append(set(raw))
+            h = feeds["h0"]
+            nxt = (h + 1).astype(np.int8) if "h0" in raw else np.asarray(h, np.float32) + 0.05
+            return {"features": np.zeros((1, 1, 2), np.float32), "h0_out": nxt}
+
+    tied = StepModel(Fake(0.05))
+    assert tied.native_state
+    s = tied.zero_state([[1, 2]])
+    assert s[0].dtype == np.int8 and np.all(s[0] == 3)             # zero is the zero point
+    _, s = tied.step(np.zeros((1, 4), np.float32), s)
+    assert tied.backend.calls[-1] == {"h0", "h0_out"} and np.all(s[0] == 4)
+    loose = StepModel(Fake(0.06))
+    assert not loose.native_state
+    s = loose.zero_state([[1, 2]])
+    assert s[0].dtype == np.float32 and np.all(s[0] == 0)
+    _, s = loose.step(np.zeros((1, 4), np.float32), s)
+    assert loose.backend.calls[-1] == set() and np.allclose(s[0], 0.05)
