@@ -13,7 +13,9 @@ so that only the step's quantization is measured):
   only I/O              everything float but the int8 inputs and outputs (audio, states, features)
   int16 activations     static_wi8_ai16 (+ the float energy island): int8 weights, int16
                         activations and I/O (not full int8)
-With --quantiles Q..., one row per calibration range quantile (export recipe) instead.
+With --quantiles Q..., one row per calibration range quantile (export recipe) instead; with
+--float-ops OP..., one row per operator type left in float (export recipe otherwise): which ops'
+int8 rounding costs the answers (a diagnosis: such files are not full-integer).
 """
 from __future__ import annotations
 
@@ -49,6 +51,9 @@ def main(argv=None):
     ap.add_argument("--calibration-every", type=int, default=3, help="use every Nth calibration clip")
     ap.add_argument("--quantiles", nargs="+", type=float, default=None,
                     help="instead of the rows above: the export recipe calibrated at each of these range quantiles")
+    ap.add_argument("--float-ops", nargs="+", default=None, metavar="OP",
+                    help="instead of the rows above: the export recipe with each of these operator types "
+                         "(LOGISTIC, TANH, MUL, ADD, CONV_2D, ...) left in float")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
 
@@ -96,6 +101,8 @@ def main(argv=None):
                 ("only I/O", only(["INPUT", "OUTPUT"]), q0), ("int16 activations", a16, q0)]
     if a.quantiles:
         variants = [(f"export recipe, quantile {q:g}", None, q) for q in a.quantiles]
+    if a.float_ops:
+        variants = [("export recipe", None, q0)] + [(f"{op} in float", _float_op(op), q0) for op in a.float_ops]
     rows = []
     tmp = Path("/tmp") / f"int8_ablation_{int(time.time())}"
     tmp.mkdir(exist_ok=True)
@@ -126,6 +133,16 @@ def main(argv=None):
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(rep, indent=1))
     return rep
+
+
+def _float_op(op: str):
+    """Recipe addition: every operator of this type left unquantized."""
+    def apply(q):
+        from ai_edge_quantizer import algorithm_manager, qtyping
+
+        q.update_quantization_recipe(".*", getattr(qtyping.TFLOperationName, op),
+                                     algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    return apply
 
 
 def _consumers_of(fp32: bytes, input_name: str) -> str:
