@@ -109,7 +109,7 @@ def main(argv=None):
     for name, extra, quantile in variants:
         if name == "only audio input":
             extra = only(rx=_consumers_of(fp32, "audio"))
-        buf = quantize.quantize_tflite(fp32, rec, extra, quantile)
+        buf = quantize.quantize_tflite(fp32, rec, extra, quantile, (ins, outs))
         path = write_tflite(buf, ins, outs, tmp / f"{len(rows)}.tflite")
         b = open_model(path, threads=1)
         P = np.concatenate([head32({"features": stream_features(b.run, w, hop, man.state_shapes)})["probs"]

@@ -9,10 +9,16 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 MANIFEST = "edgeser.json"
 FORMAT = "edgeser-manifest-1"
+
+
+def state_pairs(input_names, output_names) -> List[Tuple[str, str]]:
+    """(state input, the step output that feeds it on the next call): ("h0", "h0_out"), ... in the
+    streaming contract's names."""
+    return [(o[:-len("_out")], o) for o in output_names if o.endswith("_out") and o[:-len("_out")] in input_names]
 
 
 class ManifestError(ValueError):

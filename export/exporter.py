@@ -222,8 +222,6 @@ def _convert(model, role, fmt, prec, hop_frames, path, made, scoped, cal_cache, 
         raise ExportError(f"{path.name}: int8 needs the fp32 {fmt} file first")
     if role not in cal_cache:
         cal_cache[role] = calibration_data.for_role(model, role, cal_windows, hop_frames, shapes)
-    # the state each output feeds back into (h0_out -> h0): one quantization for both
-    tied = [(o[:-len("_out")], o) for o in outs if o.endswith("_out") and o[:-len("_out")] in ins]
     buf = quantize.quantize_tflite(scoped[role], cal_cache[role], quantize.TFLITE_RECIPES.get(role),
-                                   quantize.RANGE_QUANTILE[role], tied, (ins, outs))
+                                   quantize.RANGE_QUANTILE[role], (ins, outs))
     write_tflite(buf, ins, outs, path)

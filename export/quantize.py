@@ -6,6 +6,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from edgeser.manifest import state_pairs
 from edgeser.train.quantsim import QAT_RANGE_QUANTILE
 
 from .quiet import quiet
@@ -281,12 +282,13 @@ def _calibrate(model_buf: bytearray, recipe, data: List[Feeds], quantile: float)
 
 
 def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile: float = 0.9,
-                    tied: Sequence[Tuple[str, str]] = (), io_names=((), ())) -> bytes:
+                    io_names=None) -> bytes:
     """Full-integer: int8 weights and activations, int8 inputs and outputs (ai-edge-quantizer
     static_wi8_ai8, calibrated on real clips), but for the float island of a log filterbank
-    (float_energy). `tied`: (input, output) pairs of contract names quantized alike (_tie);
-    io_names: the contract's (input names, output names) in signature order.
+    (float_energy). io_names: the contract's (input names, output names) in signature order;
+    given, each state output is quantized like the state input it feeds (_tie).
     Returns the model with the quantizer's names."""
+    tied = state_pairs(*io_names) if io_names else []  # state inputs and the outputs that feed them
     with quiet():
         from ai_edge_quantizer import quantizer, recipe
 

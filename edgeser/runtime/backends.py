@@ -16,6 +16,8 @@ from typing import Collection, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ..manifest import state_pairs
+
 
 class BackendError(RuntimeError):
     """A backend that is not installed, or a model file it cannot load; names the file."""
@@ -198,8 +200,10 @@ class StepModel:
     def __init__(self, backend: Backend):
         self.backend = backend
         self.state_names = [i.name for i in backend.inputs if i.name != "audio"]
-        native = bool(self.state_names) and all(backend.same_quantization(n, f"{n}_out") for n in self.state_names)
-        self.raw = frozenset([*self.state_names, *(f"{n}_out" for n in self.state_names)] if native else [])
+        self._outs = [f"{n}_out" for n in self.state_names]
+        pairs = state_pairs(self.state_names, [o.name for o in backend.outputs])
+        native = len(pairs) == len(self.state_names) > 0 and all(backend.same_quantization(a, b) for a, b in pairs)
+        self.raw = frozenset([*self.state_names, *self._outs] if native else [])
 
     @property
     def native_state(self) -> bool:
@@ -214,7 +218,7 @@ class StepModel:
         feeds = {"audio": audio}
         feeds.update(zip(self.state_names, state))
         out = self.backend.run(feeds, self.raw)
-        return out["features"], [out[f"{n}_out"] for n in self.state_names]
+        return out["features"], [out[o] for o in self._outs]
 
 
 def _installed(module: str) -> bool:

@@ -139,9 +139,8 @@ class Recognizer:
         # threads take turns (state lives in the streams, so turns are all they need)
         self._lock = threading.Lock()
         self._stepper = B.StepModel(self._step)
-        self._state_names = self._stepper.state_names
-        if len(self._state_names) != len(man.state_shapes):
-            raise RecognizerError(f"{folder / step_art.file}: {len(self._state_names)} state inputs, "
+        if len(self._stepper.state_names) != len(man.state_shapes):
+            raise RecognizerError(f"{folder / step_art.file}: {len(self._stepper.state_names)} state inputs, "
                                   f"manifest says {len(man.state_shapes)}")
         if self_test:
             self.self_test()
