@@ -65,6 +65,70 @@ class _Direction(nn.Module):
         return out
 
 
+class _BothDirections(nn.Module):
+    """Both directions of a bidirectional layer as one recurrence: step s runs the forward cell at
+    time s and the backward cell at time T-1-s on one state [h_f, h_b] (1, 2H).
+
+    Every op of a cell step then serves both directions: 14 ops per step for the pair instead of
+    16 for each direction. The gates are laid out [r_f, r_b, z_f, z_b] and [n_f, n_b]. The input
+    products stay one per gate and direction, batched over the sequence (the backward ones over
+    the time-reversed input), so a step reads one row of each; the hidden-to-hidden products are
+    block-diagonal (their zero blocks hold 3 x 2 x H x H values). The steps come out in that
+    paired order (`time_order` undoes it); mean and max over time need no reordering.
+    """
+
+    def __init__(self, gru: nn.GRU, layer: int):
+        super().__init__()
+        f, b = _Direction(gru, layer, False), _Direction(gru, layer, True)
+        H = self.H = gru.hidden_size
+        D = f.x_rz.weight.shape[1]
+        # r_f, r_b, z_f, z_b, n_f, n_b
+        parts = [(f.x_rz, 0), (b.x_rz, 0), (f.x_rz, 1), (b.x_rz, 1), (f.x_n, 0), (b.x_n, 0)]
+        self.x = nn.ModuleList(nn.Linear(D, H) for _ in parts)
+        self.h_rz = nn.Linear(2 * H, 4 * H, bias=False)
+        self.h_n = nn.Linear(2 * H, 2 * H)
+        with torch.no_grad():
+            for lin, (src, gate) in zip(self.x, parts):
+                lin.weight.copy_(src.weight[gate * H:(gate + 1) * H])
+                lin.bias.copy_(src.bias[gate * H:(gate + 1) * H])
+            self.h_rz.weight.zero_()
+            self.h_n.weight.zero_()
+            for k, d in enumerate((f, b)):
+                mine = slice(k * H, (k + 1) * H)
+                for gate in (0, 1):          # rows of r_k, then of z_k
+                    rows = slice((2 * gate + k) * H, (2 * gate + k + 1) * H)
+                    self.h_rz.weight[rows, mine].copy_(d.h_rz.weight[gate * H:(gate + 1) * H])
+                self.h_n.weight[mine, mine].copy_(d.h_n.weight)
+                self.h_n.bias[mine].copy_(d.h_n.bias)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """x (1, T, D) -> T tensors (1, 2H): step s holds [h_f(s), h_b(T-1-s)]."""
+        x = x.reshape(x.shape[1], x.shape[2])   # rows are steps: a row slice needs no reshape
+        # rows reversed by constant indices (one GATHER_ND): torch.flip's REVERSE_V2 has no int8
+        # kernel in the quantizer and ran in float
+        ins = (x, x[list(range(x.shape[0] - 1, -1, -1))])
+        g_rz = torch.cat([lin(ins[k % 2]) for k, lin in enumerate(self.x[:4])], dim=-1)   # (T, 4H)
+        g_n = torch.cat([lin(ins[k]) for k, lin in enumerate(self.x[4:])], dim=-1)        # (T, 2H)
+        out: List[torch.Tensor] = []
+        h = None
+        for s in range(x.shape[0]):
+            if h is None:
+                r, z = torch.sigmoid(g_rz[s:s + 1]).chunk(2, dim=-1)
+                n = torch.tanh(g_n[s:s + 1] + r * self.h_n.bias)
+                h = n - z * n
+            else:
+                r, z = torch.sigmoid(g_rz[s:s + 1] + self.h_rz(h)).chunk(2, dim=-1)
+                n = torch.tanh(g_n[s:s + 1] + r * self.h_n(h))
+                h = n + z * (h - n)
+            out.append(h)
+        return out
+
+    def time_order(self, steps: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Paired steps -> the layer's output at each time t, [h_f(t), h_b(t)]."""
+        H, T = self.H, len(steps)
+        return [torch.cat([steps[t][:, :H], steps[T - 1 - t][:, H:]], dim=-1) for t in range(T)]
+
+
 class StepwiseGRU(nn.Module):
     """`nn.GRU(batch_first=True)` in inference, zero initial state, batch 1: returns the output
     sequence as T tensors (1, directions * H)."""
@@ -74,14 +138,31 @@ class StepwiseGRU(nn.Module):
         if not gru.batch_first:
             raise ValueError("StepwiseGRU expects a batch_first GRU")
         dirs = 2 if gru.bidirectional else 1
+        # the first layer of a bidirectional GRU reads a tensor: both directions run as one
+        # recurrence (_BothDirections); later layers read step lists, one recurrence per direction
         self.layers = nn.ModuleList(
+            _BothDirections(gru, 0) if l == 0 and dirs == 2 else
             nn.ModuleList(_Direction(gru, l, d == 1) for d in range(dirs)) for l in range(gru.num_layers))
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        for layer in self.layers:
-            outs = [d(x) for d in layer]
-            x = [torch.cat(s, dim=-1) if len(s) > 1 else s[0] for s in zip(*outs)]
+    def _run(self, x: torch.Tensor, pooled: bool) -> List[torch.Tensor]:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, _BothDirections):
+                x = layer(x)
+                if not (pooled and i == last):
+                    x = layer.time_order(x)
+            else:
+                outs = [d(x) for d in layer]
+                x = [torch.cat(s, dim=-1) if len(s) > 1 else s[0] for s in zip(*outs)]
         return x
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self._run(x, pooled=False)
+
+    def mean_max(self, x: torch.Tensor):
+        """Mean and max over time of the last layer's output (1, directions * H) each: the
+        head's pooling, without putting the paired steps back in time order."""
+        return time_mean_max(self._run(x, pooled=True))
 
 
 def time_mean_max(steps: List[torch.Tensor]):

@@ -245,16 +245,60 @@ def _requantize_tied_outputs(buf: bytes, tied: Sequence[Tuple[str, str]], io_nam
     return bytes(fb.convert_object_to_bytearray(m))
 
 
-def _tie(qsvs: dict, pairs: Sequence[Tuple[str, str]]) -> None:
-    """One range, the union of both, for each (input, output) pair of tensor names: a step model's
-    state output is then quantized exactly as the input it feeds on the next call, so the runtime
-    and firmware carry the integer codes over unchanged (and nothing clips at the hand-over)."""
-    for a, b in pairs:
-        if a in qsvs and b in qsvs:
-            lo = np.minimum(qsvs[a]["min"], qsvs[b]["min"]).astype(np.float32)
-            hi = np.maximum(qsvs[a]["max"], qsvs[b]["max"]).astype(np.float32)
-            for k in (a, b):
-                qsvs[k]["min"], qsvs[k]["max"] = lo, hi
+def _tie(qsvs: dict, groups: Sequence[Sequence[str]]) -> None:
+    """One range, the union of all, for each set of tensor names joined by the groups
+    (overlapping groups join: each connected set of names gets one range).
+
+    Used for each (input, output) state pair of a step model: the state output is then quantized
+    exactly as the input it feeds on the next call, so the runtime and firmware carry the integer
+    codes over unchanged (and nothing clips at the hand-over); and for same_scale_groups."""
+    parent: Dict[str, str] = {}
+
+    def root(k: str) -> str:
+        while parent.setdefault(k, k) != k:
+            k = parent[k]
+        return k
+
+    for group in groups:
+        group = [k for k in group if k in qsvs]
+        for k in group[1:]:
+            parent[root(k)] = root(group[0])
+    sets: Dict[str, List[str]] = {}
+    for k in parent:
+        sets.setdefault(root(k), []).append(k)
+    for names in sets.values():
+        lo = np.min([qsvs[k]["min"] for k in names], axis=0).astype(np.float32)
+        hi = np.max([qsvs[k]["max"] for k in names], axis=0).astype(np.float32)
+        for k in names:
+            qsvs[k]["min"], qsvs[k]["max"] = lo, hi
+
+
+# int8 kernels that take their inputs at their output's scale
+_SAME_SCALE_OPS = ("CONCATENATION", "MAXIMUM")
+
+
+def same_scale_groups(buf: bytes) -> List[List[str]]:
+    """For each CONCATENATION and MAXIMUM op, the names of its activation inputs and output.
+
+    Their int8 kernels take the inputs at the output's scale, so the quantizer requantized each
+    input first: every frame's ConvLSTM state before the block stacks them, every GRU step before
+    the head's max pooling (one QUANTIZE op each, and a second rounding), and every step's
+    hidden-to-hidden product got a bias of its own (its scale is the input's times the weight's).
+    Calibrated to one range (states of one recurrence, similar ranges), they need none of it."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    from .tflite_export import builtin_op_names
+
+    m = fb.read_model(bytes(buf))
+    codes = builtin_op_names(m)
+    groups: List[List[str]] = []
+    for sg in m.subgraphs:
+        producer = {int(o) for op in sg.operators for o in op.outputs} | {int(i) for i in sg.inputs}
+        for op in sg.operators:
+            if codes[op.opcodeIndex] in _SAME_SCALE_OPS:
+                ts = [int(i) for i in list(op.inputs) + list(op.outputs) if i >= 0 and int(i) in producer]
+                groups.append([fb.get_tensor_name(sg.tensors[t]) for t in ts])
+    return groups
 
 
 def _calibrate(model_buf: bytearray, recipe, data: List[Feeds], quantile: float):
@@ -286,7 +330,8 @@ def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile:
     """Full-integer: int8 weights and activations, int8 inputs and outputs (ai-edge-quantizer
     static_wi8_ai8, calibrated on real clips), but for the float island of a log filterbank
     (float_energy). io_names: the contract's (input names, output names) in signature order;
-    given, each state output is quantized like the state input it feeds (_tie).
+    given, each state output is quantized like the state input it feeds (_tie); the tensors of a
+    concatenation or max pooling share one range (same_scale_groups).
     Returns the model with the quantizer's names."""
     tied = state_pairs(*io_names) if io_names else []  # state inputs and the outputs that feed them
     with quiet():
@@ -303,6 +348,7 @@ def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile:
         if tied:
             names = signature_tensor_names(fp32, *io_names)
             _tie(cal, [(names[a], names[b]) for a, b in tied])
+        _tie(cal, same_scale_groups(fp32))
         res = q.quantize(cal, enable_progress_bar=False, enable_progress_report=False)
     out = bytes(res.quantized_model)
     return _requantize_tied_outputs(out, tied, io_names) if tied else out

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .quiet import quiet
+from .slices import drop_unused_tensors
 
 
 def _index(key, names: Sequence[str]) -> int:
@@ -160,26 +161,9 @@ def _share_tensors(m) -> None:
             return (t.buffer, t.type, arr(t.shape), qkey)
 
         remap = _later_copies(key(i, t) for i, t in enumerate(g.tensors))
-        if not remap:
-            continue
         for op in g.operators:
             op.inputs = [remap.get(int(i), int(i)) for i in op.inputs]
-        used = {int(i) for op in g.operators for seq in (op.inputs, op.outputs, op.intermediates or [])
-                for i in seq if int(i) >= 0} | keep_io
-        order = [i for i in range(len(g.tensors)) if i in used]
-        new = {old: k for k, old in enumerate(order)}
-        g.tensors = [g.tensors[i] for i in order]
-        for op in g.operators:
-            op.inputs = [new[int(i)] if int(i) >= 0 else -1 for i in op.inputs]
-            op.outputs = [new[int(i)] for i in op.outputs]
-            if op.intermediates is not None:
-                op.intermediates = [new[int(i)] for i in op.intermediates]
-        g.inputs = [new[int(i)] for i in g.inputs]
-        g.outputs = [new[int(i)] for i in g.outputs]
-        for sig in m.signatureDefs or []:
-            if sig.subgraphIndex == gi:
-                for t in list(sig.inputs) + list(sig.outputs):
-                    t.tensorIndex = new[t.tensorIndex]
+    drop_unused_tensors(m)
 
 
 def convert_tflite(module, sample: tuple, input_names: Sequence[str], output_names: Sequence[str]) -> bytes:
@@ -190,7 +174,19 @@ def convert_tflite(module, sample: tuple, input_names: Sequence[str], output_nam
 
         lm = litert_torch.convert(module, sample)
         buf = lm.model_content()
-    return rename_io(buf, input_names, output_names)
+    return rename_io(fuse_slices(buf), input_names, output_names)
+
+
+def fuse_slices(buf: bytes) -> bytes:
+    """slices.fuse_slices on a serialized model."""
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    from .slices import fuse_slices as fuse
+
+    m = fb.read_model_from_bytearray(bytearray(buf))
+    if not fuse(m, builtin_op_names(m)):
+        return buf
+    return bytes(fb.convert_object_to_bytearray(m))
 
 
 def write_tflite(buf: bytes, input_names: Sequence[str], output_names: Sequence[str], path: Path) -> Path:

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from edgeser.train.model import SERModel, freeze_derived_weights
 
-from .gru import StepwiseGRU, time_mean_max
+from .gru import StepwiseGRU
 
 ROLES = ("window", "frontend_step", "head")
 TFLM_MAX_CONCAT = 10   # inputs of one CONCATENATION in TensorFlow Lite Micro
@@ -44,7 +44,7 @@ class HeadModel(nn.Module):
         if self.stepwise is None:
             logits, _ = self.head(features)
         else:
-            logits, _ = self.head.classify(*time_mean_max(self.stepwise(features)))
+            logits, _ = self.head.classify(*self.stepwise.mean_max(features))
         return torch.softmax(logits, dim=-1)
 
 

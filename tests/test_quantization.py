@@ -22,7 +22,7 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True), (3, True)])
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (1, True), (2, True), (3, True)])
 def test_stepwise_gru_is_the_trained_gru(layers, bidirectional):
     torch.manual_seed(layers)
     gru = torch.nn.GRU(12, 7, num_layers=layers, batch_first=True, bidirectional=bidirectional).eval()
@@ -37,6 +37,10 @@ def test_stepwise_gru_is_the_trained_gru(layers, bidirectional):
     assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-6)
     mean, top = time_mean_max(steps)
     assert torch.allclose(mean, got.mean(1), atol=1e-6) and torch.equal(top, got.amax(1))
+    # the head's pooling, which reads a bidirectional layer's paired steps unreordered
+    with torch.no_grad():
+        mean, top = StepwiseGRU(gru).mean_max(x)
+    assert torch.allclose(mean, ref.mean(1), atol=1e-6) and torch.allclose(top, ref.amax(1), atol=1e-6)
 
 
 def _audio(n_samples):
@@ -129,3 +133,67 @@ def test_head_loads_in_tflite_micro_and_agrees_with_litert(tmp_path):
         lite.invoke()
         ref = lite.get_tensor(lite.get_output_details()[0]["index"]).astype(int)
         assert np.abs(micro - ref).max() <= 2
+
+
+def test_sibling_slices_become_one_split_or_unpack_with_the_same_outputs():
+    pytest.importorskip("litert_torch")
+    import litert_torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeser.export.quiet import quiet
+    from edgeser.export.tflite_export import fuse_slices
+    from edgeser.export.wrappers import build
+
+    torch.manual_seed(0)
+    model = SERModel(preset("tiny")).eval()
+    module, sample, ins, outs = build(model, "frontend_step", 5)
+    with quiet():
+        raw = litert_torch.convert(module, sample).model_content()
+    fused = fuse_slices(raw)
+    counts = []
+    results = []
+    rng = np.random.default_rng(0)
+    feeds = [rng.standard_normal(s.shape).astype(np.float32) * 0.3 for s in sample]
+    for buf in (raw, fused):
+        it = Interpreter(model_content=buf)
+        it.allocate_tensors()
+        for d, x in zip(sorted(it.get_input_details(), key=lambda d: d["index"]), feeds):
+            it.set_tensor(d["index"], x)
+        it.invoke()
+        results.append([it.get_tensor(d["index"]) for d in sorted(it.get_output_details(), key=lambda d: d["index"])])
+        ops = [o["op_name"] for o in it._get_ops_details()]
+        counts.append({k: ops.count(k) for k in ("SLICE", "SPLIT", "UNPACK", "RESHAPE")})
+    raw_n, fused_n = counts
+    assert fused_n["SPLIT"] + fused_n["UNPACK"] > 0
+    assert fused_n["SLICE"] < raw_n["SLICE"] and fused_n["RESHAPE"] < raw_n["RESHAPE"]
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.skipif(not EMODB.is_dir(), reason="EmoDB clips not found")
+def test_stacked_and_max_pooled_tensors_share_one_int8_scale(tmp_path):
+    pytest.importorskip("ai_edge_quantizer")
+    pytest.importorskip("litert_torch")
+    from edgeser.export import quantize
+    from edgeser.export.calibration_data import for_role
+    from edgeser.export.tflite_export import write_tflite
+    from edgeser.export.wrappers import state_shapes
+
+    torch.manual_seed(0)
+    model = SERModel(preset("tiny", gru_layers=1)).eval()
+    for role in ("frontend_step", "head"):
+        buf, ins, outs = _convert(model, role)
+        data = for_role(model, role, _audio(model.cfg.window_samples), 5, state_shapes(model))
+        path = write_tflite(quantize.quantize_tflite(buf, data, None, 0.9, (ins, outs)), ins, outs,
+                            tmp_path / f"{role}.int8.tflite")
+        ops, td = _ops(path)
+        # int8 -> int8 QUANTIZE ops: requantizations (a float op's output is quantized too)
+        requantized = {o["outputs"][0] for o in ops
+                       if o["op_name"] == "QUANTIZE" and td[o["inputs"][0]]["dtype"] == np.int8}
+        joined = [o for o in ops if o["op_name"] in ("CONCATENATION", "MAXIMUM")]
+        assert joined
+        for o in joined:
+            scales = {(float(td[i]["quantization"][0]), int(td[i]["quantization"][1]))
+                      for i in list(o["inputs"]) + list(o["outputs"])}
+            assert len(scales) == 1, (role, o)
+            assert not requantized.intersection(o["inputs"]), (role, o)
