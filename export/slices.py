@@ -124,7 +124,20 @@ def fuse_slices(m, codes: List[str]) -> int:
         if replace:
             g.operators = [replace.get(id(op), op) for op in g.operators if id(op) not in drop or id(op) in replace]
             drop_unused_tensors(m)
+    if gone:
+        _drop_unused_opcodes(m, codes)
     return gone
+
+
+def _drop_unused_opcodes(m, codes: List[str]) -> None:
+    """Operator codes no op uses any more are removed (a reader lists them as the model's ops)."""
+    used = sorted({int(op.opcodeIndex) for g in m.subgraphs for op in g.operators})
+    new = {old: k for k, old in enumerate(used)}
+    m.operatorCodes = [m.operatorCodes[i] for i in used]
+    codes[:] = [codes[i] for i in used]
+    for g in m.subgraphs:
+        for op in g.operators:
+            op.opcodeIndex = new[int(op.opcodeIndex)]
 
 
 def drop_unused_tensors(m) -> None:

@@ -107,7 +107,13 @@ def main():
               "- Not for decisions about people (hiring, health, policing): emotion from voice is unreliable at the level of one person.",
               qat_line(par),
               "- Streaming files only (frontend_step + head); `scripts/build_default_model.sh` also writes the whole-window files.",
-              "", "## Rebuild", "", "```bash", "bash scripts/build_default_model.sh", "python scripts/model_card.py", "```", ""]
+              "", "## Rebuild", "",
+              "Re-export these weights (their checkpoint is `models/bundle-qat.pt` in the source tree, not installed):",
+              "", "```bash", "edgeser export models/bundle-qat.pt --int8 --out runs/bundle-qat/export",
+              "python scripts/bundle_model.py runs/bundle-qat/export edgeser/models/default",
+              "python scripts/model_card.py", "```", "",
+              "Train them again from the corpora:", "",
+              "```bash", "bash scripts/build_default_model.sh", "python scripts/model_card.py", "```", ""]
     out = ROOT / "edgeser" / "models" / "MODEL_CARD.md"
     out.write_text("\n".join(lines))
     print(f"wrote {out}")

@@ -110,3 +110,15 @@ def test_select_merges_and_subsets(data_dir):
     sel = select(rav, {"calm": "neutral"}, ["neutral", "anger"])
     assert {c.label for c in sel} == {"neutral", "anger"}
     assert sum(c.label == "neutral" for c in sel) == 96 + 192
+
+
+def test_validation_holds_out_whole_speakers_and_at_least_two_where_there_are_enough():
+    from edgeser.train.data import split_validation
+
+    nine = [f"emodb:{i:02d}" for i in range(9)]
+    tr, val = split_validation(nine, 0.15, seed=0)
+    assert len(val) == 2 and not set(tr) & set(val) and sorted(tr + val) == nine
+    assert split_validation(nine, 0.15, seed=0) == (tr, val)          # seeded
+    assert len(split_validation(nine[:4], 0.15, seed=0)[1]) == 1      # too few to spare two
+    assert len(split_validation([f"s{i}" for i in range(34)], 0.15, seed=0)[1]) == 5
+    assert split_validation(nine, 0.0, seed=0) == (nine, [])
