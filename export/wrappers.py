@@ -44,7 +44,7 @@ class HeadModel(nn.Module):
         if self.stepwise is None:
             logits, _ = self.head(features)
         else:
-            logits, _ = self.head.classify(*self.stepwise.mean_max(self.head.normalize(features)))
+            logits, _ = self.head.classify(*self.stepwise.mean_max(features))
         return torch.softmax(logits, dim=-1)
 
 

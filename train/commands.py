@@ -34,10 +34,6 @@ def _train_options(f):
                           "filterbank), tiny (tests)."),
         click.option("--window-s", type=click.FloatRange(0.2, 30), default=None,
                      help="Seconds of audio one decision sees (default: the preset's, 2 s for edge)."),
-        click.option("--feature-norm", type=click.Choice(["none", "window"]), default=None,
-                     help="window: the head subtracts each decision window's mean feature vector before the "
-                          "GRU (per-utterance normalisation against speaker and channel offsets; default: "
-                          "the preset's, none)."),
         click.option("--labels", default=None, metavar="L1,L2,..",
                      help="Keep only these emotions (any usual spelling). Default: all found."),
         click.option("--merge", default=None, metavar="A=B,..", help="Merge labels, e.g. calm=neutral."),
@@ -80,8 +76,7 @@ def _configs(preset, labels_found, window_s=None, **train):
     from .engine import TrainConfig
     from .model import preset as get_preset
 
-    model_opts = {"window_s": window_s, "feature_norm": train.pop("feature_norm", None)}
-    cfg = get_preset(preset, labels=tuple(labels_found), **{k: v for k, v in model_opts.items() if v})
+    cfg = get_preset(preset, labels=tuple(labels_found), **({"window_s": window_s} if window_s else {}))
     dev = train.get("device", "cpu")
     if dev != "cpu":
         import torch

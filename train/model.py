@@ -41,7 +41,6 @@ class ModelConfig:
     gru_layers: int = 2
     embed_dim: int = 64
     dropout: float = 0.3
-    feature_norm: str = "none"       # window: the head subtracts the window's mean feature vector
     labels: Tuple[str, ...] = ("neutral", "calm", "happiness", "sadness", "anger", "fear", "disgust", "surprise")
 
     @property
@@ -340,18 +339,10 @@ class Head(nn.Module):
         self.embed = nn.Linear(4 * cfg.gru_hidden, cfg.embed_dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.embed_dim, cfg.n_classes)
-        if cfg.feature_norm not in ("none", "window"):
-            raise ValueError(f"unknown feature_norm {cfg.feature_norm!r} (known: none, window)")
-        self.feature_norm = cfg.feature_norm
 
     def forward(self, feats: torch.Tensor):
-        y, _ = self.gru(self.normalize(feats))
+        y, _ = self.gru(feats)
         return self.classify(y.mean(1), y.amax(1))
-
-    def normalize(self, feats: torch.Tensor) -> torch.Tensor:
-        """feature_norm "window": each window's features minus their mean over its frames, a
-        per-utterance normalisation that removes a speaker's or a channel's constant offset."""
-        return feats - feats.mean(1, keepdim=True) if self.feature_norm == "window" else feats
 
     def classify(self, mean: torch.Tensor, top: torch.Tensor):
         """Mean and max of the GRU outputs over time -> logits, embedding."""
