@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=300, help="timed calls per model (default 300)")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--threads", default="1", help="thread counts for the latency part, e.g. 1,2")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="passes of the latency part; per artifact the best is kept (default 3)")
     ap.add_argument("--only", default=",".join(PARTS), help=f"parts to run, from {','.join(PARTS)}")
     ap.add_argument("--train-mode", default="ddp", choices=("ddp", "threads", "both"),
                     help="2 cores as two single-thread DDP processes, one 2-thread process, or both")
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
             tag = lat.tag_of(model)
             with Section(f"latency {tag}") as s:
                 try:
-                    rep = lat.run_latency(model, args.runs, args.warmup, threads)
+                    rep = lat.run_latency(model, args.runs, args.warmup, threads, args.repeat)
                 except BenchError as e:
                     print(f"latency {tag}: {e}", flush=True)
                     info["latency_skipped"][tag] = str(e)

@@ -53,7 +53,9 @@ def markdown(info: Dict) -> str:
     for tag, rep in info["latency"].items():
         m = rep["model"]
         L += ["", f"## Latency: {tag} (`{m['path']}`, preset {m.get('preset') or '?'}, "
-                  f"{rep['settings']['runs']} runs after {rep['settings']['warmup']} warm-up)", "",
+                  f"{rep['settings']['runs']} runs after {rep['settings']['warmup']} warm-up"
+                  + (f"; best of {rep['settings']['passes']} passes per artifact" if rep['settings'].get('passes') else "")
+                  + ")", "",
               "| backend | precision | threads | size KB | load ms | window p50 | p95 | p99 | max ms | RTF | "
               "hop p50 ms | frontend p50 | head p50 | stream CPU ms/s | peak RSS MB |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -109,6 +109,21 @@ def plan(m: mf.Manifest, backends: Sequence[str], precisions: Sequence[str], thr
 
 # ---------------------------------------------------------------- measuring
 
+# Untimed calls run for at least this long as well as `warmup` times: the first model measured in
+# a process ran 15% slower over its first tens of milliseconds (fp32 TFLite streaming 0.46 ms/s
+# after 10 warm-up hops, 0.39 after 300), which alone made int8 look 1.8-2.2x faster than fp32
+# where a warmed-up run measures 1.5x.
+WARMUP_MIN_S = 0.25
+
+
+def _warm_up(call: Callable[[], None], calls: int) -> None:
+    t_end = time.perf_counter() + WARMUP_MIN_S
+    done = 0
+    while done < calls or time.perf_counter() < t_end:
+        call()
+        done += 1
+
+
 def _timed_calls(call: Callable[[], None], runs: int) -> Tuple[List[float], List[float]]:
     wall, cpu = [], []
     for _ in range(runs):
@@ -149,8 +164,7 @@ def measure_window(folder: Path, a: mf.Artifact, m: mf.Manifest, audio: np.ndarr
         raise BenchError(f"{folder / a.file}: window model has no 'probs' output")
     if not np.all(np.isfinite(out)):
         raise BenchError(f"{folder / a.file}: output is not finite on real audio")
-    for _ in range(warmup):
-        b.run(feeds)
+    _warm_up(lambda: b.run(feeds), warmup)
     wall, cpu = _timed_calls(lambda: b.run(feeds), runs)
     window_s = m.window_samples / m.sample_rate
     lat = latency_stats(wall)
@@ -210,11 +224,10 @@ def measure_stream(folder: Path, step_a: mf.Artifact, head_a: mf.Artifact, m: mf
             t_front.append(t1 - t0)
             t_head_l.append(t3 - t2)
 
-    for _ in range(warmup):
-        one_hop(False)
+    _warm_up(lambda: one_hop(False), warmup)
     wall, cpu = _timed_calls(lambda: one_hop(True), runs)
     if not all(np.all(np.isfinite(v)) for v in st["state"]):
-        raise BenchError(f"{folder / step_a.file}: state is not finite after {warmup + runs} hops of real audio")
+        raise BenchError(f"{folder / step_a.file}: state is not finite after {st['pos']} hops of real audio")
     hop_s = hop / m.sample_rate
     lat = latency_stats(wall)
     audio_s = runs * hop_s
@@ -378,7 +391,8 @@ def _csv(choices: Optional[Sequence[str]] = None, integer: bool = False):
 @click.option("--precision", default="fp32,int8", show_default=True, callback=_csv(PRECISIONS), help="Precisions to measure.")
 @click.option("--threads", default="1", show_default=True, callback=_csv(integer=True), help="Thread counts, e.g. 1,2,4.")
 @click.option("--runs", default=100, show_default=True, type=click.IntRange(2), help="Timed calls per model.")
-@click.option("--warmup", default=10, show_default=True, type=click.IntRange(0), help="Untimed calls first.")
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(0),
+              help="Untimed calls first (and at least 0.25 s of them).")
 @click.option("--audio", type=click.Path(), default=None, help="Real speech clip to run on (default: the golden input).")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report as JSON here.")
 @click.option("--compare", nargs=2, type=click.Path(), default=None, metavar="A.json B.json",

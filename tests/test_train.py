@@ -32,21 +32,27 @@ def run(args):
 AUG = ["--speed-perturb", "0.1", "--mixup", "0.4"]
 
 
-def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path):
-    full = run(["train", "--data", str(corpus), "--epochs", "2", "--out", str(tmp_path / "full"), *TINY, *AUG])
+@pytest.mark.parametrize("extra", [[], ["--ema-epochs", "1"]], ids=["plain", "weight-average"])
+def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, extra):
+    opts = [*TINY, *AUG, *extra]
+    full = run(["train", "--data", str(corpus), "--epochs", "2", "--out", str(tmp_path / "full"), *opts])
     assert full.exit_code == 0, full.output
     # the same run, ended after epoch 1 as if killed there, then resumed
-    half = run(["train", "--data", str(corpus), "--epochs", "2", "--stop-after", "1", "--out", str(tmp_path / "half"), *TINY, *AUG])
+    half = run(["train", "--data", str(corpus), "--epochs", "2", "--stop-after", "1", "--out", str(tmp_path / "half"), *opts])
     assert half.exit_code == 0 and load_checkpoint(tmp_path / "half" / "last.pt")["epoch"] == 1
-    res = run(["train", "--data", str(corpus), "--epochs", "2", "--resume", "--out", str(tmp_path / "half"), *TINY, *AUG])
+    res = run(["train", "--data", str(corpus), "--epochs", "2", "--resume", "--out", str(tmp_path / "half"), *opts])
     assert res.exit_code == 0 and "resumed from" in res.output
-    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "half" / "last.pt")["model"]
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    full_ck, half_ck = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "half" / "last.pt")
+    for key in ("model", "train_model") if extra else ("model",):
+        a, b = full_ck[key], half_ck[key]
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (key, k)
+    a = full_ck["model"]
+    if extra:   # the saved, validated model is the average, not the last weights
+        assert not all(torch.equal(a[k], full_ck["train_model"][k]) for k in a)
     # and a different seed gives a different model: the comparison can fail
-    other = run(["train", "--data", str(corpus), "--epochs", "2", "--seed", "1", "--out", str(tmp_path / "s1"), *TINY, *AUG])
+    other = run(["train", "--data", str(corpus), "--epochs", "2", "--seed", "1", "--out", str(tmp_path / "s1"), *opts])
     assert other.exit_code == 0
     c = load_checkpoint(tmp_path / "s1" / "last.pt")["model"]
     assert not all(torch.equal(c[k], a[k]) for k in c)

@@ -56,6 +56,9 @@ def _train_options(f):
                      help="Band masks and time masks per training window on the filterbank map (SpecAugment)."),
         click.option("--mixup", default=0.2, show_default=True, type=click.FloatRange(0, 2),
                      help="Mix pairs of training windows and their labels, weight ~ Beta(a, a); 0: off."),
+        click.option("--ema-epochs", default=0.0, show_default=True, type=click.FloatRange(0),
+                     help="Validate and keep a moving average of the weights with a time constant of this many "
+                          "epochs (0: off, the last weights)."),
         click.option("--speaker-batches", is_flag=True,
                      help="Fill every training batch with one speaker's clips, so batch norm learns per-speaker "
                           "statistics; validation then re-estimates them per speaker (pair with --speaker-adapt)."),

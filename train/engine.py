@@ -43,6 +43,7 @@ class TrainConfig:
     mixup: float = 0.2               # augmentation: mix pairs of windows, weight ~ Beta(a, a); 0 = off
     device: str = "cpu"              # torch device for training ("cuda" where one is present)
     speaker_batches: bool = False    # every batch holds one speaker: batch norm learns per-speaker statistics
+    ema_epochs: float = 0.0          # validate and keep a moving average of the weights over ~this many epochs; 0: off
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -157,6 +158,28 @@ def epoch_batches(n: int, batch: int, rng: np.random.Generator, groups: Optional
     return [out[i] for i in rng.permutation(len(out))]
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights and batch-norm statistics: the model
+    that is validated and saved when `ema_epochs` is set. Averaging the last epochs' weights
+    smooths the noise of small-batch training on a few thousand clips."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for avg, cur in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if avg.is_floating_point():
+                avg.lerp_(cur, 1.0 - self.decay)
+            else:
+                avg.copy_(cur)
+
+
 class Trainer:
     def __init__(self, cfg: ModelConfig, tcfg: TrainConfig, out_dir: Path, meta: Optional[dict] = None,
                  progress: bool = True):
@@ -186,6 +209,12 @@ class Trainer:
         self.bad_epochs = 0
         self.history: List[Dict] = []
         self.progress = progress and self.dist.main
+        self.ema: Optional[WeightAverage] = None
+
+    @property
+    def eval_model(self) -> SERModel:
+        """The weights that are validated and saved: the moving average where there is one."""
+        return self.ema.model if self.ema is not None else self.model
 
     def log(self, msg: str) -> None:
         if self.dist.main:
@@ -197,7 +226,8 @@ class Trainer:
             "edgeser_version": edgeser.__version__,
             "model_config": self.cfg.to_dict(),
             "train_config": self.tcfg.to_dict(),
-            "model": self.model.state_dict(),
+            "model": self.eval_model.state_dict(),
+            **({"train_model": self.model.state_dict()} if self.ema is not None else {}),
             "center": self.center.state_dict(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
@@ -210,7 +240,9 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         ck = load_checkpoint(path)
-        self.model.load_state_dict(ck["model"])
+        self.model.load_state_dict(ck.get("train_model", ck["model"]))
+        if self.ema is not None:
+            self.ema.model.load_state_dict(ck["model"])
         self.center.load_state_dict(ck["center"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
@@ -232,6 +264,9 @@ class Trainer:
             w = np.where(cnt > 0, cnt.sum() / np.maximum(cnt, 1) / max(1, (cnt > 0).sum()), 0.0)
             weights = torch.tensor(w, dtype=torch.float32, device=self.dev)
         last = self.out / "last.pt"
+        if t.ema_epochs > 0:
+            steps = max(1, len(train_clips) // (t.batch_size * self.dist.world))
+            self.ema = WeightAverage(self.model, 1.0 - 1.0 / (t.ema_epochs * steps))
         if resume and last.exists():
             self.resume(last)
         groups = np.array([c.speaker for c in train_clips]) if t.speaker_batches else None
@@ -277,6 +312,8 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
                 self.opt.step()
                 self.center.update(emb, Y, t.center_lr, self.dist.all_reduce if self.dist.world > 1 else None)
+                if self.ema is not None:
+                    self.ema.update(self.model)
                 losses.append(float(loss.detach()))
                 if bar is not None:
                     bar.set_postfix(loss=f"{np.mean(losses):.3f}")
@@ -289,14 +326,15 @@ class Trainer:
             improved = False
             if self.dist.main:
                 if len(val_clips):
-                    probs = (predict_probs_adapted(self.model, val_audio, [c.speaker for c in val_clips])
-                             if t.speaker_batches else predict_probs(self.model, val_audio))
+                    em = self.eval_model
+                    probs = (predict_probs_adapted(em, val_audio, [c.speaker for c in val_clips])
+                             if t.speaker_batches else predict_probs(em, val_audio))
                     rep = report(yv, probs.argmax(1), self.cfg.labels)
                     rec.update(val_UA=rep["UA"], val_WA=rep["WA"])
                     if t.qat:  # how many validation answers simulated int8 keeps (clip level)
-                        set_qat(self.model, False)
-                        ref = predict_probs(self.model, val_audio)
-                        set_qat(self.model, True)
+                        set_qat(em, False)
+                        ref = predict_probs(em, val_audio)
+                        set_qat(em, True)
                         rec["val_int8_agreement"] = float((ref.argmax(1) == probs.argmax(1)).mean())
                     improved = rep["UA"] > self.best["UA"]
                 else:
