@@ -82,6 +82,7 @@ def fuse_slices(m, codes: List[str]) -> int:
                     groups[(int(op.inputs[0]), c[0], c[2])].append((c[1], op))
         replace: Dict[int, object] = {}   # id(first slice) -> the new op
         drop = set()
+        position = {id(op): k for k, op in enumerate(g.operators)}
         for (x, axis, size), parts in groups.items():
             dim = int(g.tensors[x].shape[axis])
             parts.sort(key=lambda p: p[0])
@@ -117,7 +118,7 @@ def fuse_slices(m, codes: List[str]) -> int:
                 new.builtinOptions = s.SplitOptionsT()
                 new.builtinOptions.numSplits = len(outs)
             # the earliest slice's place: x exists there, and every reader of a part comes later
-            first = min(slices, key=lambda op: next(k for k, o in enumerate(g.operators) if o is op))
+            first = min(slices, key=lambda op: position[id(op)])
             replace[id(first)] = new
             drop.update(id(op) for op in slices if op is not first)
             gone += len(slices)

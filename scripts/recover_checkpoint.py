@@ -44,15 +44,15 @@ def _export_marked(model, role, hop_frames, tmp):
     return _initializers(export_onnx(module, sample, ins, outs, Path(tmp) / f"{role}.onnx"))
 
 
-def _forms(name, t, k_pool):
+def _forms(name, t, k_pool, blocked):
     """(form, array) pairs a state-dict tensor may take in the ONNX file."""
     a = t.detach().numpy()
     out = [("same", a)]
     if a.ndim == 2:
         out.append(("T", a.T))
-    if name.endswith("stem.conv.weight"):   # FilterbankStem.blocked_weight with rows of 80
-        out.append(("blocked", None))
-    if name.endswith("skip.1.weight"):
+    if name.endswith("stem.conv.weight"):   # FilterbankStem.blocked_weight
+        out.append(("blocked", blocked))
+    if name.endswith("skip.1.weight"):      # ConvLSTMBlock.pooled_skip_weight
         out.append(("pooled", np.repeat(a, k_pool, axis=-1) / k_pool))
     return out
 
@@ -87,9 +87,7 @@ def recover_weights(export_dir: Path, cfg, hop_frames: int):
             blk = marked.get_submodule(name.rsplit(".skip", 1)[0])
             k_pool = blk.pooled_skip_weight().shape[-1]
         hit = None
-        for form, arr in _forms(name, t, k_pool):
-            if form == "blocked":
-                arr = blocked_fresh
+        for form, arr in _forms(name, t, k_pool, blocked_fresh):
             for key, v in fresh.items():
                 if v.shape == arr.shape and np.array_equal(v, arr.astype(v.dtype)):
                     hit = (form, key)
@@ -97,8 +95,6 @@ def recover_weights(export_dir: Path, cfg, hop_frames: int):
             if hit:
                 break
         if hit is None:
-            if name.endswith(("num_batches_tracked",)) or "classifier" in name and False:
-                continue
             raise SystemExit(f"recover_checkpoint: {name} not found in the exported ONNX files")
         form, key = hit
         b = bundled[key]
@@ -111,16 +107,18 @@ def recover_weights(export_dir: Path, cfg, hop_frames: int):
             b = b.transpose(0, 2, 1).reshape(out_ch, 1, taps * row)[..., :t.shape[-1]]
         new[name] = torch.from_numpy(np.ascontiguousarray(b)).to(t.dtype).reshape(t.shape)
 
-    # the GRU: ONNX stores W, R (dirs, 3H, .) in gate order z, r, h and B as [Wb, Rb]; torch r, z, n
+    # the GRU, one ONNX GRU node per layer: W, R (dirs, 3H, .) in gate order z, r, h and B as
+    # [Wb, Rb]; torch keeps r, z, n
     gru = marked.head.gru
     H = gru.hidden_size
-    W, R, B = (bundled["head/" + k] for k in _gru_names(fresh, sd, H))
     zrh_to_rzn = np.r_[np.arange(H, 2 * H), np.arange(0, H), np.arange(2 * H, 3 * H)]
-    for d, sfx in enumerate(["_l0", "_l0_reverse"][: 2 if gru.bidirectional else 1]):
-        new["head.gru.weight_ih" + sfx] = torch.from_numpy(W[d][zrh_to_rzn].copy())
-        new["head.gru.weight_hh" + sfx] = torch.from_numpy(R[d][zrh_to_rzn].copy())
-        new["head.gru.bias_ih" + sfx] = torch.from_numpy(B[d][:3 * H][zrh_to_rzn].copy())
-        new["head.gru.bias_hh" + sfx] = torch.from_numpy(B[d][3 * H:][zrh_to_rzn].copy())
+    for layer in range(gru.num_layers):
+        W, R, B = (bundled["head/" + k] for k in _gru_names(fresh, sd, H, layer))
+        for d, sfx in enumerate([f"_l{layer}", f"_l{layer}_reverse"][: 2 if gru.bidirectional else 1]):
+            new["head.gru.weight_ih" + sfx] = torch.from_numpy(W[d][zrh_to_rzn].copy())
+            new["head.gru.weight_hh" + sfx] = torch.from_numpy(R[d][zrh_to_rzn].copy())
+            new["head.gru.bias_ih" + sfx] = torch.from_numpy(B[d][:3 * H][zrh_to_rzn].copy())
+            new["head.gru.bias_hh" + sfx] = torch.from_numpy(B[d][3 * H:][zrh_to_rzn].copy())
     model = SERModel(cfg).eval()
     missing, unexpected = model.load_state_dict(new, strict=False)
     missing = [m for m in missing if not m.endswith("num_batches_tracked")]
@@ -129,16 +127,16 @@ def recover_weights(export_dir: Path, cfg, hop_frames: int):
     return model
 
 
-def _gru_names(fresh, sd, H):
-    """Names of the head's ONNX GRU W, R, B in the marked export, found by the marked values."""
+def _gru_names(fresh, sd, H, layer):
+    """Names of one GRU layer's ONNX W, R, B in the marked export, found by the marked values."""
     zrh = np.r_[np.arange(H, 2 * H), np.arange(0, H), np.arange(2 * H, 3 * H)]
-    w = sd["head.gru.weight_ih_l0"].numpy()[zrh]
-    r = sd["head.gru.weight_hh_l0"].numpy()[zrh]
+    w = sd[f"head.gru.weight_ih_l{layer}"].numpy()[zrh]
+    r = sd[f"head.gru.weight_hh_l{layer}"].numpy()[zrh]
     names = []
     for target in (w, r):
         names.append(next(k for k, v in fresh.items() if k.startswith("head/") and v.ndim == 3
                           and v.shape[1:] == target.shape and np.array_equal(v[0], target)))
-    b = np.concatenate([sd["head.gru.bias_ih_l0"].numpy()[zrh], sd["head.gru.bias_hh_l0"].numpy()[zrh]])
+    b = np.concatenate([sd[f"head.gru.bias_ih_l{layer}"].numpy()[zrh], sd[f"head.gru.bias_hh_l{layer}"].numpy()[zrh]])
     names.append(next(k for k, v in fresh.items() if k.startswith("head/") and v.ndim == 2
                       and v.shape[1] == b.shape[0] and np.array_equal(v[0], b)))
     return [n[len("head/"):] for n in names]

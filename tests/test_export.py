@@ -276,3 +276,24 @@ def test_int8_step_state_carries_over_as_integer_codes(exported):
         floats = [out_f[f"{n}_out"] for n in native.state_names]
         np.testing.assert_array_equal(f_native, out_f["features"])
     assert any(np.any(s != s.flat[0]) for s in carried)   # the state really moved
+
+
+def test_checkpoint_recovered_from_the_fp32_onnx_files(exported):
+    """scripts/recover_checkpoint.py puts an export's ONNX weights back into a model: the very
+    tensors of the checkpoint that was exported, for a model with no filterbank and two GRU layers."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "recover_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("recover_checkpoint", script)
+    rc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rc)
+    from edgeser.train.checkpoint import load_model
+
+    model, _ = load_model(exported["ckpt"])
+    man = json.loads((exported["out"] / "edgeser.json").read_text())
+    got = rc.recover_weights(exported["out"], model.cfg, man["hop_frames"])
+    assert rc.check_against_onnx(got, exported["out"], man) <= 1e-5
+    want = model.state_dict()
+    for k, v in got.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, want[k], atol=1e-6), k
