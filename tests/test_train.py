@@ -170,3 +170,43 @@ def test_speaker_batches_option_trains_and_validates_per_speaker(corpus, tmp_pat
     ck = load_checkpoint(tmp_path / "s" / "last.pt")
     assert ck["train_config"]["speaker_batches"] is True and 0.0 <= ck["history"][0]["val_UA"] <= 1.0
 
+
+
+def test_adapt_reestimates_batch_norm_statistics_on_unlabelled_audio(corpus, data_dir, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    assert run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(out), *TINY]).exit_code == 0
+    # a plain folder of recordings, no manifest, no labels: two speakers the model never heard
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    clips = sorted((data_dir / "emodb").glob("1[56]a0*.flac"))[:8]
+    for c in clips:
+        shutil.copy(c, rec / c.name)
+    (rec / "broken.wav").write_bytes(b"RIFF not really audio")
+    res = run(["adapt", str(out / "best.pt"), "--data", str(rec), "--out", str(tmp_path / "adapted.pt")])
+    assert res.exit_code == 0, res.output
+    assert "8 clips" in res.output and "1 unreadable skipped" in res.output
+    before, after = load_checkpoint(out / "best.pt"), load_checkpoint(tmp_path / "adapted.pt")
+    moved = [k for k in before["model"] if "running_" in k and not torch.equal(before["model"][k], after["model"][k])]
+    assert moved, "no batch-norm statistic changed"
+    for k, v in before["model"].items():   # the learned weights stay as trained
+        if "running_" not in k and "num_batches" not in k:
+            assert torch.equal(v, after["model"][k]), k
+    meta = after["meta"]
+    assert meta["adapted"]["clips"] == 8 and meta["adapted"]["skipped"] == 1
+    assert {Path(p).name for p in meta["calibration"]} <= {c.name for c in clips}
+    model, _ = load_model(tmp_path / "adapted.pt")   # an ordinary checkpoint: loads and runs
+    with torch.no_grad():
+        logits, _ = model(torch.zeros(1, model.cfg.window_samples))
+    assert logits.shape == (1, model.cfg.n_classes)
+
+
+def test_adapt_without_audio_is_a_one_line_error(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(out), *TINY]).exit_code == 0
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(cli, ["adapt", str(out / "best.pt"), "--data", str(tmp_path / "empty"),
+                                   "--out", str(tmp_path / "a.pt")])
+    assert res.exit_code != 0 and "empty" in res.output and "no audio files" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "a.pt").exists()

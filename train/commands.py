@@ -228,6 +228,34 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
         _fail(e)
 
 
+@click.command()
+@click.argument("ckpt", type=click.Path())
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(), metavar="PATH",
+              help="Unlabelled audio from where the model will run: audio files, folders of them, or corpus "
+                   "folders (labels ignored). Repeat it for several.")
+@click.option("--out", required=True, type=click.Path(), help="The adapted checkpoint to write (.pt).")
+@click.option("--cache-dir", default=None, type=click.Path(),
+              help="Decoded-audio cache (default ~/.cache/edgeser/audio, or $EDGESER_CACHE).")
+def adapt(ckpt, data, out, cache_dir):
+    """Adapt a trained model to a new place without labels.
+
+    Re-estimates the batch-norm statistics on unlabelled audio recorded where the model will run
+    (its microphone, room, language, speakers): AdaBN. Minutes of speech are enough. Then export
+    the new checkpoint as usual (`edgeser export OUT --int8`): its int8 ranges are calibrated on
+    the same audio.
+    """
+    from .adapt import adapt_checkpoint
+    from .checkpoint import CheckpointError
+    from .data import DataError
+
+    try:
+        done = adapt_checkpoint(ckpt, data, out, cache_dir)
+    except (DataError, CheckpointError) as e:
+        _fail(e)
+    click.echo(f"adapted on {done['clips']} clips ({done['seconds'] / 60:.1f} min of audio"
+               + (f", {done['skipped']} unreadable skipped" if done["skipped"] else "") + f"); checkpoint {out}")
+
+
 @click.command("model-info")
 @click.option("--preset", type=click.Choice(_preset_names()), default="edge", show_default=True)
 @click.option("--model", "model_path", type=click.Path(), default=None, help="A checkpoint instead of a preset.")

@@ -1,0 +1,64 @@
+"""Adapting a trained model to where it will run, without labels.
+
+A model meets other microphones, rooms, languages and speakers than it trained on; its batch-norm
+statistics are those of the training corpora. Re-estimated on unlabelled audio recorded where the
+model will run (AdaBN), they move the network's inputs back to the ranges it learned: trained on
+RAVDESS and tested on EmoDB, statistics of *other* EmoDB speakers' unlabelled clips lifted UA
+(docs/results.md). The result is an ordinary checkpoint: export it as usual; its int8 ranges are
+then calibrated on the same audio.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from .data import AudioCache, Clip, DataError, read_corpus
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+CALIBRATION_CLIPS = 32   # spread over the adaptation audio; what export calibrates int8 ranges on
+
+
+def audio_paths(paths: Sequence[str]) -> List[str]:
+    """Audio files named directly, the clips of corpus folders with a manifest.csv (labels ignored),
+    and every audio file under other folders."""
+    out: List[str] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            out.append(str(p))
+        elif (p / "manifest.csv").is_file():     # a corpus: its clips may live elsewhere
+            out += [c.path for c in read_corpus(str(p))]
+        elif p.is_dir():
+            out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    if not out:
+        raise DataError(f"{', '.join(map(str, paths))}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return [os.path.abspath(x) for x in dict.fromkeys(out)]
+
+
+def adapt_checkpoint(ckpt_path: str, paths: Sequence[str], out: str, cache_dir=None, progress: bool = True) -> Dict:
+    """Writes `out`: the checkpoint with batch-norm statistics re-estimated on the audio of `paths`.
+    Returns what was done (clips, seconds of audio, clips skipped)."""
+    from .checkpoint import load_model, save_atomic
+    from .engine import adapt_batchnorm
+
+    model, ckpt = load_model(ckpt_path)
+    files = audio_paths(paths)
+    kept, audio, skipped = AudioCache(cache_dir).load([Clip(f, "", "", "") for f in files], progress=progress)
+    if not audio:
+        raise DataError(f"{', '.join(map(str, paths))}: none of the {len(files)} audio files could be read")
+    adapted = adapt_batchnorm(model, audio)
+    seconds = float(sum(len(a) for a in audio)) / model.cfg.sample_rate
+    pick = np.linspace(0, len(kept) - 1, min(CALIBRATION_CLIPS, len(kept))).round().astype(int)
+    meta = dict(ckpt.get("meta") or {})
+    meta["adapted"] = {"from": str(ckpt["_path"]), "clips": len(kept), "seconds": round(seconds, 1),
+                       "skipped": len(skipped), "sources": [str(p) for p in paths]}
+    meta["calibration"] = [kept[i].path for i in sorted(set(pick.tolist()))]
+    new = {k: v for k, v in ckpt.items() if k not in ("_path", "optimizer", "scheduler", "train_model")}
+    new["model"] = adapted.state_dict()
+    new["meta"] = meta
+    save_atomic(new, Path(out))
+    return meta["adapted"]
