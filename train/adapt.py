@@ -15,9 +15,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .data import AudioCache, Clip, DataError, read_corpus
+from .data import AUDIO_EXT, AudioCache, Clip, DataError, _audio_files, read_corpus
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 CALIBRATION_CLIPS = 32   # spread over the adaptation audio; what export calibrates int8 ranges on
 
 
@@ -31,11 +30,11 @@ def audio_paths(paths: Sequence[str]) -> List[str]:
         elif (p / "manifest.csv").is_file():     # a corpus: its clips may live elsewhere
             out += [c.path for c in read_corpus(str(p))]
         elif p.is_dir():
-            out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+            out += [str(f) for f in _audio_files(p)]
         else:
             raise DataError(f"{p}: no such file or folder")
     if not out:
-        raise DataError(f"{', '.join(map(str, paths))}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+        raise DataError(f"{', '.join(map(str, paths))}: no audio files ({', '.join(sorted(AUDIO_EXT))})")
     return [os.path.abspath(x) for x in dict.fromkeys(out)]
 
 
