@@ -210,3 +210,16 @@ def test_adapt_without_audio_is_a_one_line_error(corpus, tmp_path):
                                    "--out", str(tmp_path / "a.pt")])
     assert res.exit_code != 0 and "empty" in res.output and "no audio files" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "a.pt").exists()
+
+
+def test_fine_tune_from_a_checkpoint_without_center_loss_state(corpus, tmp_path):
+    """scripts/recover_checkpoint.py rebuilds checkpoints from exported files: weights, no centers."""
+    out = tmp_path / "run"
+    assert run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(out), *TINY]).exit_code == 0
+    ck = load_checkpoint(out / "best.pt")
+    slim = {k: v for k, v in ck.items() if k not in ("_path", "center", "optimizer", "scheduler")}
+    torch.save(slim, tmp_path / "slim.pt")
+    res = run(["train", "--data", str(corpus), "--epochs", "1", "--init", str(tmp_path / "slim.pt"),
+               "--out", str(tmp_path / "ft"), "--batch-size", "8", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(tmp_path / "ft" / "best.pt")["epoch"] == 1

@@ -194,7 +194,8 @@ class Trainer:
         if tcfg.init:
             ck = load_checkpoint(tcfg.init)
             self.model.load_state_dict(ck["model"])
-            self.center.load_state_dict(ck["center"])
+            if "center" in ck:   # a checkpoint rebuilt from exported files has none: centers start afresh
+                self.center.load_state_dict(ck["center"])
         set_qat(self.model, tcfg.qat)
         self.dev = torch.device(tcfg.device)
         self.model.to(self.dev)
