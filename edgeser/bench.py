@@ -192,7 +192,7 @@ def measure_stream(folder: Path, step_a: mf.Artifact, head_a: mf.Artifact, m: mf
         raise BenchError(f"{folder / step_a.file}: frontend_step model has no 'audio' input ({in_names})")
     from edgeser.runtime.backends import StepModel
 
-    stepper = StepModel(step)
+    stepper = StepModel(step, head)
     state = stepper.zero_state([i.shape for i in step.inputs if i.name != "audio"])
     want = {"features", *(f"{n}_out" for n in stepper.state_names)}
     have = {o.name for o in step.outputs}
@@ -204,7 +204,7 @@ def measure_stream(folder: Path, step_a: mf.Artifact, head_a: mf.Artifact, m: mf
     hop = m.hop_samples
     n_hops = max(8, -(-len(audio) // hop))
     long = fit(audio, n_hops * hop)
-    ring = np.zeros((1, m.window_frames, m.feature_dim), np.float32)
+    ring = stepper.zero_features((1, m.window_frames, m.feature_dim))
     st = {"pos": 0, "state": state, "ring": ring}
     t_front: List[float] = []
     t_head_l: List[float] = []
@@ -218,7 +218,7 @@ def measure_stream(folder: Path, step_a: mf.Artifact, head_a: mf.Artifact, m: mf
         hf = f.shape[1]
         st["ring"] = np.concatenate([st["ring"][:, hf:], f], axis=1)
         t2 = time.perf_counter()
-        head.run({"features": st["ring"]})
+        stepper.classify(st["ring"])
         t3 = time.perf_counter()
         if record:
             t_front.append(t1 - t0)

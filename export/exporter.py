@@ -223,5 +223,17 @@ def _convert(model, role, fmt, prec, hop_frames, path, made, scoped, cal_cache, 
     if role not in cal_cache:
         cal_cache[role] = calibration_data.for_role(model, role, cal_windows, hop_frames, shapes)
     buf = quantize.quantize_tflite(scoped[role], cal_cache[role], quantize.TFLITE_RECIPES.get(role),
-                                   quantize.RANGE_QUANTILE[role], (ins, outs))
+                                   quantize.RANGE_QUANTILE[role], (ins, outs), _handed_over(role, made))
     write_tflite(buf, ins, outs, path)
+
+
+def _handed_over(role, made):
+    """The int8 head takes its features exactly as the int8 step model writes them (scale and zero
+    point), so a runtime keeps the feature ring in integer codes between the two files."""
+    step = made.get(("frontend_step", "tflite", "int8"))
+    if role != "head" or step is None:
+        return None
+    from edgeser.runtime.backends import open_model
+
+    f = next(o for o in open_model(step).outputs if o.name == "features")
+    return {"features": (f.scale, f.zero_point)} if f.scale else None

@@ -326,12 +326,14 @@ def _calibrate(model_buf: bytearray, recipe, data: List[Feeds], quantile: float)
 
 
 def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile: float = 0.9,
-                    io_names=None) -> bytes:
+                    io_names=None, input_quantization: Dict[str, Tuple[float, int]] = None) -> bytes:
     """Full-integer: int8 weights and activations, int8 inputs and outputs (ai-edge-quantizer
     static_wi8_ai8, calibrated on real clips), but for the float island of a log filterbank
     (float_energy). io_names: the contract's (input names, output names) in signature order;
     given, each state output is quantized like the state input it feeds (_tie); the tensors of a
-    concatenation or max pooling share one range (same_scale_groups).
+    concatenation or max pooling share one range (same_scale_groups). input_quantization:
+    {input name: (scale, zero point)} an input must take, instead of its calibrated range (the
+    head's features as the step model writes them, so a device hands over the int8 codes).
     Returns the model with the quantizer's names."""
     tied = state_pairs(*io_names) if io_names else []  # state inputs and the outputs that feed them
     with quiet():
@@ -349,6 +351,13 @@ def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile:
             names = signature_tensor_names(fp32, *io_names)
             _tie(cal, [(names[a], names[b]) for a, b in tied])
         _tie(cal, same_scale_groups(fp32))
+        if input_quantization:
+            names = signature_tensor_names(fp32, *io_names)
+            for k, (scale, zp) in input_quantization.items():
+                # the range whose asymmetric int8 grid is exactly (scale, zp): -128 and 127 map to its ends
+                v = cal[names[k]]
+                v["min"] = np.full(np.shape(v["min"]), (-128 - zp) * np.float64(scale))
+                v["max"] = np.full(np.shape(v["max"]), (127 - zp) * np.float64(scale))
         res = q.quantize(cal, enable_progress_bar=False, enable_progress_report=False)
     out = bytes(res.quantized_model)
     return _requantize_tied_outputs(out, tied, io_names) if tied else out

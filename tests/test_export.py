@@ -278,6 +278,38 @@ def test_int8_step_state_carries_over_as_integer_codes(exported):
     assert any(np.any(s != s.flat[0]) for s in carried)   # the state really moved
 
 
+def test_int8_head_takes_the_step_models_feature_codes(exported):
+    """Export quantizes the int8 head's features input exactly as the int8 step model writes its
+    features, so the runtime keeps the feature ring in int8 codes: the same probabilities as
+    dequantizing and quantizing again, and a ring of the right dtype from the start."""
+    from edgeser.export.clips import load_audio, windows
+    from edgeser.runtime.backends import StepModel
+
+    out = exported["out"]
+    man = M.read(out)
+    step = open_model(out / man.artifact("frontend_step", "tflite", "int8").file)
+    head = open_model(out / man.artifact("head", "tflite", "int8").file)
+    f_out = next(t for t in step.outputs if t.name == "features")
+    f_in = next(t for t in head.inputs if t.name == "features")
+    assert f_out.dtype == f_in.dtype == "int8" and (f_out.scale, f_out.zero_point) == (f_in.scale, f_in.zero_point)
+    codes, floats = StepModel(step, head), StepModel(step)
+    assert codes.features_raw and not floats.features_raw
+    shape = (1, man.window_frames, man.feature_dim)
+    ring_c, ring_f = codes.zero_features(shape), floats.zero_features(shape)
+    assert ring_c.dtype == np.int8 and ring_f.dtype == np.float32
+    st_c, st_f = codes.zero_state(man.state_shapes), floats.zero_state(man.state_shapes)
+    w = windows(load_audio([str(EMODB / CHECK[1])]), man.window_samples)[0]
+    hop = man.hop_samples
+    for k in range(len(w) // hop):
+        a = w[None, k * hop:(k + 1) * hop]
+        fc, st_c = codes.step(a, st_c)
+        ff, st_f = floats.step(a, st_f)
+        assert fc.dtype == np.int8
+        ring_c = np.concatenate([ring_c[:, fc.shape[1]:], fc], axis=1)
+        ring_f = np.concatenate([ring_f[:, ff.shape[1]:], ff], axis=1)
+        np.testing.assert_array_equal(codes.classify(ring_c)["probs"], head.run({"features": ring_f})["probs"])
+
+
 def test_checkpoint_recovered_from_the_fp32_onnx_files(exported):
     """scripts/recover_checkpoint.py puts an export's ONNX weights back into a model: the very
     tensors of the checkpoint that was exported, for a model with no filterbank and two GRU layers."""

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Collection, Dict, List, Sequence, Tuple
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,6 +41,12 @@ def _limits(dtype: str):
 # Plain ufuncs with `out=`: a streaming hop quantizes a dozen small state tensors, where the
 # wrappers of np.round/np.clip and np.iinfo cost more than the arithmetic (184 us of a 520 us
 # int8 step call, measured with cProfile)
+def same_codes(out: Optional[TensorInfo], inp: Optional[TensorInfo]) -> bool:
+    """An output's integer codes mean the same as an input's: they can be handed over unchanged."""
+    return (out is not None and inp is not None and inp.scale != 0.0 and inp.dtype == out.dtype
+            and np.float32(inp.scale) == np.float32(out.scale) and inp.zero_point == out.zero_point)
+
+
 def _quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
     if info.scale == 0.0:
         return x.astype(info.dtype, copy=False)
@@ -78,10 +84,8 @@ class Backend:
     def same_quantization(self, inp: str, out: str) -> bool:
         """The input and output tensors are quantized alike: the output's integer codes can be fed
         back to the input unchanged (a step model's state)."""
-        i = next((t for t in self.inputs if t.name == inp), None)
-        o = next((t for t in self.outputs if t.name == out), None)
-        return (i is not None and o is not None and i.scale != 0.0 and i.dtype == o.dtype
-                and np.float32(i.scale) == np.float32(o.scale) and i.zero_point == o.zero_point)
+        return same_codes(next((t for t in self.outputs if t.name == out), None),
+                          next((t for t in self.inputs if t.name == inp), None))
 
     def quantize(self, name: str, x: np.ndarray) -> np.ndarray:
         """x as the file's input `name` takes it (integer codes for a quantized input)."""
@@ -198,15 +202,24 @@ class StepModel:
     Where every state output is quantized exactly as the state input it feeds (export ties their
     ranges), the state stays in the file's integer codes from call to call: no dequantize and
     requantize of a dozen small tensors per hop, which cost more than the int8 step itself
-    (docs/bench.md). The state is opaque to callers: a list of arrays to hand back."""
+    (docs/bench.md). The state is opaque to callers: a list of arrays to hand back.
 
-    def __init__(self, backend: Backend):
+    Given the head file too, and where the head takes its features exactly as this file writes
+    them (export ties them), the features stay integer codes as well, and `classify` hands them
+    to the head as they are."""
+
+    def __init__(self, backend: Backend, head: Optional[Backend] = None):
         self.backend = backend
+        self.head = head
         self.state_names = [i.name for i in backend.inputs if i.name != "audio"]
         self._outs = [f"{n}_out" for n in self.state_names]
         pairs = state_pairs(self.state_names, [o.name for o in backend.outputs])
         native = len(pairs) == len(self.state_names) > 0 and all(backend.same_quantization(a, b) for a, b in pairs)
         self.raw = frozenset([*self.state_names, *self._outs] if native else [])
+        self.features_raw = head is not None and same_codes(
+            next((o for o in backend.outputs if o.name == "features"), None),
+            next((i for i in head.inputs if i.name == "features"), None))
+        self._raw_run = self.raw | {"features"} if self.features_raw else self.raw
 
     @property
     def native_state(self) -> bool:
@@ -216,12 +229,21 @@ class StepModel:
         zeros = [np.zeros(s, np.float32) for s in shapes]
         return [self.backend.quantize(n, z) for n, z in zip(self.state_names, zeros)] if self.raw else zeros
 
+    def zero_features(self, shape: Sequence[int]) -> np.ndarray:
+        """Features of value 0 as `step` returns them (integer codes where they stay codes)."""
+        zeros = np.zeros(shape, np.float32)
+        return self.head.quantize("features", zeros) if self.features_raw else zeros
+
     def step(self, audio: np.ndarray, state: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[np.ndarray]]:
         """(1, hop_samples) audio + state -> (1, hop_frames, D) features, new state."""
         feeds = {"audio": audio}
         feeds.update(zip(self.state_names, state))
-        out = self.backend.run(feeds, self.raw)
+        out = self.backend.run(feeds, self._raw_run)
         return out["features"], [out[o] for o in self._outs]
+
+    def classify(self, features: np.ndarray) -> np.ndarray:
+        """(1, window_frames, D) features as `step` returns them -> the head's outputs."""
+        return self.head.run({"features": features}, ("features",) if self.features_raw else ())
 
 
 def _installed(module: str) -> bool:

@@ -138,7 +138,7 @@ class Recognizer:
         # a TFLite interpreter holds its tensors between set and get: streams on several
         # threads take turns (state lives in the streams, so turns are all they need)
         self._lock = threading.Lock()
-        self._stepper = B.StepModel(self._step)
+        self._stepper = B.StepModel(self._step, self._head)
         if len(self._stepper.state_names) != len(man.state_shapes):
             raise RecognizerError(f"{folder / step_art.file}: {len(self._stepper.state_names)} state inputs, "
                                   f"manifest says {len(man.state_shapes)}")
@@ -161,9 +161,9 @@ class Recognizer:
         return feats[0], new_state
 
     def classify(self, features: np.ndarray) -> np.ndarray:
-        """(window_frames, D) -> class probabilities."""
+        """(window_frames, D) features as `step` returns them -> class probabilities."""
         with self._lock:
-            return self._head.run({"features": features[None]})["probs"][0]
+            return self._stepper.classify(features[None])["probs"][0]
 
     def snapshot(self) -> Tuple[List[np.ndarray], np.ndarray]:
         """(state, feature ring) after window_frames of zeros from zero state; do not modify."""
@@ -178,7 +178,7 @@ class Recognizer:
             f, state = self.step(zeros, state)
             feats.append(f)
         ring = np.concatenate(feats, axis=0)[-m.window_frames:]
-        return [s.copy() for s in state], np.ascontiguousarray(ring, dtype=np.float32)
+        return [s.copy() for s in state], np.ascontiguousarray(ring)
 
     # ------------------------------------------------------------------ golden
     def self_test(self):
