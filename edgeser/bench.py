@@ -234,7 +234,7 @@ def measure_stream(folder: Path, step_a: mf.Artifact, head_a: mf.Artifact, m: mf
     res = {
         "files": [step_a.file, head_a.file], "size_bytes": _size(folder, step_a) + _size(folder, head_a),
         "load_s": round(t_step + t_head, 6),
-        "native_state": stepper.native_state,
+        "native_state": stepper.native_state, "native_features": stepper.features_raw,
         "hop_ms": lat, "frontend_ms": latency_stats(t_front), "head_ms": latency_stats(t_head_l),
         "cpu_ms": latency_stats(cpu), "_wall": wall, "_frontend": t_front, "_head": t_head_l,
         "cpu_ms_per_audio_s": sum(cpu) * 1000.0 / audio_s,
