@@ -14,8 +14,9 @@ graph:
 - step 0 has no hidden-to-hidden product (the state is zero), so there is no constant zero
   state in the graph (a float constant in an int8 graph broke conversion, PROBES.md);
 - few ops per cell step: the bundled head (1 x 48 BiGRU over 20 frames) has 271 int8 ops (745
-  with one recurrence per direction) and a 124 KB int8 file (171 KB), with the slice fusion and
-  same-scale ranges of export/slices.py and export/quantize.py.
+  with one recurrence per direction) and a 116 KB int8 file (171 KB), with the slice fusion,
+  same-scale ranges and shared quantization records of export/slices.py, export/quantize.py and
+  export/tflite_export.py.
 """
 from __future__ import annotations
 

@@ -329,3 +329,27 @@ def test_checkpoint_recovered_from_the_fp32_onnx_files(exported):
     for k, v in got.state_dict().items():
         if v.is_floating_point():
             assert torch.allclose(v, want[k], atol=1e-6), k
+
+
+def test_tflite_files_store_each_quantization_once_and_compute_the_same(exported):
+    """write_tflite stores each distinct set of quantization parameters once (tensors share the
+    table): smaller than the object API's own serialization of the same model, same outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    for role in ("frontend_step", "head", "window"):
+        path = exported["out"] / f"{'model' if role == 'window' else role}.int8.tflite"
+        shared = path.read_bytes()
+        plain = bytes(fb.convert_object_to_bytearray(fb.read_model_from_bytearray(bytearray(shared))))
+        assert len(shared) < len(plain), role
+        outs = []
+        for buf in (shared, plain):
+            it = Interpreter(model_content=buf)
+            it.allocate_tensors()
+            rng = np.random.default_rng(1)
+            for d in it.get_input_details():
+                it.set_tensor(d["index"], rng.integers(-100, 100, d["shape"]).astype(d["dtype"]))
+            it.invoke()
+            outs.append([it.get_tensor(d["index"]) for d in it.get_output_details()])
+        for a, b in zip(*outs):
+            np.testing.assert_array_equal(a, b)
