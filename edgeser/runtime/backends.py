@@ -38,15 +38,15 @@ def _limits(dtype: str):
     return float(ii.min), float(ii.max)
 
 
-# Plain ufuncs with `out=`: a streaming hop quantizes a dozen small state tensors, where the
-# wrappers of np.round/np.clip and np.iinfo cost more than the arithmetic (184 us of a 520 us
-# int8 step call, measured with cProfile)
 def same_codes(out: Optional[TensorInfo], inp: Optional[TensorInfo]) -> bool:
     """An output's integer codes mean the same as an input's: they can be handed over unchanged."""
     return (out is not None and inp is not None and inp.scale != 0.0 and inp.dtype == out.dtype
             and np.float32(inp.scale) == np.float32(out.scale) and inp.zero_point == out.zero_point)
 
 
+# Plain ufuncs with `out=`: a streaming hop quantizes a dozen small state tensors, where the
+# wrappers of np.round/np.clip and np.iinfo cost more than the arithmetic (184 us of a 520 us
+# int8 step call, measured with cProfile)
 def _quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
     if info.scale == 0.0:
         return x.astype(info.dtype, copy=False)
@@ -243,6 +243,8 @@ class StepModel:
 
     def classify(self, features: np.ndarray) -> np.ndarray:
         """(1, window_frames, D) features as `step` returns them -> the head's outputs."""
+        if self.head is None:
+            raise BackendError(f"{self.backend.path}: no head file was given to classify with")
         return self.head.run({"features": features}, ("features",) if self.features_raw else ())
 
 
