@@ -110,15 +110,18 @@ def predict_probs(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64)
     return out / counts
 
 
-def adapt_batchnorm(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64) -> SERModel:
+def adapt_batchnorm(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64,
+                    stem_only: bool = False) -> SERModel:
     """A copy of the model whose batch-norm statistics are re-estimated on `audio` (AdaBN).
 
     Used per test speaker, it is transductive: it sees that speaker's unlabelled clips. Reported
-    beside, never instead of, the plain figure."""
+    beside, never instead of, the plain figure. stem_only: only the filterbank stem's (per-band
+    statistics of log energy, what a microphone's frequency response shifts)."""
     import copy
 
     m = copy.deepcopy(model).eval()
-    bns = [x for x in m.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
+    root = m.frontend.stem if stem_only and m.frontend.stem is not None else m
+    bns = [x for x in root.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over all the speaker's windows
