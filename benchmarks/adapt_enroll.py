@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,26 +32,16 @@ def main(argv=None) -> int:
 
     import torch
 
-    from edgeser import labels as L
+    from edgeser.export.clips import heldout
     from edgeser.train.checkpoint import load_model
-    from edgeser.train.data import AudioCache, read_corpus
     from edgeser.train.engine import adapt_batchnorm, predict_probs
     from edgeser.train.metrics import report
 
     torch.set_num_threads(1)
     model, ck = load_model(args.model)
     labels = list(model.cfg.labels)
-    merges = (ck.get("meta") or {}).get("merges", {}) or {}
-    clips = []
-    for c in read_corpus(args.data):
-        try:
-            lab = L.apply(c.label, merges, labels)
-        except L.LabelError:
-            lab = None
-        if lab is not None:
-            clips.append(replace(c, label=lab))
-    clips, audio, _ = AudioCache().load(clips, progress=False)
-    y = np.array([labels.index(c.label) for c in clips])
+    data = heldout(ck, labels, data=args.data)   # the corpus' clips of the model's labels, merged as it was
+    clips, audio, y = data.clips, data.audio, data.y
     base = predict_probs(model, audio).argmax(1)
     speakers = sorted({c.speaker for c in clips})
 
