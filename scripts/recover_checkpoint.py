@@ -105,7 +105,7 @@ def recover_weights(export_dir: Path, cfg, hop_frames: int):
         elif form == "blocked":   # (out, row, taps) -> (out, 1, taps * row), the row-major inverse
             out_ch, row, taps = b.shape
             b = b.transpose(0, 2, 1).reshape(out_ch, 1, taps * row)[..., :t.shape[-1]]
-        new[name] = torch.from_numpy(np.ascontiguousarray(b)).to(t.dtype).reshape(t.shape)
+        new[name] = torch.from_numpy(np.array(b)).to(t.dtype).reshape(t.shape)   # a copy: ONNX arrays are read-only
 
     # the GRU, one ONNX GRU node per layer: W, R (dirs, 3H, .) in gate order z, r, h and B as
     # [Wb, Rb]; torch keeps r, z, n
