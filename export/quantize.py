@@ -209,6 +209,7 @@ def _requantize_tied_outputs(buf: bytes, tied: Sequence[Tuple[str, str]], io_nam
     from ai_edge_litert import schema_py_generated as s
     from ai_edge_litert.tools import flatbuffer_utils as fb
 
+    from .slices import add_opcode
     from .tflite_export import builtin_op_names, rename_io
 
     m = fb.read_model_from_bytearray(bytearray(rename_io(buf, *io_names)))
@@ -222,12 +223,7 @@ def _requantize_tied_outputs(buf: bytes, tied: Sequence[Tuple[str, str]], io_nam
         if qa is None or qb is None or ta.type != tb.type or (list(qa.scale) == list(qb.scale)
                                                                 and list(qa.zeroPoint) == list(qb.zeroPoint)):
             continue
-        if "QUANTIZE" not in codes:
-            oc = s.OperatorCodeT()
-            oc.builtinCode = oc.deprecatedBuiltinCode = s.BuiltinOperator.QUANTIZE
-            oc.version = 2
-            m.operatorCodes.append(oc)
-            codes.append("QUANTIZE")
+        quantize_op = add_opcode(m, codes, "QUANTIZE", version=2)
         new = copy.deepcopy(tb)
         new.quantization = copy.deepcopy(qa)
         new.buffer = 0
@@ -235,7 +231,7 @@ def _requantize_tied_outputs(buf: bytes, tied: Sequence[Tuple[str, str]], io_nam
         sg.tensors.append(new)
         k = len(sg.tensors) - 1
         op = s.OperatorT()
-        op.opcodeIndex = codes.index("QUANTIZE")
+        op.opcodeIndex = quantize_op
         op.inputs, op.outputs = [tensor[b]], [k]
         sg.operators.append(op)
         sg.outputs = [k if i == tensor[b] else i for i in sg.outputs]

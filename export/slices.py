@@ -38,13 +38,14 @@ def _cut(m, g, op) -> Optional[Tuple[int, int, int]]:
     return a, int(begin[a]), size[a]
 
 
-def _add_opcode(m, codes: List[str], name: str) -> int:
+def add_opcode(m, codes: List[str], name: str, version: int = 1) -> int:
+    """Index of builtin operator `name` in the model's operator codes, added if missing."""
     from ai_edge_litert import schema_py_generated as s
 
     if name not in codes:
         oc = s.OperatorCodeT()
         oc.builtinCode = oc.deprecatedBuiltinCode = getattr(s.BuiltinOperator, name)
-        oc.version = 1
+        oc.version = version
         m.operatorCodes.append(oc)
         codes.append(name)
     return codes.index(name)
@@ -103,7 +104,7 @@ def fuse_slices(m, codes: List[str]) -> int:
                     squeeze = []
             new = s.OperatorT()
             if squeeze:
-                new.opcodeIndex = _add_opcode(m, codes, "UNPACK")
+                new.opcodeIndex = add_opcode(m, codes, "UNPACK")
                 new.inputs = [x]
                 new.outputs = [int(r.outputs[0]) for r in squeeze]
                 new.builtinOptionsType = s.BuiltinOptions.UnpackOptions
@@ -111,7 +112,7 @@ def fuse_slices(m, codes: List[str]) -> int:
                 new.builtinOptions.num, new.builtinOptions.axis = len(outs), axis
                 drop.update(id(r) for r in squeeze)
             else:
-                new.opcodeIndex = _add_opcode(m, codes, "SPLIT")
+                new.opcodeIndex = add_opcode(m, codes, "SPLIT")
                 new.inputs = [_axis_tensor(m, g, axis), x]
                 new.outputs = outs
                 new.builtinOptionsType = s.BuiltinOptions.SplitOptions
@@ -123,7 +124,7 @@ def fuse_slices(m, codes: List[str]) -> int:
             drop.update(id(op) for op in slices if op is not first)
             gone += len(slices)
         if replace:
-            g.operators = [replace.get(id(op), op) for op in g.operators if id(op) not in drop or id(op) in replace]
+            g.operators = [replace.get(id(op), op) for op in g.operators if id(op) not in drop]
             drop_unused_tensors(m)
     if gone:
         _drop_unused_opcodes(m, codes)
