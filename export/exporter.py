@@ -201,7 +201,7 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
 
 
 def _convert(model, role, fmt, prec, hop_frames, path, made, scoped, cal_cache, cal_windows, shapes):
-    module, sample, ins, outs = build(model, role, hop_frames, stepwise_gru=(fmt == "tflite"))
+    module, sample, ins, outs = build(model, role, hop_frames, tflite=(fmt == "tflite"))
     if fmt == "onnx" and prec == "fp32":
         from .onnx_export import export_onnx
         export_onnx(module, sample, ins, outs, path)

@@ -169,7 +169,9 @@ def float_energy_recipe(buf: bytes):
         from ai_edge_quantizer import algorithm_manager, qtyping
 
         for n in names:
-            q.update_quantization_recipe(f"^{re.escape(n)};", qtyping.TFLOperationName.ALL_SUPPORTED,
+            # the op whose scope is exactly this output's name: converter names share prefixes
+            # (everything a module computes outside its submodules has the module's scope)
+            q.update_quantization_recipe(f"^{re.escape(n)};$", qtyping.TFLOperationName.ALL_SUPPORTED,
                                          algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     return apply if names else None
 
@@ -241,6 +243,44 @@ def _requantize_tied_outputs(buf: bytes, tied: Sequence[Tuple[str, str]], io_nam
     return bytes(fb.convert_object_to_bytearray(m))
 
 
+def drop_identity_requantize(buf: bytes) -> bytes:
+    """int8 -> int8 QUANTIZE ops whose input already has the output's scale and zero point are
+    removed, their readers reading the input. The quantizer puts one in front of a concatenation
+    input that comes through a RESHAPE even when the ranges are tied (same_scale_groups): a copy
+    that changes nothing. One feeding a graph output stays (the output's tensor keeps its name)."""
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    from .slices import _drop_unused_opcodes, drop_unused_tensors
+    from .tflite_export import builtin_op_names
+
+    m = fb.read_model_from_bytearray(bytearray(buf))
+    codes = builtin_op_names(m)
+    gone = 0
+    for g in m.subgraphs:
+        outs = {int(i) for i in g.outputs}
+        remap = {}
+        kept = []
+        for op in g.operators:
+            if codes[op.opcodeIndex] == "QUANTIZE" and len(op.inputs) == 1:
+                a, b = g.tensors[int(op.inputs[0])], g.tensors[int(op.outputs[0])]
+                qa, qb = a.quantization, b.quantization
+                if (a.type == b.type and int(op.outputs[0]) not in outs and qa is not None and qb is not None
+                        and qa.scale is not None and qb.scale is not None
+                        and np.array_equal(qa.scale, qb.scale) and np.array_equal(qa.zeroPoint, qb.zeroPoint)):
+                    remap[int(op.outputs[0])] = remap.get(int(op.inputs[0]), int(op.inputs[0]))
+                    gone += 1
+                    continue
+            kept.append(op)
+        for op in kept:
+            op.inputs = [remap.get(int(i), int(i)) for i in op.inputs]
+        g.operators = kept
+    if not gone:
+        return buf
+    drop_unused_tensors(m)
+    _drop_unused_opcodes(m, codes)
+    return bytes(fb.convert_object_to_bytearray(m))
+
+
 def _tie(qsvs: dict, groups: Sequence[Sequence[str]]) -> None:
     """One range, the union of all, for each set of tensor names joined by the groups
     (overlapping groups join: each connected set of names gets one range).
@@ -263,24 +303,29 @@ def _tie(qsvs: dict, groups: Sequence[Sequence[str]]) -> None:
     for k in parent:
         sets.setdefault(root(k), []).append(k)
     for names in sets.values():
-        lo = np.min([qsvs[k]["min"] for k in names], axis=0).astype(np.float32)
-        hi = np.max([qsvs[k]["max"] for k in names], axis=0).astype(np.float32)
+        # per-tensor ranges, kept in each tensor's own array shape (a reshape's differ)
+        lo = min(float(np.min(qsvs[k]["min"])) for k in names)
+        hi = max(float(np.max(qsvs[k]["max"])) for k in names)
         for k in names:
-            qsvs[k]["min"], qsvs[k]["max"] = lo, hi
+            qsvs[k]["min"] = np.full(np.shape(qsvs[k]["min"]), lo, np.float32)
+            qsvs[k]["max"] = np.full(np.shape(qsvs[k]["max"]), hi, np.float32)
 
 
 # int8 kernels that take their inputs at their output's scale
-_SAME_SCALE_OPS = ("CONCATENATION", "MAXIMUM")
+_SAME_SCALE_OPS = ("CONCATENATION", "MAXIMUM", "MAX_POOL_2D", "RESHAPE", "TRANSPOSE")
 
 
 def same_scale_groups(buf: bytes) -> List[List[str]]:
-    """For each CONCATENATION and MAXIMUM op, the names of its activation inputs and output.
+    """For each op of _SAME_SCALE_OPS, the names of its activation inputs and output.
 
     Their int8 kernels take the inputs at the output's scale, so the quantizer requantized each
     input first: every frame's ConvLSTM state before the block stacks them, every GRU step before
     the head's max pooling (one QUANTIZE op each, and a second rounding), and every step's
     hidden-to-hidden product got a bias of its own (its scale is the input's times the weight's).
-    Calibrated to one range (states of one recurrence, similar ranges), they need none of it."""
+    Calibrated to one range (states of one recurrence, similar ranges), they need none of it.
+    MAX_POOL_2D, RESHAPE and TRANSPOSE keep their input's scale in any case; joined here, a
+    pooled or reshaped tensor that is then concatenated (the front end's per-frame max), or a
+    state that is reshaped on its way out, needs no requantizing either."""
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
 
     from .tflite_export import builtin_op_names
@@ -343,10 +388,11 @@ def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile:
         if recipe_extra is not None:
             recipe_extra(q)
         cal = _calibrate(buf, q.get_quantization_recipe(), data, quantile)
+        groups = same_scale_groups(fp32)
         if tied:
             names = signature_tensor_names(fp32, *io_names)
-            _tie(cal, [(names[a], names[b]) for a, b in tied])
-        _tie(cal, same_scale_groups(fp32))
+            groups += [[names[a], names[b]] for a, b in tied]
+        _tie(cal, groups)   # in one call: a state pair and its reshapes and stack join
         if input_quantization:
             names = signature_tensor_names(fp32, *io_names)
             for k, (scale, zp) in input_quantization.items():
@@ -355,5 +401,5 @@ def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile:
                 v["min"] = np.full(np.shape(v["min"]), (-128 - zp) * np.float64(scale))
                 v["max"] = np.full(np.shape(v["max"]), (127 - zp) * np.float64(scale))
         res = q.quantize(cal, enable_progress_bar=False, enable_progress_report=False)
-    out = bytes(res.quantized_model)
+    out = drop_identity_requantize(bytes(res.quantized_model))
     return _requantize_tied_outputs(out, tied, io_names) if tied else out

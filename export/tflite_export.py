@@ -66,9 +66,31 @@ def rename_io(buf: bytes, input_names: Sequence[str], output_names: Sequence[str
     return bytes(fb.convert_object_to_bytearray(m))
 
 
+def _vector_sharing_builder():
+    import flatbuffers
+    import numpy as np
+
+    class VectorSharingBuilder(flatbuffers.Builder):
+        """A flatbuffers Builder that writes each distinct numpy vector once."""
+
+        def __init__(self, size: int):
+            super().__init__(size)
+            self.vectors = {}
+
+        def CreateNumpyVector(self, x):
+            x = np.asarray(x)
+            key = (x.dtype.str, x.shape, x.tobytes())
+            if key not in self.vectors:
+                self.vectors[key] = super().CreateNumpyVector(x)
+            return self.vectors[key]
+
+    return VectorSharingBuilder
+
+
 def serialize_shared(m) -> bytes:
-    """The model as flatbuffer bytes, with every distinct set of quantization parameters stored
-    once and referenced by all the tensors that have it.
+    """The model as flatbuffer bytes, with every distinct set of quantization parameters, and
+    every distinct int vector (tensor shapes, op input and output lists), stored once and
+    referenced by all the tables that have it.
 
     The object API writes a QuantizationParameters table with its own scale and zero-point
     vectors for each of the thousands of tensors an unrolled recurrence has, most of them
@@ -91,9 +113,18 @@ def serialize_shared(m) -> bytes:
             made[key] = plain(q, builder)
         return made[key]
 
+    # every int vector as an array, so the builder's one numpy path writes (and shares) it
+    for g in m.subgraphs:
+        for t in g.tensors:
+            if t.shape is not None:
+                t.shape = np.asarray(t.shape, np.int32)
+        for op in g.operators:
+            op.inputs, op.outputs = np.asarray(op.inputs, np.int32), np.asarray(op.outputs, np.int32)
+        g.inputs, g.outputs = np.asarray(g.inputs, np.int32), np.asarray(g.outputs, np.int32)
+
     s.QuantizationParametersT.Pack = pack_once
     try:
-        builder = flatbuffers.Builder(1024)
+        builder = _vector_sharing_builder()(1024)
         builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
         return bytes(builder.Output())
     finally:

@@ -13,10 +13,10 @@ import torch.nn as nn
 
 from edgeser.train.model import SERModel, freeze_derived_weights
 
+from .channels_last import ChannelsLastFrontend
 from .gru import StepwiseGRU
 
 ROLES = ("window", "frontend_step", "head")
-TFLM_MAX_CONCAT = 10   # inputs of one CONCATENATION in TensorFlow Lite Micro
 
 
 def state_names(n_blocks: int) -> List[str]:
@@ -49,34 +49,29 @@ class HeadModel(nn.Module):
 
 
 class WindowModel(nn.Module):
-    """audio (1, window_samples) -> probs (1, n_classes)."""
+    """audio (1, window_samples) -> probs (1, n_classes).
 
-    def __init__(self, model: SERModel, stepwise: bool = False):
+    tflite: the front end channels-last (channels_last.py) and the head's GRU step by step."""
+
+    def __init__(self, model: SERModel, tflite: bool = False):
         super().__init__()
         self.model = model
-        self.head = HeadModel(model, stepwise)
+        self.frontend = ChannelsLastFrontend(model.frontend) if tflite else model.frontend
+        self.head = HeadModel(model, tflite)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        frames = self.model.frame(audio)
-        if self.head.stepwise is None:
-            feats, _ = self.model.frontend(frames)
-        else:
-            # chunks of TFLM_MAX_CONCAT frames carrying the state: every block stacks at most
-            # that many frames (TFLite Micro's CONCATENATION limit); the same function
-            chunks, state = [], None
-            for t in range(0, frames.shape[1], TFLM_MAX_CONCAT):
-                f, state = self.model.frontend(frames[:, t:t + TFLM_MAX_CONCAT], state)
-                chunks.append(f)
-            feats = torch.cat(chunks, dim=1)
+        feats, _ = self.frontend(self.model.frame(audio))
         return self.head(feats)
 
 
 class FrontendStep(nn.Module):
-    """audio (1, hop_frames * frame_samples), h0, c0, ... -> features (1, hop_frames, D), h0_out, ..."""
+    """audio (1, hop_frames * frame_samples), h0, c0, ... -> features (1, hop_frames, D), h0_out, ...
 
-    def __init__(self, model: SERModel, hop_frames: int):
+    tflite: the front end channels-last; the states keep their (1, C, L) layout."""
+
+    def __init__(self, model: SERModel, hop_frames: int, tflite: bool = False):
         super().__init__()
-        self.frontend = model.frontend
+        self.frontend = ChannelsLastFrontend(model.frontend) if tflite else model.frontend
         self.frame_samples = model.cfg.frame_samples
         self.hop_frames = hop_frames
 
@@ -88,22 +83,23 @@ class FrontendStep(nn.Module):
         return (feats, *flat)
 
 
-def build(model: SERModel, role: str, hop_frames: int, stepwise_gru: bool = False):
+def build(model: SERModel, role: str, hop_frames: int, tflite: bool = False):
     """(module, sample inputs as a tuple, input names, output names) for one role, batch 1.
-    stepwise_gru: the head's GRU as gru.StepwiseGRU (the TFLite files)."""
+    tflite: the form for the TFLite files: the front end channels-last (channels_last.py), the
+    head's GRU as gru.StepwiseGRU."""
     cfg = model.cfg
     freeze_derived_weights(model.eval())
     if role == "window":
-        return (WindowModel(model, stepwise_gru).eval(), (torch.zeros(1, cfg.window_samples),), ["audio"],
+        return (WindowModel(model, tflite).eval(), (torch.zeros(1, cfg.window_samples),), ["audio"],
                 ["probs"])
     if role == "frontend_step":
         names = state_names(len(cfg.channels))
         # a non-zero sample state: tracing must see the state path as data, not as a constant
         sample = (torch.zeros(1, hop_frames * cfg.frame_samples),
                   *[torch.full(s, 0.01) for s in state_shapes(model)])
-        return (FrontendStep(model, hop_frames).eval(), sample, ["audio", *names],
+        return (FrontendStep(model, hop_frames, tflite).eval(), sample, ["audio", *names],
                 ["features", *[f"{n}_out" for n in names]])
     if role == "head":
-        return (HeadModel(model, stepwise_gru).eval(), (torch.zeros(1, cfg.window_frames, model.frontend.feature_dim),),
+        return (HeadModel(model, tflite).eval(), (torch.zeros(1, cfg.window_frames, model.frontend.feature_dim),),
                 ["features"], ["probs"])
     raise ValueError(f"unknown role {role!r} (known: {', '.join(ROLES)})")

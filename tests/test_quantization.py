@@ -54,7 +54,7 @@ def _convert(model, role):
     from edgeser.export.tflite_export import convert_tflite
     from edgeser.export.wrappers import build
 
-    module, sample, ins, outs = build(model, role, 5, stepwise_gru=True)
+    module, sample, ins, outs = build(model, role, 5, tflite=True)
     return convert_tflite(module, sample, ins, outs), ins, outs
 
 
@@ -67,7 +67,8 @@ def _ops(path):
 
 
 @pytest.mark.skipif(not EMODB.is_dir(), reason="EmoDB clips not found")
-def test_filterbank_energy_stays_float_and_everything_else_int8(tmp_path):
+@pytest.mark.parametrize("role", ["frontend_step", "window"])
+def test_filterbank_energy_stays_float_and_everything_else_int8(tmp_path, role):
     pytest.importorskip("ai_edge_quantizer")
     pytest.importorskip("litert_torch")
     from edgeser.export import quantize
@@ -78,18 +79,20 @@ def test_filterbank_energy_stays_float_and_everything_else_int8(tmp_path):
     torch.manual_seed(0)
     model = SERModel(preset("tiny", stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=8,
                             fbank_floor=1e-4)).eval()
-    buf, ins, outs = _convert(model, "frontend_step")
+    buf, ins, outs = _convert(model, role)
     island = quantize.float_energy(buf)
     assert island, "the energy ops feeding LOG were not found"
     windows = _audio(model.cfg.window_samples)
-    data = for_role(model, "frontend_step", windows, 5, state_shapes(model))
-    path = write_tflite(quantize.quantize_tflite(buf, data), ins, outs, tmp_path / "step.int8.tflite")
+    data = for_role(model, role, windows, 5, state_shapes(model))
+    path = write_tflite(quantize.quantize_tflite(buf, data), ins, outs, tmp_path / f"{role}.int8.tflite")
     ops, td = _ops(path)
     kinds = [o["op_name"] for o in ops]
     log = ops[kinds.index("LOG")]
     assert td[log["inputs"][0]]["dtype"] == np.float32
     # the energy is computed in float from a dequantised int8 convolution; I/O and convs are int8
-    assert kinds.count("DEQUANTIZE") >= 1 and kinds.count("QUANTIZE") >= 1
+    assert kinds.count("DEQUANTIZE") == 1 and kinds.count("QUANTIZE") >= 1
+    float_ops = {o["op_name"] for o in ops if td[o["outputs"][0]]["dtype"] == np.float32}
+    assert float_ops <= set(quantize._ENERGY_OPS) | {"LOG", "DEQUANTIZE"}, float_ops
     for o in ops:
         if o["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
             assert td[o["outputs"][0]]["dtype"] == np.int8, o
@@ -197,3 +200,47 @@ def test_stacked_and_max_pooled_tensors_share_one_int8_scale(tmp_path):
                       for i in list(o["inputs"]) + list(o["outputs"])}
             assert len(scales) == 1, (role, o)
             assert not requantized.intersection(o["inputs"]), (role, o)
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("tiny", {}),                                                       # block 1 on raw samples
+    ("tiny", {"stem": "fbank", "stem_kernel": 400, "stem_stride": 160, "fbank_bands": 8}),
+    ("tiny", {"channels": (4, 6, 8, 8), "window_s": 1.2}),              # pooling down to one position
+])
+def test_channels_last_frontend_is_the_trained_frontend(name, overrides):
+    """The TFLite files' NHWC front end computes what Frontend does, across chunks with state."""
+    from edgeser.export.channels_last import ChannelsLastFrontend, cat_grouped
+    from edgeser.train.model import freeze_derived_weights
+
+    torch.manual_seed(3)
+    model = freeze_derived_weights(SERModel(preset(name, **overrides)).eval())
+    with torch.no_grad():
+        for blk in model.frontend.blocks:
+            blk.bn.running_mean.uniform_(-0.2, 0.2)
+            blk.bn.running_var.uniform_(0.5, 2.0)
+        cl = ChannelsLastFrontend(model.frontend).eval()
+        frames = model.frame(torch.randn(1, model.cfg.window_samples) * 0.1)
+        state_a = state_b = None
+        for part in (frames[:, :4], frames[:, 4:5], frames[:, 5:]):
+            a, state_a = model.frontend(part, state_a)
+            b, state_b = cl(part, state_b)
+            assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+            for (ha, ca), (hb, cb) in zip(state_a, state_b):
+                assert ha.shape == hb.shape and torch.allclose(ha, hb, atol=1e-5) and torch.allclose(ca, cb, atol=1e-5)
+    parts = [torch.full((1, 2), float(i)) for i in range(23)]
+    assert torch.equal(cat_grouped(parts, 0), torch.cat(parts, 0))
+
+
+def test_tflite_window_has_no_layout_transposes():
+    """In the converted window model every convolution reads and writes NHWC directly."""
+    pytest.importorskip("litert_torch")
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    from edgeser.export.tflite_export import builtin_op_names
+
+    torch.manual_seed(0)
+    model = SERModel(preset("tiny", stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=8)).eval()
+    buf, _, _ = _convert(model, "window")
+    m = fb.read_model_from_bytearray(bytearray(buf))
+    kinds = [builtin_op_names(m)[o.opcodeIndex] for o in m.subgraphs[0].operators]
+    assert kinds.count("CONV_2D") > 10 and "TRANSPOSE" not in kinds
