@@ -92,7 +92,10 @@ def _configs(preset, labels_found, window_s=None, **train):
 
 
 def _init_config(init, labels_found):
-    """The model config of the checkpoint a run starts from; its labels must be the data's."""
+    """The model config of the checkpoint a run starts from, with the data's labels: where they
+    differ (another corpus), everything but the classifier's last layer is carried over."""
+    from dataclasses import replace
+
     from .checkpoint import CheckpointError, load_checkpoint
     from .model import ModelConfig
 
@@ -102,8 +105,9 @@ def _init_config(init, labels_found):
     except CheckpointError as e:
         raise click.ClickException(str(e)) from None
     if list(cfg.labels) != list(labels_found):
-        raise click.ClickException(f"{init}: trained on labels {','.join(cfg.labels)}, the data has "
-                                   f"{','.join(labels_found)} (choose them with --labels/--merge)")
+        click.echo(f"{init}: trained on labels {','.join(cfg.labels)}, the data has {','.join(labels_found)}: "
+                   f"all weights but the classifier's output layer carried over", err=True)
+        cfg = replace(cfg, labels=tuple(labels_found))
     return cfg, str((ck.get("meta") or {}).get("preset", ""))
 
 
@@ -185,9 +189,13 @@ def train(data, extra, out, resume, stop_after, init, qat, preset, window_s, lab
 @click.option("--speaker-adapt", is_flag=True,
               help="Also report scores with batch-norm statistics re-estimated on each test speaker's "
                    "unlabelled clips (transductive; shown beside the plain figure).")
+@click.option("--init", "init", type=click.Path(), default=None, metavar="CKPT",
+              help="Every fold starts from this checkpoint's weights and model config (--preset is ignored), "
+                   "e.g. a model trained on another corpus; with other labels its classifier's output layer "
+                   "starts afresh. It must not have seen the test speakers.")
 @_train_options
-def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, preset, window_s, labels, merge,
-             val_fraction, cache_dir, **train_opts):
+def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, init, preset, window_s, labels,
+             merge, val_fraction, cache_dir, **train_opts):
     """Speaker-independent cross-validation, or test a trained model on any corpus.
 
     Reports WA (accuracy), UA (mean per-class recall), macro-F1, per-class precision and
@@ -213,6 +221,9 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             return
         train_opts["threads"] = train_opts["threads"] or 1
         cfg, tcfg = _configs(preset, found, window_s, **train_opts)
+        if init:
+            cfg, preset = _init_config(init, found)
+            tcfg.init = str(init)
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
         res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt)
         res["command"] = " ".join(sys.argv)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, save_atomic
+from .checkpoint import CheckpointError, load_checkpoint, save_atomic
 from .data import Augment, Clip, eval_windows, train_window
 from .losses import CenterLoss
 from .metrics import report
@@ -197,9 +197,20 @@ class Trainer:
         self.center = CenterLoss(cfg.n_classes, cfg.embed_dim)
         if tcfg.init:
             ck = load_checkpoint(tcfg.init)
-            self.model.load_state_dict(ck["model"])
-            if "center" in ck:   # a checkpoint rebuilt from exported files has none: centers start afresh
-                self.center.load_state_dict(ck["center"])
+            if list(ck["model_config"].get("labels", [])) == list(cfg.labels):
+                self.model.load_state_dict(ck["model"])
+                if "center" in ck:   # a checkpoint rebuilt from exported files has none: centers start afresh
+                    self.center.load_state_dict(ck["center"])
+            else:
+                # other labels (another corpus): the classifier's output layer and the class centers
+                # start afresh, everything else carries over
+                own = self.model.state_dict()
+                fits = {k: v for k, v in ck["model"].items()
+                        if k in own and own[k].shape == v.shape and not k.startswith("head.classifier.")}
+                if any(k not in own or (k not in fits and not k.startswith("head.classifier."))
+                       for k in ck["model"]):
+                    raise CheckpointError(f"{tcfg.init}: its weights do not fit this model")
+                self.model.load_state_dict(fits, strict=False)
         set_qat(self.model, tcfg.qat)
         self.dev = torch.device(tcfg.device)
         self.model.to(self.dev)
