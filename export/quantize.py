@@ -250,7 +250,7 @@ def drop_identity_requantize(buf: bytes) -> bytes:
     that changes nothing. One feeding a graph output stays (the output's tensor keeps its name)."""
     from ai_edge_litert.tools import flatbuffer_utils as fb
 
-    from .slices import _drop_unused_opcodes, drop_unused_tensors
+    from .slices import drop_unused_opcodes, drop_unused_tensors
     from .tflite_export import builtin_op_names
 
     m = fb.read_model_from_bytearray(bytearray(buf))
@@ -277,7 +277,7 @@ def drop_identity_requantize(buf: bytes) -> bytes:
     if not gone:
         return buf
     drop_unused_tensors(m)
-    _drop_unused_opcodes(m, codes)
+    drop_unused_opcodes(m, codes)
     return bytes(fb.convert_object_to_bytearray(m))
 
 
@@ -311,7 +311,7 @@ def _tie(qsvs: dict, groups: Sequence[Sequence[str]]) -> None:
             qsvs[k]["max"] = np.full(np.shape(qsvs[k]["max"]), hi, np.float32)
 
 
-# int8 kernels that take their inputs at their output's scale
+# int8 kernels that take their inputs at their output's scale, or give their output their input's
 _SAME_SCALE_OPS = ("CONCATENATION", "MAXIMUM", "MAX_POOL_2D", "RESHAPE", "TRANSPOSE")
 
 

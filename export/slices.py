@@ -127,11 +127,11 @@ def fuse_slices(m, codes: List[str]) -> int:
             g.operators = [replace.get(id(op), op) for op in g.operators if id(op) not in drop]
             drop_unused_tensors(m)
     if gone:
-        _drop_unused_opcodes(m, codes)
+        drop_unused_opcodes(m, codes)
     return gone
 
 
-def _drop_unused_opcodes(m, codes: List[str]) -> None:
+def drop_unused_opcodes(m, codes: List[str]) -> None:
     """Operator codes no op uses any more are removed (a reader lists them as the model's ops)."""
     used = sorted({int(op.opcodeIndex) for g in m.subgraphs for op in g.operators})
     new = {old: k for k, old in enumerate(used)}
