@@ -80,7 +80,7 @@ def block_nhwc(blk: ConvLSTMBlock, x: torch.Tensor,
             g = g + conv_nhwc(h, blk.s2s.weight, None, 1, blk.s2s.padding[0])
         i, f, u, o = g.chunk(4, dim=-1)
         iu = torch.sigmoid(i) * torch.tanh(u)
-        c = iu if c is None else torch.sigmoid(f) * c + iu
+        c = iu if c is None else blk.clip(torch.sigmoid(f) * c + iu)
         h = torch.sigmoid(o) * torch.tanh(c)
         outs.append(h)
     y = F.relu(batch_norm_nhwc(cat_grouped(outs, 0), blk.bn))

@@ -281,7 +281,7 @@ def drop_identity_requantize(buf: bytes) -> bytes:
     return bytes(fb.convert_object_to_bytearray(m))
 
 
-def _tie(qsvs: dict, groups: Sequence[Sequence[str]]) -> None:
+def _tie(qsvs: dict, groups: Sequence[Sequence[str]], bounds: Dict[str, Tuple[float, float]] = None) -> None:
     """One range, the union of all, for each set of tensor names joined by the groups
     (overlapping groups join: each connected set of names gets one range).
 
@@ -306,13 +306,16 @@ def _tie(qsvs: dict, groups: Sequence[Sequence[str]]) -> None:
         # per-tensor ranges, kept in each tensor's own array shape (a reshape's differ)
         lo = min(float(np.min(qsvs[k]["min"])) for k in names)
         hi = max(float(np.max(qsvs[k]["max"])) for k in names)
+        for k in names:   # a clamp in the group bounds them all (clamp_bounds)
+            b_lo, b_hi = (bounds or {}).get(k, (-np.inf, np.inf))
+            lo, hi = max(lo, b_lo), min(hi, b_hi)
         for k in names:
             qsvs[k]["min"] = np.full(np.shape(qsvs[k]["min"]), lo, np.float32)
             qsvs[k]["max"] = np.full(np.shape(qsvs[k]["max"]), hi, np.float32)
 
 
 # int8 kernels that take their inputs at their output's scale, or give their output their input's
-_SAME_SCALE_OPS = ("CONCATENATION", "MAXIMUM", "MAX_POOL_2D", "RESHAPE", "TRANSPOSE")
+_SAME_SCALE_OPS = ("CONCATENATION", "MAXIMUM", "MINIMUM", "MAX_POOL_2D", "RESHAPE", "TRANSPOSE")
 
 
 def same_scale_groups(buf: bytes) -> List[List[str]]:
@@ -340,6 +343,34 @@ def same_scale_groups(buf: bytes) -> List[List[str]]:
                 ts = [int(i) for i in list(op.inputs) + list(op.outputs) if i >= 0 and int(i) in producer]
                 groups.append([fb.get_tensor_name(sg.tensors[t]) for t in ts])
     return groups
+
+
+def clamp_bounds(buf: bytes) -> Dict[str, Tuple[float, float]]:
+    """{output name: (low, high)} of every MAXIMUM and MINIMUM with a constant operand (a clamp,
+    such as the bounded ConvLSTM cell state). _tie keeps such a tensor's group within the bound,
+    so the int8 op that feeds the clamp saturates there: the clamp itself, with the int8 grid
+    spent on the values that can occur, not on the unclamped input's range."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    from .tflite_export import builtin_op_names
+
+    m = fb.read_model(bytes(buf))
+    codes = builtin_op_names(m)
+    bounds: Dict[str, Tuple[float, float]] = {}
+    for sg in m.subgraphs:
+        for op in sg.operators:
+            kind = codes[op.opcodeIndex]
+            if kind not in ("MAXIMUM", "MINIMUM"):
+                continue
+            consts = []
+            for i in op.inputs:
+                data = m.buffers[sg.tensors[i].buffer].data if i >= 0 else None
+                if data is not None and len(data) == 4 and sg.tensors[i].type == 0:  # one float32
+                    consts.append(float(np.frombuffer(bytes(bytearray(data)), np.float32)[0]))
+            if len(consts) == 1:
+                v = consts[0]
+                bounds[fb.get_tensor_name(sg.tensors[op.outputs[0]])] = (v, np.inf) if kind == "MAXIMUM" else (-np.inf, v)
+    return bounds
 
 
 def _calibrate(model_buf: bytearray, recipe, data: List[Feeds], quantile: float):
@@ -392,7 +423,7 @@ def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile:
         if tied:
             names = signature_tensor_names(fp32, *io_names)
             groups += [[names[a], names[b]] for a, b in tied]
-        _tie(cal, groups)   # in one call: a state pair and its reshapes and stack join
+        _tie(cal, groups, clamp_bounds(fp32))   # in one call: a state pair and its reshapes and stack join
         if input_quantization:
             names = signature_tensor_names(fp32, *io_names)
             for k, (scale, zp) in input_quantization.items():

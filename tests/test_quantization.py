@@ -206,6 +206,7 @@ def test_stacked_and_max_pooled_tensors_share_one_int8_scale(tmp_path):
     ("tiny", {}),                                                       # block 1 on raw samples
     ("tiny", {"stem": "fbank", "stem_kernel": 400, "stem_stride": 160, "fbank_bands": 8}),
     ("tiny", {"channels": (4, 6, 8, 8), "window_s": 1.2}),              # pooling down to one position
+    ("tiny", {"cell_clip": 0.05}),                                      # bounded cell state
 ])
 def test_channels_last_frontend_is_the_trained_frontend(name, overrides):
     """The TFLite files' NHWC front end computes what Frontend does, across chunks with state."""
@@ -244,3 +245,31 @@ def test_tflite_window_has_no_layout_transposes():
     m = fb.read_model_from_bytearray(bytearray(buf))
     kinds = [builtin_op_names(m)[o.opcodeIndex] for o in m.subgraphs[0].operators]
     assert kinds.count("CONV_2D") > 10 and "TRANSPOSE" not in kinds
+
+
+@pytest.mark.skipif(not EMODB.is_dir(), reason="EmoDB clips not found")
+def test_bounded_cell_state_gets_the_clamp_range_in_int8(tmp_path):
+    """With cell_clip, the int8 step model's cell-state tensors span +-cell_clip (the op before
+    the clamp saturates there), not the unclamped sum's range; float and int8 files both load."""
+    pytest.importorskip("ai_edge_quantizer")
+    pytest.importorskip("litert_torch")
+    from edgeser.export import quantize
+    from edgeser.export.calibration_data import for_role
+    from edgeser.export.tflite_export import write_tflite
+    from edgeser.export.wrappers import state_shapes
+    from edgeser.runtime.backends import open_model
+
+    torch.manual_seed(0)
+    clip = 0.05
+    model = SERModel(preset("tiny", cell_clip=clip)).eval()
+    buf, ins, outs = _convert(model, "frontend_step")
+    bounds = quantize.clamp_bounds(buf)
+    assert sorted({b for lohi in bounds.values() for b in lohi if np.isfinite(b)}) == pytest.approx([-clip, clip])
+    data = for_role(model, "frontend_step", _audio(model.cfg.window_samples), 5, state_shapes(model))
+    path = write_tflite(quantize.quantize_tflite(buf, data, None, 0.9, (ins, outs)), ins, outs,
+                        tmp_path / "step.int8.tflite")
+    spec = {t.name: t for t in open_model(path, threads=1).outputs}
+    for name in ("c0_out", "c1_out"):
+        t = spec[name]
+        lo, hi = (-128 - t.zero_point) * t.scale, (127 - t.zero_point) * t.scale
+        assert -clip - t.scale <= lo and hi <= clip + t.scale, (name, lo, hi)

@@ -140,9 +140,12 @@ def _load(data, extra, labels, merge, cache_dir):
               help="Quantization-aware training: simulate the full-integer int8 file's activations, so that "
                    "the int8 TFLite export keeps the float model's answers. Best as a short fine-tune: "
                    "--init CKPT --qat --epochs 8 --lr 3e-4 --mixup 0.")
+@click.option("--cell-clip", type=click.FloatRange(0), default=None, metavar="C",
+              help="Clamp every ConvLSTM cell state to +-C (0: unbounded, the presets' default); with --init "
+                   "it changes the checkpoint's config. A bounded state gets a finer int8 grid.")
 @_train_options
-def train(data, extra, out, resume, stop_after, init, qat, preset, window_s, labels, merge, val_fraction, cache_dir,
-          **train_opts):
+def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, window_s, labels, merge, val_fraction,
+          cache_dir, **train_opts):
     """Train a model on one or more corpora.
 
     Validation uses whole held-out training speakers; best.pt keeps the epoch with the best
@@ -158,6 +161,10 @@ def train(data, extra, out, resume, stop_after, init, qat, preset, window_s, lab
         if init:
             cfg, preset = _init_config(init, found)
             tcfg.init = str(init)
+        if cell_clip is not None:
+            from dataclasses import replace
+
+            cfg = replace(cfg, cell_clip=cell_clip)
         out_p = Path(out)
         if not resume and (out_p / "last.pt").exists():
             raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")

@@ -37,6 +37,7 @@ class ModelConfig:
     channels: Tuple[int, ...] = (16, 24, 32, 48)
     kernel: int = 3                  # conv kernel of blocks 2.. and of every state-to-state conv
     pool: int = 2
+    cell_clip: float = 0.0           # > 0: every ConvLSTM cell state is clamped to +-cell_clip
     gru_hidden: int = 48
     gru_layers: int = 2
     embed_dim: int = 64
@@ -142,9 +143,12 @@ class ConvLSTMBlock(QuantSim):
     """One LFLB: ConvLSTM over frames, batch norm, pooling inside the frame, residual."""
 
     def __init__(self, in_ch: int, out_ch: int, in_kernel: int, stride: int, state_kernel: int,
-                 pool: int, residual: bool):
+                 pool: int, residual: bool, cell_clip: float = 0.0):
         super().__init__()
         self.out_ch = out_ch
+        # a bounded cell state: the int8 files then spend their 256 levels on +-cell_clip (tanh(3)
+        # is 0.995, but unbounded states reached +-9 and got a 3x coarser grid)
+        self.cell_clip = cell_clip
         pad = (in_kernel - stride) // 2 if stride > 1 else in_kernel // 2
         self.i2s = nn.Conv1d(in_ch, 4 * out_ch, in_kernel, stride=stride, padding=pad)
         # no bias: a zero state then contributes exactly nothing, so step 0 may skip this conv
@@ -173,7 +177,7 @@ class ConvLSTMBlock(QuantSim):
                 g = q(g + q(self.s2s(h)))
             i, f, u, o = g.chunk(4, dim=1)
             iu = q(self.sigmoid(i) * self.tanh(u))
-            c = iu if c is None else q(q(self.sigmoid(f) * c) + iu)
+            c = iu if c is None else q(self.clip(q(self.sigmoid(f) * c) + iu))
             h = q(self.sigmoid(o) * self.tanh(c))
             outs.append(h)
         y = torch.stack(outs, 1)
@@ -185,6 +189,9 @@ class ConvLSTMBlock(QuantSim):
             n = min(s.shape[-1], y.shape[-1])
             y = q(y[..., :n] + s[..., :n])
         return y.reshape(B, T, self.out_ch, y.shape[-1]), (h, c)
+
+    def clip(self, c: torch.Tensor) -> torch.Tensor:
+        return c.clamp(-self.cell_clip, self.cell_clip) if self.cell_clip > 0 else c
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         """self.skip(x): average pooling then a 1x1 convolution, computed as one convolution of
@@ -298,9 +305,11 @@ class Frontend(QuantSim):
             in_ch = cfg.fbank_bands
         for i, ch in enumerate(cfg.channels):
             if i == 0 and self.stem is None:
-                blk = ConvLSTMBlock(1, ch, cfg.stem_kernel, cfg.stem_stride, cfg.kernel, cfg.block_pool(lens[i]), False)
+                blk = ConvLSTMBlock(1, ch, cfg.stem_kernel, cfg.stem_stride, cfg.kernel, cfg.block_pool(lens[i]), False,
+                                    cfg.cell_clip)
             else:
-                blk = ConvLSTMBlock(in_ch, ch, cfg.kernel, 1, cfg.kernel, cfg.block_pool(lens[i]), i > 0 or self.stem is not None)
+                blk = ConvLSTMBlock(in_ch, ch, cfg.kernel, 1, cfg.kernel, cfg.block_pool(lens[i]),
+                                    i > 0 or self.stem is not None, cfg.cell_clip)
             blocks.append(blk)
             in_ch = ch
         self.blocks = nn.ModuleList(blocks)
