@@ -140,10 +140,12 @@ def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
     for k in ("frontend.blocks.0.i2s.weight", "head.gru.weight_hh_l0", "head.embed.weight"):
         assert torch.allclose(c["model"][k], a["model"][k], atol=1e-6), k      # carried over (lr ~ 0)
     res = run(["evaluate", "--data", str(corpus), "--labels", "anger,neutral", "--init", str(base / "best.pt"),
-               "--folds", "2", "--epochs", "1", "--out", str(tmp_path / "cv"), "--batch-size", "8"])
+               "--folds", "2", "--epochs", "1", "--out", str(tmp_path / "cv"), "--batch-size", "8",
+               "--qat", "--cell-clip", "0.5"])
     assert res.exit_code == 0, res.output
     fold = load_checkpoint(tmp_path / "cv" / "fold0" / "last.pt")
     assert fold["model_config"]["labels"] == ["neutral", "anger"] and fold["train_config"]["init"].endswith("best.pt")
+    assert fold["model_config"]["cell_clip"] == 0.5 and fold["train_config"]["qat"]
 
 
 def test_window_option_overrides_the_preset(corpus, tmp_path):

@@ -200,9 +200,12 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
               help="Every fold starts from this checkpoint's weights and model config (--preset is ignored), "
                    "e.g. a model trained on another corpus; with other labels its classifier's output layer "
                    "starts afresh. It must not have seen the test speakers.")
+@click.option("--qat", is_flag=True, help="Train every fold with simulated int8 activations (see train --qat).")
+@click.option("--cell-clip", type=click.FloatRange(0), default=None, metavar="C",
+              help="Clamp every ConvLSTM cell state to +-C (see train --cell-clip).")
 @_train_options
-def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, init, preset, window_s, labels,
-             merge, val_fraction, cache_dir, **train_opts):
+def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, init, qat, cell_clip, preset,
+             window_s, labels, merge, val_fraction, cache_dir, **train_opts):
     """Speaker-independent cross-validation, or test a trained model on any corpus.
 
     Reports WA (accuracy), UA (mean per-class recall), macro-F1, per-class precision and
@@ -227,10 +230,14 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             click.echo(f"scored labels: {', '.join(rep['scored_labels'])}; report in {out_p / 'test.json'}")
             return
         train_opts["threads"] = train_opts["threads"] or 1
-        cfg, tcfg = _configs(preset, found, window_s, **train_opts)
+        cfg, tcfg = _configs(preset, found, window_s, qat=qat, **train_opts)
         if init:
             cfg, preset = _init_config(init, found)
             tcfg.init = str(init)
+        if cell_clip is not None:
+            from dataclasses import replace
+
+            cfg = replace(cfg, cell_clip=cell_clip)
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
         res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt)
         res["command"] = " ".join(sys.argv)
