@@ -419,13 +419,10 @@ def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile:
         if recipe_extra is not None:
             recipe_extra(q)
         cal = _calibrate(buf, q.get_quantization_recipe(), data, quantile)
-        groups = same_scale_groups(fp32)
-        if tied:
-            names = signature_tensor_names(fp32, *io_names)
-            groups += [[names[a], names[b]] for a, b in tied]
+        names = signature_tensor_names(fp32, *io_names) if io_names else {}
+        groups = same_scale_groups(fp32) + [[names[a], names[b]] for a, b in tied]
         _tie(cal, groups, clamp_bounds(fp32))   # in one call: a state pair and its reshapes and stack join
         if input_quantization:
-            names = signature_tensor_names(fp32, *io_names)
             for k, (scale, zp) in input_quantization.items():
                 # the range whose asymmetric int8 grid is exactly (scale, zp): -128 and 127 map to its ends
                 v = cal[names[k]]

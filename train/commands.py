@@ -111,6 +111,20 @@ def _init_config(init, labels_found):
     return cfg, str((ck.get("meta") or {}).get("preset", ""))
 
 
+def _run_configs(preset, labels_found, window_s, init, qat, cell_clip, **train):
+    """(model config, training config, preset name) of a train or evaluate run: from the preset,
+    or from the --init checkpoint (with the data's labels), and --cell-clip over either."""
+    from dataclasses import replace
+
+    cfg, tcfg = _configs(preset, labels_found, window_s, qat=qat, **train)
+    if init:
+        cfg, preset = _init_config(init, labels_found)
+        tcfg.init = str(init)
+    if cell_clip is not None:
+        cfg = replace(cfg, cell_clip=cell_clip)
+    return cfg, tcfg, preset
+
+
 def _load(data, extra, labels, merge, cache_dir):
     from edgeser import labels as L
 
@@ -157,14 +171,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
 
     try:
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
-        cfg, tcfg = _configs(preset, found, window_s, qat=qat, **train_opts)
-        if init:
-            cfg, preset = _init_config(init, found)
-            tcfg.init = str(init)
-        if cell_clip is not None:
-            from dataclasses import replace
-
-            cfg = replace(cfg, cell_clip=cell_clip)
+        cfg, tcfg, preset = _run_configs(preset, found, window_s, init, qat, cell_clip, **train_opts)
         out_p = Path(out)
         if not resume and (out_p / "last.pt").exists():
             raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
@@ -230,14 +237,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             click.echo(f"scored labels: {', '.join(rep['scored_labels'])}; report in {out_p / 'test.json'}")
             return
         train_opts["threads"] = train_opts["threads"] or 1
-        cfg, tcfg = _configs(preset, found, window_s, qat=qat, **train_opts)
-        if init:
-            cfg, preset = _init_config(init, found)
-            tcfg.init = str(init)
-        if cell_clip is not None:
-            from dataclasses import replace
-
-            cfg = replace(cfg, cell_clip=cell_clip)
+        cfg, tcfg, preset = _run_configs(preset, found, window_s, init, qat, cell_clip, **train_opts)
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
         res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt)
         res["command"] = " ".join(sys.argv)

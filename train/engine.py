@@ -205,12 +205,10 @@ class Trainer:
                 # other labels (another corpus): the classifier's output layer and the class centers
                 # start afresh, everything else carries over
                 own = self.model.state_dict()
-                fits = {k: v for k, v in ck["model"].items()
-                        if k in own and own[k].shape == v.shape and not k.startswith("head.classifier.")}
-                if any(k not in own or (k not in fits and not k.startswith("head.classifier."))
-                       for k in ck["model"]):
+                kept = {k: v for k, v in ck["model"].items() if not k.startswith("head.classifier.")}
+                if any(k not in own or own[k].shape != v.shape for k, v in kept.items()):
                     raise CheckpointError(f"{tcfg.init}: its weights do not fit this model")
-                self.model.load_state_dict(fits, strict=False)
+                self.model.load_state_dict(kept, strict=False)
         set_qat(self.model, tcfg.qat)
         self.dev = torch.device(tcfg.device)
         self.model.to(self.dev)
