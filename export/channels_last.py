@@ -15,6 +15,7 @@ per CONCATENATION is met by stacking the frames' states in groups).
 """
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -53,8 +54,34 @@ def cat_grouped(parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
 
-def stem_nhwc(stem: FilterbankStem, x: torch.Tensor) -> torch.Tensor:
-    """FilterbankStem on frames (N, samples) -> (N, 1, positions, bands)."""
+FINE_STEPS = 4   # int8 steps of the fine copy (two_range) across the amplitude of the log floor
+
+
+def fine_range(stem: FilterbankStem) -> float:
+    """Amplitude below which filter responses come from the fine copy (two_range): about
+    FINE_STEPS of its int8 steps (t / 127.5) to the floor's amplitude, rounded to a power of two,
+    so that the fine filters w / t are exact in float and quantize to the coarse filters' very
+    int8 weights (the file then stores them once, export/tflite_export.py)."""
+    return 2.0 ** round(math.log2(127.5 * stem.floor ** 0.5 / FINE_STEPS))
+
+
+def two_range(coarse: torch.Tensor, fine_unit: torch.Tensor, t: float) -> torch.Tensor:
+    """Filter responses at two int8 resolutions, joined in the float island before the energy.
+
+    One int8 scale for every band's response spans the loudest band's peaks: a step of about 1%
+    of them, while half of all responses lie within three steps of zero and the log floor's
+    amplitude is a third of a step (int8 responses alone cost about 2 points of argmax agreement,
+    docs/export.md). `fine_unit` is the same filters divided by t, clamped to +-1: the converter
+    fuses the clamp into the convolution (RELU_N1_TO_1), so its int8 output has a step of
+    t / 127.5. Below t a response is read from it; above, the coarse copy adds what the fine one
+    clipped. In float the sum is the response itself, clamp(y) + (y - clamp(y)); the quantizer
+    keeps the join in float (quantize.float_energy), the two convolutions int8."""
+    return torch.clamp(fine_unit, -1.0, 1.0) * t + (coarse - torch.clamp(coarse, -t, t))
+
+
+def stem_nhwc(stem: FilterbankStem, x: torch.Tensor, two_ranges: bool = False) -> torch.Tensor:
+    """FilterbankStem on frames (N, samples) -> (N, 1, positions, bands); two_ranges: the filter
+    responses as two_range joins them, for the graph that is quantized to int8."""
     k, s, p = stem.conv.kernel_size[0], stem.conv.stride[0], stem.conv.padding[0]
     row, taps = stem.row_geometry()
     n = x.shape[-1]
@@ -62,7 +89,11 @@ def stem_nhwc(stem: FilterbankStem, x: torch.Tensor) -> torch.Tensor:
     x = F.pad(x, (p, total - n - p))
     # rows of `row` samples are the channels, as in FilterbankStem.filters: here a plain reshape
     x = x.reshape(x.shape[0], 1, total // row, row)
-    y = conv_nhwc(x, derived_weight(stem, "blocked_weight"), None, s // row, 0)   # (N, 1, L, 2 * bands)
+    w = derived_weight(stem, "blocked_weight")
+    y = conv_nhwc(x, w, None, s // row, 0)   # (N, 1, L, 2 * bands)
+    if two_ranges:
+        t = fine_range(stem)
+        y = two_range(y, conv_nhwc(x, w * (1.0 / t), None, s // row, 0), t)
     N, _, L, _ = y.shape
     e = y.reshape(N * L, stem.bands, 2).pow(2).sum(-1)                             # filter pairs' energy
     return batch_norm_nhwc(torch.log(e + stem.floor), stem.norm).reshape(N, 1, L, stem.bands)
@@ -98,11 +129,13 @@ def block_nhwc(blk: ConvLSTMBlock, x: torch.Tensor,
 class ChannelsLastFrontend(nn.Module):
     """`Frontend.forward` in NHWC: frames (1, T, samples) and states as Frontend takes them
     ((1, C, L) pairs, or None for zeros) -> features (1, T, D) and the new states, (1, C, L).
-    Only the state inputs and outputs are transposed, once per call."""
+    Only the state inputs and outputs are transposed, once per call. int8: the form quantized
+    to int8 (a filterbank stem's responses at two ranges, two_range); the same function."""
 
-    def __init__(self, frontend: Frontend):
+    def __init__(self, frontend: Frontend, int8: bool = False):
         super().__init__()
         self.frontend = frontend
+        self.int8 = int8
 
     def forward(self, frames: torch.Tensor, state=None):
         fe = self.frontend
@@ -110,7 +143,7 @@ class ChannelsLastFrontend(nn.Module):
         if B != 1:
             raise ValueError("the channels-last front end runs one stream (batch 1)")
         x = frames.reshape(T, n)
-        x = stem_nhwc(fe.stem, x) if fe.stem is not None else x.reshape(T, 1, n, 1)
+        x = stem_nhwc(fe.stem, x, self.int8) if fe.stem is not None else x.reshape(T, 1, n, 1)
         new_state: List[Tuple[torch.Tensor, torch.Tensor]] = []
         for i, blk in enumerate(fe.blocks):
             hc = None if state is None else tuple(t.transpose(1, 2).unsqueeze(1) for t in state[i])

@@ -154,12 +154,11 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
     try:
         with staged_dir(out_dir) as tmp:
             made: Dict[tuple, Path] = {}
-            scoped: Dict[str, bytes] = {}     # fp32 .tflite per role, converter names kept
             cal_cache: Dict[str, list] = {}
             for role, fmt, prec in plan:
                 steps(f"{artifact_file(role, fmt, prec)}")
                 path = tmp / artifact_file(role, fmt, prec)
-                _convert(model, role, fmt, prec, hop_frames, path, made, scoped, cal_cache, cal_windows, shapes)
+                _convert(model, role, fmt, prec, hop_frames, path, made, cal_cache, cal_windows, shapes)
                 made[(role, fmt, prec)] = path
                 steps.done()
 
@@ -200,16 +199,15 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
     return man
 
 
-def _convert(model, role, fmt, prec, hop_frames, path, made, scoped, cal_cache, cal_windows, shapes):
-    module, sample, ins, outs = build(model, role, hop_frames, tflite=(fmt == "tflite"))
+def _convert(model, role, fmt, prec, hop_frames, path, made, cal_cache, cal_windows, shapes):
+    module, sample, ins, outs = build(model, role, hop_frames, tflite=(fmt == "tflite"), int8=(prec == "int8"))
     if fmt == "onnx" and prec == "fp32":
         from .onnx_export import export_onnx
         export_onnx(module, sample, ins, outs, path)
         return
     if fmt == "tflite" and prec == "fp32":
         from .tflite_export import convert_tflite, write_tflite
-        scoped[role] = convert_tflite(module, sample, ins, outs)
-        write_tflite(scoped[role], ins, outs, path)
+        write_tflite(convert_tflite(module, sample, ins, outs), ins, outs, path)
         return
     from . import calibration_data, quantize
     if fmt == "onnx":
@@ -217,13 +215,14 @@ def _convert(model, role, fmt, prec, hop_frames, path, made, scoped, cal_cache, 
             raise ExportError(f"{path.name}: int8 needs the fp32 {fmt} file first")
         quantize.quantize_onnx(made[(role, fmt, "fp32")], path)
         return
-    from .tflite_export import write_tflite
-    if role not in scoped:
-        raise ExportError(f"{path.name}: int8 needs the fp32 {fmt} file first")
+    from .tflite_export import convert_tflite, write_tflite
     if role not in cal_cache:
         cal_cache[role] = calibration_data.for_role(model, role, cal_windows, hop_frames, shapes)
-    buf = quantize.quantize_tflite(scoped[role], cal_cache[role], quantize.TFLITE_RECIPES.get(role),
-                                   quantize.RANGE_QUANTILE[role], (ins, outs), _handed_over(role, made))
+    # a step model's calibration samples are hops, window by window (calibration_data.for_role)
+    hops = -(-model.cfg.window_frames // hop_frames) if role == "frontend_step" else 1
+    buf = quantize.quantize_tflite(convert_tflite(module, sample, ins, outs), cal_cache[role],
+                                   quantize.TFLITE_RECIPES.get(role), quantize.RANGE_QUANTILE[role], (ins, outs),
+                                   _handed_over(role, made), per_window=hops)
     write_tflite(buf, ins, outs, path)
 
 

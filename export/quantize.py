@@ -1,6 +1,7 @@
 """int8 files from the fp32 ones: onnxruntime quantization for ONNX, ai-edge-quantizer for TFLite."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -124,7 +125,8 @@ def int16_gates(q) -> None:
 
 
 # ops between a filter bank's convolution and its LOG: energy (square, sum) and the log floor
-_ENERGY_OPS = ("MUL", "SQUARE", "SUM", "ADD", "RESHAPE", "TRANSPOSE", "POW")
+# and the join of a two-range filter bank's responses (channels_last.two_range)
+_ENERGY_OPS = ("MUL", "SQUARE", "SUM", "ADD", "SUB", "MAXIMUM", "MINIMUM", "RESHAPE", "TRANSPOSE", "POW")
 
 
 def float_energy(buf: bytes) -> List[str]:
@@ -159,11 +161,9 @@ def float_energy(buf: bytes) -> List[str]:
     return names
 
 
-def float_energy_recipe(buf: bytes):
+def float_energy_recipe(names: Sequence[str]):
     """Recipe addition for quantize_tflite: the float_energy ops left unquantised."""
     import re
-
-    names = float_energy(buf)
 
     def apply(q):
         from ai_edge_quantizer import algorithm_manager, qtyping
@@ -295,8 +295,10 @@ def _tie(qsvs: dict, groups: Sequence[Sequence[str]], bounds: Dict[str, Tuple[fl
             k = parent[k]
         return k
 
-    for group in groups:
+    for group in [*groups, *([k] for k in bounds or {})]:   # a bounded tensor in no group is its own
         group = [k for k in group if k in qsvs]
+        for k in group[:1]:
+            root(k)
         for k in group[1:]:
             parent[root(k)] = root(group[0])
     sets: Dict[str, List[str]] = {}
@@ -373,9 +375,73 @@ def clamp_bounds(buf: bytes) -> Dict[str, Tuple[float, float]]:
     return bounds
 
 
-def _calibrate(model_buf: bytearray, recipe, data: List[Feeds], quantile: float):
-    """Per-tensor ranges from all calibration samples: the `quantile` of the per-sample maxima
-    (and the 1 - quantile of the minima); 1.0 = the true min/max.
+# int8 LOGISTIC writes steps of 1/256 from 0, TANH of 1/128 around 0: beyond these inputs the
+# output is the same code (sigmoid(x) >= 1 - 1/512 from x = ln 511, tanh(x) >= 1 - 1/256 from ln(511) / 2)
+_SATURATES = {"LOGISTIC": math.log(511.0), "TANH": math.log(511.0) / 2}
+# ops whose int8 outputs keep their input's scale, between a pre-activation and its gates
+_PASS_THROUGH = ("SPLIT", "SPLIT_V", "SLICE", "STRIDED_SLICE", "RESHAPE")
+
+
+def saturation_bounds(buf: bytes) -> Dict[str, Tuple[float, float]]:
+    """{name: (-b, b)} for each activation read only by LOGISTIC and TANH ops (through splits and
+    slices): the gate pre-activations of the ConvLSTM and GRU cells. Past b the int8 gate gives
+    the same code whatever its input, so calibrated ranges beyond +-b (block 1's spanned +-16)
+    spend int8 steps on nothing: bounded, the pre-activations keep 2-3 times finer steps where the
+    gates are steep. A bound above every input the gates met is no bound at all."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    from .tflite_export import builtin_op_names
+
+    m = fb.read_model(bytes(buf))
+    codes = builtin_op_names(m)
+    bounds: Dict[str, Tuple[float, float]] = {}
+    for sg in m.subgraphs:
+        readers: Dict[int, list] = {}
+        for op in sg.operators:
+            for i in op.inputs:
+                if i >= 0:
+                    readers.setdefault(int(i), []).append(op)
+        graph_out = {int(o) for o in sg.outputs}
+
+        def reach(t: int, tree: list):
+            """The gate ops t reaches through pass-through ops (their tensors added to tree), or
+            None if anything else reads it."""
+            if t in graph_out or t not in readers:
+                return None
+            tree.append(t)
+            out = []
+            for op in readers[t]:
+                kind = codes[op.opcodeIndex]
+                if kind in _SATURATES:
+                    out.append(kind)
+                elif kind in _PASS_THROUGH and int(op.inputs[0 if kind != "SPLIT" else 1]) == t:
+                    for o in op.outputs:
+                        sub = reach(int(o), tree)
+                        if sub is None:
+                            return None
+                        out += sub
+                else:
+                    return None
+            return out
+
+        for op in sg.operators:
+            if codes[op.opcodeIndex] in _PASS_THROUGH:
+                continue
+            for o in op.outputs:
+                tree: list = []
+                kinds = reach(int(o), tree)
+                if kinds:   # one bound for the tensor and its splits (they keep its scale)
+                    b = max(_SATURATES[k] for k in kinds)
+                    for t in tree:
+                        bounds[fb.get_tensor_name(sg.tensors[t])] = (-b, b)
+    return bounds
+
+
+def _calibrate(model_buf: bytearray, recipe, data: List[Feeds], quantile: float, per_window: int = 1):
+    """Per-tensor ranges from all calibration samples: the `quantile` of the per-window maxima
+    (and the 1 - quantile of the minima); 1.0 = the true min/max. per_window: consecutive samples
+    that make one window (a step model's hops): the quantile is then taken over windows, as for
+    the window model, not over hops, whose maxima are lower and would clip every window's peaks.
 
     Quantizer.calibrate keeps a moving average (0.95) of per-sample min/max, which under-states
     the range of audio peaks and of the ConvLSTM states, so they clip; the true min/max spends
@@ -392,13 +458,18 @@ def _calibrate(model_buf: bytearray, recipe, data: List[Feeds], quantile: float)
     for v in qsvs.values():
         mins, maxs = v.pop("_mins", None), v.pop("_maxs", None)
         if mins is not None and quantile < 1.0:
-            v["min"] = np.quantile(np.stack(mins), 1.0 - quantile, axis=0).astype(np.float32)
-            v["max"] = np.quantile(np.stack(maxs), quantile, axis=0).astype(np.float32)
+            lo, hi = np.stack(mins), np.stack(maxs)
+            if per_window > 1 and len(lo) % per_window == 0:
+                lo = lo.reshape(-1, per_window, *lo.shape[1:]).min(1)
+                hi = hi.reshape(-1, per_window, *hi.shape[1:]).max(1)
+            v["min"] = np.quantile(lo, 1.0 - quantile, axis=0).astype(np.float32)
+            v["max"] = np.quantile(hi, quantile, axis=0).astype(np.float32)
     return qsvs
 
 
 def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile: float = 0.9,
-                    io_names=None, input_quantization: Dict[str, Tuple[float, int]] = None) -> bytes:
+                    io_names=None, input_quantization: Dict[str, Tuple[float, int]] = None,
+                    per_window: int = 1) -> bytes:
     """Full-integer: int8 weights and activations, int8 inputs and outputs (ai-edge-quantizer
     static_wi8_ai8, calibrated on real clips), but for the float island of a log filterbank
     (float_energy). io_names: the contract's (input names, output names) in signature order;
@@ -406,22 +477,27 @@ def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile:
     concatenation or max pooling share one range (same_scale_groups). input_quantization:
     {input name: (scale, zero point)} an input must take, instead of its calibrated range (the
     head's features as the step model writes them, so a device hands over the int8 codes).
-    Returns the model with the quantizer's names."""
+    per_window: calibration samples per window (_calibrate). Returns the model with the
+    quantizer's names."""
     tied = state_pairs(*io_names) if io_names else []  # state inputs and the outputs that feed them
     with quiet():
         from ai_edge_quantizer import quantizer, recipe
 
         buf = bytearray(fp32)
         q = quantizer.Quantizer(buf, recipe.static_wi8_ai8())
-        energy = float_energy_recipe(fp32)
+        island = float_energy(fp32)
+        energy = float_energy_recipe(island)
         if energy is not None:
             energy(q)
         if recipe_extra is not None:
             recipe_extra(q)
-        cal = _calibrate(buf, q.get_quantization_recipe(), data, quantile)
+        cal = _calibrate(buf, q.get_quantization_recipe(), data, quantile, per_window)
         names = signature_tensor_names(fp32, *io_names) if io_names else {}
         groups = same_scale_groups(fp32) + [[names[a], names[b]] for a, b in tied]
-        _tie(cal, groups, clamp_bounds(fp32))   # in one call: a state pair and its reshapes and stack join
+        # float ops have no int8 scale to share or bound (the island's MINIMUM and MAXIMUM)
+        groups = [[k for k in g if k not in island] for g in groups]
+        bounds = {k: v for k, v in {**saturation_bounds(fp32), **clamp_bounds(fp32)}.items() if k not in island}
+        _tie(cal, groups, bounds)   # in one call: a state pair and its reshapes and stack join
         if input_quantization:
             for k, (scale, zp) in input_quantization.items():
                 # the range whose asymmetric int8 grid is exactly (scale, zp): -128 and 127 map to its ends

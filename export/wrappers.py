@@ -51,12 +51,13 @@ class HeadModel(nn.Module):
 class WindowModel(nn.Module):
     """audio (1, window_samples) -> probs (1, n_classes).
 
-    tflite: the front end channels-last (channels_last.py) and the head's GRU step by step."""
+    tflite: the front end channels-last (channels_last.py) and the head's GRU step by step;
+    int8: the channels-last form that is quantized (ChannelsLastFrontend)."""
 
-    def __init__(self, model: SERModel, tflite: bool = False):
+    def __init__(self, model: SERModel, tflite: bool = False, int8: bool = False):
         super().__init__()
         self.model = model
-        self.frontend = ChannelsLastFrontend(model.frontend) if tflite else model.frontend
+        self.frontend = ChannelsLastFrontend(model.frontend, int8) if tflite else model.frontend
         self.head = HeadModel(model, tflite)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
@@ -67,11 +68,12 @@ class WindowModel(nn.Module):
 class FrontendStep(nn.Module):
     """audio (1, hop_frames * frame_samples), h0, c0, ... -> features (1, hop_frames, D), h0_out, ...
 
-    tflite: the front end channels-last; the states keep their (1, C, L) layout."""
+    tflite: the front end channels-last; the states keep their (1, C, L) layout. int8: as
+    WindowModel's."""
 
-    def __init__(self, model: SERModel, hop_frames: int, tflite: bool = False):
+    def __init__(self, model: SERModel, hop_frames: int, tflite: bool = False, int8: bool = False):
         super().__init__()
-        self.frontend = ChannelsLastFrontend(model.frontend) if tflite else model.frontend
+        self.frontend = ChannelsLastFrontend(model.frontend, int8) if tflite else model.frontend
         self.frame_samples = model.cfg.frame_samples
         self.hop_frames = hop_frames
 
@@ -83,21 +85,22 @@ class FrontendStep(nn.Module):
         return (feats, *flat)
 
 
-def build(model: SERModel, role: str, hop_frames: int, tflite: bool = False):
+def build(model: SERModel, role: str, hop_frames: int, tflite: bool = False, int8: bool = False):
     """(module, sample inputs as a tuple, input names, output names) for one role, batch 1.
     tflite: the form for the TFLite files: the front end channels-last (channels_last.py), the
-    head's GRU as gru.StepwiseGRU."""
+    head's GRU as gru.StepwiseGRU. int8 (with tflite): the graph the int8 file is quantized from,
+    where it differs (a filterbank stem's two-range responses, channels_last.two_range)."""
     cfg = model.cfg
     freeze_derived_weights(model.eval())
     if role == "window":
-        return (WindowModel(model, tflite).eval(), (torch.zeros(1, cfg.window_samples),), ["audio"],
+        return (WindowModel(model, tflite, int8).eval(), (torch.zeros(1, cfg.window_samples),), ["audio"],
                 ["probs"])
     if role == "frontend_step":
         names = state_names(len(cfg.channels))
         # a non-zero sample state: tracing must see the state path as data, not as a constant
         sample = (torch.zeros(1, hop_frames * cfg.frame_samples),
                   *[torch.full(s, 0.01) for s in state_shapes(model)])
-        return (FrontendStep(model, hop_frames, tflite).eval(), sample, ["audio", *names],
+        return (FrontendStep(model, hop_frames, tflite, int8).eval(), sample, ["audio", *names],
                 ["features", *[f"{n}_out" for n in names]])
     if role == "head":
         return (HeadModel(model, tflite).eval(), (torch.zeros(1, cfg.window_frames, model.frontend.feature_dim),),

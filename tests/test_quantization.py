@@ -50,11 +50,11 @@ def _audio(n_samples):
     return C.windows(audio, n_samples)
 
 
-def _convert(model, role):
+def _convert(model, role, int8=False):
     from edgeser.export.tflite_export import convert_tflite
     from edgeser.export.wrappers import build
 
-    module, sample, ins, outs = build(model, role, 5, tflite=True)
+    module, sample, ins, outs = build(model, role, 5, tflite=True, int8=int8)
     return convert_tflite(module, sample, ins, outs), ins, outs
 
 
@@ -79,23 +79,53 @@ def test_filterbank_energy_stays_float_and_everything_else_int8(tmp_path, role):
     torch.manual_seed(0)
     model = SERModel(preset("tiny", stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=8,
                             fbank_floor=1e-4)).eval()
-    buf, ins, outs = _convert(model, role)
+    buf, ins, outs = _convert(model, role, int8=True)
     island = quantize.float_energy(buf)
     assert island, "the energy ops feeding LOG were not found"
     windows = _audio(model.cfg.window_samples)
     data = for_role(model, role, windows, 5, state_shapes(model))
-    path = write_tflite(quantize.quantize_tflite(buf, data), ins, outs, tmp_path / f"{role}.int8.tflite")
+    qbuf = quantize.quantize_tflite(buf, data, None, 0.9, (ins, outs))
+    path = write_tflite(qbuf, ins, outs, tmp_path / f"{role}.int8.tflite")
     ops, td = _ops(path)
     kinds = [o["op_name"] for o in ops]
     log = ops[kinds.index("LOG")]
     assert td[log["inputs"][0]]["dtype"] == np.float32
-    # the energy is computed in float from a dequantised int8 convolution; I/O and convs are int8
-    assert kinds.count("DEQUANTIZE") == 1 and kinds.count("QUANTIZE") >= 1
+    # the energy is computed in float from the two dequantised int8 filter-bank convolutions (the
+    # coarse and the fine range, channels_last.two_range); I/O and convs are int8
+    assert kinds.count("DEQUANTIZE") == 2 and kinds.count("QUANTIZE") >= 1
     float_ops = {o["op_name"] for o in ops if td[o["outputs"][0]]["dtype"] == np.float32}
     assert float_ops <= set(quantize._ENERGY_OPS) | {"LOG", "DEQUANTIZE"}, float_ops
     for o in ops:
         if o["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
             assert td[o["outputs"][0]]["dtype"] == np.int8, o
+    # the fine copy: the coarse filters' own int8 weights at 1/t their scale, output within [-1, 1]
+    from edgeser.export.channels_last import fine_range
+    from edgeser.runtime.backends import _tflite_interpreter_class
+
+    deq = [o for o in ops if o["op_name"] == "DEQUANTIZE"]
+    conv_of = {o["outputs"][0]: o for o in ops if o["op_name"] == "CONV_2D"}
+    # t < 1: the fine filters w / t have the larger weight scales
+    coarse, fine = sorted((conv_of[d["inputs"][0]] for d in deq),
+                          key=lambda o: td[o["inputs"][1]]["quantization_parameters"]["scales"][0])
+    it = _tflite_interpreter_class()[0](model_path=str(path))
+    wc, wf = td[coarse["inputs"][1]], td[fine["inputs"][1]]
+    assert np.array_equal(it.get_tensor(wc["index"]), it.get_tensor(wf["index"]))
+    t = fine_range(model.frontend.stem)
+    assert wf["quantization_parameters"]["scales"] == pytest.approx(wc["quantization_parameters"]["scales"] / t)
+    scale, zp = td[fine["outputs"][0]]["quantization"]
+    assert -1 - scale <= (-128 - zp) * scale and (127 - zp) * scale <= 1 + scale
+    # gate pre-activations span no more than their gates can tell apart (saturation_bounds)
+    bounds = quantize.saturation_bounds(buf)
+    b = sorted({round(hi, 6) for _, hi in bounds.values()})
+    assert b == ([round(np.log(511) / 2, 6)] if role == "window" else []) + [round(np.log(511), 6)]   # GRU n; gates
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    m = fb.read_model(bytes(qbuf))
+    quant = {fb.get_tensor_name(t): t.quantization for t in m.subgraphs[0].tensors}
+    assert len(bounds) >= 4
+    for name, (lo, hi) in bounds.items():
+        scale, zp = float(quant[name].scale[0]), int(quant[name].zeroPoint[0])
+        assert lo - scale <= (-128 - zp) * scale and (127 - zp) * scale <= hi + scale, name
     from edgeser.runtime.backends import open_model
     b = open_model(path, threads=1)
     assert all(t.dtype == "int8" for t in b.inputs + b.outputs)
@@ -219,15 +249,16 @@ def test_channels_last_frontend_is_the_trained_frontend(name, overrides):
         for blk in model.frontend.blocks:
             blk.bn.running_mean.uniform_(-0.2, 0.2)
             blk.bn.running_var.uniform_(0.5, 2.0)
-        cl = ChannelsLastFrontend(model.frontend).eval()
         frames = model.frame(torch.randn(1, model.cfg.window_samples) * 0.1)
-        state_a = state_b = None
-        for part in (frames[:, :4], frames[:, 4:5], frames[:, 5:]):
-            a, state_a = model.frontend(part, state_a)
-            b, state_b = cl(part, state_b)
-            assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
-            for (ha, ca), (hb, cb) in zip(state_a, state_b):
-                assert ha.shape == hb.shape and torch.allclose(ha, hb, atol=1e-5) and torch.allclose(ca, cb, atol=1e-5)
+        for int8 in (False, True):   # the int8 form's two-range filter bank: the same function in float
+            cl = ChannelsLastFrontend(model.frontend, int8).eval()
+            state_a = state_b = None
+            for part in (frames[:, :4], frames[:, 4:5], frames[:, 5:]):
+                a, state_a = model.frontend(part, state_a)
+                b, state_b = cl(part, state_b)
+                assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+                for (ha, ca), (hb, cb) in zip(state_a, state_b):
+                    assert ha.shape == hb.shape and torch.allclose(ha, hb, atol=1e-5) and torch.allclose(ca, cb, atol=1e-5)
     parts = [torch.full((1, 2), float(i)) for i in range(23)]
     assert torch.equal(cat_grouped(parts, 0), torch.cat(parts, 0))
 
@@ -273,3 +304,26 @@ def test_bounded_cell_state_gets_the_clamp_range_in_int8(tmp_path):
         t = spec[name]
         lo, hi = (-128 - t.zero_point) * t.scale, (127 - t.zero_point) * t.scale
         assert -clip - t.scale <= lo and hi <= clip + t.scale, (name, lo, hi)
+
+
+def test_two_range_reads_small_responses_from_the_fine_copy():
+    from edgeser.export.channels_last import two_range
+
+    t = 0.25
+    y = torch.tensor([-3.0, -0.3, -0.25, -0.1, 0.0, 0.01, 0.2499, 0.25, 2.0])
+    fine = torch.clamp(y / t + torch.tensor(0.001), -1, 1)       # the fine copy, off by a little
+    got = two_range(y, fine, t)
+    small = y.abs() < t
+    assert torch.allclose(got[small], fine[small] * t)            # below t: the fine copy
+    assert torch.allclose(got[~small], y[~small] + (fine[~small] * t - torch.clamp(y[~small], -t, t)))
+    assert torch.allclose(two_range(y, torch.clamp(y / t, -1, 1), t), y)   # exact copies: the response
+
+
+def test_a_bound_applies_to_a_tensor_in_no_group():
+    from edgeser.export.quantize import _tie
+
+    qsvs = {"gate": {"min": np.float32(-16.0), "max": np.float32(15.0)},
+            "a": {"min": np.float32(-1.0), "max": np.float32(2.0)}, "b": {"min": np.float32(0.0), "max": np.float32(3.0)}}
+    _tie(qsvs, [["a", "b"]], {"gate": (-6.2, 6.2)})
+    assert float(qsvs["gate"]["min"]) == pytest.approx(-6.2) and float(qsvs["gate"]["max"]) == pytest.approx(6.2)
+    assert float(qsvs["a"]["min"]) == -1.0 and float(qsvs["b"]["max"]) == 3.0
