@@ -106,7 +106,8 @@ def block_nhwc(blk: ConvLSTMBlock, x: torch.Tensor,
     gx = conv_nhwc(x, blk.i2s.weight, blk.i2s.bias, blk.i2s.stride[0], blk.i2s.padding[0])
     h, c = (None, None) if state is None else state
     outs = []
-    for g in gx.split(1, dim=0):
+    # one frame (a step model with a hop of one frame) is not split: the converter fails on a split into one
+    for g in (gx.split(1, dim=0) if gx.shape[0] > 1 else [gx]):
         if h is not None:
             g = g + conv_nhwc(h, blk.s2s.weight, None, 1, blk.s2s.padding[0])
         i, f, u, o = g.chunk(4, dim=-1)

@@ -469,7 +469,7 @@ def _calibrate(model_buf: bytearray, recipe, data: List[Feeds], quantile: float,
 
 def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile: float = 0.9,
                     io_names=None, input_quantization: Dict[str, Tuple[float, int]] = None,
-                    per_window: int = 1) -> bytes:
+                    per_window: int = 1, gate_bounds: bool = True) -> bytes:
     """Full-integer: int8 weights and activations, int8 inputs and outputs (ai-edge-quantizer
     static_wi8_ai8, calibrated on real clips), but for the float island of a log filterbank
     (float_energy). io_names: the contract's (input names, output names) in signature order;
@@ -477,7 +477,8 @@ def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile:
     concatenation or max pooling share one range (same_scale_groups). input_quantization:
     {input name: (scale, zero point)} an input must take, instead of its calibrated range (the
     head's features as the step model writes them, so a device hands over the int8 codes).
-    per_window: calibration samples per window (_calibrate). Returns the model with the
+    per_window: calibration samples per window (_calibrate). gate_bounds: gate pre-activations
+    bounded where their gates saturate (saturation_bounds). Returns the model with the
     quantizer's names."""
     tied = state_pairs(*io_names) if io_names else []  # state inputs and the outputs that feed them
     with quiet():
@@ -496,7 +497,8 @@ def quantize_tflite(fp32: bytes, data: List[Feeds], recipe_extra=None, quantile:
         groups = same_scale_groups(fp32) + [[names[a], names[b]] for a, b in tied]
         # float ops have no int8 scale to share or bound (the island's MINIMUM and MAXIMUM)
         groups = [[k for k in g if k not in island] for g in groups]
-        bounds = {k: v for k, v in {**saturation_bounds(fp32), **clamp_bounds(fp32)}.items() if k not in island}
+        bounds = {**(saturation_bounds(fp32) if gate_bounds else {}), **clamp_bounds(fp32)}
+        bounds = {k: v for k, v in bounds.items() if k not in island}
         _tie(cal, groups, bounds)   # in one call: a state pair and its reshapes and stack join
         if input_quantization:
             for k, (scale, zp) in input_quantization.items():

@@ -353,3 +353,21 @@ def test_tflite_files_store_each_quantization_once_and_compute_the_same(exported
             outs.append([it.get_tensor(d["index"]) for d in it.get_output_details()])
         for a, b in zip(*outs):
             np.testing.assert_array_equal(a, b)
+
+
+def test_one_frame_hop_step_model_converts_and_streams(exported, tmp_path):
+    """--hop-ms of one frame: the channels-last step model has a single frame to unroll."""
+    from edgeser.export.clips import load_audio, windows
+    from edgeser.train.checkpoint import load_model
+
+    out = tmp_path / "hop1"
+    X.export_model(exported["ckpt"], out, formats=("tflite",), int8=False, hop_frames=1, check=False, progress=False)
+    man = M.read(out)
+    assert man.hop_frames == 1
+    model, _ = load_model(exported["ckpt"])
+    ref = TorchRunner(model, "window", 1)
+    s = open_model(out / man.artifact("frontend_step", "tflite", "fp32").file)
+    h = open_model(out / man.artifact("head", "tflite", "fp32").file)
+    for w in windows(load_audio([str(EMODB / CHECK[0])]), man.window_samples)[:2]:
+        got = stream_probs(s.run, h.run, w, man.hop_samples, man.state_shapes)
+        assert np.abs(got - ref.run({"audio": w[None]})["probs"]).max() <= 1e-4
