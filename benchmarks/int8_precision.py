@@ -46,10 +46,11 @@ def main(argv=None) -> None:
 
     import torch
 
-    from edgeser.export import calibration_data, clips as C, quantize
+    from edgeser.export import calibration_data, clips as C
+    from edgeser.export.exporter import int8_tflite
     from edgeser.export.streaming import TorchRunner, stream_probs
-    from edgeser.export.tflite_export import convert_tflite, write_tflite
-    from edgeser.export.wrappers import build, state_shapes
+    from edgeser.export.tflite_export import write_tflite
+    from edgeser.export.wrappers import state_shapes
     from edgeser.runtime.backends import open_model
     from edgeser.train.checkpoint import load_model
     from edgeser.train.data import eval_windows, read_corpus
@@ -91,19 +92,12 @@ def main(argv=None) -> None:
         res["rows"].append(row)
         print(f"{role:<7} {variant:<44} {row['held-out']:9.1%} {row['larger']:9.1%} {row['size_kb']:8.0f}", flush=True)
 
-    data = calibration_data.for_role(model, "window", cal_windows, 1, shapes)
+    data = calibration_data.for_role(model, "window", cal_windows, hop_frames, shapes)
     for variant, (two, gates) in WINDOW_VARIANTS.items():
-        module, sample, ins, outs = build(model, "window", 1, tflite=True, int8=two)
-        buf = quantize.quantize_tflite(convert_tflite(module, sample, ins, outs), data, quantize.TFLITE_RECIPES["window"],
-                                       quantize.RANGE_QUANTILE["window"], (ins, outs), gate_bounds=gates)
-        score("window", variant, buf, ins, outs)
+        score("window", variant, *int8_tflite(model, "window", hop_frames, data, two_range=two, gate_bounds=gates))
     data = calibration_data.for_role(model, "frontend_step", cal_windows, hop_frames, shapes)
     for variant, per_window in STEP_VARIANTS.items():
-        module, sample, ins, outs = build(model, "frontend_step", hop_frames, tflite=True, int8=True)
-        buf = quantize.quantize_tflite(convert_tflite(module, sample, ins, outs), data,
-                                       quantize.TFLITE_RECIPES.get("frontend_step"), quantize.RANGE_QUANTILE["frontend_step"],
-                                       (ins, outs), per_window=cfg.window_frames // hop_frames if per_window else 1)
-        score("step", variant, buf, ins, outs)
+        score("step", variant, *int8_tflite(model, "frontend_step", hop_frames, data, per_window=per_window))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
         print(f"wrote {a.json}")

@@ -200,30 +200,45 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
 
 
 def _convert(model, role, fmt, prec, hop_frames, path, made, cal_cache, cal_windows, shapes):
-    module, sample, ins, outs = build(model, role, hop_frames, tflite=(fmt == "tflite"), int8=(prec == "int8"))
-    if fmt == "onnx" and prec == "fp32":
-        from .onnx_export import export_onnx
-        export_onnx(module, sample, ins, outs, path)
-        return
-    if fmt == "tflite" and prec == "fp32":
-        from .tflite_export import convert_tflite, write_tflite
-        write_tflite(convert_tflite(module, sample, ins, outs), ins, outs, path)
-        return
-    from . import calibration_data, quantize
-    if fmt == "onnx":
+    from .tflite_export import convert_tflite, write_tflite
+    if prec == "int8" and fmt == "onnx":
+        from . import quantize
         if (role, fmt, "fp32") not in made:
             raise ExportError(f"{path.name}: int8 needs the fp32 {fmt} file first")
         quantize.quantize_onnx(made[(role, fmt, "fp32")], path)
         return
-    from .tflite_export import convert_tflite, write_tflite
-    if role not in cal_cache:
-        cal_cache[role] = calibration_data.for_role(model, role, cal_windows, hop_frames, shapes)
+    if prec == "int8":
+        from . import calibration_data
+        if role not in cal_cache:
+            cal_cache[role] = calibration_data.for_role(model, role, cal_windows, hop_frames, shapes)
+        buf, ins, outs = int8_tflite(model, role, hop_frames, cal_cache[role], _handed_over(role, made))
+        write_tflite(buf, ins, outs, path)
+        return
+    module, sample, ins, outs = build(model, role, hop_frames, tflite=(fmt == "tflite"))
+    if fmt == "onnx":
+        from .onnx_export import export_onnx
+        export_onnx(module, sample, ins, outs, path)
+    else:
+        write_tflite(convert_tflite(module, sample, ins, outs), ins, outs, path)
+
+
+def int8_tflite(model, role: str, hop_frames: int, data, handed_over=None, two_range: bool = True,
+                gate_bounds: bool = True, per_window: bool = True):
+    """(full-integer TFLite model with the quantizer's names, input names, output names) of one
+    role, as export writes it, calibrated on `data` (calibration_data.for_role). The switches turn
+    off its precision measures one at a time (benchmarks/int8_precision.py): the two-range filter
+    bank (channels_last.two_range), the gate bounds (quantize.saturation_bounds) and, for the step
+    model, the range quantile over windows rather than hops."""
+    from . import quantize
+    from .tflite_export import convert_tflite
+
+    module, sample, ins, outs = build(model, role, hop_frames, tflite=True, int8=two_range)
     # a step model's calibration samples are hops, window by window (calibration_data.for_role)
-    hops = -(-model.cfg.window_frames // hop_frames) if role == "frontend_step" else 1
-    buf = quantize.quantize_tflite(convert_tflite(module, sample, ins, outs), cal_cache[role],
-                                   quantize.TFLITE_RECIPES.get(role), quantize.RANGE_QUANTILE[role], (ins, outs),
-                                   _handed_over(role, made), per_window=hops)
-    write_tflite(buf, ins, outs, path)
+    hops = -(-model.cfg.window_frames // hop_frames) if role == "frontend_step" and per_window else 1
+    buf = quantize.quantize_tflite(convert_tflite(module, sample, ins, outs), data, quantize.TFLITE_RECIPES.get(role),
+                                   quantize.RANGE_QUANTILE[role], (ins, outs), handed_over, per_window=hops,
+                                   gate_bounds=gate_bounds)
+    return buf, ins, outs
 
 
 def _handed_over(role, made):

@@ -297,8 +297,8 @@ def _tie(qsvs: dict, groups: Sequence[Sequence[str]], bounds: Dict[str, Tuple[fl
 
     for group in [*groups, *([k] for k in bounds or {})]:   # a bounded tensor in no group is its own
         group = [k for k in group if k in qsvs]
-        for k in group[:1]:
-            root(k)
+        if group:
+            root(group[0])
         for k in group[1:]:
             parent[root(k)] = root(group[0])
     sets: Dict[str, List[str]] = {}
@@ -390,17 +390,14 @@ def saturation_bounds(buf: bytes) -> Dict[str, Tuple[float, float]]:
     gates are steep. A bound above every input the gates met is no bound at all."""
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
 
+    from .slices import readers_of
     from .tflite_export import builtin_op_names
 
     m = fb.read_model(bytes(buf))
     codes = builtin_op_names(m)
     bounds: Dict[str, Tuple[float, float]] = {}
     for sg in m.subgraphs:
-        readers: Dict[int, list] = {}
-        for op in sg.operators:
-            for i in op.inputs:
-                if i >= 0:
-                    readers.setdefault(int(i), []).append(op)
+        readers = readers_of(sg)
         graph_out = {int(o) for o in sg.outputs}
 
         def reach(t: int, tree: list):

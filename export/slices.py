@@ -64,16 +64,23 @@ def _axis_tensor(m, g, axis: int) -> int:
     return len(g.tensors) - 1
 
 
+def readers_of(g) -> Dict[int, list]:
+    """{tensor index: the ops of subgraph g that read it}."""
+    readers: Dict[int, list] = defaultdict(list)
+    for op in g.operators:
+        for i in op.inputs:
+            if i >= 0:
+                readers[int(i)].append(op)
+    return readers
+
+
 def fuse_slices(m, codes: List[str]) -> int:
     """Rewrite the model in place; returns how many SLICE ops went."""
     from ai_edge_litert import schema_py_generated as s
 
     gone = 0
     for g in m.subgraphs:
-        readers: Dict[int, list] = defaultdict(list)
-        for op in g.operators:
-            for i in op.inputs:
-                readers[int(i)].append(op)
+        readers = readers_of(g)
         outputs = {int(i) for i in g.outputs}
         groups: Dict[Tuple[int, int, int], list] = defaultdict(list)
         for op in g.operators:
