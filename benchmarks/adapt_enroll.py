@@ -34,7 +34,7 @@ def main(argv=None) -> int:
 
     from edgeser.export.clips import heldout
     from edgeser.train.checkpoint import load_model
-    from edgeser.train.engine import adapt_batchnorm, predict_probs
+    from edgeser.train.engine import enrolment_pairs, predict_probs, predict_probs_refit
     from edgeser.train.metrics import report
 
     torch.set_num_threads(1)
@@ -47,19 +47,12 @@ def main(argv=None) -> int:
 
     def adapted_predictions(pairs, stem_only=False):
         """pairs: (adapt on these clip indices, score these) -> predictions for every scored clip."""
-        pred = np.full(len(clips), -1)
-        for fit, score in pairs:
-            m = adapt_batchnorm(model, [audio[i] for i in fit], stem_only=stem_only)
-            pred[score] = predict_probs(m, [audio[i] for i in score]).argmax(1)
-        return pred
+        return predict_probs_refit(model, audio, pairs, stem_only=stem_only).argmax(1)
 
     half = [speakers[: len(speakers) // 2], speakers[len(speakers) // 2:]]
     idx = [[i for i, c in enumerate(clips) if c.speaker in set(h)] for h in half]
     other = adapted_predictions([(idx[0], idx[1]), (idx[1], idx[0])])
-    enrol_pairs = []
-    for s in speakers:
-        mine = [i for i, c in enumerate(clips) if c.speaker == s]
-        enrol_pairs += [(mine[0::2], mine[1::2]), (mine[1::2], mine[0::2])]
+    enrol_pairs = enrolment_pairs([c.speaker for c in clips])
     enrol = adapted_predictions(enrol_pairs)
 
     rows = {"unadapted": report(y, base, labels), "other speakers": report(y, other, labels),

@@ -92,12 +92,14 @@ def test_two_process_ddp_training(corpus, tmp_path):
 def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     out = tmp_path / "cv"
     res = run(["evaluate", "--data", str(corpus), "--cv", "speaker", "--folds", "2", "--epochs", "2",
-               "--out", str(out), *TINY])
+               "--speaker-adapt", "--out", str(out), *TINY])
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "cv.json").read_text())
     assert len(rep["fold_UA"]) == 2 and 0.0 <= rep["pooled"]["UA"] <= 1.0
     pooled = rep["pooled"]
     assert pooled["n"] == sum(sum(r) for r in pooled["confusion"])
+    assert rep["speaker_adapted"]["n"] == rep["enrolled"]["n"] == pooled["n"]
+    assert "enrolled (other half" in res.output
     assert set(rep["folds"][0]["test_speakers"]).isdisjoint(rep["folds"][1]["test_speakers"])
     assert (out / "cv_confusion.png").stat().st_size > 1000
     # a fold model tested on another corpus scores only the labels it knows
@@ -109,6 +111,7 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert rep["skipped_unknown_label"] == 535 - (79 + 62 + 127)
     assert rep["n"] == 79 + 62 + 127
     assert rep["speaker_adapted"]["n"] == rep["n"] and "transductive" in rep["speaker_adapted"]["note"]
+    assert rep["enrolled"]["n"] == rep["n"] and "not transductive" in rep["enrolled"]["note"]
 
 
 def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
@@ -177,6 +180,19 @@ def test_speaker_batches_hold_one_speaker_each_and_cover_every_clip():
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(groups)))
     plain = epoch_batches(len(groups), 32, np.random.default_rng(0))
     assert [len(b) for b in plain] == [32, 32, 32] and any(len(set(groups[b])) > 1 for b in plain)
+
+
+def test_enrolment_never_scores_a_clip_with_statistics_that_saw_it():
+    from edgeser.train.engine import enrolment_pairs
+
+    speakers = ["a", "b", "a", "a", "b", "c", "a"]
+    pairs = enrolment_pairs(speakers)
+    scored = [i for _, score in pairs for i in score]
+    # every clip of a speaker with two or more clips is scored exactly once; "c" alone cannot enrol
+    assert sorted(scored) == [0, 1, 2, 3, 4, 6]
+    for fit, score in pairs:
+        assert fit and not set(fit) & set(score)
+        assert len({speakers[i] for i in list(fit) + list(score)}) == 1
 
 
 def test_speaker_batches_option_trains_and_validates_per_speaker(corpus, tmp_path):

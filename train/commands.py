@@ -201,8 +201,9 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
               help="Folder for the report (JSON), confusion matrix (PNG) and fold checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue interrupted fold runs.")
 @click.option("--speaker-adapt", is_flag=True,
-              help="Also report scores with batch-norm statistics re-estimated on each test speaker's "
-                   "unlabelled clips (transductive; shown beside the plain figure).")
+              help="Also report scores with batch-norm statistics re-estimated per test speaker: on all "
+                   "of the speaker's unlabelled clips (transductive), and on half of them with the other half "
+                   "scored (enrolment, as `edgeser adapt` on a user's voice; not transductive).")
 @click.option("--init", "init", type=click.Path(), default=None, metavar="CKPT",
               help="Every fold starts from this checkpoint's weights and model config (--preset is ignored), "
                    "e.g. a model trained on another corpus; with other labels its classifier's output layer "
@@ -232,8 +233,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             save_report(rep, out_p, "test", f"{Path(model_path).name} on {', '.join(list(data) + list(extra))}")
             click.echo(format_report(rep))
             if speaker_adapt:
-                a = rep["speaker_adapted"]
-                click.echo(f"speaker-adapted (transductive): WA {a['WA']:.1%}  UA {a['UA']:.1%}")
+                _echo_adapted(rep)
             click.echo(f"scored labels: {', '.join(rep['scored_labels'])}; report in {out_p / 'test.json'}")
             return
         train_opts["threads"] = train_opts["threads"] or 1
@@ -245,12 +245,17 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
         save_report(res, out_p, "cv")
         click.echo(format_report(res["pooled"]))
         if speaker_adapt:
-            a = res["speaker_adapted"]
-            click.echo(f"speaker-adapted (transductive): WA {a['WA']:.1%}  UA {a['UA']:.1%}")
+            _echo_adapted(res)
         click.echo(f"{cv} CV, {k} folds: UA per fold " + " ".join(f"{u:.1%}" for u in res["fold_UA"])
                    + f"; mean {res['fold_UA_mean']:.1%} ± {res['fold_UA_std']:.1%}; report in {out_p / 'cv.json'}")
     except (DataError, LabelError, CheckpointError) as e:
         _fail(e)
+
+
+def _echo_adapted(rep) -> None:
+    a, e = rep["speaker_adapted"], rep["enrolled"]
+    click.echo(f"speaker-adapted (transductive): WA {a['WA']:.1%}  UA {a['UA']:.1%}")
+    click.echo(f"enrolled (other half of each speaker's clips): WA {e['WA']:.1%}  UA {e['UA']:.1%}")
 
 
 @click.command()

@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -137,14 +137,44 @@ def adapt_batchnorm(model: SERModel, audio: Sequence[np.ndarray], batch: int = 6
     return m
 
 
-def predict_probs_adapted(model: SERModel, audio: Sequence[np.ndarray], speakers: Sequence[str]) -> np.ndarray:
-    """predict_probs with batch-norm statistics re-estimated per speaker."""
-    out = np.zeros((len(audio), model.cfg.n_classes), dtype=np.float32)
+def enrolment_pairs(speakers: Sequence[str]) -> List[Tuple[List[int], List[int]]]:
+    """Per speaker, (adapt on these clip indices, score these): alternate clips of the speaker,
+    both ways round, so that no clip is scored by statistics that saw it."""
+    pairs = []
     for spk in sorted(set(speakers)):
-        idx = [i for i, s in enumerate(speakers) if s == spk]
-        m = adapt_batchnorm(model, [audio[i] for i in idx])
-        out[idx] = predict_probs(m, [audio[i] for i in idx])
+        mine = [i for i, s in enumerate(speakers) if s == spk]
+        if len(mine) < 2:
+            continue
+        pairs += [(mine[0::2], mine[1::2]), (mine[1::2], mine[0::2])]
+    return pairs
+
+
+def predict_probs_refit(model: SERModel, audio: Sequence[np.ndarray],
+                        pairs: Sequence[Tuple[Sequence[int], Sequence[int]]], stem_only: bool = False) -> np.ndarray:
+    """predict_probs where each (fit, score) pair scores `score` with batch-norm statistics
+    re-estimated on `fit` (see adapt_batchnorm); clips in no pair are scored unadapted."""
+    out = np.zeros((len(audio), model.cfg.n_classes), dtype=np.float32)
+    scored = {i for _, score in pairs for i in score}
+    rest = [i for i in range(len(audio)) if i not in scored]
+    if rest:
+        out[rest] = predict_probs(model, [audio[i] for i in rest])
+    for fit, score in pairs:
+        m = adapt_batchnorm(model, [audio[i] for i in fit], stem_only=stem_only)
+        out[list(score)] = predict_probs(m, [audio[i] for i in score])
     return out
+
+
+def predict_probs_adapted(model: SERModel, audio: Sequence[np.ndarray], speakers: Sequence[str]) -> np.ndarray:
+    """predict_probs with batch-norm statistics re-estimated on each speaker's clips
+    (transductive: the scored clips are among them)."""
+    groups = [[i for i, s in enumerate(speakers) if s == spk] for spk in sorted(set(speakers))]
+    return predict_probs_refit(model, audio, [(g, g) for g in groups])
+
+
+def predict_probs_enrolled(model: SERModel, audio: Sequence[np.ndarray], speakers: Sequence[str]) -> np.ndarray:
+    """predict_probs with batch-norm statistics re-estimated on the other half of each speaker's
+    clips (enrolment: a device that heard its user for a while; not transductive)."""
+    return predict_probs_refit(model, audio, enrolment_pairs(speakers))
 
 
 def epoch_batches(n: int, batch: int, rng: np.random.Generator, groups: Optional[np.ndarray] = None) -> List[np.ndarray]:

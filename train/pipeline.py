@@ -41,6 +41,11 @@ def calibration_sample(clips: Sequence[Clip], per_label: int = 4, seed: int = 0)
     return out
 
 
+TRANSDUCTIVE = "transductive: batch-norm statistics re-estimated on each test speaker's unlabelled clips"
+ENROLLED = ("enrolment, not transductive: batch-norm statistics re-estimated on one half of each test "
+            "speaker's clips (alternate clips), the other half scored, and the other way round")
+
+
 def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcfg, out: Path,
               val_fraction: float = 0.15, resume: bool = False, extra_meta: Optional[dict] = None,
               progress: bool = True, stop_after: Optional[int] = None) -> Dict:
@@ -73,7 +78,7 @@ def _fold_worker(args) -> Dict:
 
     torch.set_num_threads(max(1, tcfg.threads or 1))
     from .checkpoint import load_model
-    from .engine import predict_probs, predict_probs_adapted
+    from .engine import predict_probs, predict_probs_adapted, predict_probs_enrolled
 
     cache = AudioCache(cache_dir)
     kept, audio, _ = cache.load(clips, progress=False)
@@ -93,6 +98,8 @@ def _fold_worker(args) -> Dict:
     if speaker_adapt:
         pa = predict_probs_adapted(model, [audio[i] for i in te], [kept[i].speaker for i in te])
         r["y_pred_adapted"] = pa.argmax(1).tolist()
+        pe = predict_probs_enrolled(model, [audio[i] for i in te], [kept[i].speaker for i in te])
+        r["y_pred_enrolled"] = pe.argmax(1).tolist()
     return r
 
 
@@ -140,7 +147,10 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
            "fold_UA_std": float(np.std(fold_ua)), "folds": results}
     if speaker_adapt:
         res["speaker_adapted"] = report(y_true, sum((r["y_pred_adapted"] for r in results), []), model_cfg.labels)
-        res["speaker_adapted"]["note"] = "transductive: batch-norm statistics re-estimated on each test speaker's unlabelled clips"
+        res["speaker_adapted"]["note"] = TRANSDUCTIVE
+        if all("y_pred_enrolled" in r for r in results):
+            res["enrolled"] = report(y_true, sum((r["y_pred_enrolled"] for r in results), []), model_cfg.labels)
+            res["enrolled"]["note"] = ENROLLED
     return res
 
 
@@ -148,7 +158,7 @@ def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray
     """Score a trained model on any corpus: only clips whose label the model knows, and only
     predictions among the labels that the test set has (cross-corpus)."""
     from .checkpoint import load_model
-    from .engine import predict_probs, predict_probs_adapted
+    from .engine import predict_probs, predict_probs_adapted, predict_probs_enrolled
 
     model, ckpt = load_model(ckpt_path)
     known = list(model.cfg.labels)
@@ -166,9 +176,12 @@ def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray
     rep["scored_labels"] = test_labels
     rep["skipped_unknown_label"] = len(clips) - len(pairs)
     if speaker_adapt:
-        pa = predict_probs_adapted(model, [audio[i] for i, _ in pairs], [clips[i].speaker for i, _ in pairs])
-        rep["speaker_adapted"] = report(y, allowed[pa[:, allowed].argmax(1)].tolist(), known)
-        rep["speaker_adapted"]["note"] = "transductive: batch-norm statistics re-estimated on each test speaker's unlabelled clips"
+        scored_audio, scored_speakers = [audio[i] for i, _ in pairs], [clips[i].speaker for i, _ in pairs]
+        for key, fn, note in (("speaker_adapted", predict_probs_adapted, TRANSDUCTIVE),
+                              ("enrolled", predict_probs_enrolled, ENROLLED)):
+            p = fn(model, scored_audio, scored_speakers)
+            rep[key] = report(y, allowed[p[:, allowed].argmax(1)].tolist(), known)
+            rep[key]["note"] = note
     return rep
 
 
