@@ -28,7 +28,7 @@ class HeldOut:
     source: str                # where the clips came from, for the report
 
 
-def _corpus_root(clip_path: Path) -> Optional[Path]:
+def corpus_root(clip_path: Path) -> Optional[Path]:
     """The folder read_corpus would have been given: nearest parent holding manifest.csv."""
     for p in clip_path.parents:
         if (p / "manifest.csv").exists():
@@ -98,7 +98,7 @@ def heldout(ckpt: dict, labels: Sequence[str], data: Optional[str] = None, limit
         source = str(data)
     else:
         speakers = set(meta.get("val_speakers") or []) | set(meta.get("test_speakers") or [])
-        roots = {r for r in (_corpus_root(Path(p)) for p in _resolve(meta.get("calibration") or [], ckpt))
+        roots = {r for r in (corpus_root(Path(p)) for p in _resolve(meta.get("calibration") or [], ckpt))
                  if r is not None}
         if not speakers or not roots:
             raise ClipsError(f"{ckpt.get('_path', 'checkpoint')}: no held-out speakers or corpus folder recorded; "
