@@ -20,6 +20,7 @@ from common import write_json  # noqa: E402
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="the --out folder of `edgeser evaluate --cv`")
+    ap.add_argument("--checkpoint", default="best.pt", help="the fold model to score: best.pt or last.pt")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     speaker_of, roots = {}, set()
     y, preds = [], {"unadapted": [], "per test speaker (transductive)": [], "enrolment (not transductive)": []}
     for fold in cv["folds"]:
-        model, _ = load_model(args.run / f"fold{fold['fold']}" / "best.pt")
+        model, _ = load_model(args.run / f"fold{fold['fold']}" / args.checkpoint)
         for root in {corpus_root(Path(p)) for p in fold["paths"]} - roots:
             roots.add(root)
             speaker_of.update({c.path: c.speaker for c in read_corpus(str(root))})
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
     for name, r in rows.items():
         print(f"  {name:36s} UA {r['UA']:.1%}  WA {r['WA']:.1%}  macro-F1 {r['macro_F1']:.1%}")
     if args.json:
-        write_json({"run": str(args.run), "cv_command": cv.get("command", ""), "clips": len(y),
+        write_json({"run": str(args.run), "checkpoint": args.checkpoint, "cv_command": cv.get("command", ""), "clips": len(y),
                     "command": "python " + " ".join(sys.argv),
                     "rows": {k: {m: v[m] for m in ("UA", "WA", "macro_F1")} for k, v in rows.items()}}, args.json)
     return 0
