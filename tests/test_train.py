@@ -161,10 +161,10 @@ def test_window_option_overrides_the_preset(corpus, tmp_path):
 
 def test_augmentation_options_reach_the_run_and_a_missing_device_is_an_error(corpus, tmp_path):
     res = run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(tmp_path / "a"), *TINY,
-               "--speed-perturb", "0.15", "--specaug", "2", "--mixup", "0.3", "--eq-db", "4"])
+               "--speed-perturb", "0.15", "--specaug", "2", "--mixup", "0.3"])
     assert res.exit_code == 0, res.output
     tc = load_checkpoint(tmp_path / "a" / "last.pt")["train_config"]
-    assert (tc["speed_perturb"], tc["specaug"], tc["mixup"], tc["eq_db"], tc["device"]) == (0.15, 2, 0.3, 4.0, "cpu")
+    assert (tc["speed_perturb"], tc["specaug"], tc["mixup"], tc["device"]) == (0.15, 2, 0.3, "cpu")
     bad = run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(tmp_path / "b"), *TINY,
                "--device", "no-such-device"])
     assert bad.exit_code != 0 and "--device" in bad.output and "no-such-device" in bad.output

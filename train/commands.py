@@ -52,9 +52,6 @@ def _train_options(f):
         click.option("--speed-perturb", default=0.1, show_default=True, type=click.FloatRange(0, 0.3),
                      help="Play each training window up to this share faster or slower (0.1: 0.9x-1.1x); "
                           "pitch moves with tempo, as between speakers."),
-        click.option("--eq-db", default=0.0, show_default=True, type=click.FloatRange(0, 20),
-                     help="Pass each training window through a random equaliser (spectral tilt and one broad "
-                          "band) of up to +- this many dB, as between microphones and rooms; 0: off."),
         click.option("--specaug", default=0, show_default=True, type=click.IntRange(0, 4),
                      help="Band masks and time masks per training window on the filterbank map (SpecAugment)."),
         click.option("--mixup", default=0.2, show_default=True, type=click.FloatRange(0, 2),

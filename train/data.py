@@ -192,7 +192,6 @@ class Augment:
     snr_db: Tuple[float, float] = (10.0, 40.0)
     gain_db: Tuple[float, float] = (-6.0, 6.0)
     speed: float = 0.0               # resample by 1 +- this: tempo and pitch move together, as between speakers
-    eq_db: float = 0.0               # random equaliser of up to +- this many dB, as between microphones and rooms
 
 
 def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
@@ -202,29 +201,12 @@ def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
     return np.interp(np.arange(0, len(x) - 1, factor), np.arange(len(x)), x).astype(np.float32)
 
 
-def random_eq(w: np.ndarray, rng: np.random.Generator, max_db: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """`w` through a random smooth equaliser at the same RMS: a spectral tilt plus one broad
-    band boost or cut (centre 200 Hz-6 kHz), the curve clipped to +-max_db. Corpora differ by
-    microphone and room as much as by speaker; a fixed response is what batch norm can't undo."""
-    f = np.fft.rfftfreq(len(w), 1.0 / sample_rate)
-    octaves = np.log2(np.maximum(f, 50.0) / 1000.0)
-    tilt = rng.uniform(-1, 1) * max_db / 3                      # dB per octave around 1 kHz
-    centre = rng.uniform(np.log2(0.2), np.log2(6.0))
-    band = rng.uniform(-max_db, max_db) * np.exp(-0.5 * ((octaves - centre) / rng.uniform(0.3, 1.0)) ** 2)
-    gain = 10 ** (np.clip(tilt * octaves + band, -max_db, max_db) / 20)
-    y = np.fft.irfft(np.fft.rfft(w) * gain, len(w))
-    rms_in, rms_out = np.sqrt(np.mean(w ** 2)), np.sqrt(np.mean(y ** 2))
-    return (y * (rms_in / rms_out if rms_out > 0 else 1.0)).astype(np.float32)
-
-
 def train_window(x: np.ndarray, n: int, rng: np.random.Generator, aug: Augment) -> np.ndarray:
     if aug.speed > 0:
         x = change_speed(x, float(rng.uniform(1 - aug.speed, 1 + aug.speed)))
     span = abs(len(x) - n)
     offset = int(rng.integers(0, span + 1)) if aug.shift else span // 2
     w = place(x, n, offset)
-    if aug.eq_db > 0:
-        w = random_eq(w, rng, aug.eq_db)
     if aug.gain:
         w = w * np.float32(10 ** (rng.uniform(*aug.gain_db) / 20))
     if aug.noise:

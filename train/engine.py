@@ -40,7 +40,6 @@ class TrainConfig:
     init: str = ""                   # start from this checkpoint's weights (fine-tuning)
     speed_perturb: float = 0.1       # augmentation: random speed change of up to +- this share
     specaug: int = 0                 # augmentation: band and time masks per window on the filterbank map
-    eq_db: float = 0.0               # augmentation: random equaliser of up to +- this many dB
     mixup: float = 0.2               # augmentation: mix pairs of windows, weight ~ Beta(a, a); 0 = off
     device: str = "cpu"              # torch device for training ("cuda" where one is present)
     speaker_batches: bool = False    # every batch holds one speaker: batch norm learns per-speaker statistics
@@ -315,7 +314,7 @@ class Trainer:
         if resume and last.exists():
             self.resume(last)
         groups = np.array([c.speaker for c in train_clips]) if t.speaker_batches else None
-        aug = Augment(speed=t.speed_perturb, eq_db=t.eq_db) if t.augment else Augment(noise=False, gain=False, shift=False)
+        aug = Augment(speed=t.speed_perturb) if t.augment else Augment(noise=False, gain=False, shift=False)
         self.model.frontend.specaug = t.specaug if t.augment else 0
         n = self.cfg.window_samples
         self.log(f"model: {count_params(self.model):,} parameters; train {len(train_clips)} clips, "
