@@ -29,15 +29,18 @@ def main(argv=None) -> int:
     from edgeser.export.clips import corpus_root
     from edgeser.train.checkpoint import load_model
     from edgeser.train.data import AudioCache, read_corpus
-    from edgeser.train.engine import predict_probs, predict_probs_adapted, predict_probs_enrolled
+    from edgeser.train.engine import predict_probs
     from edgeser.train.metrics import report
+    from edgeser.train.pipeline import adapted_probs
 
     torch.set_num_threads(1)
     cv = json.loads((args.run / "cv.json").read_text())
     labels = cv["pooled"]["labels"]
     cache = AudioCache()
     speaker_of, roots = {}, set()
-    y, preds = [], {"unadapted": [], "per test speaker (transductive)": [], "enrolment (not transductive)": []}
+    names = {"unadapted": "unadapted", "speaker_adapted": "per test speaker (transductive)",
+             "enrolled": "enrolment (not transductive)"}
+    y, preds = [], {name: [] for name in names.values()}
     for fold in cv["folds"]:
         model, _ = load_model(args.run / f"fold{fold['fold']}" / args.checkpoint)
         for root in {corpus_root(Path(p)) for p in fold["paths"]} - roots:
@@ -46,8 +49,9 @@ def main(argv=None) -> int:
         audio = [cache.get(p) for p in fold["paths"]]
         speakers = [speaker_of.get(p, "?") for p in fold["paths"]]
         y += fold["y_true"]
-        for name, fn in zip(preds, (lambda m, a, s: predict_probs(m, a), predict_probs_adapted, predict_probs_enrolled)):
-            preds[name] += fn(model, audio, speakers).argmax(1).tolist()
+        probs = {"unadapted": predict_probs(model, audio), **adapted_probs(model, audio, speakers)}
+        for key, p in probs.items():
+            preds[names[key]] += p.argmax(1).tolist()
         print(f"fold {fold['fold']}: {len(audio)} clips, speakers {', '.join(sorted(set(speakers)))}", flush=True)
     rows = {name: report(y, p, labels) for name, p in preds.items()}
     for name, r in rows.items():

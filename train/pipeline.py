@@ -44,6 +44,17 @@ def calibration_sample(clips: Sequence[Clip], per_label: int = 4, seed: int = 0)
 TRANSDUCTIVE = "transductive: batch-norm statistics re-estimated on each test speaker's unlabelled clips"
 ENROLLED = ("enrolment, not transductive: batch-norm statistics re-estimated on one half of each test "
             "speaker's clips (alternate clips), the other half scored, and the other way round")
+ADAPTED_NOTES = {"speaker_adapted": TRANSDUCTIVE, "enrolled": ENROLLED}   # report key -> what it means
+FOLD_FIELDS = {"speaker_adapted": "y_pred_adapted", "enrolled": "y_pred_enrolled"}   # report key -> fold field
+
+
+def adapted_probs(model, audio: Sequence[np.ndarray], speakers: Sequence[str]) -> Dict[str, np.ndarray]:
+    """The `--speaker-adapt` protocols, keyed as in the reports (ADAPTED_NOTES): clip probabilities
+    with batch-norm statistics per test speaker (transductive) and from the speaker's other clips."""
+    from .engine import predict_probs_adapted, predict_probs_enrolled
+
+    return {"speaker_adapted": predict_probs_adapted(model, audio, speakers),
+            "enrolled": predict_probs_enrolled(model, audio, speakers)}
 
 
 def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcfg, out: Path,
@@ -78,7 +89,7 @@ def _fold_worker(args) -> Dict:
 
     torch.set_num_threads(max(1, tcfg.threads or 1))
     from .checkpoint import load_model
-    from .engine import predict_probs, predict_probs_adapted, predict_probs_enrolled
+    from .engine import predict_probs
 
     cache = AudioCache(cache_dir)
     kept, audio, _ = cache.load(clips, progress=False)
@@ -96,10 +107,8 @@ def _fold_worker(args) -> Dict:
          "y_pred": probs.argmax(1).tolist(), "paths": [kept[i].path for i in te],
          "best": res["best"], "epochs_run": res["epochs_run"], "seconds": round(time.time() - t0, 1)}
     if speaker_adapt:
-        pa = predict_probs_adapted(model, [audio[i] for i in te], [kept[i].speaker for i in te])
-        r["y_pred_adapted"] = pa.argmax(1).tolist()
-        pe = predict_probs_enrolled(model, [audio[i] for i in te], [kept[i].speaker for i in te])
-        r["y_pred_enrolled"] = pe.argmax(1).tolist()
+        adapted = adapted_probs(model, [audio[i] for i in te], [kept[i].speaker for i in te])
+        r.update({FOLD_FIELDS[key]: p.argmax(1).tolist() for key, p in adapted.items()})
     return r
 
 
@@ -146,11 +155,9 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
     res = {"pooled": pooled, "fold_UA": fold_ua, "fold_UA_mean": float(np.mean(fold_ua)),
            "fold_UA_std": float(np.std(fold_ua)), "folds": results}
     if speaker_adapt:
-        res["speaker_adapted"] = report(y_true, sum((r["y_pred_adapted"] for r in results), []), model_cfg.labels)
-        res["speaker_adapted"]["note"] = TRANSDUCTIVE
-        if all("y_pred_enrolled" in r for r in results):
-            res["enrolled"] = report(y_true, sum((r["y_pred_enrolled"] for r in results), []), model_cfg.labels)
-            res["enrolled"]["note"] = ENROLLED
+        for key, note in ADAPTED_NOTES.items():
+            res[key] = report(y_true, sum((r[FOLD_FIELDS[key]] for r in results), []), model_cfg.labels)
+            res[key]["note"] = note
     return res
 
 
@@ -158,7 +165,7 @@ def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray
     """Score a trained model on any corpus: only clips whose label the model knows, and only
     predictions among the labels that the test set has (cross-corpus)."""
     from .checkpoint import load_model
-    from .engine import predict_probs, predict_probs_adapted, predict_probs_enrolled
+    from .engine import predict_probs
 
     model, ckpt = load_model(ckpt_path)
     known = list(model.cfg.labels)
@@ -176,12 +183,10 @@ def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray
     rep["scored_labels"] = test_labels
     rep["skipped_unknown_label"] = len(clips) - len(pairs)
     if speaker_adapt:
-        scored_audio, scored_speakers = [audio[i] for i, _ in pairs], [clips[i].speaker for i, _ in pairs]
-        for key, fn, note in (("speaker_adapted", predict_probs_adapted, TRANSDUCTIVE),
-                              ("enrolled", predict_probs_enrolled, ENROLLED)):
-            p = fn(model, scored_audio, scored_speakers)
+        adapted = adapted_probs(model, [audio[i] for i, _ in pairs], [clips[i].speaker for i, _ in pairs])
+        for key, p in adapted.items():
             rep[key] = report(y, allowed[p[:, allowed].argmax(1)].tolist(), known)
-            rep[key]["note"] = note
+            rep[key]["note"] = ADAPTED_NOTES[key]
     return rep
 
 
