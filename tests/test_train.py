@@ -102,6 +102,24 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert "enrolled (other half" in res.output
     assert set(rep["folds"][0]["test_speakers"]).isdisjoint(rep["folds"][1]["test_speakers"])
     assert (out / "cv_confusion.png").stat().st_size > 1000
+    # benchmarks/cv_rescore.py scores the fold models again: alone, they give the report's figures;
+    # an ensemble of a run with itself is that run; other folds are refused
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import cv_rescore
+
+    assert cv_rescore.main([str(out), "--json", str(tmp_path / "one.json")]) == 0
+    one = json.loads((tmp_path / "one.json").read_text())["rows"]
+    assert one["unadapted"]["UA"] == pytest.approx(pooled["UA"])
+    assert one["enrolment (not transductive)"]["UA"] == pytest.approx(rep["enrolled"]["UA"])
+    assert cv_rescore.main([str(out), str(out), "--speeds", "0.9,1.1", "--json", str(tmp_path / "two.json")]) == 0
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["speeds"] == [0.9, 1.1] and two["rows"]["ensemble of 2"] == two["rows"][str(out)]
+    other = json.loads((out / "cv.json").read_text())
+    other["folds"] = other["folds"][::-1]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "cv.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="folds differ"):
+        cv_rescore.main([str(out), str(tmp_path / "other")])
     # a fold model tested on another corpus scores only the labels it knows
     res = run(["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(data_dir / "emodb"),
                "--speaker-adapt", "--out", str(tmp_path / "x")])
