@@ -1,15 +1,21 @@
-"""Score finished `edgeser evaluate --cv` runs' fold models again, with the adaptation protocols
-of `evaluate --speaker-adapt`: unadapted, per test speaker (transductive) and enrolment
-(statistics from the other half of each test speaker's clips). Every fold model scores its own
-test speakers only.
+"""Score trained models again, with the adaptation protocols of `evaluate --speaker-adapt`:
+unadapted, per test speaker (transductive) and enrolment (statistics from the other half of each
+test speaker's clips); alone, as an ensemble, and with test-time speed averaging.
 
-Several runs with the same folds (e.g. the same command with other `--seed`s) are also scored as
-an ensemble: the mean of their fold models' clip probabilities. `--speeds 0.9,1,1.1` averages
-each model over the test clips played at those speeds (test-time augmentation; costs one pass
-per speed).
+Two sources of models:
+- finished `edgeser evaluate --cv` runs: every fold model scores its own test speakers only.
+  Several runs need the same folds (e.g. the same command with other `--seed`s).
+- `--model CKPT` (repeatable) with `--data PATH`: checkpoints scored on a corpus as
+  `evaluate --model` does (only the labels the model knows; across corpora, only predictions
+  among the labels the test set has).
+
+Several models are also scored as an ensemble: the mean of their clip probabilities.
+`--speeds 0.9,1,1.1` averages each model over the test clips played at those speeds (test-time
+augmentation; one pass per speed).
 
     python benchmarks/cv_rescore.py runs/cv_ravdess --json benchmarks/results/cv_rescore_ravdess.json
     python benchmarks/cv_rescore.py runs/a runs/b runs/c --checkpoint last.pt --speeds 0.9,1,1.1
+    python benchmarks/cv_rescore.py --model runs/xc/best.pt --model runs/xc_s1/best.pt --data ../shared/data/emodb
 """
 from __future__ import annotations
 
@@ -48,59 +54,98 @@ def load_runs(runs):
     return cvs
 
 
+def cv_groups(runs, checkpoint):
+    """(labels, commands, groups): per fold, the fold models' paths and the fold's test clips."""
+    from edgeser.export.clips import corpus_root
+    from edgeser.train.data import AudioCache, read_corpus
+
+    cvs = load_runs(runs)
+    cache, speaker_of, roots, groups = AudioCache(), {}, set(), []
+    for i, fold in enumerate(cvs[0]["folds"]):
+        for root in {corpus_root(Path(p)) for p in fold["paths"]} - roots:
+            roots.add(root)
+            speaker_of.update({c.path: c.speaker for c in read_corpus(str(root))})
+        groups.append({"name": f"fold {fold['fold']}",
+                       "models": [run / f"fold{cv['folds'][i]['fold']}" / checkpoint for run, cv in zip(runs, cvs)],
+                       "audio": [cache.get(p) for p in fold["paths"]],
+                       "speakers": [speaker_of.get(p, "?") for p in fold["paths"]],
+                       "y": list(fold["y_true"]), "allowed": None})
+    return cvs[0]["pooled"]["labels"], [cv.get("command", "") for cv in cvs], groups
+
+
+def model_group(models, data):
+    """One group: every model on the corpus at `data`, scored as `evaluate --model` scores it."""
+    import numpy as np
+
+    from edgeser.export.clips import heldout
+    from edgeser.train.checkpoint import load_checkpoint
+
+    cks = [load_checkpoint(m) for m in models]
+    labels = list(cks[0]["model_config"]["labels"])
+    for m, ck in zip(models[1:], cks[1:]):
+        if list(ck["model_config"]["labels"]) != labels or ck.get("meta", {}).get("merges") != cks[0].get("meta", {}).get("merges"):
+            raise SystemExit(f"error: {m}: its labels or merges differ from {models[0]}'s")
+    d = heldout(cks[0], labels, data=str(data))
+    return labels, [], [{"name": str(data), "models": list(models), "audio": d.audio,
+                         "speakers": [c.speaker for c in d.clips], "y": d.y.tolist(),
+                         "allowed": np.array(sorted(set(d.y.tolist())))}]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", type=Path, nargs="+", help="the --out folder(s) of `edgeser evaluate --cv`")
-    ap.add_argument("--checkpoint", default="best.pt", help="the fold model to score: best.pt or last.pt")
+    ap.add_argument("runs", type=Path, nargs="*", help="the --out folder(s) of `edgeser evaluate --cv`")
+    ap.add_argument("--model", type=Path, action="append", default=[], help="a checkpoint to score on --data (repeatable)")
+    ap.add_argument("--data", type=Path, default=None, help="the corpus the --model checkpoints are scored on")
+    ap.add_argument("--checkpoint", default="best.pt", help="the fold model of a run to score: best.pt or last.pt")
     ap.add_argument("--speeds", type=speeds_arg, default=[1.0],
                     help="comma-separated playback speeds to average over (default: 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if bool(args.runs) == bool(args.model) or bool(args.model) != bool(args.data):
+        ap.error("give either cross-validation run folders, or --model CKPT (one or more) with --data PATH")
     for run in args.runs:
         if not (run / "cv.json").is_file():
             ap.error(f"{run}: no cv.json (not the --out folder of a finished `edgeser evaluate --cv`)")
+    for m in args.model:
+        if not m.is_file():
+            ap.error(f"{m}: no such checkpoint")
 
     import numpy as np
     import torch
 
-    from edgeser.export.clips import corpus_root
     from edgeser.train.checkpoint import load_model
-    from edgeser.train.data import AudioCache, change_speed, read_corpus
+    from edgeser.train.data import change_speed
     from edgeser.train.engine import predict_probs
     from edgeser.train.metrics import report
     from edgeser.train.pipeline import adapted_probs
 
     torch.set_num_threads(max(1, args.threads))
-    cvs = load_runs(args.runs)
-    labels = cvs[0]["pooled"]["labels"]
-    cache = AudioCache()
-    speaker_of, roots = {}, set()
-    members = [str(run) for run in args.runs]
-    scored = members + ([f"ensemble of {len(members)}"] if len(members) > 1 else [])
+    sources = [str(r) for r in args.runs] or [str(m) for m in args.model]
+    labels, commands, groups = cv_groups(args.runs, args.checkpoint) if args.runs else model_group(args.model, args.data)
+    scored = sources + ([f"ensemble of {len(sources)}"] if len(sources) > 1 else [])
     y, preds = [], {(m, p): [] for m in scored for p in PROTOCOLS}
-    for i, fold in enumerate(cvs[0]["folds"]):
-        for root in {corpus_root(Path(p)) for p in fold["paths"]} - roots:
-            roots.add(root)
-            speaker_of.update({c.path: c.speaker for c in read_corpus(str(root))})
-        audio = [cache.get(p) for p in fold["paths"]]
-        speakers = [speaker_of.get(p, "?") for p in fold["paths"]]
-        y += fold["y_true"]
+
+    def decide(p, allowed):
+        return (p.argmax(1) if allowed is None else allowed[p[:, allowed].argmax(1)]).tolist()
+
+    for g in groups:
+        y += g["y"]
         total = {p: 0.0 for p in PROTOCOLS}
-        for run, cv, name in zip(args.runs, cvs, members):
-            model, _ = load_model(run / f"fold{cv['folds'][i]['fold']}" / args.checkpoint)
+        for name, path in zip(sources, g["models"]):
+            model, _ = load_model(path)
             probs = {p: 0.0 for p in PROTOCOLS}
             for speed in args.speeds:
-                played = [change_speed(x, speed) for x in audio]
-                for key, p in {"unadapted": predict_probs(model, played), **adapted_probs(model, played, speakers)}.items():
+                played = [change_speed(x, speed) for x in g["audio"]]
+                for key, p in {"unadapted": predict_probs(model, played), **adapted_probs(model, played, g["speakers"])}.items():
                     probs[key] = probs[key] + p / len(args.speeds)
             for key, p in probs.items():
-                preds[(name, key)] += p.argmax(1).tolist()
+                preds[(name, key)] += decide(p, g["allowed"])
                 total[key] = total[key] + p
-        if len(members) > 1:
+        if len(sources) > 1:
             for key, p in total.items():
-                preds[(scored[-1], key)] += np.asarray(p).argmax(1).tolist()
-        print(f"fold {fold['fold']}: {len(audio)} clips, speakers {', '.join(sorted(set(speakers)))}", flush=True)
+                preds[(scored[-1], key)] += decide(np.asarray(p), g["allowed"])
+        print(f"{g['name']}: {len(g['audio'])} clips, speakers {', '.join(sorted(set(g['speakers'])))}", flush=True)
     rows = {}
     for name in scored:
         print(name)
@@ -109,11 +154,11 @@ def main(argv=None) -> int:
             print(f"  {title:36s} UA {r['UA']:.1%}  WA {r['WA']:.1%}  macro-F1 {r['macro_F1']:.1%}")
     if args.json:
         pick = {name: {t: {m: r[m] for m in ("UA", "WA", "macro_F1")} for t, r in by.items()} for name, by in rows.items()}
-        write_json({"runs": members, "checkpoint": args.checkpoint, "speeds": args.speeds,
-                    "cv_commands": [cv.get("command", "") for cv in cvs], "clips": len(y),
+        write_json({"runs": sources, "data": str(args.data) if args.data else None, "checkpoint": args.checkpoint,
+                    "speeds": args.speeds, "cv_commands": commands, "clips": len(y),
                     "command": "python " + " ".join(sys.argv),
                     # single-run reports keep their earlier shape
-                    "rows": pick[members[0]] if len(members) == 1 else pick}, args.json)
+                    "rows": pick[sources[0]] if len(sources) == 1 else pick}, args.json)
     return 0
 
 

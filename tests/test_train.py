@@ -130,6 +130,12 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert rep["n"] == 79 + 62 + 127
     assert rep["speaker_adapted"]["n"] == rep["n"] and "transductive" in rep["speaker_adapted"]["note"]
     assert rep["enrolled"]["n"] == rep["n"] and "not transductive" in rep["enrolled"]["note"]
+    # and benchmarks/cv_rescore.py scores a checkpoint on a corpus the same way
+    assert cv_rescore.main(["--model", str(out / "fold0" / "best.pt"), "--data", str(data_dir / "emodb"),
+                            "--json", str(tmp_path / "xc.json")]) == 0
+    xc = json.loads((tmp_path / "xc.json").read_text())
+    assert xc["clips"] == rep["n"] and xc["rows"]["unadapted"]["UA"] == pytest.approx(rep["UA"])
+    assert xc["rows"]["enrolment (not transductive)"]["UA"] == pytest.approx(rep["enrolled"]["UA"])
 
 
 def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
