@@ -70,6 +70,18 @@ def test_checkpoint_carries_its_config_and_is_replaced_atomically(corpus, tmp_pa
     assert again.exit_code != 0 and "--resume" in again.output
 
 
+def test_without_validation_every_speaker_trains_and_the_last_epoch_is_kept(corpus, tmp_path):
+    out = tmp_path / "noval"
+    res = run(["train", "--data", str(corpus), "--epochs", "2", "--val-fraction", "0", "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    assert "no validation" in res.output and "-100" not in res.output
+    ck = load_checkpoint(out / "best.pt")
+    assert ck["epoch"] == 2 and ck["meta"]["val_speakers"] == []
+    import csv
+
+    assert len(ck["meta"]["train_speakers"]) == len({r["speaker"] for r in csv.DictReader(open(corpus / "manifest.csv"))})
+
+
 def test_bad_checkpoint_is_a_one_line_error(tmp_path, corpus):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

@@ -183,8 +183,12 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
         _fail(e)
     if int(os.environ.get("RANK", "0")) == 0:
         write_json(res, out_p / "history.json")
-        click.echo(f"best validation UA {res['best']['UA']:.1%} at epoch {res['best']['epoch']}; "
-                   f"checkpoint {out_p / 'best.pt'}")
+        if res["best"]["UA"] < 0:   # no validation speakers: every epoch is kept as the best
+            click.echo(f"no validation (every training speaker trained): epoch {res['best']['epoch']} kept; "
+                       f"checkpoint {out_p / 'best.pt'}")
+        else:
+            click.echo(f"best validation UA {res['best']['UA']:.1%} at epoch {res['best']['epoch']}; "
+                       f"checkpoint {out_p / 'best.pt'}")
 
 
 @click.command()
