@@ -82,6 +82,37 @@ def test_without_validation_every_speaker_trains_and_the_last_epoch_is_kept(corp
     assert len(ck["meta"]["train_speakers"]) == len({r["speaker"] for r in csv.DictReader(open(corpus / "manifest.csv"))})
 
 
+def test_distillation_learns_from_the_teachers_of_the_same_fold(corpus, tmp_path):
+    teach, plain, student = tmp_path / "teach", tmp_path / "plain", tmp_path / "student"
+    cv = ["evaluate", "--data", str(corpus), "--cv", "speaker", "--folds", "2", "--epochs", "1", *TINY]
+    assert run([*cv, "--seed", "1", "--out", str(teach)]).exit_code == 0
+    assert run([*cv, "--out", str(plain)]).exit_code == 0
+    res = run([*cv, "--teacher", str(teach), "--out", str(student)])
+    assert res.exit_code == 0, res.output
+    for fold in (0, 1):
+        ck = load_checkpoint(student / f"fold{fold}" / "best.pt")
+        assert list(ck["train_config"]["teachers"]) == [str(teach / f"fold{fold}" / "best.pt")]
+    a, b = load_checkpoint(plain / "fold0" / "best.pt")["model"], load_checkpoint(student / "fold0" / "best.pt")["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)      # the teacher moved the student
+    # with no weight on it the same seed trains the same model: the term is all the teacher adds
+    zero = tmp_path / "zero"
+    assert run([*cv, "--teacher", str(teach), "--distill-weight", "0", "--out", str(zero)]).exit_code == 0
+    c = load_checkpoint(zero / "fold0" / "best.pt")["model"]
+    assert all(torch.allclose(a[k].float(), c[k].float(), atol=1e-6) for k in a)
+    # a teacher run with other folds would have trained on this fold's test speakers: refused
+    other = tmp_path / "other"
+    assert run([*cv[:6], "3", *cv[7:], "--out", str(other)]).exit_code == 0
+    res = CliRunner().invoke(cli, [*cv, "--teacher", str(other), "--out", str(tmp_path / "bad")])
+    assert res.exit_code != 0 and "same folds" in res.output and "Traceback" not in res.output
+    # train takes checkpoints; one with other labels is a one-line error
+    res = run(["train", "--data", str(corpus), "--epochs", "1", "--teacher", str(teach / "fold0" / "best.pt"),
+               "--out", str(tmp_path / "t"), *TINY])
+    assert res.exit_code == 0 and load_checkpoint(tmp_path / "t" / "last.pt")["train_config"]["teachers"]
+    res = CliRunner().invoke(cli, ["train", "--data", str(corpus), "--labels", "anger,neutral", "--epochs", "1",
+                                   "--teacher", str(teach / "fold0" / "best.pt"), "--out", str(tmp_path / "u"), *TINY])
+    assert res.exit_code != 0 and "same labels" in res.output and "Traceback" not in res.output
+
+
 def test_bad_checkpoint_is_a_one_line_error(tmp_path, corpus):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

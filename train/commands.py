@@ -62,6 +62,12 @@ def _train_options(f):
         click.option("--speaker-batches", is_flag=True,
                      help="Fill every training batch with one speaker's clips, so batch norm learns per-speaker "
                           "statistics; validation then re-estimates them per speaker (pair with --speaker-adapt)."),
+        click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True), metavar="CKPT|RUN",
+                     help="Also learn the mean soft prediction of these models on the same training windows "
+                          "(knowledge distillation; repeatable). train: checkpoints or run folders; evaluate "
+                          "--cv: finished --cv run folders with the same folds (each fold learns from their model of that fold)."),
+        click.option("--distill-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+                     help="With --teacher: the distillation term's share of the loss."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--threads", default=0, type=int, help="torch threads per process (0: automatic)."),
         click.option("--device", default="cpu", show_default=True,
@@ -167,6 +173,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     """
     from .data import DataError
     from .metrics import write_json
+    from .checkpoint import CheckpointError
     from .pipeline import train_run
 
     try:
@@ -179,7 +186,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
                         {"merges": merges, "preset": preset, "command": " ".join(sys.argv), "qat": qat,
                          "init": str(init or "")},
                         stop_after=stop_after)
-    except (DataError, LabelError) as e:
+    except (DataError, LabelError, CheckpointError) as e:
         _fail(e)
     if int(os.environ.get("RANK", "0")) == 0:
         write_json(res, out_p / "history.json")
@@ -229,6 +236,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     from .pipeline import cross_validate, save_report, test_model
 
     out_p = Path(out)
+    if model_path and train_opts["teachers"]:
+        raise click.UsageError("--teacher is for training: give it with --cv, not with --model")
     try:
         clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
         if model_path:

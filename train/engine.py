@@ -44,6 +44,9 @@ class TrainConfig:
     device: str = "cpu"              # torch device for training ("cuda" where one is present)
     speaker_batches: bool = False    # every batch holds one speaker: batch norm learns per-speaker statistics
     ema_epochs: float = 0.0          # validate and keep a moving average of the weights over ~this many epochs; 0: off
+    teachers: Tuple[str, ...] = ()   # checkpoints whose mean soft prediction the model also learns (distillation)
+    distill_weight: float = 0.5      # share of the loss that is the distillation term (the rest: cross-entropy)
+    distill_temp: float = 2.0        # softmax temperature of teacher and student in that term
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -254,6 +257,24 @@ class Trainer:
         self.history: List[Dict] = []
         self.progress = progress and self.dist.main
         self.ema: Optional[WeightAverage] = None
+        self.teachers = [self._teacher(p) for p in tcfg.teachers]
+
+    def _teacher(self, path: str) -> SERModel:
+        from .checkpoint import load_model
+
+        teacher, _ = load_model(path)
+        if tuple(teacher.cfg.labels) != tuple(self.cfg.labels):
+            raise CheckpointError(f"{path}: a teacher must know the same labels in the same order "
+                                  f"({','.join(teacher.cfg.labels)} vs {','.join(self.cfg.labels)})")
+        return teacher.eval().to(self.dev)
+
+    def distill_loss(self, X: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """KL divergence from the teachers' mean softened prediction on the same (augmented) windows,
+        scaled by T^2 so its gradients keep their size whatever the temperature."""
+        T = self.tcfg.distill_temp
+        with torch.no_grad():
+            target = torch.stack([F.softmax(t(X)[0] / T, -1) for t in self.teachers]).mean(0)
+        return F.kl_div(F.log_softmax(logits / T, -1), target, reduction="batchmean") * T * T
 
     @property
     def eval_model(self) -> SERModel:
@@ -350,6 +371,8 @@ class Trainer:
                     ce = lam * ce + (1 - lam) * F.cross_entropy(logits, Y2, weight=weights)
                     Y = Y if lam >= 0.5 else Y2  # the center loss pulls toward the larger share's class
                 cl = self.center(emb, Y)
+                if self.teachers:
+                    ce = (1 - t.distill_weight) * ce + t.distill_weight * self.distill_loss(X, logits)
                 loss = ce + t.center_weight * cl
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -123,11 +123,33 @@ def _die_with_parent() -> None:
         pass  # not Linux: Ctrl-C still reaches the workers through the process group
 
 
+def fold_teachers(runs: Sequence[str], fold: int, test_speakers: Sequence[str]) -> Tuple[str, ...]:
+    """The teachers of one fold: each teacher run's model of the same fold, which must have been
+    tested on the same speakers (a teacher that trained on this fold's test speakers would leak them)."""
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    out = []
+    for run in runs:
+        path = Path(run) / f"fold{fold}" / "best.pt"
+        if not path.is_file():
+            raise DataError(f"{run}: no fold{fold}/best.pt (a teacher for --cv is the --out folder of a finished "
+                            f"`edgeser evaluate --cv` run with the same folds)")
+        theirs = load_checkpoint(path).get("meta", {}).get("test_speakers")
+        if sorted(theirs or []) != sorted(test_speakers):
+            raise CheckpointError(f"{path}: tested on speakers {','.join(theirs or ['?'])}, this fold tests "
+                                  f"{','.join(test_speakers)}: a teacher needs the same folds")
+        out.append(str(path))
+    return tuple(out)
+
+
 def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int, jobs: int = 1,
                    val_fraction: float = 0.15, cache_dir: Optional[str] = None, resume: bool = False,
                    speaker_adapt: bool = False) -> Dict:
+    from dataclasses import replace
+
     groups = speaker_folds(clips, folds)
-    tasks = [(k, g, list(clips), model_cfg, tcfg, str(out), val_fraction, cache_dir, resume, speaker_adapt)
+    tasks = [(k, g, list(clips), model_cfg, replace(tcfg, teachers=fold_teachers(tcfg.teachers, k, g)),
+              str(out), val_fraction, cache_dir, resume, speaker_adapt)
              for k, g in enumerate(groups)]
     results = []
     if jobs <= 1:
