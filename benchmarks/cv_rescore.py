@@ -118,16 +118,13 @@ def main(argv=None) -> int:
     from edgeser.train.data import change_speed
     from edgeser.train.engine import predict_probs
     from edgeser.train.metrics import report
-    from edgeser.train.pipeline import adapted_probs
+    from edgeser.train.pipeline import adapted_probs, decide
 
     torch.set_num_threads(max(1, args.threads))
     sources = [str(r) for r in args.runs] or [str(m) for m in args.model]
     labels, commands, groups = cv_groups(args.runs, args.checkpoint) if args.runs else model_group(args.model, args.data)
     scored = sources + ([f"ensemble of {len(sources)}"] if len(sources) > 1 else [])
     y, preds = [], {(m, p): [] for m in scored for p in PROTOCOLS}
-
-    def decide(p, allowed):
-        return (p.argmax(1) if allowed is None else allowed[p[:, allowed].argmax(1)]).tolist()
 
     for g in groups:
         y += g["y"]

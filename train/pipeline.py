@@ -57,6 +57,12 @@ def adapted_probs(model, audio: Sequence[np.ndarray], speakers: Sequence[str]) -
             "enrolled": predict_probs_enrolled(model, audio, speakers)}
 
 
+def decide(probs: np.ndarray, allowed: Optional[np.ndarray] = None) -> List[int]:
+    """Class indices of the clips' highest probabilities, among `allowed` classes only where given
+    (across corpora: the labels the test set has)."""
+    return (probs.argmax(1) if allowed is None else allowed[probs[:, allowed].argmax(1)]).tolist()
+
+
 def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcfg, out: Path,
               val_fraction: float = 0.15, resume: bool = False, extra_meta: Optional[dict] = None,
               progress: bool = True, stop_after: Optional[int] = None) -> Dict:
@@ -199,15 +205,14 @@ def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray
     test_labels = sorted({lab for _, lab in pairs}, key=known.index)
     probs = predict_probs(model, [audio[i] for i, _ in pairs])
     allowed = np.array([known.index(l) for l in test_labels])
-    pred = allowed[probs[:, allowed].argmax(1)]
     y = [known.index(lab) for _, lab in pairs]
-    rep = report(y, pred.tolist(), known)
+    rep = report(y, decide(probs, allowed), known)
     rep["scored_labels"] = test_labels
     rep["skipped_unknown_label"] = len(clips) - len(pairs)
     if speaker_adapt:
         adapted = adapted_probs(model, [audio[i] for i, _ in pairs], [clips[i].speaker for i, _ in pairs])
         for key, p in adapted.items():
-            rep[key] = report(y, allowed[p[:, allowed].argmax(1)].tolist(), known)
+            rep[key] = report(y, decide(p, allowed), known)
             rep[key]["note"] = ADAPTED_NOTES[key]
     return rep
 
