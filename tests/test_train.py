@@ -321,3 +321,32 @@ def test_fine_tune_from_a_checkpoint_without_center_loss_state(corpus, tmp_path)
                "--out", str(tmp_path / "ft"), "--batch-size", "8", "--threads", "1"])
     assert res.exit_code == 0, res.output
     assert load_checkpoint(tmp_path / "ft" / "best.pt")["epoch"] == 1
+
+
+def test_train_also_corpus_joins_every_fold_and_is_never_tested(corpus, data_dir, tmp_path):
+    import csv
+
+    also = small_corpus(data_dir, tmp_path / "also", per_speaker=6, speakers=["15", "16"],
+                        labels=("anger", "neutral", "boredom"))
+    out = tmp_path / "cv"
+    res = run(["evaluate", "--data", str(corpus), "--cv", "speaker", "--folds", "2", "--epochs", "1",
+               "--val-fraction", "0", "--train-also", str(also), "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    cv = json.loads((out / "cv.json").read_text())
+    main = list(csv.DictReader(open(corpus / "manifest.csv")))
+    assert sum(len(f["paths"]) for f in cv["folds"]) == len(main)          # only --data is tested
+    also_speakers = {"also:15", "also:16"}
+    for fold in cv["folds"]:
+        assert not also_speakers & set(fold["test_speakers"])
+        meta = load_checkpoint(out / f"fold{fold['fold']}" / "best.pt")["meta"]
+        assert also_speakers <= set(meta["train_speakers"])               # ...and every fold trains on --train-also
+        assert "boredom" not in meta["summary"]                           # a label --data lacks is left out
+    assert "boredom" not in cv["pooled"]["labels"]
+    # training-only data is for training: with --model, or without a label of --data, a one-line error
+    res = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(corpus),
+                                   "--train-also", str(also)])
+    assert res.exit_code != 0 and "--train-also" in res.output and "Traceback" not in res.output
+    bored = small_corpus(data_dir, tmp_path / "bored", speakers=["15"], labels=("boredom",))
+    res = CliRunner().invoke(cli, ["evaluate", "--data", str(corpus), "--folds", "2", "--epochs", "1",
+                                   "--train-also", str(bored), "--out", str(tmp_path / "x"), *TINY])
+    assert res.exit_code != 0 and "none of its clips" in res.output and "Traceback" not in res.output

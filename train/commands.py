@@ -147,6 +147,22 @@ def _load(data, extra, labels, merge, cache_dir):
     return clips, audio, merges, L.ordered(c.label for c in clips), cache
 
 
+def _load_train_also(paths, labels, merge, found, cache):
+    """The --train-also clips that the folds can use: decodable, and labelled with a label of --data."""
+    from .data import summary
+    from .pipeline import gather
+
+    clips, _, _ = gather(list(paths), labels, merge)
+    kept = [c for c in clips if c.label in set(found)]
+    if not kept:
+        raise click.UsageError(f"--train-also {', '.join(paths)}: none of its clips has a label of --data "
+                               f"({', '.join(found)})")
+    kept, _, _ = cache.load(kept)
+    click.echo(f"training also on: {summary(kept)}" + (f" ({len(clips) - len(kept)} clips with other labels or "
+                                                       "unreadable left out)" if len(kept) < len(clips) else ""), err=True)
+    return kept
+
+
 @click.command()
 @data_opt
 @click.argument("extra", nargs=-1, type=click.Path(), metavar="[PATH]...")
@@ -219,12 +235,16 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
               help="Every fold starts from this checkpoint's weights and model config (--preset is ignored), "
                    "e.g. a model trained on another corpus; with other labels its classifier's output layer "
                    "starts afresh. It must not have seen the test speakers.")
+@click.option("--train-also", "train_also", multiple=True, type=click.Path(), metavar="PATH",
+              help="A corpus whose clips join every fold's training set and are never tested: more "
+                   "speakers for the folds of --data (e.g. RAVDESS beside EmoDB's folds). Its clips with "
+                   "labels that --data lacks are left out. Repeatable.")
 @click.option("--qat", is_flag=True, help="Train every fold with simulated int8 activations (see train --qat).")
 @click.option("--cell-clip", type=click.FloatRange(0), default=None, metavar="C",
               help="Clamp every ConvLSTM cell state to +-C (see train --cell-clip).")
 @_train_options
-def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, init, qat, cell_clip, preset,
-             window_s, labels, merge, val_fraction, cache_dir, **train_opts):
+def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, init, train_also, qat, cell_clip,
+             preset, window_s, labels, merge, val_fraction, cache_dir, **train_opts):
     """Speaker-independent cross-validation, or test a trained model on any corpus.
 
     Reports WA (accuracy), UA (mean per-class recall), macro-F1, per-class precision and
@@ -238,6 +258,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     out_p = Path(out)
     if model_path and train_opts["teachers"]:
         raise click.UsageError("--teacher is for training: give it with --cv, not with --model")
+    if model_path and train_also:
+        raise click.UsageError("--train-also is for training: give it with --cv, not with --model")
     try:
         clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
         if model_path:
@@ -251,8 +273,10 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             return
         train_opts["threads"] = train_opts["threads"] or 1
         cfg, tcfg, preset = _run_configs(preset, found, window_s, init, qat, cell_clip, **train_opts)
+        also = _load_train_also(train_also, labels, merge, found, cache) if train_also else []
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
-        res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt)
+        res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt,
+                             train_also=also)
         res["command"] = " ".join(sys.argv)
         res["merges"] = merges
         save_report(res, out_p, "cv")

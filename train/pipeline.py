@@ -150,11 +150,15 @@ def fold_teachers(runs: Sequence[str], fold: int, test_speakers: Sequence[str]) 
 
 def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int, jobs: int = 1,
                    val_fraction: float = 0.15, cache_dir: Optional[str] = None, resume: bool = False,
-                   speaker_adapt: bool = False) -> Dict:
+                   speaker_adapt: bool = False, train_also: Sequence[Clip] = ()) -> Dict:
+    """k folds of `clips`' speakers; `train_also` clips join every fold's training set, never a test set."""
     from dataclasses import replace
 
     groups = speaker_folds(clips, folds)
-    tasks = [(k, g, list(clips), model_cfg, replace(tcfg, teachers=fold_teachers(tcfg.teachers, k, g)),
+    clash = {c.speaker for c in train_also} & {c.speaker for c in clips}
+    if clash:
+        raise DataError(f"speakers {', '.join(sorted(clash))} are both in the folds and in the training-only data")
+    tasks = [(k, g, list(clips) + list(train_also), model_cfg, replace(tcfg, teachers=fold_teachers(tcfg.teachers, k, g)),
               str(out), val_fraction, cache_dir, resume, speaker_adapt)
              for k, g in enumerate(groups)]
     results = []
