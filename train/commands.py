@@ -206,7 +206,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
         _fail(e)
     if int(os.environ.get("RANK", "0")) == 0:
         write_json(res, out_p / "history.json")
-        if res["best"]["UA"] < 0:   # no validation speakers: every epoch is kept as the best
+        if not res["validated"]:   # no validation speakers: every epoch is kept as the best
             click.echo(f"no validation (every training speaker trained): epoch {res['best']['epoch']} kept; "
                        f"checkpoint {out_p / 'best.pt'}")
         else:

@@ -425,4 +425,4 @@ class Trainer:
             if stop:
                 self.log(f"early stop: no better validation UA for {t.patience} epochs")
         self.dist.barrier()
-        return {"best": self.best, "history": self.history, "epochs_run": self.epoch}
+        return {"best": self.best, "history": self.history, "epochs_run": self.epoch, "validated": len(val_clips) > 0}
