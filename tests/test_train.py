@@ -228,14 +228,25 @@ def test_window_option_overrides_the_preset(corpus, tmp_path):
 
 def test_augmentation_options_reach_the_run_and_a_missing_device_is_an_error(corpus, tmp_path):
     res = run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(tmp_path / "a"), *TINY,
-               "--speed-perturb", "0.15", "--specaug", "2", "--mixup", "0.3"])
+               "--speed-perturb", "0.15", "--specaug", "2", "--mixup", "0.3", "--gain-db", "20"])
     assert res.exit_code == 0, res.output
     tc = load_checkpoint(tmp_path / "a" / "last.pt")["train_config"]
-    assert (tc["speed_perturb"], tc["specaug"], tc["mixup"], tc["device"]) == (0.15, 2, 0.3, "cpu")
+    assert (tc["speed_perturb"], tc["specaug"], tc["mixup"], tc["device"], tc["gain_db"]) == (0.15, 2, 0.3, "cpu", 20)
     bad = run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(tmp_path / "b"), *TINY,
                "--device", "no-such-device"])
     assert bad.exit_code != 0 and "--device" in bad.output and "no-such-device" in bad.output
     assert not (tmp_path / "b" / "last.pt").exists()
+
+
+def test_gain_augmentation_spans_the_range_asked_for():
+    from edgeser.train.data import Augment, train_window
+
+    x = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.01
+    rng = np.random.default_rng(1)
+    for db in (6.0, 20.0):
+        aug = Augment(noise=False, shift=False, gain_db=(-db, db))
+        level = [10 * np.log10(np.mean(train_window(x, 4000, rng, aug) ** 2) / np.mean(x ** 2)) for _ in range(300)]
+        assert -db - 1e-3 <= min(level) < -0.8 * db and db * 0.8 < max(level) <= db + 1e-3
 
 
 def test_speaker_batches_hold_one_speaker_each_and_cover_every_clip():
