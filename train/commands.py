@@ -53,9 +53,9 @@ def _train_options(f):
                      help="Play each training window up to this share faster or slower (0.1: 0.9x-1.1x); "
                           "pitch moves with tempo, as between speakers."),
         click.option("--gain-db", default=6.0, show_default=True, type=click.FloatRange(0, 40),
-                     help="Scale each training window by a random gain of up to +- this many dB. Recording "
-                          "levels differ by far more between corpora and microphones (EmoDB's speech lies about "
-                          "22 dB above RAVDESS's): a wide range teaches the model not to read emotion from level."),
+                     help="Scale each training window by a random gain of up to +- this many dB (every clip is "
+                          "first trimmed and scaled to one RMS level; the gain stands for what a live stream's "
+                          "running level estimate leaves)."),
         click.option("--specaug", default=0, show_default=True, type=click.IntRange(0, 4),
                      help="Band masks and time masks per training window on the filterbank map (SpecAugment)."),
         click.option("--mixup", default=0.2, show_default=True, type=click.FloatRange(0, 2),
