@@ -1,11 +1,12 @@
 """Latency distribution per artifact as a PNG (matplotlib, headless)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence, Tuple
 
 import numpy as np
+
+from edgeser.train.metrics import save_figure  # numpy-only module: no torch needed here
 
 
 def latency_png(series: Sequence[Tuple[str, Sequence[float]]], title: str, path: Path) -> Path:
@@ -35,10 +36,4 @@ def latency_png(series: Sequence[Tuple[str, Sequence[float]]], title: str, path:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))   # keep the title clear of row 1
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)

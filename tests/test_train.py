@@ -15,6 +15,7 @@ from edgeser.train.checkpoint import load_checkpoint, load_model
 
 from conftest import small_corpus
 
+PNG = b"\x89PNG\r\n\x1a\n"
 TINY = ["--preset", "tiny", "--batch-size", "8", "--threads", "1"]
 
 
@@ -77,6 +78,9 @@ def test_without_validation_every_speaker_trains_and_the_last_epoch_is_kept(corp
     assert "no validation" in res.output and "-100" not in res.output
     ck = load_checkpoint(out / "best.pt")
     assert ck["epoch"] == 2 and ck["meta"]["val_speakers"] == []
+    hist = json.loads((out / "history.json").read_text())      # the run's record, also as a picture
+    assert [h["epoch"] for h in hist["history"]] == [1, 2] and not hist["validated"]
+    assert (out / "history.png").read_bytes()[:8] == PNG
     import csv
 
     assert len(ck["meta"]["train_speakers"]) == len({r["speaker"] for r in csv.DictReader(open(corpus / "manifest.csv"))})
@@ -352,6 +356,7 @@ def test_train_also_corpus_joins_every_fold_and_is_never_tested(corpus, data_dir
         meta = load_checkpoint(out / f"fold{fold['fold']}" / "best.pt")["meta"]
         assert also_speakers <= set(meta["train_speakers"])               # ...and every fold trains on --train-also
         assert "boredom" not in meta["summary"]                           # a label --data lacks is left out
+        assert (out / f"fold{fold['fold']}" / "history.png").read_bytes()[:8] == PNG
     assert "boredom" not in cv["pooled"]["labels"]
     # training-only data is for training: with --model, or without a label of --data, a one-line error
     res = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(corpus),

@@ -170,7 +170,7 @@ def _load_train_also(paths, labels, merge, found, cache):
 @click.command()
 @data_opt
 @click.argument("extra", nargs=-1, type=click.Path(), metavar="[PATH]...")
-@click.option("--out", required=True, type=click.Path(), help="Run folder: last.pt, best.pt, history.json.")
+@click.option("--out", required=True, type=click.Path(), help="Run folder: last.pt, best.pt, history.json and history.png (loss and validation UA per epoch).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="End this invocation after N epochs in total (for time-limited jobs; continue with --resume).")
@@ -191,10 +191,9 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     Validation uses whole held-out training speakers; best.pt keeps the epoch with the best
     validation UA. Works unchanged under `torchrun --nproc_per_node=2` (DDP on CPU, gloo).
     """
-    from .data import DataError
-    from .metrics import write_json
     from .checkpoint import CheckpointError
-    from .pipeline import train_run
+    from .data import DataError
+    from .pipeline import save_history, train_run
 
     try:
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
@@ -209,7 +208,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     except (DataError, LabelError, CheckpointError) as e:
         _fail(e)
     if int(os.environ.get("RANK", "0")) == 0:
-        write_json(res, out_p / "history.json")
+        save_history(res, out_p)
         if not res["validated"]:   # no validation speakers: every epoch is kept as the best
             click.echo(f"no validation (every training speaker trained): epoch {res['best']['epoch']} kept; "
                        f"checkpoint {out_p / 'best.pt'}")

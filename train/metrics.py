@@ -58,9 +58,49 @@ def plot_confusion(rep: Dict, path: Path, title: str = "") -> None:
     ax.set_ylabel("true")
     ax.set_title(title or f"UA {rep['UA']:.1%}  WA {rep['WA']:.1%}  n={rep['n']}", fontsize=9)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_history(res: Dict, path: Path, title: str = "") -> None:
+    """Training loss and, where there is validation, validation UA per epoch; the kept epoch marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = res["history"]
+    ep = [h["epoch"] for h in hist]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(ep, [h["loss"] for h in hist], color="tab:blue", label="training loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss", color="tab:blue")
+    validated = res.get("validated", any("val_UA" in h for h in hist))
+    if validated:
+        ax2 = ax.twinx()
+        ax2.plot([h["epoch"] for h in hist if "val_UA" in h], [100 * h["val_UA"] for h in hist if "val_UA" in h],
+                 color="tab:orange")
+        ax2.set_ylabel("validation UA (%)", color="tab:orange")
+    best = res.get("best", {}).get("epoch", -1)
+    if best > 0:
+        ax.axvline(best, color="grey", linestyle=":", linewidth=1)
+    ax.set_title(title or (f"kept epoch {best}" + (f", validation UA {res['best']['UA']:.1%}"
+                                                   if validated else " (no validation)")), fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path, dpi: int = 120) -> Path:
+    """Write a figure atomically (a half-written PNG never replaces a good one) and close it."""
+    import os
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
+    os.replace(tmp, path)
+    return path
 
 
 def write_json(obj, path: Path) -> None:

@@ -13,7 +13,7 @@ from edgeser import labels as L
 
 from .data import AudioCache, Clip, DataError, corpus_licence, read_corpus, select, speaker_folds, \
     split_validation, summary
-from .metrics import plot_confusion, report, write_json
+from .metrics import plot_confusion, plot_history, report, write_json
 
 
 def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str]) -> Tuple[List[Clip], Dict[str, str], Optional[List[str]]]:
@@ -88,6 +88,12 @@ def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcf
     return res
 
 
+def save_history(res: Dict, out: Path) -> None:
+    """A run's per-epoch record as history.json and as a picture, history.png."""
+    write_json(res, Path(out) / "history.json")
+    plot_history(res, Path(out) / "history.png")
+
+
 def _fold_worker(args) -> Dict:
     """One cross-validation fold in its own process (one thread: small recurrent ops run faster so)."""
     (fold, test_spk, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume, speaker_adapt) = args
@@ -106,6 +112,7 @@ def _fold_worker(args) -> Dict:
     t0 = time.time()
     res = train_run([kept[i] for i in tr], [audio[i] for i in tr], model_cfg, tcfg, fold_dir,
                     val_fraction, resume, {"test_speakers": list(test_spk)}, progress=False)
+    save_history(res, fold_dir)
     model, _ = load_model(fold_dir / "best.pt")
     probs = predict_probs(model, [audio[i] for i in te])
     idx = {lab: i for i, lab in enumerate(model_cfg.labels)}
