@@ -42,6 +42,15 @@ def test_edge_preset_fits_a_pi_core_budget():
     assert macs["whole_window_per_s"] < 50e6  # a Pi 4 core does ~1-2 GMAC/s of small convs
     assert count_params(SERModel(cfg)) < 500_000
     assert macs_per_second(preset("paper"))["whole_window_per_s"] > 5 * macs["whole_window_per_s"]
+    # edge-small: the same geometry (window, frames) at about two thirds of the compute
+    small = preset("edge-small")
+    assert (small.window_samples, small.frame_samples) == (cfg.window_samples, cfg.frame_samples)
+    assert macs_per_second(small)["whole_window_per_s"] < 0.75 * macs["whole_window_per_s"]
+    m = SERModel(small).eval()
+    assert count_params(m) < 0.65 * count_params(SERModel(cfg))
+    with torch.no_grad():
+        logits, emb = m(torch.randn(2, small.window_samples) * 0.1)
+    assert logits.shape == (2, small.n_classes) and torch.isfinite(logits).all()
 
 
 def test_center_loss_gradient_and_update():

@@ -100,6 +100,10 @@ PRESETS = {
     # rounding noise, which a 1e-6 floor let through (int8 input alone then moved 4% of answers)
     "edge": ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40, fbank_floor=1e-4,
                         channels=(32, 48, 64, 64), gru_layers=1, window_s=2.0),
+    # two thirds of edge's compute at the same accuracy on unseen RAVDESS actors (two seeds each,
+    # docs/results.md "Model size"): for the smallest MCUs
+    "edge-small": ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40, fbank_floor=1e-4,
+                              channels=(24, 32, 48, 48), gru_hidden=32, gru_layers=1, window_s=2.0),
     # the earlier default: the same front end, two BiGRU layers over 3 s (needs about 600 KB of SRAM on an MCU)
     "edge-3s": ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40, fbank_floor=1e-4,
                            channels=(32, 48, 64, 64)),
