@@ -158,7 +158,8 @@ def _load_train_also(paths, labels, merge, found, cache):
     from .pipeline import gather
 
     clips, _, _ = gather(list(paths), labels, merge)
-    kept = [c for c in clips if c.label in set(found)]
+    known = set(found)
+    kept = [c for c in clips if c.label in known]
     if not kept:
         raise click.UsageError(f"--train-also {', '.join(paths)}: none of its clips has a label of --data "
                                f"({', '.join(found)})")

@@ -92,21 +92,21 @@ class ModelConfig:
         return cls(**d)
 
 
+# the default, small enough for real time on one Raspberry Pi core and for an ESP32-S3's SRAM:
+# a learned, mel-initialised filterbank with log compression feeds the ConvLSTM stack, one
+# BiGRU layer reads a 2 s window. It beat 3 s and two GRU layers on unseen speakers
+# (docs/results.md). Floor 1e-4 (about -40 dB re a loud band): below it lies 8-bit audio's
+# rounding noise, which a 1e-6 floor let through (int8 input alone then moved 4% of answers)
+_EDGE = ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40, fbank_floor=1e-4,
+                    channels=(32, 48, 64, 64), gru_layers=1, window_s=2.0)
+
 PRESETS = {
-    # the default, small enough for real time on one Raspberry Pi core and for an ESP32-S3's SRAM:
-    # a learned, mel-initialised filterbank with log compression feeds the ConvLSTM stack, one
-    # BiGRU layer reads a 2 s window. It beat 3 s and two GRU layers on unseen speakers
-    # (docs/results.md). Floor 1e-4 (about -40 dB re a loud band): below it lies 8-bit audio's
-    # rounding noise, which a 1e-6 floor let through (int8 input alone then moved 4% of answers)
-    "edge": ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40, fbank_floor=1e-4,
-                        channels=(32, 48, 64, 64), gru_layers=1, window_s=2.0),
+    "edge": _EDGE,
     # two thirds of edge's compute at the same accuracy on unseen RAVDESS actors (two seeds each,
     # docs/results.md "Model size"): for the smallest MCUs
-    "edge-small": ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40, fbank_floor=1e-4,
-                              channels=(24, 32, 48, 48), gru_hidden=32, gru_layers=1, window_s=2.0),
+    "edge-small": replace(_EDGE, channels=(24, 32, 48, 48), gru_hidden=32),
     # the earlier default: the same front end, two BiGRU layers over 3 s (needs about 600 KB of SRAM on an MCU)
-    "edge-3s": ModelConfig(stem="fbank", stem_kernel=400, stem_stride=160, fbank_bands=40, fbank_floor=1e-4,
-                           channels=(32, 48, 64, 64)),
+    "edge-3s": replace(_EDGE, gru_layers=2, window_s=3.0),
     # the first ConvLSTM directly on raw samples (block 1 convolves the waveform)
     "edge-conv": ModelConfig(),
     # the paper-sized network: four wide LFLBs, 20 ms frames, a wider BiGRU
