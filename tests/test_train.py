@@ -232,14 +232,29 @@ def test_window_option_overrides_the_preset(corpus, tmp_path):
 
 def test_augmentation_options_reach_the_run_and_a_missing_device_is_an_error(corpus, tmp_path):
     res = run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(tmp_path / "a"), *TINY,
-               "--speed-perturb", "0.15", "--specaug", "2", "--mixup", "0.3", "--gain-db", "20"])
+               "--speed-perturb", "0.15", "--specaug", "2", "--mixup", "0.3", "--gain-db", "20",
+               "--weight-decay", "0.05", "--label-smoothing", "0.1"])
     assert res.exit_code == 0, res.output
-    tc = load_checkpoint(tmp_path / "a" / "last.pt")["train_config"]
+    ck = load_checkpoint(tmp_path / "a" / "last.pt")
+    tc = ck["train_config"]
     assert (tc["speed_perturb"], tc["specaug"], tc["mixup"], tc["device"], tc["gain_db"]) == (0.15, 2, 0.3, "cpu", 20)
+    assert tc["label_smoothing"] == 0.1
+    assert {g["weight_decay"] for g in ck["optimizer"]["param_groups"]} == {0.05}
     bad = run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(tmp_path / "b"), *TINY,
                "--device", "no-such-device"])
     assert bad.exit_code != 0 and "--device" in bad.output and "no-such-device" in bad.output
     assert not (tmp_path / "b" / "last.pt").exists()
+
+
+def test_label_smoothing_reaches_the_loss(corpus, tmp_path):
+    """Same seed, same batches: only the targets differ, so the first epoch's loss must too."""
+    losses = []
+    for ls in ("0", "0.3"):
+        out = tmp_path / ls
+        assert run(["train", "--data", str(corpus), "--epochs", "1", "--no-augment", "--out", str(out), *TINY,
+                    "--label-smoothing", ls]).exit_code == 0
+        losses.append(load_checkpoint(out / "last.pt")["history"][0]["loss"])
+    assert abs(losses[0] - losses[1]) > 1e-4, losses
 
 
 def test_gain_augmentation_spans_the_range_asked_for():

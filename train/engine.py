@@ -29,6 +29,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    label_smoothing: float = 0.0     # share of each one-hot target spread over all classes
     center_weight: float = 0.01      # lambda of the center loss
     center_lr: float = 0.5           # alpha of the center update
     patience: int = 20               # epochs without a better validation UA before stopping
@@ -367,9 +368,9 @@ class Trainer:
                     other = torch.from_numpy(rng.permutation(len(chunk))).to(self.dev)
                     X, Y2 = lam * X + (1 - lam) * X[other], Y[other]
                 logits, emb = self.net(X)
-                ce = F.cross_entropy(logits, Y, weight=weights)
+                ce = F.cross_entropy(logits, Y, weight=weights, label_smoothing=t.label_smoothing)
                 if lam < 1.0:
-                    ce = lam * ce + (1 - lam) * F.cross_entropy(logits, Y2, weight=weights)
+                    ce = lam * ce + (1 - lam) * F.cross_entropy(logits, Y2, weight=weights, label_smoothing=t.label_smoothing)
                     Y = Y if lam >= 0.5 else Y2  # the center loss pulls toward the larger share's class
                 cl = self.center(emb, Y)
                 if self.teachers:
