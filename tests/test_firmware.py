@@ -141,7 +141,9 @@ def test_the_hint_for_a_missed_target_fits_the_model():
 
     assert "--preset edge" in smaller_model_hint("edge-3s")
     edge = smaller_model_hint("edge")
-    assert "already the `edge` preset" in edge and "--window-s" in edge and "--preset edge" not in edge
+    assert "--preset edge-small" in edge and "--window-s" in edge
+    small = smaller_model_hint("edge-small")
+    assert "already the smallest preset" in small and "--window-s" in small and "--preset" not in small
 
 
 @needs_cxx
