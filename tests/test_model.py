@@ -69,6 +69,24 @@ def test_center_loss_gradient_and_update():
     assert torch.equal(cl.centers[1], before[1])  # no member in the batch: unchanged
 
 
+def test_speaker_adversary_reverses_the_gradient_into_the_embedding_only():
+    from edgeser.train.losses import SpeakerAdversary
+
+    torch.manual_seed(0)
+    adv = SpeakerAdversary(4, 3)
+    emb = torch.randn(5, 4, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    torch.nn.functional.cross_entropy(adv.net(emb), y).backward()      # without the reversal
+    plain_emb, plain_w = emb.grad.clone(), adv.net[0].weight.grad.clone()
+    emb.grad = None
+    adv.zero_grad()
+    torch.nn.functional.cross_entropy(adv(emb, 0.3), y).backward()
+    assert torch.allclose(emb.grad, -0.3 * plain_emb)          # the features learn to hide the speaker
+    assert torch.allclose(adv.net[0].weight.grad, plain_w)     # the adversary learns to find them
+    r = [SpeakerAdversary.ramp(p) for p in (0.0, 0.1, 0.5, 1.0)]
+    assert r[0] == 0.0 and r == sorted(r) and r[-1] > 0.99
+
+
 @pytest.mark.parametrize("stem", ["conv", "fbank"])
 def test_qat_simulates_int8_and_switches_off_exactly(stem):
     from edgeser.train.quantsim import fake_int8, set_qat

@@ -33,7 +33,8 @@ def run(args):
 AUG = ["--speed-perturb", "0.1", "--mixup", "0.4"]
 
 
-@pytest.mark.parametrize("extra", [[], ["--ema-epochs", "1"]], ids=["plain", "weight-average"])
+@pytest.mark.parametrize("extra", [[], ["--ema-epochs", "1"], ["--speaker-adversary", "0.5"]],
+                         ids=["plain", "weight-average", "speaker-adversary"])
 def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, extra):
     opts = [*TINY, *AUG, *extra]
     full = run(["train", "--data", str(corpus), "--epochs", "2", "--out", str(tmp_path / "full"), *opts])
@@ -44,13 +45,16 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, e
     res = run(["train", "--data", str(corpus), "--epochs", "2", "--resume", "--out", str(tmp_path / "half"), *opts])
     assert res.exit_code == 0 and "resumed from" in res.output
     full_ck, half_ck = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "half" / "last.pt")
-    for key in ("model", "train_model") if extra else ("model",):
+    ema, adv = "--ema-epochs" in extra, "--speaker-adversary" in extra
+    for key in ("model",) + (("train_model",) if ema else ()) + (("adversary",) if adv else ()):
         a, b = full_ck[key], half_ck[key]
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), (key, k)
     a = full_ck["model"]
-    if extra:   # the saved, validated model is the average, not the last weights
+    if adv:   # the adversary learned to tell the training speakers apart, and its loss is on record
+        assert "speaker_loss" in full_ck["history"][-1] and "speaker loss" in full.output
+    if ema:   # the saved, validated model is the average, not the last weights
         assert not all(torch.equal(a[k], full_ck["train_model"][k]) for k in a)
     # and a different seed gives a different model: the comparison can fail
     other = run(["train", "--data", str(corpus), "--epochs", "2", "--seed", "1", "--out", str(tmp_path / "s1"), *opts])
@@ -128,12 +132,14 @@ def test_two_process_ddp_training(corpus, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29513",
-           "-m", "edgeser", "train", "--data", str(corpus), "--epochs", "1", "--out", str(out), *TINY]
+           "-m", "edgeser", "train", "--data", str(corpus), "--epochs", "1", "--out", str(out), *TINY,
+           "--speaker-adversary", "0.5"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "2 process(es)" in p.stdout
     ck = load_checkpoint(out / "last.pt")
-    assert ck["epoch"] == 1 and np.isfinite(ck["history"][0]["loss"])
+    assert ck["epoch"] == 1 and np.isfinite(ck["history"][0]["loss"]) and np.isfinite(ck["history"][0]["speaker_loss"])
+    assert not any(k.startswith("module.") for k in ck["adversary"])   # saved unwrapped: resumable in one process
 
 
 def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):

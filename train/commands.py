@@ -71,6 +71,9 @@ def _train_options(f):
         click.option("--speaker-batches", is_flag=True,
                      help="Fill every training batch with one speaker's clips, so batch norm learns per-speaker "
                           "statistics; validation then re-estimates them per speaker (pair with --speaker-adapt)."),
+        click.option("--speaker-adversary", default=0.0, show_default=True, type=click.FloatRange(0, 10),
+                     help="Train a training-speaker classifier on the embedding through a gradient reversal of "
+                          "this weight (ramped up from 0), so the network learns to hide who speaks (0: off)."),
         click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True), metavar="CKPT|RUN",
                      help="Also learn the mean soft prediction of these models on the same training windows "
                           "(knowledge distillation; repeatable). train: checkpoints or run folders; evaluate "

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_checkpoint, save_atomic
 from .data import Augment, Clip, eval_windows, train_window
-from .losses import CenterLoss
+from .losses import CenterLoss, SpeakerAdversary
 from .metrics import report
 from .model import ModelConfig, SERModel, count_params
 from .quantsim import set_qat
@@ -30,6 +30,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0     # share of each one-hot target spread over all classes
+    speaker_adversary: float = 0.0   # > 0: gradient-reversal weight of a training-speaker classifier on the embedding
     center_weight: float = 0.01      # lambda of the center loss
     center_lr: float = 0.5           # alpha of the center update
     patience: int = 20               # epochs without a better validation UA before stopping
@@ -260,6 +261,8 @@ class Trainer:
         self.progress = progress and self.dist.main
         self.ema: Optional[WeightAverage] = None
         self.teachers = [self._teacher(p) for p in tcfg.teachers]
+        self.adversary: Optional[torch.nn.Module] = None   # built in fit(), which knows the speakers
+        self.adv_opt: Optional[torch.optim.Optimizer] = None
 
     def _teacher(self, path: str) -> SERModel:
         from .checkpoint import load_model
@@ -298,6 +301,8 @@ class Trainer:
             "center": self.center.state_dict(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
+            **({"adversary": self.adversary.state_dict(), "adversary_optimizer": self.adv_opt.state_dict()}
+               if self.adversary is not None else {}),
             "epoch": self.epoch,
             "best": self.best,
             "bad_epochs": self.bad_epochs,
@@ -313,6 +318,9 @@ class Trainer:
         self.center.load_state_dict(ck["center"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
+        if self.adversary is not None and "adversary" in ck:
+            self.adversary.load_state_dict(ck["adversary"])
+            self.adv_opt.load_state_dict(ck["adversary_optimizer"])
         self.epoch, self.best = ck["epoch"], ck["best"]
         self.bad_epochs, self.history = ck["bad_epochs"], ck["history"]
         self.log(f"resumed from {path} after epoch {self.epoch}")
@@ -334,6 +342,15 @@ class Trainer:
         if t.ema_epochs > 0:
             steps = max(1, len(train_clips) // (t.batch_size * self.dist.world))
             self.ema = WeightAverage(self.model, 1.0 - 1.0 / (t.ema_epochs * steps))
+        spk = None
+        if t.speaker_adversary > 0:
+            names = {n: i for i, n in enumerate(sorted({c.speaker for c in train_clips}))}
+            spk = np.array([names[c.speaker] for c in train_clips])
+            self.adversary = SpeakerAdversary(self.cfg.embed_dim, len(names)).to(self.dev)
+            self.adv_net = self.adversary
+            if self.dist.world > 1:
+                self.adv_net = torch.nn.parallel.DistributedDataParallel(self.adversary)
+            self.adv_opt = torch.optim.AdamW(self.adversary.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         if resume and last.exists():
             self.resume(last)
         groups = np.array([c.speaker for c in train_clips]) if t.speaker_batches else None
@@ -357,7 +374,7 @@ class Trainer:
                 from tqdm import tqdm
                 bar = tqdm(total=nb, desc=f"epoch {ep + 1}/{t.epochs}", unit="batch", leave=False,
                            file=sys.stderr, disable=None)
-            losses = []
+            losses, speaker_losses = [], []
             for b in range(nb):
                 chunk = batches[b][self.dist.rank::self.dist.world]
                 X = torch.from_numpy(np.stack([train_window(train_audio[i], n, rng, aug) for i in chunk])).to(self.dev)
@@ -376,14 +393,25 @@ class Trainer:
                 if self.teachers:
                     ce = (1 - t.distill_weight) * ce + t.distill_weight * self.distill_loss(X, logits)
                 loss = ce + t.center_weight * cl
+                losses.append(float(loss.detach()))   # the emotion loss; the adversary's is kept apart
+                if self.adversary is not None:
+                    S = torch.from_numpy(spk[chunk]).to(self.dev)
+                    S = S if lam >= 0.5 else S[other]   # like the center loss: the larger share's speaker
+                    scale = t.speaker_adversary * SpeakerAdversary.ramp((ep + b / nb) / t.epochs)
+                    adv = F.cross_entropy(self.adv_net(emb, scale), S)
+                    speaker_losses.append(float(adv.detach()))
+                    loss = loss + adv
                 self.opt.zero_grad(set_to_none=True)
+                if self.adv_opt is not None:
+                    self.adv_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
                 self.opt.step()
+                if self.adv_opt is not None:
+                    self.adv_opt.step()
                 self.center.update(emb, Y, t.center_lr, self.dist.all_reduce if self.dist.world > 1 else None)
                 if self.ema is not None:
                     self.ema.update(self.model)
-                losses.append(float(loss.detach()))
                 if bar is not None:
                     bar.set_postfix(loss=f"{np.mean(losses):.3f}")
                     bar.update()
@@ -392,6 +420,8 @@ class Trainer:
             self.sched.step()
             self.epoch = ep + 1
             rec = {"epoch": self.epoch, "loss": float(np.mean(losses)), "seconds": round(time.time() - t0, 2)}
+            if speaker_losses:   # near log(speakers) while the embedding hides who speaks
+                rec["speaker_loss"] = float(np.mean(speaker_losses))
             improved = False
             if self.dist.main:
                 if len(val_clips):
@@ -421,7 +451,8 @@ class Trainer:
                 vs = f"  val UA {rec['val_UA']:.1%} WA {rec['val_WA']:.1%}" if "val_UA" in rec else ""
                 if "val_int8_agreement" in rec:
                     vs += f"  int8 agreement {rec['val_int8_agreement']:.1%}"
-                self.log(f"epoch {self.epoch}/{t.epochs}  loss {rec['loss']:.3f}{vs}  "
+                sl = f"  speaker loss {rec['speaker_loss']:.3f}" if "speaker_loss" in rec else ""
+                self.log(f"epoch {self.epoch}/{t.epochs}  loss {rec['loss']:.3f}{sl}{vs}  "
                          f"({rec['seconds']:.1f}s){'  *' if improved else ''}")
             stop = self.dist.broadcast_flag(self.dist.main and self.bad_epochs >= t.patience)
             if stop:
