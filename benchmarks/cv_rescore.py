@@ -16,6 +16,9 @@ augmentation; one pass per speed).
     python benchmarks/cv_rescore.py runs/cv_ravdess --json benchmarks/results/cv_rescore_ravdess.json
     python benchmarks/cv_rescore.py runs/a runs/b runs/c --checkpoint last.pt --speeds 0.9,1,1.1
     python benchmarks/cv_rescore.py --model runs/xc/best.pt --model runs/xc_s1/best.pt --data ../shared/data/emodb
+
+`--vote` runs no model: it reads the predictions every run recorded in its cv.json and scores
+their plurality vote (ties go to the first run's answer), in seconds, for any number of runs.
 """
 from __future__ import annotations
 
@@ -30,6 +33,35 @@ from common import write_json  # noqa: E402
 
 PROTOCOLS = {"unadapted": "unadapted", "speaker_adapted": "per test speaker (transductive)",
              "enrolled": "enrolment (not transductive)"}
+RECORDED = {"unadapted": "y_pred", "speaker_adapted": "y_pred_adapted", "enrolled": "y_pred_enrolled"}
+
+
+def plurality(votes):
+    """Per column, the most frequent row value; a tie goes to the tied value the first row holds,
+    else to the smallest."""
+    import numpy as np
+
+    votes = np.asarray(votes)
+    out = []
+    for col in votes.T:
+        counts = np.bincount(col)
+        top = np.flatnonzero(counts == counts.max())
+        out.append(int(col[0]) if col[0] in top else int(top[0]))
+    return out
+
+
+def vote(runs):
+    """{protocol: (y_true, {run or 'vote of N': y_pred})} from the runs' recorded predictions."""
+    cvs = load_runs(runs)
+    out = {}
+    for key, field in RECORDED.items():
+        if not all(field in f for cv in cvs for f in cv["folds"]):
+            continue   # a run evaluated without --speaker-adapt has no adapted predictions
+        y = [v for f in cvs[0]["folds"] for v in f["y_true"]]
+        preds = {str(r): [v for f in cv["folds"] for v in f[field]] for r, cv in zip(runs, cvs)}
+        preds[f"vote of {len(runs)}"] = plurality(list(preds.values()))
+        out[key] = (y, preds)
+    return cvs[0]["pooled"]["labels"], [cv.get("command", "") for cv in cvs], out
 
 
 def speeds_arg(text: str):
@@ -91,6 +123,24 @@ def model_group(models, data):
                          "allowed": np.array(sorted(set(d.y.tolist())))}]
 
 
+def main_vote(args) -> int:
+    from edgeser.train.metrics import report
+
+    labels, commands, scored = vote(args.runs)
+    rows = {}
+    for key, (y, preds) in scored.items():
+        print(PROTOCOLS[key])
+        for name, p in preds.items():
+            r = rows.setdefault(name, {})[PROTOCOLS[key]] = report(y, p, labels)
+            print(f"  {name:48s} UA {r['UA']:.1%}  WA {r['WA']:.1%}  macro-F1 {r['macro_F1']:.1%}")
+    if args.json:
+        write_json({"runs": [str(r) for r in args.runs], "method": "plurality vote of recorded predictions",
+                    "cv_commands": commands, "command": "python " + " ".join(sys.argv),
+                    "rows": {n: {t: {m: r[m] for m in ("UA", "WA", "macro_F1")} for t, r in by.items()}
+                             for n, by in rows.items()}}, args.json)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path, nargs="*", help="the --out folder(s) of `edgeser evaluate --cv`")
@@ -99,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default="best.pt", help="the fold model of a run to score: best.pt or last.pt")
     ap.add_argument("--speeds", type=speeds_arg, default=[1.0],
                     help="comma-separated playback speeds to average over (default: 1)")
+    ap.add_argument("--vote", action="store_true",
+                    help="score the runs' recorded predictions as a plurality vote (no model is run)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -110,6 +162,10 @@ def main(argv=None) -> int:
     for m in args.model:
         if not m.is_file():
             ap.error(f"{m}: no such checkpoint")
+    if args.vote:
+        if args.model or len(args.runs) < 2 or args.speeds != [1.0]:
+            ap.error("--vote takes two or more cross-validation run folders, without --model or --speeds")
+        return main_vote(args)
 
     import numpy as np
     import torch
@@ -161,3 +217,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

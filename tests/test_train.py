@@ -167,6 +167,11 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert cv_rescore.main([str(out), str(out), "--speeds", "0.9,1.1", "--json", str(tmp_path / "two.json")]) == 0
     two = json.loads((tmp_path / "two.json").read_text())
     assert two["speeds"] == [0.9, 1.1] and two["rows"]["ensemble of 2"] == two["rows"][str(out)]
+    # the recorded predictions, voted: a run with itself twice is that run, and needs no model
+    assert cv_rescore.main([str(out), str(out), "--vote", "--json", str(tmp_path / "vote.json")]) == 0
+    voted = json.loads((tmp_path / "vote.json").read_text())["rows"]["vote of 2"]
+    assert voted["unadapted"]["UA"] == pytest.approx(pooled["UA"])
+    assert voted["enrolment (not transductive)"]["UA"] == pytest.approx(rep["enrolled"]["UA"])
     other = json.loads((out / "cv.json").read_text())
     other["folds"] = other["folds"][::-1]
     (tmp_path / "other").mkdir()
@@ -189,6 +194,15 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     xc = json.loads((tmp_path / "xc.json").read_text())
     assert xc["clips"] == rep["n"] and xc["rows"]["unadapted"]["UA"] == pytest.approx(rep["UA"])
     assert xc["rows"]["enrolment (not transductive)"]["UA"] == pytest.approx(rep["enrolled"]["UA"])
+
+
+def test_plurality_vote_breaks_ties_toward_the_first_run():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from cv_rescore import plurality
+
+    assert plurality([[0, 1, 2, 3],
+                      [1, 1, 0, 2],
+                      [1, 2, 0, 1]]) == [1, 1, 0, 3]   # majority; majority; majority; three-way tie: run 1's
 
 
 def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
