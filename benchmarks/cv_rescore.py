@@ -18,7 +18,9 @@ augmentation; one pass per speed).
     python benchmarks/cv_rescore.py --model runs/xc/best.pt --model runs/xc_s1/best.pt --data ../shared/data/emodb
 
 `--vote` runs no model: it reads the predictions every run recorded in its cv.json and scores
-their plurality vote (ties go to the first run's answer), in seconds, for any number of runs.
+their plurality vote (ties go to the first run's answer), in seconds, for any number of runs;
+where every run also recorded its clip probabilities (runs of this release on), the ensemble of
+their mean as well.
 """
 from __future__ import annotations
 
@@ -51,7 +53,12 @@ def plurality(votes):
 
 
 def vote(runs):
-    """{protocol: (y_true, {run or 'vote of N': y_pred})} from the runs' recorded predictions."""
+    """{protocol: (y_true, {run, 'vote of N' or 'ensemble of N': y_pred})} from the runs' recorded
+    predictions, and from their recorded probabilities where all have them."""
+    import numpy as np
+
+    from edgeser.train.pipeline import PROB_FIELDS
+
     cvs = load_runs(runs)
     out = {}
     for key, field in RECORDED.items():
@@ -60,6 +67,10 @@ def vote(runs):
         y = [v for f in cvs[0]["folds"] for v in f["y_true"]]
         preds = {str(r): [v for f in cv["folds"] for v in f[field]] for r, cv in zip(runs, cvs)}
         preds[f"vote of {len(runs)}"] = plurality(list(preds.values()))
+        pf = PROB_FIELDS[key]
+        if all(pf in f for cv in cvs for f in cv["folds"]):
+            mean = sum(np.array([p for f in cv["folds"] for p in f[pf]]) for cv in cvs)
+            preds[f"ensemble of {len(runs)}"] = mean.argmax(1).tolist()
         out[key] = (y, preds)
     return cvs[0]["pooled"]["labels"], [cv.get("command", "") for cv in cvs], out
 

@@ -169,9 +169,15 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert two["speeds"] == [0.9, 1.1] and two["rows"]["ensemble of 2"] == two["rows"][str(out)]
     # the recorded predictions, voted: a run with itself twice is that run, and needs no model
     assert cv_rescore.main([str(out), str(out), "--vote", "--json", str(tmp_path / "vote.json")]) == 0
-    voted = json.loads((tmp_path / "vote.json").read_text())["rows"]["vote of 2"]
-    assert voted["unadapted"]["UA"] == pytest.approx(pooled["UA"])
-    assert voted["enrolment (not transductive)"]["UA"] == pytest.approx(rep["enrolled"]["UA"])
+    rows = json.loads((tmp_path / "vote.json").read_text())["rows"]
+    for name in ("vote of 2", "ensemble of 2"):   # the recorded answers, and the recorded probabilities
+        assert rows[name]["unadapted"]["UA"] == pytest.approx(pooled["UA"])
+        assert rows[name]["enrolment (not transductive)"]["UA"] == pytest.approx(rep["enrolled"]["UA"])
+    # the probabilities recorded are the answers recorded
+    f0 = rep["folds"][0]
+    p = np.array(f0["probs_enrolled"])
+    assert p.shape == (len(f0["y_true"]), 3) and np.allclose(p.sum(1), 1, atol=1e-4)
+    assert (p[np.arange(len(p)), f0["y_pred_enrolled"]] >= p.max(1) - 1e-6).all()
     other = json.loads((out / "cv.json").read_text())
     other["folds"] = other["folds"][::-1]
     (tmp_path / "other").mkdir()

@@ -46,6 +46,13 @@ ENROLLED = ("enrolment, not transductive: batch-norm statistics re-estimated on 
             "speaker's clips (alternate clips), the other half scored, and the other way round")
 ADAPTED_NOTES = {"speaker_adapted": TRANSDUCTIVE, "enrolled": ENROLLED}   # report key -> what it means
 FOLD_FIELDS = {"speaker_adapted": "y_pred_adapted", "enrolled": "y_pred_enrolled"}   # report key -> fold field
+# the clip probabilities behind each answer, kept so that runs can be ensembled afterwards without their models
+PROB_FIELDS = {"unadapted": "probs", "speaker_adapted": "probs_adapted", "enrolled": "probs_enrolled"}
+
+
+def rounded(probs: np.ndarray) -> List[List[float]]:
+    """Clip probabilities for a JSON report: six decimals are plenty to average and keep cv.json small."""
+    return np.round(probs.astype(np.float64), 6).tolist()
 
 
 def adapted_probs(model, audio: Sequence[np.ndarray], speakers: Sequence[str]) -> Dict[str, np.ndarray]:
@@ -118,10 +125,12 @@ def _fold_worker(args) -> Dict:
     idx = {lab: i for i, lab in enumerate(model_cfg.labels)}
     r = {"fold": fold, "test_speakers": list(test_spk), "y_true": [idx[kept[i].label] for i in te],
          "y_pred": probs.argmax(1).tolist(), "paths": [kept[i].path for i in te],
-         "best": res["best"], "epochs_run": res["epochs_run"], "seconds": round(time.time() - t0, 1)}
+         "best": res["best"], "epochs_run": res["epochs_run"], "seconds": round(time.time() - t0, 1),
+         PROB_FIELDS["unadapted"]: rounded(probs)}
     if speaker_adapt:
         adapted = adapted_probs(model, [audio[i] for i in te], [kept[i].speaker for i in te])
         r.update({FOLD_FIELDS[key]: p.argmax(1).tolist() for key, p in adapted.items()})
+        r.update({PROB_FIELDS[key]: rounded(p) for key, p in adapted.items()})
     return r
 
 
