@@ -262,6 +262,7 @@ class Trainer:
         self.ema: Optional[WeightAverage] = None
         self.teachers = [self._teacher(p) for p in tcfg.teachers]
         self.adversary: Optional[torch.nn.Module] = None   # built in fit(), which knows the speakers
+        self.adv_net: Optional[torch.nn.Module] = None     # the adversary, DDP-wrapped where it runs so
         self.adv_opt: Optional[torch.optim.Optimizer] = None
 
     def _teacher(self, path: str) -> SERModel:
