@@ -145,7 +145,7 @@ def main_vote(args) -> int:
             r = rows.setdefault(name, {})[PROTOCOLS[key]] = report(y, p, labels)
             print(f"  {name:48s} UA {r['UA']:.1%}  WA {r['WA']:.1%}  macro-F1 {r['macro_F1']:.1%}")
     if args.json:
-        write_json({"runs": [str(r) for r in args.runs], "method": "plurality vote of recorded predictions",
+        write_json({"runs": [str(r) for r in args.runs], "method": "plurality vote of recorded predictions; ensemble: mean of recorded probabilities",
                     "cv_commands": commands, "command": "python " + " ".join(sys.argv),
                     "rows": {n: {t: {m: r[m] for m in ("UA", "WA", "macro_F1")} for t, r in by.items()}
                              for n, by in rows.items()}}, args.json)
@@ -228,4 +228,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

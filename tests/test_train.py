@@ -52,7 +52,7 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, e
         for k in a:
             assert torch.equal(a[k], b[k]), (key, k)
     a = full_ck["model"]
-    if adv:   # the adversary learned to tell the training speakers apart, and its loss is on record
+    if adv:   # the adversary's loss is on record, apart from the emotion loss
         assert "speaker_loss" in full_ck["history"][-1] and "speaker loss" in full.output
     if ema:   # the saved, validated model is the average, not the last weights
         assert not all(torch.equal(a[k], full_ck["train_model"][k]) for k in a)
