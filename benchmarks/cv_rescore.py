@@ -35,7 +35,6 @@ from common import write_json  # noqa: E402
 
 PROTOCOLS = {"unadapted": "unadapted", "speaker_adapted": "per test speaker (transductive)",
              "enrolled": "enrolment (not transductive)"}
-RECORDED = {"unadapted": "y_pred", "speaker_adapted": "y_pred_adapted", "enrolled": "y_pred_enrolled"}
 
 
 def plurality(votes):
@@ -57,11 +56,11 @@ def vote(runs):
     predictions, and from their recorded probabilities where all have them."""
     import numpy as np
 
-    from edgeser.train.pipeline import PROB_FIELDS
+    from edgeser.train.pipeline import FOLD_FIELDS, PROB_FIELDS
 
     cvs = load_runs(runs)
     out = {}
-    for key, field in RECORDED.items():
+    for key, field in {"unadapted": "y_pred", **FOLD_FIELDS}.items():
         if not all(field in f for cv in cvs for f in cv["folds"]):
             continue   # a run evaluated without --speaker-adapt has no adapted predictions
         y = [v for f in cvs[0]["folds"] for v in f["y_true"]]
