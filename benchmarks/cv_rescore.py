@@ -11,7 +11,8 @@ Two sources of models:
 
 Several models are also scored as an ensemble: the mean of their clip probabilities.
 `--speeds 0.9,1,1.1` averages each model over the test clips played at those speeds (test-time
-augmentation; one pass per speed).
+augmentation; one pass per speed). `--adapt-steps N` adds N steps of unlabelled fine-tuning to the
+adapted protocols (as `evaluate --speaker-adapt --adapt-steps N`).
 
     python benchmarks/cv_rescore.py runs/cv_ravdess --json benchmarks/results/cv_rescore_ravdess.json
     python benchmarks/cv_rescore.py runs/a runs/b runs/c --checkpoint last.pt --speeds 0.9,1,1.1
@@ -128,7 +129,8 @@ def model_group(models, data):
         if list(ck["model_config"]["labels"]) != labels or ck.get("meta", {}).get("merges") != cks[0].get("meta", {}).get("merges"):
             raise SystemExit(f"error: {m}: its labels or merges differ from {models[0]}'s")
     d = heldout(cks[0], labels, data=str(data))
-    return labels, [], [{"name": str(data), "models": list(models), "audio": d.audio,
+    # the checkpoints already read stand in for their paths: main builds each model once from them
+    return labels, [], [{"name": str(data), "models": cks, "audio": d.audio,
                          "speakers": [c.speaker for c in d.clips], "y": d.y.tolist(),
                          "allowed": np.array(sorted(set(d.y.tolist())))}]
 
@@ -159,6 +161,8 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default="best.pt", help="the fold model of a run to score: best.pt or last.pt")
     ap.add_argument("--speeds", type=speeds_arg, default=[1.0],
                     help="comma-separated playback speeds to average over (default: 1)")
+    ap.add_argument("--adapt-steps", type=int, default=0,
+                    help="adapted protocols: steps of unlabelled fine-tuning after the statistics (as evaluate --adapt-steps)")
     ap.add_argument("--vote", action="store_true",
                     help="score the runs' recorded predictions as a plurality vote (no model is run)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -173,14 +177,14 @@ def main(argv=None) -> int:
         if not m.is_file():
             ap.error(f"{m}: no such checkpoint")
     if args.vote:
-        if args.model or len(args.runs) < 2 or args.speeds != [1.0]:
-            ap.error("--vote takes two or more cross-validation run folders, without --model or --speeds")
+        if args.model or len(args.runs) < 2 or args.speeds != [1.0] or args.adapt_steps:
+            ap.error("--vote takes two or more cross-validation run folders, without --model, --speeds or --adapt-steps")
         return main_vote(args)
 
     import numpy as np
     import torch
 
-    from edgeser.train.checkpoint import load_model
+    from edgeser.train.checkpoint import load_model, model_from_checkpoint
     from edgeser.train.data import change_speed
     from edgeser.train.engine import predict_probs
     from edgeser.train.metrics import report
@@ -196,11 +200,11 @@ def main(argv=None) -> int:
         y += g["y"]
         total = {p: 0.0 for p in PROTOCOLS}
         for name, path in zip(sources, g["models"]):
-            model, _ = load_model(path)
+            model = model_from_checkpoint(path) if isinstance(path, dict) else load_model(path)[0]
             probs = {p: 0.0 for p in PROTOCOLS}
             for speed in args.speeds:
                 played = [change_speed(x, speed) for x in g["audio"]]
-                for key, p in {"unadapted": predict_probs(model, played), **adapted_probs(model, played, g["speakers"])}.items():
+                for key, p in {"unadapted": predict_probs(model, played), **adapted_probs(model, played, g["speakers"], args.adapt_steps)}.items():
                     probs[key] = probs[key] + p / len(args.speeds)
             for key, p in probs.items():
                 preds[(name, key)] += decide(p, g["allowed"])
@@ -218,7 +222,7 @@ def main(argv=None) -> int:
     if args.json:
         pick = {name: {t: {m: r[m] for m in ("UA", "WA", "macro_F1")} for t, r in by.items()} for name, by in rows.items()}
         write_json({"runs": sources, "data": str(args.data) if args.data else None, "checkpoint": args.checkpoint,
-                    "speeds": args.speeds, "cv_commands": commands, "clips": len(y),
+                    "speeds": args.speeds, "adapt_steps": args.adapt_steps, "cv_commands": commands, "clips": len(y),
                     "command": "python " + " ".join(sys.argv),
                     # single-run reports keep their earlier shape
                     "rows": pick[sources[0]] if len(sources) == 1 else pick}, args.json)

@@ -191,3 +191,60 @@ def test_blocked_stem_and_pooled_shortcut_compute_the_trained_layers(n):
         stem.conv.weight.zero_()  # frozen copies no longer read the parameters
     assert torch.allclose(stem.filters(x), ref, atol=1e-5)
     assert set(m.state_dict()) == set(SERModel(preset("edge")).state_dict())
+
+
+def _infomax_objective(m, audio):
+    """Mean window entropy minus entropy of the mean answer: what infomax_adapt lowers."""
+    from edgeser.train.data import eval_windows
+
+    W = torch.from_numpy(np.concatenate([eval_windows(x, m.cfg.window_samples) for x in audio]))
+    with torch.no_grad():
+        p = torch.softmax(m(W)[0], -1)
+    mean = p.mean(0)
+    return float(-(p * torch.log(p + 1e-8)).sum(1).mean() + (mean * torch.log(mean + 1e-8)).sum())
+
+
+def test_infomax_adaptation_lowers_its_objective_and_keeps_the_classifier():
+    from edgeser.train.engine import adapt_batchnorm, infomax_adapt
+
+    torch.manual_seed(0)
+    cfg = preset("tiny", labels=("anger", "neutral", "sadness"))
+    rng = np.random.default_rng(0)
+    audio = [(0.1 * rng.standard_normal(int(cfg.window_samples * 1.5))).astype(np.float32) for _ in range(6)]
+    m = adapt_batchnorm(SERModel(cfg), audio)
+    done = infomax_adapt(m, audio, steps=5, lr=1e-2)
+    assert _infomax_objective(done, audio) < _infomax_objective(m, audio) - 1e-3
+    before, after = m.state_dict(), done.state_dict()
+    for k in before:
+        same = torch.equal(before[k], after[k])
+        if k.startswith("head.classifier.") or "running_" in k or "num_batches" in k:
+            assert same, k          # the classifier and the batch-norm statistics stay
+        elif k.endswith("weight") and not same:
+            break
+    else:
+        raise AssertionError("no weight moved")
+    assert all(not p.requires_grad for p in done.parameters())
+    assert torch.equal(infomax_adapt(m, audio, steps=0).state_dict()["head.embed.weight"], before["head.embed.weight"])
+
+
+def test_infomax_gradient_is_the_full_batch_gradient_whatever_the_chunking():
+    """The mean answer comes from a pass without gradients when the windows are split into chunks:
+    the accumulated gradient must equal autograd's on the whole objective, diversity term included."""
+    from edgeser.train.engine import infomax_backward
+
+    torch.manual_seed(1)
+    cfg = preset("tiny", labels=("anger", "neutral", "sadness", "fear"))
+    m = SERModel(cfg).eval()
+    W = torch.randn(5, cfg.window_samples) * 0.1
+    p = torch.softmax(m(W)[0], -1)
+    mean = p.mean(0)
+    objective = -(p * torch.log(p + 1e-8)).sum(1).mean() + (mean * torch.log(mean + 1e-8)).sum()
+    names = [k for k, _ in m.named_parameters()]
+    want = torch.autograd.grad(objective, list(m.parameters()), allow_unused=True)
+    for size in (5, 2):
+        m.zero_grad()
+        infomax_backward(m, list(W.split(size)))
+        for k, w, q in zip(names, want, m.parameters()):
+            if w is not None:
+                assert torch.allclose(q.grad, w, atol=1e-7, rtol=1e-4), (size, k)
+    assert any(w is not None and w.abs().sum() > 0 for k, w in zip(names, want) if "classifier" not in k)

@@ -200,6 +200,20 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     xc = json.loads((tmp_path / "xc.json").read_text())
     assert xc["clips"] == rep["n"] and xc["rows"]["unadapted"]["UA"] == pytest.approx(rep["UA"])
     assert xc["rows"]["enrolment (not transductive)"]["UA"] == pytest.approx(rep["enrolled"]["UA"])
+    # unlabelled fine-tuning on top of the statistics: recorded, explained, and the same in both tools
+    res = run(["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(corpus), "--speaker-adapt",
+               "--adapt-steps", "2", "--out", str(tmp_path / "im")])
+    assert res.exit_code == 0, res.output
+    im = json.loads((tmp_path / "im" / "test.json").read_text())
+    assert im["adapt_steps"] == 2 and "2 steps of information maximisation" in im["enrolled"]["note"]
+    assert cv_rescore.main(["--model", str(out / "fold0" / "best.pt"), "--data", str(corpus), "--adapt-steps", "2",
+                            "--json", str(tmp_path / "im.json")]) == 0
+    again = json.loads((tmp_path / "im.json").read_text())
+    assert again["adapt_steps"] == 2
+    assert again["rows"]["enrolment (not transductive)"]["UA"] == pytest.approx(im["enrolled"]["UA"])
+    res = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(corpus),
+                                   "--adapt-steps", "2", "--out", str(tmp_path / "bad")])
+    assert res.exit_code != 0 and "--adapt-steps" in res.output and "--speaker-adapt" in res.output
 
 
 def test_plurality_vote_breaks_ties_toward_the_first_run():
@@ -354,6 +368,22 @@ def test_adapt_reestimates_batch_norm_statistics_on_unlabelled_audio(corpus, dat
     with torch.no_grad():
         logits, _ = model(torch.zeros(1, model.cfg.window_samples))
     assert logits.shape == (1, model.cfg.n_classes)
+
+
+def test_adapt_steps_fine_tune_everything_but_the_classifier(corpus, data_dir, tmp_path):
+    out = tmp_path / "run"
+    assert run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(out), *TINY]).exit_code == 0
+    rec = sorted((data_dir / "emodb").glob("1[56]a0*.flac"))[:6]
+    args = ["adapt", str(out / "best.pt"), *sum((["--data", str(c)] for c in rec), [])]
+    assert run([*args, "--out", str(tmp_path / "stats.pt")]).exit_code == 0
+    res = run([*args, "--steps", "3", "--out", str(tmp_path / "tuned.pt")])
+    assert res.exit_code == 0 and "3 fine-tuning steps" in res.output, res.output
+    stats, tuned = load_checkpoint(tmp_path / "stats.pt"), load_checkpoint(tmp_path / "tuned.pt")
+    assert tuned["meta"]["adapted"]["steps"] == 3 and stats["meta"]["adapted"]["steps"] == 0
+    for k, v in stats["model"].items():   # the same statistics; the classifier as trained
+        if "running_" in k or k.startswith("head.classifier."):
+            assert torch.equal(v, tuned["model"][k]), k
+    assert not torch.equal(stats["model"]["head.embed.weight"], tuned["model"]["head.embed.weight"])
 
 
 def test_adapt_without_audio_is_a_one_line_error(corpus, tmp_path):

@@ -51,6 +51,11 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
 def load_model(path: os.PathLike) -> Tuple[SERModel, Dict[str, Any]]:
     """The model from a checkpoint, built from the config saved inside it, in eval mode."""
     ckpt = load_checkpoint(path)
+    return model_from_checkpoint(ckpt), ckpt
+
+
+def model_from_checkpoint(ckpt: Dict[str, Any]) -> SERModel:
+    """The model of a checkpoint already read (load_checkpoint), in eval mode."""
     try:
         cfg = ModelConfig.from_dict(ckpt["model_config"])
         model = SERModel(cfg)
@@ -58,4 +63,4 @@ def load_model(path: os.PathLike) -> Tuple[SERModel, Dict[str, Any]]:
     except Exception as e:
         raise CheckpointError(f"{ckpt['_path']}: incompatible checkpoint ({str(e).splitlines()[0][:200]})") from None
     model.eval()
-    return model, ckpt
+    return model

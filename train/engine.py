@@ -143,6 +143,61 @@ def adapt_batchnorm(model: SERModel, audio: Sequence[np.ndarray], batch: int = 6
     return m
 
 
+INFOMAX_LR = 1e-4   # Adam; with 10 steps, measured on RAVDESS and RAVDESS -> EmoDB (docs/results.md)
+
+
+def infomax_adapt(model: SERModel, audio: Sequence[np.ndarray], steps: int, lr: float = INFOMAX_LR,
+                  batch: int = 64) -> SERModel:
+    """A copy of the model fine-tuned without labels on `audio` (information maximisation, as in
+    SHOT): `steps` full-batch Adam steps on everything but the classifier, towards answers that are
+    confident per window (low entropy) and spread over the classes on the whole (high entropy of the
+    mean answer). The classifier stays, so the features move to fit it, not the other way round.
+
+    It assumes the audio spans the emotions (the spread term): a speaker's enrolment of mixed
+    speech, not an hour of neutral talk. Batch norm keeps its statistics (run adapt_batchnorm first)
+    and dropout is off: the steps are deterministic. Windows are processed `batch` at a time, each
+    step the full-batch one (infomax_backward)."""
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    params = [p for name, p in m.named_parameters() if not name.startswith("head.classifier.")]
+    for p in m.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    n = m.cfg.window_samples
+    W = torch.from_numpy(np.concatenate([eval_windows(x, n) for x in audio]))
+    dev = next(m.parameters()).device
+    opt = torch.optim.Adam(params, lr=lr)
+    chunks = [W[s: s + batch].to(dev) for s in range(0, len(W), batch)]
+    for _ in range(steps):
+        opt.zero_grad()
+        infomax_backward(m, chunks)
+        opt.step()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def infomax_backward(m: SERModel, chunks: Sequence[torch.Tensor]) -> None:
+    """Accumulates into .grad the gradient of mean window entropy minus the entropy of the mean
+    answer over all windows of `chunks`, one chunk in memory at a time: the mean answer comes from
+    a pass without gradients (skipped for one chunk), then each window adds its entropy and its share
+    of d/dθ sum_k mean_k log mean_k, which is sum_k (log mean_k + 1) dp_k / N (the +1 sums to 0)."""
+    n = sum(len(c) for c in chunks)
+    if len(chunks) == 1:
+        first = torch.softmax(m(chunks[0])[0], -1)
+        mean = first.detach().mean(0)
+    else:
+        first = None
+        with torch.no_grad():
+            mean = torch.cat([torch.softmax(m(c)[0], -1) for c in chunks]).mean(0)
+    log_mean = torch.log(mean + 1e-8)
+    for c in chunks:
+        p = first if first is not None else torch.softmax(m(c)[0], -1)
+        ((-(p * torch.log(p + 1e-8)).sum() + (p * log_mean).sum()) / n).backward()
+
+
 def enrolment_pairs(speakers: Sequence[str]) -> List[Tuple[List[int], List[int]]]:
     """Per speaker, (adapt on these clip indices, score these): alternate clips of the speaker,
     both ways round, so that no clip is scored by statistics that saw it."""
@@ -156,9 +211,11 @@ def enrolment_pairs(speakers: Sequence[str]) -> List[Tuple[List[int], List[int]]
 
 
 def predict_probs_refit(model: SERModel, audio: Sequence[np.ndarray],
-                        pairs: Sequence[Tuple[Sequence[int], Sequence[int]]], stem_only: bool = False) -> np.ndarray:
+                        pairs: Sequence[Tuple[Sequence[int], Sequence[int]]], stem_only: bool = False,
+                        steps: int = 0) -> np.ndarray:
     """predict_probs where each (fit, score) pair scores `score` with batch-norm statistics
-    re-estimated on `fit` (see adapt_batchnorm); clips in no pair are scored unadapted."""
+    re-estimated on `fit` (see adapt_batchnorm), then `steps` of infomax_adapt on `fit`; clips in
+    no pair are scored unadapted."""
     out = np.zeros((len(audio), model.cfg.n_classes), dtype=np.float32)
     scored = {i for _, score in pairs for i in score}
     rest = [i for i in range(len(audio)) if i not in scored]
@@ -166,21 +223,26 @@ def predict_probs_refit(model: SERModel, audio: Sequence[np.ndarray],
         out[rest] = predict_probs(model, [audio[i] for i in rest])
     for fit, score in pairs:
         m = adapt_batchnorm(model, [audio[i] for i in fit], stem_only=stem_only)
+        if steps:
+            m = infomax_adapt(m, [audio[i] for i in fit], steps)
         out[list(score)] = predict_probs(m, [audio[i] for i in score])
     return out
 
 
-def predict_probs_adapted(model: SERModel, audio: Sequence[np.ndarray], speakers: Sequence[str]) -> np.ndarray:
-    """predict_probs with batch-norm statistics re-estimated on each speaker's clips
-    (transductive: the scored clips are among them)."""
+def predict_probs_adapted(model: SERModel, audio: Sequence[np.ndarray], speakers: Sequence[str],
+                          steps: int = 0) -> np.ndarray:
+    """predict_probs with batch-norm statistics re-estimated on each speaker's clips, then `steps`
+    of infomax_adapt on them (transductive: the scored clips are among them)."""
     groups = [[i for i, s in enumerate(speakers) if s == spk] for spk in sorted(set(speakers))]
-    return predict_probs_refit(model, audio, [(g, g) for g in groups])
+    return predict_probs_refit(model, audio, [(g, g) for g in groups], steps=steps)
 
 
-def predict_probs_enrolled(model: SERModel, audio: Sequence[np.ndarray], speakers: Sequence[str]) -> np.ndarray:
-    """predict_probs with batch-norm statistics re-estimated on the other half of each speaker's
-    clips (enrolment: a device that heard its user for a while; not transductive)."""
-    return predict_probs_refit(model, audio, enrolment_pairs(speakers))
+def predict_probs_enrolled(model: SERModel, audio: Sequence[np.ndarray], speakers: Sequence[str],
+                           steps: int = 0) -> np.ndarray:
+    """predict_probs adapted (batch-norm statistics, then `steps` of infomax_adapt) on the other
+    half of each speaker's clips (enrolment: a device that heard its user for a while; not
+    transductive)."""
+    return predict_probs_refit(model, audio, enrolment_pairs(speakers), steps=steps)
 
 
 def epoch_batches(n: int, batch: int, rng: np.random.Generator, groups: Optional[np.ndarray] = None) -> List[np.ndarray]:
