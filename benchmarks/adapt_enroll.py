@@ -6,6 +6,8 @@ Two protocols, each against the unadapted model on the very same clips:
   half, and the other way round (a device deployed among new people in a new place);
 - enrolment: per speaker, adapt on half of that speaker's clips (alternate clips), score the other
   half, and the other way round (a device that heard its user talk for a few minutes).
+`--steps N` adds both again with N steps of unlabelled fine-tuning after the statistics
+(`edgeser adapt --steps N`).
 
     python benchmarks/adapt_enroll.py --model runs/xc/best.pt --data ../shared/data/emodb \
         --json benchmarks/results/adapt_enroll.json
@@ -27,6 +29,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
+    ap.add_argument("--steps", type=int, default=0, help="also score both protocols with N fine-tuning steps")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -45,9 +48,9 @@ def main(argv=None) -> int:
     base = predict_probs(model, audio).argmax(1)
     speakers = sorted({c.speaker for c in clips})
 
-    def adapted_predictions(pairs, stem_only=False):
+    def adapted_predictions(pairs, stem_only=False, steps=0):
         """pairs: (adapt on these clip indices, score these) -> predictions for every scored clip."""
-        return predict_probs_refit(model, audio, pairs, stem_only=stem_only).argmax(1)
+        return predict_probs_refit(model, audio, pairs, stem_only=stem_only, steps=steps).argmax(1)
 
     half = [speakers[: len(speakers) // 2], speakers[len(speakers) // 2:]]
     idx = [[i for i, c in enumerate(clips) if c.speaker in set(h)] for h in half]
@@ -61,6 +64,11 @@ def main(argv=None) -> int:
             "other speakers, stem only": report(y, adapted_predictions(
                 [(idx[0], idx[1]), (idx[1], idx[0])], stem_only=True), labels),
             "enrolment, stem only": report(y, adapted_predictions(enrol_pairs, stem_only=True), labels)}
+    if args.steps:
+        rows[f"other speakers, {args.steps} fine-tuning steps"] = report(y, adapted_predictions(
+            [(idx[0], idx[1]), (idx[1], idx[0])], steps=args.steps), labels)
+        rows[f"enrolment, {args.steps} fine-tuning steps"] = report(y, adapted_predictions(enrol_pairs, steps=args.steps),
+                                                                     labels)
     print(f"{args.model} on {args.data}: {len(clips)} clips, {len(speakers)} speakers, labels {', '.join(labels)}")
     for name, r in rows.items():
         print(f"  {name:40s} UA {r['UA']:.1%}  WA {r['WA']:.1%}  macro-F1 {r['macro_F1']:.1%}")

@@ -321,8 +321,9 @@ def _echo_adapted(rep) -> None:
 @click.option("--out", required=True, type=click.Path(), help="The adapted checkpoint to write (.pt).")
 @click.option("--steps", default=0, show_default=True, type=click.IntRange(0), metavar="N",
               help="After the statistics, N steps of unlabelled fine-tuning towards confident answers spread "
-                   "over the classes (information maximisation; 10 is the measured choice). Only for audio "
-                   "that spans the emotions: on mostly neutral speech it pushes answers away from neutral.")
+                   "over the classes (information maximisation; 10 is the measured choice). For one user's "
+                   "voice across the emotions (enrolment): on several speakers together it gained nothing, and "
+                   "on mostly neutral speech it pushes answers away from neutral.")
 @click.option("--cache-dir", default=None, type=click.Path(),
               help="Decoded-audio cache (default ~/.cache/edgeser/audio, or $EDGESER_CACHE).")
 def adapt(ckpt, data, out, steps, cache_dir):

@@ -154,7 +154,8 @@ def infomax_adapt(model: SERModel, audio: Sequence[np.ndarray], steps: int, lr: 
     mean answer). The classifier stays, so the features move to fit it, not the other way round.
 
     It assumes the audio spans the emotions (the spread term): a speaker's enrolment of mixed
-    speech, not an hour of neutral talk. Batch norm keeps its statistics (run adapt_batchnorm first)
+    speech, not an hour of neutral talk; measured, it helps one speaker's clips, not several
+    speakers' together (docs/results.md). Batch norm keeps its statistics (run adapt_batchnorm first)
     and dropout is off: the steps are deterministic. Windows are processed `batch` at a time, each
     step the full-batch one (infomax_backward)."""
     import copy
