@@ -54,7 +54,7 @@ def adapt_checkpoint(ckpt_path: str, paths: Sequence[str], out: str, cache_dir=N
         raise DataError(f"{', '.join(map(str, paths))}: none of the {len(files)} audio files could be read")
     adapted = adapt_batchnorm(model, audio)
     if steps:
-        adapted = infomax_adapt(adapted, audio, steps)
+        adapted = infomax_adapt(adapted, audio, steps, progress=progress)
     seconds = float(sum(len(a) for a in audio)) / model.cfg.sample_rate
     pick = np.linspace(0, len(kept) - 1, min(CALIBRATION_CLIPS, len(kept))).round().astype(int)
     meta = dict(ckpt.get("meta") or {})

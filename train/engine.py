@@ -21,6 +21,7 @@ from .model import ModelConfig, SERModel, count_params
 from .quantsim import set_qat
 
 import edgeser
+from edgeser.progress import iterate
 
 
 @dataclass
@@ -147,7 +148,7 @@ INFOMAX_LR = 1e-4   # Adam; with 10 steps, measured on RAVDESS and RAVDESS -> Em
 
 
 def infomax_adapt(model: SERModel, audio: Sequence[np.ndarray], steps: int, lr: float = INFOMAX_LR,
-                  batch: int = 64) -> SERModel:
+                  batch: int = 64, progress: bool = False) -> SERModel:
     """A copy of the model fine-tuned without labels on `audio` (information maximisation, as in
     SHOT): `steps` full-batch Adam steps on everything but the classifier, towards answers that are
     confident per window (low entropy) and spread over the classes on the whole (high entropy of the
@@ -171,7 +172,7 @@ def infomax_adapt(model: SERModel, audio: Sequence[np.ndarray], steps: int, lr: 
     dev = next(m.parameters()).device
     opt = torch.optim.Adam(params, lr=lr)
     chunks = [W[s: s + batch].to(dev) for s in range(0, len(W), batch)]
-    for _ in range(steps):
+    for _ in iterate(range(steps), "fine-tuning", unit="step", enabled=progress):
         opt.zero_grad()
         infomax_backward(m, chunks)
         opt.step()
