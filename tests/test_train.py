@@ -206,6 +206,7 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert res.exit_code == 0, res.output
     im = json.loads((tmp_path / "im" / "test.json").read_text())
     assert im["adapt_steps"] == 2 and "2 steps of information maximisation" in im["enrolled"]["note"]
+    assert "clips, 2 fine-tuning steps): " in res.output
     assert cv_rescore.main(["--model", str(out / "fold0" / "best.pt"), "--data", str(corpus), "--adapt-steps", "2",
                             "--json", str(tmp_path / "im.json")]) == 0
     again = json.loads((tmp_path / "im.json").read_text())

@@ -4,9 +4,10 @@ A model meets other microphones, rooms, languages and speakers than it trained o
 statistics are those of the training corpora. Re-estimated on unlabelled audio recorded where the
 model will run (AdaBN), they move the network's inputs back to the ranges it learned: trained on
 RAVDESS and tested on EmoDB, statistics of *other* EmoDB speakers' unlabelled clips lifted UA
-(docs/results.md). With `steps`, the weights then move too, a little, towards confident answers spread
-over the classes (engine.infomax_adapt): worth about a point more where the audio spans the emotions. The result is an ordinary checkpoint: export it as usual; its int8 ranges are
-then calibrated on the same audio.
+(docs/results.md). With `steps`, the weights then move too, a little, towards confident answers
+spread over the classes (engine.infomax_adapt): one to four points more on one user's voice across
+the emotions, nothing on several speakers together. The result is an ordinary checkpoint: export it
+as usual; its int8 ranges are then calibrated on the same audio.
 """
 from __future__ import annotations
 

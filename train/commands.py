@@ -309,8 +309,9 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
 
 def _echo_adapted(rep) -> None:
     a, e = rep["speaker_adapted"], rep["enrolled"]
-    click.echo(f"speaker-adapted (transductive): WA {a['WA']:.1%}  UA {a['UA']:.1%}")
-    click.echo(f"enrolled (other half of each speaker's clips): WA {e['WA']:.1%}  UA {e['UA']:.1%}")
+    steps = f", {rep['adapt_steps']} fine-tuning steps" if rep.get("adapt_steps") else ""
+    click.echo(f"speaker-adapted (transductive{steps}): WA {a['WA']:.1%}  UA {a['UA']:.1%}")
+    click.echo(f"enrolled (other half of each speaker's clips{steps}): WA {e['WA']:.1%}  UA {e['UA']:.1%}")
 
 
 @click.command()
@@ -330,9 +331,10 @@ def adapt(ckpt, data, out, steps, cache_dir):
     """Adapt a trained model to a new place without labels.
 
     Re-estimates the batch-norm statistics on unlabelled audio recorded where the model will run
-    (its microphone, room, language, speakers): AdaBN. Minutes of speech are enough. Then export
-    the new checkpoint as usual (`edgeser export OUT --int8`): its int8 ranges are calibrated on
-    the same audio.
+    (its microphone, room, language, speakers): AdaBN. Minutes of speech are enough. With --steps,
+    then fine-tunes the weights on the same audio without labels: for one user's enrolment. Then
+    export the new checkpoint as usual (`edgeser export OUT --int8`): its int8 ranges are
+    calibrated on the same audio.
     """
     from .adapt import adapt_checkpoint
     from .checkpoint import CheckpointError
