@@ -98,8 +98,9 @@ def load_runs(runs):
 
 
 def cv_groups(runs, checkpoint):
-    """(labels, commands, groups): per fold, the fold models' paths and the fold's test clips."""
+    """(labels, commands, groups): per fold, the fold models' checkpoints and the fold's test clips."""
     from edgeser.export.clips import corpus_root
+    from edgeser.train.checkpoint import load_checkpoint
     from edgeser.train.data import AudioCache, read_corpus
 
     cvs = load_runs(runs)
@@ -109,7 +110,8 @@ def cv_groups(runs, checkpoint):
             roots.add(root)
             speaker_of.update({c.path: c.speaker for c in read_corpus(str(root))})
         groups.append({"name": f"fold {fold['fold']}",
-                       "models": [run / f"fold{cv['folds'][i]['fold']}" / checkpoint for run, cv in zip(runs, cvs)],
+                       "models": [load_checkpoint(run / f"fold{cv['folds'][i]['fold']}" / checkpoint)
+                                  for run, cv in zip(runs, cvs)],
                        "audio": [cache.get(p) for p in fold["paths"]],
                        "speakers": [speaker_of.get(p, "?") for p in fold["paths"]],
                        "y": list(fold["y_true"]), "allowed": None})
@@ -129,7 +131,6 @@ def model_group(models, data):
         if list(ck["model_config"]["labels"]) != labels or ck.get("meta", {}).get("merges") != cks[0].get("meta", {}).get("merges"):
             raise SystemExit(f"error: {m}: its labels or merges differ from {models[0]}'s")
     d = heldout(cks[0], labels, data=str(data))
-    # the checkpoints already read stand in for their paths: main builds each model once from them
     return labels, [], [{"name": str(data), "models": cks, "audio": d.audio,
                          "speakers": [c.speaker for c in d.clips], "y": d.y.tolist(),
                          "allowed": np.array(sorted(set(d.y.tolist())))}]
@@ -184,7 +185,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from edgeser.train.checkpoint import load_model, model_from_checkpoint
+    from edgeser.train.checkpoint import model_from_checkpoint
     from edgeser.train.data import change_speed
     from edgeser.train.engine import predict_probs
     from edgeser.train.metrics import report
@@ -199,8 +200,8 @@ def main(argv=None) -> int:
     for g in groups:
         y += g["y"]
         total = {p: 0.0 for p in PROTOCOLS}
-        for name, path in zip(sources, g["models"]):
-            model = model_from_checkpoint(path) if isinstance(path, dict) else load_model(path)[0]
+        for name, ck in zip(sources, g["models"]):
+            model = model_from_checkpoint(ck)
             probs = {p: 0.0 for p in PROTOCOLS}
             for speed in args.speeds:
                 played = [change_speed(x, speed) for x in g["audio"]]

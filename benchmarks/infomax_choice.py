@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     import torch
 
     from cv_rescore import cv_groups, model_group
-    from edgeser.train.checkpoint import load_model, model_from_checkpoint
+    from edgeser.train.checkpoint import model_from_checkpoint
     from edgeser.train.engine import enrolment_pairs, predict_probs
     from edgeser.train.metrics import report
     from edgeser.train.pipeline import decide
@@ -90,8 +90,8 @@ def main(argv=None) -> int:
     for g in groups:
         y += g["y"]
         total = {v: 0.0 for v in variants}
-        for name, path in zip(sources, g["models"]):
-            model = model_from_checkpoint(path) if isinstance(path, dict) else load_model(path)[0]
+        for name, ck in zip(sources, g["models"]):
+            model = model_from_checkpoint(ck)
             for v in variants:
                 out = np.zeros((len(g["audio"]), model.cfg.n_classes), np.float32)
                 for fit, score in enrolment_pairs(g["speakers"]):
