@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--steps", type=int, default=0, help="also score both protocols with N fine-tuning steps")
+    ap.add_argument("--balance", action="store_true",
+                    help="also score both protocols with the classes balanced (after the --steps, if any)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
 
     from edgeser.export.clips import heldout
     from edgeser.train.checkpoint import load_model
-    from edgeser.train.engine import enrolment_pairs, predict_probs, predict_probs_refit
+    from edgeser.train.engine import Adaptation, enrolment_pairs, predict_probs, predict_probs_refit
     from edgeser.train.metrics import report
 
     torch.set_num_threads(1)
@@ -48,9 +50,9 @@ def main(argv=None) -> int:
     base = predict_probs(model, audio).argmax(1)
     speakers = sorted({c.speaker for c in clips})
 
-    def adapted_predictions(pairs, stem_only=False, steps=0):
+    def adapted_predictions(pairs, stem_only=False, how=Adaptation()):
         """pairs: (adapt on these clip indices, score these) -> predictions for every scored clip."""
-        return predict_probs_refit(model, audio, pairs, stem_only=stem_only, steps=steps).argmax(1)
+        return predict_probs_refit(model, audio, pairs, stem_only=stem_only, how=how).argmax(1)
 
     half = [speakers[: len(speakers) // 2], speakers[len(speakers) // 2:]]
     idx = [[i for i, c in enumerate(clips) if c.speaker in set(h)] for h in half]
@@ -64,11 +66,13 @@ def main(argv=None) -> int:
             "other speakers, stem only": report(y, adapted_predictions(
                 [(idx[0], idx[1]), (idx[1], idx[0])], stem_only=True), labels),
             "enrolment, stem only": report(y, adapted_predictions(enrol_pairs, stem_only=True), labels)}
-    if args.steps:
-        rows[f"other speakers, {args.steps} fine-tuning steps"] = report(y, adapted_predictions(
-            [(idx[0], idx[1]), (idx[1], idx[0])], steps=args.steps), labels)
-        rows[f"enrolment, {args.steps} fine-tuning steps"] = report(y, adapted_predictions(enrol_pairs, steps=args.steps),
-                                                                     labels)
+    extras = ([(f"{args.steps} fine-tuning steps", Adaptation(args.steps))] if args.steps else []) \
+        + ([(f"{args.steps} fine-tuning steps, balanced" if args.steps else "balanced", Adaptation(args.steps, True))]
+           if args.balance else [])
+    for name, how in extras:
+        rows[f"other speakers, {name}"] = report(y, adapted_predictions(
+            [(idx[0], idx[1]), (idx[1], idx[0])], how=how), labels)
+        rows[f"enrolment, {name}"] = report(y, adapted_predictions(enrol_pairs, how=how), labels)
     print(f"{args.model} on {args.data}: {len(clips)} clips, {len(speakers)} speakers, labels {', '.join(labels)}")
     for name, r in rows.items():
         print(f"  {name:40s} UA {r['UA']:.1%}  WA {r['WA']:.1%}  macro-F1 {r['macro_F1']:.1%}")

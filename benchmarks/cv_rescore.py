@@ -12,7 +12,8 @@ Two sources of models:
 Several models are also scored as an ensemble: the mean of their clip probabilities.
 `--speeds 0.9,1,1.1` averages each model over the test clips played at those speeds (test-time
 augmentation; one pass per speed). `--adapt-steps N` adds N steps of unlabelled fine-tuning to the
-adapted protocols (as `evaluate --speaker-adapt --adapt-steps N`).
+adapted protocols (as `evaluate --speaker-adapt --adapt-steps N`), `--balance` then evens out the
+classes on the same clips (as `evaluate --speaker-adapt --balance`).
 
     python benchmarks/cv_rescore.py runs/cv_ravdess --json benchmarks/results/cv_rescore_ravdess.json
     python benchmarks/cv_rescore.py runs/a runs/b runs/c --checkpoint last.pt --speeds 0.9,1,1.1
@@ -164,6 +165,8 @@ def main(argv=None) -> int:
                     help="comma-separated playback speeds to average over (default: 1)")
     ap.add_argument("--adapt-steps", type=int, default=0,
                     help="adapted protocols: steps of unlabelled fine-tuning after the statistics (as evaluate --adapt-steps)")
+    ap.add_argument("--balance", action="store_true",
+                    help="adapted protocols: then balance the classes on the same clips (as evaluate --balance)")
     ap.add_argument("--vote", action="store_true",
                     help="score the runs' recorded predictions as a plurality vote (no model is run)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -178,8 +181,9 @@ def main(argv=None) -> int:
         if not m.is_file():
             ap.error(f"{m}: no such checkpoint")
     if args.vote:
-        if args.model or len(args.runs) < 2 or args.speeds != [1.0] or args.adapt_steps:
-            ap.error("--vote takes two or more cross-validation run folders, without --model, --speeds or --adapt-steps")
+        if args.model or len(args.runs) < 2 or args.speeds != [1.0] or args.adapt_steps or args.balance:
+            ap.error("--vote takes two or more cross-validation run folders, without --model, --speeds, "
+                     "--adapt-steps or --balance")
         return main_vote(args)
 
     import numpy as np
@@ -187,11 +191,12 @@ def main(argv=None) -> int:
 
     from edgeser.train.checkpoint import model_from_checkpoint
     from edgeser.train.data import change_speed
-    from edgeser.train.engine import predict_probs
+    from edgeser.train.engine import Adaptation, predict_probs
     from edgeser.train.metrics import report
     from edgeser.train.pipeline import adapted_probs, decide
 
     torch.set_num_threads(max(1, args.threads))
+    how = Adaptation(args.adapt_steps, args.balance)
     sources = [str(r) for r in args.runs] or [str(m) for m in args.model]
     labels, commands, groups = cv_groups(args.runs, args.checkpoint) if args.runs else model_group(args.model, args.data)
     scored = sources + ([f"ensemble of {len(sources)}"] if len(sources) > 1 else [])
@@ -205,7 +210,7 @@ def main(argv=None) -> int:
             probs = {p: 0.0 for p in PROTOCOLS}
             for speed in args.speeds:
                 played = [change_speed(x, speed) for x in g["audio"]]
-                for key, p in {"unadapted": predict_probs(model, played), **adapted_probs(model, played, g["speakers"], args.adapt_steps)}.items():
+                for key, p in {"unadapted": predict_probs(model, played), **adapted_probs(model, played, g["speakers"], how)}.items():
                     probs[key] = probs[key] + p / len(args.speeds)
             for key, p in probs.items():
                 preds[(name, key)] += decide(p, g["allowed"])
@@ -223,7 +228,7 @@ def main(argv=None) -> int:
     if args.json:
         pick = {name: {t: {m: r[m] for m in ("UA", "WA", "macro_F1")} for t, r in by.items()} for name, by in rows.items()}
         write_json({"runs": sources, "data": str(args.data) if args.data else None, "checkpoint": args.checkpoint,
-                    "speeds": args.speeds, "adapt_steps": args.adapt_steps, "cv_commands": commands, "clips": len(y),
+                    "speeds": args.speeds, **how.fields(), "cv_commands": commands, "clips": len(y),
                     "command": "python " + " ".join(sys.argv),
                     # single-run reports keep their earlier shape
                     "rows": pick[sources[0]] if len(sources) == 1 else pick}, args.json)

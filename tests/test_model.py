@@ -227,6 +227,40 @@ def test_infomax_adaptation_lowers_its_objective_and_keeps_the_classifier():
     assert torch.equal(infomax_adapt(m, audio, steps=0).state_dict()["head.embed.weight"], before["head.embed.weight"])
 
 
+def test_balancing_divides_each_class_by_its_mean_answer():
+    """The biases drop by the log of the mean window answer on the audio, nothing else moves, and the
+    classes the model then gives that audio are more even than before."""
+    from edgeser.train.engine import Adaptation, adapt_batchnorm, balance_classes, window_probs
+
+    torch.manual_seed(2)
+    cfg = preset("tiny", labels=("anger", "neutral", "sadness", "fear"))
+    rng = np.random.default_rng(2)
+    audio = [(0.1 * rng.standard_normal(int(cfg.window_samples * 1.5))).astype(np.float32) for _ in range(6)]
+    m = adapt_batchnorm(SERModel(cfg), audio)
+    with torch.no_grad():
+        m.head.classifier.bias += torch.tensor([2.0, 0.0, -1.0, 0.5])   # a voice the model hears as angry
+    before = window_probs(m, audio)[0].mean(0)
+    done = balance_classes(m, audio)
+    after = window_probs(done, audio)[0].mean(0)
+
+    def entropy(p):
+        return float(-(p * np.log(p)).sum())
+
+    assert entropy(after) > entropy(before) + 0.05 and after.max() < before.max()
+    shift = done.state_dict()["head.classifier.bias"] - m.state_dict()["head.classifier.bias"]
+    assert torch.allclose(shift, -torch.log(torch.from_numpy(before) + 1e-8), atol=1e-5)
+    for k, v in m.state_dict().items():
+        if k != "head.classifier.bias":
+            assert torch.equal(v, done.state_dict()[k]), k
+    # Adaptation: statistics, then the steps, then the balance; described as such in a report
+    how = Adaptation(steps=2, balance=True)
+    assert how.describe() == ("; then 2 steps of information maximisation (unlabelled fine-tuning), then "
+                              "classifier biases balanced on the mean answer on the same clips")
+    assert Adaptation().describe() == "" and how.fields() == {"adapt_steps": 2, "balance": True}
+    applied = how.apply(SERModel(cfg), audio)
+    assert not torch.equal(applied.state_dict()["head.classifier.bias"], SERModel(cfg).state_dict()["head.classifier.bias"])
+
+
 def test_infomax_gradient_is_the_full_batch_gradient_whatever_the_chunking():
     """The mean answer comes from a pass without gradients when the windows are split into chunks:
     the accumulated gradient must equal autograd's on the whole objective, diversity term included."""

@@ -212,9 +212,22 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     again = json.loads((tmp_path / "im.json").read_text())
     assert again["adapt_steps"] == 2
     assert again["rows"]["enrolment (not transductive)"]["UA"] == pytest.approx(im["enrolled"]["UA"])
-    res = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(corpus),
-                                   "--adapt-steps", "2", "--out", str(tmp_path / "bad")])
-    assert res.exit_code != 0 and "--adapt-steps" in res.output and "--speaker-adapt" in res.output
+    # balanced classes after the statistics: the same in both tools, and different from statistics alone
+    res = run(["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(corpus), "--speaker-adapt",
+               "--balance", "--out", str(tmp_path / "bal")])
+    assert res.exit_code == 0, res.output
+    bal = json.loads((tmp_path / "bal" / "test.json").read_text())
+    assert bal["balance"] is True and bal["adapt_steps"] == 0 and "balanced" in bal["enrolled"]["note"]
+    assert "clips, classes balanced): " in res.output
+    assert cv_rescore.main(["--model", str(out / "fold0" / "best.pt"), "--data", str(corpus), "--balance",
+                            "--json", str(tmp_path / "bal.json")]) == 0
+    again = json.loads((tmp_path / "bal.json").read_text())
+    assert again["balance"] is True
+    assert again["rows"]["enrolment (not transductive)"]["UA"] == pytest.approx(bal["enrolled"]["UA"])
+    for flag in ("--adapt-steps", "--balance"):
+        res = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(corpus),
+                                       flag, *(["2"] if flag == "--adapt-steps" else []), "--out", str(tmp_path / "bad")])
+        assert res.exit_code != 0 and flag in res.output and "--speaker-adapt" in res.output
 
 
 def test_plurality_vote_breaks_ties_toward_the_first_run():
@@ -385,6 +398,13 @@ def test_adapt_steps_fine_tune_everything_but_the_classifier(corpus, data_dir, t
         if "running_" in k or k.startswith("head.classifier."):
             assert torch.equal(v, tuned["model"][k]), k
     assert not torch.equal(stats["model"]["head.embed.weight"], tuned["model"]["head.embed.weight"])
+    # --balance: only the classifier's biases differ from statistics alone, and the checkpoint says so
+    res = run([*args, "--balance", "--out", str(tmp_path / "bal.pt")])
+    assert res.exit_code == 0 and "classes balanced" in res.output, res.output
+    bal = load_checkpoint(tmp_path / "bal.pt")
+    assert bal["meta"]["adapted"]["balance"] is True and stats["meta"]["adapted"]["balance"] is False
+    differ = [k for k, v in stats["model"].items() if not torch.equal(v, bal["model"][k])]
+    assert differ == ["head.classifier.bias"]
 
 
 def test_adapt_without_audio_is_a_one_line_error(corpus, tmp_path):

@@ -6,8 +6,9 @@ model will run (AdaBN), they move the network's inputs back to the ranges it lea
 RAVDESS and tested on EmoDB, statistics of *other* EmoDB speakers' unlabelled clips lifted UA
 (docs/results.md). With `steps`, the weights then move too, a little, towards confident answers
 spread over the classes (engine.infomax_adapt): one to four points more on one user's voice across
-the emotions, nothing on several speakers together. The result is an ordinary checkpoint: export it
-as usual; its int8 ranges are then calibrated on the same audio.
+the emotions, nothing on several speakers together. With `balance` the classifier's biases then
+even out the classes the model gives that audio (engine.balance_classes). The result is an
+ordinary checkpoint: export it as usual; its int8 ranges are then calibrated on the same audio.
 """
 from __future__ import annotations
 
@@ -41,26 +42,24 @@ def audio_paths(paths: Sequence[str]) -> List[str]:
 
 
 def adapt_checkpoint(ckpt_path: str, paths: Sequence[str], out: str, cache_dir=None, progress: bool = True,
-                     steps: int = 0) -> Dict:
+                     steps: int = 0, balance: bool = False) -> Dict:
     """Writes `out`: the checkpoint with batch-norm statistics re-estimated on the audio of `paths`,
-    then `steps` of unlabelled fine-tuning on it. Returns what was done (clips, seconds of audio,
-    clips skipped, steps)."""
+    then `steps` of unlabelled fine-tuning on it, then with `balance` its classes evened out on it
+    (engine.Adaptation). Returns what was done (clips, seconds of audio, clips skipped, steps, balance)."""
     from .checkpoint import load_model, save_atomic
-    from .engine import adapt_batchnorm, infomax_adapt
+    from .engine import Adaptation
 
     model, ckpt = load_model(ckpt_path)
     files = audio_paths(paths)
     kept, audio, skipped = AudioCache(cache_dir).load([Clip(f, "", "", "") for f in files], progress=progress)
     if not audio:
         raise DataError(f"{', '.join(map(str, paths))}: none of the {len(files)} audio files could be read")
-    adapted = adapt_batchnorm(model, audio)
-    if steps:
-        adapted = infomax_adapt(adapted, audio, steps, progress=progress)
+    adapted = Adaptation(steps, balance).apply(model, audio, progress=progress)
     seconds = float(sum(len(a) for a in audio)) / model.cfg.sample_rate
     pick = np.linspace(0, len(kept) - 1, min(CALIBRATION_CLIPS, len(kept))).round().astype(int)
     meta = dict(ckpt.get("meta") or {})
     meta["adapted"] = {"from": str(ckpt["_path"]), "clips": len(kept), "seconds": round(seconds, 1),
-                       "skipped": len(skipped), "steps": steps, "sources": [str(p) for p in paths]}
+                       "skipped": len(skipped), "steps": steps, "balance": balance, "sources": [str(p) for p in paths]}
     meta["calibration"] = [kept[i].path for i in sorted(set(pick.tolist()))]
     new = {k: v for k, v in ckpt.items() if k not in ("_path", "optimizer", "scheduler", "train_model")}
     new["model"] = adapted.state_dict()

@@ -247,6 +247,10 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
               help="With --speaker-adapt: after the batch-norm statistics, N steps of unlabelled fine-tuning "
                    "on the same clips (information maximisation, as `edgeser adapt --steps N`; 10 is the "
                    "measured choice). 0: statistics only.")
+@click.option("--balance", is_flag=True,
+              help="With --speaker-adapt: then lower each class's classifier bias by the log of the adapted "
+                   "model's mean answer on the same clips, so that no class dominates one voice (as `edgeser "
+                   "adapt --balance`). Assumes each speaker's clips span the emotions.")
 @click.option("--init", "init", type=click.Path(), default=None, metavar="CKPT",
               help="Every fold starts from this checkpoint's weights and model config (--preset is ignored), "
                    "e.g. a model trained on another corpus; with other labels its classifier's output layer "
@@ -259,7 +263,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
 @click.option("--cell-clip", type=click.FloatRange(0), default=None, metavar="C",
               help="Clamp every ConvLSTM cell state to +-C (see train --cell-clip).")
 @_train_options
-def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, init, train_also, qat, cell_clip,
+def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance, init, train_also, qat, cell_clip,
              preset, window_s, labels, merge, val_fraction, cache_dir, **train_opts):
     """Speaker-independent cross-validation, or test a trained model on any corpus.
 
@@ -268,6 +272,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     """
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .engine import Adaptation
     from .metrics import format_report
     from .pipeline import cross_validate, save_report, test_model
 
@@ -276,12 +281,14 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
         raise click.UsageError("--teacher is for training: give it with --cv, not with --model")
     if model_path and train_also:
         raise click.UsageError("--train-also is for training: give it with --cv, not with --model")
-    if adapt_steps and not speaker_adapt:
-        raise click.UsageError("--adapt-steps refines the --speaker-adapt scores: give both")
+    if (adapt_steps or balance) and not speaker_adapt:
+        raise click.UsageError(f"{'--adapt-steps' if adapt_steps else '--balance'} refines the --speaker-adapt "
+                               "scores: give both")
+    how = Adaptation(adapt_steps, balance)
     try:
         clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
         if model_path:
-            rep = test_model(model_path, clips, audio, speaker_adapt, adapt_steps)
+            rep = test_model(model_path, clips, audio, speaker_adapt, how)
             rep["command"] = " ".join(sys.argv)
             save_report(rep, out_p, "test", f"{Path(model_path).name} on {', '.join(list(data) + list(extra))}")
             click.echo(format_report(rep))
@@ -294,7 +301,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
         also = _load_train_also(train_also, labels, merge, found, cache) if train_also else []
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
         res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt,
-                             train_also=also, adapt_steps=adapt_steps)
+                             train_also=also, how=how)
         res["command"] = " ".join(sys.argv)
         res["merges"] = merges
         save_report(res, out_p, "cv")
@@ -309,7 +316,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
 
 def _echo_adapted(rep) -> None:
     a, e = rep["speaker_adapted"], rep["enrolled"]
-    steps = f", {rep['adapt_steps']} fine-tuning steps" if rep.get("adapt_steps") else ""
+    steps = (f", {rep['adapt_steps']} fine-tuning steps" if rep.get("adapt_steps") else "") \
+        + (", classes balanced" if rep.get("balance") else "")
     click.echo(f"speaker-adapted (transductive{steps}): WA {a['WA']:.1%}  UA {a['UA']:.1%}")
     click.echo(f"enrolled (other half of each speaker's clips{steps}): WA {e['WA']:.1%}  UA {e['UA']:.1%}")
 
@@ -325,14 +333,19 @@ def _echo_adapted(rep) -> None:
                    "over the classes (information maximisation; 10 is the measured choice). For one user's "
                    "voice across the emotions (enrolment): on several speakers together it gained nothing, and "
                    "on mostly neutral speech it pushes answers away from neutral.")
+@click.option("--balance", is_flag=True,
+              help="Then lower each class's classifier bias by the log of the model's mean answer on the "
+                   "audio, so that no class dominates this voice; it travels with the exported model. Like "
+                   "--steps, it assumes the audio spans the emotions.")
 @click.option("--cache-dir", default=None, type=click.Path(),
               help="Decoded-audio cache (default ~/.cache/edgeser/audio, or $EDGESER_CACHE).")
-def adapt(ckpt, data, out, steps, cache_dir):
+def adapt(ckpt, data, out, steps, balance, cache_dir):
     """Adapt a trained model to a new place without labels.
 
     Re-estimates the batch-norm statistics on unlabelled audio recorded where the model will run
     (its microphone, room, language, speakers): AdaBN. Minutes of speech are enough. With --steps,
-    then fine-tunes the weights on the same audio without labels: for one user's enrolment. Then
+    then fine-tunes the weights on the same audio without labels, and with --balance evens out the
+    classes the model gives that audio: both for one user's enrolment. Then
     export the new checkpoint as usual (`edgeser export OUT --int8`): its int8 ranges are
     calibrated on the same audio.
     """
@@ -341,12 +354,13 @@ def adapt(ckpt, data, out, steps, cache_dir):
     from .data import DataError
 
     try:
-        done = adapt_checkpoint(ckpt, data, out, cache_dir, steps=steps)
+        done = adapt_checkpoint(ckpt, data, out, cache_dir, steps=steps, balance=balance)
     except (DataError, CheckpointError) as e:
         _fail(e)
     click.echo(f"adapted on {done['clips']} clips ({done['seconds'] / 60:.1f} min of audio"
                + (f", {done['skipped']} unreadable skipped" if done["skipped"] else "")
-               + (f", {steps} fine-tuning steps" if steps else "") + f"); checkpoint {out}")
+               + (f", {steps} fine-tuning steps" if steps else "") + (", classes balanced" if balance else "")
+               + f"); checkpoint {out}")
 
 
 @click.command("model-info")

@@ -93,8 +93,8 @@ def seed_all(*parts: int) -> np.random.Generator:
 
 
 @torch.no_grad()
-def predict_probs(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64) -> np.ndarray:
-    """Clip-level class probabilities: mean over the clip's evaluation windows."""
+def window_probs(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64) -> Tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of every evaluation window of the clips, and the clip index of each window."""
     model.eval()
     n = model.cfg.window_samples
     wins, owner = [], []
@@ -103,18 +103,24 @@ def predict_probs(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64)
         wins.append(w)
         owner += [i] * len(w)
     if not wins:
-        return np.zeros((0, model.cfg.n_classes), dtype=np.float32)
+        return np.zeros((0, model.cfg.n_classes), dtype=np.float32), np.zeros(0, dtype=int)
     W = np.concatenate(wins)
     dev = next(model.parameters()).device
     probs = []
     for s in range(0, len(W), batch):
         logits, _ = model(torch.from_numpy(W[s: s + batch]).to(dev))
         probs.append(torch.softmax(logits, -1).cpu().numpy())
-    P = np.concatenate(probs)
+    return np.concatenate(probs), np.array(owner)
+
+
+def predict_probs(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64) -> np.ndarray:
+    """Clip-level class probabilities: mean over the clip's evaluation windows."""
+    P, owner = window_probs(model, audio, batch)
     out = np.zeros((len(audio), P.shape[1]), dtype=np.float32)
-    np.add.at(out, np.array(owner), P)
-    counts = np.bincount(owner, minlength=len(audio))[:, None]
-    return out / counts
+    if len(P):
+        np.add.at(out, owner, P)
+        out /= np.bincount(owner, minlength=len(audio))[:, None]
+    return out
 
 
 def adapt_batchnorm(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64,
@@ -212,39 +218,78 @@ def enrolment_pairs(speakers: Sequence[str]) -> List[Tuple[List[int], List[int]]
     return pairs
 
 
+@torch.no_grad()
+def balance_classes(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64) -> SERModel:
+    """A copy of the model whose classifier biases are lowered by the log of its mean answer over
+    `audio`'s windows: a class the model gives this voice too often is divided down, one it rarely
+    gives is lifted, so that across the audio the classes weigh alike on average (a prior correction;
+    the weights stay). Like the spread term of infomax_adapt it assumes the audio spans the emotions;
+    unlike it, it is one pass and lives in the checkpoint's biases, so the exported model carries it."""
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    mean = window_probs(m, audio, batch)[0].mean(0)
+    bias = m.head.classifier.bias
+    bias -= torch.log(torch.from_numpy(mean).to(bias) + 1e-8)
+    return m
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """What adapting a model to unlabelled audio does after re-estimating its batch-norm statistics
+    (adapt_batchnorm): `steps` of infomax_adapt, then, with `balance`, balance_classes."""
+    steps: int = 0
+    balance: bool = False
+
+    def apply(self, model: SERModel, audio: Sequence[np.ndarray], stem_only: bool = False,
+              progress: bool = False) -> SERModel:
+        m = adapt_batchnorm(model, audio, stem_only=stem_only)
+        if self.steps:
+            m = infomax_adapt(m, audio, self.steps, progress=progress)
+        if self.balance:
+            m = balance_classes(m, audio)
+        return m
+
+    def describe(self) -> str:
+        """What follows the statistics, for a report's note ("" when nothing does)."""
+        parts = ([f"{self.steps} steps of information maximisation (unlabelled fine-tuning)"] if self.steps else []) \
+            + (["classifier biases balanced on the mean answer"] if self.balance else [])
+        return "; then " + ", then ".join(parts) + " on the same clips" if parts else ""
+
+    def fields(self) -> Dict:
+        """What a report records of it."""
+        return {"adapt_steps": self.steps, "balance": self.balance}
+
+
 def predict_probs_refit(model: SERModel, audio: Sequence[np.ndarray],
                         pairs: Sequence[Tuple[Sequence[int], Sequence[int]]], stem_only: bool = False,
-                        steps: int = 0) -> np.ndarray:
-    """predict_probs where each (fit, score) pair scores `score` with batch-norm statistics
-    re-estimated on `fit` (see adapt_batchnorm), then `steps` of infomax_adapt on `fit`; clips in
-    no pair are scored unadapted."""
+                        how: Adaptation = Adaptation()) -> np.ndarray:
+    """predict_probs where each (fit, score) pair scores `score` with the model adapted on `fit`
+    (batch-norm statistics, then what `how` adds); clips in no pair are scored unadapted."""
     out = np.zeros((len(audio), model.cfg.n_classes), dtype=np.float32)
     scored = {i for _, score in pairs for i in score}
     rest = [i for i in range(len(audio)) if i not in scored]
     if rest:
         out[rest] = predict_probs(model, [audio[i] for i in rest])
     for fit, score in pairs:
-        m = adapt_batchnorm(model, [audio[i] for i in fit], stem_only=stem_only)
-        if steps:
-            m = infomax_adapt(m, [audio[i] for i in fit], steps)
+        m = how.apply(model, [audio[i] for i in fit], stem_only=stem_only)
         out[list(score)] = predict_probs(m, [audio[i] for i in score])
     return out
 
 
 def predict_probs_adapted(model: SERModel, audio: Sequence[np.ndarray], speakers: Sequence[str],
-                          steps: int = 0) -> np.ndarray:
-    """predict_probs with batch-norm statistics re-estimated on each speaker's clips, then `steps`
-    of infomax_adapt on them (transductive: the scored clips are among them)."""
+                          how: Adaptation = Adaptation()) -> np.ndarray:
+    """predict_probs with the model adapted (batch-norm statistics, then what `how` adds) on each
+    speaker's clips (transductive: the scored clips are among them)."""
     groups = [[i for i, s in enumerate(speakers) if s == spk] for spk in sorted(set(speakers))]
-    return predict_probs_refit(model, audio, [(g, g) for g in groups], steps=steps)
+    return predict_probs_refit(model, audio, [(g, g) for g in groups], how=how)
 
 
 def predict_probs_enrolled(model: SERModel, audio: Sequence[np.ndarray], speakers: Sequence[str],
-                           steps: int = 0) -> np.ndarray:
-    """predict_probs adapted (batch-norm statistics, then `steps` of infomax_adapt) on the other
-    half of each speaker's clips (enrolment: a device that heard its user for a while; not
-    transductive)."""
-    return predict_probs_refit(model, audio, enrolment_pairs(speakers), steps=steps)
+                           how: Adaptation = Adaptation()) -> np.ndarray:
+    """predict_probs adapted (batch-norm statistics, then what `how` adds) on the other half of each
+    speaker's clips (enrolment: a device that heard its user for a while; not transductive)."""
+    return predict_probs_refit(model, audio, enrolment_pairs(speakers), how=how)
 
 
 def epoch_batches(n: int, batch: int, rng: np.random.Generator, groups: Optional[np.ndarray] = None) -> List[np.ndarray]:

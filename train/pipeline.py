@@ -55,20 +55,20 @@ def rounded(probs: np.ndarray) -> List[List[float]]:
     return np.round(probs.astype(np.float64), 6).tolist()
 
 
-def adapted_probs(model, audio: Sequence[np.ndarray], speakers: Sequence[str], steps: int = 0) -> Dict[str, np.ndarray]:
+def adapted_probs(model, audio: Sequence[np.ndarray], speakers: Sequence[str], how=None) -> Dict[str, np.ndarray]:
     """The `--speaker-adapt` protocols, keyed as in the reports (ADAPTED_NOTES): clip probabilities
-    with batch-norm statistics per test speaker (transductive) and from the speaker's other clips;
-    `steps` > 0 adds that many steps of unlabelled fine-tuning on the same clips (engine.infomax_adapt)."""
-    from .engine import predict_probs_adapted, predict_probs_enrolled
+    with batch-norm statistics per test speaker (transductive) and from the speaker's other clips,
+    then what `how` (an engine.Adaptation: fine-tuning steps, balanced classes) adds on the same clips."""
+    from .engine import Adaptation, predict_probs_adapted, predict_probs_enrolled
 
-    return {"speaker_adapted": predict_probs_adapted(model, audio, speakers, steps),
-            "enrolled": predict_probs_enrolled(model, audio, speakers, steps)}
+    how = how or Adaptation()
+    return {"speaker_adapted": predict_probs_adapted(model, audio, speakers, how),
+            "enrolled": predict_probs_enrolled(model, audio, speakers, how)}
 
 
-def adapted_note(key: str, steps: int) -> str:
-    """What a report's adapted figure means (ADAPTED_NOTES), with the fine-tuning steps if any."""
-    return ADAPTED_NOTES[key] + (f"; then {steps} steps of information maximisation (unlabelled fine-tuning) "
-                                 "on the same clips" if steps else "")
+def adapted_note(key: str, how) -> str:
+    """What a report's adapted figure means (ADAPTED_NOTES), with what `how` adds to the statistics."""
+    return ADAPTED_NOTES[key] + how.describe()
 
 
 def decide(probs: np.ndarray, allowed: Optional[np.ndarray] = None) -> List[int]:
@@ -110,7 +110,7 @@ def save_history(res: Dict, out: Path) -> None:
 
 def _fold_worker(args) -> Dict:
     """One cross-validation fold in its own process (one thread: small recurrent ops run faster so)."""
-    (fold, test_spk, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume, speaker_adapt, adapt_steps) = args
+    (fold, test_spk, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume, speaker_adapt, how) = args
     import torch
 
     torch.set_num_threads(max(1, tcfg.threads or 1))
@@ -135,7 +135,7 @@ def _fold_worker(args) -> Dict:
          "best": res["best"], "epochs_run": res["epochs_run"], "seconds": round(time.time() - t0, 1),
          PROB_FIELDS["unadapted"]: rounded(probs)}
     if speaker_adapt:
-        adapted = adapted_probs(model, [audio[i] for i in te], [kept[i].speaker for i in te], adapt_steps)
+        adapted = adapted_probs(model, [audio[i] for i in te], [kept[i].speaker for i in te], how)
         r.update({FOLD_FIELDS[key]: p.argmax(1).tolist() for key, p in adapted.items()})
         r.update({PROB_FIELDS[key]: rounded(p) for key, p in adapted.items()})
     return r
@@ -173,9 +173,12 @@ def fold_teachers(runs: Sequence[str], fold: int, test_speakers: Sequence[str]) 
 
 def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int, jobs: int = 1,
                    val_fraction: float = 0.15, cache_dir: Optional[str] = None, resume: bool = False,
-                   speaker_adapt: bool = False, train_also: Sequence[Clip] = (), adapt_steps: int = 0) -> Dict:
+                   speaker_adapt: bool = False, train_also: Sequence[Clip] = (), how=None) -> Dict:
     """k folds of `clips`' speakers; `train_also` clips join every fold's training set, never a test set.
-    speaker_adapt: also score the adapted protocols (adapted_probs, with `adapt_steps`)."""
+    speaker_adapt: also score the adapted protocols (adapted_probs, with `how`, an engine.Adaptation)."""
+    from .engine import Adaptation
+
+    how = how or Adaptation()
     from dataclasses import replace
 
     groups = speaker_folds(clips, folds)
@@ -183,7 +186,7 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
     if clash:
         raise DataError(f"speakers {', '.join(sorted(clash))} are both in the folds and in the training-only data")
     tasks = [(k, g, list(clips) + list(train_also), model_cfg, replace(tcfg, teachers=fold_teachers(tcfg.teachers, k, g)),
-              str(out), val_fraction, cache_dir, resume, speaker_adapt, adapt_steps)
+              str(out), val_fraction, cache_dir, resume, speaker_adapt, how)
              for k, g in enumerate(groups)]
     results = []
     if jobs <= 1:
@@ -213,18 +216,19 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
     if speaker_adapt:
         for key in ADAPTED_NOTES:
             res[key] = report(y_true, sum((r[FOLD_FIELDS[key]] for r in results), []), model_cfg.labels)
-            res[key]["note"] = adapted_note(key, adapt_steps)
-        res["adapt_steps"] = adapt_steps
+            res[key]["note"] = adapted_note(key, how)
+        res.update(how.fields())
     return res
 
 
 def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray], speaker_adapt: bool = False,
-               adapt_steps: int = 0) -> Dict:
+               how=None) -> Dict:
     """Score a trained model on any corpus: only clips whose label the model knows, and only
     predictions among the labels that the test set has (cross-corpus)."""
     from .checkpoint import load_model
-    from .engine import predict_probs
+    from .engine import Adaptation, predict_probs
 
+    how = how or Adaptation()
     model, ckpt = load_model(ckpt_path)
     known = list(model.cfg.labels)
     merges = ckpt.get("meta", {}).get("merges", {})
@@ -240,11 +244,11 @@ def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray
     rep["scored_labels"] = test_labels
     rep["skipped_unknown_label"] = len(clips) - len(pairs)
     if speaker_adapt:
-        adapted = adapted_probs(model, [audio[i] for i, _ in pairs], [clips[i].speaker for i, _ in pairs], adapt_steps)
+        adapted = adapted_probs(model, [audio[i] for i, _ in pairs], [clips[i].speaker for i, _ in pairs], how)
         for key, p in adapted.items():
             rep[key] = report(y, decide(p, allowed), known)
-            rep[key]["note"] = adapted_note(key, adapt_steps)
-        rep["adapt_steps"] = adapt_steps
+            rep[key]["note"] = adapted_note(key, how)
+        rep.update(how.fields())
     return rep
 
 
