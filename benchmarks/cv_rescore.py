@@ -13,7 +13,8 @@ Several models are also scored as an ensemble: the mean of their clip probabilit
 `--speeds 0.9,1,1.1` averages each model over the test clips played at those speeds (test-time
 augmentation; one pass per speed). `--adapt-steps N` adds N steps of unlabelled fine-tuning to the
 adapted protocols (as `evaluate --speaker-adapt --adapt-steps N`), `--balance` then evens out the
-classes on the same clips (as `evaluate --speaker-adapt --balance`).
+classes on the same clips (as `evaluate --speaker-adapt --balance`); `--balance-only` balances
+without the statistics (what `edgeser enrol` does on a device, without torch).
 
     python benchmarks/cv_rescore.py runs/cv_ravdess --json benchmarks/results/cv_rescore_ravdess.json
     python benchmarks/cv_rescore.py runs/a runs/b runs/c --checkpoint last.pt --speeds 0.9,1,1.1
@@ -167,6 +168,9 @@ def main(argv=None) -> int:
                     help="adapted protocols: steps of unlabelled fine-tuning after the statistics (as evaluate --adapt-steps)")
     ap.add_argument("--balance", action="store_true",
                     help="adapted protocols: then balance the classes on the same clips (as evaluate --balance)")
+    ap.add_argument("--balance-only", action="store_true",
+                    help="adapted protocols: balance the classes without re-estimating the statistics (what "
+                         "`edgeser enrol` does on a device, without torch); implies --balance")
     ap.add_argument("--vote", action="store_true",
                     help="score the runs' recorded predictions as a plurality vote (no model is run)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -181,7 +185,7 @@ def main(argv=None) -> int:
         if not m.is_file():
             ap.error(f"{m}: no such checkpoint")
     if args.vote:
-        if args.model or len(args.runs) < 2 or args.speeds != [1.0] or args.adapt_steps or args.balance:
+        if args.model or len(args.runs) < 2 or args.speeds != [1.0] or args.adapt_steps or args.balance or args.balance_only:
             ap.error("--vote takes two or more cross-validation run folders, without --model, --speeds, "
                      "--adapt-steps or --balance")
         return main_vote(args)
@@ -196,7 +200,7 @@ def main(argv=None) -> int:
     from edgeser.train.pipeline import adapted_probs, decide
 
     torch.set_num_threads(max(1, args.threads))
-    how = Adaptation(args.adapt_steps, args.balance)
+    how = Adaptation(args.adapt_steps, args.balance or args.balance_only, statistics=not args.balance_only)
     sources = [str(r) for r in args.runs] or [str(m) for m in args.model]
     labels, commands, groups = cv_groups(args.runs, args.checkpoint) if args.runs else model_group(args.model, args.data)
     scored = sources + ([f"ensemble of {len(sources)}"] if len(sources) > 1 else [])

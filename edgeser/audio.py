@@ -1,13 +1,16 @@
 """Reading clips: any rate, any channel count, to mono float32 at the model's rate."""
 from __future__ import annotations
 
+import csv
+import os
 from pathlib import Path
-from typing import Union
+from typing import List, Sequence, Union
 
 import numpy as np
 import soundfile as sf
 
 SAMPLE_RATE = 16000
+AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 
 
 class AudioError(ValueError):
@@ -68,3 +71,30 @@ def rms_normalize(x: np.ndarray, target_rms: float = 0.1, eps: float = 1e-5) -> 
     """Scale to a fixed RMS: level differences between microphones and speakers carry no emotion label."""
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
     return (x * (target_rms / max(rms, eps))).astype(np.float32)
+
+
+def audio_files_under(root: Path) -> List[Path]:
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in AUDIO_EXT)
+
+
+def audio_paths(paths: Sequence[Union[str, Path]]) -> List[str]:
+    """Absolute paths of the audio named: files as given, the `path` column of a folder's
+    manifest.csv (its clips may live elsewhere; labels ignored), every audio file under other
+    folders. Each once, in order."""
+    out: List[str] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            out.append(str(p))
+        elif (p / "manifest.csv").is_file():
+            with open(p / "manifest.csv", newline="") as f:
+                reader = csv.DictReader(f)
+                if "path" not in (reader.fieldnames or []):
+                    raise AudioError(f"{p / 'manifest.csv'}: no 'path' column")
+                out += [str(p / row["path"]) for row in reader]
+        elif p.is_dir():
+            out += [str(f) for f in audio_files_under(p)]
+        else:
+            raise AudioError(f"{p}: no such file or folder")
+    if not out:
+        raise AudioError(f"{', '.join(map(str, paths))}: no audio files ({', '.join(sorted(AUDIO_EXT))})")
+    return [os.path.abspath(x) for x in dict.fromkeys(out)]

@@ -14,6 +14,7 @@ COMMANDS = {
     "adapt": ("edgeser.train.commands", "adapt", "Adapt a trained model to a new place from unlabelled audio."),
     "export": ("edgeser.export.commands", "export", "Export a checkpoint to ONNX and TFLite, fp32 and int8, with a parity report."),
     "listen": ("edgeser.listen", "listen", "Recognise emotion live from a microphone (or a file)."),
+    "enrol": ("edgeser.enrol", "enrol", "Balance the model's answers for one user's voice, without torch."),
     "bench": ("edgeser.bench", "bench", "Measure model latency on this device."),
     "firmware": ("edgeser.firmware_bridge.commands", "firmware", "Microcontroller sources from the int8 model."),
     "bridge": ("edgeser.firmware_bridge.commands", "bridge", "Talk to a device over the serial protocol."),

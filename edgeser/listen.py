@@ -166,8 +166,11 @@ class _Recorder:
               help="Stop after S seconds of audio.")
 @click.option("--save-audio", type=click.Path(dir_okay=False), default=None, metavar="WAV",
               help="Also write the captured audio (capture rate, 16-bit WAV).")
+@click.option("--balance", "balance_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Divide every answer by the user's mean answer in FILE (made by `edgeser enrol` on their "
+                   "recordings), so that no emotion dominates their voice.")
 def listen(model, device, list_devices, as_json, input_file, fast, backend, precision, threads, rate, normalize,
-           gain, vad_mode, hops, duration, save_audio):
+           gain, vad_mode, hops, duration, save_audio, balance_file):
     """Recognise emotion live from a microphone, or from a file (--input).
 
     Prints a line per hop (time, label, confidence) and one per utterance (a VAD speech
@@ -192,19 +195,23 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     if fast and not input_file:
         raise click.UsageError("--fast needs --input FILE")
 
+    from .balance import read as read_balance
     from .runtime.recognizer import RecognizerError, load
     from .vad import VadConfig, VadUnavailable
 
     try:
         rec = load(model, backend=backend, precision=precision, threads=threads)
+        if balance_file:
+            rec.use_balance(read_balance(balance_file), balance_file)
         stream = rec.create_stream(vad=VadConfig(mode=vad_mode), normalize=normalize, gain=gain)
-    except (RecognizerError, VadUnavailable, ValueError) as e:
+    except (RecognizerError, VadUnavailable, ValueError) as e:     # BalanceError is a ValueError
         raise click.ClickException(str(e))
 
     out = ResultPrinter(as_json, hops)
     recorder = _Recorder(save_audio)
     mic = None
-    info = {"model": str(rec.folder), "backend": rec.format, "precision": rec.precision}
+    info = {"model": str(rec.folder), "backend": rec.format, "precision": rec.precision,
+            **({"balance": balance_file} if balance_file else {})}
     status = "end of input"
     error = None
     started = False

@@ -228,30 +228,40 @@ def test_infomax_adaptation_lowers_its_objective_and_keeps_the_classifier():
 
 
 def test_balancing_divides_each_class_by_its_mean_answer():
-    """The biases drop by the log of the mean window answer on the audio, nothing else moves, and the
-    classes the model then gives that audio are more even than before."""
-    from edgeser.train.engine import Adaptation, adapt_batchnorm, balance_classes, window_probs
+    """The biases drop by the log of the mean answer on the audio (clips weighing their length),
+    nothing else moves, and the classes the model then gives that audio are more even than before."""
+    from edgeser.train.engine import Adaptation, adapt_batchnorm, balance_classes, predict_probs
 
     torch.manual_seed(2)
     cfg = preset("tiny", labels=("anger", "neutral", "sadness", "fear"))
     rng = np.random.default_rng(2)
-    audio = [(0.1 * rng.standard_normal(int(cfg.window_samples * 1.5))).astype(np.float32) for _ in range(6)]
+    audio = [(0.1 * rng.standard_normal(int(cfg.window_samples * r))).astype(np.float32) for r in (1, 1.5, 3, 1, 2, 1)]
     m = adapt_batchnorm(SERModel(cfg), audio)
     with torch.no_grad():
         m.head.classifier.bias += torch.tensor([2.0, 0.0, -1.0, 0.5])   # a voice the model hears as angry
-    before = window_probs(m, audio)[0].mean(0)
+    w = np.array([len(x) for x in audio], dtype=np.float64)[:, None]
+    before = (w * predict_probs(m, audio)).sum(0) / w.sum()
     done = balance_classes(m, audio)
-    after = window_probs(done, audio)[0].mean(0)
+    after = (w * predict_probs(done, audio)).sum(0) / w.sum()
 
     def entropy(p):
         return float(-(p * np.log(p)).sum())
 
     assert entropy(after) > entropy(before) + 0.05 and after.max() < before.max()
     shift = done.state_dict()["head.classifier.bias"] - m.state_dict()["head.classifier.bias"]
-    assert torch.allclose(shift, -torch.log(torch.from_numpy(before) + 1e-8), atol=1e-5)
+    assert torch.allclose(shift, -torch.log(torch.from_numpy(before).float()), atol=1e-5)
     for k, v in m.state_dict().items():
         if k != "head.classifier.bias":
             assert torch.equal(v, done.state_dict()[k]), k
+    # the runtime's enrolment divides each window's answer by the same mean: the same answers
+    from edgeser.balance import ClassBalance
+    from edgeser.train.data import eval_windows
+
+    W = torch.from_numpy(np.concatenate([eval_windows(x, cfg.window_samples) for x in audio]))
+    with torch.no_grad():
+        plain, shifted = (torch.softmax(net(W)[0], -1).numpy() for net in (m, done))
+    runtime = ClassBalance(list(cfg.labels), before.tolist(), len(audio), 1.0).apply(plain)
+    assert np.allclose(runtime, shifted, atol=1e-5)
     # Adaptation: statistics, then the steps, then the balance; described as such in a report
     how = Adaptation(steps=2, balance=True)
     assert how.describe() == ("; then 2 steps of information maximisation (unlabelled fine-tuning), then "

@@ -12,33 +12,16 @@ ordinary checkpoint: export it as usual; its int8 ranges are then calibrated on 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 
-from .data import AUDIO_EXT, AudioCache, Clip, DataError, _audio_files, read_corpus
+from edgeser.audio import AudioError, audio_paths
+
+from .data import AudioCache, Clip, DataError
 
 CALIBRATION_CLIPS = 32   # spread over the adaptation audio; what export calibrates int8 ranges on
-
-
-def audio_paths(paths: Sequence[str]) -> List[str]:
-    """Audio files named directly, the clips of corpus folders with a manifest.csv (labels ignored),
-    and every audio file under other folders."""
-    out: List[str] = []
-    for p in map(Path, paths):
-        if p.is_file():
-            out.append(str(p))
-        elif (p / "manifest.csv").is_file():     # a corpus: its clips may live elsewhere
-            out += [c.path for c in read_corpus(str(p))]
-        elif p.is_dir():
-            out += [str(f) for f in _audio_files(p)]
-        else:
-            raise DataError(f"{p}: no such file or folder")
-    if not out:
-        raise DataError(f"{', '.join(map(str, paths))}: no audio files ({', '.join(sorted(AUDIO_EXT))})")
-    return [os.path.abspath(x) for x in dict.fromkeys(out)]
 
 
 def adapt_checkpoint(ckpt_path: str, paths: Sequence[str], out: str, cache_dir=None, progress: bool = True,
@@ -50,7 +33,10 @@ def adapt_checkpoint(ckpt_path: str, paths: Sequence[str], out: str, cache_dir=N
     from .engine import Adaptation
 
     model, ckpt = load_model(ckpt_path)
-    files = audio_paths(paths)
+    try:
+        files = audio_paths(paths)
+    except AudioError as e:
+        raise DataError(str(e)) from None
     kept, audio, skipped = AudioCache(cache_dir).load([Clip(f, "", "", "") for f in files], progress=progress)
     if not audio:
         raise DataError(f"{', '.join(map(str, paths))}: none of the {len(files)} audio files could be read")

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeser import labels as L
 from edgeser.progress import iterate
-from edgeser.audio import SAMPLE_RATE, AudioError, read_clip, rms_normalize, trim_silence
+from edgeser.audio import SAMPLE_RATE, AudioError, audio_files_under, read_clip, rms_normalize, trim_silence
 
 RAVDESS_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
@@ -23,7 +23,6 @@ RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "
 EMODB_RE = re.compile(r"^(\d\d)([a-z]\d\d)([WLEAFTN])([a-z])$")
 EMODB_EMOTIONS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness",
                   "T": "sadness", "N": "neutral"}
-AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 LICENCES = {"ravdess": "CC BY-NC-SA 4.0", "emodb": "free for any use (CC0 per its audb packaging)"}
 
 
@@ -37,10 +36,6 @@ class Clip:
     speaker: str      # namespaced by corpus, so speakers of two corpora never collide
     label: str        # canonical label as the corpus gives it, before any merge
     corpus: str
-
-
-def _audio_files(root: Path) -> List[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXT)
 
 
 def read_manifest(root: Path) -> List[Clip]:
@@ -63,7 +58,7 @@ def read_manifest(root: Path) -> List[Clip]:
 
 def read_ravdess(root: Path) -> List[Clip]:
     clips = []
-    for p in _audio_files(root):
+    for p in audio_files_under(root):
         m = RAVDESS_RE.match(p.stem)
         if not m or m.group(3) not in RAVDESS_EMOTIONS:
             continue
@@ -73,7 +68,7 @@ def read_ravdess(root: Path) -> List[Clip]:
 
 def read_emodb(root: Path) -> List[Clip]:
     clips = []
-    for p in _audio_files(root):
+    for p in audio_files_under(root):
         m = EMODB_RE.match(p.stem)
         if m:
             clips.append(Clip(str(p), f"emodb:{m.group(1)}", L.normalize(EMODB_EMOTIONS[m.group(3)]), "emodb"))

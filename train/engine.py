@@ -93,8 +93,8 @@ def seed_all(*parts: int) -> np.random.Generator:
 
 
 @torch.no_grad()
-def window_probs(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64) -> Tuple[np.ndarray, np.ndarray]:
-    """Class probabilities of every evaluation window of the clips, and the clip index of each window."""
+def predict_probs(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64) -> np.ndarray:
+    """Clip-level class probabilities: mean over the clip's evaluation windows."""
     model.eval()
     n = model.cfg.window_samples
     wins, owner = [], []
@@ -103,24 +103,18 @@ def window_probs(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64) 
         wins.append(w)
         owner += [i] * len(w)
     if not wins:
-        return np.zeros((0, model.cfg.n_classes), dtype=np.float32), np.zeros(0, dtype=int)
+        return np.zeros((0, model.cfg.n_classes), dtype=np.float32)
     W = np.concatenate(wins)
     dev = next(model.parameters()).device
     probs = []
     for s in range(0, len(W), batch):
         logits, _ = model(torch.from_numpy(W[s: s + batch]).to(dev))
         probs.append(torch.softmax(logits, -1).cpu().numpy())
-    return np.concatenate(probs), np.array(owner)
-
-
-def predict_probs(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64) -> np.ndarray:
-    """Clip-level class probabilities: mean over the clip's evaluation windows."""
-    P, owner = window_probs(model, audio, batch)
+    P = np.concatenate(probs)
     out = np.zeros((len(audio), P.shape[1]), dtype=np.float32)
-    if len(P):
-        np.add.at(out, owner, P)
-        out /= np.bincount(owner, minlength=len(audio))[:, None]
-    return out
+    np.add.at(out, np.array(owner), P)
+    counts = np.bincount(owner, minlength=len(audio))[:, None]
+    return out / counts
 
 
 def adapt_batchnorm(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64,
@@ -220,30 +214,40 @@ def enrolment_pairs(speakers: Sequence[str]) -> List[Tuple[List[int], List[int]]
 
 @torch.no_grad()
 def balance_classes(model: SERModel, audio: Sequence[np.ndarray], batch: int = 64) -> SERModel:
-    """A copy of the model whose classifier biases are lowered by the log of its mean answer over
-    `audio`'s windows: a class the model gives this voice too often is divided down, one it rarely
-    gives is lifted, so that across the audio the classes weigh alike on average (a prior correction;
-    the weights stay). Like the spread term of infomax_adapt it assumes the audio spans the emotions;
-    unlike it, it is one pass and lives in the checkpoint's biases, so the exported model carries it."""
+    """A copy of the model whose classifier biases are lowered by the log of its mean answer on
+    `audio` (the clips' answers, each weighing its duration): a class the model gives this voice too
+    often is divided down, one it rarely gives is lifted, so that across the audio the classes weigh
+    alike on average (a prior correction; the weights stay). Like the spread term of infomax_adapt
+    it assumes the audio spans the emotions; unlike it, it is one pass and lives in the checkpoint's
+    biases, so the exported model carries it. The runtime's enrolment (edgeser.balance) makes the
+    same estimate from its utterances and divides the answers by it, to the same effect."""
     import copy
 
+    from edgeser.balance import FLOOR
+
     m = copy.deepcopy(model).eval()
-    mean = window_probs(m, audio, batch)[0].mean(0)
+    w = np.array([len(x) for x in audio], dtype=np.float64)
+    mean = (w[:, None] * predict_probs(m, audio, batch)).sum(0) / w.sum()
     bias = m.head.classifier.bias
-    bias -= torch.log(torch.from_numpy(mean).to(bias) + 1e-8)
+    bias -= torch.log(torch.from_numpy(mean).to(bias).clamp_min(FLOOR))   # as edgeser.balance divides
     return m
 
 
 @dataclass(frozen=True)
 class Adaptation:
-    """What adapting a model to unlabelled audio does after re-estimating its batch-norm statistics
-    (adapt_batchnorm): `steps` of infomax_adapt, then, with `balance`, balance_classes."""
+    """What adapting a model to unlabelled audio does: re-estimate its batch-norm statistics
+    (adapt_batchnorm; `statistics=False` skips them), then `steps` of infomax_adapt, then, with
+    `balance`, balance_classes. Balance alone is what the runtime's enrolment does without torch
+    (edgeser.balance)."""
     steps: int = 0
     balance: bool = False
+    statistics: bool = True
 
     def apply(self, model: SERModel, audio: Sequence[np.ndarray], stem_only: bool = False,
               progress: bool = False) -> SERModel:
-        m = adapt_batchnorm(model, audio, stem_only=stem_only)
+        import copy
+
+        m = adapt_batchnorm(model, audio, stem_only=stem_only) if self.statistics else copy.deepcopy(model).eval()
         if self.steps:
             m = infomax_adapt(m, audio, self.steps, progress=progress)
         if self.balance:
@@ -254,11 +258,13 @@ class Adaptation:
         """What follows the statistics, for a report's note ("" when nothing does)."""
         parts = ([f"{self.steps} steps of information maximisation (unlabelled fine-tuning)"] if self.steps else []) \
             + (["classifier biases balanced on the mean answer"] if self.balance else [])
-        return "; then " + ", then ".join(parts) + " on the same clips" if parts else ""
+        said = "; then " + ", then ".join(parts) + " on the same clips" if parts else ""
+        return said if self.statistics else " (without the statistics: weights as trained)" + said
 
     def fields(self) -> Dict:
         """What a report records of it."""
-        return {"adapt_steps": self.steps, "balance": self.balance}
+        return {"adapt_steps": self.steps, "balance": self.balance,
+                **({} if self.statistics else {"statistics": False})}
 
 
 def predict_probs_refit(model: SERModel, audio: Sequence[np.ndarray],

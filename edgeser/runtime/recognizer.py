@@ -139,6 +139,7 @@ class Recognizer:
         # threads take turns (state lives in the streams, so turns are all they need)
         self._lock = threading.Lock()
         self._stepper = B.StepModel(self._step, self._head)
+        self.balance = None     # a ClassBalance (use_balance): every answer divided by a user's mean answer
         if len(self._stepper.state_names) != len(man.state_shapes):
             raise RecognizerError(f"{folder / step_art.file}: {len(self._stepper.state_names)} state inputs, "
                                   f"manifest says {len(man.state_shapes)}")
@@ -161,9 +162,44 @@ class Recognizer:
         return feats[0], new_state
 
     def classify(self, features: np.ndarray) -> np.ndarray:
-        """(window_frames, D) features as `step` returns them -> class probabilities."""
+        """(window_frames, D) features as `step` returns them -> class probabilities (balanced for
+        the enrolled user where use_balance set one)."""
         with self._lock:
-            return self._stepper.classify(features[None])["probs"][0]
+            p = self._stepper.classify(features[None])["probs"][0]
+        return p if self.balance is None else self.balance.apply(p)
+
+    def use_balance(self, balance, source: str = "balance") -> None:
+        """Divide every answer by `balance` (an edgeser.balance.ClassBalance made by `enrol`; None: stop)."""
+        if balance is not None:
+            balance.check_labels(self.labels, source)
+        self.balance = balance
+
+    def enrol(self, paths, progress: bool = False, **stream_opts):
+        """(ClassBalance, skipped): the balance for the voice in the audio files `paths`, this model's
+        duration-weighted mean answer over their utterances (unbalanced), replayed through the
+        streaming path as listen hears them; and a message per unreadable file, skipped."""
+        from ..audio import AudioError
+        from ..balance import ClassBalance
+        from ..progress import iterate
+
+        kept, self.balance = self.balance, None
+        answers, seconds, skipped = [], [], []
+        try:
+            for path in iterate(paths, "enrolling", unit="file", enabled=progress):
+                try:
+                    res = self.predict_clip(path, **stream_opts)
+                except AudioError as e:
+                    skipped.append(str(e))
+                    continue
+                for u in res.utterances:
+                    answers.append([u.probs[lab] for lab in self.labels])
+                    seconds.append(max(u.end_s - u.start_s, 1e-3))   # as summarize weighs them
+        finally:
+            self.balance = kept
+        if not answers:
+            raise RecognizerError(f"{len(paths)} file(s): no speech to enrol on"
+                                  + (f" ({len(skipped)} unreadable)" if skipped else ""))
+        return ClassBalance.from_answers(self.labels, np.array(answers), seconds, str(self.folder)), skipped
 
     def snapshot(self) -> Tuple[List[np.ndarray], np.ndarray]:
         """(state, feature ring) after window_frames of zeros from zero state; do not modify."""

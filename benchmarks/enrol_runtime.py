@@ -1,0 +1,84 @@
+"""Enrolment on the device path: `edgeser enrol` on half of each held-out speaker's clips, the
+other half scored by the exported model through the streaming runtime (`predict_clip`, as
+`edgeser listen --input` hears a file), with and without the balance; then the halves swapped.
+No torch runs the model: it is the int8 (or fp32) export a device runs.
+
+    python benchmarks/enrol_runtime.py                       # the bundled model, its held-out speakers
+    python benchmarks/enrol_runtime.py --model runs/mine --checkpoint runs/mine.pt
+    python benchmarks/enrol_runtime.py --model runs/xc_export --data ../shared/data/emodb
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import REPO, write_json  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="export folder (default: the bundled model)")
+    ap.add_argument("--checkpoint", default=str(REPO / "models" / "bundle-qat.pt"),
+                    help="the export's checkpoint: where its held-out speakers are recorded")
+    ap.add_argument("--data", default=None, help="score this corpus's speakers instead of the held-out ones")
+    ap.add_argument("--backend", choices=["onnx", "tflite"], default=None)
+    ap.add_argument("--precision", choices=["int8", "fp32"], default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    import numpy as np
+
+    from edgeser.export.clips import heldout
+    from edgeser.runtime.recognizer import load
+    from edgeser.train.checkpoint import load_checkpoint
+    from edgeser.train.engine import enrolment_pairs
+    from edgeser.train.metrics import report
+
+    rec = load(args.model, backend=args.backend, precision=args.precision)
+    labels = rec.labels
+    data = heldout(load_checkpoint(args.checkpoint), labels, data=args.data)
+    paths = [c.path for c in data.clips]
+    y = data.y.tolist()
+    speakers = [c.speaker for c in data.clips]
+
+    def answers():
+        """Per clip, the index of its summary label (-1 where no speech was found)."""
+        out = []
+        for p in paths:
+            s = rec.predict_clip(p).summary
+            out.append(labels.index(s.label) if s is not None else -1)
+        return out
+
+    t0 = time.time()
+    plain = answers()
+    balanced = list(plain)
+    for fit, score in enrolment_pairs(speakers):
+        bal, _ = rec.enrol([paths[i] for i in fit])
+        rec.use_balance(bal)
+        for i in score:
+            s = rec.predict_clip(paths[i]).summary
+            balanced[i] = labels.index(s.label) if s is not None else -1
+        rec.use_balance(None)
+    rows = {"unbalanced": report(y, plain, labels),
+            "enrolled (balance from the speaker's other clips)": report(y, balanced, labels)}
+    print(f"{rec.folder} ({rec.format} {rec.precision}) on {data.source}: {len(paths)} clips, "
+          f"{len(set(speakers))} speakers, {time.time() - t0:.0f} s")
+    for name, r in rows.items():
+        print(f"  {name:50s} UA {r['UA']:.1%}  WA {r['WA']:.1%}  macro-F1 {r['macro_F1']:.1%}")
+    no_speech = int(sum(1 for v in plain if v < 0))
+    if no_speech:
+        print(f"  ({no_speech} clips without speech count as wrong)")
+    if args.json:
+        write_json({"model": str(rec.folder), "backend": rec.format, "precision": rec.precision,
+                    "source": data.source, "clips": len(paths), "speakers": sorted(set(speakers)),
+                    "no_speech_clips": no_speech, "command": "python " + " ".join(sys.argv),
+                    "rows": {k: {m: v[m] for m in ("UA", "WA", "macro_F1")} for k, v in rows.items()}}, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

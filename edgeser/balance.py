@@ -1,0 +1,98 @@
+"""One user's class balance: enrolment on a device, without torch.
+
+A model meets a new voice with a bias: it hears one speaker as sad too often, another as angry.
+Played unlabelled recordings of that voice across the emotions (a few minutes of mixed speech),
+the exported model's mean answer over that speech measures that bias; dividing every later answer by it
+(and renormalising) evens the classes out for that voice. It is the prior correction of
+`edgeser adapt --balance` (`train.engine.balance_classes`), which moves the classifier's biases
+in a checkpoint; here it is eight numbers in a JSON file beside any export, applied by the
+runtime, so a Pi or a phone can enrol its user with the int8 model it already runs.
+
+It assumes the enrolment audio spans the emotions: on an hour of neutral talk it would learn to
+distrust "neutral". Measured in docs/results.md ("Balanced classes").
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+
+FORMAT = "edgeser-balance/1"
+FLOOR = 1e-4   # a class the model never gives this voice is lifted at most 1/FLOOR times
+
+
+class BalanceError(ValueError):
+    """A balance file that cannot be used: the message names the file and the problem."""
+
+
+@dataclass
+class ClassBalance:
+    labels: List[str]
+    mean: List[float]        # the model's mean answer over the enrolment speech
+    utterances: int          # answers averaged
+    seconds: float           # of speech behind them (each answer weighs its duration)
+    model: str = ""          # the export it was measured with
+
+    @classmethod
+    def from_answers(cls, labels: Sequence[str], probs: np.ndarray, seconds: Sequence[float],
+                     model: str = "") -> "ClassBalance":
+        """From answers (N, K) to N stretches of speech lasting `seconds`: their duration-weighted mean."""
+        P, w = np.asarray(probs, dtype=np.float64), np.asarray(seconds, dtype=np.float64)
+        if P.ndim != 2 or P.shape[1] != len(labels) or len(P) == 0 or w.shape != (len(P),) or not w.sum() > 0:
+            raise BalanceError(f"no answers to balance on ({P.shape} for {len(labels)} labels)")
+        mean = (w[:, None] * P).sum(0) / w.sum()
+        return cls(list(labels), [float(v) for v in mean], int(len(P)), float(w.sum()), str(model))
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        """Class probabilities (..., K) divided by the mean answer, renormalised."""
+        q = np.asarray(probs) / np.maximum(np.asarray(self.mean, dtype=np.float32), FLOOR)
+        return (q / q.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+    def rare(self, share: float = 0.25) -> List[tuple]:
+        """(label, lift) of the classes the model gave under `share` of an even share (1/K): the
+        balance lifts them `lift`-fold, which is right if the voice did express them, and wrong if
+        the recordings simply lack them."""
+        even = 1.0 / len(self.labels)
+        return [(lab, even / max(m, FLOOR)) for lab, m in zip(self.labels, self.mean) if m < share * even]
+
+    def check_labels(self, labels: Sequence[str], source: str) -> None:
+        if list(labels) != self.labels:
+            raise BalanceError(f"{source}: made for labels {', '.join(self.labels)}, the model has "
+                               f"{', '.join(labels)}")
+
+
+def write(bal: ClassBalance, path: os.PathLike) -> Path:
+    """Atomically: a half-written file never replaces a good one."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"format": FORMAT, **asdict(bal)}, indent=2))
+    os.replace(tmp, p)
+    return p
+
+
+def read(path: os.PathLike) -> ClassBalance:
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise BalanceError(f"{p}: no such balance file (make one with `edgeser enrol`)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BalanceError(f"{p}: not a balance file ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise BalanceError(f"{p}: not a balance file (format {d.get('format') if isinstance(d, dict) else None!r}, "
+                           f"expected {FORMAT!r})")
+    try:
+        bal = ClassBalance(list(map(str, d["labels"])), [float(v) for v in d["mean"]], int(d["utterances"]),
+                           float(d["seconds"]), str(d.get("model", "")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise BalanceError(f"{p}: malformed balance file ({type(e).__name__}: {e})") from None
+    if len(bal.mean) != len(bal.labels) or not all(math.isfinite(v) and v >= 0 for v in bal.mean) \
+            or not sum(bal.mean) > 0:
+        raise BalanceError(f"{p}: its mean answer must be one non-negative number per label, not all zero")
+    return bal

@@ -1,0 +1,49 @@
+"""`edgeser enrol`: one user's class balance from unlabelled recordings, on the device itself."""
+from __future__ import annotations
+
+import click
+
+
+@click.command("enrol")
+@click.argument("recordings", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="The balance file to write (JSON); then `edgeser listen --balance FILE`.")
+@click.option("--model", "model", type=click.Path(), default=None, metavar="PATH",
+              help="Export folder (or a model file in one). Default: the bundled model.")
+@click.option("--backend", type=click.Choice(["onnx", "tflite"]), default=None, help="Default: best installed.")
+@click.option("--precision", type=click.Choice(["int8", "fp32"]), default=None, help="Default: int8 if exported.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="Interpreter threads.")
+@click.option("--vad-mode", type=click.IntRange(0, 3), default=2, show_default=True,
+              help="webrtcvad aggressiveness, as for listen.")
+def enrol(recordings, out, model, backend, precision, threads, vad_mode):
+    """Balance the model's answers for one user's voice, without labels and without torch.
+
+    RECORDINGS are audio files or folders of them (a folder with a manifest.csv: its `path`
+    column): a few minutes of the user speaking across the emotions, as mixed as their days are.
+    The model's mean answer over that speech becomes the balance file; `listen --balance FILE`
+    then divides every answer by it, so that no emotion dominates that voice. Recordings of
+    mostly one emotion teach it to distrust that emotion: enrol on mixed speech.
+    """
+    from .audio import AudioError, audio_paths
+    from .balance import BalanceError, write
+    from .runtime.recognizer import RecognizerError, load
+    from .vad import VadConfig, VadUnavailable
+
+    try:
+        files = audio_paths(recordings)
+        rec = load(model, backend=backend, precision=precision, threads=threads)
+        bal, skipped = rec.enrol(files, progress=True, vad=VadConfig(mode=vad_mode))
+        for msg in skipped:
+            click.echo(f"skipped: {msg}", err=True)
+        write(bal, out)
+    except (AudioError, BalanceError, RecognizerError, VadUnavailable, OSError) as e:
+        raise click.ClickException(str(e))
+    top = sorted(zip(bal.mean, bal.labels), reverse=True)
+    click.echo(f"enrolled on {bal.utterances} utterances ({bal.seconds / 60:.1f} min of speech"
+               + (f", {len(skipped)} unreadable files skipped" if skipped else "") + f") with {rec.format} "
+               f"{rec.precision}; the model's mean answer: " + ", ".join(f"{lab} {p:.0%}" for p, lab in top)
+               + f"; balance file {out}")
+    for lab, lift in bal.rare():
+        click.echo(f"note: the model rarely heard {lab} in these recordings and the balance lifts it "
+                   f"{lift:.0f}-fold: right if they hold some {lab}, wrong if they hold none (then enrol on "
+                   "recordings that do).", err=True)

@@ -1,0 +1,108 @@
+"""`edgeser enrol` and `listen --balance`: one user's class balance made and applied by the
+runtime (a real exported model through onnxruntime, no torch on that path)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from rtmodel import EXAMPLES, edgeser_cmd, exported  # noqa: E402
+from test_listen import json_lines, one_line_error  # noqa: E402
+
+CLIP = EXAMPLES / "03a01Wa.flac"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, data_dir):
+    return exported(tmp_path_factory, data_dir, formats=("onnx",))
+
+
+@pytest.fixture(scope="module")
+def rec(model_dir):
+    from edgeser.runtime.recognizer import load
+
+    return load(model_dir)
+
+
+def voice(data_dir):
+    """One EmoDB speaker across emotions: what a user would enrol on."""
+    return sorted((data_dir / "emodb").glob("16*.flac"))[:8]
+
+
+def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec, data_dir, tmp_path):
+    from edgeser.balance import ClassBalance, read
+
+    clips = voice(data_dir)
+    out = tmp_path / "me.json"
+    r = edgeser_cmd("enrol", *clips, "--model", model_dir, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "enrolled on" in r.stdout and str(out) in r.stdout
+    bal = read(out)
+    assert bal.labels == rec.labels and bal.model == str(model_dir)
+    # the duration-weighted mean of the utterance answers the runtime gives those clips
+    utts = [u for c in clips for u in rec.predict_clip(c).utterances]
+    w = np.array([u.end_s - u.start_s for u in utts])
+    P = np.array([[u.probs[lab] for lab in rec.labels] for u in utts])
+    assert bal.utterances == len(utts) and bal.seconds == pytest.approx(w.sum(), rel=1e-6)
+    assert np.allclose(bal.mean, (w[:, None] * P).sum(0) / w.sum(), atol=1e-6)
+    assert sum(bal.mean) == pytest.approx(1, abs=1e-5)
+
+    # listen --balance: every window's answer divided by the mean, renormalised
+    plain = [x for x in rec.predict_clip(CLIP).results if x.kind == "hop" and x.probs is not None]
+    r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--json", "--balance", out)
+    assert r.returncode == 0, r.stderr
+    *results, end = json_lines(r.stdout)
+    hops = [x for x in results if x["kind"] == "hop" and x["probs"] is not None]
+    assert len(hops) == len(plain) and end["balance"] == str(out)
+    for h, p in zip(hops, plain):
+        want = bal.apply(np.array([p.probs[lab] for lab in rec.labels]))
+        assert np.allclose([h["probs"][lab] for lab in rec.labels], want, atol=2e-5)
+
+    # a voice the model hears as angry all the time: its balance lowers anger in every answer
+    angry = ClassBalance(rec.labels, [0.96 if lab == "anger" else 0.02 for lab in rec.labels], 10, 30.0)
+    rec.use_balance(angry)
+    try:
+        damped = [x for x in rec.predict_clip(CLIP).results if x.kind == "hop" and x.probs is not None]
+    finally:
+        rec.use_balance(None)
+    assert all(d.probs["anger"] < p.probs["anger"] for d, p in zip(damped, plain))
+    # the classes it lifts most are named, with how much
+    assert [lab for lab, _ in angry.rare()] == [lab for lab in rec.labels if lab != "anger"]
+    assert angry.rare()[0][1] == pytest.approx((1 / len(rec.labels)) / 0.02)
+    assert ClassBalance(rec.labels, [1 / len(rec.labels)] * len(rec.labels), 1, 1.0).rare() == []
+
+
+def test_balance_files_and_enrolment_audio_fail_clearly(model_dir, rec, data_dir, tmp_path):
+    from edgeser.balance import ClassBalance, write
+
+    other = write(ClassBalance(["happiness", "boredom"], [0.5, 0.5], 3, 9.0), tmp_path / "other.json")
+    one_line_error(edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--balance", other),
+                   str(other), "labels happiness, boredom")
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    one_line_error(edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--balance", garbage),
+                   str(garbage), "not a balance file")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "edgeser-balance/1", "labels": rec.labels, "mean": [0.0] * len(rec.labels),
+                               "utterances": 1, "seconds": 1.0}))
+    one_line_error(edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--balance", bad),
+                   str(bad), "not all zero")
+    one_line_error(edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--balance",
+                               tmp_path / "none.json"), "none.json", "no such balance file")
+    # enrolment: a broken file among good ones is reported and skipped; no audio at all is an error
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(100))
+    out = tmp_path / "me.json"
+    r = edgeser_cmd("enrol", broken, *voice(data_dir)[:3], "--model", model_dir, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert f"skipped: {broken}" in r.stderr and "1 unreadable files skipped" in r.stdout and out.is_file()
+    (tmp_path / "empty").mkdir()
+    one_line_error(edgeser_cmd("enrol", tmp_path / "empty", "--model", model_dir, "--out", tmp_path / "x.json"),
+                   str(tmp_path / "empty"), "no audio files")
+    assert not (tmp_path / "x.json").exists()
+    one_line_error(edgeser_cmd("enrol", broken, "--model", model_dir, "--out", tmp_path / "x.json"),
+                   "no speech to enrol on", "1 unreadable")
