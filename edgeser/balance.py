@@ -13,7 +13,6 @@ distrust "neutral". Measured in docs/results.md ("Balanced classes").
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -68,22 +67,16 @@ class ClassBalance:
 
 def write(bal: ClassBalance, path: os.PathLike) -> Path:
     """Atomically: a half-written file never replaces a good one."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, **asdict(bal)}, indent=2))
-    os.replace(tmp, p)
-    return p
+    from .benchreport import write_report as write_json   # the runtime's atomic JSON writer
+
+    return write_json({"format": FORMAT, **asdict(bal)}, path)
 
 
 def read(path: os.PathLike) -> ClassBalance:
+    from .benchreport import read_json
+
     p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise BalanceError(f"{p}: no such balance file (make one with `edgeser enrol`)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BalanceError(f"{p}: not a balance file ({type(e).__name__}: {e})") from None
+    d = read_json(p, BalanceError, "balance file", " (make one with `edgeser enrol`)")
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise BalanceError(f"{p}: not a balance file (format {d.get('format') if isinstance(d, dict) else None!r}, "
                            f"expected {FORMAT!r})")

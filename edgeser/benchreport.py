@@ -76,14 +76,20 @@ def write_report(report: Dict, path: os.PathLike) -> Path:
     return p
 
 
-def load_report(path: os.PathLike) -> Dict:
+def read_json(path: os.PathLike, error: type, what: str, missing_hint: str = ""):
+    """The JSON in `path`, or `error` naming the file: "no such WHAT" or "unreadable WHAT (why)"."""
     p = Path(path)
     try:
-        d = json.loads(p.read_text())
+        return json.loads(p.read_text())
     except FileNotFoundError:
-        raise BenchReportError(f"{p}: no such report") from None
+        raise error(f"{p}: no such {what}{missing_hint}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BenchReportError(f"{p}: unreadable report ({str(e).splitlines()[0]})") from None
+        raise error(f"{p}: unreadable {what} ({str(e).splitlines()[0]})") from None
+
+
+def load_report(path: os.PathLike) -> Dict:
+    p = Path(path)
+    d = read_json(p, BenchReportError, "report")
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
         got = d.get("schema") if isinstance(d, dict) else type(d).__name__
         raise BenchReportError(f"{p}: not an edgeser bench report (schema {got!r}, expected {SCHEMA!r})")

@@ -10,22 +10,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rtmodel import EXAMPLES, edgeser_cmd, exported  # noqa: E402
-from test_listen import json_lines, one_line_error  # noqa: E402
-
-CLIP = EXAMPLES / "03a01Wa.flac"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, data_dir):
-    return exported(tmp_path_factory, data_dir, formats=("onnx",))
-
-
-@pytest.fixture(scope="module")
-def rec(model_dir):
-    from edgeser.runtime.recognizer import load
-
-    return load(model_dir)
+from rtmodel import edgeser_cmd  # noqa: E402
+from test_listen import CLIP, json_lines, model_dir, one_line_error, rec  # noqa: E402,F401  (fixtures)
 
 
 def voice(data_dir):
@@ -85,7 +71,7 @@ def test_balance_files_and_enrolment_audio_fail_clearly(model_dir, rec, data_dir
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{not json")
     one_line_error(edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--balance", garbage),
-                   str(garbage), "not a balance file")
+                   str(garbage), "unreadable balance file")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "edgeser-balance/1", "labels": rec.labels, "mean": [0.0] * len(rec.labels),
                                "utterances": 1, "seconds": 1.0}))
