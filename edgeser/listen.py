@@ -82,6 +82,8 @@ class ResultPrinter:
             parts.append(f"overall: {info['label']} {info['confidence']:.2f}")
         if info.get("overflows"):
             parts.append(f"{info['overflows']} input overflow(s) skipped")
+        if info.get("balance"):
+            parts.append(f"answers balanced by {info['balance']}")
         click.echo("summary: " + "; ".join(parts))
 
 

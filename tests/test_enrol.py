@@ -48,6 +48,9 @@ def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec,
         want = bal.apply(np.array([p.probs[lab] for lab in rec.labels]))
         assert np.allclose([h["probs"][lab] for lab in rec.labels], want, atol=2e-5)
 
+    r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--no-hops", "--balance", out)
+    assert r.returncode == 0 and f"answers balanced by {out}" in r.stdout.splitlines()[-1], r.stdout
+
     # a voice the model hears as angry all the time: its balance lowers anger in every answer
     angry = ClassBalance(rec.labels, [0.96 if lab == "anger" else 0.02 for lab in rec.labels], 10, 30.0)
     rec.use_balance(angry)
