@@ -30,8 +30,6 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    import numpy as np
-
     from edgeser.export.clips import heldout
     from edgeser.runtime.recognizer import load
     from edgeser.train.checkpoint import load_checkpoint
@@ -45,23 +43,19 @@ def main(argv=None) -> int:
     y = data.y.tolist()
     speakers = [c.speaker for c in data.clips]
 
-    def answers():
-        """Per clip, the index of its summary label (-1 where no speech was found)."""
-        out = []
-        for p in paths:
-            s = rec.predict_clip(p).summary
-            out.append(labels.index(s.label) if s is not None else -1)
-        return out
+    def answer(path):
+        """The index of the clip's summary label (-1 where no speech was found)."""
+        s = rec.predict_clip(path).summary
+        return labels.index(s.label) if s is not None else -1
 
     t0 = time.time()
-    plain = answers()
+    plain = [answer(p) for p in paths]
     balanced = list(plain)
     for fit, score in enrolment_pairs(speakers):
         bal, _ = rec.enrol([paths[i] for i in fit])
         rec.use_balance(bal)
         for i in score:
-            s = rec.predict_clip(paths[i]).summary
-            balanced[i] = labels.index(s.label) if s is not None else -1
+            balanced[i] = answer(paths[i])
         rec.use_balance(None)
     rows = {"unbalanced": report(y, plain, labels),
             "enrolled (balance from the speaker's other clips)": report(y, balanced, labels)}

@@ -32,8 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("reports", nargs="+", type=Path, help="JSON reports written by cv_rescore.py --json")
     args = ap.parse_args(argv)
     for path in args.reports:
-        s = summarise(json.loads(path.read_text()))
         rep = json.loads(path.read_text())
+        s = summarise(rep)
         how = f"steps {rep.get('adapt_steps', 0)}, balance {'yes' if rep.get('balance') else 'no'}, speeds {len(rep.get('speeds', [1]))}"
         print(f"{path.name} ({how})")
         for p, v in s.items():

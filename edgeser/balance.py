@@ -37,16 +37,6 @@ class ClassBalance:
     seconds: float           # of speech behind them (each answer weighs its duration)
     model: str = ""          # the export it was measured with
 
-    @classmethod
-    def from_answers(cls, labels: Sequence[str], probs: np.ndarray, seconds: Sequence[float],
-                     model: str = "") -> "ClassBalance":
-        """From answers (N, K) to N stretches of speech lasting `seconds`: their duration-weighted mean."""
-        P, w = np.asarray(probs, dtype=np.float64), np.asarray(seconds, dtype=np.float64)
-        if P.ndim != 2 or P.shape[1] != len(labels) or len(P) == 0 or w.shape != (len(P),) or not w.sum() > 0:
-            raise BalanceError(f"no answers to balance on ({P.shape} for {len(labels)} labels)")
-        mean = (w[:, None] * P).sum(0) / w.sum()
-        return cls(list(labels), [float(v) for v in mean], int(len(P)), float(w.sum()), str(model))
-
     def apply(self, probs: np.ndarray) -> np.ndarray:
         """Class probabilities (..., K) divided by the mean answer, renormalised."""
         q = np.asarray(probs) / np.maximum(np.asarray(self.mean, dtype=np.float32), FLOOR)

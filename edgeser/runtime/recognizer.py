@@ -183,23 +183,21 @@ class Recognizer:
         from ..progress import iterate
 
         kept, self.balance = self.balance, None
-        answers, seconds, skipped = [], [], []
+        utts, skipped = [], []
         try:
             for path in iterate(paths, "enrolling", unit="file", enabled=progress):
                 try:
-                    res = self.predict_clip(path, **stream_opts)
+                    utts += self.predict_clip(path, **stream_opts).utterances
                 except AudioError as e:
                     skipped.append(str(e))
-                    continue
-                for u in res.utterances:
-                    answers.append([u.probs[lab] for lab in self.labels])
-                    seconds.append(max(u.end_s - u.start_s, 1e-3))   # as summarize weighs them
         finally:
             self.balance = kept
-        if not answers:
+        mean = summarize(utts, self.labels)     # the duration-weighted mean, as for a clip's summary
+        if mean is None:
             raise RecognizerError(f"{len(paths)} file(s): no speech to enrol on"
                                   + (f" ({len(skipped)} unreadable)" if skipped else ""))
-        return ClassBalance.from_answers(self.labels, np.array(answers), seconds, str(self.folder)), skipped
+        return ClassBalance(self.labels, [mean.probs[lab] for lab in self.labels], len(utts),
+                            float(sum(u.end_s - u.start_s for u in utts)), str(self.folder)), skipped
 
     def snapshot(self) -> Tuple[List[np.ndarray], np.ndarray]:
         """(state, feature ring) after window_frames of zeros from zero state; do not modify."""
