@@ -63,9 +63,6 @@ def _train_options(f):
                           "running level estimate leaves)."),
         click.option("--specaug", default=0, show_default=True, type=click.IntRange(0, 4),
                      help="Band masks and time masks per training window on the filterbank map (SpecAugment)."),
-        click.option("--band-warp", default=0.0, show_default=True, type=click.FloatRange(0, 0.3),
-                     help="Warp each training window's filterbank map in frequency by a random factor within "
-                          "1 +- this (formants and pitch move, tempo stays; filterbank presets only)."),
         click.option("--mixup", default=0.2, show_default=True, type=click.FloatRange(0, 2),
                      help="Mix pairs of training windows and their labels, weight ~ Beta(a, a); 0: off."),
         click.option("--ema-epochs", default=0.0, show_default=True, type=click.FloatRange(0),

@@ -223,8 +223,6 @@ class FilterbankStem(QuantSim):
         mel = lambda f: 2595 * math.log10(1 + f / 700)
         imel = lambda m: 700 * (10 ** (m / 2595) - 1)
         lo, hi = mel(60.0), mel(sample_rate / 2 * 0.95)
-        # where the bands started (not a buffer: checkpoints stay as they were); warp_bands uses them
-        self.centres_hz = [imel(lo + (hi - lo) * b / (bands - 1)) for b in range(bands)]
         t = torch.arange(kernel, dtype=torch.float32) - (kernel - 1) / 2
         win = torch.hann_window(kernel, periodic=False)
         w = torch.zeros(2 * bands, 1, kernel)
@@ -278,22 +276,6 @@ class FilterbankStem(QuantSim):
         return self.q(self.norm(torch.log(e + self.floor)))
 
 
-def warp_bands(x: torch.Tensor, centres_hz, max_warp: float) -> torch.Tensor:
-    """Vocal-tract-length perturbation on the filterbank map (B, T, bands, L): per window, every band
-    takes the energy found at its centre frequency times a random factor within 1 +- max_warp
-    (linear interpolation between the mel-spaced bands, edges held). Formants and pitch move, tempo
-    does not: speed perturbation moves all three together."""
-    B, T, F_, L = x.shape
-    mel = lambda f: 2595 * torch.log10(1 + f / 700)
-    m = mel(torch.tensor(centres_hz, dtype=torch.float64))
-    alpha = 1 + (torch.rand(B, 1, dtype=torch.float64) * 2 - 1) * max_warp
-    idx = ((mel(m.new_tensor(centres_hz)[None] * alpha) - m[0]) / (m[1] - m[0])).clamp(0, F_ - 1)
-    i0 = idx.floor().long().clamp(max=F_ - 2)
-    w = (idx - i0).to(x.dtype).to(x.device)[:, None, :, None]
-    i0 = i0.to(x.device)[:, None, :, None].expand(B, T, F_, L)
-    return torch.gather(x, 2, i0) * (1 - w) + torch.gather(x, 2, i0 + 1) * w
-
-
 def mask_bands_and_time(x: torch.Tensor, masks: int, max_band_share: float = 0.125,
                         max_time_share: float = 0.1) -> torch.Tensor:
     """SpecAugment on the filterbank map (B, T, bands, L): per window, `masks` bands ranges and
@@ -337,7 +319,6 @@ class Frontend(QuantSim):
         self.blocks = nn.ModuleList(blocks)
         self.feature_dim = 2 * cfg.channels[-1]
         self.specaug = 0  # masks per window while training (set by the trainer; see mask_bands_and_time)
-        self.band_warp = 0.0  # largest frequency warp while training (set by the trainer; see warp_bands)
 
     def forward(self, frames: torch.Tensor, state: Optional[State] = None):
         """frames: (B, T, frame_samples) -> features (B, T, D), state list of (h, c)."""
@@ -346,8 +327,6 @@ class Frontend(QuantSim):
             B, T, _, n = x.shape
             s = self.stem(x.reshape(B * T, 1, n))
             x = s.reshape(B, T, s.shape[1], s.shape[2])
-            if self.training and self.band_warp:
-                x = warp_bands(x, self.stem.centres_hz, self.band_warp)
             if self.training and self.specaug:
                 x = mask_bands_and_time(x, self.specaug)
         new_state: State = []
