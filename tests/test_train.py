@@ -458,3 +458,27 @@ def test_train_also_corpus_joins_every_fold_and_is_never_tested(corpus, data_dir
     res = CliRunner().invoke(cli, ["evaluate", "--data", str(corpus), "--folds", "2", "--epochs", "1",
                                    "--train-also", str(bored), "--out", str(tmp_path / "x"), *TINY])
     assert res.exit_code != 0 and "none of its clips" in res.output and "Traceback" not in res.output
+
+
+def test_train_speakers_trains_each_fold_on_fewer_voices_and_tests_the_same_clips(corpus, tmp_path):
+    import csv
+
+    out = tmp_path / "cv"
+    res = run(["evaluate", "--data", str(corpus), "--cv", "speaker", "--folds", "2", "--epochs", "1",
+               "--val-fraction", "0", "--train-speakers", "1", "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    cv = json.loads((out / "cv.json").read_text())
+    assert cv["train_speakers"] == 1
+    main = list(csv.DictReader(open(corpus / "manifest.csv")))
+    assert sum(len(f["paths"]) for f in cv["folds"]) == len(main)          # every clip still tested once
+    for fold in cv["folds"]:
+        meta = load_checkpoint(out / f"fold{fold['fold']}" / "best.pt")["meta"]
+        assert len(meta["train_speakers"]) == 1                           # one of the fold's two
+        assert not set(meta["train_speakers"]) & set(fold["test_speakers"])
+        assert meta["summary"].startswith(f"{len(main) // 4} clips, 1 speakers")   # 4 speakers alike
+    res = CliRunner().invoke(cli, ["evaluate", "--data", str(corpus), "--cv", "speaker", "--folds", "2",
+                                   "--epochs", "1", "--train-speakers", "3", "--out", str(tmp_path / "x"), *TINY])
+    assert res.exit_code != 0 and "only 2 training speakers" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(corpus),
+                                   "--train-speakers", "1"])
+    assert res.exit_code != 0 and "--train-speakers" in res.output and "Traceback" not in res.output

@@ -259,11 +259,16 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
               help="A corpus whose clips join every fold's training set and are never tested: more "
                    "speakers for the folds of --data (e.g. RAVDESS beside EmoDB's folds). Its clips with "
                    "labels that --data lacks are left out. Repeatable.")
+@click.option("--train-speakers", "train_speakers", default=0, show_default=True, type=click.IntRange(0), metavar="N",
+              help="With --cv: each fold trains on only N of its training speakers (spread over their sorted "
+                   "list), tested on the same speakers as ever: run it for a few N to see whether more voices "
+                   "would pay. 0: all of them.")
 @click.option("--qat", is_flag=True, help="Train every fold with simulated int8 activations (see train --qat).")
 @click.option("--cell-clip", type=click.FloatRange(0), default=None, metavar="C",
               help="Clamp every ConvLSTM cell state to +-C (see train --cell-clip).")
 @_train_options
-def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance, init, train_also, qat, cell_clip,
+def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance, init, train_also,
+             train_speakers, qat, cell_clip,
              preset, window_s, labels, merge, val_fraction, cache_dir, **train_opts):
     """Speaker-independent cross-validation, or test a trained model on any corpus.
 
@@ -281,6 +286,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
         raise click.UsageError("--teacher is for training: give it with --cv, not with --model")
     if model_path and train_also:
         raise click.UsageError("--train-also is for training: give it with --cv, not with --model")
+    if model_path and train_speakers:
+        raise click.UsageError("--train-speakers is for training: give it with --cv, not with --model")
     if (adapt_steps or balance) and not speaker_adapt:
         raise click.UsageError(f"{'--adapt-steps' if adapt_steps else '--balance'} refines the --speaker-adapt "
                                "scores: give both")
@@ -301,7 +308,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
         also = _load_train_also(train_also, labels, merge, found, cache) if train_also else []
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
         res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt,
-                             train_also=also, how=how)
+                             train_also=also, how=how, train_speakers=train_speakers)
         res["command"] = " ".join(sys.argv)
         res["merges"] = merges
         save_report(res, out_p, "cv")

@@ -220,6 +220,15 @@ def speaker_folds(clips: Sequence[Clip], k: int) -> List[List[str]]:
     return [list(a) for a in np.array_split(np.array(speakers, dtype=object), k)]
 
 
+def evenly_spaced(speakers: Sequence[str], n: int) -> List[str]:
+    """n of the speakers, spread evenly over their sorted list (RAVDESS's alternate male and
+    female actor numbers then stay about half and half)."""
+    speakers = sorted(speakers)
+    if not 1 <= n <= len(speakers):
+        raise DataError(f"cannot pick {n} of {len(speakers)} speakers")
+    return [speakers[i] for i in np.unique(np.round(np.linspace(0, len(speakers) - 1, n)).astype(int))]
+
+
 # one validation speaker made early stopping a coin toss: on EmoDB's leave-one-speaker-out folds
 # (9 training speakers, 1 held out at 0.15) three folds stopped at epoch 32 after a best epoch of
 # 12-13; two lifted its UA from 58.8% to 62.6% (docs/results.md)

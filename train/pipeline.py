@@ -11,8 +11,8 @@ import numpy as np
 
 from edgeser import labels as L
 
-from .data import AudioCache, Clip, DataError, corpus_licence, read_corpus, select, speaker_folds, \
-    split_validation, summary
+from .data import AudioCache, Clip, DataError, corpus_licence, evenly_spaced, read_corpus, select, \
+    speaker_folds, split_validation, summary
 from .metrics import plot_confusion, plot_history, report, write_json
 
 
@@ -171,11 +171,26 @@ def fold_teachers(runs: Sequence[str], fold: int, test_speakers: Sequence[str]) 
     return tuple(out)
 
 
+def fold_clips(clips: Sequence[Clip], test_speakers: Sequence[str], train_speakers: int = 0) -> List[Clip]:
+    """A fold's clips: its test speakers' and its training speakers', only `train_speakers` of
+    the latter where that is > 0."""
+    if not train_speakers:
+        return list(clips)
+    others = sorted({c.speaker for c in clips} - set(test_speakers))
+    if train_speakers > len(others):
+        raise DataError(f"--train-speakers {train_speakers}: a fold has only {len(others)} training speakers")
+    keep = set(test_speakers) | set(evenly_spaced(others, train_speakers))
+    return [c for c in clips if c.speaker in keep]
+
+
 def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int, jobs: int = 1,
                    val_fraction: float = 0.15, cache_dir: Optional[str] = None, resume: bool = False,
-                   speaker_adapt: bool = False, train_also: Sequence[Clip] = (), how=None) -> Dict:
+                   speaker_adapt: bool = False, train_also: Sequence[Clip] = (), how=None,
+                   train_speakers: int = 0) -> Dict:
     """k folds of `clips`' speakers; `train_also` clips join every fold's training set, never a test set.
-    speaker_adapt: also score the adapted protocols (adapted_probs, with `how`, an engine.Adaptation)."""
+    speaker_adapt: also score the adapted protocols (adapted_probs, with `how`, an engine.Adaptation).
+    train_speakers > 0: each fold trains on only that many of its training speakers (evenly_spaced),
+    the same test speakers scored: how accuracy grows with the number of voices."""
     from .engine import Adaptation
 
     how = how or Adaptation()
@@ -185,7 +200,8 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
     clash = {c.speaker for c in train_also} & {c.speaker for c in clips}
     if clash:
         raise DataError(f"speakers {', '.join(sorted(clash))} are both in the folds and in the training-only data")
-    tasks = [(k, g, list(clips) + list(train_also), model_cfg, replace(tcfg, teachers=fold_teachers(tcfg.teachers, k, g)),
+    tasks = [(k, g, fold_clips(clips, g, train_speakers) + list(train_also), model_cfg,
+              replace(tcfg, teachers=fold_teachers(tcfg.teachers, k, g)),
               str(out), val_fraction, cache_dir, resume, speaker_adapt, how)
              for k, g in enumerate(groups)]
     results = []
@@ -218,6 +234,8 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
             res[key] = report(y_true, sum((r[FOLD_FIELDS[key]] for r in results), []), model_cfg.labels)
             res[key]["note"] = adapted_note(key, how)
         res.update(how.fields())
+    if train_speakers:
+        res["train_speakers"] = train_speakers
     return res
 
 
