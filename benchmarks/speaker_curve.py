@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("reports", nargs="+", type=Path, help="cv.json files or `evaluate --cv` output folders")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--png", type=Path, default=None)
+    ap.add_argument("--target", type=float, default=None, metavar="UA",
+                    help="a UA (e.g. 0.65): where each fit would reach it, extrapolated, and the line on the plot")
     args = ap.parse_args(argv)
 
     runs = []
@@ -84,7 +86,11 @@ def main(argv=None) -> int:
         if len({n for n, _ in pts}) >= 2:
             a, b = fit_log2(*zip(*pts))
             fits[name] = {"a": a, "gain_per_doubling": b}
-            print(f"{name}: UA = {a:.1%} + {b:.1%} x log2(speakers)")
+            line = f"{name}: UA = {a:.1%} + {b:.1%} x log2(speakers)"
+            if args.target and b > 0:
+                fits[name]["speakers_at_target"] = float(2 ** ((args.target - a) / b))
+                line += f"; {args.target:.0%} at {fits[name]['speakers_at_target']:.0f} speakers if the trend held"
+            print(line)
     if args.png:
         import matplotlib
 
@@ -96,11 +102,18 @@ def main(argv=None) -> int:
             pts = [(r["train_speakers"], r[name]) for r in runs if name in r]
             ax.scatter([n for n, _ in pts], [100 * u for _, u in pts], color=color, alpha=0.6)
             xs = np.array(sorted({n for n, _ in pts}))
-            ax.plot(xs, 100 * (fit["a"] + fit["gain_per_doubling"] * np.log2(xs)), color=color,
-                    label=f"{name}: +{100 * fit['gain_per_doubling']:.1f} points per doubling")
+            line = lambda x: 100 * (fit["a"] + fit["gain_per_doubling"] * np.log2(x))
+            ax.plot(xs, line(xs), color=color, label=f"{name}: +{100 * fit['gain_per_doubling']:.1f} points per doubling")
+            if "speakers_at_target" in fit and fit["speakers_at_target"] > xs[-1]:
+                ext = np.array([xs[-1], fit["speakers_at_target"]])
+                ax.plot(ext, line(ext), color=color, linestyle="--", alpha=0.6)
+        if args.target:
+            ax.axhline(100 * args.target, color="grey", linestyle=":", label=f"target {args.target:.0%}")
         ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(by))
-        ax.set_xticklabels([str(n) for n in sorted(by)])
+        ticks = sorted(by) + sorted({round(f["speakers_at_target"]) for f in fits.values()
+                                     if f.get("speakers_at_target", 0) > max(by)})
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(n) for n in ticks])
         ax.set_xlabel("training speakers per fold")
         ax.set_ylabel("UA (%)")
         ax.grid(alpha=0.3)

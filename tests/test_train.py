@@ -476,6 +476,14 @@ def test_train_speakers_trains_each_fold_on_fewer_voices_and_tests_the_same_clip
         assert len(meta["train_speakers"]) == 1                           # one of the fold's two
         assert not set(meta["train_speakers"]) & set(fold["test_speakers"])
         assert meta["summary"].startswith(f"{len(main) // 4} clips, 1 speakers")   # 4 speakers alike
+    # benchmarks/speaker_curve.py reads the count from the report, or from the folds where it is absent
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from speaker_curve import fit_log2, training_speakers
+
+    assert training_speakers(cv) == 1
+    assert training_speakers({k: v for k, v in cv.items() if k != "train_speakers"}) == 2
+    a, b = fit_log2([3, 6, 12], [0.40, 0.45, 0.50])
+    assert (a, b) == (pytest.approx(0.40 - 0.05 * np.log2(3)), pytest.approx(0.05))
     res = CliRunner().invoke(cli, ["evaluate", "--data", str(corpus), "--cv", "speaker", "--folds", "2",
                                    "--epochs", "1", "--train-speakers", "3", "--out", str(tmp_path / "x"), *TINY])
     assert res.exit_code != 0 and "only 2 training speakers" in res.output and "Traceback" not in res.output
