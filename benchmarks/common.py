@@ -16,6 +16,16 @@ from edgeser.benchreport import write_report as write_json  # noqa: E402  atomic
 from edgeser.benchstats import load_average  # noqa: E402
 
 
+def corpora_parser(doc: str):
+    """The command line of the per-corpus statistics scripts: corpus folders and --json."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("corpora", nargs="+", help="corpus folders (a manifest.csv, or RAVDESS/EmoDB naming)")
+    ap.add_argument("--json", type=Path, default=None)
+    return ap
+
+
 def data_root() -> Path:
     """The corpora: $EDGESER_DATA, else ../shared/data beside the repo (CI and fresh clones)."""
     env = os.environ.get("EDGESER_DATA")

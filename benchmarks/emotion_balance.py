@@ -6,14 +6,13 @@ voice's adaptation audio spans the emotions about evenly; this says how far a co
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import write_json  # noqa: E402
+from common import corpora_parser, write_json  # noqa: E402
 
 
 def speaker_ratios(clips):
@@ -28,10 +27,7 @@ def speaker_ratios(clips):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("corpora", nargs="+", help="corpus folders (a manifest.csv, or RAVDESS/EmoDB naming)")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
+    args = corpora_parser(__doc__).parse_args(argv)
     from edgeser.train.data import read_corpus
 
     out = {}

@@ -7,7 +7,6 @@ cue; this says how much of it a corpus has to erase.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import write_json  # noqa: E402
+from common import corpora_parser, write_json  # noqa: E402
 
 
 def clip_db(x: np.ndarray) -> float:
@@ -37,10 +36,7 @@ def relative_levels(levels):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("corpora", nargs="+", help="corpus folders (a manifest.csv, or RAVDESS/EmoDB naming)")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
+    args = corpora_parser(__doc__).parse_args(argv)
     from edgeser.audio import AudioError, read_clip, trim_silence
     from edgeser.progress import iterate
     from edgeser.train.data import read_corpus
