@@ -80,9 +80,9 @@ def main(argv=None) -> int:
         table.append({"train_speakers": n, "runs": len(rs), **cells})
         fmt = lambda v, k: f"{v:.1%} ({', '.join(f'{r[k]:.1%}' for r in rs if k in r)})" if v is not None else "–"
         print(f"{n:8d} {len(rs):5d} {fmt(cells['unadapted'], 'unadapted'):>16s} {fmt(cells['enrolled'], 'enrolled'):>16s}")
+    points = {name: [(r["train_speakers"], r[name]) for r in runs if name in r] for name in PROTOCOLS}
     fits = {}
-    for name in PROTOCOLS:
-        pts = [(r["train_speakers"], r[name]) for r in runs if name in r]
+    for name, pts in points.items():
         if len({n for n, _ in pts}) >= 2:
             a, b = fit_log2(*zip(*pts))
             fits[name] = {"a": a, "gain_per_doubling": b}
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
 
         fig, ax = plt.subplots(figsize=(6, 4))
         for (name, fit), color in zip(fits.items(), ("tab:blue", "tab:orange")):
-            pts = [(r["train_speakers"], r[name]) for r in runs if name in r]
+            pts = points[name]
             ax.scatter([n for n, _ in pts], [100 * u for _, u in pts], color=color, alpha=0.6)
             xs = np.array(sorted({n for n, _ in pts}))
             line = lambda x: 100 * (fit["a"] + fit["gain_per_doubling"] * np.log2(x))
