@@ -9,6 +9,10 @@ A variant is `adabn` (statistics only) or `OBJECTIVE:PARAMS:STEPS:LR`:
 - PARAMS `bn`: the batch-norm weights only; `all`: every weight but the classifier;
 - full-batch Adam steps at learning rate LR.
 `im:all:10:1e-4` is `engine.infomax_adapt` with its defaults, the landed choice.
+`shot:all:STEPS:LR:BETA` adds SHOT's second term (Liang et al., 2020): each window's pseudo-label
+is its nearest class centroid (cosine) among the embeddings of the speaker's windows, centroids
+weighted by the answers and then refitted once on the hard labels; BETA times the cross-entropy
+against those labels joins the information-maximisation loss; labels are refreshed every step.
 
     python benchmarks/infomax_choice.py runs/noval120 --variants adabn,im:bn:10:1e-3,im:all:10:1e-4
     python benchmarks/infomax_choice.py --model runs/xc_sb_sp2_s0/best.pt --data ../shared/data/emodb
@@ -37,7 +41,7 @@ def tuned(model, audio, variant):
     m = adapt_batchnorm(model, audio)
     if variant == "adabn":
         return m
-    objective, params, steps, lr = variant.split(":")
+    objective, params, steps, lr, *beta = variant.split(":")
     if (objective, params) == ("im", "all"):
         return infomax_adapt(m, audio, int(steps), float(lr))
     m = copy.deepcopy(m).eval()
@@ -51,15 +55,32 @@ def tuned(model, audio, variant):
     W = torch.from_numpy(np.concatenate([eval_windows(x, m.cfg.window_samples) for x in audio]))
     opt = torch.optim.Adam(chosen, lr=float(lr))
     for _ in range(int(steps)):
-        P = torch.softmax(m(W)[0], -1)
+        logits, emb = m(W)
+        P = torch.softmax(logits, -1)
         loss = -(P * torch.log(P + 1e-8)).sum(1).mean()
-        if objective == "im":
+        if objective in ("im", "shot"):
             mean = P.mean(0)
             loss = loss + (mean * torch.log(mean + 1e-8)).sum()
+        if objective == "shot":
+            loss = loss + float(beta[0]) * torch.nn.functional.cross_entropy(logits, pseudo_labels(emb, P))
         opt.zero_grad()
         loss.backward()
         opt.step()
     return m
+
+
+def pseudo_labels(emb, P):
+    """SHOT's self-supervised labels: nearest centroid by cosine, centroids first weighted by the
+    answers P, then refitted on those hard labels."""
+    import torch
+
+    f = torch.nn.functional.normalize(emb.detach(), dim=1)
+    weights = P.detach()
+    for _ in range(2):
+        centroids = torch.nn.functional.normalize(weights.T @ f / (weights.sum(0)[:, None] + 1e-8), dim=1)
+        labels = (f @ centroids.T).argmax(1)
+        weights = torch.nn.functional.one_hot(labels, P.shape[1]).to(f)
+    return labels
 
 
 def main(argv=None) -> int:
