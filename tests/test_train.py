@@ -490,3 +490,22 @@ def test_train_speakers_trains_each_fold_on_fewer_voices_and_tests_the_same_clip
     res = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(corpus),
                                    "--train-speakers", "1"])
     assert res.exit_code != 0 and "--train-speakers" in res.output and "Traceback" not in res.output
+
+
+def test_shot_pseudo_labels_follow_the_embedding_clusters_where_the_answers_err():
+    # benchmarks/infomax_choice.py's SHOT variant: a window's pseudo-label is its nearest class
+    # centroid, so windows of one embedding cluster share a label even where the answers disagree
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from infomax_choice import pseudo_labels
+
+    g = torch.Generator().manual_seed(0)
+    truth = torch.arange(3).repeat_interleave(20)
+    emb = torch.eye(8)[truth] * 5 + 0.3 * torch.randn(60, 8, generator=g)
+    answered = truth.clone()
+    answered[::4] = (truth[::4] + 1) % 3          # a quarter of the answers wrong
+    P = torch.full((60, 3), 0.1)
+    P[torch.arange(60), answered] = 0.8
+    assert (P.argmax(1) != truth).sum() == 15
+    assert torch.equal(pseudo_labels(emb, P), truth)
