@@ -42,6 +42,8 @@ def tuned(model, audio, variant):
     if variant == "adabn":
         return m
     objective, params, steps, lr, *beta = variant.split(":")
+    if (objective == "shot") != bool(beta):
+        raise SystemExit(f"variant {variant}: BETA (a fifth field) goes with shot, and only with it")
     if (objective, params) == ("im", "all"):
         return infomax_adapt(m, audio, int(steps), float(lr))
     m = copy.deepcopy(m).eval()
