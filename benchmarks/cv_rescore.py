@@ -78,13 +78,12 @@ def vote(runs):
 
 
 def speeds_arg(text: str):
+    from edgeser.train.pipeline import parse_speeds
+
     try:
-        speeds = [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--speeds: not a list of numbers: {text!r}")
-    if not speeds or any(not 0.5 <= s <= 2.0 for s in speeds):
-        raise argparse.ArgumentTypeError(f"--speeds: each speed must lie in 0.5..2, got {text!r}")
-    return speeds
+        return list(parse_speeds(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def load_runs(runs):
@@ -194,10 +193,9 @@ def main(argv=None) -> int:
     import torch
 
     from edgeser.train.checkpoint import model_from_checkpoint
-    from edgeser.train.data import change_speed
-    from edgeser.train.engine import Adaptation, predict_probs
+    from edgeser.train.engine import Adaptation
     from edgeser.train.metrics import report
-    from edgeser.train.pipeline import adapted_probs, decide
+    from edgeser.train.pipeline import decide, scored_probs
 
     torch.set_num_threads(max(1, args.threads))
     how = Adaptation(args.adapt_steps, args.balance or args.balance_only, statistics=not args.balance_only)
@@ -211,11 +209,7 @@ def main(argv=None) -> int:
         total = {p: 0.0 for p in PROTOCOLS}
         for name, ck in zip(sources, g["models"]):
             model = model_from_checkpoint(ck)
-            probs = {p: 0.0 for p in PROTOCOLS}
-            for speed in args.speeds:
-                played = [change_speed(x, speed) for x in g["audio"]]
-                for key, p in {"unadapted": predict_probs(model, played), **adapted_probs(model, played, g["speakers"], how)}.items():
-                    probs[key] = probs[key] + p / len(args.speeds)
+            probs = scored_probs(model, g["audio"], g["speakers"], True, how, args.speeds)
             for key, p in probs.items():
                 preds[(name, key)] += decide(p, g["allowed"])
                 total[key] = total[key] + p

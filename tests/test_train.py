@@ -224,6 +224,20 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     again = json.loads((tmp_path / "bal.json").read_text())
     assert again["balance"] is True
     assert again["rows"]["enrolment (not transductive)"]["UA"] == pytest.approx(bal["enrolled"]["UA"])
+    # test-time speed averaging: recorded, the same in both tools, and not the plain score
+    res = run(["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(corpus), "--speaker-adapt",
+               "--speeds", "0.8,1.25", "--out", str(tmp_path / "sp")])
+    assert res.exit_code == 0, res.output
+    sp = json.loads((tmp_path / "sp" / "test.json").read_text())
+    assert sp["speeds"] == [0.8, 1.25] and "speeds" not in bal
+    assert cv_rescore.main(["--model", str(out / "fold0" / "best.pt"), "--data", str(corpus), "--speeds", "0.8,1.25",
+                            "--json", str(tmp_path / "sp.json")]) == 0
+    again = json.loads((tmp_path / "sp.json").read_text())["rows"]
+    assert again["unadapted"]["UA"] == pytest.approx(sp["UA"])
+    assert again["enrolment (not transductive)"]["UA"] == pytest.approx(sp["enrolled"]["UA"])
+    res = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(corpus),
+                                   "--speeds", "1,3", "--out", str(tmp_path / "bad")])
+    assert res.exit_code != 0 and "--speeds" in res.output and "0.5..2" in res.output and "Traceback" not in res.output
     for flag in ("--adapt-steps", "--balance"):
         res = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(corpus),
                                        flag, *(["2"] if flag == "--adapt-steps" else []), "--out", str(tmp_path / "bad")])
@@ -345,6 +359,28 @@ def test_enrolment_never_scores_a_clip_with_statistics_that_saw_it():
         assert fit and not set(fit) & set(score)
         assert len({speakers[i] for i in list(fit) + list(score)}) == 1
 
+
+
+def test_speed_averaged_scores_are_the_mean_of_each_speed():
+    from edgeser.train.model import SERModel, preset
+    from edgeser.train.pipeline import parse_speeds, scored_probs
+
+    torch.manual_seed(0)
+    model = SERModel(preset("tiny", labels=("neutral", "anger", "sadness"))).eval()
+    rng = np.random.default_rng(0)
+    audio = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 24000, 20000, 30000)]
+    speakers = ["a", "a", "b", "b"]
+    one = {s: scored_probs(model, audio, speakers, True, speeds=(s,)) for s in (0.8, 1.0, 1.25)}
+    both = scored_probs(model, audio, speakers, True, speeds=(0.8, 1.25))
+    assert set(both) == {"unadapted", "speaker_adapted", "enrolled"}
+    for key, p in both.items():
+        assert np.allclose(p, (one[0.8][key] + one[1.25][key]) / 2, atol=1e-6)
+        assert np.abs(p - one[1.0][key]).max() > 1e-5   # the speeds change what the model hears
+    assert set(scored_probs(model, audio, speakers)) == {"unadapted"}
+    assert parse_speeds("0.9, 1,1.1") == (0.9, 1.0, 1.1)
+    for bad in ("", "fast", "0.4,1", "1,2.5"):
+        with pytest.raises(ValueError, match="--speeds"):
+            parse_speeds(bad)
 
 def test_speaker_batches_option_trains_and_validates_per_speaker(corpus, tmp_path):
     res = run(["train", "--data", str(corpus), "--epochs", "1", "--speaker-batches", "--out", str(tmp_path / "s"), *TINY])

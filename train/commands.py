@@ -251,6 +251,10 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
               help="With --speaker-adapt: then lower each class's classifier bias by the log of the adapted "
                    "model's mean answer on the same clips, so that no class dominates one voice (as `edgeser "
                    "adapt --balance`). Assumes each speaker's clips span the emotions.")
+@click.option("--speeds", default="1", show_default=True, metavar="S1,S2,..",
+              help="Score every test clip as the mean over these playback speeds (test-time augmentation, "
+                   "one pass per speed, and with --speaker-adapt one adaptation per speed), e.g. "
+                   "0.8,0.9,1,1.1,1.2: about two points of UA for five times the compute (docs/results.md).")
 @click.option("--init", "init", type=click.Path(), default=None, metavar="CKPT",
               help="Every fold starts from this checkpoint's weights and model config (--preset is ignored), "
                    "e.g. a model trained on another corpus; with other labels its classifier's output layer "
@@ -267,7 +271,8 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
 @click.option("--cell-clip", type=click.FloatRange(0), default=None, metavar="C",
               help="Clamp every ConvLSTM cell state to +-C (see train --cell-clip).")
 @_train_options
-def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance, init, train_also,
+def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance, speeds, init,
+             train_also,
              train_speakers, qat, cell_clip,
              preset, window_s, labels, merge, val_fraction, cache_dir, **train_opts):
     """Speaker-independent cross-validation, or test a trained model on any corpus.
@@ -279,7 +284,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     from .data import DataError
     from .engine import Adaptation
     from .metrics import format_report
-    from .pipeline import cross_validate, save_report, test_model
+    from .pipeline import cross_validate, parse_speeds, save_report, test_model
 
     out_p = Path(out)
     if model_path and train_opts["teachers"]:
@@ -293,9 +298,13 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
                                "scores: give both")
     how = Adaptation(adapt_steps, balance)
     try:
+        speeds = parse_speeds(speeds)
+    except ValueError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[1], param_hint="--speeds")
+    try:
         clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
         if model_path:
-            rep = test_model(model_path, clips, audio, speaker_adapt, how)
+            rep = test_model(model_path, clips, audio, speaker_adapt, how, speeds)
             rep["command"] = " ".join(sys.argv)
             save_report(rep, out_p, "test", f"{Path(model_path).name} on {', '.join(list(data) + list(extra))}")
             click.echo(format_report(rep))
@@ -308,7 +317,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
         also = _load_train_also(train_also, labels, merge, found, cache) if train_also else []
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
         res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt,
-                             train_also=also, how=how, train_speakers=train_speakers)
+                             train_also=also, how=how, train_speakers=train_speakers, speeds=speeds)
         res["command"] = " ".join(sys.argv)
         res["merges"] = merges
         save_report(res, out_p, "cv")

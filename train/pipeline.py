@@ -66,6 +66,36 @@ def adapted_probs(model, audio: Sequence[np.ndarray], speakers: Sequence[str], h
             "enrolled": predict_probs_enrolled(model, audio, speakers, how)}
 
 
+def parse_speeds(text: str) -> Tuple[float, ...]:
+    """`--speeds 0.8,0.9,1,1.1,1.2` -> the playback speeds, each within 0.5..2."""
+    try:
+        speeds = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"--speeds: not a list of numbers: {text!r}") from None
+    if not speeds or any(not 0.5 <= s <= 2.0 for s in speeds):
+        raise ValueError(f"--speeds: each speed must lie in 0.5..2, got {text!r}")
+    return speeds
+
+
+def scored_probs(model, audio: Sequence[np.ndarray], speakers: Sequence[str], speaker_adapt: bool = False,
+                 how=None, speeds: Sequence[float] = (1.0,)) -> Dict[str, np.ndarray]:
+    """Clip probabilities per protocol ("unadapted", and with speaker_adapt adapted_probs' keys), each
+    the mean over the clips played at `speeds` (test-time augmentation: one pass, and one adaptation,
+    per speed; speaking rate and pitch vary between voices, and the mean answer over a few of them
+    is steadier than one)."""
+    from .data import change_speed
+    from .engine import predict_probs
+
+    out: Dict[str, np.ndarray] = {}
+    for speed in speeds:
+        played = [change_speed(x, speed) for x in audio]
+        probs = {"unadapted": predict_probs(model, played),
+                 **(adapted_probs(model, played, speakers, how) if speaker_adapt else {})}
+        for key, p in probs.items():
+            out[key] = out.get(key, 0.0) + p / len(speeds)
+    return out
+
+
 def adapted_note(key: str, how) -> str:
     """What a report's adapted figure means (ADAPTED_NOTES), with what `how` adds to the statistics."""
     return ADAPTED_NOTES[key] + how.describe()
@@ -110,12 +140,11 @@ def save_history(res: Dict, out: Path) -> None:
 
 def _fold_worker(args) -> Dict:
     """One cross-validation fold in its own process (one thread: small recurrent ops run faster so)."""
-    (fold, test_spk, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume, speaker_adapt, how) = args
+    (fold, test_spk, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume, speaker_adapt, how, speeds) = args
     import torch
 
     torch.set_num_threads(max(1, tcfg.threads or 1))
     from .checkpoint import load_model
-    from .engine import predict_probs
 
     cache = AudioCache(cache_dir)
     kept, audio, _ = cache.load(clips, progress=False)
@@ -128,16 +157,15 @@ def _fold_worker(args) -> Dict:
                     val_fraction, resume, {"test_speakers": list(test_spk)}, progress=False)
     save_history(res, fold_dir)
     model, _ = load_model(fold_dir / "best.pt")
-    probs = predict_probs(model, [audio[i] for i in te])
+    scored = scored_probs(model, [audio[i] for i in te], [kept[i].speaker for i in te], speaker_adapt, how, speeds)
+    probs = scored.pop("unadapted")
     idx = {lab: i for i, lab in enumerate(model_cfg.labels)}
     r = {"fold": fold, "test_speakers": list(test_spk), "y_true": [idx[kept[i].label] for i in te],
          "y_pred": probs.argmax(1).tolist(), "paths": [kept[i].path for i in te],
          "best": res["best"], "epochs_run": res["epochs_run"], "seconds": round(time.time() - t0, 1),
          PROB_FIELDS["unadapted"]: rounded(probs)}
-    if speaker_adapt:
-        adapted = adapted_probs(model, [audio[i] for i in te], [kept[i].speaker for i in te], how)
-        r.update({FOLD_FIELDS[key]: p.argmax(1).tolist() for key, p in adapted.items()})
-        r.update({PROB_FIELDS[key]: rounded(p) for key, p in adapted.items()})
+    r.update({FOLD_FIELDS[key]: p.argmax(1).tolist() for key, p in scored.items()})
+    r.update({PROB_FIELDS[key]: rounded(p) for key, p in scored.items()})
     return r
 
 
@@ -186,11 +214,12 @@ def fold_clips(clips: Sequence[Clip], test_speakers: Sequence[str], train_speake
 def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int, jobs: int = 1,
                    val_fraction: float = 0.15, cache_dir: Optional[str] = None, resume: bool = False,
                    speaker_adapt: bool = False, train_also: Sequence[Clip] = (), how=None,
-                   train_speakers: int = 0) -> Dict:
+                   train_speakers: int = 0, speeds: Sequence[float] = (1.0,)) -> Dict:
     """k folds of `clips`' speakers; `train_also` clips join every fold's training set, never a test set.
     speaker_adapt: also score the adapted protocols (adapted_probs, with `how`, an engine.Adaptation).
     train_speakers > 0: each fold trains on only that many of its training speakers (evenly_spaced),
-    the same test speakers scored: how accuracy grows with the number of voices."""
+    the same test speakers scored: how accuracy grows with the number of voices.
+    speeds: every fold's test clips are scored as the mean over these playback speeds (scored_probs)."""
     from .engine import Adaptation
 
     how = how or Adaptation()
@@ -202,7 +231,7 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
         raise DataError(f"speakers {', '.join(sorted(clash))} are both in the folds and in the training-only data")
     tasks = [(k, g, fold_clips(clips, g, train_speakers) + list(train_also), model_cfg,
               replace(tcfg, teachers=fold_teachers(tcfg.teachers, k, g)),
-              str(out), val_fraction, cache_dir, resume, speaker_adapt, how)
+              str(out), val_fraction, cache_dir, resume, speaker_adapt, how, tuple(speeds))
              for k, g in enumerate(groups)]
     results = []
     if jobs <= 1:
@@ -236,15 +265,17 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
         res.update(how.fields())
     if train_speakers:
         res["train_speakers"] = train_speakers
+    if tuple(speeds) != (1.0,):
+        res["speeds"] = list(speeds)
     return res
 
 
 def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray], speaker_adapt: bool = False,
-               how=None) -> Dict:
+               how=None, speeds: Sequence[float] = (1.0,)) -> Dict:
     """Score a trained model on any corpus: only clips whose label the model knows, and only
-    predictions among the labels that the test set has (cross-corpus)."""
+    predictions among the labels that the test set has (cross-corpus); as the mean over `speeds`."""
     from .checkpoint import load_model
-    from .engine import Adaptation, predict_probs
+    from .engine import Adaptation
 
     how = how or Adaptation()
     model, ckpt = load_model(ckpt_path)
@@ -255,18 +286,21 @@ def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray
     if not pairs:
         raise DataError(f"none of the test clips carries a label the model knows ({', '.join(known)})")
     test_labels = sorted({lab for _, lab in pairs}, key=known.index)
-    probs = predict_probs(model, [audio[i] for i, _ in pairs])
+    scored = scored_probs(model, [audio[i] for i, _ in pairs], [clips[i].speaker for i, _ in pairs],
+                          speaker_adapt, how, speeds)
+    probs = scored.pop("unadapted")
     allowed = np.array([known.index(l) for l in test_labels])
     y = [known.index(lab) for _, lab in pairs]
     rep = report(y, decide(probs, allowed), known)
     rep["scored_labels"] = test_labels
     rep["skipped_unknown_label"] = len(clips) - len(pairs)
+    for key, p in scored.items():
+        rep[key] = report(y, decide(p, allowed), known)
+        rep[key]["note"] = adapted_note(key, how)
     if speaker_adapt:
-        adapted = adapted_probs(model, [audio[i] for i, _ in pairs], [clips[i].speaker for i, _ in pairs], how)
-        for key, p in adapted.items():
-            rep[key] = report(y, decide(p, allowed), known)
-            rep[key]["note"] = adapted_note(key, how)
         rep.update(how.fields())
+    if tuple(speeds) != (1.0,):
+        rep["speeds"] = list(speeds)
     return rep
 
 
