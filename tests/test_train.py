@@ -230,6 +230,7 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert res.exit_code == 0, res.output
     sp = json.loads((tmp_path / "sp" / "test.json").read_text())
     assert sp["speeds"] == [0.8, 1.25] and "speeds" not in bal
+    assert "mean answer over playback speeds 0.8, 1.25" in res.output
     assert cv_rescore.main(["--model", str(out / "fold0" / "best.pt"), "--data", str(corpus), "--speeds", "0.8,1.25",
                             "--json", str(tmp_path / "sp.json")]) == 0
     again = json.loads((tmp_path / "sp.json").read_text())["rows"]
