@@ -361,7 +361,6 @@ def test_enrolment_never_scores_a_clip_with_statistics_that_saw_it():
         assert len({speakers[i] for i in list(fit) + list(score)}) == 1
 
 
-
 def test_speed_averaged_scores_are_the_mean_of_each_speed():
     from edgeser.train.model import SERModel, preset
     from edgeser.train.pipeline import parse_speeds, scored_probs
@@ -382,6 +381,7 @@ def test_speed_averaged_scores_are_the_mean_of_each_speed():
     for bad in ("", "fast", "0.4,1", "1,2.5"):
         with pytest.raises(ValueError, match="--speeds"):
             parse_speeds(bad)
+
 
 def test_speaker_batches_option_trains_and_validates_per_speaker(corpus, tmp_path):
     res = run(["train", "--data", str(corpus), "--epochs", "1", "--speaker-batches", "--out", str(tmp_path / "s"), *TINY])

@@ -310,7 +310,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             click.echo(format_report(rep))
             if speaker_adapt:
                 _echo_adapted(rep)
-            _echo_speeds(speeds)
+            _echo_speeds(rep)
             click.echo(f"scored labels: {', '.join(rep['scored_labels'])}; report in {out_p / 'test.json'}")
             return
         train_opts["threads"] = train_opts["threads"] or 1
@@ -325,16 +325,16 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
         click.echo(format_report(res["pooled"]))
         if speaker_adapt:
             _echo_adapted(res)
-        _echo_speeds(speeds)
+        _echo_speeds(res)
         click.echo(f"{cv} CV, {k} folds: UA per fold " + " ".join(f"{u:.1%}" for u in res["fold_UA"])
                    + f"; mean {res['fold_UA_mean']:.1%} ± {res['fold_UA_std']:.1%}; report in {out_p / 'cv.json'}")
     except (DataError, LabelError, CheckpointError) as e:
         _fail(e)
 
 
-def _echo_speeds(speeds) -> None:
-    if tuple(speeds) != (1.0,):
-        click.echo("every figure above: the mean answer over playback speeds " + ", ".join(f"{v:g}" for v in speeds))
+def _echo_speeds(rep) -> None:
+    if rep.get("speeds"):
+        click.echo("every figure above: the mean answer over playback speeds " + ", ".join(f"{v:g}" for v in rep["speeds"]))
 
 
 def _echo_adapted(rep) -> None:

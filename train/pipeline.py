@@ -77,6 +77,11 @@ def parse_speeds(text: str) -> Tuple[float, ...]:
     return speeds
 
 
+def speeds_fields(speeds: Sequence[float]) -> Dict:
+    """What a report records of its playback speeds: nothing when it scored at speed 1 alone."""
+    return {} if tuple(speeds) == (1.0,) else {"speeds": list(speeds)}
+
+
 def scored_probs(model, audio: Sequence[np.ndarray], speakers: Sequence[str], speaker_adapt: bool = False,
                  how=None, speeds: Sequence[float] = (1.0,)) -> Dict[str, np.ndarray]:
     """Clip probabilities per protocol ("unadapted", and with speaker_adapt adapted_probs' keys), each
@@ -265,8 +270,7 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
         res.update(how.fields())
     if train_speakers:
         res["train_speakers"] = train_speakers
-    if tuple(speeds) != (1.0,):
-        res["speeds"] = list(speeds)
+    res.update(speeds_fields(speeds))
     return res
 
 
@@ -299,8 +303,7 @@ def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray
         rep[key]["note"] = adapted_note(key, how)
     if speaker_adapt:
         rep.update(how.fields())
-    if tuple(speeds) != (1.0,):
-        rep["speeds"] = list(speeds)
+    rep.update(speeds_fields(speeds))
     return rep
 
 
