@@ -8,8 +8,9 @@ import click
 @click.argument("recordings", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="The balance file to write (JSON); then `edgeser listen --balance FILE`.")
-@click.option("--model", "model", type=click.Path(), default=None, metavar="PATH",
-              help="Export folder (or a model file in one). Default: the bundled model.")
+@click.option("--model", "model", type=click.Path(), multiple=True, metavar="PATH",
+              help="Export folder (or a model file in one). Default: the bundled model. Repeat it to "
+                   "hear several models as one (the mean of their answers; same labels and geometry).")
 @click.option("--backend", type=click.Choice(["onnx", "tflite"]), default=None, help="Default: best installed.")
 @click.option("--precision", type=click.Choice(["int8", "fp32"]), default=None, help="Default: int8 if exported.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="Interpreter threads.")

@@ -144,8 +144,9 @@ class _Recorder:
 
 
 @click.command("listen")
-@click.option("--model", "model", type=click.Path(), default=None, metavar="PATH",
-              help="Export folder (or a model file in one). Default: the bundled model.")
+@click.option("--model", "model", type=click.Path(), multiple=True, metavar="PATH",
+              help="Export folder (or a model file in one). Default: the bundled model. Repeat it to "
+                   "hear several models as one (the mean of their answers; same labels and geometry).")
 @click.option("--device", default=None, metavar="N|NAME", help="Input device: index or part of its name.")
 @click.option("--list-devices", is_flag=True, help="List input devices and exit.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
@@ -212,7 +213,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     out = ResultPrinter(as_json, hops)
     recorder = _Recorder(save_audio)
     mic = None
-    info = {"model": str(rec.folder), "backend": rec.format, "precision": rec.precision,
+    info = {"model": rec.name, "backend": rec.format, "precision": rec.precision,
             **({"balance": balance_file} if balance_file else {})}
     status = "end of input"
     error = None

@@ -26,21 +26,23 @@ def edgeser_cmd(*args, env=None, timeout=300, **kw):
                           env=e, timeout=timeout, cwd=ROOT, **kw)
 
 
-def _train(data_dir: Path, run: Path):
+def _train(data_dir: Path, run: Path, seed: int = 0):
     if (run / "best.pt").exists():
         return
     r = edgeser_cmd("train", "--data", data_dir / "emodb", "--labels", LABELS, "--preset", "tiny",
-                    "--epochs", "15", "--lr", "0.01", "--no-augment", "--threads", "1", "--seed", "0", "--out", run)
+                    "--epochs", "15", "--lr", "0.01", "--no-augment", "--threads", "1", "--seed", seed, "--out", run)
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def exported(tmp_path_factory, data_dir: Path, formats=("onnx",), int8: bool = False) -> Path:
-    """Export folder of the tiny model with `formats` (and int8 files when asked)."""
+def exported(tmp_path_factory, data_dir: Path, formats=("onnx",), int8: bool = False, seed: int = 0) -> Path:
+    """Export folder of the tiny model with `formats` (and int8 files when asked); another seed
+    trains another model of the same labels and geometry (an ensemble member)."""
     pytest.importorskip("torch")
     base = tmp_path_factory.getbasetemp() / "edgeser-tiny"
-    run = base / "run"
-    _train(data_dir, run)
-    out = base / f"export-{'-'.join(formats)}{'-int8' if int8 else ''}"
+    tag = f"-seed{seed}" if seed else ""
+    run = base / f"run{tag}"
+    _train(data_dir, run, seed)
+    out = base / f"export-{'-'.join(formats)}{'-int8' if int8 else ''}{tag}"
     if not (out / "edgeser.json").exists():
         code = ("import torch, sys; torch.set_num_threads(1)\n"
                 "from edgeser.export.exporter import export_model\n"

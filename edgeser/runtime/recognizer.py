@@ -148,7 +148,7 @@ class Recognizer:
         self._snapshot = self._prefill()
 
     def __repr__(self):
-        return f"<Recognizer {self.folder} {self.format} {self.precision} {self.labels}>"
+        return f"<{type(self).__name__} {self.name} {self.format} {self.precision} {self.labels}>"
 
     # ------------------------------------------------------------------ model calls
     def zero_state(self) -> List[np.ndarray]:
@@ -164,9 +164,17 @@ class Recognizer:
     def classify(self, features: np.ndarray) -> np.ndarray:
         """(window_frames, D) features as `step` returns them -> class probabilities (balanced for
         the enrolled user where use_balance set one)."""
-        with self._lock:
-            p = self._stepper.classify(features[None])["probs"][0]
+        p = self._probs(features)
         return p if self.balance is None else self.balance.apply(p)
+
+    def _probs(self, features: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self._stepper.classify(features[None])["probs"][0]
+
+    @property
+    def name(self) -> str:
+        """The model as users named it: its folder (an ensemble: its members' folders)."""
+        return str(self.folder)
 
     def use_balance(self, balance, source: str = "balance") -> None:
         """Divide every answer by `balance` (an edgeser.balance.ClassBalance made by `enrol`; None: stop)."""
@@ -197,7 +205,7 @@ class Recognizer:
             raise RecognizerError(f"{len(paths)} file(s): no speech to enrol on"
                                   + (f" ({len(skipped)} unreadable)" if skipped else ""))
         return ClassBalance(self.labels, [mean.probs[lab] for lab in self.labels], len(utts),
-                            float(sum(u.end_s - u.start_s for u in utts)), str(self.folder)), skipped
+                            float(sum(u.end_s - u.start_s for u in utts)), self.name), skipped
 
     def snapshot(self) -> Tuple[List[np.ndarray], np.ndarray]:
         """(state, feature ring) after window_frames of zeros from zero state; do not modify."""
@@ -285,10 +293,20 @@ def summarize(utts: Sequence[Result], labels: Sequence[str]) -> Optional[Result]
 
 def load(path=None, backend: Optional[str] = None, precision: Optional[str] = None, threads: int = 1,
          self_test: bool = True) -> Recognizer:
-    """A recognizer for an export folder (or a model file in one); None = the bundled default.
+    """A recognizer for an export folder (or a model file in one); None = the bundled default;
+    a list of several: an `Ensemble` of them (the mean of their answers).
 
     backend: "onnx" | "tflite" | None (best installed); precision: "int8" | "fp32" | None.
     """
+    if isinstance(path, (list, tuple)):
+        if not path:
+            path = None
+        elif len(path) > 1:
+            from .ensemble import Ensemble
+
+            return Ensemble([load(p, backend, precision, threads, self_test) for p in path])
+        else:
+            path = path[0]
     folder, file = _resolve(path)
     try:
         man = M.read(folder)
