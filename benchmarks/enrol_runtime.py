@@ -8,6 +8,7 @@ alone, then all of them as one ensemble (`edgeser listen --model A --model B ..`
     python benchmarks/enrol_runtime.py --model runs/mine --checkpoint runs/mine.pt
     python benchmarks/enrol_runtime.py --model runs/xc_export --data ../shared/data/emodb
     python benchmarks/enrol_runtime.py --model A --model B --model C --checkpoint A.pt --data DIR
+    python benchmarks/enrol_runtime.py --pool fold0.json fold1.json ..   # cross-validation folds' reports, pooled
 """
 from __future__ import annotations
 
@@ -30,8 +31,13 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="score this corpus's speakers instead of the held-out ones")
     ap.add_argument("--backend", choices=["onnx", "tflite"], default=None)
     ap.add_argument("--precision", choices=["int8", "fp32"], default=None)
+    ap.add_argument("--pool", type=Path, nargs="+", default=None, metavar="REPORT",
+                    help="pool these reports (one per cross-validation fold, models in the same order) "
+                         "over all their clips instead of scoring")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.pool:
+        return pool(args.pool, args.json)
 
     from edgeser.export.clips import heldout
     from edgeser.runtime.recognizer import load
@@ -49,7 +55,8 @@ def main(argv=None) -> int:
     out = []
     for rec in recs:
         t0 = time.time()
-        rows, no_speech = score(rec, paths, y, speakers, labels)
+        rows, preds = score(rec, paths, y, speakers, labels)
+        no_speech = int(sum(1 for v in preds["unbalanced"] if v < 0))
         print(f"{rec.name} ({rec.format} {rec.precision}) on {data.source}: {len(paths)} clips, "
               f"{len(set(speakers))} speakers, {time.time() - t0:.0f} s")
         for name, r in rows.items():
@@ -57,17 +64,46 @@ def main(argv=None) -> int:
         if no_speech:
             print(f"  ({no_speech} clips without speech count as wrong)")
         out.append({"model": rec.name, "backend": rec.format, "precision": rec.precision,
-                    "no_speech_clips": no_speech,
+                    "no_speech_clips": no_speech, "predictions": preds,
                     "rows": {k: {m: v[m] for m in ("UA", "WA", "macro_F1")} for k, v in rows.items()}})
     if args.json:
         write_json({**(out[0] if len(out) == 1 else {"models": out}), "source": data.source,
-                    "clips": len(paths), "speakers": sorted(set(speakers)),
+                    "clips": len(paths), "speakers": sorted(set(speakers)), "labels": labels,
+                    "paths": [str(q) for q in paths], "y_true": y,
                     "command": "python " + " ".join(sys.argv)}, args.json)
     return 0
 
 
+def pool(reports, json_out=None) -> int:
+    """UA, WA and macro-F1 over the clips of all the reports, per model position (fold k's first
+    model with the other folds' first models, ..., the ensembles together)."""
+    import json
+
+    from edgeser.train.metrics import report
+
+    reps = [json.loads(Path(r).read_text()) for r in reports]
+    if len({len(r.get("models", [])) for r in reps}) != 1 or not reps[0].get("models"):
+        raise SystemExit("--pool: reports of several models each, the same number in every report")
+    labels = reps[0]["labels"]
+    y = [v for r in reps for v in r["y_true"]]
+    rows = {}
+    for k in range(len(reps[0]["models"])):
+        name = " | ".join(r["models"][k]["model"] for r in reps)
+        rows[name] = {}
+        for protocol in reps[0]["models"][k]["predictions"]:
+            pred = [v for r in reps for v in r["models"][k]["predictions"][protocol]]
+            rows[name][protocol] = {m: report(y, pred, labels)[m] for m in ("UA", "WA", "macro_F1")}
+        print(name)
+        for protocol, r in rows[name].items():
+            print(f"  {protocol:12s} UA {r['UA']:.1%}  WA {r['WA']:.1%}  macro-F1 {r['macro_F1']:.1%}")
+    if json_out:
+        write_json({"reports": [str(r) for r in reports], "clips": len(y), "labels": labels,
+                    "command": "python " + " ".join(sys.argv), "rows": rows}, json_out)
+    return 0
+
+
 def score(rec, paths, y, speakers, labels):
-    """({protocol: report}, clips without speech) for one recognizer."""
+    """({protocol: report}, {"unbalanced"|"enrolled": label index per clip, -1 without speech})."""
     from edgeser.train.engine import enrolment_pairs
     from edgeser.train.metrics import report
 
@@ -86,7 +122,7 @@ def score(rec, paths, y, speakers, labels):
         rec.use_balance(None)
     rows = {"unbalanced": report(y, plain, labels),
             "enrolled (balance from the speaker's other clips)": report(y, balanced, labels)}
-    return rows, int(sum(1 for v in plain if v < 0))
+    return rows, {"unbalanced": plain, "enrolled": balanced}
 
 
 if __name__ == "__main__":
