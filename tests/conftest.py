@@ -1,9 +1,17 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A suite started as a background job (`… &` without job control, as some CI runners do) inherits
+# SIGINT ignored, and so would every `edgeser listen` or `bridge` a test starts: those that stop
+# them with Ctrl-C (SIGINT) would then wait forever. A Python handler is not inherited across exec,
+# so children start with the default again and turn SIGINT into KeyboardInterrupt, as for a user.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 DATA = Path(os.environ.get("EDGESER_DATA", ROOT.parent / "shared" / "data"))
 
 
