@@ -42,9 +42,12 @@ class Ensemble(Recognizer):
         self.precision = "+".join(dict.fromkeys(r.precision for r in members))
         self.files = [f for r in members for f in r.files]
         self.balance = None
-        self._n_state = [len(r.zero_state()) for r in members]
-        self._dims = [r.snapshot()[1].shape[1] for r in members]
-        self._snapshot = self._prefill()
+        self._n_state = [len(r.manifest.state_shapes) for r in members]
+        self._bounds = np.cumsum([0] + [r.manifest.feature_dim for r in members])
+        # the members' own pre-filled snapshots, side by side: prefilling again would repeat them
+        snaps = [r.snapshot() for r in members]
+        self._snapshot = ([s for state, _ in snaps for s in state],
+                          np.ascontiguousarray(np.concatenate([ring for _, ring in snaps], axis=1)))
 
     @property
     def name(self) -> str:
@@ -68,9 +71,8 @@ class Ensemble(Recognizer):
         return np.concatenate(feats, axis=1), new_state
 
     def _probs(self, features: np.ndarray) -> np.ndarray:
-        bounds = np.cumsum([0] + self._dims)
-        return np.mean([r._probs(features[:, a:b]) for r, a, b in zip(self.members, bounds[:-1], bounds[1:])],
-                       axis=0)
+        b = self._bounds
+        return np.mean([r._probs(features[:, lo:hi]) for r, lo, hi in zip(self.members, b[:-1], b[1:])], axis=0)
 
     def self_test(self):
         for r in self.members:
