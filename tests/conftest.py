@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("EDGESER_DATA", ROOT.parent / "shared" / "data"))
 
 # A suite started as a background job (`… &` without job control, as some CI runners do) inherits
 # SIGINT ignored, and so would every `edgeser listen` or `bridge` a test starts: those that stop
@@ -12,7 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # so children start with the default again and turn SIGINT into KeyboardInterrupt, as for a user.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-DATA = Path(os.environ.get("EDGESER_DATA", ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
