@@ -6,7 +6,11 @@ __version__ = "0.1.0"
 
 
 def load(path=None, **kwargs):
-    """A recognizer for an exported model directory or file; no argument = the bundled default."""
+    """A recognizer for an exported model directory or file; no argument = the bundled default;
+    a list of several = one `Ensemble` that averages their answers (`listen --model A --model B`).
+
+    Keyword arguments: backend ("onnx" | "tflite"), precision ("int8" | "fp32"), threads, self_test.
+    """
     from .runtime.recognizer import load as _load
 
     return _load(path, **kwargs)

@@ -3,20 +3,16 @@ from __future__ import annotations
 
 import click
 
+from .options import model_options, vad_config, vad_options
+
 
 @click.command("enrol")
 @click.argument("recordings", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="The balance file to write (JSON); then `edgeser listen --balance FILE`.")
-@click.option("--model", "model", type=click.Path(), multiple=True, metavar="PATH",
-              help="Export folder (or a model file in one). Default: the bundled model. Repeat it to "
-                   "hear several models as one (the mean of their answers; same labels and geometry).")
-@click.option("--backend", type=click.Choice(["onnx", "tflite"]), default=None, help="Default: best installed.")
-@click.option("--precision", type=click.Choice(["int8", "fp32"]), default=None, help="Default: int8 if exported.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="Interpreter threads.")
-@click.option("--vad-mode", type=click.IntRange(0, 3), default=2, show_default=True,
-              help="webrtcvad aggressiveness, as for listen.")
-def enrol(recordings, out, model, backend, precision, threads, vad_mode):
+@model_options
+@vad_options
+def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gain_db):
     """Balance the model's answers for one user's voice, without labels and without torch.
 
     RECORDINGS are audio files or folders of them (a folder with a manifest.csv: its `path`
@@ -28,12 +24,12 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode):
     from .audio import AudioError, audio_paths
     from .balance import BalanceError, write
     from .runtime.recognizer import RecognizerError, load
-    from .vad import VadConfig, VadUnavailable
+    from .vad import VadUnavailable
 
     try:
         files = audio_paths(recordings)
         rec = load(model, backend=backend, precision=precision, threads=threads)
-        bal, skipped = rec.enrol(files, progress=True, vad=VadConfig(mode=vad_mode))
+        bal, skipped = rec.enrol(files, progress=True, vad=vad_config(vad_mode, vad_gain_db))
         for msg in skipped:
             click.echo(f"skipped: {msg}", err=True)
         write(bal, out)

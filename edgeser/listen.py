@@ -5,6 +5,7 @@ Imports only click and numpy here; the recognizer, the interpreters and PyAudio 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import click
 import numpy as np
+
+from .options import model_options, vad_config, vad_options
 
 
 class ResultPrinter:
@@ -87,6 +90,17 @@ class ResultPrinter:
         click.echo("summary: " + "; ".join(parts))
 
 
+def quiet_hint(utterances: int, audio_s: float, peak_dbfs: float, vad_gain_db: float):
+    """Why nothing was heard, when the level says so: a voice peaking 15-45 dB under full scale
+    is one the voice detector can miss (benchmarks/vad_level.py); silence or hiss lies lower."""
+    if utterances or audio_s < 1.0 or not -60.0 - vad_gain_db < peak_dbfs < -15.0 - vad_gain_db:
+        return None
+    # lift the loudest frame to about -30 dBFS, a voice's usual peak, in 6 dB steps
+    suggest = min(40.0, vad_gain_db + max(6.0, 6.0 * math.ceil((-30.0 - vad_gain_db - peak_dbfs) / 6.0)))
+    return (f"note: no speech heard; the loudest 20 ms of input reached {peak_dbfs:.0f} dBFS. If someone spoke, "
+            f"the microphone is too quiet for the voice detector: raise its gain, or try --vad-gain-db {suggest:g}.")
+
+
 def file_blocks(path: str, fast: bool, block_s: float = 0.1):
     """(rate, float32 block) from a file, paced at real time unless fast."""
     import soundfile as sf
@@ -144,26 +158,20 @@ class _Recorder:
 
 
 @click.command("listen")
-@click.option("--model", "model", type=click.Path(), multiple=True, metavar="PATH",
-              help="Export folder (or a model file in one). Default: the bundled model. Repeat it to "
-                   "hear several models as one (the mean of their answers; same labels and geometry).")
+@model_options
 @click.option("--device", default=None, metavar="N|NAME", help="Input device: index or part of its name.")
 @click.option("--list-devices", is_flag=True, help="List input devices and exit.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
 @click.option("--input", "input_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Stream a file instead of the microphone (real-time pace).")
 @click.option("--fast", is_flag=True, help="With --input: as fast as possible.")
-@click.option("--backend", type=click.Choice(["onnx", "tflite"]), default=None, help="Default: best installed.")
-@click.option("--precision", type=click.Choice(["int8", "fp32"]), default=None, help="Default: int8 if exported.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="Interpreter threads.")
 @click.option("--rate", type=click.IntRange(8000, 192000), default=None,
               help="Capture rate. Default: 16 kHz if the device offers it, else its own rate.")
 @click.option("--normalize", type=click.Choice(["adaptive", "utterance", "fixed"]), default="adaptive",
               show_default=True, help="Input level: adaptive (running estimate over speech), utterance "
                                       "(estimate restarts each utterance) or fixed (--gain).")
 @click.option("--gain", type=float, default=1.0, show_default=True, help="Gain for --normalize fixed.")
-@click.option("--vad-mode", type=click.IntRange(0, 3), default=2, show_default=True,
-              help="webrtcvad aggressiveness (3: least noise taken for speech, but misses quiet speech).")
+@vad_options
 @click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line per hop, not only per utterance.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds of audio.")
@@ -173,7 +181,7 @@ class _Recorder:
               help="Divide every answer by the user's mean answer in FILE (made by `edgeser enrol` on their "
                    "recordings), so that no emotion dominates their voice.")
 def listen(model, device, list_devices, as_json, input_file, fast, backend, precision, threads, rate, normalize,
-           gain, vad_mode, hops, duration, save_audio, balance_file):
+           gain, vad_mode, vad_gain_db, hops, duration, save_audio, balance_file):
     """Recognise emotion live from a microphone, or from a file (--input).
 
     Prints a line per hop (time, label, confidence) and one per utterance (a VAD speech
@@ -200,13 +208,13 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
 
     from .balance import read as read_balance
     from .runtime.recognizer import RecognizerError, load
-    from .vad import VadConfig, VadUnavailable
+    from .vad import VadUnavailable
 
     try:
         rec = load(model, backend=backend, precision=precision, threads=threads)
         if balance_file:
             rec.use_balance(read_balance(balance_file), balance_file)
-        stream = rec.create_stream(vad=VadConfig(mode=vad_mode), normalize=normalize, gain=gain)
+        stream = rec.create_stream(vad=vad_config(vad_mode, vad_gain_db), normalize=normalize, gain=gain)
     except (RecognizerError, VadUnavailable, ValueError) as e:     # BalanceError is a ValueError
         raise click.ClickException(str(e))
 
@@ -256,12 +264,17 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
             out.emit(r)
     except KeyboardInterrupt:
         pass
+    peak = stream.peak_dbfs
     info.update(status=status, audio_s=round(stream.time_s, 3), utterances=out.utterances,
-                cpu_s=round(time.process_time() - cpu0, 3), **out.overall())
+                cpu_s=round(time.process_time() - cpu0, 3), peak_dbfs=round(peak, 1) if peak > -200 else None,
+                **out.overall())
     if error:
         info["error"] = error
     if started or not error:
         out.summary(info)
+    hint = quiet_hint(out.utterances, stream.time_s, peak, vad_gain_db)
+    if hint:
+        click.echo(hint, err=True)
     if error:
         raise click.ClickException(error)
 

@@ -27,7 +27,8 @@ class VadConfig:
     off_frames: int = 15       # 300 ms of non-speech closes it (the end-of-utterance latency)
     preroll: int = 5           # 100 ms kept before the first speech frame
     postroll: int = 5          # 100 ms kept after the last one
-    floor_dbfs: float = -60.0  # frames quieter than this are non-speech whatever webrtcvad says
+    floor_dbfs: float = -60.0  # frames quieter than this (after gain_db) are non-speech whatever webrtcvad says
+    gain_db: float = 0.0       # what the VAD hears is this much louder (benchmarks/vad_level.py)
     min_utterance_s: float = 0.25
 
     def __post_init__(self):
@@ -35,6 +36,8 @@ class VadConfig:
             raise ValueError(f"VAD mode must be 0..3, got {self.mode}")
         if self.on_frames < 1 or self.off_frames < 1:
             raise ValueError("on_frames and off_frames must be >= 1")
+        if not -20.0 <= self.gain_db <= 40.0:
+            raise ValueError(f"VAD gain must be within -20..40 dB, got {self.gain_db}")
         if self.preroll + self.postroll >= self.off_frames:
             # otherwise one segment's postroll could overlap the next one's preroll
             raise ValueError("preroll + postroll must be smaller than off_frames")
@@ -43,7 +46,8 @@ class VadConfig:
 class FrameVad:
     """Speech / non-speech for one FRAME_MS frame of float32 samples at `sample_rate`."""
 
-    def __init__(self, sample_rate: int = 16000, mode: int = 2, floor_dbfs: float = -60.0):
+    def __init__(self, sample_rate: int = 16000, mode: int = 2, floor_dbfs: float = -60.0,
+                 gain_db: float = 0.0):
         try:
             import webrtcvad
         except ImportError:
@@ -52,12 +56,17 @@ class FrameVad:
         self.vad = webrtcvad.Vad(mode)
         self.sample_rate = sample_rate
         self.frame = sample_rate * FRAME_MS // 1000
-        self.floor_power = 10 ** (floor_dbfs / 10)
+        # webrtcvad's speech model sits at absolute levels: a quiet voice scores as noise unless
+        # raised. The floor applies to the raised level too, so that a microphone `gain_db` too
+        # quiet, raised by it, is judged exactly as one at the right level.
+        self.gain = 10 ** (gain_db / 20)
+        self.floor_power = 10 ** (floor_dbfs / 10) / self.gain ** 2
+        self.scale = 32768.0 * self.gain
 
     def __call__(self, x: np.ndarray) -> bool:
         if float(np.mean(np.square(x, dtype=np.float64))) < self.floor_power:
             return False
-        pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2").tobytes()
+        pcm = np.clip(np.round(x * self.scale), -32768, 32767).astype("<i2").tobytes()
         return bool(self.vad.is_speech(pcm, self.sample_rate))
 
 

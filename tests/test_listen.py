@@ -96,6 +96,24 @@ def test_file_plays_at_real_time_pace_with_readable_lines(model_dir, rec):
     assert lines[-1].startswith("summary:") and "1 utterance" in lines[-1]
 
 
+def test_vad_gain_lets_listen_hear_a_quiet_voice(model_dir, data_dir):
+    quiet = data_dir / "ravdess" / "Actor_05" / "03-01-04-01-01-01-05.flac"   # peaks near -47 dBFS
+    kinds, notes = {}, {}
+    for gain in ("0", "24"):
+        r = listen(model_dir, "--input", quiet, "--fast", "--json", "--vad-gain-db", gain)
+        assert r.returncode == 0, r.stderr
+        kinds[gain] = [x["kind"] for x in json_lines(r.stdout)]
+        notes[gain] = r.stderr
+    assert "utterance" not in kinds["0"]
+    assert kinds["24"].count("utterance") == 1
+    # unheard, listen says why and what to try; heard, it says nothing
+    assert "too quiet" in notes["0"] and "--vad-gain-db 18" in notes["0"]
+    assert "too quiet" not in notes["24"]
+    assert -50 < json_lines(r.stdout)[-1]["peak_dbfs"] < -45
+    r = listen(model_dir, "--input", quiet, "--fast", "--vad-gain-db", "60")
+    assert r.returncode == 2 and "--vad-gain-db" in r.stderr
+
+
 def test_bad_files_are_one_line_errors(model_dir, tmp_path):
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(100))

@@ -315,6 +315,20 @@ def test_adaptive_level_makes_a_quiet_microphone_look_like_a_loud_one(rec):
     assert adaptive < fixed
 
 
+QUIET = "ravdess/Actor_05/03-01-04-01-01-01-05.flac"   # a soft sad sentence, peaks near -47 dBFS
+
+
+def test_a_louder_vad_hears_a_quiet_voice_that_a_fresh_stream_misses(rec, data_dir):
+    x = read_clip(data_dir / QUIET)
+    assert 10 * np.log10(np.mean(x.astype(np.float64) ** 2)) < -50
+    heard = {g: utterances(feed(rec.create_stream(vad=VadConfig(gain_db=g)), x)) for g in (0.0, 24.0)}
+    assert heard[0.0] == []
+    (u,) = heard[24.0]
+    assert u.end_s - u.start_s > 1.0      # the sentence, not a blip
+    with pytest.raises(ValueError, match="VAD gain"):
+        VadConfig(gain_db=60)
+
+
 # ------------------------------------------------------------------ bad input files
 
 def test_bad_files_give_one_clear_error_naming_the_file(rec, tmp_path):

@@ -139,7 +139,7 @@ class Stream:
         self.vad_per_model_frame = m.frame_samples // self.vad_frame
         self.labels = list(m.labels)
         self.vad_cfg = vad
-        self.vad = FrameVad(self.sr, vad.mode, vad.floor_dbfs) if vad is not None else None
+        self.vad = FrameVad(self.sr, vad.mode, vad.floor_dbfs, vad.gain_db) if vad is not None else None
         self.gate = Gate(vad) if vad is not None else None
         self.norm = LevelNormalizer(normalize, m.normalization.get("target_rms", 0.1), gain)
         target = m.normalization.get("type", "rms")
@@ -153,6 +153,7 @@ class Stream:
         self._tail = np.zeros(0, np.float32)      # resampled samples short of one VAD frame
         self._raw: deque = deque()                 # VAD frames awaiting their gate decision
         self._frames_in = 0                        # VAD frames seen (stream clock)
+        self._peak_power = 0.0                     # loudest VAD frame so far (mean square)
         self._finished = False
 
         # utterance state
@@ -201,6 +202,12 @@ class Stream:
         """Stream time: 16 kHz audio consumed so far, in seconds."""
         return self._frames_in * self.vad_frame / self.sr
 
+    @property
+    def peak_dbfs(self) -> float:
+        """The loudest 20 ms of input so far, in dBFS (-inf before any): tells a silent room
+        from a microphone too quiet for the VAD."""
+        return 10 * float(np.log10(self._peak_power)) if self._peak_power > 0 else float("-inf")
+
     # ------------------------------------------------------------------ VAD
     def _feed(self, y: np.ndarray) -> List[Result]:
         if y.size == 0:
@@ -213,6 +220,7 @@ class Stream:
         for i in range(n):
             f = y[i * self.vad_frame:(i + 1) * self.vad_frame]
             self._frames_in += 1
+            self._peak_power = max(self._peak_power, float(np.mean(np.square(f, dtype=np.float64))))
             self._raw.append(f)
             if self.gate is None:
                 decided = [(self._frames_in - 1, True)]

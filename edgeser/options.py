@@ -1,0 +1,42 @@
+"""Options shared by the commands that run an exported model on the device (listen, enrol):
+one definition, so that they take models and hear speech the same way."""
+from __future__ import annotations
+
+import click
+
+VAD_GAIN_HELP = ("Make what the voice detector hears this much louder, for quiet voices or a low-gain "
+                 "microphone; the model's input is not changed. Each dB wakes it more on loud room "
+                 "noise: see docs/results.md, \"Quiet voices\".")
+
+
+def model_options(f):
+    """--model (repeatable), --backend, --precision, --threads."""
+    for opt in reversed((
+        click.option("--model", "model", type=click.Path(), multiple=True, metavar="PATH",
+                     help="Export folder (or a model file in one). Default: the bundled model. Repeat it to "
+                          "hear several models as one (the mean of their answers; same labels and geometry)."),
+        click.option("--backend", type=click.Choice(["onnx", "tflite"]), default=None,
+                     help="Default: best installed."),
+        click.option("--precision", type=click.Choice(["int8", "fp32"]), default=None,
+                     help="Default: int8 if exported."),
+        click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+                     help="Interpreter threads."),
+    )):
+        f = opt(f)
+    return f
+
+
+def vad_options(f):
+    """--vad-mode and --vad-gain-db, turned into a VadConfig by `vad_config`."""
+    f = click.option("--vad-gain-db", type=click.FloatRange(-20, 40), default=0.0, show_default=True,
+                     metavar="DB", help=VAD_GAIN_HELP)(f)
+    f = click.option("--vad-mode", type=click.IntRange(0, 3), default=2, show_default=True,
+                     help="webrtcvad aggressiveness (3: least noise taken for speech, but misses quiet "
+                          "speech).")(f)
+    return f
+
+
+def vad_config(vad_mode: int, vad_gain_db: float):
+    from .vad import VadConfig
+
+    return VadConfig(mode=vad_mode, gain_db=vad_gain_db)
