@@ -91,7 +91,7 @@ class ResultPrinter:
 
 
 def quiet_hint(utterances: int, audio_s: float, peak_dbfs: float, vad_gain_db: float):
-    """Why nothing was heard, when the level says so: a voice peaking 15-45 dB under full scale
+    """Why nothing was heard, when the level says so: a voice peaking 15-60 dB under full scale
     is one the voice detector can miss (benchmarks/vad_level.py); silence or hiss lies lower."""
     if utterances or audio_s < 1.0 or not -60.0 - vad_gain_db < peak_dbfs < -15.0 - vad_gain_db:
         return None
