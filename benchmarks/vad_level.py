@@ -40,7 +40,7 @@ FRAME = SR * FRAME_MS // 1000
 def utterances(x: np.ndarray, cfg: VadConfig, vad: FrameVad = None):
     """[(first, last) speech frame] of the segments the stream would report as utterances.
     vad=None: a fresh webrtcvad, as each stream (and each `listen --input` file) starts with."""
-    vad = vad or FrameVad(SR, cfg.mode, cfg.floor_dbfs, cfg.gain_db)
+    vad = vad or FrameVad.from_config(cfg, SR)
     gate = Gate(cfg)
     n = x.size // FRAME
     for f in x[:n * FRAME].reshape(n, FRAME):
@@ -105,7 +105,9 @@ def main(argv=None) -> int:
             if name == "ravdess":
                 silence.append(x[:int(0.3 * SR)])
             for g in gains:
-                session = sessions.setdefault((speaker, g), FrameVad(SR, args.mode, cfgs[g].floor_dbfs, g))
+                if (speaker, g) not in sessions:
+                    sessions[speaker, g] = FrameVad.from_config(cfgs[g], SR)
+                session = sessions[speaker, g]
                 u = utterances(x, cfgs[g])
                 covered[g].append(sum(b - a + 1 for a, b in u) * FRAME / max(x.size, 1))
                 if not u:

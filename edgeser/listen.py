@@ -266,7 +266,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
         pass
     peak = stream.peak_dbfs
     info.update(status=status, audio_s=round(stream.time_s, 3), utterances=out.utterances,
-                cpu_s=round(time.process_time() - cpu0, 3), peak_dbfs=round(peak, 1) if peak > -200 else None,
+                cpu_s=round(time.process_time() - cpu0, 3), peak_dbfs=round(peak, 1) if math.isfinite(peak) else None,
                 **out.overall())
     if error:
         info["error"] = error

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .vad import GAIN_DB_RANGE
+
 VAD_GAIN_HELP = ("Make what the voice detector hears this much louder, for quiet voices or a low-gain "
                  "microphone; the model's input is not changed. Each dB wakes it more on loud room "
                  "noise: see docs/results.md, \"Quiet voices\".")
@@ -28,7 +30,7 @@ def model_options(f):
 
 def vad_options(f):
     """--vad-mode and --vad-gain-db, turned into a VadConfig by `vad_config`."""
-    f = click.option("--vad-gain-db", type=click.FloatRange(-20, 40), default=0.0, show_default=True,
+    f = click.option("--vad-gain-db", type=click.FloatRange(*GAIN_DB_RANGE), default=0.0, show_default=True,
                      metavar="DB", help=VAD_GAIN_HELP)(f)
     f = click.option("--vad-mode", type=click.IntRange(0, 3), default=2, show_default=True,
                      help="webrtcvad aggressiveness (3: least noise taken for speech, but misses quiet "

@@ -9,11 +9,12 @@ so the delay is the preroll plus an unconfirmed onset while idle, and nothing du
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 FRAME_MS = 20          # webrtcvad takes 10, 20 or 30 ms; 20 ms divides the 100 ms model frame
+GAIN_DB_RANGE = (-20.0, 40.0)   # VadConfig.gain_db, and `--vad-gain-db`
 
 
 class VadUnavailable(RuntimeError):
@@ -36,8 +37,9 @@ class VadConfig:
             raise ValueError(f"VAD mode must be 0..3, got {self.mode}")
         if self.on_frames < 1 or self.off_frames < 1:
             raise ValueError("on_frames and off_frames must be >= 1")
-        if not -20.0 <= self.gain_db <= 40.0:
-            raise ValueError(f"VAD gain must be within -20..40 dB, got {self.gain_db}")
+        lo, hi = GAIN_DB_RANGE
+        if not lo <= self.gain_db <= hi:
+            raise ValueError(f"VAD gain must be within {lo:g}..{hi:g} dB, got {self.gain_db}")
         if self.preroll + self.postroll >= self.off_frames:
             # otherwise one segment's postroll could overlap the next one's preroll
             raise ValueError("preroll + postroll must be smaller than off_frames")
@@ -63,8 +65,15 @@ class FrameVad:
         self.floor_power = 10 ** (floor_dbfs / 10) / self.gain ** 2
         self.scale = 32768.0 * self.gain
 
-    def __call__(self, x: np.ndarray) -> bool:
-        if float(np.mean(np.square(x, dtype=np.float64))) < self.floor_power:
+    @classmethod
+    def from_config(cls, cfg: "VadConfig", sample_rate: int = 16000) -> "FrameVad":
+        return cls(sample_rate, cfg.mode, cfg.floor_dbfs, cfg.gain_db)
+
+    def __call__(self, x: np.ndarray, power: Optional[float] = None) -> bool:
+        """power: the frame's mean square, where the caller has it already."""
+        if power is None:
+            power = float(np.mean(np.square(x, dtype=np.float64)))
+        if power < self.floor_power:
             return False
         pcm = np.clip(np.round(x * self.scale), -32768, 32767).astype("<i2").tobytes()
         return bool(self.vad.is_speech(pcm, self.sample_rate))

@@ -139,7 +139,7 @@ class Stream:
         self.vad_per_model_frame = m.frame_samples // self.vad_frame
         self.labels = list(m.labels)
         self.vad_cfg = vad
-        self.vad = FrameVad(self.sr, vad.mode, vad.floor_dbfs, vad.gain_db) if vad is not None else None
+        self.vad = FrameVad.from_config(vad, self.sr) if vad is not None else None
         self.gate = Gate(vad) if vad is not None else None
         self.norm = LevelNormalizer(normalize, m.normalization.get("target_rms", 0.1), gain)
         target = m.normalization.get("type", "rms")
@@ -220,12 +220,13 @@ class Stream:
         for i in range(n):
             f = y[i * self.vad_frame:(i + 1) * self.vad_frame]
             self._frames_in += 1
-            self._peak_power = max(self._peak_power, float(np.mean(np.square(f, dtype=np.float64))))
+            power = float(np.mean(np.square(f, dtype=np.float64)))
+            self._peak_power = max(self._peak_power, power)
             self._raw.append(f)
             if self.gate is None:
                 decided = [(self._frames_in - 1, True)]
             else:
-                decided = self.gate.push(self.vad(f))
+                decided = self.gate.push(self.vad(f, power))
             out += self._decide(decided)
         return out
 
