@@ -56,3 +56,15 @@ class Section:
                      "cpu_s": round(time.process_time() - self.c0, 2),
                      "load_before": self.load0, "load_after": load_average()}
         return False
+
+
+def speeds_arg(text: str):
+    """argparse type of a `--speeds 0.9,1,1.1` option: a list of playback speeds (edgeser.speed)."""
+    import argparse
+
+    from edgeser.speed import parse_speeds
+
+    try:
+        return list(parse_speeds(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

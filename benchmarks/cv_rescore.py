@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import write_json  # noqa: E402
+from common import speeds_arg, write_json  # noqa: E402
 
 PROTOCOLS = {"unadapted": "unadapted", "speaker_adapted": "per test speaker (transductive)",
              "enrolled": "enrolment (not transductive)"}
@@ -75,15 +75,6 @@ def vote(runs):
             preds[f"ensemble of {len(runs)}"] = mean.argmax(1).tolist()
         out[key] = (y, preds)
     return cvs[0]["pooled"]["labels"], [cv.get("command", "") for cv in cvs], out
-
-
-def speeds_arg(text: str):
-    from edgeser.train.pipeline import parse_speeds
-
-    try:
-        return list(parse_speeds(text))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def load_runs(runs):

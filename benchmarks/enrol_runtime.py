@@ -9,6 +9,7 @@ alone, then all of them as one ensemble (`edgeser listen --model A --model B ..`
     python benchmarks/enrol_runtime.py --model runs/xc_export --data ../shared/data/emodb
     python benchmarks/enrol_runtime.py --model A --model B --model C --checkpoint A.pt --data DIR
     python benchmarks/enrol_runtime.py --pool fold0.json fold1.json ..   # cross-validation folds' reports, pooled
+    python benchmarks/enrol_runtime.py --speeds 0.9,1,1.1 ..   # each utterance heard at three speeds (listen --speeds)
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import REPO, write_json  # noqa: E402
+from common import REPO, speeds_arg, write_json  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,6 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="score this corpus's speakers instead of the held-out ones")
     ap.add_argument("--backend", choices=["onnx", "tflite"], default=None)
     ap.add_argument("--precision", choices=["int8", "fp32"], default=None)
+    ap.add_argument("--speeds", type=speeds_arg, default=[1.0], metavar="S1,S2,..",
+                    help="playback speeds every utterance is heard at, enrolment included (listen/enrol --speeds)")
     ap.add_argument("--pool", type=Path, nargs="+", default=None, metavar="REPORT",
                     help="pool these reports (one per cross-validation fold, models in the same order) "
                          "over all their clips instead of scoring")
@@ -55,7 +58,7 @@ def main(argv=None) -> int:
     out = []
     for rec in recs:
         t0 = time.time()
-        rows, preds = score(rec, paths, y, speakers, labels)
+        rows, preds = score(rec, paths, y, speakers, labels, speeds=args.speeds)
         no_speech = int(sum(1 for v in preds["unbalanced"] if v < 0))
         print(f"{rec.name} ({rec.format} {rec.precision}) on {data.source}: {len(paths)} clips, "
               f"{len(set(speakers))} speakers, {time.time() - t0:.0f} s")
@@ -69,6 +72,7 @@ def main(argv=None) -> int:
     if args.json:
         write_json({**(out[0] if len(out) == 1 else {"models": out}), "source": data.source,
                     "clips": len(paths), "speakers": sorted(set(speakers)), "labels": labels,
+                    "speeds": list(args.speeds),
                     "paths": [str(q) for q in paths], "y_true": y,
                     "command": "python " + " ".join(sys.argv)}, args.json)
     return 0
@@ -102,20 +106,21 @@ def pool(reports, json_out=None) -> int:
     return 0
 
 
-def score(rec, paths, y, speakers, labels):
-    """({protocol: report}, {"unbalanced"|"enrolled": label index per clip, -1 without speech})."""
+def score(rec, paths, y, speakers, labels, **stream_opts):
+    """({protocol: report}, {"unbalanced"|"enrolled": label index per clip, -1 without speech});
+    stream_opts as `Recognizer.create_stream` takes them (speeds=..)."""
     from edgeser.train.engine import enrolment_pairs
     from edgeser.train.metrics import report
 
     def answer(path):
         """The index of the clip's summary label (-1 where no speech was found)."""
-        s = rec.predict_clip(path).summary
+        s = rec.predict_clip(path, **stream_opts).summary
         return labels.index(s.label) if s is not None else -1
 
     plain = [answer(p) for p in paths]
     balanced = list(plain)
     for fit, scored in enrolment_pairs(speakers):
-        bal, _ = rec.enrol([paths[i] for i in fit])
+        bal, _ = rec.enrol([paths[i] for i in fit], **stream_opts)
         rec.use_balance(bal)
         for i in scored:
             balanced[i] = answer(paths[i])

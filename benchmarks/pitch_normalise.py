@@ -46,7 +46,8 @@ def main(argv=None) -> int:
 
     import soundfile as sf
 
-    from edgeser.train.data import AudioCache, change_speed, read_corpus
+    from edgeser.speed import change_speed
+    from edgeser.train.data import AudioCache, read_corpus
 
     cache = AudioCache()
     by_speaker = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Sequence
 
@@ -36,6 +36,16 @@ class ClassBalance:
     utterances: int          # answers averaged
     seconds: float           # of speech behind them (each answer weighs its duration)
     model: str = ""          # the export it was measured with
+    speeds: List[float] = field(default_factory=lambda: [1.0])   # the playback speeds it heard at
+
+    def speeds_note(self, speeds: Sequence[float], source: str):
+        """A note when answers heard at `speeds` are balanced by a mean heard at others: each
+        speed shifts the answers a little, so the balance fits best at the speeds it was made at."""
+        if [float(v) for v in speeds] == self.speeds:
+            return None
+        fmt = ",".join(f"{v:g}" for v in speeds)
+        return (f"note: {source} was enrolled at playback speeds {','.join(f'{v:g}' for v in self.speeds)}, "
+                f"this run hears {fmt}: enrol again with --speeds {fmt} for the best balance")
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
         """Class probabilities (..., K) divided by the mean answer, renormalised."""
@@ -72,7 +82,7 @@ def read(path: os.PathLike) -> ClassBalance:
                            f"expected {FORMAT!r})")
     try:
         bal = ClassBalance(list(map(str, d["labels"])), [float(v) for v in d["mean"]], int(d["utterances"]),
-                           float(d["seconds"]), str(d.get("model", "")))
+                           float(d["seconds"]), str(d.get("model", "")), [float(v) for v in d.get("speeds", [1.0])])
     except (KeyError, TypeError, ValueError) as e:
         raise BalanceError(f"{p}: malformed balance file ({type(e).__name__}: {e})") from None
     if len(bal.mean) != len(bal.labels) or not all(math.isfinite(v) and v >= 0 for v in bal.mean) \

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import model_options, vad_config, vad_options
+from .options import model_options, speeds_option, vad_config, vad_options
 
 
 @click.command("enrol")
@@ -12,7 +12,8 @@ from .options import model_options, vad_config, vad_options
               help="The balance file to write (JSON); then `edgeser listen --balance FILE`.")
 @model_options
 @vad_options
-def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gain_db):
+@speeds_option
+def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gain_db, speeds):
     """Balance the model's answers for one user's voice, without labels and without torch.
 
     RECORDINGS are audio files or folders of them (a folder with a manifest.csv: its `path`
@@ -29,7 +30,7 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
     try:
         files = audio_paths(recordings)
         rec = load(model, backend=backend, precision=precision, threads=threads)
-        bal, skipped = rec.enrol(files, progress=True, vad=vad_config(vad_mode, vad_gain_db))
+        bal, skipped = rec.enrol(files, progress=True, vad=vad_config(vad_mode, vad_gain_db), speeds=speeds)
         for msg in skipped:
             click.echo(f"skipped: {msg}", err=True)
         write(bal, out)

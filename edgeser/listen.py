@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .options import model_options, vad_config, vad_options
+from .options import model_options, speeds_option, vad_config, vad_options
 
 
 class ResultPrinter:
@@ -172,6 +172,7 @@ class _Recorder:
                                       "(estimate restarts each utterance) or fixed (--gain).")
 @click.option("--gain", type=float, default=1.0, show_default=True, help="Gain for --normalize fixed.")
 @vad_options
+@speeds_option
 @click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line per hop, not only per utterance.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds of audio.")
@@ -181,7 +182,7 @@ class _Recorder:
               help="Divide every answer by the user's mean answer in FILE (made by `edgeser enrol` on their "
                    "recordings), so that no emotion dominates their voice.")
 def listen(model, device, list_devices, as_json, input_file, fast, backend, precision, threads, rate, normalize,
-           gain, vad_mode, vad_gain_db, hops, duration, save_audio, balance_file):
+           gain, vad_mode, vad_gain_db, speeds, hops, duration, save_audio, balance_file):
     """Recognise emotion live from a microphone, or from a file (--input).
 
     Prints a line per hop (time, label, confidence) and one per utterance (a VAD speech
@@ -213,8 +214,13 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     try:
         rec = load(model, backend=backend, precision=precision, threads=threads)
         if balance_file:
-            rec.use_balance(read_balance(balance_file), balance_file)
-        stream = rec.create_stream(vad=vad_config(vad_mode, vad_gain_db), normalize=normalize, gain=gain)
+            bal = read_balance(balance_file)
+            rec.use_balance(bal, balance_file)
+            note = bal.speeds_note(speeds, balance_file)
+            if note:
+                click.echo(note, err=True)
+        stream = rec.create_stream(vad=vad_config(vad_mode, vad_gain_db), normalize=normalize, gain=gain,
+                                   speeds=speeds)
     except (RecognizerError, VadUnavailable, ValueError) as e:     # BalanceError is a ValueError
         raise click.ClickException(str(e))
 
@@ -222,6 +228,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     recorder = _Recorder(save_audio)
     mic = None
     info = {"model": rec.name, "backend": rec.format, "precision": rec.precision,
+            **({"speeds": list(speeds)} if speeds != (1.0,) else {}),
             **({"balance": balance_file} if balance_file else {})}
     status = "end of input"
     error = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .speed import parse_speeds
 from .vad import GAIN_DB_RANGE
 
 VAD_GAIN_HELP = ("Make what the voice detector hears this much louder, for quiet voices or a low-gain "
@@ -42,3 +43,19 @@ def vad_config(vad_mode: int, vad_gain_db: float):
     from .vad import VadConfig
 
     return VadConfig(mode=vad_mode, gain_db=vad_gain_db)
+
+
+def _speeds(ctx, param, value):
+    try:
+        return parse_speeds(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[1]) from None
+
+
+def speeds_option(f):
+    """--speeds, parsed into a tuple of playback speeds."""
+    return click.option("--speeds", default="1", show_default=True, metavar="S1,S2,..", callback=_speeds,
+                        help="Hear every utterance at these playback speeds (0.5..2; tempo and pitch together) "
+                             "and average the answers, e.g. 0.9,1,1.1: steadier on voices faster, slower, "
+                             "higher or lower than the training voices; each speed is one more model pass. "
+                             "Enrol at the speeds you listen at.")(f)

@@ -65,6 +65,50 @@ def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec,
     assert ClassBalance(rec.labels, [1 / len(rec.labels)] * len(rec.labels), 1, 1.0).rare() == []
 
 
+def test_enrol_and_listen_at_playback_speeds(model_dir, rec, data_dir, tmp_path):
+    from edgeser.balance import read
+
+    clips = voice(data_dir)[:4]
+    out = tmp_path / "me.json"
+    r = edgeser_cmd("enrol", *clips, "--model", model_dir, "--out", out, "--speeds", "0.9,1,1.1")
+    assert r.returncode == 0, r.stderr
+    bal = read(out)
+    assert bal.speeds == [0.9, 1.0, 1.1]
+    utts = [u for c in clips for u in rec.predict_clip(c, speeds=(0.9, 1.0, 1.1)).utterances]
+    w = np.array([u.end_s - u.start_s for u in utts])
+    P = np.array([[u.probs[lab] for lab in rec.labels] for u in utts])
+    assert np.allclose(bal.mean, (w[:, None] * P).sum(0) / w.sum(), atol=1e-6)
+    assert not np.allclose(bal.mean, read_plain(model_dir, clips, tmp_path).mean, atol=1e-4)
+    # listening at the speeds it was enrolled at: no note; at others: a note saying what to do
+    r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--json", "--balance", out,
+                    "--speeds", "0.9,1,1.1")
+    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+    *results, end = json_lines(r.stdout)
+    assert end["speeds"] == [0.9, 1.0, 1.1]
+    rec.use_balance(bal)
+    try:
+        ref = [x.to_dict() for x in rec.predict_clip(CLIP, speeds=(0.9, 1.0, 1.1)).results]
+    finally:
+        rec.use_balance(None)
+    assert results == ref
+    r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--no-hops", "--balance", out)
+    assert r.returncode == 0 and f"note: {out} was enrolled at playback speeds 0.9,1,1.1" in r.stderr, r.stderr
+    assert "enrol again with --speeds 1" in r.stderr
+    r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--speeds", "1,abc")
+    assert r.returncode == 2 and "not a list of numbers" in r.stderr
+
+
+def read_plain(model_dir, clips, tmp_path):
+    from edgeser.balance import read
+
+    out = tmp_path / "plain.json"
+    r = edgeser_cmd("enrol", *clips, "--model", model_dir, "--out", out)
+    assert r.returncode == 0, r.stderr
+    bal = read(out)
+    assert bal.speeds == [1.0]
+    return bal
+
+
 def test_balance_files_and_enrolment_audio_fail_clearly(model_dir, rec, data_dir, tmp_path):
     from edgeser.balance import ClassBalance, write
 

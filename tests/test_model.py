@@ -157,7 +157,7 @@ def test_specaug_masks_whole_bands_and_time_spans_only_while_training():
 
 
 def test_speed_change_moves_pitch_and_length_together():
-    from edgeser.train.data import change_speed
+    from edgeser.speed import change_speed
 
     sr, f0 = 16000, 200.0
     x = np.sin(2 * np.pi * f0 * np.arange(sr) / sr).astype(np.float32)

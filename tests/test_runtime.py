@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from edgeser import manifest as M
 from edgeser.audio import AudioError, read_clip, trim_silence
 from edgeser.resample import StreamResampler, to_float32
+from edgeser.speed import SpeedChanger, change_speed
 from edgeser.runtime import recognizer as R
 from edgeser.runtime.stream import LevelNormalizer, Stream
 from edgeser.vad import Gate, VadConfig
@@ -228,6 +229,64 @@ def test_stream_refuses_a_rate_change_and_input_after_finish():
     s.input_finished()
     with pytest.raises(RuntimeError):
         s.accept_waveform(16000, np.zeros(100, np.float32))
+
+
+@given(factor=st.sampled_from([0.5, 0.8, 0.9, 1.1, 1.2, 1.37, 2.0]), n=st.integers(2, 6000),
+       cuts=st.lists(st.integers(0, 6000), max_size=8))
+@settings(max_examples=60, deadline=None)
+def test_speed_changer_gives_the_same_samples_for_any_chunking_as_change_speed(factor, n, cuts):
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    whole = SpeedChanger(factor).process(x)
+    sc, edges = SpeedChanger(factor), [0, *sorted(c for c in cuts if c < n), n]
+    parts = [sc.process(x[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+    assert np.array_equal(np.concatenate(parts), whole)
+    ref = change_speed(x, factor)
+    # np.arange's rounding may give the whole-clip function one last sample more
+    assert len(ref) - len(whole) in (0, 1) and np.array_equal(ref[:len(whole)], whole)
+    assert abs(len(whole) - n / factor) <= 2
+
+
+def test_an_utterance_at_several_speeds_answers_the_mean_of_each_speed_alone():
+    x = np.concatenate([np.zeros(8000, np.float32), clip16(), np.zeros(16000, np.float32)])
+    speeds = (0.8, 1.0, 1.25)
+    alone = [utterances(feed(fake_stream(speeds=(v,)), x)) for v in speeds]
+    assert all(len(u) == 1 for u in alone)
+    rec = FakeRecognizer()
+    together = Stream(rec, vad=VadConfig(), speeds=speeds)
+    ref = None
+    for chunk in CHUNKS:     # still the same whatever the chunking
+        s = Stream(rec, vad=VadConfig(), speeds=speeds)
+        res = _as_tuples(feed(s, x, chunk=chunk))
+        ref = ref or res
+        assert res == ref, chunk
+    (u,) = utterances(feed(together, x))
+    want = np.mean([[a[0].probs[k] for k in "abc"] for a in alone], axis=0)
+    assert np.allclose([u.probs[k] for k in "abc"], want, atol=1e-6)
+    assert (u.start_s, u.end_s) == (alone[1][0].start_s, alone[1][0].end_s)   # times are the input's
+    assert together.stats["model_calls"] == sum(s.stats["model_calls"] for s in calls(speeds, x))
+    # the slower speed hears more audio: more hops than speed 1, the faster one fewer
+    long = np.concatenate([x, clip16(), clip16()])
+    slow, plain, fast = (s.stats["model_calls"] for s in calls(speeds, long))
+    assert slow > plain > fast
+    assert fake_stream(speeds=(1,)).speeds == (1.0,)
+    with pytest.raises(ValueError, match="0.5..2"):
+        fake_stream(speeds=(0.8, 3.0))
+
+
+def calls(speeds, x):
+    """Streams that have heard x, one per speed."""
+    streams = [Stream(FakeRecognizer(), vad=VadConfig(), speeds=(v,)) for v in speeds]
+    for s in streams:
+        feed(s, x)
+    return streams
+
+
+def test_a_speed_lane_hears_the_clip_as_change_speed_plays_it():
+    x = clip16()
+    for v in (0.9, 1.2):
+        a = utterances(feed(fake_stream(vad=None, normalize="fixed", speeds=(v,)), x))
+        b = utterances(feed(fake_stream(vad=None, normalize="fixed"), SpeedChanger(v).process(x)))
+        assert a[0].probs == b[0].probs
 
 
 # ------------------------------------------------------------------ the real exported model

@@ -363,7 +363,8 @@ def test_enrolment_never_scores_a_clip_with_statistics_that_saw_it():
 
 def test_speed_averaged_scores_are_the_mean_of_each_speed():
     from edgeser.train.model import SERModel, preset
-    from edgeser.train.pipeline import parse_speeds, scored_probs
+    from edgeser.speed import parse_speeds
+    from edgeser.train.pipeline import scored_probs
 
     torch.manual_seed(0)
     model = SERModel(preset("tiny", labels=("neutral", "anger", "sadness"))).eval()

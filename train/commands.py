@@ -284,7 +284,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     from .data import DataError
     from .engine import Adaptation
     from .metrics import format_report
-    from .pipeline import cross_validate, parse_speeds, save_report, test_model
+    from .pipeline import cross_validate, save_report, test_model
+    from edgeser.speed import parse_speeds
 
     out_p = Path(out)
     if model_path and train_opts["teachers"]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgeser import labels as L
 from edgeser.progress import iterate
+from edgeser.speed import change_speed
 from edgeser.audio import SAMPLE_RATE, AudioError, audio_files_under, read_clip, rms_normalize, trim_silence
 
 RAVDESS_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
@@ -187,13 +188,6 @@ class Augment:
     snr_db: Tuple[float, float] = (10.0, 40.0)
     gain_db: Tuple[float, float] = (-6.0, 6.0)
     speed: float = 0.0               # resample by 1 +- this: tempo and pitch move together, as between speakers
-
-
-def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
-    """Play `x` `factor` times faster (linear interpolation; pitch moves with tempo)."""
-    if factor == 1.0 or len(x) < 2:
-        return x
-    return np.interp(np.arange(0, len(x) - 1, factor), np.arange(len(x)), x).astype(np.float32)
 
 
 def train_window(x: np.ndarray, n: int, rng: np.random.Generator, aug: Augment) -> np.ndarray:

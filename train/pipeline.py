@@ -66,17 +66,6 @@ def adapted_probs(model, audio: Sequence[np.ndarray], speakers: Sequence[str], h
             "enrolled": predict_probs_enrolled(model, audio, speakers, how)}
 
 
-def parse_speeds(text: str) -> Tuple[float, ...]:
-    """`--speeds 0.8,0.9,1,1.1,1.2` -> the playback speeds, each within 0.5..2."""
-    try:
-        speeds = tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise ValueError(f"--speeds: not a list of numbers: {text!r}") from None
-    if not speeds or any(not 0.5 <= s <= 2.0 for s in speeds):
-        raise ValueError(f"--speeds: each speed must lie in 0.5..2, got {text!r}")
-    return speeds
-
-
 def speeds_fields(speeds: Sequence[float]) -> Dict:
     """What a report records of its playback speeds: nothing when it scored at speed 1 alone."""
     return {} if tuple(speeds) == (1.0,) else {"speeds": list(speeds)}
@@ -88,7 +77,7 @@ def scored_probs(model, audio: Sequence[np.ndarray], speakers: Sequence[str], sp
     the mean over the clips played at `speeds` (test-time augmentation: one pass, and one adaptation,
     per speed; speaking rate and pitch vary between voices, and the mean answer over a few of them
     is steadier than one)."""
-    from .data import change_speed
+    from edgeser.speed import change_speed
     from .engine import predict_probs
 
     out: Dict[str, np.ndarray] = {}

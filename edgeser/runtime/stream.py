@@ -12,6 +12,9 @@ Each utterance (VAD segment) starts from the recognizer's pre-filled snapshot: f
 and feature ring after `window_frames` frames of zeros from zero state, which is what training
 saw as left padding, and its hop grid starts at the segment start. So an utterance gets the
 same result wherever it falls in the stream, and silence between utterances costs no model call.
+
+With several playback speeds (`speeds=(0.9, 1, 1.1)`) the model hears each utterance once per
+speed, each in a `_Lane` of its own (state, ring, hop grid); an answer is the mean of the lanes'.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..resample import StreamResampler, to_float32
+from ..speed import SpeedChanger, check_speeds
 from ..vad import FRAME_MS, FrameVad, Gate, VadConfig
 
 
@@ -95,10 +99,8 @@ class _Utterance:
 
     COVER = 0.9
 
-    def __init__(self, start_frame: int, capacity: int):
-        self.start_frame = start_frame      # first gated (in-segment) VAD frame
-        self.last_frame = start_frame
-        self.capacity = capacity            # VAD frames one window holds
+    def __init__(self, capacity: int):
+        self.capacity = capacity            # utterance samples one window holds
         self.full_sum: Optional[np.ndarray] = None
         self.full_n = 0
         self.partial: List[tuple] = []      # (frames in view, probs) of windows not yet full
@@ -120,14 +122,63 @@ class _Utterance:
         return np.mean(keep, axis=0)
 
 
+class _Lane:
+    """One utterance as the model hears it at one playback speed: the utterance's audio (played
+    `speed` times faster), cut into hops on a grid of its own, and the front-end state, feature
+    ring and window answers (`_Utterance`) that follow from it. Speed 1 hears the audio as is."""
+
+    def __init__(self, rec, speed: float):
+        m = rec.manifest
+        self.rec = rec
+        self.player = SpeedChanger(speed) if speed != 1.0 else None
+        self.hop_samples = m.hop_samples
+        self.frame_samples = m.frame_samples
+        state, ring = rec.snapshot()
+        self.state = [s.copy() for s in state]
+        self.ring = ring.copy()
+        self.ring_real = np.zeros(len(ring), np.int64)      # utterance samples (not padding) per ring frame
+        self.pending = np.zeros(0, np.float32)              # audio short of a hop
+        self.utt = _Utterance(m.window_frames * m.frame_samples)
+        self.probs: Optional[np.ndarray] = None             # the latest window's answer
+        self.in_view = 0
+
+    def feed(self, audio: np.ndarray, gain: float, final: bool = False) -> int:
+        """Hear `audio` (16 kHz, not yet normalised) at `gain`; at the utterance's end (final) the
+        last partial hop is padded with zeros. Returns the hops run."""
+        x = audio if self.player is None else self.player.process(audio)
+        buf = np.concatenate([self.pending, x]) if self.pending.size else x
+        n = 0
+        while buf.size - n * self.hop_samples >= self.hop_samples:
+            self._run(buf[n * self.hop_samples:(n + 1) * self.hop_samples], self.hop_samples, gain)
+            n += 1
+        rest = buf[n * self.hop_samples:]
+        if final and rest.size:
+            self._run(np.concatenate([rest, np.zeros(self.hop_samples - rest.size, np.float32)]), rest.size, gain)
+            n, rest = n + 1, rest[:0]
+        self.pending = np.array(rest, np.float32)
+        return n
+
+    def _run(self, audio: np.ndarray, n_real: int, gain: float):
+        feats, self.state = self.rec.step((audio * np.float32(gain)).astype(np.float32), self.state)
+        hf = feats.shape[0]
+        real = np.clip(n_real - np.arange(hf) * self.frame_samples, 0, self.frame_samples)
+        self.ring = np.concatenate([self.ring[hf:], feats], axis=0)
+        self.ring_real = np.concatenate([self.ring_real[hf:], real])
+        self.probs = self.rec.classify(self.ring)
+        self.in_view = int(self.ring_real.sum())
+        self.utt.add(self.in_view, self.probs)
+
+
 class Stream:
     """Feed audio with accept_waveform(); results come back from it as they are decided.
 
     Create through `Recognizer.create_stream()`.
     """
 
-    def __init__(self, recognizer, vad: Optional[VadConfig], normalize: str = "adaptive", gain: float = 1.0):
+    def __init__(self, recognizer, vad: Optional[VadConfig], normalize: str = "adaptive", gain: float = 1.0,
+                 speeds=(1.0,)):
         self.rec = recognizer
+        self.speeds = check_speeds(speeds)
         m = recognizer.manifest
         self.sr = m.sample_rate
         self.vad_frame = self.sr * FRAME_MS // 1000
@@ -157,13 +208,10 @@ class Stream:
         self._finished = False
 
         # utterance state
-        self._utt: Optional[_Utterance] = None
-        self._hop: List[np.ndarray] = []           # gated VAD frames of the current hop
-        self._hop_gates: List[bool] = []
+        self._lanes: Optional[List[_Lane]] = None  # one per playback speed while an utterance is open
+        self._utt_first = self._utt_last = 0       # its first and last in-segment VAD frames
+        self._hop: List[np.ndarray] = []           # in-segment VAD frames of the current hop
         self._hop_start = 0
-        self._state: Optional[List[np.ndarray]] = None
-        self._ring: Optional[np.ndarray] = None
-        self._ring_speech: Optional[np.ndarray] = None   # in-segment VAD frames per ring frame
         self._idle_frames = 0
         self._idle_start = 0
         self.stats = {"hops": 0, "utterances": 0, "model_calls": 0, "clipped_samples": 0, "samples_in": 0}
@@ -235,20 +283,19 @@ class Stream:
         for k, inside in decided:
             f = self._raw.popleft()
             if inside:
-                if self._utt is None:
+                if self._lanes is None:
                     self._idle_frames = 0   # a partial hop of silence is not reported
                     self._begin_utterance(k)
                 self.norm.update(f)
-                self._utt.last_frame = k
+                self._utt_last = k
                 self._hop.append(f)
-                self._hop_gates.append(True)
-            elif self._utt is not None:
+            elif self._lanes is not None:
                 out += self._end_utterance()
                 out += self._idle_tick(k)
             else:
                 out += self._idle_tick(k)
-            if self._utt is not None and len(self._hop) == self.hop_vad_frames:
-                out.append(self._run_hop())
+            if self._lanes is not None and len(self._hop) == self.hop_vad_frames:
+                out += self._run_hop()
         return out
 
     # ------------------------------------------------------------------ silence
@@ -269,58 +316,50 @@ class Stream:
 
     # ------------------------------------------------------------------ speech
     def _begin_utterance(self, k: int):
-        self._utt = _Utterance(k, self.rec.manifest.window_frames * self.vad_per_model_frame)
+        self._lanes = [_Lane(self.rec, v) for v in self.speeds]
+        self._utt_first = self._utt_last = k
         self.norm.utterance_start()
-        state, ring = self.rec.snapshot()
-        self._state = [s.copy() for s in state]
-        self._ring = ring.copy()
-        self._ring_speech = np.zeros(len(ring), np.int32)
-        self._hop, self._hop_gates = [], []
+        self._hop = []
         self._hop_start = k
 
-    def _run_hop(self) -> Result:
+    def _run_hop(self, final: bool = False) -> List[Result]:
+        """The current hop of input to every lane; one hop result (the mean of the lanes' latest
+        answers), unless no lane has heard a whole hop yet (faster speeds, a short start)."""
         n_real = len(self._hop)
-        pad = self.hop_vad_frames - n_real
-        audio = np.concatenate(self._hop + [np.zeros(pad * self.vad_frame, np.float32)] if pad else self._hop)
-        audio = (audio * np.float32(self.norm.gain())).astype(np.float32)
-        feats, self._state = self.rec.step(audio, self._state)
-        hf = feats.shape[0]
-        gates = np.array(self._hop_gates + [False] * pad, dtype=bool)
-        per_frame = gates.reshape(hf, self.vad_per_model_frame).sum(axis=1)
-        self._ring = np.concatenate([self._ring[hf:], feats], axis=0)
-        self._ring_speech = np.concatenate([self._ring_speech[hf:], per_frame])
-        probs = self.rec.classify(self._ring)
-        self.stats["hops"] += 1
-        self.stats["model_calls"] += 2
-        in_view = int(self._ring_speech.sum())
-        frac = in_view / (len(self._ring) * self.vad_per_model_frame)
-        self._utt.add(in_view, probs)
+        audio = np.concatenate(self._hop) if self._hop else np.zeros(0, np.float32)
+        gain = self.norm.gain()
+        for lane in self._lanes:
+            self.stats["model_calls"] += 2 * lane.feed(audio, gain, final)
         f = self.vad_frame / self.sr
-        r = self._result("hop", self._hop_start * f, (self._hop_start + n_real) * f, probs, frac)
+        start, end = self._hop_start * f, (self._hop_start + n_real) * f
         self._hop_start += n_real
-        self._hop, self._hop_gates = [], []
-        return r
+        self._hop = []
+        heard = [lane for lane in self._lanes if lane.probs is not None]
+        if not n_real or not heard:
+            return []
+        self.stats["hops"] += 1
+        probs = np.mean([lane.probs for lane in heard], axis=0)
+        frac = float(np.mean([lane.in_view / (len(lane.ring) * lane.frame_samples) for lane in heard]))
+        return [self._result("hop", start, end, probs, frac)]
 
     def _end_utterance(self) -> List[Result]:
-        if self._utt is None:
+        if self._lanes is None:
             return []
-        out = []
-        if self._hop:
-            out.append(self._run_hop())
-        u = self._utt
-        self._utt = None
-        self._state = self._ring = self._ring_speech = None
+        out = self._run_hop(final=True)
+        answers = [p for p in (lane.utt.probs() for lane in self._lanes) if p is not None]
+        capacity = self._lanes[0].utt.capacity
+        self._lanes = None
         f = self.vad_frame / self.sr
         if self.gate is not None:
             first, last = self.gate.take_segment()   # speech proper, without pre/post roll
             min_s = self.vad_cfg.min_utterance_s
         else:
-            first, last, min_s = u.start_frame, u.last_frame, 0.0
+            first, last, min_s = self._utt_first, self._utt_last, 0.0
         start, end = first * f, (last + 1) * f
-        probs = u.probs()
-        if probs is not None and end - start >= min_s:
+        if answers and end - start >= min_s:
             self.stats["utterances"] += 1
-            out.append(self._result("utterance", start, end, probs, min(1.0, (u.last_frame - u.start_frame + 1) / u.capacity)))
+            length = (self._utt_last - self._utt_first + 1) * self.vad_frame
+            out.append(self._result("utterance", start, end, np.mean(answers, axis=0), min(1.0, length / capacity)))
         return out
 
     def _result(self, kind, start, end, probs, frac) -> Result:
