@@ -13,7 +13,7 @@
 Targets (issue #5): CPU <= 5 % of real time on one core, RSS <= 100 MB and flat,
 end of utterance -> label <= one hop + 50 ms.
 
-    python benchmarks/listen_cpu.py --model runs/edge-export [--minutes 60] [--backend onnx]
+    python benchmarks/listen_cpu.py --model runs/edge-export [--minutes 60] [--backend onnx] [--speeds 1]
 """
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from common import speeds_arg  # noqa: E402  (puts the repository on sys.path)
+from edgeser.speed import DEFAULT_SPEEDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"cpu_share": 0.05, "rss_mb": 100.0}
@@ -109,13 +112,13 @@ def startup(model, extra, tmpdir: Path) -> dict:
     return {"cpu_s": r["cpu_s"], "rss_mb": max((s for _, s in r["rss_samples"]), default=0) / 1024}
 
 
-def latency(model, stream: Path, backend, precision, threads, seconds: float) -> dict:
+def latency(model, stream: Path, backend, precision, threads, seconds: float, speeds) -> dict:
     import soundfile as sf
 
     from edgeser.runtime.recognizer import load
 
     rec = load(model, backend=backend, precision=precision, threads=threads)
-    s = rec.create_stream()
+    s = rec.create_stream(speeds=speeds)
     wait, comp, hop_ms = [], [], []
     with sf.SoundFile(str(stream)) as f:
         n = int(min(seconds, f.frames / f.samplerate) * f.samplerate)
@@ -148,11 +151,13 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--latency-s", type=float, default=300.0, help="stream seconds used for the latency run")
     ap.add_argument("--stream", default=None, help="reuse this stream file instead of writing one")
+    ap.add_argument("--speeds", type=speeds_arg, default=list(DEFAULT_SPEEDS),
+                    help="playback speeds, as `listen --speeds` (default: listen's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "listen.json"))
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
 
-    extra = ["--threads", str(a.threads)]
+    extra = ["--threads", str(a.threads), "--speeds", ",".join(f"{v:g}" for v in a.speeds)]
     if a.backend:
         extra += ["--backend", a.backend]
     if a.precision:
@@ -184,14 +189,14 @@ def main(argv=None):
     settled = max(2.0, 0.1 * run["wall_s"])
     tail = [r / 1024 for w, r in samples if r and w >= settled]
     flat_growth = (max(tail) - tail[0]) if tail else 0.0
-    lat = latency(a.model, stream, a.backend, a.precision, a.threads, a.latency_s)
+    lat = latency(a.model, stream, a.backend, a.precision, a.threads, a.latency_s, a.speeds)
 
     res = {
         "command": "python benchmarks/listen_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
         "model": run["end"]["model"], "backend": f"{run['end']['backend']} {run['end']['precision']}",
-        "threads": a.threads, "stream": meta, "audio_s": audio_s, "utterances": run["utterances"],
+        "threads": a.threads, "speeds": a.speeds, "stream": meta, "audio_s": audio_s, "utterances": run["utterances"],
         "wall_s": round(run["wall_s"], 2), "cpu_s": round(run["cpu_s"], 3), "startup_cpu_s": round(st["cpu_s"], 3),
         "cpu_share_of_real_time": cpu_share, "cpu_share_excluding_startup": cpu_share_net,
         "rss_mb_peak": round(run["peak_rss_mb"], 1), "rss_mb_startup": round(st["rss_mb"], 1),

@@ -52,7 +52,7 @@ def clip_labels(results, spans, labels):
 
 def run_stream(rec, pieces, mode, gain, rng, vad, sr=16000, gap_s=1.0, noise_db=-70.0):
     """Pieces back to back with gaps in one stream; returns per-piece predicted class."""
-    s = rec.create_stream(vad=vad, normalize=mode, gain=gain)
+    s = rec.create_stream(vad=vad, normalize=mode, gain=gain, speeds=(1.0,))   # as measured: level, not speed
     spans, parts, t = [], [], 0
     for x in pieces:
         g = np.zeros(int(gap_s * sr), np.float32)

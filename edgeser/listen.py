@@ -228,7 +228,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     recorder = _Recorder(save_audio)
     mic = None
     info = {"model": rec.name, "backend": rec.format, "precision": rec.precision,
-            **({"speeds": list(speeds)} if speeds != (1.0,) else {}),
+            "speeds": list(speeds),
             **({"balance": balance_file} if balance_file else {})}
     status = "end of input"
     error = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .speed import parse_speeds
+from .speed import DEFAULT_SPEEDS, parse_speeds
 from .vad import GAIN_DB_RANGE
 
 VAD_GAIN_HELP = ("Make what the voice detector hears this much louder, for quiet voices or a low-gain "
@@ -54,8 +54,9 @@ def _speeds(ctx, param, value):
 
 def speeds_option(f):
     """--speeds, parsed into a tuple of playback speeds."""
-    return click.option("--speeds", default="1", show_default=True, metavar="S1,S2,..", callback=_speeds,
+    return click.option("--speeds", default=",".join(f"{v:g}" for v in DEFAULT_SPEEDS), show_default=True,
+                        metavar="S1,S2,..", callback=_speeds,
                         help="Hear every utterance at these playback speeds (0.5..2; tempo and pitch together) "
-                             "and average the answers, e.g. 0.9,1,1.1: steadier on voices faster, slower, "
-                             "higher or lower than the training voices; each speed is one more model pass. "
-                             "Enrol at the speeds you listen at.")(f)
+                             "and average the answers: steadier on voices faster, slower, higher or lower than "
+                             "the training voices. Each speed is one more model pass; --speeds 1 hears the audio "
+                             "once, for the least CPU. Enrol at the speeds you listen at.")(f)

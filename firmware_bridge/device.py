@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
@@ -40,7 +41,9 @@ def engine_from_model(path=None, precision: Optional[str] = "int8", threads: int
     m = rec.manifest
     step = next(a for a in m.artifacts if a.file == rec.files[0])
     model_id = f"{rec.folder.name} {rec.format}-{rec.precision} {step.sha256[:12]}".strip()
-    return Engine(model_id, list(rec.labels), m.sample_rate, m.window_samples, m.hop_samples, rec.create_stream)
+    # a microcontroller's firmware hears each utterance once: so does the engine that stands for it
+    return Engine(model_id, list(rec.labels), m.sample_rate, m.window_samples, m.hop_samples,
+                  partial(rec.create_stream, speeds=(1.0,)))
 
 
 class Device:

@@ -21,6 +21,7 @@ def voice(data_dir):
 
 def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec, data_dir, tmp_path):
     from edgeser.balance import ClassBalance, read
+    from edgeser.speed import DEFAULT_SPEEDS
 
     clips = voice(data_dir)
     out = tmp_path / "me.json"
@@ -29,6 +30,7 @@ def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec,
     assert "enrolled on" in r.stdout and str(out) in r.stdout
     bal = read(out)
     assert bal.labels == rec.labels and bal.model == str(model_dir)
+    assert bal.speeds == list(DEFAULT_SPEEDS)      # enrol hears as listen does, unless told
     # the duration-weighted mean of the utterance answers the runtime gives those clips
     utts = [u for c in clips for u in rec.predict_clip(c).utterances]
     w = np.array([u.end_s - u.start_s for u in utts])
@@ -37,9 +39,11 @@ def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec,
     assert np.allclose(bal.mean, (w[:, None] * P).sum(0) / w.sum(), atol=1e-6)
     assert sum(bal.mean) == pytest.approx(1, abs=1e-5)
 
-    # listen --balance: every window's answer divided by the mean, renormalised
-    plain = [x for x in rec.predict_clip(CLIP).results if x.kind == "hop" and x.probs is not None]
-    r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--json", "--balance", out)
+    # listen --balance: every window's answer divided by the mean, renormalised (at one speed, where
+    # a hop line is one window's answer; at several it is the mean of the speeds' balanced windows)
+    plain = [x for x in rec.predict_clip(CLIP, speeds=(1,)).results if x.kind == "hop" and x.probs is not None]
+    r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--json", "--balance", out,
+                    "--speeds", "1")
     assert r.returncode == 0, r.stderr
     *results, end = json_lines(r.stdout)
     hops = [x for x in results if x["kind"] == "hop" and x["probs"] is not None]
@@ -55,7 +59,7 @@ def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec,
     angry = ClassBalance(rec.labels, [0.96 if lab == "anger" else 0.02 for lab in rec.labels], 10, 30.0)
     rec.use_balance(angry)
     try:
-        damped = [x for x in rec.predict_clip(CLIP).results if x.kind == "hop" and x.probs is not None]
+        damped = [x for x in rec.predict_clip(CLIP, speeds=(1,)).results if x.kind == "hop" and x.probs is not None]
     finally:
         rec.use_balance(None)
     assert all(d.probs["anger"] < p.probs["anger"] for d, p in zip(damped, plain))
@@ -93,7 +97,7 @@ def test_enrol_and_listen_at_playback_speeds(model_dir, rec, data_dir, tmp_path)
     assert results == ref
     r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--no-hops", "--balance", out)
     assert r.returncode == 0 and f"note: {out} was enrolled at playback speeds 0.9,1,1.1" in r.stderr, r.stderr
-    assert "enrol again with --speeds 1" in r.stderr
+    assert "enrol again with --speeds 0.8,0.9,1,1.1,1.2" in r.stderr   # listen's default
     r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--speeds", "1,abc")
     assert r.returncode == 2 and "not a list of numbers" in r.stderr
 
@@ -102,7 +106,7 @@ def read_plain(model_dir, clips, tmp_path):
     from edgeser.balance import read
 
     out = tmp_path / "plain.json"
-    r = edgeser_cmd("enrol", *clips, "--model", model_dir, "--out", out)
+    r = edgeser_cmd("enrol", *clips, "--model", model_dir, "--out", out, "--speeds", "1")
     assert r.returncode == 0, r.stderr
     bal = read(out)
     assert bal.speeds == [1.0]

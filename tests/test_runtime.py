@@ -285,7 +285,7 @@ def test_a_speed_lane_hears_the_clip_as_change_speed_plays_it():
     x = clip16()
     for v in (0.9, 1.2):
         a = utterances(feed(fake_stream(vad=None, normalize="fixed", speeds=(v,)), x))
-        b = utterances(feed(fake_stream(vad=None, normalize="fixed"), SpeedChanger(v).process(x)))
+        b = utterances(feed(fake_stream(vad=None, normalize="fixed", speeds=(1,)), SpeedChanger(v).process(x)))
         assert a[0].probs == b[0].probs
 
 

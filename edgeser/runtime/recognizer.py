@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import manifest as M
 from ..audio import AudioError
+from ..speed import DEFAULT_SPEEDS
 from . import backends as B
 from .stream import Result, Stream
 
@@ -206,7 +207,7 @@ class Recognizer:
                                   + (f" ({len(skipped)} unreadable)" if skipped else ""))
         return ClassBalance(self.labels, [mean.probs[lab] for lab in self.labels], len(utts),
                             float(sum(u.end_s - u.start_s for u in utts)), self.name,
-                            [float(v) for v in stream_opts.get("speeds", (1.0,))]), skipped
+                            [float(v) for v in stream_opts.get("speeds", DEFAULT_SPEEDS)]), skipped
 
     def snapshot(self) -> Tuple[List[np.ndarray], np.ndarray]:
         """(state, feature ring) after window_frames of zeros from zero state; do not modify."""
@@ -235,12 +236,12 @@ class Recognizer:
 
     # ------------------------------------------------------------------ streams
     def create_stream(self, vad="default", normalize: str = "adaptive", gain: float = 1.0,
-                      speeds=(1.0,)) -> Stream:
+                      speeds=DEFAULT_SPEEDS) -> Stream:
         """vad: "default" (webrtcvad, VadConfig()), a VadConfig, or None (no gate: all speech).
         normalize: "adaptive" (running level estimate over the stream's speech), "utterance"
         (the estimate restarts at each utterance) or "fixed" (multiply by `gain`).
-        speeds: playback speeds (0.5..2) the model hears each utterance at, answers averaged;
-        each costs one more pass (docs/results.md: (0.8, 0.9, 1, 1.1, 1.2) gains about two points)."""
+        speeds: playback speeds (0.5..2) the model hears each utterance at, answers averaged; each
+        costs one more pass of the model; (1,) hears the audio once, as it is."""
         from ..vad import VadConfig
 
         cfg = VadConfig() if vad == "default" else vad

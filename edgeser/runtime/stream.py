@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..resample import StreamResampler, to_float32
-from ..speed import SpeedChanger, check_speeds
+from ..speed import DEFAULT_SPEEDS, SpeedChanger, check_speeds
 from ..vad import FRAME_MS, FrameVad, Gate, VadConfig
 
 
@@ -176,7 +176,7 @@ class Stream:
     """
 
     def __init__(self, recognizer, vad: Optional[VadConfig], normalize: str = "adaptive", gain: float = 1.0,
-                 speeds=(1.0,)):
+                 speeds=DEFAULT_SPEEDS):
         self.rec = recognizer
         self.speeds = check_speeds(speeds)
         m = recognizer.manifest
