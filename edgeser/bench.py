@@ -357,7 +357,16 @@ def run_bench(folder, backends: Sequence[str] = BACKENDS, precisions: Sequence[s
         "skipped": skipped,
         "ratios": ratios(results),
         "projection": proj,
+        "listen": listen_passes(),
     }
+
+
+def listen_passes() -> Dict:
+    """How much model work `listen` does per second of speech at its default speeds, against the hop
+    figures measured here (one pass)."""
+    from .speed import DEFAULT_SPEEDS, passes
+
+    return {"speeds": list(DEFAULT_SPEEDS), "passes_per_s_of_speech": round(passes(DEFAULT_SPEEDS), 3)}
 
 
 # ---------------------------------------------------------------- the command

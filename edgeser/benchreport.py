@@ -228,6 +228,11 @@ def format_report(rep: Dict) -> str:
     lines.append("")
     lines.append("window: one whole-window call (audio -> probs); hop: frontend_step + head per hop; "
                  "CPU ms/s: process CPU time per second of audio streamed; RTF: wall time / audio time")
+    lst = rep.get("listen")
+    if lst:
+        lines.append(f"listen hears each utterance at {len(lst['speeds'])} playback speeds by default "
+                     f"({', '.join(f'{v:g}' for v in lst['speeds'])}): {lst['passes_per_s_of_speech']:.1f} times the "
+                     "hop figures per second of speech (--speeds 1: once); silence runs no model")
     for r in rep.get("ratios", []):
         parts = []
         if "window_speedup" in r:

@@ -50,12 +50,24 @@ class SpeedChanger:
         pos = np.arange(self._k, max(self._k, int(np.ceil((end - 1) / self.factor)) + 1)) * self.factor
         pos = pos[pos < end - 1]
         self._k += pos.size
-        out = np.interp(pos - self._base, np.arange(held.size), held).astype(np.float32) if pos.size \
-            else np.zeros(0, np.float32)
+        out = _lerp(held, pos - self._base)
         keep = min(int(self._k * self.factor), end) - self._base   # first input sample still needed
         self._held = held[max(keep, 0):].copy()
         self._base += max(keep, 0)
         return out
+
+
+def passes(speeds: Sequence[float]) -> float:
+    """Audio the model hears per second of speech at these speeds (a speed s plays 1/s seconds)."""
+    return float(sum(1.0 / s for s in speeds))
+
+
+def _lerp(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """np.interp(pos, arange(len(x)), x) for 0 <= pos < len(x) - 1, in its arithmetic (float64,
+    slope * offset + left), without its search: the grid is the sample index."""
+    i = pos.astype(np.int64)
+    left = x[i].astype(np.float64)
+    return ((x[i + 1].astype(np.float64) - left) * (pos - i) + left).astype(np.float32)
 
 
 def parse_speeds(text: str) -> Tuple[float, ...]:

@@ -224,6 +224,11 @@ def test_report_text_shows_every_combination_and_the_projection(report):
         assert any(line.startswith(f"{r['backend']:7} {r['precision']:4}") for line in text.splitlines())
     assert "PROJECTION" in text and "not a measurement" in text
     assert "Raspberry Pi 4 B" in text and "Jetson Orin Nano" in text
+    # what listen's default speeds multiply the hop figures by: 1/0.8 + 1/0.9 + 1 + 1/1.1 + 1/1.2
+    from edgeser.speed import DEFAULT_SPEEDS
+
+    assert report["listen"] == {"speeds": list(DEFAULT_SPEEDS), "passes_per_s_of_speech": 5.104}
+    assert "listen hears each utterance at 5 playback speeds" in text and "5.1 times the hop figures" in text
 
 
 def test_cli_writes_json_and_compares_two_reports(exported, tmp_path):

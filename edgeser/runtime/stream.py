@@ -75,8 +75,9 @@ class LevelNormalizer:
         self.power = 0.0
         self.n = 0
 
-    def update(self, frame: np.ndarray):
-        p = float(np.mean(np.square(frame, dtype=np.float64)))
+    def update(self, frame: np.ndarray, power: Optional[float] = None):
+        """One in-segment frame (or its mean square, `power`, where the caller has it)."""
+        p = float(np.mean(np.square(frame, dtype=np.float64))) if power is None else power
         self.n += 1
         self.power += (p - self.power) / min(self.n, self.memory)
 
@@ -202,7 +203,7 @@ class Stream:
         self._resampler: Optional[StreamResampler] = None
         self._rate_in: Optional[int] = None
         self._tail = np.zeros(0, np.float32)      # resampled samples short of one VAD frame
-        self._raw: deque = deque()                 # VAD frames awaiting their gate decision
+        self._raw: deque = deque()                 # (VAD frame, its power) awaiting the gate's decision
         self._frames_in = 0                        # VAD frames seen (stream clock)
         self._peak_power = 0.0                     # loudest VAD frame so far (mean square)
         self._finished = False
@@ -270,7 +271,7 @@ class Stream:
             self._frames_in += 1
             power = float(np.mean(np.square(f, dtype=np.float64)))
             self._peak_power = max(self._peak_power, power)
-            self._raw.append(f)
+            self._raw.append((f, power))
             if self.gate is None:
                 decided = [(self._frames_in - 1, True)]
             else:
@@ -281,12 +282,12 @@ class Stream:
     def _decide(self, decided) -> List[Result]:
         out: List[Result] = []
         for k, inside in decided:
-            f = self._raw.popleft()
+            f, power = self._raw.popleft()
             if inside:
                 if self._lanes is None:
                     self._idle_frames = 0   # a partial hop of silence is not reported
                     self._begin_utterance(k)
-                self.norm.update(f)
+                self.norm.update(f, power)
                 self._utt_last = k
                 self._hop.append(f)
             elif self._lanes is not None:
