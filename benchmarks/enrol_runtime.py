@@ -10,6 +10,7 @@ alone, then all of them as one ensemble (`edgeser listen --model A --model B ..`
     python benchmarks/enrol_runtime.py --model A --model B --model C --checkpoint A.pt --data DIR
     python benchmarks/enrol_runtime.py --pool fold0.json fold1.json ..   # cross-validation folds' reports, pooled
     python benchmarks/enrol_runtime.py --speeds 0.9,1,1.1 ..   # each utterance heard at three speeds (listen --speeds)
+    python benchmarks/enrol_runtime.py --enrol-clips 4,8,15 ..  # enrolment on that many of the half's clips, drawn at random
 """
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", choices=["int8", "fp32"], default=None)
     ap.add_argument("--speeds", type=speeds_arg, default=[1.0], metavar="S1,S2,..",
                     help="playback speeds every utterance is heard at, enrolment included (listen/enrol --speeds)")
+    ap.add_argument("--enrol-clips", default=None, metavar="N1,N2,..",
+                    help="also enrol on only N clips of each speaker's enrolment half, drawn at random "
+                         "(--enrol-seed): how much a user must record")
+    ap.add_argument("--enrol-seed", type=int, default=0)
+    ap.add_argument("--prior-s", type=float, default=None,
+                    help="seconds of speech an even answer is worth in the balance (enrol --prior-s; "
+                         "default: edgeser.balance.PRIOR_S)")
     ap.add_argument("--pool", type=Path, nargs="+", default=None, metavar="REPORT",
                     help="pool these reports (one per cross-validation fold, models in the same order) "
                          "over all their clips instead of scoring")
@@ -46,6 +54,9 @@ def main(argv=None) -> int:
     from edgeser.runtime.recognizer import load
     from edgeser.train.checkpoint import load_checkpoint
 
+    from edgeser import balance
+
+    prior_s = balance.PRIOR_S if args.prior_s is None else args.prior_s
     models = args.model or [None]
     recs = [load(m, backend=args.backend, precision=args.precision) for m in models]
     if len(recs) > 1:
@@ -58,7 +69,8 @@ def main(argv=None) -> int:
     out = []
     for rec in recs:
         t0 = time.time()
-        rows, preds = score(rec, paths, y, speakers, labels, speeds=args.speeds)
+        sizes = [int(v) for v in args.enrol_clips.split(",")] if args.enrol_clips else []
+        rows, preds = score(rec, paths, y, speakers, labels, sizes, args.enrol_seed, prior_s, speeds=args.speeds)
         no_speech = int(sum(1 for v in preds["unbalanced"] if v < 0))
         print(f"{rec.name} ({rec.format} {rec.precision}) on {data.source}: {len(paths)} clips, "
               f"{len(set(speakers))} speakers, {time.time() - t0:.0f} s")
@@ -72,7 +84,8 @@ def main(argv=None) -> int:
     if args.json:
         write_json({**(out[0] if len(out) == 1 else {"models": out}), "source": data.source,
                     "clips": len(paths), "speakers": sorted(set(speakers)), "labels": labels,
-                    "speeds": list(args.speeds),
+                    "speeds": list(args.speeds), "enrol_seed": args.enrol_seed,
+                    "prior_s": prior_s,
                     "paths": [str(q) for q in paths], "y_true": y,
                     "command": "python " + " ".join(sys.argv)}, args.json)
     return 0
@@ -86,8 +99,10 @@ def pool(reports, json_out=None) -> int:
     from edgeser.train.metrics import report
 
     reps = [json.loads(Path(r).read_text()) for r in reports]
-    if len({len(r.get("models", [])) for r in reps}) != 1 or not reps[0].get("models"):
-        raise SystemExit("--pool: reports of several models each, the same number in every report")
+    for r in reps:          # a one-model report holds its model's fields at the top
+        r.setdefault("models", [r])
+    if len({len(r["models"]) for r in reps}) != 1:
+        raise SystemExit("--pool: reports of the same number of models each")
     labels = reps[0]["labels"]
     y = [v for r in reps for v in r["y_true"]]
     rows = {}
@@ -106,9 +121,14 @@ def pool(reports, json_out=None) -> int:
     return 0
 
 
-def score(rec, paths, y, speakers, labels, **stream_opts):
-    """({protocol: report}, {"unbalanced"|"enrolled": label index per clip, -1 without speech});
-    stream_opts as `Recognizer.create_stream` takes them (speeds=..)."""
+def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, **stream_opts):
+    """({protocol: report}, {"unbalanced"|"enrolled"|"enrolled on N": label index per clip, -1 without
+    speech}); sizes: also enrol on only N clips of each enrolment half, drawn at random (seed);
+    prior_s as `Recognizer.enrol` takes it; stream_opts as `Recognizer.create_stream` (speeds=..)."""
+    import numpy as np
+
+    from edgeser.runtime.recognizer import RecognizerError
+
     from edgeser.train.engine import enrolment_pairs
     from edgeser.train.metrics import report
 
@@ -118,16 +138,25 @@ def score(rec, paths, y, speakers, labels, **stream_opts):
         return labels.index(s.label) if s is not None else -1
 
     plain = [answer(p) for p in paths]
-    balanced = list(plain)
-    for fit, scored in enrolment_pairs(speakers):
-        bal, _ = rec.enrol([paths[i] for i in fit], **stream_opts)
-        rec.use_balance(bal)
-        for i in scored:
-            balanced[i] = answer(paths[i])
-        rec.use_balance(None)
-    rows = {"unbalanced": report(y, plain, labels),
-            "enrolled (balance from the speaker's other clips)": report(y, balanced, labels)}
-    return rows, {"unbalanced": plain, "enrolled": balanced}
+    rng = np.random.default_rng(seed)
+    preds, rows = {"unbalanced": plain}, {"unbalanced": report(y, plain, labels)}
+    for n in [None, *sizes]:
+        balanced = list(plain)
+        for fit, scored in enrolment_pairs(speakers):
+            use = fit if n is None or n >= len(fit) else sorted(rng.choice(fit, n, replace=False).tolist())
+            try:
+                bal, _ = rec.enrol([paths[i] for i in use], prior_s=prior_s, **stream_opts)
+            except RecognizerError:     # no speech in so few clips: those scored stay unbalanced
+                continue
+            rec.use_balance(bal)
+            for i in scored:
+                balanced[i] = answer(paths[i])
+            rec.use_balance(None)
+        key = "enrolled" if n is None else f"enrolled on {n}"
+        preds[key] = balanced
+        rows["enrolled (balance from the speaker's other clips)" if n is None else
+             f"enrolled on {n} of the speaker's other clips"] = report(y, balanced, labels)
+    return rows, preds
 
 
 if __name__ == "__main__":

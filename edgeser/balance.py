@@ -17,12 +17,18 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
 FORMAT = "edgeser-balance/1"
 FLOOR = 1e-4   # a class the model never gives this voice is lifted at most 1/FLOOR times
+# what `edgeser enrol` makes an even answer worth, in seconds of speech, beside the measured one: a
+# few clips' mean answer says more about what was said in them than about the voice. 0 by default:
+# with enough speech any prior costs accuracy (docs/results.md, "How much to enrol")
+PRIOR_S = 0.0
+# under this much speech an unshrunk balance measured worse than none on unseen voices (same section)
+SHORT_S = 15.0
 
 
 class BalanceError(ValueError):
@@ -37,6 +43,7 @@ class ClassBalance:
     seconds: float           # of speech behind them (each answer weighs its duration)
     model: str = ""          # the export it was measured with
     speeds: List[float] = field(default_factory=lambda: [1.0])   # the playback speeds it heard at
+    prior_s: float = 0.0     # seconds of speech an even answer is worth beside `mean` (divisor)
 
     def speeds_note(self, speeds: Sequence[float], source: str):
         """A note when answers heard at `speeds` are balanced by a mean heard at others: each
@@ -47,9 +54,15 @@ class ClassBalance:
         return (f"note: {source} was enrolled at playback speeds {','.join(f'{v:g}' for v in self.speeds)}, "
                 f"this run hears {fmt}: enrol again with --speeds {fmt} for the best balance")
 
+    def divisor(self) -> np.ndarray:
+        """The mean answer, mixed with an even one worth `prior_s` seconds of speech: the less speech
+        behind the measurement, the less it moves the answers."""
+        w = self.seconds / (self.seconds + self.prior_s) if self.prior_s > 0 else 1.0
+        return w * np.asarray(self.mean, dtype=np.float64) + (1.0 - w) / len(self.mean)
+
     def apply(self, probs: np.ndarray) -> np.ndarray:
-        """Class probabilities (..., K) divided by the mean answer, renormalised."""
-        q = np.asarray(probs) / np.maximum(np.asarray(self.mean, dtype=np.float32), FLOOR)
+        """Class probabilities (..., K) divided by the mean answer (`divisor`), renormalised."""
+        q = np.asarray(probs) / np.maximum(self.divisor(), FLOOR).astype(np.float32)
         return (q / q.sum(axis=-1, keepdims=True)).astype(np.float32)
 
     def rare(self, share: float = 0.25) -> List[tuple]:
@@ -57,7 +70,15 @@ class ClassBalance:
         balance lifts them `lift`-fold, which is right if the voice did express them, and wrong if
         the recordings simply lack them."""
         even = 1.0 / len(self.labels)
-        return [(lab, even / max(m, FLOOR)) for lab, m in zip(self.labels, self.mean) if m < share * even]
+        return [(lab, even / max(m, FLOOR)) for lab, m in zip(self.labels, self.divisor()) if m < share * even]
+
+    def short_note(self) -> Optional[str]:
+        """A note when the balance rests on too little speech to trust without a prior."""
+        if self.prior_s > 0 or self.seconds >= SHORT_S:
+            return None
+        return (f"note: the balance rests on only {self.seconds:.0f} s of speech; under about {SHORT_S:.0f} s a "
+                "balance measured worse than none on unseen voices: enrol on more recordings, or make it "
+                "cautious with --prior-s 10")
 
     def check_labels(self, labels: Sequence[str], source: str) -> None:
         if list(labels) != self.labels:
@@ -82,10 +103,13 @@ def read(path: os.PathLike) -> ClassBalance:
                            f"expected {FORMAT!r})")
     try:
         bal = ClassBalance(list(map(str, d["labels"])), [float(v) for v in d["mean"]], int(d["utterances"]),
-                           float(d["seconds"]), str(d.get("model", "")), [float(v) for v in d.get("speeds", [1.0])])
+                           float(d["seconds"]), str(d.get("model", "")), [float(v) for v in d.get("speeds", [1.0])],
+                           float(d.get("prior_s", 0.0)))
     except (KeyError, TypeError, ValueError) as e:
         raise BalanceError(f"{p}: malformed balance file ({type(e).__name__}: {e})") from None
     if len(bal.mean) != len(bal.labels) or not all(math.isfinite(v) and v >= 0 for v in bal.mean) \
             or not sum(bal.mean) > 0:
         raise BalanceError(f"{p}: its mean answer must be one non-negative number per label, not all zero")
+    if not (math.isfinite(bal.prior_s) and bal.prior_s >= 0 and bal.seconds > 0):
+        raise BalanceError(f"{p}: its seconds of speech must be positive and its prior_s non-negative")
     return bal

@@ -13,7 +13,11 @@ from .options import model_options, speeds_option, vad_config, vad_options
 @model_options
 @vad_options
 @speeds_option
-def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gain_db, speeds):
+@click.option("--prior-s", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="S",
+              help="Seconds of speech an even answer is worth beside the measured one: the balance moves "
+                   "answers less the less speech it rests on. For enrolment on under about 15 s of speech "
+                   "(10 is a good value); 0 trusts the measurement fully, best with more speech.")
+def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gain_db, speeds, prior_s):
     """Balance the model's answers for one user's voice, without labels and without torch.
 
     RECORDINGS are audio files or folders of them (a folder with a manifest.csv: its `path`
@@ -30,7 +34,8 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
     try:
         files = audio_paths(recordings)
         rec = load(model, backend=backend, precision=precision, threads=threads)
-        bal, skipped = rec.enrol(files, progress=True, vad=vad_config(vad_mode, vad_gain_db), speeds=speeds)
+        bal, skipped = rec.enrol(files, progress=True, prior_s=prior_s, vad=vad_config(vad_mode, vad_gain_db),
+                                 speeds=speeds)
         for msg in skipped:
             click.echo(f"skipped: {msg}", err=True)
         write(bal, out)
@@ -41,6 +46,9 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
                + (f", {len(skipped)} unreadable files skipped" if skipped else "") + f") with {rec.format} "
                f"{rec.precision}; the model's mean answer: " + ", ".join(f"{lab} {p:.0%}" for p, lab in top)
                + f"; balance file {out}")
+    note = bal.short_note()
+    if note:
+        click.echo(note, err=True)
     for lab, lift in bal.rare():
         click.echo(f"note: the model rarely heard {lab} in these recordings and the balance lifts it "
                    f"{lift:.0f}-fold: right if they hold some {lab}, wrong if they hold none (then enrol on "

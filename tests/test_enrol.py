@@ -102,6 +102,75 @@ def test_enrol_and_listen_at_playback_speeds(model_dir, rec, data_dir, tmp_path)
     assert r.returncode == 2 and "not a list of numbers" in r.stderr
 
 
+def test_enrol_runtime_scores_enrolment_on_fewer_clips(rec, data_dir, monkeypatch):
+    """benchmarks/enrol_runtime.py --enrol-clips: the same protocol on N clips of each enrolment
+    half; N at least the half is the full enrolment, fewer are drawn from the half only."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from enrol_runtime import score
+
+    paths = voice(data_dir)[:6] + sorted((data_dir / "emodb").glob("03*.flac"))[:6]
+    speakers = ["16"] * 6 + ["03"] * 6
+    y = [0] * len(paths)
+    seen = []
+    enrol = type(rec).enrol
+    def recording(self, files, **kw):
+        seen.append(list(files))
+        return enrol(self, files, **kw)
+
+    monkeypatch.setattr(type(rec), "enrol", recording)
+    rows, preds = score(rec, paths, y, speakers, rec.labels, sizes=[3, 2], seed=0, speeds=(1.0,))
+    assert preds["enrolled on 3"] == preds["enrolled"]          # 3 is the whole half of 6 clips
+    assert set(preds) == {"unbalanced", "enrolled", "enrolled on 3", "enrolled on 2"}
+    assert "enrolled on 2 of the speaker's other clips" in rows
+    halves = [s for s in seen if len(s) == 3]
+    pairs = [s for s in seen if len(s) == 2]
+    assert len(halves) == 8 and len(pairs) == 4                 # 2 speakers x 2 halves, full twice (None, 3), then 2
+    for few in pairs:                                           # drawn from one enrolment half
+        assert any(set(few) <= set(h) for h in halves)
+
+
+def test_a_balance_trusts_its_mean_as_the_speech_behind_it_grows(tmp_path):
+    from edgeser.balance import BalanceError, ClassBalance, read, write
+
+    p = np.array([0.25, 0.25, 0.5], np.float32)
+    full = ClassBalance(["a", "b", "c"], [0.5, 0.25, 0.25], 10, 20.0)
+    assert np.allclose(full.apply(p), [0.125, 0.25, 0.5] / np.float32(0.875))
+    short, long = (ClassBalance(["a", "b", "c"], [0.5, 0.25, 0.25], 10, s, prior_s=10.0) for s in (2.0, 200.0))
+    even = 1 / 3
+    assert np.allclose(short.divisor(), (2 * np.array(full.mean) + 10 * even) / 12)
+    # a little speech barely moves the answer; much speech moves it nearly as far as no prior does
+    assert abs(short.apply(p)[0] - p[0]) < abs(long.apply(p)[0] - p[0]) < abs(full.apply(p)[0] - p[0]) + 1e-6
+    assert read(write(short, tmp_path / "s.json")).prior_s == 10.0
+    legacy = tmp_path / "legacy.json"         # a file from before prior_s: no prior, as it was made
+    legacy.write_text(json.dumps({"format": "edgeser-balance/1", "labels": ["a", "b"], "mean": [0.5, 0.5],
+                                  "utterances": 1, "seconds": 2.0}))
+    assert read(legacy).prior_s == 0.0 and read(legacy).speeds == [1.0]
+    legacy.write_text(json.dumps({"format": "edgeser-balance/1", "labels": ["a", "b"], "mean": [0.5, 0.5],
+                                  "utterances": 1, "seconds": 2.0, "prior_s": -1}))
+    with pytest.raises(BalanceError, match="prior_s non-negative"):
+        read(legacy)
+
+
+def test_enrol_on_little_speech_says_so_and_a_prior_makes_it_cautious(model_dir, data_dir, tmp_path):
+    from edgeser.balance import read
+
+    clips = voice(data_dir)[:2]
+    out = tmp_path / "short.json"
+    r = edgeser_cmd("enrol", *clips, "--model", model_dir, "--out", out, "--speeds", "1")
+    assert r.returncode == 0, r.stderr
+    bal = read(out)
+    assert bal.seconds < 15 and bal.prior_s == 0
+    assert f"rests on only {bal.seconds:.0f} s of speech" in r.stderr and "--prior-s 10" in r.stderr
+    r = edgeser_cmd("enrol", *clips, "--model", model_dir, "--out", out, "--speeds", "1", "--prior-s", "10")
+    assert r.returncode == 0 and "rests on only" not in r.stderr, r.stderr
+    cautious = read(out)
+    assert cautious.prior_s == 10 and cautious.mean == bal.mean
+    even = np.full(len(bal.mean), 1 / len(bal.mean))
+    assert np.abs(cautious.divisor() - even).sum() < np.abs(bal.divisor() - even).sum()
+    r = edgeser_cmd("enrol", *clips, "--model", model_dir, "--out", out, "--prior-s", "-1")
+    assert r.returncode == 2 and "--prior-s" in r.stderr
+
+
 def read_plain(model_dir, clips, tmp_path):
     from edgeser.balance import read
 

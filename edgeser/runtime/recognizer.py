@@ -183,12 +183,13 @@ class Recognizer:
             balance.check_labels(self.labels, source)
         self.balance = balance
 
-    def enrol(self, paths, progress: bool = False, **stream_opts):
+    def enrol(self, paths, progress: bool = False, prior_s: Optional[float] = None, **stream_opts):
         """(ClassBalance, skipped): the balance for the voice in the audio files `paths`, this model's
         duration-weighted mean answer over their utterances (unbalanced), replayed through the
-        streaming path as listen hears them; and a message per unreadable file, skipped."""
+        streaming path as listen hears them; and a message per unreadable file, skipped.
+        prior_s: seconds of speech an even answer is worth beside it (None: balance.PRIOR_S)."""
+        from .. import balance as BAL
         from ..audio import AudioError
-        from ..balance import ClassBalance
         from ..progress import iterate
 
         kept, self.balance = self.balance, None
@@ -205,9 +206,10 @@ class Recognizer:
         if mean is None:
             raise RecognizerError(f"{len(paths)} file(s): no speech to enrol on"
                                   + (f" ({len(skipped)} unreadable)" if skipped else ""))
-        return ClassBalance(self.labels, [mean.probs[lab] for lab in self.labels], len(utts),
-                            float(sum(u.end_s - u.start_s for u in utts)), self.name,
-                            [float(v) for v in stream_opts.get("speeds", DEFAULT_SPEEDS)]), skipped
+        return BAL.ClassBalance(self.labels, [mean.probs[lab] for lab in self.labels], len(utts),
+                                float(sum(u.end_s - u.start_s for u in utts)), self.name,
+                                [float(v) for v in stream_opts.get("speeds", DEFAULT_SPEEDS)],
+                                float(BAL.PRIOR_S if prior_s is None else prior_s)), skipped
 
     def snapshot(self) -> Tuple[List[np.ndarray], np.ndarray]:
         """(state, feature ring) after window_frames of zeros from zero state; do not modify."""
