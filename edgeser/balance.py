@@ -45,7 +45,7 @@ class ClassBalance:
     speeds: List[float] = field(default_factory=lambda: [1.0])   # the playback speeds it heard at
     prior_s: float = 0.0     # seconds of speech an even answer is worth beside `mean` (divisor)
 
-    def speeds_note(self, speeds: Sequence[float], source: str):
+    def speeds_note(self, speeds: Sequence[float], source: str) -> Optional[str]:
         """A note when answers heard at `speeds` are balanced by a mean heard at others: each
         speed shifts the answers a little, so the balance fits best at the speeds it was made at."""
         if [float(v) for v in speeds] == self.speeds:

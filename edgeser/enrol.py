@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from .balance import PRIOR_S
 from .options import model_options, speeds_option, vad_config, vad_options
 
 
@@ -13,7 +14,7 @@ from .options import model_options, speeds_option, vad_config, vad_options
 @model_options
 @vad_options
 @speeds_option
-@click.option("--prior-s", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="S",
+@click.option("--prior-s", type=click.FloatRange(min=0), default=PRIOR_S, show_default=True, metavar="S",
               help="Seconds of speech an even answer is worth beside the measured one: the balance moves "
                    "answers less the less speech it rests on. For enrolment on under about 15 s of speech "
                    "(10 is a good value); 0 trusts the measurement fully, best with more speech.")

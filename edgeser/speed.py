@@ -73,12 +73,14 @@ def _lerp(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
 def parse_speeds(text: str) -> Tuple[float, ...]:
     """`--speeds 0.8,0.9,1,1.1,1.2` -> the playback speeds, each within SPEED_RANGE."""
     try:
-        speeds = tuple(float(s) for s in text.split(",") if s.strip())
+        speeds = [float(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise ValueError(f"--speeds: not a list of numbers: {text!r}") from None
-    if not speeds or any(not SPEED_RANGE[0] <= s <= SPEED_RANGE[1] for s in speeds):
-        raise ValueError(f"--speeds: each speed must lie in {SPEED_RANGE[0]:g}..{SPEED_RANGE[1]:g}, got {text!r}")
-    return speeds
+    try:
+        return check_speeds(speeds)
+    except ValueError:
+        raise ValueError(f"--speeds: each speed must lie in {SPEED_RANGE[0]:g}..{SPEED_RANGE[1]:g}, "
+                         f"got {text!r}") from None
 
 
 def check_speeds(speeds: Sequence[float]) -> Tuple[float, ...]:
