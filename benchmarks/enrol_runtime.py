@@ -66,10 +66,10 @@ def main(argv=None) -> int:
     paths = [c.path for c in data.clips]
     y = data.y.tolist()
     speakers = [c.speaker for c in data.clips]
+    sizes = [int(v) for v in args.enrol_clips.split(",")] if args.enrol_clips else []
     out = []
     for rec in recs:
         t0 = time.time()
-        sizes = [int(v) for v in args.enrol_clips.split(",")] if args.enrol_clips else []
         rows, preds = score(rec, paths, y, speakers, labels, sizes, args.enrol_seed, prior_s, speeds=args.speeds)
         no_speech = int(sum(1 for v in preds["unbalanced"] if v < 0))
         print(f"{rec.name} ({rec.format} {rec.precision}) on {data.source}: {len(paths)} clips, "

@@ -17,6 +17,12 @@ FRAME_MS = 20          # webrtcvad takes 10, 20 or 30 ms; 20 ms divides the 100 
 GAIN_DB_RANGE = (-20.0, 40.0)   # VadConfig.gain_db, and `--vad-gain-db`
 
 
+def frame_power(x: np.ndarray) -> float:
+    """A frame's mean square (float64): what the floor, the detector's caller and the level
+    normaliser all judge a frame by, computed once per frame by the stream."""
+    return float(np.mean(np.square(x, dtype=np.float64)))
+
+
 class VadUnavailable(RuntimeError):
     pass
 
@@ -72,7 +78,7 @@ class FrameVad:
     def __call__(self, x: np.ndarray, power: Optional[float] = None) -> bool:
         """power: the frame's mean square, where the caller has it already."""
         if power is None:
-            power = float(np.mean(np.square(x, dtype=np.float64)))
+            power = frame_power(x)
         if power < self.floor_power:
             return False
         pcm = np.clip(np.round(x * self.scale), -32768, 32767).astype("<i2").tobytes()

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import manifest as M
 from ..audio import AudioError
-from ..speed import DEFAULT_SPEEDS
+from ..speed import DEFAULT_SPEEDS, check_speeds
 from . import backends as B
 from .stream import Result, Stream
 
@@ -208,7 +208,7 @@ class Recognizer:
                                   + (f" ({len(skipped)} unreadable)" if skipped else ""))
         return BAL.ClassBalance(self.labels, [mean.probs[lab] for lab in self.labels], len(utts),
                                 float(sum(u.end_s - u.start_s for u in utts)), self.name,
-                                [float(v) for v in stream_opts.get("speeds", DEFAULT_SPEEDS)],
+                                list(check_speeds(stream_opts.get("speeds", DEFAULT_SPEEDS))),   # as the streams heard
                                 float(BAL.PRIOR_S if prior_s is None else prior_s)), skipped
 
     def snapshot(self) -> Tuple[List[np.ndarray], np.ndarray]:

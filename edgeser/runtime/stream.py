@@ -26,7 +26,7 @@ import numpy as np
 
 from ..resample import StreamResampler, to_float32
 from ..speed import DEFAULT_SPEEDS, SpeedChanger, check_speeds
-from ..vad import FRAME_MS, FrameVad, Gate, VadConfig
+from ..vad import FRAME_MS, FrameVad, Gate, VadConfig, frame_power
 
 
 @dataclass
@@ -77,7 +77,7 @@ class LevelNormalizer:
 
     def update(self, frame: np.ndarray, power: Optional[float] = None):
         """One in-segment frame (or its mean square, `power`, where the caller has it)."""
-        p = float(np.mean(np.square(frame, dtype=np.float64))) if power is None else power
+        p = frame_power(frame) if power is None else power
         self.n += 1
         self.power += (p - self.power) / min(self.n, self.memory)
 
@@ -269,7 +269,7 @@ class Stream:
         for i in range(n):
             f = y[i * self.vad_frame:(i + 1) * self.vad_frame]
             self._frames_in += 1
-            power = float(np.mean(np.square(f, dtype=np.float64)))
+            power = frame_power(f)
             self._peak_power = max(self._peak_power, power)
             self._raw.append((f, power))
             if self.gate is None:
