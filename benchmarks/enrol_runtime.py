@@ -11,6 +11,7 @@ alone, then all of them as one ensemble (`edgeser listen --model A --model B ..`
     python benchmarks/enrol_runtime.py --pool fold0.json fold1.json ..   # cross-validation folds' reports, pooled
     python benchmarks/enrol_runtime.py --speeds 0.9,1,1.1 ..   # each utterance heard at three speeds (listen --speeds)
     python benchmarks/enrol_runtime.py --enrol-clips 4,8,15 ..  # enrolment on that many of the half's clips, drawn at random
+    python benchmarks/enrol_runtime.py --vad-gain-db 12 ..     # the detector 12 dB more sensitive (quiet files)
 """
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ def main(argv=None) -> int:
     ap.add_argument("--prior-s", type=float, default=None,
                     help="seconds of speech an even answer is worth in the balance (enrol --prior-s; "
                          "default: edgeser.balance.PRIOR_S)")
+    ap.add_argument("--vad-gain-db", type=float, default=0.0,
+                    help="what the detector hears is this much louder (listen/enrol --vad-gain-db): each clip "
+                         "is a fresh stream here, whose detector misses quiet clips a live session hears")
     ap.add_argument("--pool", type=Path, nargs="+", default=None, metavar="REPORT",
                     help="pool these reports (one per cross-validation fold, models in the same order) "
                          "over all their clips instead of scoring")
@@ -55,6 +59,7 @@ def main(argv=None) -> int:
     from edgeser.train.checkpoint import load_checkpoint
 
     from edgeser import balance
+    from edgeser.vad import VadConfig
 
     prior_s = balance.PRIOR_S if args.prior_s is None else args.prior_s
     models = args.model or [None]
@@ -70,7 +75,8 @@ def main(argv=None) -> int:
     out = []
     for rec in recs:
         t0 = time.time()
-        rows, preds = score(rec, paths, y, speakers, labels, sizes, args.enrol_seed, prior_s, speeds=args.speeds)
+        rows, preds = score(rec, paths, y, speakers, labels, sizes, args.enrol_seed, prior_s, speeds=args.speeds,
+                            vad=VadConfig(gain_db=args.vad_gain_db))
         no_speech = int(sum(1 for v in preds["unbalanced"] if v < 0))
         print(f"{rec.name} ({rec.format} {rec.precision}) on {data.source}: {len(paths)} clips, "
               f"{len(set(speakers))} speakers, {time.time() - t0:.0f} s")
@@ -85,7 +91,7 @@ def main(argv=None) -> int:
         write_json({**(out[0] if len(out) == 1 else {"models": out}), "source": data.source,
                     "clips": len(paths), "speakers": sorted(set(speakers)), "labels": labels,
                     "speeds": list(args.speeds), "enrol_seed": args.enrol_seed,
-                    "prior_s": prior_s,
+                    "prior_s": prior_s, "vad_gain_db": args.vad_gain_db,
                     "paths": [str(q) for q in paths], "y_true": y,
                     "command": "python " + " ".join(sys.argv)}, args.json)
     return 0
