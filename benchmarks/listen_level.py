@@ -15,6 +15,9 @@ exactly as in training (`offline`). A little noise (--noise-db, -70 dBFS) keeps 
 
     python benchmarks/listen_level.py --model runs/edge-export --data ../shared/data/emodb \
         --speakers 13,14
+    python benchmarks/listen_level.py --model runs/ens/s0_f0 --data ../shared/data/ravdess \
+        --speakers 01,02,03,04,05,06 --levels=0 --methods adaptive,utterance --scenarios session --out f0.json
+    python benchmarks/listen_level.py --pool f0.json f1.json ..   # cross-validation folds' reports, pooled
 """
 from __future__ import annotations
 
@@ -69,9 +72,48 @@ def run_stream(rec, pieces, mode, gain, rng, vad, sr=16000, gap_s=1.0, noise_db=
     return clip_labels(res, spans, rec.labels)
 
 
+METHODS = ("adaptive", "utterance", "fixed", "calibrated")
+
+
+def write(out, report):
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(out).with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+
+
+def print_table(table, cols):
+    print(f"{'':58s}" + "".join(f"{c:>14s}" for c in cols))
+    for k, v in table.items():
+        cells = [v.get(c, v.get("all")) for c in cols]
+        print(f"{k:58s}" + "".join(f"{100 * c['ua']:6.1f} ({100 * c['wa']:4.1f})" for c in cells))
+
+
+def pool(reports, out):
+    """UA and WA over the clips of all the reports (the same methods and levels each), from the
+    predictions they recorded; the calibrated gain differs per report, so its rows are left out."""
+    reps = [json.loads(Path(r).read_text()) for r in reports]
+    y = np.array([v for r in reps for v in r["y_true"]])
+    n = max(len(r["labels"]) for r in reps)
+    table = {}
+    for key, by_level in reps[0]["results"].items():
+        if "calibrated" in key:
+            continue
+        table[key] = {}
+        for level in by_level:
+            p = np.array([v for r in reps for v in r["results"][key][level]["predictions"]])
+            table[key][level] = {"wa": float(np.mean(p == y)), "ua": ua(y, p, n), "no_utterance": int(np.sum(p < 0))}
+    cols = next(list(v) for v in table.values() if "all" not in v)
+    print(f"{len(y)} clips of {len(reps)} reports; UA % (WA %)")
+    print_table(table, cols)
+    write(out, {"reports": [str(r) for r in reports], "clips": int(len(y)), "results": table,
+                "command": "python benchmarks/listen_level.py --pool " + " ".join(map(str, reports))})
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="export folder")
+    ap.add_argument("--model", default=None, help="export folder")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "emodb"))
     ap.add_argument("--speakers", default="13,14", help="held-out speakers (corpus manifest ids)")
     ap.add_argument("--levels", default="-30,-20,-10,0,6", help="dB relative to the recording")
@@ -81,8 +123,24 @@ def main(argv=None):
     ap.add_argument("--vad-mode", type=int, default=None, help="webrtcvad mode (default: VadConfig's)")
     ap.add_argument("--floor-db", type=float, default=None, help="VAD energy floor, dBFS (default: VadConfig's)")
     ap.add_argument("--noise-db", type=float, default=-70.0, help="background noise added, dBFS")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="level methods to run, of: " + ", ".join(METHODS))
+    ap.add_argument("--scenarios", default="clip,session", help="clip, session or both")
+    ap.add_argument("--pool", nargs="+", default=None, metavar="REPORT",
+                    help="pool these reports' predictions (one per cross-validation fold) instead of running")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "listen_level.json"))
     a = ap.parse_args(argv)
+    if a.pool:
+        return pool(a.pool, a.out)
+    if not a.model:
+        ap.error("--model is required (or --pool)")
+    methods_wanted = a.methods.split(",")
+    for m in methods_wanted:
+        if m not in METHODS:
+            ap.error(f"--methods: {m!r} is not one of {', '.join(METHODS)}")
+    scenarios = a.scenarios.split(",")
+    if not set(scenarios) <= {"clip", "session"}:
+        ap.error("--scenarios: clip, session or both")
 
     sys.path.insert(0, str(ROOT))
     from edgeser import labels as L
@@ -128,14 +186,15 @@ def main(argv=None):
             W = eval_windows(rms_normalize(trim_silence(x)), rec.manifest.window_samples)
             pred.append(int(np.argmax(np.mean([wm.run({"audio": w[None]})["probs"][0] for w in W], 0))))
         pred = np.array(pred)
-        table["offline window model (training normalisation)"] = {"all": {"wa": float(np.mean(pred == y)),
-                                                                            "ua": ua(y, pred, n)}}
+        table["offline window model (training normalisation)"] = {"all": {
+            "wa": float(np.mean(pred == y)), "ua": ua(y, pred, n), "predictions": pred.tolist()}}
 
     levels = [float(v) for v in a.levels.split(",")]
     methods = {"adaptive": ("adaptive", 1.0), "per utterance": ("utterance", 1.0), "fixed gain 1": ("fixed", 1.0),
                f"fixed calibrated x{calibrated:.2f}": ("fixed", calibrated)}
+    methods = {k: v for k, v, m in zip(methods, methods.values(), METHODS) if m in methods_wanted}
     t0 = time.time()
-    for scenario in ("clip", "session"):
+    for scenario in scenarios:
         for name, (mode, gain) in methods.items():
             key = f"{scenario}: {name}"
             table[key] = {}
@@ -153,24 +212,18 @@ def main(argv=None):
                             pred[i] = p
                 pred = np.array(pred)
                 table[key][f"{db:+g} dB"] = {"wa": float(np.mean(pred == y)), "ua": ua(y, pred, n),
-                                             "no_utterance": int(np.sum(pred < 0))}
+                                             "no_utterance": int(np.sum(pred < 0)), "predictions": pred.tolist()}
     cols = [f"{db:+g} dB" for db in levels]
     print(f"{len(audio)} clips of speakers {a.speakers}, {rec.format} {rec.precision}, VAD mode {vad.mode} "
           f"floor {vad.floor_dbfs:g} dBFS, noise {a.noise_db:g} dBFS, "
           f"{time.time() - t0:.0f} s; UA % (WA %)")
-    print(f"{'':58s}" + "".join(f"{c:>14s}" for c in cols))
-    for k, v in table.items():
-        cells = [v.get(c, v.get("all")) for c in cols]
-        print(f"{k:58s}" + "".join(f"{100 * c['ua']:6.1f} ({100 * c['wa']:4.1f})" for c in cells))
+    print_table(table, cols)
     out = {"model": str(a.model), "speakers": a.speakers, "clips": len(audio), "native_rms": native_rms,
            "vad": {"mode": vad.mode, "floor_dbfs": vad.floor_dbfs}, "noise_dbfs": a.noise_db,
            "backend": f"{rec.format} {rec.precision}", "results": table,
+           "labels": list(rec.labels), "y_true": y.tolist(),
            "command": "python benchmarks/listen_level.py " + " ".join(argv or sys.argv[1:])}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(a.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, a.out)
-    print(f"wrote {a.out}")
+    write(a.out, out)
 
 
 if __name__ == "__main__":

@@ -167,9 +167,10 @@ class _Recorder:
 @click.option("--fast", is_flag=True, help="With --input: as fast as possible.")
 @click.option("--rate", type=click.IntRange(8000, 192000), default=None,
               help="Capture rate. Default: 16 kHz if the device offers it, else its own rate.")
-@click.option("--normalize", type=click.Choice(["adaptive", "utterance", "fixed"]), default="adaptive",
-              show_default=True, help="Input level: adaptive (running estimate over speech), utterance "
-                                      "(estimate restarts each utterance) or fixed (--gain).")
+@click.option("--normalize", type=click.Choice(["utterance", "adaptive", "fixed"]), default="utterance",
+              show_default=True, help="Input level: utterance (each utterance brought to the level training "
+                                      "used, as training scaled each clip), adaptive (one running estimate "
+                                      "over the session's speech) or fixed (--gain).")
 @click.option("--gain", type=float, default=1.0, show_default=True, help="Gain for --normalize fixed.")
 @vad_options
 @speeds_option

@@ -368,10 +368,29 @@ def test_adaptive_level_makes_a_quiet_microphone_look_like_a_loud_one(rec):
         (u,) = utterances(feed(rec.create_stream(normalize=mode), x * gain))
         return np.array(list(u.probs.values()))
 
-    adaptive = np.abs(probs(0.1, "adaptive") - probs(1.0, "adaptive")).max()
     fixed = np.abs(probs(0.1, "fixed") - probs(1.0, "fixed")).max()
-    assert adaptive < 0.02
-    assert adaptive < fixed
+    for mode in ("utterance", "adaptive"):
+        moved = np.abs(probs(0.1, mode) - probs(1.0, mode)).max()
+        assert moved < 0.02
+        assert moved < fixed
+
+
+def test_each_utterance_is_judged_at_its_own_level_whatever_came_before(rec):
+    """The default level (per utterance) answers the second utterance alike after a shout or a
+    murmur, as training scaled every clip alone; the session-wide estimate does not."""
+    x, gap = clip16(), np.zeros(16000, np.float32)
+    assert rec.create_stream().norm.mode == "utterance"
+
+    def second(mode, first_gain):
+        us = utterances(feed(rec.create_stream(normalize=mode, speeds=(1,)),
+                             np.concatenate([gap, x * np.float32(first_gain), gap, x, gap])))
+        assert len(us) == 2
+        return np.array(list(us[1].probs.values()))
+
+    per_utterance = np.abs(second("utterance", 3.0) - second("utterance", 0.3)).max()
+    session = np.abs(second("adaptive", 3.0) - second("adaptive", 0.3)).max()
+    assert per_utterance < 1e-3
+    assert session > 10 * max(per_utterance, 1e-4)
 
 
 QUIET = "ravdess/Actor_05/03-01-04-01-01-01-05.flac"   # a soft sad sentence, peaks near -47 dBFS

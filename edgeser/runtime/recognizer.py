@@ -237,11 +237,12 @@ class Recognizer:
             raise RecognizerError(str(e)) from None
 
     # ------------------------------------------------------------------ streams
-    def create_stream(self, vad="default", normalize: str = "adaptive", gain: float = 1.0,
+    def create_stream(self, vad="default", normalize: str = "utterance", gain: float = 1.0,
                       speeds=DEFAULT_SPEEDS) -> Stream:
         """vad: "default" (webrtcvad, VadConfig()), a VadConfig, or None (no gate: all speech).
-        normalize: "adaptive" (running level estimate over the stream's speech), "utterance"
-        (the estimate restarts at each utterance) or "fixed" (multiply by `gain`).
+        normalize: "utterance" (each utterance brought to training's level by its own running
+        estimate), "adaptive" (one running estimate over the stream's speech) or "fixed"
+        (multiply by `gain`); see stream.LevelNormalizer.
         speeds: playback speeds (0.5..2) the model hears each utterance at, answers averaged; each
         costs one more pass of the model; (1,) hears the audio once, as it is."""
         from ..vad import VadConfig
