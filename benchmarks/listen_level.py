@@ -31,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import speeds_arg  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,9 +56,9 @@ def clip_labels(results, spans, labels):
     return out
 
 
-def run_stream(rec, pieces, mode, gain, rng, vad, sr=16000, gap_s=1.0, noise_db=-70.0):
+def run_stream(rec, pieces, mode, gain, rng, vad, sr=16000, gap_s=1.0, noise_db=-70.0, speeds=(1.0,)):
     """Pieces back to back with gaps in one stream; returns per-piece predicted class."""
-    s = rec.create_stream(vad=vad, normalize=mode, gain=gain, speeds=(1.0,))   # as measured: level, not speed
+    s = rec.create_stream(vad=vad, normalize=mode, gain=gain, speeds=speeds)
     spans, parts, t = [], [], 0
     for x in pieces:
         g = np.zeros(int(gap_s * sr), np.float32)
@@ -123,6 +126,8 @@ def main(argv=None):
     ap.add_argument("--vad-mode", type=int, default=None, help="webrtcvad mode (default: VadConfig's)")
     ap.add_argument("--floor-db", type=float, default=None, help="VAD energy floor, dBFS (default: VadConfig's)")
     ap.add_argument("--noise-db", type=float, default=-70.0, help="background noise added, dBFS")
+    ap.add_argument("--speeds", type=speeds_arg, default=[1.0], metavar="S1,S2,..",
+                    help="playback speeds every utterance is heard at (listen --speeds; default 1: the level alone)")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help="level methods to run, of: " + ", ".join(METHODS))
     ap.add_argument("--scenarios", default="clip,session", help="clip, session or both")
@@ -202,13 +207,14 @@ def main(argv=None):
                 g = np.float32(10 ** (db / 20))
                 rng = np.random.default_rng(0)
                 if scenario == "clip":
-                    pred = [run_stream(rec, [x * g], mode, gain, rng, vad, gap_s=0.5, noise_db=a.noise_db)[0] for x in audio]
+                    pred = [run_stream(rec, [x * g], mode, gain, rng, vad, gap_s=0.5, noise_db=a.noise_db,
+                                       speeds=a.speeds)[0] for x in audio]
                 else:
                     pred = [0] * len(audio)
                     for s in sorted(spk):
                         ids = [i for i, c in enumerate(clips) if c[0] == s]
                         for i, p in zip(ids, run_stream(rec, [audio[i] * g for i in ids], mode, gain, rng, vad,
-                                                          noise_db=a.noise_db)):
+                                                          noise_db=a.noise_db, speeds=a.speeds)):
                             pred[i] = p
                 pred = np.array(pred)
                 table[key][f"{db:+g} dB"] = {"wa": float(np.mean(pred == y)), "ua": ua(y, pred, n),
@@ -219,7 +225,7 @@ def main(argv=None):
           f"{time.time() - t0:.0f} s; UA % (WA %)")
     print_table(table, cols)
     out = {"model": str(a.model), "speakers": a.speakers, "clips": len(audio), "native_rms": native_rms,
-           "vad": {"mode": vad.mode, "floor_dbfs": vad.floor_dbfs}, "noise_dbfs": a.noise_db,
+           "vad": {"mode": vad.mode, "floor_dbfs": vad.floor_dbfs}, "noise_dbfs": a.noise_db, "speeds": a.speeds,
            "backend": f"{rec.format} {rec.precision}", "results": table,
            "labels": list(rec.labels), "y_true": y.tolist(),
            "command": "python benchmarks/listen_level.py " + " ".join(argv or sys.argv[1:])}
