@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import speeds_arg  # noqa: E402
+from common import speeds_arg, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,14 +77,6 @@ def run_stream(rec, pieces, mode, gain, rng, vad, sr=16000, gap_s=1.0, noise_db=
 METHODS = ("adaptive", "utterance", "fixed", "calibrated")
 
 
-def write(out, report):
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)
-    print(f"wrote {out}")
-
-
 def print_table(table, cols):
     print(f"{'':58s}" + "".join(f"{c:>14s}" for c in cols))
     for k, v in table.items():
@@ -110,8 +101,9 @@ def pool(reports, out):
     cols = next(list(v) for v in table.values() if "all" not in v)
     print(f"{len(y)} clips of {len(reps)} reports; UA % (WA %)")
     print_table(table, cols)
-    write(out, {"reports": [str(r) for r in reports], "clips": int(len(y)), "results": table,
-                "command": "python benchmarks/listen_level.py --pool " + " ".join(map(str, reports))})
+    write_json({"reports": [str(r) for r in reports], "clips": int(len(y)), "results": table,
+                "command": "python benchmarks/listen_level.py --pool " + " ".join(map(str, reports))}, out)
+    print(f"wrote {out}")
 
 
 def main(argv=None):
@@ -195,12 +187,12 @@ def main(argv=None):
             "wa": float(np.mean(pred == y)), "ua": ua(y, pred, n), "predictions": pred.tolist()}}
 
     levels = [float(v) for v in a.levels.split(",")]
-    methods = {"adaptive": ("adaptive", 1.0), "per utterance": ("utterance", 1.0), "fixed gain 1": ("fixed", 1.0),
-               f"fixed calibrated x{calibrated:.2f}": ("fixed", calibrated)}
-    methods = {k: v for k, v, m in zip(methods, methods.values(), METHODS) if m in methods_wanted}
+    methods = {"adaptive": ("adaptive", "adaptive", 1.0), "utterance": ("per utterance", "utterance", 1.0),
+               "fixed": ("fixed gain 1", "fixed", 1.0),
+               "calibrated": (f"fixed calibrated x{calibrated:.2f}", "fixed", calibrated)}
     t0 = time.time()
     for scenario in scenarios:
-        for name, (mode, gain) in methods.items():
+        for name, mode, gain in (methods[m] for m in METHODS if m in methods_wanted):
             key = f"{scenario}: {name}"
             table[key] = {}
             for db in levels:
@@ -229,7 +221,8 @@ def main(argv=None):
            "backend": f"{rec.format} {rec.precision}", "results": table,
            "labels": list(rec.labels), "y_true": y.tolist(),
            "command": "python benchmarks/listen_level.py " + " ".join(argv or sys.argv[1:])}
-    write(a.out, out)
+    write_json(out, a.out)
+    print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":
