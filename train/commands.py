@@ -34,7 +34,8 @@ def _train_options(f):
                           "edge-3s (3 s, two layers), paper (the full network), edge-conv (no "
                           "filterbank), tiny (tests)."),
         click.option("--window-s", type=click.FloatRange(0.2, 30), default=None,
-                     help="Seconds of audio one decision sees (default: the preset's, 2 s for edge)."),
+                     help="Seconds of audio one decision sees (default: the preset's, 2 s for edge; with --init, "
+                          "the checkpoint's). No weight depends on it, so it also changes an --init model's."),
         click.option("--labels", default=None, metavar="L1,L2,..",
                      help="Keep only these emotions (any usual spelling). Default: all found."),
         click.option("--merge", default=None, metavar="A=B,..", help="Merge labels, e.g. calm=neutral."),
@@ -131,13 +132,15 @@ def _init_config(init, labels_found):
 
 def _run_configs(preset, labels_found, window_s, init, qat, cell_clip, **train):
     """(model config, training config, preset name) of a train or evaluate run: from the preset,
-    or from the --init checkpoint (with the data's labels), and --cell-clip over either."""
+    or from the --init checkpoint (with the data's labels), and --window-s and --cell-clip over either."""
     from dataclasses import replace
 
     cfg, tcfg = _configs(preset, labels_found, window_s, qat=qat, **train)
     if init:
         cfg, preset = _init_config(init, labels_found)
         tcfg.init = str(init)
+        if window_s:
+            cfg = replace(cfg, window_s=window_s)
     if cell_clip is not None:
         cfg = replace(cfg, cell_clip=cell_clip)
     return cfg, tcfg, preset
