@@ -204,28 +204,6 @@ def test_an_utterance_gets_the_same_result_wherever_it_starts():
     assert b[0].end_s - a[0].end_s == pytest.approx(2.0)
 
 
-def test_a_short_utterance_is_also_judged_further_from_the_window_end():
-    x = np.random.default_rng(0).standard_normal(4800).astype(np.float32) * 0.1   # 0.3 s; window 1 s, hop 0.5 s
-    plain, drained = (fake_stream(vad=None, normalize="fixed", speeds=(1,), drain=d) for d in (False, True))
-    (a,) = utterances(feed(plain, x))
-    (b,) = utterances(feed(drained, x))
-    # one zero hop keeps all of it in the window; the window after that would not
-    assert drained.stats["model_calls"] == plain.stats["model_calls"] + 2
-    # the answers of the window at the end and of the one a zero hop later, averaged: the hop
-    # results of a stream that heard the utterance and then half a second of silence as speech
-    hops = [r for r in feed(fake_stream(vad=None, normalize="fixed", speeds=(1,), drain=False),
-                            np.concatenate([x, np.zeros(8000, np.float32)])) if r.kind == "hop"]
-    assert [r.probs for r in hops[:1]] == [a.probs]
-    want = np.mean([[h.probs[k] for k in "abc"] for h in hops[:2]], axis=0)
-    assert np.allclose([b.probs[k] for k in "abc"], want, atol=1e-6)
-    assert b.probs != a.probs
-    # an utterance as long as the window runs no zero hop and answers as before
-    long = np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1
-    plain, drained = (fake_stream(vad=None, normalize="fixed", speeds=(1,), drain=d) for d in (False, True))
-    assert utterances(feed(plain, long))[0].probs == utterances(feed(drained, long))[0].probs
-    assert drained.stats["model_calls"] == plain.stats["model_calls"]
-
-
 def test_silence_costs_no_model_call_and_reports_hops_without_labels():
     rec = FakeRecognizer()
     s = Stream(rec, vad=VadConfig())

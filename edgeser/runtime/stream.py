@@ -165,20 +165,6 @@ class _Lane:
         self.pending = np.array(rest, np.float32)
         return n
 
-    def drain(self, gain: float) -> int:
-        """After the utterance's end, zero hops for as long as the window still holds all of it:
-        each places the utterance further from the window's end, in zero padding, and every one
-        votes (they hold as much of it as any window). An utterance shorter than the window is
-        then judged at several offsets, as training placed it anywhere, rather than only against
-        the window's end (benchmarks/enrol_runtime.py, docs/results.md "Where the device path
-        loses against PyTorch"). Returns the hops run."""
-        hf = self.rec.manifest.hop_frames
-        n = 0
-        while self.in_view and not self.ring_real[:hf].any():
-            self._run(np.zeros(self.hop_samples, np.float32), 0, gain)
-            n += 1
-        return n
-
     def _run(self, audio: np.ndarray, n_real: int, gain: float):
         feats, self.state = self.rec.step((audio * np.float32(gain)).astype(np.float32), self.state)
         hf = feats.shape[0]
@@ -197,10 +183,9 @@ class Stream:
     """
 
     def __init__(self, recognizer, vad: Optional[VadConfig], normalize: str = "utterance", gain: float = 1.0,
-                 speeds=DEFAULT_SPEEDS, drain: bool = True):
+                 speeds=DEFAULT_SPEEDS):
         self.rec = recognizer
         self.speeds = check_speeds(speeds)
-        self.drain = bool(drain)
         m = recognizer.manifest
         self.sr = m.sample_rate
         self.vad_frame = self.sr * FRAME_MS // 1000
@@ -368,10 +353,6 @@ class Stream:
         if self._lanes is None:
             return []
         out = self._run_hop(final=True)
-        if self.drain:
-            gain = self.norm.gain()
-            for lane in self._lanes:
-                self.stats["model_calls"] += 2 * lane.drain(gain)
         answers = [p for p in (lane.utt.probs() for lane in self._lanes) if p is not None]
         capacity = self._lanes[0].utt.capacity
         self._lanes = None
