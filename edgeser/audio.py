@@ -29,20 +29,43 @@ def to_mono(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1) if x.ndim == 2 else x
 
 
+def decode_error(path, e: Exception) -> AudioError:
+    """The one-line error for a file libsndfile cannot read (on opening or part-way)."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return AudioError(f"{path}: cannot decode audio ({msg})")
+
+
+def open_sound(path: Union[str, Path]) -> "sf.SoundFile":
+    """An open, non-empty sound file, or AudioError naming the file: missing, undecodable, empty."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: a folder, not an audio file")
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception as e:  # soundfile raises several types for broken files
+        raise decode_error(path, e) from None
+    if f.frames == 0:
+        f.close()
+        raise AudioError(f"{path}: empty clip (0 samples)")
+    return f
+
+
 def read_clip(path: Union[str, Path], sample_rate: int = SAMPLE_RATE,
               check_silence: bool = True) -> np.ndarray:
     """Decode `path` to mono float32 at `sample_rate`.
 
-    Raises AudioError for an unreadable, empty, non-finite or (optionally) all-silent clip.
+    Raises AudioError for a missing, unreadable, empty, non-finite or (optionally) all-silent clip.
     """
     path = Path(path)
-    try:
-        x, sr = sf.read(str(path), dtype="float32", always_2d=False)
-    except Exception as e:  # soundfile raises several types for broken files
-        raise AudioError(f"{path}: cannot decode audio ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    with open_sound(path) as f:
+        sr = f.samplerate
+        try:
+            x = f.read(dtype="float32", always_2d=False)
+        except Exception as e:  # truncated or damaged data
+            raise decode_error(path, e) from None
     x = to_mono(np.asarray(x, dtype=np.float32))
-    if x.size == 0:
-        raise AudioError(f"{path}: empty clip (0 samples)")
     if not np.all(np.isfinite(x)):
         raise AudioError(f"{path}: clip contains NaN or infinite samples")
     x = resample(x, int(sr), sample_rate)

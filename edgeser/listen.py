@@ -103,18 +103,9 @@ def quiet_hint(utterances: int, audio_s: float, peak_dbfs: float, vad_gain_db: f
 
 def file_blocks(path: str, fast: bool, block_s: float = 0.1):
     """(rate, float32 block) from a file, paced at real time unless fast."""
-    import soundfile as sf
+    from .audio import AudioError, decode_error, open_sound
 
-    from .audio import AudioError
-
-    try:
-        f = sf.SoundFile(path)
-    except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioError(f"{path}: cannot decode audio ({msg})") from None
-    with f:
-        if f.frames == 0:
-            raise AudioError(f"{path}: empty clip (0 samples)")
+    with open_sound(path) as f:
         n = max(1, int(f.samplerate * block_s))
         t0 = time.monotonic()
         done = 0
@@ -128,8 +119,8 @@ def file_blocks(path: str, fast: bool, block_s: float = 0.1):
                     ahead = done / f.samplerate - (time.monotonic() - t0)
                     if ahead > 0:
                         time.sleep(ahead)
-        except RuntimeError as e:
-            raise AudioError(f"{path}: cannot decode audio ({str(e).splitlines()[0]})") from None
+        except RuntimeError as e:   # libsndfile: truncated or damaged data
+            raise decode_error(path, e) from None
 
 
 class _Recorder:

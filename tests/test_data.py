@@ -75,7 +75,7 @@ def test_broken_clips_are_reported_and_skipped(data_dir, tmp_path, capsys):
     assert len(skipped) == 6
     err = capsys.readouterr().err
     for name, why in [("empty.wav", "decode"), ("corrupt.flac", "decode"), ("silent.wav", "silent"),
-                      ("nan.wav", "NaN"), ("gone.wav", "")]:
+                      ("nan.wav", "NaN"), ("gone.wav", "such file")]:
         assert any(name in s and why in s for s in skipped), (name, skipped)
     assert "6 of 7 clips skipped" in err
 

@@ -124,7 +124,7 @@ def test_bad_files_are_one_line_errors(model_dir, tmp_path):
     x[3000:3010] = np.nan
     sf.write(nan, x, 16000, subtype="FLOAT")
     for path, why in ((corrupt, "cannot decode"), (empty, "empty"), (nan, "NaN"),
-                      (tmp_path / "missing.flac", "cannot decode")):
+                      (tmp_path / "missing.flac", "no such file")):
         one_line_error(listen(model_dir, "--input", path, "--fast"), str(path), why)
 
 

@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import manifest as M
-from ..audio import AudioError
+from ..audio import AudioError, decode_error, open_sound
 from ..speed import DEFAULT_SPEEDS, check_speeds
 from . import backends as B
 from .stream import Result, Stream
@@ -252,20 +252,12 @@ class Recognizer:
 
     def predict_clip(self, path, chunk: int = 4096, **stream_opts) -> ClipResult:
         """Replay a file through the streaming path (any rate, channels averaged)."""
-        import soundfile as sf
-
         path = Path(path)
-        try:
-            f = sf.SoundFile(str(path))
-        except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise AudioError(f"{path}: cannot decode audio ({msg})") from None
+        f = open_sound(path)
         s = self.create_stream(**stream_opts)
         results: List[Result] = []
         n = 0
         with f:
-            if f.frames == 0:
-                raise AudioError(f"{path}: empty clip (0 samples)")
             try:
                 for block in f.blocks(blocksize=chunk, dtype="float32", always_2d=True):
                     n += len(block)
@@ -273,7 +265,7 @@ class Recognizer:
             except ValueError as e:
                 raise AudioError(f"{path}: {e} (at {n / f.samplerate:.2f} s)") from None
             except RuntimeError as e:   # libsndfile: truncated or damaged data
-                raise AudioError(f"{path}: cannot decode audio ({str(e).splitlines()[0]})") from None
+                raise decode_error(path, e) from None
             results += s.input_finished()
             sr = f.samplerate
         warnings = []
