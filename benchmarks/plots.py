@@ -6,14 +6,12 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from edgeser.train.metrics import save_figure  # numpy-only module: no torch needed here
+from edgeser.figures import pyplot, save_figure
 
 
 def latency_png(series: Sequence[Tuple[str, Sequence[float]]], title: str, path: Path) -> Path:
     """One histogram per artifact on a shared log-time axis, with p50 and p99 marked."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(series)
     cols = 3 if n > 4 else max(1, n)

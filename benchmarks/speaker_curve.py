@@ -92,10 +92,9 @@ def main(argv=None) -> int:
                 line += f"; {args.target:.0%} at {fits[name]['speakers_at_target']:.0f} speakers if the trend held"
             print(line)
     if args.png:
-        import matplotlib
+        from edgeser.figures import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(6, 4))
         for (name, fit), color in zip(fits.items(), ("tab:blue", "tab:orange")):
@@ -119,8 +118,7 @@ def main(argv=None) -> int:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        args.png.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.png, dpi=120)
+        save_figure(fig, args.png)
         print(f"plot: {args.png}")
     if args.json:
         write_json({"command": "python " + " ".join(sys.argv), "runs": runs, "table": table, "fits": fits}, args.json)

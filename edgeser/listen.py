@@ -22,7 +22,8 @@ class ResultPrinter:
     """Text: one line per hop (rewritten in place on a terminal), a permanent line per utterance.
     JSON: one object per result, flushed at once so a pipe sees it live."""
 
-    def __init__(self, as_json: bool, show_hops: bool):
+    def __init__(self, as_json: bool, show_hops: bool, keep: bool = False):
+        self.kept = [] if keep else None     # every result, for --plot
         self.json = as_json
         self.hops = show_hops
         self.tty = sys.stdout.isatty()
@@ -32,6 +33,8 @@ class ResultPrinter:
         self.weighted = {}      # duration-weighted probabilities, as summarize() weighs them
 
     def emit(self, r):
+        if self.kept is not None:
+            self.kept.append(r)
         if r.kind == "utterance":
             self.utterances += 1
             self.labels[r.label] += 1
@@ -173,8 +176,11 @@ class _Recorder:
 @click.option("--balance", "balance_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Divide every answer by the user's mean answer in FILE (made by `edgeser enrol` on their "
                    "recordings), so that no emotion dominates their voice.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, metavar="PNG",
+              help="At the end, draw the session: each emotion's probability hop by hop, and every utterance "
+                   "with its label (needs matplotlib: pip install \"edgeser[plot]\").")
 def listen(model, device, list_devices, as_json, input_file, fast, backend, precision, threads, rate, normalize,
-           gain, vad_mode, vad_gain_db, speeds, hops, duration, save_audio, balance_file):
+           gain, vad_mode, vad_gain_db, speeds, hops, duration, save_audio, balance_file, plot_file):
     """Recognise emotion live from a microphone, or from a file (--input).
 
     Prints a line per hop (time, label, confidence) and one per utterance (a VAD speech
@@ -198,6 +204,13 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
         return
     if fast and not input_file:
         raise click.UsageError("--fast needs --input FILE")
+    if plot_file:
+        from .figures import PlotUnavailable, pyplot
+
+        try:
+            pyplot()        # before listening, not after an hour of it
+        except PlotUnavailable as e:
+            raise click.ClickException(str(e))
 
     from .balance import read as read_balance
     from .runtime.recognizer import RecognizerError, load
@@ -216,7 +229,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     except (RecognizerError, VadUnavailable, ValueError) as e:     # BalanceError is a ValueError
         raise click.ClickException(str(e))
 
-    out = ResultPrinter(as_json, hops)
+    out = ResultPrinter(as_json, hops, keep=bool(plot_file))
     recorder = _Recorder(save_audio)
     mic = None
     info = {"model": rec.name, "backend": rec.format, "precision": rec.precision,
@@ -274,6 +287,15 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     hint = quiet_hint(out.utterances, stream.time_s, peak, vad_gain_db)
     if hint:
         click.echo(hint, err=True)
+    if plot_file and started:
+        from .figures import plot_timeline
+
+        src = input_file or info.get("device", "microphone")
+        overall = f"; overall {info['label']} {info['confidence']:.2f}" if info.get("label") else ""
+        name = " + ".join(model) if model else "bundled model"
+        plot_timeline(out.kept, rec.labels, plot_file,
+                      title=f"{src}: {name} ({rec.format} {rec.precision}), {out.utterances} utterance(s){overall}")
+        click.echo(f"plot: {plot_file}", err=True)
     if error:
         raise click.ClickException(error)
 

@@ -128,6 +128,59 @@ def test_bad_files_are_one_line_errors(model_dir, tmp_path):
         one_line_error(listen(model_dir, "--input", path, "--fast"), str(path), why)
 
 
+def test_plot_draws_every_hop_and_utterance_the_session_reported(model_dir, rec, tmp_path):
+    from edgeser.figures import timeline_series
+
+    x, sr = sf.read(str(CLIP), dtype="float32")
+    gap = np.zeros(sr, np.float32)
+    two = tmp_path / "two.wav"
+    sf.write(two, np.concatenate([gap, x, gap, x, gap]), sr)
+    png = tmp_path / "out" / "session.png"
+    r = listen(model_dir, "--input", two, "--fast", "--json", "--plot", png)
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {png}" in r.stderr
+    results = json_lines(r.stdout)[:-1]
+    drawn = timeline_series(results, rec.labels)
+    hops = [h for h in results if h["kind"] == "hop"]
+    utts = [u for u in results if u["kind"] == "utterance"]
+    assert len(utts) == 2 and len(drawn["utterances"]) == 2
+    assert [u[2] for u in drawn["utterances"]] == [u["label"] for u in utts]
+    # silence is blank, each speech hop's column is its answer and sums to one
+    silent = np.isnan(drawn["probs"]).all(axis=1)
+    assert silent.tolist() == [not h["is_speech"] for h in hops] and 0 < silent.sum() < len(hops)
+    assert np.allclose(drawn["probs"][~silent].sum(axis=1), 1.0, atol=1e-3)
+    assert drawn["spans"][-1, 1] == pytest.approx(hops[-1]["end_s"])
+    # the same from the stream's own results
+    again = timeline_series(rec.predict_clip(two).results, rec.labels)
+    assert np.allclose(again["probs"], drawn["probs"], atol=1e-4, equal_nan=True)
+
+
+def test_plot_without_matplotlib_names_the_extra_before_listening(model_dir):
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from edgeser.cli import main\n"
+            f"main(['listen', '--model', {str(model_dir)!r}, '--input', {str(CLIP)!r}, '--fast', '--plot', 'x.png'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 1
+    assert 'pip install "edgeser[plot]"' in r.stderr and "summary" not in r.stdout
+
+
+def test_a_figure_that_fails_to_save_leaves_the_old_file(tmp_path):
+    from edgeser.figures import pyplot, save_figure
+
+    plt = pyplot()
+    path = tmp_path / "f.png"
+    path.write_bytes(b"good")
+    fig = plt.figure()
+
+    def broken(target, **k):
+        Path(target).write_bytes(b"\x89PNG half")
+        raise OSError("disk full")
+    fig.savefig = broken
+    with pytest.raises(OSError):
+        save_figure(fig, path)
+    assert path.read_bytes() == b"good" and sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
+
+
 def test_clipped_stereo_8k_and_48k_files_are_recognised(model_dir, rec, tmp_path):
     import soxr
 

@@ -7,6 +7,8 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from edgeser.figures import pyplot, save_figure
+
 
 def confusion(y_true: Sequence[int], y_pred: Sequence[int], n: int) -> np.ndarray:
     m = np.zeros((n, n), dtype=np.int64)
@@ -37,9 +39,7 @@ def report(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) 
 
 
 def plot_confusion(rep: Dict, path: Path, title: str = "") -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cm = np.array(rep["confusion"], dtype=float)
     keep = [i for i in range(len(cm)) if cm[i].sum() > 0 or cm[:, i].sum() > 0]
@@ -63,9 +63,7 @@ def plot_confusion(rep: Dict, path: Path, title: str = "") -> None:
 
 def plot_history(res: Dict, path: Path, title: str = "") -> None:
     """Training loss and, where there is validation, validation UA per epoch; the kept epoch marked."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     hist = res["history"]
     ep = [h["epoch"] for h in hist]
@@ -86,21 +84,6 @@ def plot_history(res: Dict, path: Path, title: str = "") -> None:
                                                    if validated else " (no validation)")), fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-def save_figure(fig, path, dpi: int = 120) -> Path:
-    """Write a figure atomically (a half-written PNG never replaces a good one) and close it."""
-    import os
-
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 def write_json(obj, path: Path) -> None:
