@@ -52,17 +52,3 @@ def best_of(reps: Sequence[Dict]) -> Dict:
     rep["ratios"] = ratios(rows)
     rep["settings"] = {**rep["settings"], "passes": len(reps), "kept": "best pass per artifact"}
     return rep
-
-
-def per_artifact(rep: Dict):
-    """(label, samples in ms) per artifact: window files, and the step and head files of each stream."""
-    out = []
-    for r in rep["results"]:
-        where = f"{r['backend']} t{r['threads']}"
-        w, s = r.get("window"), r.get("stream")
-        if w and w.get("samples_ms"):
-            out.append((f"{w['file']} ({where})", w["samples_ms"]))
-        if s and s.get("frontend_samples_ms"):
-            out.append((f"{s['files'][0]} ({where})", s["frontend_samples_ms"]))
-            out.append((f"{s['files'][1]} ({where})", s["head_samples_ms"]))
-    return out

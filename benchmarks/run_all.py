@@ -16,9 +16,10 @@ from pathlib import Path
 from common import RESULTS, Section, data_root, load_average, machine, write_json  # also puts the repo on sys.path
 
 from edgeser.bench import DEFAULT_MODEL, BenchError  # noqa: E402
+from edgeser.benchreport import latency_title, per_artifact  # noqa: E402
+from edgeser.figures import latency_png  # noqa: E402
 
 import latency as lat  # noqa: E402
-import plots  # noqa: E402
 import references as refs  # noqa: E402
 import summary  # noqa: E402
 import train_epoch  # noqa: E402
@@ -62,9 +63,7 @@ def main(argv=None) -> int:
                     continue
             info["sections"][f"latency {tag}"] = s.info
             info["latency"][tag] = rep
-            png = plots.latency_png(lat.per_artifact(rep), f"edgeser {tag}: latency per call, {rep['settings']['runs']} runs "
-                                    f"({rep['device'].get('cpu_model')}, load {rep['load_average']['before']})",
-                                    RESULTS / f"latency_{tag}.png")
+            png = latency_png(per_artifact(rep), latency_title(rep, f"edgeser {tag}"), RESULTS / f"latency_{tag}.png")
             info["plots"][tag] = png.name
             print(f"plot: {png}", flush=True)
 

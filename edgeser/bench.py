@@ -406,8 +406,11 @@ def _csv(choices: Optional[Sequence[str]] = None, integer: bool = False):
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report as JSON here.")
 @click.option("--compare", nargs=2, type=click.Path(), default=None, metavar="A.json B.json",
               help="Print two saved reports side by side and exit.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, metavar="PNG",
+              help="Also draw every model file's latency per call as a histogram, p50 and p99 marked "
+                   "(needs matplotlib: pip install \"edgeser[plot]\").")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-def bench(model, backend, precision, threads, runs, warmup, audio, json_out, compare, quiet):
+def bench(model, backend, precision, threads, runs, warmup, audio, json_out, compare, plot_file, quiet):
     """Measure model latency on this device.
 
     Whole-window latency (p50/p95/p99/max), streaming cost per hop (front-end step + head),
@@ -422,15 +425,30 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
             raise click.ClickException(str(e))
         click.echo(format_compare(a, b))
         return
+    if plot_file:
+        from .figures import PlotUnavailable, pyplot
+
+        try:
+            pyplot()        # before the measurement, not after it
+        except PlotUnavailable as e:
+            raise click.ClickException(str(e))
     folder = Path(model) if model else DEFAULT_MODEL
     if not folder.exists():
         raise click.ClickException(f"{folder}: no such model folder" +
                                    ("" if model else " (no bundled model; pass --model FOLDER from `edgeser export`)"))
     try:
-        rep = run_bench(folder, backend, precision, threads, runs, warmup, audio, progress=not quiet)
+        rep = run_bench(folder, backend, precision, threads, runs, warmup, audio, progress=not quiet,
+                        keep_samples=bool(plot_file))
     except BenchError as e:
         raise click.ClickException(str(e))
     click.echo(format_report(rep))
     if json_out:
         p = write_report(rep, json_out)
         click.echo(f"report: {p}", err=True)
+    if plot_file:
+        from .benchreport import latency_title, per_artifact
+        from .figures import latency_png
+
+        name = model or "bundled model"
+        click.echo(f"plot: {latency_png(per_artifact(rep), latency_title(rep, f'edgeser bench {name}'), plot_file)}",
+                   err=True)

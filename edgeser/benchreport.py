@@ -64,6 +64,29 @@ def validate(report: Dict) -> List[str]:
     return problems
 
 
+def per_artifact(rep: Dict):
+    """(label, samples in ms) per artifact: window files, and the step and head files of each stream."""
+    out = []
+    for r in rep["results"]:
+        where = f"{r['backend']} t{r['threads']}"
+        w, s = r.get("window"), r.get("stream")
+        if w and w.get("samples_ms"):
+            out.append((f"{w['file']} ({where})", w["samples_ms"]))
+        if s and s.get("frontend_samples_ms"):
+            out.append((f"{s['files'][0]} ({where})", s["frontend_samples_ms"]))
+            out.append((f"{s['files'][1]} ({where})", s["head_samples_ms"]))
+    return out
+
+
+def latency_title(rep: Dict, what: str) -> str:
+    """The latency figure's title: what, runs, CPU and the load it ran under."""
+    load = (rep.get("load_average") or {}).get("before")
+    if isinstance(load, (list, tuple)):
+        load = load[0] if load else None       # the 1-minute figure
+    return (f"{what}: latency per call, {rep['settings']['runs']} runs ({rep['device'].get('cpu_model')}"
+            + (f", load {load:.2f}" if isinstance(load, (int, float)) else "") + ")")
+
+
 # ---------------------------------------------------------------- files
 
 def write_report(report: Dict, path: os.PathLike) -> Path:

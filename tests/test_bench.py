@@ -254,6 +254,22 @@ def test_cli_writes_json_and_compares_two_reports(exported, tmp_path):
     assert format_compare(ra, rb) == res.output.rstrip("\n")
 
 
+def test_plot_draws_a_histogram_per_model_file_from_every_timed_call(exported, report, tmp_path):
+    from edgeser.benchreport import latency_title, per_artifact
+
+    series = per_artifact(report)
+    files = [f for r in report["results"] for f in [r["window"]["file"], *r["stream"]["files"]]]
+    assert [label.split(" (")[0] for label, _ in series] == files
+    assert all(len(v) == 20 for _, v in series)
+    assert "20 runs" in latency_title(report, "x") and "load " in latency_title(report, "x")
+    png = tmp_path / "lat.png"
+    r = CliRunner().invoke(cli, ["bench", "--model", str(exported), "--runs", "5", "--warmup", "1", "--backend", "onnx",
+                                 "--precision", "fp32", "--plot", str(png), "--json", str(tmp_path / "r.json"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [len(v) for _, v in per_artifact(load_report(tmp_path / "r.json"))] == [5, 5, 5]
+
+
 def _edgeser(*args):
     return subprocess.run([sys.executable, "-m", "edgeser", "bench", *args], capture_output=True, text=True, timeout=60)
 
