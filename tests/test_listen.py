@@ -155,11 +155,16 @@ def test_plot_draws_every_hop_and_utterance_the_session_reported(model_dir, rec,
     assert np.allclose(again["probs"], drawn["probs"], atol=1e-4, equal_nan=True)
 
 
-def test_plot_without_matplotlib_names_the_extra_before_listening(model_dir):
-    code = ("import sys; sys.modules['matplotlib'] = None\n"
+def listen_without(module, model_dir, *args):
+    """`edgeser listen --model MODEL_DIR ARGS` in an interpreter where `module` cannot be imported."""
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
             "from edgeser.cli import main\n"
-            f"main(['listen', '--model', {str(model_dir)!r}, '--input', {str(CLIP)!r}, '--fast', '--plot', 'x.png'])\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+            f"main(['listen', '--model', {str(model_dir)!r}, *{[str(a) for a in args]!r}])\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_plot_without_matplotlib_names_the_extra_before_listening(model_dir):
+    r = listen_without("matplotlib", model_dir, "--input", CLIP, "--fast", "--plot", "x.png")
     assert r.returncode == 1
     assert 'pip install "edgeser[plot]"' in r.stderr and "summary" not in r.stdout
 
@@ -258,10 +263,7 @@ def test_no_microphone_says_so_and_points_to_the_alternatives(model_dir, tmp_pat
 
 
 def test_missing_pyaudio_names_the_extra(model_dir):
-    code = ("import sys; sys.modules['pyaudio'] = None\n"
-            "from edgeser.cli import main\n"
-            f"main(['listen', '--model', {str(model_dir)!r}])\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    r = listen_without("pyaudio", model_dir)
     assert r.returncode == 1
     assert 'pip install "edgeser[audio]"' in r.stderr and "--input" in r.stderr
 
