@@ -46,9 +46,6 @@ def main(argv=None) -> int:
     ap.add_argument("--vad-gain-db", type=float, default=0.0,
                     help="what the detector hears is this much louder (listen/enrol --vad-gain-db): each clip "
                          "is a fresh stream here, whose detector misses quiet clips a live session hears")
-    ap.add_argument("--rescore", action="store_true",
-                    help="each utterance's answer from a second pass over it at the level measured over all "
-                         "of it (Recognizer.create_stream(rescore=True))")
     ap.add_argument("--pool", type=Path, nargs="+", default=None, metavar="REPORT",
                     help="pool these reports (one per cross-validation fold, models in the same order) "
                          "over all their clips instead of scoring")
@@ -79,7 +76,7 @@ def main(argv=None) -> int:
     for rec in recs:
         t0 = time.time()
         rows, preds = score(rec, paths, y, speakers, labels, sizes, args.enrol_seed, prior_s, speeds=args.speeds,
-                            vad=VadConfig(gain_db=args.vad_gain_db), rescore=args.rescore)
+                            vad=VadConfig(gain_db=args.vad_gain_db))
         no_speech = int(sum(1 for v in preds["unbalanced"] if v < 0))
         print(f"{rec.name} ({rec.format} {rec.precision}) on {data.source}: {len(paths)} clips, "
               f"{len(set(speakers))} speakers, {time.time() - t0:.0f} s")
@@ -94,7 +91,7 @@ def main(argv=None) -> int:
         write_json({**(out[0] if len(out) == 1 else {"models": out}), "source": data.source,
                     "clips": len(paths), "speakers": sorted(set(speakers)), "labels": labels,
                     "speeds": list(args.speeds), "enrol_seed": args.enrol_seed,
-                    "prior_s": prior_s, "vad_gain_db": args.vad_gain_db, "rescore": args.rescore,
+                    "prior_s": prior_s, "vad_gain_db": args.vad_gain_db,
                     "paths": [str(q) for q in paths], "y_true": y,
                     "command": "python " + " ".join(sys.argv)}, args.json)
     return 0

@@ -238,7 +238,7 @@ class Recognizer:
 
     # ------------------------------------------------------------------ streams
     def create_stream(self, vad="default", normalize: str = "utterance", gain: float = 1.0,
-                      speeds=DEFAULT_SPEEDS, rescore: bool = False) -> Stream:
+                      speeds=DEFAULT_SPEEDS) -> Stream:
         """vad: "default" (webrtcvad, VadConfig()), a VadConfig, or None (no gate: all speech).
         normalize: "utterance" (each utterance brought to training's level by its own running
         estimate), "adaptive" (one running estimate over the stream's speech) or "fixed"
@@ -248,7 +248,7 @@ class Recognizer:
         from ..vad import VadConfig
 
         cfg = VadConfig() if vad == "default" else vad
-        return Stream(self, vad=cfg, normalize=normalize, gain=gain, speeds=speeds, rescore=rescore)
+        return Stream(self, vad=cfg, normalize=normalize, gain=gain, speeds=speeds)
 
     def predict_clip(self, path, chunk: int = 4096, **stream_opts) -> ClipResult:
         """Replay a file through the streaming path (any rate, channels averaged)."""

@@ -183,11 +183,9 @@ class Stream:
     """
 
     def __init__(self, recognizer, vad: Optional[VadConfig], normalize: str = "utterance", gain: float = 1.0,
-                 speeds=DEFAULT_SPEEDS, rescore: bool = False):
+                 speeds=DEFAULT_SPEEDS):
         self.rec = recognizer
         self.speeds = check_speeds(speeds)
-        self.rescore = bool(rescore)
-        self._utt_audio: List[np.ndarray] = []     # the open utterance's frames, for rescore
         m = recognizer.manifest
         self.sr = m.sample_rate
         self.vad_frame = self.sr * FRAME_MS // 1000
@@ -296,8 +294,6 @@ class Stream:
                     self._idle_frames = 0   # a partial hop of silence is not reported
                     self._begin_utterance(k)
                 self.norm.update(f, power)
-                if self.rescore:
-                    self._utt_audio.append(f)
                 self._utt_last = k
                 self._hop.append(f)
             elif self._lanes is not None:
@@ -330,7 +326,6 @@ class Stream:
         self._lanes = [_Lane(self.rec, v) for v in self.speeds]
         self._utt_first = self._utt_last = k
         self.norm.utterance_start()
-        self._utt_audio = []
         self._hop = []
         self._hop_start = k
 
@@ -359,15 +354,6 @@ class Stream:
             return []
         out = self._run_hop(final=True)
         answers = [p for p in (lane.utt.probs() for lane in self._lanes) if p is not None]
-        if self.rescore and self._utt_audio:
-            # the whole utterance again at the level measured over all of it: one gain for
-            # every window, as training scaled each clip
-            audio, gain = np.concatenate(self._utt_audio), self.norm.gain()
-            again = [_Lane(self.rec, v) for v in self.speeds]
-            for lane in again:
-                self.stats["model_calls"] += 2 * lane.feed(audio, gain, final=True)
-            answers = [p for p in (lane.utt.probs() for lane in again) if p is not None] or answers
-            self._utt_audio = []
         capacity = self._lanes[0].utt.capacity
         self._lanes = None
         f = self.vad_frame / self.sr
