@@ -64,31 +64,56 @@ def timeline_series(results, labels: Sequence[str]) -> Dict:
     return {"spans": spans, "probs": probs, "utterances": utts}
 
 
+MAX_COLUMNS = 400      # hop columns drawn at most; a longer session is drawn in bins of several hops
+MAX_NAMED = 40         # utterances named on the picture at most; more are colour only
+
+
+def binned(spans: np.ndarray, probs: np.ndarray, end_s: float, columns: int = MAX_COLUMNS):
+    """(spans, probs) of at most `columns` equal bins over [0, end_s]: each bin the mean answer of
+    the speech hops whose middle falls in it (NaN where none did)."""
+    if len(spans) <= columns:
+        return spans, probs
+    edges = np.linspace(0.0, end_s, columns + 1)
+    which = np.clip(np.searchsorted(edges, spans.mean(axis=1), side="right") - 1, 0, columns - 1)
+    speech = ~np.isnan(probs).any(axis=1)
+    total = np.zeros((columns, probs.shape[1]))
+    np.add.at(total, which[speech], probs[speech])
+    count = np.bincount(which[speech], minlength=columns)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return np.stack([edges[:-1], edges[1:]], axis=1), mean
+
+
 def plot_timeline(results, labels: Sequence[str], path, title: str = "") -> Path:
     """A session as a picture: above, each emotion's share of every hop's answer (stacked, blank
-    in silence); below, every utterance as a bar in its label's colour, with label and confidence."""
+    in silence; a long session in up to MAX_COLUMNS bins, each its speech hops' mean); below,
+    every utterance as a bar in its label's colour, named with its confidence while they are few."""
     plt = pyplot()
     s = timeline_series(results, labels)
     colours = {lab: plt.get_cmap("tab10")(i % 10) for i, lab in enumerate(labels)}
     end = max([float(s["spans"][:, 1].max()) if len(s["spans"]) else 0.0] + [u[1] for u in s["utterances"]] + [1.0])
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(min(40.0, max(8.0, end / 4)), 4.2), sharex=True,
+    spans, probs = binned(s["spans"], s["probs"], end)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(min(16.0, max(8.0, end / 4)), 4.2), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 1]})
-    # each hop is two points with the same values, so the fill is flat over the hop
-    x = s["spans"].reshape(-1)
-    speech = np.repeat(~np.isnan(s["probs"]).any(axis=1), 2)
+    # each column is two points with the same values, so the fill is flat over it
+    x = spans.reshape(-1)
+    speech = np.repeat(~np.isnan(probs).any(axis=1), 2)
     low = np.zeros(len(x))
     for k, lab in enumerate(labels):
-        high = low + np.nan_to_num(np.repeat(s["probs"][:, k], 2))
+        high = low + np.nan_to_num(np.repeat(probs[:, k], 2))
         if len(x):
             top.fill_between(x, low, high, where=speech, color=colours[lab], linewidth=0, label=lab)
         low = high
     top.set_ylim(0, 1)
-    top.set_ylabel("probability per hop")
+    top.set_ylabel("probability per hop" if len(spans) == len(s["spans"]) else
+                   f"mean per {spans[0, 1] - spans[0, 0]:.0f} s", fontsize=9)
     top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     top.set_title(title, fontsize=9)
+    named = len(s["utterances"]) <= MAX_NAMED
     for start, stop, lab, conf in s["utterances"]:
         bottom.axvspan(start, stop, color=colours.get(lab, "grey"), alpha=0.8, linewidth=0)
-        bottom.text((start + stop) / 2, 0.5, f"{lab}\n{conf:.2f}", ha="center", va="center", fontsize=7)
+        if named:
+            bottom.text((start + stop) / 2, 0.5, f"{lab}\n{conf:.2f}", ha="center", va="center", fontsize=7)
     bottom.set_yticks([])
     bottom.set_ylabel("utterances", fontsize=8)
     bottom.set_xlim(0, end)

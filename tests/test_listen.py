@@ -163,6 +163,22 @@ def listen_without(module, model_dir, *args):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
+def test_a_long_session_is_drawn_in_bins_of_its_speech_hops_mean():
+    from edgeser.figures import MAX_COLUMNS, binned
+
+    n = 3 * MAX_COLUMNS                      # hops of 0.5 s: three to a bin
+    spans = np.stack([np.arange(n) * 0.5, np.arange(1, n + 1) * 0.5], axis=1)
+    probs = np.tile([[0.25, 0.75]], (n, 1))
+    probs[1::3] = [0.75, 0.25]
+    probs[3:6] = np.nan                      # the second bin is silence
+    edges, mean = binned(spans, probs, n * 0.5)
+    assert edges.shape == (MAX_COLUMNS, 2) and edges[0].tolist() == [0.0, 1.5] and edges[-1, 1] == n * 0.5
+    assert np.isnan(mean[1]).all() and not np.isnan(np.delete(mean, 1, axis=0)).any()
+    assert np.allclose(mean[0], [5 / 12, 7 / 12]) and np.allclose(mean[2:].sum(axis=1), 1.0)
+    short = spans[:10], probs[:10]
+    assert binned(*short, 5.0)[0] is short[0]     # a short session keeps its hops
+
+
 def test_plot_without_matplotlib_names_the_extra_before_listening(model_dir):
     r = listen_without("matplotlib", model_dir, "--input", CLIP, "--fast", "--plot", "x.png")
     assert r.returncode == 1
