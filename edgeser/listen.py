@@ -32,7 +32,11 @@ class ResultPrinter:
         self.utterances = 0
         self.weighted = {}      # duration-weighted probabilities, as summarize() weighs them
 
-    def emit(self, r):
+    def write(self, obj: dict):
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    def emit(self, r, file: str = None):
         if self.kept is not None:
             self.kept.append(r)
         if r.kind == "utterance":
@@ -42,10 +46,9 @@ class ResultPrinter:
             for k, v in r.probs.items():
                 self.weighted[k] = self.weighted.get(k, 0.0) + w * v
         if self.json:
-            sys.stdout.write(json.dumps(r.to_dict()) + "\n")
-            sys.stdout.flush()
+            self.write({**r.to_dict(), **({"file": file} if file else {})})
             return
-        if r.kind == "hop" and not self.hops:
+        if file or (r.kind == "hop" and not self.hops):     # a folder prints a line per file instead
             return
         if r.kind == "hop":
             if r.is_speech:
@@ -76,12 +79,14 @@ class ResultPrinter:
 
     def summary(self, info: dict):
         if self.json:
-            sys.stdout.write(json.dumps({"kind": "end", **info}) + "\n")
-            sys.stdout.flush()
+            self.write({"kind": "end", **info})
             return
         if self.pending_cr:
             sys.stdout.write("\n")
         parts = [f"{info['audio_s']:.1f} s of audio", f"{self.utterances} utterance(s)"]
+        if "files" in info:
+            parts.insert(0, f"{info['files']} file(s)" + (f" ({info['skipped_files']} unreadable, skipped)"
+                                                          if info["skipped_files"] else ""))
         if self.labels:
             parts.append(", ".join(f"{k} {v}" for k, v in self.labels.most_common()))
         if info.get("label"):
@@ -102,6 +107,47 @@ def quiet_hint(utterances: int, audio_s: float, peak_dbfs: float, vad_gain_db: f
     suggest = min(40.0, vad_gain_db + max(6.0, 6.0 * math.ceil((-30.0 - vad_gain_db - peak_dbfs) / 6.0)))
     return (f"note: no speech heard; the loudest 20 ms of input reached {peak_dbfs:.0f} dBFS. If someone spoke, "
             f"the microphone is too quiet for the voice detector: raise its gain, or try --vad-gain-db {suggest:g}.")
+
+
+def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info: dict):
+    """Every audio file under `folder` (or its manifest.csv's `path`s) as its own fresh stream, as
+    `listen --input FILE --fast` hears it: a line per file (JSON: its results, each with `file`,
+    then a `file` object), unreadable files reported and skipped, and a summary over the files."""
+    from .audio import AudioError, audio_paths
+
+    try:
+        paths = audio_paths([folder])
+    except AudioError as e:
+        raise click.ClickException(str(e))
+    cpu0 = time.process_time()
+    files, audio_s, skipped = Counter(), 0.0, 0
+    for path in paths:
+        try:
+            clip = rec.predict_clip(path, **stream_opts)
+        except AudioError as e:
+            click.echo(f"skipped: {e}", err=True)
+            skipped += 1
+            continue
+        audio_s += clip.duration_s
+        for r in clip.results:
+            out.emit(r, file=path)
+        s = clip.summary
+        files[s.label if s else None] += 1
+        line = {"kind": "file", "file": path, "duration_s": round(clip.duration_s, 3),
+                "utterances": len(clip.utterances), "label": s.label if s else None,
+                "confidence": round(s.confidence, 4) if s else 0.0}
+        if out.json:
+            out.write(line)
+        else:
+            click.echo(f"{path}  " + (f"{s.label:<10} {s.confidence:.2f}  ({line['utterances']} utterance(s))"
+                                      if s else "no speech"))
+    if skipped == len(paths):
+        raise click.ClickException(f"{folder}: none of its {len(paths)} audio file(s) could be read")
+    info.update(status="end of input", input=folder, files=len(paths) - skipped, skipped_files=skipped,
+                audio_s=round(audio_s, 3), utterances=out.utterances, cpu_s=round(time.process_time() - cpu0, 3),
+                file_labels={("no speech" if k is None else k): v for k, v in files.most_common()},
+                **out.overall())
+    out.summary(info)
 
 
 def file_blocks(path: str, fast: bool, block_s: float = 0.1):
@@ -156,8 +202,9 @@ class _Recorder:
 @click.option("--device", default=None, metavar="N|NAME", help="Input device: index or part of its name.")
 @click.option("--list-devices", is_flag=True, help="List input devices and exit.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
-@click.option("--input", "input_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Stream a file instead of the microphone (real-time pace).")
+@click.option("--input", "input_file", type=click.Path(), default=None, metavar="FILE|FOLDER",
+              help="Stream a file instead of the microphone (real-time pace); a folder: every audio file in "
+                   "it as its own stream, as fast as possible, one line per file.")
 @click.option("--fast", is_flag=True, help="With --input: as fast as possible.")
 @click.option("--rate", type=click.IntRange(8000, 192000), default=None,
               help="Capture rate. Default: 16 kHz if the device offers it, else its own rate.")
@@ -204,6 +251,9 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
         return
     if fast and not input_file:
         raise click.UsageError("--fast needs --input FILE")
+    folder = bool(input_file) and Path(input_file).is_dir()
+    if folder and (plot_file or save_audio or duration):
+        raise click.UsageError("--plot, --save-audio and --duration take one --input FILE, not a folder")
     if plot_file:
         from .figures import PlotUnavailable, pyplot
 
@@ -229,6 +279,11 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     except (RecognizerError, VadUnavailable, ValueError) as e:     # BalanceError is a ValueError
         raise click.ClickException(str(e))
 
+    if folder:
+        return listen_folder(rec, input_file, ResultPrinter(as_json, False),
+                             dict(vad=vad_config(vad_mode, vad_gain_db), normalize=normalize, gain=gain, speeds=speeds),
+                             {"model": rec.name, "backend": rec.format, "precision": rec.precision,
+                              "speeds": list(speeds), **({"balance": balance_file} if balance_file else {})})
     out = ResultPrinter(as_json, hops, keep=bool(plot_file))
     recorder = _Recorder(save_audio)
     mic = None

@@ -202,6 +202,40 @@ def test_a_figure_that_fails_to_save_leaves_the_old_file(tmp_path):
     assert path.read_bytes() == b"good" and sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
 
 
+def test_a_folder_is_heard_file_by_file_as_predict_clip_hears_each(model_dir, rec, tmp_path):
+    import shutil
+
+    folder = tmp_path / "recordings"
+    (folder / "day2").mkdir(parents=True)
+    clips = sorted(EXAMPLES.glob("*.flac"))
+    for c in clips[:2]:
+        shutil.copy(c, folder / c.name)
+    shutil.copy(clips[2], folder / "day2" / clips[2].name)
+    (folder / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(100))
+    r = listen(model_dir, "--input", folder, "--json")
+    assert r.returncode == 0, r.stderr
+    *lines, end = json_lines(r.stdout)
+    files = [x for x in lines if x["kind"] == "file"]
+    want = sorted(str(p) for p in folder.rglob("*.flac"))
+    assert [f["file"] for f in files] == want
+    for f in files:
+        clip = rec.predict_clip(f["file"])
+        assert (f["label"], f["utterances"]) == (clip.summary.label, len(clip.utterances))
+        assert [x for x in lines if x.get("file") == f["file"] and x["kind"] != "file"] == \
+            [{**x.to_dict(), "file": f["file"]} for x in clip.results]
+    assert (end["files"], end["skipped_files"], end["status"]) == (3, 1, "end of input")
+    assert f"skipped: {folder / 'broken.wav'}: cannot decode" in r.stderr
+    text = listen(model_dir, "--input", folder)
+    assert text.returncode == 0 and [line.split()[0] for line in text.stdout.splitlines()[:3]] == want
+    assert text.stdout.splitlines()[-1].startswith("summary: 3 file(s) (1 unreadable, skipped)")
+    # nothing readable is an error; a picture or a recording of many files is refused
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.wav").write_bytes(b"nothing")
+    one_line_error(listen(model_dir, "--input", tmp_path / "bad"), str(tmp_path / "bad"), "could be read")
+    r = listen(model_dir, "--input", folder, "--plot", tmp_path / "p.png")
+    assert r.returncode == 2 and "not a folder" in r.stderr
+
+
 def test_clipped_stereo_8k_and_48k_files_are_recognised(model_dir, rec, tmp_path):
     import soxr
 
