@@ -274,22 +274,19 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
             note = bal.speeds_note(speeds, balance_file)
             if note:
                 click.echo(note, err=True)
-        stream = rec.create_stream(vad=vad_config(vad_mode, vad_gain_db), normalize=normalize, gain=gain,
-                                   speeds=speeds)
+        stream_opts = dict(vad=vad_config(vad_mode, vad_gain_db), normalize=normalize, gain=gain, speeds=speeds)
+        stream = rec.create_stream(**stream_opts)
     except (RecognizerError, VadUnavailable, ValueError) as e:     # BalanceError is a ValueError
         raise click.ClickException(str(e))
 
-    if folder:
-        return listen_folder(rec, input_file, ResultPrinter(as_json, False),
-                             dict(vad=vad_config(vad_mode, vad_gain_db), normalize=normalize, gain=gain, speeds=speeds),
-                             {"model": rec.name, "backend": rec.format, "precision": rec.precision,
-                              "speeds": list(speeds), **({"balance": balance_file} if balance_file else {})})
-    out = ResultPrinter(as_json, hops, keep=bool(plot_file))
-    recorder = _Recorder(save_audio)
-    mic = None
     info = {"model": rec.name, "backend": rec.format, "precision": rec.precision,
             "speeds": list(speeds),
             **({"balance": balance_file} if balance_file else {})}
+    if folder:
+        return listen_folder(rec, input_file, ResultPrinter(as_json, False), stream_opts, info)
+    out = ResultPrinter(as_json, hops, keep=bool(plot_file))
+    recorder = _Recorder(save_audio)
+    mic = None
     status = "end of input"
     error = None
     started = False
