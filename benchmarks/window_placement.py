@@ -12,6 +12,12 @@ scores the same fold models with the clip
 
     python benchmarks/window_placement.py --placement right runs/xp/ravdess_lr1e-3 --json out.json
     python benchmarks/window_placement.py --placement shifts9 RUN [RUN ..] [--speeds 0.8,0.9,1,1.1,1.2]
+    python benchmarks/window_placement.py --cut vad --vad-gain-db 12 RUN [RUN ..]
+
+`--cut vad` also changes what is kept of each clip: instead of `trim_silence` (frames within 40 dB
+of the loudest, 100 ms either side), the frames the runtime's voice detector puts in utterances
+(`FrameVad` and `Gate` as a fresh `listen --input` stream runs them, pre- and post-roll included,
+`--vad-gain-db` as there), then the clip's RMS set as training sets it.
 
 Every other option is cv_rescore.py's.
 """
@@ -49,21 +55,51 @@ def placed_windows(mode: str):
     return windows
 
 
+def vad_cut(x: np.ndarray, gain_db: float) -> np.ndarray:
+    """The frames of a 16 kHz clip a fresh stream's detector keeps in utterances, RMS-normalised;
+    the trimmed clip where it keeps none (the stream would then answer nothing)."""
+    from edgeser.audio import rms_normalize, trim_silence
+    from edgeser.vad import FRAME_MS, FrameVad, Gate, VadConfig
+
+    cfg = VadConfig(gain_db=gain_db)
+    vad, gate, frame = FrameVad.from_config(cfg, 16000), Gate(cfg), 16000 * FRAME_MS // 1000
+    n = x.size // frame
+    frames = x[:n * frame].reshape(n, frame)
+    decided = [d for f in frames for d in gate.push(vad(f))] + gate.finish()
+    keep = [i for i, (_, inside) in enumerate(decided) if inside]     # every frame decided once, in order
+    return rms_normalize(frames[keep].reshape(-1)) if keep else rms_normalize(trim_silence(x))
+
+
+def take(argv, flag, default):
+    """The value after `flag` in argv (removed from it), or default."""
+    if flag not in argv:
+        return default
+    i = argv.index(flag)
+    if i + 1 >= len(argv):
+        raise SystemExit(f"error: {flag} needs a value")
+    value = argv[i + 1]
+    del argv[i:i + 2]
+    return value
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    mode = "centre"
-    if "--placement" in argv:
-        i = argv.index("--placement")
-        if i + 1 >= len(argv):
-            raise SystemExit("error: --placement needs a value")
-        mode = argv[i + 1]
-        del argv[i:i + 2]
+    mode = take(argv, "--placement", "centre")
+    cut = take(argv, "--cut", "trim")
+    gain_db = float(take(argv, "--vad-gain-db", "0"))
+    if cut not in ("trim", "vad"):
+        raise SystemExit(f"error: --cut {cut!r}: trim or vad")
+    import edgeser.train.data as data
     import edgeser.train.engine as engine
 
     import cv_rescore
 
     engine.eval_windows = placed_windows(mode)     # every scoring path cuts its windows here
-    print(f"placement: {mode}", flush=True)
+    if cut == "vad":
+        from edgeser.audio import read_clip
+
+        data.AudioCache.get = lambda self, path: vad_cut(read_clip(path), gain_db)
+    print(f"placement: {mode}; cut: {cut}" + (f" (VAD gain {gain_db:g} dB)" if cut == "vad" else ""), flush=True)
     return cv_rescore.main(argv)
 
 
