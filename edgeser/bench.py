@@ -426,12 +426,9 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
         click.echo(format_compare(a, b))
         return
     if plot_file:
-        from .figures import PlotUnavailable, pyplot
+        from .options import require_plotting
 
-        try:
-            pyplot()        # before the measurement, not after it
-        except PlotUnavailable as e:
-            raise click.ClickException(str(e))
+        require_plotting()      # before the measurement, not after it
     folder = Path(model) if model else DEFAULT_MODEL
     if not folder.exists():
         raise click.ClickException(f"{folder}: no such model folder" +

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .options import model_options, speeds_option, vad_config, vad_options
+from .options import model_options, require_plotting, speeds_option, vad_config, vad_options
 
 
 class ResultPrinter:
@@ -255,12 +255,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     if folder and (plot_file or save_audio or duration):
         raise click.UsageError("--plot, --save-audio and --duration take one --input FILE, not a folder")
     if plot_file:
-        from .figures import PlotUnavailable, pyplot
-
-        try:
-            pyplot()        # before listening, not after an hour of it
-        except PlotUnavailable as e:
-            raise click.ClickException(str(e))
+        require_plotting()      # before listening, not after an hour of it
 
     from .balance import read as read_balance
     from .runtime.recognizer import RecognizerError, load

@@ -1,4 +1,4 @@
-"""Options shared by the commands that run an exported model on the device (listen, enrol):
+"""Options shared by the commands that run an exported model on the device (listen, enrol, bench):
 one definition, so that they take models and hear speech the same way."""
 from __future__ import annotations
 
@@ -60,3 +60,14 @@ def speeds_option(f):
                              "and average the answers: steadier on voices faster, slower, higher or lower than "
                              "the training voices. Each speed is one more model pass; --speeds 1 hears the audio "
                              "once, for the least CPU. Enrol at the speeds you listen at.")(f)
+
+
+def require_plotting():
+    """matplotlib, or the one-line error naming the `plot` extra: for a command to call before its
+    long part, so that a missing extra is not found only when the picture is drawn."""
+    from .figures import PlotUnavailable, pyplot
+
+    try:
+        pyplot()
+    except PlotUnavailable as e:
+        raise click.ClickException(str(e))

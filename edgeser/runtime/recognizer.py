@@ -253,11 +253,10 @@ class Recognizer:
     def predict_clip(self, path, chunk: int = 4096, **stream_opts) -> ClipResult:
         """Replay a file through the streaming path (any rate, channels averaged)."""
         path = Path(path)
-        f = open_sound(path)
-        s = self.create_stream(**stream_opts)
         results: List[Result] = []
         n = 0
-        with f:
+        with open_sound(path) as f:
+            s = self.create_stream(**stream_opts)
             try:
                 for block in f.blocks(blocksize=chunk, dtype="float32", always_2d=True):
                     n += len(block)
