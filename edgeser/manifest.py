@@ -86,6 +86,8 @@ class Manifest:
 
 def read(path: os.PathLike) -> Manifest:
     p = Path(path)
+    if not p.exists():
+        raise ManifestError(f"{p}: no such model folder")
     if p.is_dir():
         p = p / MANIFEST
     try:

@@ -465,6 +465,12 @@ def test_bad_folders_and_options_are_refused(model_dir, tmp_path):
         R.load(tmp_path / "nope")
     with pytest.raises(R.RecognizerError, match="no manifest"):
         R.load(tmp_path)
+    (tmp_path / "model.pt").write_bytes(b"not an export")
+    with pytest.raises(R.RecognizerError, match=r"model\.pt: not a model folder or a file in one"):
+        R.load(tmp_path / "model.pt")              # a checkpoint where an export was meant
+    with pytest.raises(R.M.ManifestError, match="no such model folder"):
+        R.M.read(tmp_path / "nope")
+    assert R.load(model_dir / "edgeser.json").folder == R.load(model_dir).folder   # the manifest stands for its folder
     with pytest.raises(R.RecognizerError, match="tflite"):
         R.load(model_dir, backend="tflite")        # this folder has ONNX only
     with pytest.raises(R.RecognizerError, match="unknown backend"):

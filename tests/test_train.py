@@ -126,6 +126,7 @@ def test_bad_checkpoint_is_a_one_line_error(tmp_path, corpus):
     bad.write_bytes(b"not a checkpoint")
     res = CliRunner().invoke(cli, ["evaluate", "--model", str(bad), "--data", str(corpus)])
     assert res.exit_code != 0 and "bad.pt" in res.output and "Traceback" not in res.output
+    assert "data:" not in res.output      # refused before the corpus is read
 
 
 def test_two_process_ddp_training(corpus, tmp_path):

@@ -287,7 +287,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     Reports WA (accuracy), UA (mean per-class recall), macro-F1, per-class precision and
     recall, a confusion matrix (PNG) and all of it as JSON in --out.
     """
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, load_checkpoint
     from .data import DataError
     from .engine import Adaptation
     from .metrics import format_report
@@ -310,6 +310,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     except ValueError as e:
         raise click.BadParameter(str(e).split(": ", 1)[1], param_hint="--speeds")
     try:
+        if model_path:
+            load_checkpoint(model_path)     # a bad checkpoint is refused before a corpus is decoded
         clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
         if model_path:
             rep = test_model(model_path, clips, audio, speaker_adapt, how, speeds)
