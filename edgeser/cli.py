@@ -16,6 +16,7 @@ COMMANDS = {
     "listen": ("edgeser.listen", "listen", "Recognise emotion live from a microphone (or a file)."),
     "enrol": ("edgeser.enrol", "enrol", "Balance the model's answers for one user's voice, without torch."),
     "bench": ("edgeser.bench", "bench", "Measure model latency on this device."),
+    "doctor": ("edgeser.doctor", "doctor", "Check that this machine can run edgeser; say what to install."),
     "firmware": ("edgeser.firmware_bridge.commands", "firmware", "Microcontroller sources from the int8 model."),
     "bridge": ("edgeser.firmware_bridge.commands", "bridge", "Talk to a device over the serial protocol."),
 }

@@ -98,13 +98,21 @@ class ResultPrinter:
         click.echo("summary: " + "; ".join(parts))
 
 
+def vad_gain_suggestion(peak_dbfs: float, vad_gain_db: float):
+    """The --vad-gain-db that lifts the loudest 20 ms to about -30 dBFS, a voice's usual peak, in
+    6 dB steps, where the peak says a voice could be there yet too quiet for the detector (15-60 dB
+    under full scale, benchmarks/vad_level.py); else None."""
+    if not -60.0 - vad_gain_db < peak_dbfs < -15.0 - vad_gain_db:
+        return None
+    return min(40.0, vad_gain_db + max(6.0, 6.0 * math.ceil((-30.0 - vad_gain_db - peak_dbfs) / 6.0)))
+
+
 def quiet_hint(utterances: int, audio_s: float, peak_dbfs: float, vad_gain_db: float):
     """Why nothing was heard, when the level says so: a voice peaking 15-60 dB under full scale
     is one the voice detector can miss (benchmarks/vad_level.py); silence or hiss lies lower."""
-    if utterances or audio_s < 1.0 or not -60.0 - vad_gain_db < peak_dbfs < -15.0 - vad_gain_db:
+    suggest = vad_gain_suggestion(peak_dbfs, vad_gain_db)
+    if utterances or audio_s < 1.0 or suggest is None:
         return None
-    # lift the loudest frame to about -30 dBFS, a voice's usual peak, in 6 dB steps
-    suggest = min(40.0, vad_gain_db + max(6.0, 6.0 * math.ceil((-30.0 - vad_gain_db - peak_dbfs) / 6.0)))
     return (f"note: no speech heard; the loudest 20 ms of input reached {peak_dbfs:.0f} dBFS. If someone spoke, "
             f"the microphone is too quiet for the voice detector: raise its gain, or try --vad-gain-db {suggest:g}.")
 

@@ -53,7 +53,7 @@ def one_line_error(r, *needles):
 def test_listen_help_and_the_runtime_import_no_torch():
     code = """
 import sys
-import edgeser, edgeser.listen, edgeser.mic, edgeser.vad, edgeser.resample, edgeser.enrol, edgeser.balance
+import edgeser, edgeser.listen, edgeser.mic, edgeser.vad, edgeser.resample, edgeser.enrol, edgeser.balance, edgeser.doctor
 import edgeser.runtime.recognizer, edgeser.runtime.stream
 from edgeser.cli import main
 sys.argv = ["edgeser", "listen", "--help"]

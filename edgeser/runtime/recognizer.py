@@ -63,6 +63,9 @@ def _resolve(path) -> Tuple[Path, Optional[str]]:
         return p, None
     if p.name == M.MANIFEST:   # the manifest stands for its folder
         return p.parent, None
+    if not (p.parent / M.MANIFEST).exists():
+        raise RecognizerError(f"{p}: not a model folder or a file in one "
+                              f"(no {M.MANIFEST} beside it; `edgeser export` writes them)")
     return p.parent, p.name
 
 
@@ -309,9 +312,6 @@ def load(path=None, backend: Optional[str] = None, precision: Optional[str] = No
         else:
             path = path[0]
     folder, file = _resolve(path)
-    if file is not None and not (folder / M.MANIFEST).exists():
-        raise RecognizerError(f"{folder / file}: not a model folder or a file in one "
-                              f"(no {M.MANIFEST} beside it; `edgeser export` writes them)")
     try:
         man = M.read(folder)
     except M.ManifestError as e:

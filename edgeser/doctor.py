@@ -1,0 +1,262 @@
+"""`edgeser doctor`: is this machine ready to run edgeser, and if not, what to install.
+
+Every check uses the piece it checks (the interpreters load the model and run its golden input,
+the microphone is opened and read, the voice detector judges what it heard), so "ok" means the
+same code path `edgeser listen` takes works here. Packages are looked up, not imported, where
+importing is all a check would do (torch costs seconds and hundreds of MB).
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from typing import Dict, List, Optional, Sequence
+
+import click
+import numpy as np
+
+from . import __version__
+
+OK, MISSING, WARN, FAIL = "ok", "missing", "warn", "FAIL"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str          # ok | missing (an extra not installed) | warn | FAIL (installed but broken)
+    detail: str
+    fix: str = ""
+    part_of: str = ""    # a check under another (an interpreter and precision of the model)
+
+
+def _version(dist: str) -> Optional[str]:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_backends() -> List[Check]:
+    from .runtime.backends import available
+    from .runtime.recognizer import EXTRAS
+
+    have = available()
+    out = []
+    for name, dists in (("onnx", ("onnxruntime",)), ("tflite", ("ai-edge-litert", "tflite-runtime"))):
+        if name in have:
+            v = next((f"{d} {_version(d)}" for d in dists if _version(d)), dists[0])
+            out.append(Check(f"{name} backend", OK, v))
+        else:
+            out.append(Check(f"{name} backend", MISSING, f"no {name} interpreter", EXTRAS[name]))
+    if not have:
+        out.append(Check("backends", FAIL, "no interpreter installed: nothing can run a model",
+                         " or ".join(EXTRAS.values())))
+    return out
+
+
+def check_model(path=None) -> List[Check]:
+    """Every streaming pair the export holds, on every installed interpreter: loaded and run on
+    the manifest's golden input (Recognizer.self_test)."""
+    from . import manifest as M
+    from .runtime.backends import available
+    from .runtime.recognizer import PREFERENCE, RecognizerError, _resolve, load
+
+    name = "model" if path else "bundled model"
+    try:
+        folder, _ = _resolve(path)   # a file in an export folder stands for its folder
+        man = M.read(folder)
+    except (RecognizerError, M.ManifestError) as e:
+        return [Check(name, FAIL, str(e), "pass --model FOLDER written by `edgeser export`")]
+    seconds = man.window_samples / man.sample_rate
+    out = [Check(name, OK, f"{folder}: {man.preset or 'a model'}, {len(man.labels)} labels "
+                            f"({', '.join(man.labels)}), {seconds:g} s window")]
+    installed = available()
+    for fmt, prec in PREFERENCE:
+        if not (man.artifact("frontend_step", fmt, prec) and man.artifact("head", fmt, prec)):
+            continue
+        label = f"{fmt} {prec}"
+        if fmt not in installed:
+            out.append(Check(label, MISSING, f"no {fmt} interpreter to run it", part_of=name))
+            continue
+        t0 = time.perf_counter()
+        try:
+            load(folder, backend=fmt, precision=prec, self_test=True)
+        except RecognizerError as e:
+            out.append(Check(label, FAIL, str(e), "export the model again with `edgeser export`", part_of=name))
+            continue
+        out.append(Check(label, OK, f"loaded, golden input answered as exported ({1000 * (time.perf_counter() - t0):.0f} ms)",
+                         part_of=name))
+    if len(out) == 1:
+        out.append(Check(name, FAIL, f"{folder}: no streaming model pair in its manifest",
+                         "export with streaming models (`edgeser export`)"))
+    return out
+
+
+def check_vad() -> Check:
+    from .vad import FrameVad, VadUnavailable
+
+    try:
+        FrameVad()
+    except VadUnavailable:
+        return Check("voice detector", MISSING, "webrtcvad not installed: `listen` and `enrol` need it",
+                     'pip install "edgeser[audio]"')
+    return Check("voice detector", OK, f"webrtcvad ({_version('webrtcvad-wheels') or _version('webrtcvad') or '?'})")
+
+
+def check_microphone(device=None, seconds: float = 1.0, vad_gain_db: float = 0.0) -> Check:
+    """Open the input device `listen` would, read `seconds` of it, and say how loud it was and
+    how much of it the voice detector took for speech."""
+    from .mic import MicError, Microphone, list_devices
+
+    try:
+        devs = list_devices()
+    except MicError as e:
+        return Check("microphone", MISSING, str(e).split(":")[0],
+                     'apt install portaudio19-dev, then pip install "edgeser[audio]"')
+    if not devs:
+        return Check("microphone", WARN, "PyAudio works but finds no input device; `listen --input FILE` still works",
+                     "plug in a microphone (or check the sound server), then `edgeser listen --list-devices`")
+    names = "; ".join(f"{d.index} {d.name!r}{' (default)' if d.is_default else ''}" for d in devs[:4])
+    more = f" and {len(devs) - 4} more" if len(devs) > 4 else ""
+    if seconds <= 0:
+        return Check("microphone", OK, f"{len(devs)} input device(s): {names}{more} (not opened: --mic-s 0)")
+    try:
+        with Microphone(device) as mic:
+            want = int(mic.rate * seconds)
+            got: List[np.ndarray] = []
+            n = 0
+            for block in mic.blocks():
+                got.append(block)
+                n += len(block)
+                if n >= want:
+                    break
+            dev, rate = mic.device, mic.rate
+    except MicError as e:
+        return Check("microphone", FAIL, str(e), "`edgeser listen --list-devices`, then --device N")
+    x = np.concatenate(got).astype(np.float32) / 32768.0
+    level = _level(x, rate, vad_gain_db)
+    detail = f"device {dev.index} {dev.name!r} at {rate} Hz, {n / rate:.1f} s read: loudest 20 ms {level['peak_dbfs']:.0f} dBFS"
+    if np.isfinite(level["speech_share"]):
+        detail += f", the voice detector heard speech in {level['speech_share']:.0%} of it"
+    if level["peak_dbfs"] == float("-inf"):
+        return Check("microphone", WARN, detail + ": digital silence (muted, or the wrong device?)",
+                     "unmute it (alsamixer / pavucontrol), or pick another with --device")
+    from .listen import vad_gain_suggestion
+
+    gain = vad_gain_suggestion(level["peak_dbfs"], vad_gain_db)
+    if gain is not None and not level["speech_share"] >= 0.05:
+        return Check("microphone", WARN, detail + ": if you spoke, too quiet for the voice detector",
+                     f"raise the microphone's gain, or `edgeser listen --vad-gain-db {gain:g}`")
+    return Check("microphone", OK, detail)
+
+
+def _level(x: np.ndarray, rate: int, vad_gain_db: float) -> Dict[str, float]:
+    from .audio import resample
+    from .vad import FRAME_MS, FrameVad, VadUnavailable, frame_power
+
+    y = resample(x, rate, 16000) if rate != 16000 else x
+    step = 16000 * FRAME_MS // 1000
+    frames = [y[i:i + step] for i in range(0, len(y) - step + 1, step)]
+    powers = [frame_power(f) for f in frames]
+    peak = max(powers, default=0.0)
+    share = float("nan")
+    try:
+        vad = FrameVad(gain_db=vad_gain_db)
+        share = float(np.mean([vad(f, p) for f, p in zip(frames, powers)])) if frames else 0.0
+    except VadUnavailable:
+        pass
+    return {"peak_dbfs": 10 * float(np.log10(peak)) if peak > 0 else float("-inf"), "speech_share": share}
+
+
+def check_extras() -> List[Check]:
+    """The heavy extras, by what they are for; none is needed to listen."""
+    out = []
+    for name, dist, extra, what in (("plots", "matplotlib", "plot", "`listen --plot`, `bench --plot`"),
+                                    ("serial bridge", "pyserial", "bridge", "`edgeser bridge`"),
+                                    ("training", "torch", "train", "`train`, `evaluate`, `adapt`"),
+                                    ("export", "litert-torch", "export", "`edgeser export`")):
+        v = _version(dist)
+        if v:
+            out.append(Check(name, OK, f"{dist} {v} ({what})"))
+        else:
+            out.append(Check(name, MISSING, f"{dist} not installed ({what}; not needed to listen)",
+                             f'pip install "edgeser[{extra}]"'))
+    return out
+
+
+def machine_line() -> str:
+    from .devicefacts import collect
+
+    f = collect()
+    parts = [f"edgeser {__version__}", f"Python {platform.python_version()}", f"{f.get('system')} {f.get('machine')}",
+             str(f.get("board", {}).get("model", "")) if isinstance(f.get("board"), dict) else "",
+             str(f.get("cpu_model", "")), f"{f.get('usable_cpus', f.get('logical_cpus'))} cores"]
+    if f.get("mem_total_mb"):
+        parts.append(f"{f['mem_total_mb'] / 1024:.1f} GiB")
+    return " · ".join(p for p in parts if p and p != "None")
+
+
+def run_checks(model=None, device=None, mic_s: float = 1.0, vad_gain_db: float = 0.0) -> List[Check]:
+    return [*check_backends(), *check_model(model), check_vad(),
+            check_microphone(device, mic_s, vad_gain_db), *check_extras()]
+
+
+def verdict(checks: Sequence[Check]) -> Dict[str, bool]:
+    """What `edgeser listen` can do here: files need a model that runs and the voice detector;
+    the microphone needs a working input device on top."""
+    by = {c.name: c for c in checks}
+    model = next(c for c in checks if c.name.endswith("model") and not c.part_of)
+    pairs = [c for c in checks if c.part_of == model.name]
+    runs = [by.get("backends"), model, *pairs]
+    files = (any(c.status == OK for c in pairs) and not any(c and c.status == FAIL for c in runs)
+             and by["voice detector"].status == OK)
+    mic = files and by["microphone"].status == OK
+    return {"listen_files": files, "listen_microphone": mic}
+
+
+def format_checks(checks: Sequence[Check], ready: Dict[str, bool], header: str) -> str:
+    names = [("  " if c.part_of else "") + c.name for c in checks]
+    width = max(map(len, names))
+    lines = [header]
+    for c, name in zip(checks, names):
+        lines.append(f"  {c.status:<7}  {name:<{width}}  {c.detail}")
+        if c.fix and c.status != OK:
+            lines.append(f"  {'':<7}  {'':<{width}}  -> {c.fix}")
+    if ready["listen_microphone"]:
+        lines.append("ready: `edgeser listen` (microphone) and `edgeser listen --input FILE`")
+    elif ready["listen_files"]:
+        lines.append("ready: `edgeser listen --input FILE`; not from a microphone (see above)")
+    else:
+        lines.append("not ready: `edgeser listen` cannot run here (see the FAIL and missing lines above)")
+    return "\n".join(lines)
+
+
+@click.command("doctor")
+@click.option("--model", default=None, type=click.Path(), metavar="PATH",
+              help="Export folder (or a file in one) to check. Default: the bundled model.")
+@click.option("--device", default=None, metavar="N|NAME", help="Input device to read: index or part of its name.")
+@click.option("--mic-s", default=1.0, show_default=True, type=click.FloatRange(0, 30), metavar="S",
+              help="Seconds to read from the microphone (speak during them to see what the voice detector "
+                   "hears); 0: list the devices, open none.")
+@click.option("--vad-gain-db", default=0.0, show_default=True, type=click.FloatRange(-20, 40), metavar="DB",
+              help="Judge the microphone as `listen --vad-gain-db DB` would hear it.")
+@click.option("--json", "as_json", is_flag=True, help="The checks and the verdict as one JSON object.")
+def doctor(model, device, mic_s, vad_gain_db, as_json):
+    """Check that this machine can run edgeser, and say what to install where it cannot.
+
+    Loads the model on every installed interpreter and runs its golden input, reads the
+    microphone for --mic-s seconds, and lists the optional extras. Exit status 1 when `edgeser
+    listen` cannot run here even on a file.
+    """
+    import json
+
+    checks = run_checks(model, device, mic_s, vad_gain_db)
+    ready = verdict(checks)
+    if as_json:
+        click.echo(json.dumps({"machine": machine_line(), "checks": [asdict(c) for c in checks], **ready},
+                              allow_nan=False, default=str))
+    else:
+        click.echo(format_checks(checks, ready, machine_line()))
+    if not ready["listen_files"]:
+        raise SystemExit(1)
