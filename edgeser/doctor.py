@@ -59,12 +59,12 @@ def check_model(path=None) -> List[Check]:
     """Every streaming pair the export holds, on every installed interpreter: loaded and run on
     the manifest's golden input (Recognizer.self_test)."""
     from . import manifest as M
-    from .runtime.backends import available
-    from .runtime.recognizer import PREFERENCE, RecognizerError, _resolve, load
+    from .runtime.backends import BackendError, available
+    from .runtime.recognizer import PREFERENCE, RecognizerError, load, model_location
 
     name = "model" if path else "bundled model"
     try:
-        folder, _ = _resolve(path)   # a file in an export folder stands for its folder
+        folder, _ = model_location(path)   # a file in an export folder stands for its folder
         man = M.read(folder)
     except (RecognizerError, M.ManifestError) as e:
         return [Check(name, FAIL, str(e), "pass --model FOLDER written by `edgeser export`")]
@@ -82,14 +82,14 @@ def check_model(path=None) -> List[Check]:
         t0 = time.perf_counter()
         try:
             load(folder, backend=fmt, precision=prec, self_test=True)
-        except RecognizerError as e:
+        except (RecognizerError, BackendError) as e:
             out.append(Check(label, FAIL, str(e), "export the model again with `edgeser export`", part_of=name))
             continue
         out.append(Check(label, OK, f"loaded, golden input answered as exported ({1000 * (time.perf_counter() - t0):.0f} ms)",
                          part_of=name))
     if len(out) == 1:
-        out.append(Check(name, FAIL, f"{folder}: no streaming model pair in its manifest",
-                         "export with streaming models (`edgeser export`)"))
+        return [Check(name, FAIL, f"{folder}: no streaming model pair in its manifest",
+                      "export with streaming models (`edgeser export`)")]
     return out
 
 

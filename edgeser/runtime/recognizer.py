@@ -48,7 +48,7 @@ class ClipResult:
         return [r for r in self.results if r.kind == "hop"]
 
 
-def _resolve(path) -> Tuple[Path, Optional[str]]:
+def model_location(path) -> Tuple[Path, Optional[str]]:
     """(folder, file name the user pointed at or None)."""
     if path is None:
         p = DEFAULT_MODEL
@@ -311,7 +311,7 @@ def load(path=None, backend: Optional[str] = None, precision: Optional[str] = No
             return Ensemble([load(p, backend, precision, threads, self_test) for p in path])
         else:
             path = path[0]
-    folder, file = _resolve(path)
+    folder, file = model_location(path)
     try:
         man = M.read(folder)
     except M.ManifestError as e:
