@@ -11,7 +11,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import click
 import numpy as np
@@ -104,9 +104,10 @@ def check_vad() -> Check:
     return Check("voice detector", OK, f"webrtcvad ({_version('webrtcvad-wheels') or _version('webrtcvad') or '?'})")
 
 
-def check_microphone(device=None, seconds: float = 1.0, vad_gain_db: float = 0.0) -> Check:
+def check_microphone(device=None, seconds: float = 1.0, vad_gain_db: float = 0.0,
+                     on_open: Optional[Callable[[str], None]] = None) -> Check:
     """Open the input device `listen` would, read `seconds` of it, and say how loud it was and
-    how much of it the voice detector took for speech."""
+    how much of it the voice detector took for speech. on_open(device name): the reading starts."""
     from .mic import MicError, Microphone, list_devices
 
     try:
@@ -123,6 +124,8 @@ def check_microphone(device=None, seconds: float = 1.0, vad_gain_db: float = 0.0
         return Check("microphone", OK, f"{len(devs)} input device(s): {names}{more} (not opened: --mic-s 0)")
     try:
         with Microphone(device) as mic:
+            if on_open:
+                on_open(mic.device.name)
             want = int(mic.rate * seconds)
             got: List[np.ndarray] = []
             n = 0
@@ -197,9 +200,10 @@ def machine_line() -> str:
     return " · ".join(p for p in parts if p and p != "None")
 
 
-def run_checks(model=None, device=None, mic_s: float = 1.0, vad_gain_db: float = 0.0) -> List[Check]:
+def run_checks(model=None, device=None, mic_s: float = 1.0, vad_gain_db: float = 0.0,
+               on_mic_open: Optional[Callable[[str], None]] = None) -> List[Check]:
     return [*check_backends(), *check_model(model), check_vad(),
-            check_microphone(device, mic_s, vad_gain_db), *check_extras()]
+            check_microphone(device, mic_s, vad_gain_db, on_mic_open), *check_extras()]
 
 
 def verdict(checks: Sequence[Check]) -> Dict[str, bool]:
@@ -251,7 +255,10 @@ def doctor(model, device, mic_s, vad_gain_db, as_json):
     """
     import json
 
-    checks = run_checks(model, device, mic_s, vad_gain_db)
+    def speak_now(name):
+        click.echo(f"reading {name!r} for {mic_s:g} s: speak now", err=True)
+
+    checks = run_checks(model, device, mic_s, vad_gain_db, speak_now)
     ready = verdict(checks)
     if as_json:
         click.echo(json.dumps({"machine": machine_line(), "checks": [asdict(c) for c in checks], **ready},

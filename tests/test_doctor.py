@@ -114,6 +114,7 @@ def test_the_microphone_is_read_and_hears_the_speech_played_into_it(vmic):
     r, rep = out["r"]
     mic = by_name(rep)[("", "microphone")]
     assert r.returncode == 0 and mic["status"] == "ok", mic
+    assert "for 3 s: speak now" in r.stderr
     share = float(mic["detail"].rsplit("speech in ", 1)[1].split("%")[0])
     assert share > 10 and "16000 Hz" in mic["detail"]
     assert rep["listen_microphone"] is True
