@@ -112,8 +112,8 @@ def check_microphone(device=None, seconds: float = 1.0, vad_gain_db: float = 0.0
 
     try:
         devs = list_devices()
-    except MicError as e:
-        return Check("microphone", MISSING, str(e).split(":")[0],
+    except MicError:        # only raised here when PyAudio cannot be imported
+        return Check("microphone", MISSING, "PyAudio not installed: a microphone needs it (files do not)",
                      'apt install portaudio19-dev, then pip install "edgeser[audio]"')
     if not devs:
         return Check("microphone", WARN, "PyAudio works but finds no input device; `listen --input FILE` still works",

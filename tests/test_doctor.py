@@ -81,6 +81,17 @@ def test_without_interpreters_nothing_is_ready_and_the_extras_are_named():
     assert "not ready" in r.stdout.splitlines()[-1]
 
 
+def test_without_pyaudio_files_are_ready_and_the_microphone_names_its_install():
+    code = ("import sys; sys.modules['pyaudio'] = None\n"
+            "from edgeser.cli import main\n"
+            "main(['doctor', '--json'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    rep = json.loads(r.stdout)
+    mic = by_name(rep)[("", "microphone")]
+    assert r.returncode == 0 and mic["status"] == "missing" and "portaudio19-dev" in mic["fix"]
+    assert rep["listen_files"] is True and rep["listen_microphone"] is False
+
+
 def test_mic_level_reading_and_its_verdicts():
     from edgeser.doctor import _level
     from edgeser.listen import vad_gain_suggestion
