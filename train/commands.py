@@ -64,10 +64,6 @@ def _train_options(f):
                           "running level estimate leaves)."),
         click.option("--specaug", default=0, show_default=True, type=click.IntRange(0, 4),
                      help="Band masks and time masks per training window on the filterbank map (SpecAugment)."),
-        click.option("--mixstyle", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-                     help="Probability per training window of mixing its feature statistics (each channel's mean "
-                          "and spread) with another window's, after the filterbank and the first two blocks "
-                          "(MixStyle): new voices and rooms from the ones at hand; 0: off."),
         click.option("--mixup", default=0.2, show_default=True, type=click.FloatRange(0, 2),
                      help="Mix pairs of training windows and their labels, weight ~ Beta(a, a); 0: off."),
         click.option("--ema-epochs", default=0.0, show_default=True, type=click.FloatRange(0),

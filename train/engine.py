@@ -44,7 +44,6 @@ class TrainConfig:
     speed_perturb: float = 0.1       # augmentation: random speed change of up to +- this share
     gain_db: float = 6.0             # augmentation: random gain of up to +- this many dB
     specaug: int = 0                 # augmentation: band and time masks per window on the filterbank map
-    mixstyle: float = 0.0            # augmentation: probability of mixing feature statistics between windows (MixStyle)
     mixup: float = 0.2               # augmentation: mix pairs of windows, weight ~ Beta(a, a); 0 = off
     device: str = "cpu"              # torch device for training ("cuda" where one is present)
     speaker_batches: bool = False    # every batch holds one speaker: batch norm learns per-speaker statistics
@@ -473,7 +472,6 @@ class Trainer:
         groups = np.array([c.speaker for c in train_clips]) if t.speaker_batches else None
         aug = Augment(speed=t.speed_perturb, gain_db=(-t.gain_db, t.gain_db)) if t.augment else Augment(noise=False, gain=False, shift=False)
         self.model.frontend.specaug = t.specaug if t.augment else 0
-        self.model.frontend.mixstyle = t.mixstyle if t.augment else 0.0
         n = self.cfg.window_samples
         self.log(f"model: {count_params(self.model):,} parameters; train {len(train_clips)} clips, "
                  f"validation {len(val_clips)} clips; {self.dist.world} process(es)")

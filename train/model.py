@@ -293,23 +293,6 @@ def mask_bands_and_time(x: torch.Tensor, masks: int, max_band_share: float = 0.1
     return x * keep
 
 
-def mix_styles(x: torch.Tensor, p: float, alpha: float = 0.1) -> torch.Tensor:
-    """MixStyle (Zhou et al., ICLR 2021) on a feature map (B, T, C, L): with probability p per
-    window, each channel's mean and spread over the window are replaced by a Beta(alpha, alpha) mix
-    of its own and another window's in the batch. A window's statistics carry its speaker and
-    room; mixing them makes voices and rooms the training set does not hold, labels kept."""
-    B = x.shape[0]
-    if B < 2 or p <= 0:
-        return x
-    mu = x.mean((1, 3), keepdim=True).detach()
-    sig = (x.var((1, 3), keepdim=True) + 1e-6).sqrt().detach()
-    lam = torch.distributions.Beta(alpha, alpha).sample((B, 1, 1, 1)).to(x.device)
-    perm = torch.randperm(B, device=x.device)
-    mixed = (x - mu) / sig * (lam * sig + (1 - lam) * sig[perm]) + lam * mu + (1 - lam) * mu[perm]
-    hit = torch.rand(B, 1, 1, 1, device=x.device) < p
-    return torch.where(hit, mixed, x)
-
-
 class Frontend(QuantSim):
     """Raw samples -> one feature vector per frame, carrying ConvLSTM state across calls."""
 
@@ -336,7 +319,6 @@ class Frontend(QuantSim):
         self.blocks = nn.ModuleList(blocks)
         self.feature_dim = 2 * cfg.channels[-1]
         self.specaug = 0  # masks per window while training (set by the trainer; see mask_bands_and_time)
-        self.mixstyle = 0.0  # probability of mix_styles after the stem and the first two blocks while training
 
     def forward(self, frames: torch.Tensor, state: Optional[State] = None):
         """frames: (B, T, frame_samples) -> features (B, T, D), state list of (h, c)."""
@@ -347,14 +329,10 @@ class Frontend(QuantSim):
             x = s.reshape(B, T, s.shape[1], s.shape[2])
             if self.training and self.specaug:
                 x = mask_bands_and_time(x, self.specaug)
-            if self.training and self.mixstyle:
-                x = mix_styles(x, self.mixstyle)
         new_state: State = []
         for i, blk in enumerate(self.blocks):
             x, hc = blk(x, None if state is None else state[i])
             new_state.append(hc)
-            if self.training and self.mixstyle and i < 2:
-                x = mix_styles(x, self.mixstyle)
         feats = self.q(torch.cat([self.q(x.mean(-1)), x.amax(-1)], dim=-1))
         return feats, new_state
 
