@@ -22,6 +22,24 @@ COMMANDS = {
 }
 
 
+# a heavy package a command imports when it runs -> the extra that installs it
+EXTRA_OF = {"torch": "train", "tqdm": "train", "onnx": "export", "litert_torch": "export",
+            "ai_edge_quantizer": "export", "onnxruntime": "onnx", "ai_edge_litert": "tflite",
+            "pyaudio": "audio", "webrtcvad": "audio", "serial": "bridge", "matplotlib": "plot",
+            "tflite_micro": "firmware"}
+# commands whose every use needs one extra, whatever the package that is found missing first
+COMMAND_EXTRA = {"train": "train", "evaluate": "train", "adapt": "train", "model-info": "train", "export": "export"}
+
+
+def missing_package_message(command: str, package: str) -> str:
+    top = package.split(".")[0]
+    if top == "edgeser":
+        return f"`edgeser {command}` cannot be loaded: {package} is missing from this install (install edgeser again)"
+    extra = COMMAND_EXTRA.get(command) or EXTRA_OF.get(top)
+    how = f'pip install "edgeser[{extra}]"' if extra else "see the README's extras"
+    return f"`edgeser {command}` needs {top}, which is not installed here: {how}"
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return list(COMMANDS)
@@ -35,10 +53,13 @@ class LazyGroup(click.Group):
         except (ImportError, AttributeError) as e:
             missing = getattr(e, "name", None) or str(e)
 
-            @click.command(name, help=COMMANDS[name][2])
-            def unavailable():
-                raise click.ClickException(f"'{name}' is not available: {missing} is not installed "
-                                           f"(see README: pip install \"edgeser[...]\")")
+            # takes any arguments, so that the missing package is what the user is told about
+            @click.command(name, help=COMMANDS[name][2],
+                           context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                             "help_option_names": []})
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def unavailable(args):
+                raise click.ClickException(missing_package_message(name, missing))
             return unavailable
 
     def format_commands(self, ctx, formatter):
@@ -62,10 +83,19 @@ def cli():
 
 
 def main(argv=None):
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        cli.main(args=argv, prog_name="edgeser", standalone_mode=True)
+        cli.main(args=args, prog_name="edgeser", standalone_mode=True)
     except KeyboardInterrupt:
         sys.exit(130)
+    except ModuleNotFoundError as e:
+        # a command that imports an extra only when it runs (torch for export, pyaudio for the
+        # microphone, ...): one line naming what to install, not a traceback
+        if not e.name or e.name.split(".")[0] not in EXTRA_OF:
+            raise
+        command = next((a for a in args if a in COMMANDS), "edgeser")
+        click.echo(f"Error: {missing_package_message(command, e.name)}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

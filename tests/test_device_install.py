@@ -1,0 +1,85 @@
+"""The device install: a fresh virtual environment with only the runtime extras a Pi needs
+(`pip install "edgeser[tflite,audio]"`), no torch. It must run `listen`, `doctor` and `bench`, and
+the commands that need torch must say what to install, in one line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from rtmodel import EXAMPLES, ROOT  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def device_env(tmp_path_factory):
+    venv = tmp_path_factory.mktemp("device") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{ROOT}[tflite,audio]"],
+                       capture_output=True, text=True, timeout=900)
+    if r.returncode and "No matching distribution" in r.stderr:
+        pytest.skip(f"no package index reachable for a fresh environment: {r.stderr.strip().splitlines()[-1]}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return venv / "bin"
+
+
+def run(bin_dir, *args):
+    return subprocess.run([str(bin_dir / "edgeser"), *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_the_device_install_has_no_torch_and_listens(device_env):
+    py = device_env / "python"
+    r = subprocess.run([str(py), "-c", "import importlib.util as u; print([m for m in ('torch', 'onnxruntime', "
+                        "'matplotlib') if u.find_spec(m)])"], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "[]", r.stdout
+    r = run(device_env, "listen", "--input", EXAMPLES / "03a01Wa.flac", "--fast", "--json")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    (utt,) = [x for x in lines if x["kind"] == "utterance"]
+    assert utt["label"] == "anger" and lines[-1]["backend"] == "tflite"
+    r = run(device_env, "doctor", "--mic-s", "0", "--json")
+    rep = json.loads(r.stdout)
+    assert r.returncode == 0 and rep["listen_files"] is True
+    pairs = {c["name"]: c["status"] for c in rep["checks"] if c["part_of"]}
+    assert pairs == {"tflite int8": "ok", "onnx int8": "missing", "tflite fp32": "ok", "onnx fp32": "missing"}
+    r = run(device_env, "bench", "--runs", "3", "--warmup", "1", "--quiet")
+    assert r.returncode == 0 and "tflite" in r.stdout, r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, extra", [(("train", "--data", "x", "--out", "y"), "train"),
+                                         (("evaluate", "--help"), "train"),
+                                         (("export", "x.pt", "--out", "y"), "export"),
+                                         (("listen", "--input", "x.wav", "--plot", "x.png"), "plot")])
+def test_what_needs_an_extra_names_it_in_one_line(device_env, args, extra):
+    r = run(device_env, *args)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("Error: ") and f'pip install "edgeser[{extra}]"' in line
+
+
+def test_a_missing_package_met_while_a_command_runs_is_one_line():
+    # export imports torch only once it runs: blocked here, as on a device without the extra
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from edgeser.cli import main\n"
+            "main(['export', 'x.pt', '--out', 'y'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == 'Error: `edgeser export` needs torch, which is not installed here: pip install "edgeser[export]"'
+    # a piece of edgeser itself missing is a broken install, not a missing extra
+    code = ("import sys; sys.modules['edgeser.export.commands'] = None\n"
+            "from edgeser.cli import main\n"
+            "main(['export', 'x.pt', '--out', 'y'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 1 and "edgeser.export.commands is missing from this install" in r.stderr
+    # any other missing module met while running is a bug: its traceback stays
+    code = ("import sys; sys.modules['json'] = None\n"
+            "from edgeser.cli import main\n"
+            "main(['doctor', '--mic-s', '0'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 1 and "Traceback" in r.stderr
