@@ -180,6 +180,23 @@ def file_blocks(path: str, fast: bool, block_s: float = 0.1):
             raise decode_error(path, e) from None
 
 
+def pcm_blocks(src, rate: int, block_s: float = 0.02):
+    """(rate, float32 block) from raw signed 16-bit little-endian mono PCM (`arecord -t raw`,
+    `ffmpeg -f s16le`), as it arrives: a pipe is paced by whoever writes into it."""
+    want = 2 * max(1, int(rate * block_s))
+    read = getattr(src, "read1", src.read)      # read1: what is there now, not a full block later
+    carry = b""
+    while True:
+        data = read(want)
+        if not data:
+            return
+        data = carry + data
+        whole = len(data) - len(data) % 2       # a sample split across two reads waits for its half
+        carry = data[whole:]
+        if whole:
+            yield rate, np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
+
+
 class _Recorder:
     """--save-audio: what was captured, at the capture rate, written aside and renamed at the end."""
 
@@ -210,12 +227,15 @@ class _Recorder:
 @click.option("--device", default=None, metavar="N|NAME", help="Input device: index or part of its name.")
 @click.option("--list-devices", is_flag=True, help="List input devices and exit.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
-@click.option("--input", "input_file", type=click.Path(), default=None, metavar="FILE|FOLDER",
+@click.option("--input", "input_file", type=click.Path(), default=None, metavar="FILE|FOLDER|-",
               help="Stream a file instead of the microphone (real-time pace); a folder: every audio file in "
-                   "it as its own stream, as fast as possible, one line per file.")
+                   "it as its own stream, as fast as possible, one line per file; -: raw 16-bit little-endian "
+                   "mono PCM from stdin at --rate (default 16 kHz), e.g. from `arecord -q -f S16_LE -r 16000 "
+                   "-c 1 -t raw` or `ffmpeg ... -f s16le -ac 1 -ar 16000 -`.")
 @click.option("--fast", is_flag=True, help="With --input: as fast as possible.")
 @click.option("--rate", type=click.IntRange(8000, 192000), default=None,
-              help="Capture rate. Default: 16 kHz if the device offers it, else its own rate.")
+              help="Capture rate. Default: 16 kHz if the device offers it, else its own rate. With --input -: "
+                   "the rate of the PCM on stdin (default 16 kHz).")
 @click.option("--normalize", type=click.Choice(["utterance", "adaptive", "fixed"]), default="utterance",
               show_default=True, help="Input level: utterance (each utterance brought to the level training "
                                       "used, as training scaled each clip), adaptive (one running estimate "
@@ -259,7 +279,8 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
         return
     if fast and not input_file:
         raise click.UsageError("--fast needs --input FILE")
-    folder = bool(input_file) and Path(input_file).is_dir()
+    piped = input_file == "-"
+    folder = bool(input_file) and not piped and Path(input_file).is_dir()
     if folder and (plot_file or save_audio or duration):
         raise click.UsageError("--plot, --save-audio and --duration take one --input FILE, not a folder")
     if plot_file:
@@ -295,7 +316,10 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     started = False
     cpu0 = time.process_time()
     try:
-        if input_file:
+        if piped:
+            info.update(input="stdin", rate=rate or 16000)
+            source = pcm_blocks(sys.stdin.buffer, rate or 16000)
+        elif input_file:
             source = file_blocks(input_file, fast)
             info["input"] = input_file
         else:
@@ -320,7 +344,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     except (MicError, AudioError) as e:
         error, status = str(e), "error"
     except ValueError as e:      # samples the stream refuses (non-finite floats)
-        error, status = f"{input_file or 'microphone'}: {e}", "error"
+        error, status = f"{info.get('input') or 'microphone'}: {e}", "error"
     finally:
         if mic is not None:
             info["overflows"] = mic.overflows + mic.dropped_blocks
@@ -345,7 +369,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     if plot_file and started:
         from .figures import plot_timeline
 
-        src = input_file or info.get("device", "microphone")
+        src = info.get("input") or info.get("device", "microphone")
         overall = f"; overall {info['label']} {info['confidence']:.2f}" if info.get("label") else ""
         name = " + ".join(model) if model else "bundled model"
         plot_timeline(out.kept, rec.labels, plot_file,

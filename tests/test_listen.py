@@ -83,6 +83,62 @@ def test_file_fast_json_is_exactly_what_predict_clip_gives(model_dir, rec):
     assert len(utt) == 1 and end["label"] == utt[0]["label"] and end["utterances"] == 1
 
 
+def _pipe_pcm(model_dir, pcm: bytes, *args, chunk=4093, pause_s=0.0):
+    """`listen --input -` fed raw PCM through a real pipe, in odd-sized writes (samples split)."""
+    p = subprocess.Popen([sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--input", "-",
+                          "--json", *map(str, args)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    for i in range(0, len(pcm), chunk):
+        p.stdin.write(pcm[i:i + chunk])
+        p.stdin.flush()
+        if pause_s:
+            time.sleep(pause_s)
+    p.stdin.close()
+    out = p.stdout.read().decode()
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    return p.returncode, json_lines(out), err
+
+
+def test_raw_pcm_on_stdin_is_heard_as_the_same_audio_in_a_file(model_dir, rec, tmp_path):
+    import soxr
+
+    x, _ = sf.read(str(CLIP), dtype="int16")
+    wav = tmp_path / "clip16.wav"
+    sf.write(wav, x, 16000, subtype="PCM_16")
+    rc, lines, err = _pipe_pcm(model_dir, x.astype("<i2").tobytes(), pause_s=0.002)
+    assert rc == 0, err
+    *results, end = lines
+    assert end["input"] == "stdin" and end["rate"] == 16000 and end["status"] == "end of input"
+    assert results == [r.to_dict() for r in rec.predict_clip(wav).results]
+    # another rate, told with --rate, is resampled in the stream
+    y = np.clip(np.round(soxr.resample(x.astype(np.float32), 16000, 48000)), -32768, 32767).astype("<i2")
+    rc, lines, err = _pipe_pcm(model_dir, y.tobytes(), "--rate", 48000, chunk=9999)
+    (ref,) = rec.predict_clip(CLIP).utterances
+    (utt,) = [u for u in lines if u["kind"] == "utterance"]
+    assert rc == 0 and lines[-1]["rate"] == 48000 and utt["label"] == ref.label
+    assert abs(lines[-1]["audio_s"] - len(x) / 16000) < 0.03     # the resampler holds back its last samples
+
+
+def test_pcm_blocks_rejoin_samples_split_between_reads():
+    from edgeser.listen import pcm_blocks
+
+    samples = np.arange(-500, 500, dtype="<i2")
+    raw = samples.tobytes()
+
+    class Trickle:                        # a pipe that hands over 3, then 5, then 3 ... bytes
+        pos = calls = 0
+
+        def read(self, n):
+            k = min(n, (3, 5)[self.calls % 2])
+            self.calls += 1
+            out, self.pos = raw[self.pos:self.pos + k], self.pos + k
+            return out
+
+    got = np.concatenate([b for _, b in pcm_blocks(Trickle(), 16000)])
+    assert np.array_equal(np.round(got * 32768).astype("<i2"), samples)
+
+
 def test_file_plays_at_real_time_pace_with_readable_lines(model_dir, rec):
     dur = sf.info(str(CLIP)).duration
     t = time.monotonic()
