@@ -180,21 +180,66 @@ def file_blocks(path: str, fast: bool, block_s: float = 0.1):
             raise decode_error(path, e) from None
 
 
+def _read_exactly(read, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        data = read(n - len(out))
+        if not data:
+            break
+        out += data
+    return out
+
+
+def _wav_header(read):
+    """(rate, channels) of a WAV stream whose first 4 bytes (b"RIFF") are read; the reader is
+    left at the first sample. A stream's data size is unknown to its writer (arecord writes its
+    largest): it is not used, the samples run to the end of the input."""
+    from .audio import AudioError
+
+    if _read_exactly(read, 8)[4:] != b"WAVE":
+        raise AudioError("stdin: RIFF but not WAVE data")
+    fmt = None
+    while True:
+        head = _read_exactly(read, 8)
+        if len(head) < 8:
+            raise AudioError("stdin: WAV header without a data chunk")
+        cid, size = head[:4], int.from_bytes(head[4:], "little")
+        if cid == b"data":
+            break
+        body = _read_exactly(read, size + size % 2)
+        if cid == b"fmt ":
+            fmt = body
+    if fmt is None:
+        raise AudioError("stdin: WAV data before its fmt chunk")
+    tag, channels, rate = (int.from_bytes(fmt[a:b], "little") for a, b in ((0, 2), (2, 4), (4, 8)))
+    bits = int.from_bytes(fmt[14:16], "little")
+    if tag not in (1, 0xFFFE) or bits != 16:
+        raise AudioError(f"stdin: WAV of {bits}-bit samples (format {tag}); send 16-bit PCM (arecord -f S16_LE, "
+                         f"ffmpeg -c:a pcm_s16le)")
+    return rate, channels
+
+
 def pcm_blocks(src, rate: int, block_s: float = 0.02):
-    """(rate, float32 block) from raw signed 16-bit little-endian mono PCM (`arecord -t raw`,
-    `ffmpeg -f s16le`), as it arrives: a pipe is paced by whoever writes into it."""
-    want = 2 * max(1, int(rate * block_s))
+    """(rate, float32 block) from 16-bit PCM as it arrives: raw signed little-endian mono at `rate`
+    (`arecord -t raw`, `ffmpeg -f s16le`), or a WAV stream (arecord's default), whose header
+    gives rate and channels. A pipe is paced by whoever writes into it."""
     read = getattr(src, "read1", src.read)      # read1: what is there now, not a full block later
-    carry = b""
+    pending, channels = _read_exactly(read, 4), 1
+    if pending == b"RIFF":
+        rate, channels = _wav_header(read)
+        pending = b""
+    frame = 2 * channels
+    want = frame * max(1, int(rate * block_s))
     while True:
         data = read(want)
+        pending += data
+        whole = len(pending) - len(pending) % frame     # a sample split across reads waits for its rest
+        if whole:
+            x = np.frombuffer(pending[:whole], dtype="<i2").astype(np.float32) / 32768.0
+            yield rate, (x.reshape(-1, channels).mean(axis=1) if channels > 1 else x)
+            pending = pending[whole:]
         if not data:
             return
-        data = carry + data
-        whole = len(data) - len(data) % 2       # a sample split across two reads waits for its half
-        carry = data[whole:]
-        if whole:
-            yield rate, np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
 
 
 class _Recorder:
@@ -229,13 +274,13 @@ class _Recorder:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
 @click.option("--input", "input_file", type=click.Path(), default=None, metavar="FILE|FOLDER|-",
               help="Stream a file instead of the microphone (real-time pace); a folder: every audio file in "
-                   "it as its own stream, as fast as possible, one line per file; -: raw 16-bit little-endian "
-                   "mono PCM from stdin at --rate (default 16 kHz), e.g. from `arecord -q -f S16_LE -r 16000 "
-                   "-c 1 -t raw` or `ffmpeg ... -f s16le -ac 1 -ar 16000 -`.")
+                   "it as its own stream, as fast as possible, one line per file; -: 16-bit PCM from stdin, "
+                   "a WAV stream or raw little-endian mono at --rate (default 16 kHz), e.g. from `arecord -q "
+                   "-f S16_LE -r 16000 -c 1` or `ffmpeg ... -f s16le -ac 1 -ar 16000 -`.")
 @click.option("--fast", is_flag=True, help="With --input: as fast as possible.")
 @click.option("--rate", type=click.IntRange(8000, 192000), default=None,
               help="Capture rate. Default: 16 kHz if the device offers it, else its own rate. With --input -: "
-                   "the rate of the PCM on stdin (default 16 kHz).")
+                   "the rate of raw PCM on stdin (default 16 kHz; a WAV stream's header says its own).")
 @click.option("--normalize", type=click.Choice(["utterance", "adaptive", "fixed"]), default="utterance",
               show_default=True, help="Input level: utterance (each utterance brought to the level training "
                                       "used, as training scaled each clip), adaptive (one running estimate "
@@ -333,6 +378,8 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
             source = ((mic.rate, b) for b in mic.blocks())
         for sr, block in source:
             started = True
+            if piped:
+                info["rate"] = sr       # a WAV stream's own rate, whatever --rate said
             recorder.write(sr, block)
             for r in stream.accept_waveform(sr, block):
                 out.emit(r)

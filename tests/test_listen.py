@@ -120,6 +120,31 @@ def test_raw_pcm_on_stdin_is_heard_as_the_same_audio_in_a_file(model_dir, rec, t
     assert abs(lines[-1]["audio_s"] - len(x) / 16000) < 0.03     # the resampler holds back its last samples
 
 
+def _wav_stream(y: np.ndarray, rate: int, bits: int = 16) -> bytes:
+    """A WAV as arecord writes one to a pipe: sizes unknown, so the largest; y: (n, channels) int16."""
+    ch = y.shape[1]
+    fmt = (1).to_bytes(2, "little") + ch.to_bytes(2, "little") + rate.to_bytes(4, "little") + \
+        (rate * ch * bits // 8).to_bytes(4, "little") + (ch * bits // 8).to_bytes(2, "little") + bits.to_bytes(2, "little")
+    return (b"RIFF" + (0x7FFFFFFF).to_bytes(4, "little") + b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt
+            + b"LIST" + (4).to_bytes(4, "little") + b"INFO" + b"data" + (0x7FFFFFFF).to_bytes(4, "little")
+            + y.astype("<i2").tobytes())
+
+
+def test_a_wav_stream_on_stdin_gives_its_own_rate_and_channels(model_dir, rec, tmp_path):
+    import soxr
+
+    x, _ = sf.read(str(CLIP), dtype="int16")
+    y = np.clip(np.round(soxr.resample(x.astype(np.float32), 16000, 48000)), -32768, 32767).astype(np.int16)
+    stereo = np.stack([y, y], axis=1)
+    rc, lines, err = _pipe_pcm(model_dir, _wav_stream(stereo, 48000), chunk=7777)   # no --rate: the header's
+    (ref,) = rec.predict_clip(CLIP).utterances
+    (utt,) = [u for u in lines if u["kind"] == "utterance"]
+    assert rc == 0 and lines[-1]["rate"] == 48000 and utt["label"] == ref.label, err
+    assert abs(lines[-1]["audio_s"] - len(x) / 16000) < 0.03
+    rc, lines, err = _pipe_pcm(model_dir, _wav_stream(stereo, 48000, bits=24)[:4000])
+    assert rc == 1 and "stdin: WAV of 24-bit samples" in err and "16-bit" in err
+
+
 def test_pcm_blocks_rejoin_samples_split_between_reads():
     from edgeser.listen import pcm_blocks
 
