@@ -230,16 +230,22 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
         pending = b""
     frame = 2 * channels
     want = frame * max(1, int(rate * block_s))
+    heard = False
     while True:
         data = read(want)
         pending += data
         whole = len(pending) - len(pending) % frame     # a sample split across reads waits for its rest
         if whole:
+            heard = True
             x = np.frombuffer(pending[:whole], dtype="<i2").astype(np.float32) / 32768.0
             yield rate, (x.reshape(-1, channels).mean(axis=1) if channels > 1 else x)
             pending = pending[whole:]
         if not data:
-            return
+            break
+    if not heard:
+        from .audio import AudioError
+
+        raise AudioError("stdin: no audio arrived (did the program writing into the pipe fail?)")
 
 
 class _Recorder:

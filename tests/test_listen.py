@@ -143,6 +143,8 @@ def test_a_wav_stream_on_stdin_gives_its_own_rate_and_channels(model_dir, rec, t
     assert abs(lines[-1]["audio_s"] - len(x) / 16000) < 0.03
     rc, lines, err = _pipe_pcm(model_dir, _wav_stream(stereo, 48000, bits=24)[:4000])
     assert rc == 1 and "stdin: WAV of 24-bit samples" in err and "16-bit" in err
+    rc, lines, err = _pipe_pcm(model_dir, b"")          # the program upstream failed
+    assert rc == 1 and "stdin: no audio arrived" in err
 
 
 def test_pcm_blocks_rejoin_samples_split_between_reads():
