@@ -121,6 +121,16 @@ def test_distillation_learns_from_the_teachers_of_the_same_fold(corpus, tmp_path
     assert res.exit_code != 0 and "same labels" in res.output and "Traceback" not in res.output
 
 
+def test_per_speaker_scores_and_their_line():
+    from edgeser.train.metrics import format_speakers, per_speaker
+
+    per = per_speaker([0, 1, 0, 1], [0, 1, 1, 0], ["c:1", "c:1", "c:2", "c:2"], ["x", "y"])
+    assert per == {"c:1": {"UA": 1.0, "WA": 1.0, "n": 2}, "c:2": {"UA": 0.0, "WA": 0.0, "n": 2}}
+    assert format_speakers(per) == "UA per test speaker (2): 2 0.0% · 1 100.0%"
+    many = {f"c:{i:02d}": {"UA": i / 20, "WA": 0.0, "n": 1} for i in range(20)}
+    assert format_speakers(many) == "UA per test speaker (20): lowest 00 0.0%, median 10 50.0%, highest 19 95.0%"
+
+
 def test_bad_checkpoint_is_a_one_line_error(tmp_path, corpus):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -156,6 +166,10 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert "enrolled (other half" in res.output
     assert set(rep["folds"][0]["test_speakers"]).isdisjoint(rep["folds"][1]["test_speakers"])
     assert (out / "cv_confusion.png").stat().st_size > 1000
+    per = rep["per_speaker"]       # every test speaker once, every clip counted once
+    assert set(per) == set(rep["folds"][0]["test_speakers"]) | set(rep["folds"][1]["test_speakers"])
+    assert sum(v["n"] for v in per.values()) == pooled["n"] and set(rep["enrolled"]["per_speaker"]) == set(per)
+    assert (out / "cv_speakers.png").stat().st_size > 1000 and "UA per test speaker" in res.output
     # benchmarks/cv_rescore.py scores the fold models again: alone, they give the report's figures;
     # an ensemble of a run with itself is that run; other folds are refused
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -193,6 +207,7 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert rep["scored_labels"] == ["neutral", "sadness", "anger"]
     assert rep["skipped_unknown_label"] == 535 - (79 + 62 + 127)
     assert rep["n"] == 79 + 62 + 127
+    assert len(rep["per_speaker"]) == 10 and sum(v["n"] for v in rep["per_speaker"].values()) == rep["n"]
     assert rep["speaker_adapted"]["n"] == rep["n"] and "transductive" in rep["speaker_adapted"]["note"]
     assert rep["enrolled"]["n"] == rep["n"] and "not transductive" in rep["enrolled"]["note"]
     # and benchmarks/cv_rescore.py scores a checkpoint on a corpus the same way

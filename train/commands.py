@@ -281,12 +281,13 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     """Speaker-independent cross-validation, or test a trained model on any corpus.
 
     Reports WA (accuracy), UA (mean per-class recall), macro-F1, per-class precision and
-    recall, a confusion matrix (PNG) and all of it as JSON in --out.
+    recall, the UA of every test speaker, a confusion matrix and a bar chart of the speakers
+    (PNG), and all of it as JSON in --out.
     """
     from .checkpoint import CheckpointError, load_checkpoint
     from .data import DataError
     from .engine import Adaptation
-    from .metrics import format_report
+    from .metrics import format_report, format_speakers
     from .pipeline import cross_validate, save_report, test_model
     from edgeser.speed import parse_speeds
 
@@ -314,6 +315,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             rep["command"] = " ".join(sys.argv)
             save_report(rep, out_p, "test", f"{Path(model_path).name} on {', '.join(list(data) + list(extra))}")
             click.echo(format_report(rep))
+            click.echo(format_speakers(rep["per_speaker"]))
             if speaker_adapt:
                 _echo_adapted(rep)
             _echo_speeds(rep)
@@ -329,6 +331,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
         res["merges"] = merges
         save_report(res, out_p, "cv")
         click.echo(format_report(res["pooled"]))
+        click.echo(format_speakers(res["per_speaker"]))
         if speaker_adapt:
             _echo_adapted(res)
         _echo_speeds(res)

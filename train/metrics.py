@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -36,6 +36,62 @@ def report(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) 
         "labels": list(labels),
         "confusion": cm.tolist(),
     }
+
+
+def per_speaker(y_true: Sequence[int], y_pred: Sequence[int], speakers: Sequence[str],
+                labels: Sequence[str]) -> Dict[str, Dict]:
+    """UA, WA and clip count of every test speaker: in speaker-independent evaluation the
+    spread between voices is the error bar of the pooled figure."""
+    by: Dict[str, List[int]] = {}
+    for i, s in enumerate(speakers):
+        by.setdefault(s, []).append(i)
+    out = {}
+    for s in sorted(by):
+        r = report([y_true[i] for i in by[s]], [y_pred[i] for i in by[s]], labels)
+        out[s] = {"UA": r["UA"], "WA": r["WA"], "n": r["n"]}
+    return out
+
+
+def format_speakers(per: Dict[str, Dict], show: int = 12) -> str:
+    """One line: every speaker's UA, or the lowest, median and highest of many."""
+    if not per:
+        return ""
+    items = sorted(per.items(), key=lambda kv: kv[1]["UA"])
+    name = lambda s: s.split(":", 1)[-1]      # "ravdess:07" -> "07"
+    if len(items) <= show:
+        body = " · ".join(f"{name(s)} {v['UA']:.1%}" for s, v in items)
+    else:
+        mid = items[len(items) // 2]
+        body = (f"lowest {name(items[0][0])} {items[0][1]['UA']:.1%}, median {name(mid[0])} {mid[1]['UA']:.1%}, "
+                f"highest {name(items[-1][0])} {items[-1][1]['UA']:.1%}")
+    return f"UA per test speaker ({len(items)}): {body}"
+
+
+def plot_speakers(rep: Dict, path: Path, title: str = "") -> None:
+    """Every test speaker's UA as a bar, lowest first, beside the pooled UA (and the enrolled
+    figure per speaker, where the report has it)."""
+    per = rep.get("per_speaker")
+    if not per:
+        return
+    plt = pyplot()
+    enrolled = (rep.get("enrolled") or {}).get("per_speaker", {})
+    order = sorted(per, key=lambda s: per[s]["UA"])
+    names = [s.split(":", 1)[-1] for s in order]
+    y = np.arange(len(order))
+    fig, ax = plt.subplots(figsize=(6.0, 1.0 + 0.24 * len(order)))
+    ax.barh(y, [100 * per[s]["UA"] for s in order], color="#4477aa", label="UA")
+    if enrolled:
+        ax.scatter([100 * enrolled[s]["UA"] for s in order if s in enrolled], [i for i, s in enumerate(order) if s in enrolled],
+                   color="#ee6677", marker="|", s=120, zorder=3, label="enrolled")
+    pooled = rep.get("pooled", rep)["UA"]
+    ax.axvline(100 * pooled, color="black", ls="--", lw=1, label=f"pooled {pooled:.1%}")
+    ax.set_yticks(y, names, fontsize=7 if len(order) > 16 else 9)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("UA (%)")
+    ax.set_title(title or "UA per test speaker", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def plot_confusion(rep: Dict, path: Path, title: str = "") -> None:

@@ -13,7 +13,7 @@ from edgeser import labels as L
 
 from .data import AudioCache, Clip, DataError, corpus_licence, evenly_spaced, read_corpus, select, \
     speaker_folds, split_validation, summary
-from .metrics import plot_confusion, plot_history, report, write_json
+from .metrics import per_speaker, plot_confusion, plot_history, plot_speakers, report, write_json
 
 
 def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str]) -> Tuple[List[Clip], Dict[str, str], Optional[List[str]]]:
@@ -156,6 +156,7 @@ def _fold_worker(args) -> Dict:
     idx = {lab: i for i, lab in enumerate(model_cfg.labels)}
     r = {"fold": fold, "test_speakers": list(test_spk), "y_true": [idx[kept[i].label] for i in te],
          "y_pred": probs.argmax(1).tolist(), "paths": [kept[i].path for i in te],
+         "speakers": [kept[i].speaker for i in te],
          "best": res["best"], "epochs_run": res["epochs_run"], "seconds": round(time.time() - t0, 1),
          PROB_FIELDS["unadapted"]: rounded(probs)}
     r.update({FOLD_FIELDS[key]: p.argmax(1).tolist() for key, p in scored.items()})
@@ -250,12 +251,16 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
     y_pred = sum((r["y_pred"] for r in results), [])
     pooled = report(y_true, y_pred, model_cfg.labels)
     fold_ua = [report(r["y_true"], r["y_pred"], model_cfg.labels)["UA"] for r in results]
+    speakers = sum((r["speakers"] for r in results), [])
     res = {"pooled": pooled, "fold_UA": fold_ua, "fold_UA_mean": float(np.mean(fold_ua)),
-           "fold_UA_std": float(np.std(fold_ua)), "folds": results}
+           "fold_UA_std": float(np.std(fold_ua)),
+           "per_speaker": per_speaker(y_true, y_pred, speakers, model_cfg.labels), "folds": results}
     if speaker_adapt:
         for key in ADAPTED_NOTES:
-            res[key] = report(y_true, sum((r[FOLD_FIELDS[key]] for r in results), []), model_cfg.labels)
+            pred = sum((r[FOLD_FIELDS[key]] for r in results), [])
+            res[key] = report(y_true, pred, model_cfg.labels)
             res[key]["note"] = adapted_note(key, how)
+            res[key]["per_speaker"] = per_speaker(y_true, pred, speakers, model_cfg.labels)
         res.update(how.fields())
     if train_speakers:
         res["train_speakers"] = train_speakers
@@ -284,12 +289,15 @@ def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray
     probs = scored.pop("unadapted")
     allowed = np.array([known.index(l) for l in test_labels])
     y = [known.index(lab) for _, lab in pairs]
+    speakers = [clips[i].speaker for i, _ in pairs]
     rep = report(y, decide(probs, allowed), known)
+    rep["per_speaker"] = per_speaker(y, decide(probs, allowed), speakers, known)
     rep["scored_labels"] = test_labels
     rep["skipped_unknown_label"] = len(clips) - len(pairs)
     for key, p in scored.items():
         rep[key] = report(y, decide(p, allowed), known)
         rep[key]["note"] = adapted_note(key, how)
+        rep[key]["per_speaker"] = per_speaker(y, decide(p, allowed), speakers, known)
     if speaker_adapt:
         rep.update(how.fields())
     rep.update(speeds_fields(speeds))
@@ -299,3 +307,4 @@ def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray
 def save_report(rep: Dict, out: Path, name: str, title: str = "") -> None:
     write_json(rep, out / f"{name}.json")
     plot_confusion(rep.get("pooled", rep), out / f"{name}_confusion.png", title)
+    plot_speakers(rep, out / f"{name}_speakers.png", title)
