@@ -307,11 +307,11 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     except ValueError as e:
         raise click.BadParameter(str(e).split(": ", 1)[1], param_hint="--speeds")
     try:
-        if model_path:
-            load_checkpoint(model_path)     # a bad checkpoint is refused before a corpus is decoded
+        # read first: a bad checkpoint is refused before a corpus is decoded
+        ckpt = load_checkpoint(model_path) if model_path else None
         clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
         if model_path:
-            rep = test_model(model_path, clips, audio, speaker_adapt, how, speeds)
+            rep = test_model(ckpt, clips, audio, speaker_adapt, how, speeds)
             rep["command"] = " ".join(sys.argv)
             save_report(rep, out_p, "test", f"{Path(model_path).name} on {', '.join(list(data) + list(extra))}")
             click.echo(format_report(rep))

@@ -268,15 +268,16 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
     return res
 
 
-def test_model(ckpt_path: str, clips: Sequence[Clip], audio: Sequence[np.ndarray], speaker_adapt: bool = False,
+def test_model(ckpt: Dict, clips: Sequence[Clip], audio: Sequence[np.ndarray], speaker_adapt: bool = False,
                how=None, speeds: Sequence[float] = (1.0,)) -> Dict:
-    """Score a trained model on any corpus: only clips whose label the model knows, and only
-    predictions among the labels that the test set has (cross-corpus); as the mean over `speeds`."""
-    from .checkpoint import load_model
+    """Score a trained model (a checkpoint read by load_checkpoint) on any corpus: only clips whose
+    label the model knows, and only predictions among the labels that the test set has
+    (cross-corpus); as the mean over `speeds`."""
+    from .checkpoint import model_from_checkpoint
     from .engine import Adaptation
 
     how = how or Adaptation()
-    model, ckpt = load_model(ckpt_path)
+    model = model_from_checkpoint(ckpt)
     known = list(model.cfg.labels)
     merges = ckpt.get("meta", {}).get("merges", {})
     pairs = [(i, L.apply(c.label, merges, known)) for i, c in enumerate(clips)]
