@@ -430,9 +430,9 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
 
         require_plotting()      # before the measurement, not after it
     folder = Path(model) if model else DEFAULT_MODEL
-    if not folder.exists():
-        raise click.ClickException(f"{folder}: no such model folder" +
-                                   ("" if model else " (no bundled model; pass --model FOLDER from `edgeser export`)"))
+    if not model and not folder.exists():     # a --model that is not there: manifest.read says so
+        raise click.ClickException(f"{folder}: no such model folder (no bundled model; pass --model FOLDER "
+                                   f"from `edgeser export`)")
     try:
         rep = run_bench(folder, backend, precision, threads, runs, warmup, audio, progress=not quiet,
                         keep_samples=bool(plot_file))

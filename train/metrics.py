@@ -52,12 +52,16 @@ def per_speaker(y_true: Sequence[int], y_pred: Sequence[int], speakers: Sequence
     return out
 
 
+def _speaker_name(speaker: str) -> str:
+    return speaker.split(":", 1)[-1]          # "ravdess:07" -> "07"
+
+
 def format_speakers(per: Dict[str, Dict], show: int = 12) -> str:
     """One line: every speaker's UA, or the lowest, median and highest of many."""
     if not per:
         return ""
     items = sorted(per.items(), key=lambda kv: kv[1]["UA"])
-    name = lambda s: s.split(":", 1)[-1]      # "ravdess:07" -> "07"
+    name = _speaker_name
     if len(items) <= show:
         body = " · ".join(f"{name(s)} {v['UA']:.1%}" for s, v in items)
     else:
@@ -76,7 +80,7 @@ def plot_speakers(rep: Dict, path: Path, title: str = "") -> None:
     plt = pyplot()
     enrolled = (rep.get("enrolled") or {}).get("per_speaker", {})
     order = sorted(per, key=lambda s: per[s]["UA"])
-    names = [s.split(":", 1)[-1] for s in order]
+    names = [_speaker_name(s) for s in order]
     y = np.arange(len(order))
     fig, ax = plt.subplots(figsize=(6.0, 1.0 + 0.24 * len(order)))
     ax.barh(y, [100 * per[s]["UA"] for s in order], color="#4477aa", label="UA")
