@@ -12,8 +12,13 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO))   # `python benchmarks/run_all.py` from a fresh clone without `pip install -e`
 
-from edgeser.benchreport import write_report as write_json  # noqa: E402  atomic JSON, reused
 from edgeser.benchstats import load_average  # noqa: E402
+from edgeser.files import write_json as _write_json  # noqa: E402
+
+
+def write_json(obj, path):
+    """The benchmarks' order of arguments (object, then file) over edgeser's atomic writer."""
+    return _write_json(path, obj)
 
 
 def corpora_parser(doc: str):

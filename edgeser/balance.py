@@ -88,9 +88,9 @@ class ClassBalance:
 
 def write(bal: ClassBalance, path: os.PathLike) -> Path:
     """Atomically: a half-written file never replaces a good one."""
-    from .benchreport import write_report as write_json   # the runtime's atomic JSON writer
+    from .files import write_json
 
-    return write_json({"format": FORMAT, **asdict(bal)}, path)
+    return write_json(path, {"format": FORMAT, **asdict(bal)})
 
 
 def read(path: os.PathLike) -> ClassBalance:

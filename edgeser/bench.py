@@ -24,10 +24,12 @@ from edgeser import manifest as mf
 from edgeser.audio import AudioError, read_clip, rms_normalize, trim_silence
 from edgeser.benchproject import project
 from edgeser.benchreport import (SCHEMA, BenchReportError, best_stream, format_compare, format_report,
-                                 load_report, ratios, write_report)
+                                 load_report, ratios)
 from edgeser.benchstats import (current_rss_bytes, latency_stats, load_average, peak_rss_bytes,
                                 real_time_factor, reset_peak_rss)
 from edgeser.devicefacts import collect, runtime_versions, thermal, throttling_during
+from edgeser.files import write_json
+from edgeser.options import Output
 
 BACKENDS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "int8")
@@ -403,10 +405,10 @@ def _csv(choices: Optional[Sequence[str]] = None, integer: bool = False):
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(0),
               help="Untimed calls first (and at least 0.25 s of them).")
 @click.option("--audio", type=click.Path(), default=None, help="Real speech clip to run on (default: the golden input).")
-@click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report as JSON here.")
+@click.option("--json", "json_out", type=Output(), default=None, help="Write the report as JSON here.")
 @click.option("--compare", nargs=2, type=click.Path(), default=None, metavar="A.json B.json",
               help="Print two saved reports side by side and exit.")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, metavar="PNG",
+@click.option("--plot", "plot_file", type=Output(), default=None, metavar="PNG",
               help="Also draw every model file's latency per call as a histogram, p50 and p99 marked "
                    "(needs matplotlib: pip install \"edgeser[plot]\").")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
@@ -440,7 +442,7 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
         raise click.ClickException(str(e))
     click.echo(format_report(rep))
     if json_out:
-        p = write_report(rep, json_out)
+        p = write_json(json_out, rep)
         click.echo(f"report: {p}", err=True)
     if plot_file:
         from .benchreport import latency_title, per_artifact

@@ -89,16 +89,6 @@ def latency_title(rep: Dict, what: str) -> str:
 
 # ---------------------------------------------------------------- files
 
-def write_report(report: Dict, path: os.PathLike) -> Path:
-    p = Path(path)
-    if p.parent and not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, p)
-    return p
-
-
 def read_json(path: os.PathLike, error: type, what: str, missing_hint: str = ""):
     """The JSON in `path`, or `error` naming the file: "no such WHAT" or "unreadable WHAT (why)"."""
     p = Path(path)

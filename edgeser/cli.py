@@ -96,6 +96,15 @@ def main(argv=None):
         command = next((a for a in args if a in COMMANDS), "edgeser")
         click.echo(f"Error: {missing_package_message(command, e.name)}", err=True)
         sys.exit(1)
+    except OSError as e:
+        # a file that cannot be read or written (an output in a folder that is a file, a full
+        # disk, no permission): the file and why, in one line, not a traceback
+        if not e.filename:
+            raise
+        from .files import error_line
+
+        click.echo(f"Error: {error_line(e)}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

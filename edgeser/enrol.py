@@ -4,12 +4,12 @@ from __future__ import annotations
 import click
 
 from .balance import PRIOR_S
-from .options import model_options, speeds_option, vad_config, vad_options
+from .options import Output, model_options, speeds_option, vad_config, vad_options
 
 
 @click.command("enrol")
 @click.argument("recordings", nargs=-1, required=True, type=click.Path())
-@click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--out", required=True, type=Output(), metavar="FILE",
               help="The balance file to write (JSON); then `edgeser listen --balance FILE`.")
 @model_options
 @vad_options

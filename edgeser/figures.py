@@ -5,11 +5,12 @@ matplotlib is imported inside the functions (the `plot` extra); nothing here loa
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
+
+from .files import replacing
 
 PLOT_EXTRA = 'pip install "edgeser[plot]"'
 
@@ -34,14 +35,11 @@ def save_figure(fig, path, dpi: int = 120) -> Path:
     """Write a figure atomically (a half-written PNG never replaces a good one) and close it."""
     plt = pyplot()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix[1:] or "png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)     # what a failed write left
     return path
 
 

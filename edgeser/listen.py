@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -15,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .options import model_options, require_plotting, speeds_option, vad_config, vad_options
+from .options import Output, model_options, require_plotting, speeds_option, vad_config, vad_options
 
 
 class ResultPrinter:
@@ -261,16 +260,19 @@ class _Recorder:
         if self.f is None:
             import soundfile as sf
 
-            self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            self.f = sf.SoundFile(str(self.tmp), "w", samplerate=int(rate), channels=1, subtype="PCM_16",
+            from .files import replacing
+
+            self.staged = replacing(self.path)      # held open for the session
+            tmp = self.staged.__enter__()
+            self.f = sf.SoundFile(str(tmp), "w", samplerate=int(rate), channels=1, subtype="PCM_16",
                                   format="WAV")
         self.f.write(block if block.ndim == 1 else block.mean(axis=1))
 
     def close(self):
         if self.f is not None:
             self.f.close()
-            os.replace(self.tmp, self.path)
             self.f = None
+            self.staged.__exit__(None, None, None)    # kept even when the session ended in an error
 
 
 @click.command("listen")
@@ -297,12 +299,12 @@ class _Recorder:
 @click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line per hop, not only per utterance.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds of audio.")
-@click.option("--save-audio", type=click.Path(dir_okay=False), default=None, metavar="WAV",
+@click.option("--save-audio", type=Output(), default=None, metavar="WAV",
               help="Also write the captured audio (capture rate, 16-bit WAV).")
 @click.option("--balance", "balance_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Divide every answer by the user's mean answer in FILE (made by `edgeser enrol` on their "
                    "recordings), so that no emotion dominates their voice.")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, metavar="PNG",
+@click.option("--plot", "plot_file", type=Output(), default=None, metavar="PNG",
               help="At the end, draw the session: each emotion's probability hop by hop, and every utterance "
                    "with its label (needs matplotlib: pip install \"edgeser[plot]\").")
 def listen(model, device, list_devices, as_json, input_file, fast, backend, precision, threads, rate, normalize,

@@ -106,8 +106,6 @@ def read(path: os.PathLike) -> Manifest:
 
 def write(m: Manifest, folder: os.PathLike) -> Path:
     """Atomic: a reader never sees half a manifest."""
-    p = Path(folder) / MANIFEST
-    tmp = p.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(m.to_dict(), indent=2))
-    os.replace(tmp, p)
-    return p
+    from .files import write_json
+
+    return write_json(Path(folder) / MANIFEST, m.to_dict())

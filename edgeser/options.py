@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import click
 
+from .files import OutputError, prepare
 from .speed import DEFAULT_SPEEDS, parse_speeds
 from .vad import GAIN_DB_RANGE
 
 VAD_GAIN_HELP = ("Make what the voice detector hears this much louder, for quiet voices or a low-gain "
                  "microphone; the model's input is not changed. Each dB wakes it more on loud room "
                  "noise: see docs/results.md, \"Quiet voices\".")
+
+
+class Output(click.Path):
+    """An output file (`folder=True`: folder), checked as the command line is read: one whose folder
+    is a file, or not writable, fails in the first second, not after the work it was to hold."""
+
+    def __init__(self, folder: bool = False):
+        super().__init__(file_okay=not folder, dir_okay=folder)
+        self.folder = folder
+        self.name = "dir" if folder else "file"      # the metavar --help shows
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        try:
+            prepare(value, folder=self.folder)
+        except OutputError as e:
+            self.fail(str(e), param, ctx)
+        return value
 
 
 def model_options(f):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from edgeser.options import Output
+
 
 def _formats(ctx, param, value):
     parts = [p.strip().lower() for p in value.split(",") if p.strip()]
@@ -17,7 +19,7 @@ def _formats(ctx, param, value):
 
 @click.command()
 @click.argument("ckpt", type=click.Path(), metavar="CKPT")
-@click.option("--out", required=True, type=click.Path(), help="Export folder (replaced whole when the export succeeds).")
+@click.option("--out", required=True, type=Output(folder=True), help="Export folder (replaced whole when the export succeeds).")
 @click.option("--int8/--no-int8", default=True, show_default=True,
               help="Also write int8 files (ONNX: int8 weights; TFLite: full-integer, int8 in and out).")
 @click.option("--format", "formats", default="onnx,tflite", show_default=True, callback=_formats,

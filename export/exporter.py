@@ -1,6 +1,6 @@
 """`export_model`: a checkpoint -> ONNX and TFLite files of every role, fp32 and int8, a
 manifest (edgeser.json), a golden input with the expected output of every file, and a parity
-report against PyTorch. The folder is staged and swapped in whole (see atomic.py).
+report against PyTorch. The folder is staged and swapped in whole (see edgeser/files.py).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import edgeser
 from edgeser import manifest as M
 
 from . import clips as C
-from .atomic import staged_dir
+from edgeser.files import staged_dir
 from .streaming import stream_probs
 from .wrappers import ROLES, build, state_shapes
 

@@ -7,8 +7,6 @@ UA per clip (mean probabilities over the clip's windows, as evaluation does).
 """
 from __future__ import annotations
 
-import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -143,11 +141,9 @@ def parity_report(model, folder: Path, artifacts, held, hop_frames: int, shapes,
 
 
 def write_parity(rep: Dict, folder: Path) -> Path:
-    p = Path(folder) / "parity.json"
-    tmp = p.with_name(f".parity.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(rep, indent=2))
-    os.replace(tmp, p)
-    return p
+    from edgeser.files import write_json
+
+    return write_json(Path(folder) / "parity.json", rep)
 
 
 def format_table(rep: Dict) -> str:

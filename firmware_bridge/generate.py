@@ -349,7 +349,7 @@ def report_markdown(man: M.Manifest, folder: Path, builds: Dict[str, ModelBuild]
 
 def generate(model_dir, out_dir, clips: Sequence[str] = (), parity: bool = True,
              log: Callable[[str], None] = print) -> Dict[str, object]:
-    from edgeser.export.atomic import staged_dir
+    from edgeser.files import staged_dir
 
     folder = Path(model_dir)
     try:

@@ -9,10 +9,8 @@ deliberate protocol change, and bump protocol.VERSION when old devices would mis
 from __future__ import annotations
 
 import json
-import os
 import random
 import struct
-from pathlib import Path
 
 import click
 
@@ -123,11 +121,9 @@ def dumps(vectors: dict) -> str:
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 def main(out):
     """Write the shared protocol test vectors."""
-    p = Path(out)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(dumps(build()))
-    os.replace(tmp, p)
-    click.echo(f"wrote {p}")
+    from edgeser.files import write_text
+
+    click.echo(f"wrote {write_text(out, dumps(build()))}")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from edgeser import manifest as mf
 from edgeser.bench import BenchError, run_bench
 from edgeser.benchproject import TARGETS, core_peak_macs, project
-from edgeser.benchreport import (SCHEMA, BenchReportError, format_compare, format_report, load_report, validate,
-                                 write_report)
+from edgeser.benchreport import (SCHEMA, BenchReportError, format_compare, format_report, load_report, validate)
+from edgeser.files import write_json
 from edgeser.benchstats import latency_stats, peak_rss_bytes, reset_peak_rss
 from edgeser.cli import cli
 from edgeser.devicefacts import collect, decode_throttled, thermal, throttling_during
@@ -307,7 +307,7 @@ def test_silent_golden_input_is_refused(exported, tmp_path):
 
 
 def test_report_round_trips_through_json(report, tmp_path):
-    p = write_report(report, tmp_path / "r.json")
+    p = write_json(tmp_path / "r.json", report)
     assert load_report(p) == json.loads(json.dumps(report))
 
 

@@ -7,6 +7,8 @@ from typing import Any, Dict, Tuple
 
 import torch
 
+from edgeser.files import replacing
+
 from .model import ModelConfig, SERModel
 
 
@@ -15,18 +17,8 @@ class CheckpointError(ValueError):
 
 
 def save_atomic(obj: Dict[str, Any], path: os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with replacing(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:

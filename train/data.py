@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgeser import labels as L
+from edgeser.files import replacing
 from edgeser.progress import iterate
 from edgeser.speed import change_speed
 from edgeser.audio import SAMPLE_RATE, AudioError, audio_files_under, read_clip, rms_normalize, trim_silence
@@ -136,11 +137,8 @@ class AudioCache:
                 x = None  # a damaged cache entry is rebuilt from the clip
         if x is None:
             x = rms_normalize(trim_silence(read_clip(path, self.sample_rate), self.sample_rate))
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
+            with replacing(f, durable=False) as tmp, open(tmp, "wb") as fh:   # a lost entry is decoded again
                 np.save(fh, x)
-            os.replace(tmp, f)
         self.mem[path] = x
         return x
 

@@ -1,7 +1,6 @@
 """WA, UA, macro-F1, per-class precision/recall and the confusion matrix."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -144,14 +143,6 @@ def plot_history(res: Dict, path: Path, title: str = "") -> None:
                                                    if validated else " (no validation)")), fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-def write_json(obj, path: Path) -> None:
-    import os
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def format_report(rep: Dict) -> str:

@@ -10,10 +10,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgeser import labels as L
+from edgeser.files import write_json
 
 from .data import AudioCache, Clip, DataError, corpus_licence, evenly_spaced, read_corpus, select, \
     speaker_folds, split_validation, summary
-from .metrics import per_speaker, plot_confusion, plot_history, plot_speakers, report, write_json
+from .metrics import per_speaker, plot_confusion, plot_history, plot_speakers, report
 
 
 def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str]) -> Tuple[List[Clip], Dict[str, str], Optional[List[str]]]:
@@ -128,7 +129,7 @@ def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcf
 
 def save_history(res: Dict, out: Path) -> None:
     """A run's per-epoch record as history.json and as a picture, history.png."""
-    write_json(res, Path(out) / "history.json")
+    write_json(Path(out) / "history.json", res)
     plot_history(res, Path(out) / "history.png")
 
 
@@ -306,6 +307,6 @@ def test_model(ckpt: Dict, clips: Sequence[Clip], audio: Sequence[np.ndarray], s
 
 
 def save_report(rep: Dict, out: Path, name: str, title: str = "") -> None:
-    write_json(rep, out / f"{name}.json")
+    write_json(out / f"{name}.json", rep)
     plot_confusion(rep.get("pooled", rep), out / f"{name}_confusion.png", title)
     plot_speakers(rep, out / f"{name}_speakers.png", title)

@@ -1,0 +1,135 @@
+"""Outputs that appear whole or not at all, and one error for a place that cannot be written.
+
+Every file and folder edgeser writes goes through here: it is written beside its final name,
+flushed to disk, then renamed over it, so a reader (or a crash, or a full disk) finds the old
+output or the new one, never half of one. Where the output cannot go (its folder is a file, no
+permission, disk full), `OutputError` names the output, not the temp file beside it.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class OutputError(OSError):
+    """An output that cannot be written; str() is the one line `PATH: why`."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def error_line(e: OSError) -> str:
+    """The one line for an OSError that names a file: `PATH: why`."""
+    return str(e) if isinstance(e, OutputError) else f"{e.filename}: {e.strerror or e}"
+
+
+def prepare(path: os.PathLike, folder: bool = False) -> Path:
+    """`path` with its parent folder made; OutputError naming `path` where it cannot be written.
+
+    Commands call it for their outputs before their long part, so that a mistyped --out is found
+    in the first second and not after an hour of training."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise OutputError(errno.ENOTDIR, f"cannot write here: {blocker} is not a folder", str(path)) from None
+    except OSError as e:
+        raise OutputError(e.errno, f"cannot create its folder ({e.strerror})", str(path)) from None
+    if folder and path.exists() and not path.is_dir():
+        raise OutputError(errno.ENOTDIR, "exists and is not a folder", str(path))
+    if not folder and path.is_dir():
+        raise OutputError(errno.EISDIR, "is a folder (name a file)", str(path))
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise OutputError(errno.EACCES, f"cannot write in {path.parent} (permission denied)", str(path))
+    return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def replacing(path: os.PathLike, durable: bool = True) -> Iterator[Path]:
+    """Yields a temp path beside `path` to write; on a clean exit it is flushed to disk
+    (`durable`) and renamed over `path`; on an error it is removed and `path` is untouched.
+    A failed write (disk full) becomes an OutputError naming `path`."""
+    path = prepare(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        if durable:
+            _fsync(tmp)
+        os.replace(tmp, path)
+    except OutputError:
+        raise
+    except OSError as e:
+        if e.filename not in (None, str(tmp), tmp):
+            raise       # about another file than this output: the caller's to name
+        raise OutputError(e.errno, f"cannot write ({e.strerror})", str(path)) from None
+    finally:
+        tmp.unlink(missing_ok=True)     # what a failed write left
+
+
+def write_text(path: os.PathLike, text: str) -> Path:
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: os.PathLike, obj: Any, indent: int = 2) -> Path:
+    return write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_stale(out: Path) -> None:
+    """Temp folders of writers whose process died (kill -9, power loss) are removed."""
+    for p in out.parent.glob(f".{out.name}.*-*"):
+        try:
+            pid = int(p.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+@contextmanager
+def staged_dir(out: os.PathLike) -> Iterator[Path]:
+    """Yields an empty temp folder beside `out`; on a clean exit it replaces `out` whole, so a
+    previous good folder stays usable until the new one is finished."""
+    out = prepare(Path(out).resolve(), folder=True)
+    _sweep_stale(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        # two renames: a directory cannot be atomically replaced by another non-empty one
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

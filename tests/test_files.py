@@ -1,0 +1,95 @@
+"""Outputs appear whole or not at all, and a place that cannot be written is one line naming it."""
+import errno
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from edgeser.cli import COMMANDS, cli, main
+from edgeser.files import OutputError, prepare, replacing, staged_dir, write_json
+
+EXAMPLE = "examples/03a01Wa.flac"
+
+
+def test_write_json_replaces_whole_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "sub" / "r.json"
+    write_json(p, {"a": 1})
+    write_json(p, {"a": 2})
+    assert json.loads(p.read_text()) == {"a": 2}
+    assert sorted(x.name for x in p.parent.iterdir()) == ["r.json"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    p = tmp_path / "best.pt"
+    p.write_text("good")
+    with pytest.raises(RuntimeError):
+        with replacing(p) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert p.read_text() == "good"
+    assert [x.name for x in tmp_path.iterdir()] == ["best.pt"]
+
+
+def test_a_full_disk_names_the_output_not_its_temp(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text("old")
+    with pytest.raises(OutputError) as e:
+        with replacing(p) as tmp:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    assert str(e.value) == f"{p}: cannot write (No space left on device)"
+    assert p.read_text() == "old"
+
+
+def test_an_output_under_a_file_is_refused_naming_both(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    target = tmp_path / "notes.txt" / "run" / "best.pt"
+    with pytest.raises(OutputError) as e:
+        prepare(target)
+    assert str(e.value) == f"{target}: cannot write here: {tmp_path / 'notes.txt'} is not a folder"
+    with pytest.raises(OutputError, match="is a folder"):
+        prepare(tmp_path)
+    with pytest.raises(OutputError, match="exists and is not a folder"):
+        prepare(tmp_path / "notes.txt", folder=True)
+
+
+def test_staged_dir_keeps_the_old_folder_when_the_new_one_fails(tmp_path):
+    out = tmp_path / "export"
+    with staged_dir(out) as tmp:
+        (tmp / "model.tflite").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with staged_dir(out) as tmp:
+            (tmp / "model.tflite").write_text("v2, half")
+            raise RuntimeError("converter crashed")
+    assert (out / "model.tflite").read_text() == "v1"
+    assert [x.name for x in tmp_path.iterdir()] == ["export"]
+
+
+@pytest.mark.parametrize("args", [
+    ["listen", "--input", EXAMPLE, "--fast", "--plot", "{f}/x.png"],
+    ["bench", "--json", "{f}/bench.json"],
+    ["export", "models/bundle-qat.pt", "--out", "{f}/export"],
+    ["train", "--data", "examples", "--out", "{f}/run"],
+    ["firmware", "generate", "--out", "{f}/fw"],
+])
+def test_a_bad_output_fails_before_the_work(tmp_path, args):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    res = CliRunner().invoke(cli, [a.format(f=blocker) for a in args])
+    assert res.exit_code == 2
+    assert f"{blocker} is not a folder" in res.output
+    assert "Traceback" not in res.output
+    assert blocker.read_text() == "x"
+
+
+@click.command("fails-on-a-file")
+def fails_on_a_file():
+    open("/nonexistent/edgeser-input.wav")
+
+
+def test_main_turns_a_file_error_into_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(COMMANDS, "fails-on-a-file", (__name__, "fails_on_a_file", "test"))
+    with pytest.raises(SystemExit) as e:
+        main(["fails-on-a-file"])
+    assert e.value.code == 1
+    assert capsys.readouterr().err == "Error: /nonexistent/edgeser-input.wav: No such file or directory\n"
