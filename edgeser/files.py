@@ -90,6 +90,16 @@ def write_json(path: os.PathLike, obj: Any, indent: int = 2) -> Path:
     return write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def replaceable(out: os.PathLike, marker: str, by: str) -> Path:
+    """`out`, a folder that may be replaced whole: absent, empty, or holding `marker` (so written by
+    `by` before). Else OutputError: `--out .` must never delete a user's own files."""
+    out = prepare(out, folder=True)
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
+        raise OutputError(errno.ENOTEMPTY, f"holds other files, not a folder written by {by}, and would be "
+                                           f"replaced whole; choose another folder", str(out))
+    return out
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -112,10 +122,10 @@ def _sweep_stale(out: Path) -> None:
 
 
 @contextmanager
-def staged_dir(out: os.PathLike) -> Iterator[Path]:
+def staged_dir(out: os.PathLike, marker: str, by: str) -> Iterator[Path]:
     """Yields an empty temp folder beside `out`; on a clean exit it replaces `out` whole, so a
-    previous good folder stays usable until the new one is finished."""
-    out = prepare(Path(out).resolve(), folder=True)
+    previous good folder stays usable until the new one is finished. `out` must be `replaceable`."""
+    out = replaceable(Path(out).resolve(), marker, by)
     _sweep_stale(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     old = out.parent / f".{out.name}.old-{os.getpid()}"

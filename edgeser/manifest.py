@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 MANIFEST = "edgeser.json"
+WRITER = "`edgeser export`"     # the command whose folders hold a MANIFEST
 FORMAT = "edgeser-manifest-1"
 
 

@@ -2,9 +2,11 @@
 one definition, so that they take models and hear speech the same way."""
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import click
 
-from .files import OutputError, prepare
+from .files import OutputError, prepare, replaceable
 from .speed import DEFAULT_SPEEDS, parse_speeds
 from .vad import GAIN_DB_RANGE
 
@@ -17,15 +19,21 @@ class Output(click.Path):
     """An output file (`folder=True`: folder), checked as the command line is read: one whose folder
     is a file, or not writable, fails in the first second, not after the work it was to hold."""
 
-    def __init__(self, folder: bool = False):
+    def __init__(self, folder: bool = False, replaces: Optional[Tuple[str, str]] = None):
+        """replaces: (marker, writer) for a folder the command replaces whole (files.replaceable)."""
+        folder = folder or replaces is not None
         super().__init__(file_okay=not folder, dir_okay=folder)
         self.folder = folder
+        self.replaces = replaces
         self.name = "dir" if folder else "file"      # the metavar --help shows
 
     def convert(self, value, param, ctx):
         value = super().convert(value, param, ctx)
         try:
-            prepare(value, folder=self.folder)
+            if self.replaces:
+                replaceable(value, *self.replaces)
+            else:
+                prepare(value, folder=self.folder)
         except OutputError as e:
             self.fail(str(e), param, ctx)
         return value

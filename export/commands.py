@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edgeser.manifest import MANIFEST, WRITER
 from edgeser.options import Output
 
 
@@ -19,7 +20,8 @@ def _formats(ctx, param, value):
 
 @click.command()
 @click.argument("ckpt", type=click.Path(), metavar="CKPT")
-@click.option("--out", required=True, type=Output(folder=True), help="Export folder (replaced whole when the export succeeds).")
+@click.option("--out", required=True, type=Output(replaces=(MANIFEST, WRITER)),
+              help="Export folder, replaced whole when the export succeeds (a folder holding other files is refused).")
 @click.option("--int8/--no-int8", default=True, show_default=True,
               help="Also write int8 files (ONNX: int8 weights; TFLite: full-integer, int8 in and out).")
 @click.option("--format", "formats", default="onnx,tflite", show_default=True, callback=_formats,

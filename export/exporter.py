@@ -152,7 +152,7 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
     plan = [(r, f, p) for r in ROLES for f in formats for p in precisions]
     steps = _Steps(len(plan) + 2 + (1 if held is not None else 0), progress)
     try:
-        with staged_dir(out_dir) as tmp:
+        with staged_dir(out_dir, M.MANIFEST, M.WRITER) as tmp:
             made: Dict[tuple, Path] = {}
             cal_cache: Dict[str, list] = {}
             for role, fmt, prec in plan:

@@ -9,6 +9,7 @@ import click
 
 from edgeser.options import Output
 
+from .generate import REPORT, WRITER
 from .link import DEFAULT_BAUD
 
 baud_opt = click.option("--baud", default=DEFAULT_BAUD, show_default=True, type=click.IntRange(1200),
@@ -171,7 +172,8 @@ def firmware():
 @firmware.command("generate")
 @click.option("--model", default=None, type=click.Path(), metavar="DIR",
               help="Export folder with full-integer int8 .tflite files. Default: the bundled model.")
-@click.option("--out", required=True, type=Output(folder=True), metavar="DIR", help="Folder for the sources and report.")
+@click.option("--out", required=True, type=Output(replaces=(REPORT, WRITER)), metavar="DIR",
+              help="Folder for the sources and report, replaced whole (a folder holding other files is refused).")
 @click.option("--clip", "clips", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="Real clip(s) to compare TFLM with ai-edge-litert on, besides the export's golden window.")
 @click.option("--parity/--no-parity", default=True, show_default=True,

@@ -27,6 +27,7 @@ from .tflite_info import ModelFileError, ModelInfo, read as read_tflite
 
 ROLES = ("frontend_step", "head", "window")
 REPORT = "firmware.json"
+WRITER = "`edgeser firmware generate`"
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -357,16 +358,13 @@ def generate(model_dir, out_dir, clips: Sequence[str] = (), parity: bool = True,
     except M.ManifestError as e:
         raise FirmwareError(str(e)) from None
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT).exists())):
-        raise FirmwareError(f"{out}: exists and is not a folder written by `edgeser firmware generate`; "
-                            f"choose another --out")
     infos, builds = analyse(folder, man, log)
     par = check_parity(folder, man, infos, builds, clips, log) if parity else {}
     fitr = fit(man, builds)
     emitted = [b for b in builds.values() if b.loads]
     report = {"model_dir": str(folder), "labels": man.labels, "models": {r: asdict(b) for r, b in builds.items()},
               "parity": par, "fit": fitr, "files": []}
-    with staged_dir(out) as tmp:
+    with staged_dir(out, REPORT, WRITER) as tmp:
         files = {}
         if emitted:
             files["model_data.h"], files["model_data.cc"] = model_data_sources(folder, emitted)

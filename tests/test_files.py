@@ -55,10 +55,11 @@ def test_an_output_under_a_file_is_refused_naming_both(tmp_path):
 
 def test_staged_dir_keeps_the_old_folder_when_the_new_one_fails(tmp_path):
     out = tmp_path / "export"
-    with staged_dir(out) as tmp:
+    with staged_dir(out, "edgeser.json", "test") as tmp:
         (tmp / "model.tflite").write_text("v1")
+        (tmp / "edgeser.json").write_text("{}")
     with pytest.raises(RuntimeError):
-        with staged_dir(out) as tmp:
+        with staged_dir(out, "edgeser.json", "test") as tmp:
             (tmp / "model.tflite").write_text("v2, half")
             raise RuntimeError("converter crashed")
     assert (out / "model.tflite").read_text() == "v1"
@@ -80,6 +81,23 @@ def test_a_bad_output_fails_before_the_work(tmp_path, args):
     assert f"{blocker} is not a folder" in res.output
     assert "Traceback" not in res.output
     assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize("args, writer", [
+    (["export", "models/bundle-qat.pt", "--no-check", "--out", "{f}"], "`edgeser export`"),
+    (["firmware", "generate", "--out", "{f}"], "`edgeser firmware generate`"),
+])
+def test_a_folder_replaced_whole_must_be_one_the_command_wrote(tmp_path, args, writer):
+    """`--out .` must not delete the user's files: only an empty folder or an earlier output is replaced."""
+    (tmp_path / "thesis.txt").write_text("years of work")
+    res = CliRunner().invoke(cli, [a.format(f=tmp_path) for a in args])
+    assert res.exit_code == 2
+    assert f"{tmp_path}: holds other files, not a folder written by {writer}" in res.output
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis.txt"]
+    with pytest.raises(OutputError, match="holds other files"):
+        with staged_dir(tmp_path, "edgeser.json", "`edgeser export`"):
+            pass
+    assert (tmp_path / "thesis.txt").read_text() == "years of work"
 
 
 @click.command("fails-on-a-file")
