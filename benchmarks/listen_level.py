@@ -55,9 +55,9 @@ def clip_labels(results, spans, labels):
     return out
 
 
-def run_stream(rec, pieces, mode, gain, rng, vad, sr=16000, gap_s=1.0, noise_db=-70.0, speeds=(1.0,)):
-    """Pieces back to back with gaps in one stream; returns per-piece predicted class."""
-    s = rec.create_stream(vad=vad, normalize=mode, gain=gain, speeds=speeds)
+def session(pieces, sr=16000, gap_s=1.0):
+    """Pieces back to back with `gap_s` of silence before, between and after them, as one
+    recording, and each piece's (start, end) in seconds."""
     spans, parts, t = [], [], 0
     for x in pieces:
         g = np.zeros(int(gap_s * sr), np.float32)
@@ -65,13 +65,25 @@ def run_stream(rec, pieces, mode, gain, rng, vad, sr=16000, gap_s=1.0, noise_db=
         spans.append(((t + len(g)) / sr, (t + len(g) + len(x)) / sr))
         t += len(g) + len(x)
     parts.append(np.zeros(int(gap_s * sr), np.float32))
-    audio = np.concatenate(parts)
-    audio = audio + rng.standard_normal(len(audio)).astype(np.float32) * np.float32(10 ** (noise_db / 20))
+    return np.concatenate(parts), spans
+
+
+def stream_labels(rec, audio, spans, vad, mode="adaptive", gain=1.0, speeds=(1.0,), sr=16000):
+    """`audio` through one live stream (`listen`'s path, 4096-sample blocks); per span, the
+    predicted class (-1: no utterance heard there) and the stream's results."""
+    s = rec.create_stream(vad=vad, normalize=mode, gain=gain, speeds=speeds)
     res = []
     for i in range(0, len(audio), 4096):
         res += s.accept_waveform(sr, audio[i:i + 4096])
     res += s.input_finished()
-    return clip_labels(res, spans, rec.labels)
+    return clip_labels(res, spans, rec.labels), res
+
+
+def run_stream(rec, pieces, mode, gain, rng, vad, sr=16000, gap_s=1.0, noise_db=-70.0, speeds=(1.0,)):
+    """Pieces back to back with gaps in one stream; returns per-piece predicted class."""
+    audio, spans = session(pieces, sr, gap_s)
+    audio = audio + rng.standard_normal(len(audio)).astype(np.float32) * np.float32(10 ** (noise_db / 20))
+    return stream_labels(rec, audio, spans, vad, mode, gain, speeds, sr)[0]
 
 
 METHODS = ("adaptive", "utterance", "fixed", "calibrated")

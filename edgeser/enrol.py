@@ -18,7 +18,8 @@ from .options import Output, model_options, speeds_option, vad_config, vad_optio
               help="Seconds of speech an even answer is worth beside the measured one: the balance moves "
                    "answers less the less speech it rests on. For enrolment on under about 15 s of speech "
                    "(10 is a good value); 0 trusts the measurement fully, best with more speech.")
-def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gain_db, speeds, prior_s):
+def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gain_db, vad_noise_margin_db, speeds,
+          prior_s):
     """Balance the model's answers for one user's voice, without labels and without torch.
 
     RECORDINGS are audio files or folders of them (a folder with a manifest.csv: its `path`
@@ -35,7 +36,7 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
     try:
         files = audio_paths(recordings)
         rec = load(model, backend=backend, precision=precision, threads=threads)
-        bal, skipped = rec.enrol(files, progress=True, prior_s=prior_s, vad=vad_config(vad_mode, vad_gain_db),
+        bal, skipped = rec.enrol(files, progress=True, prior_s=prior_s, vad=vad_config(vad_mode, vad_gain_db, vad_noise_margin_db),
                                  speeds=speeds)
         for msg in skipped:
             click.echo(f"skipped: {msg}", err=True)

@@ -308,7 +308,7 @@ class _Recorder:
               help="At the end, draw the session: each emotion's probability hop by hop, and every utterance "
                    "with its label (needs matplotlib: pip install \"edgeser[plot]\").")
 def listen(model, device, list_devices, as_json, input_file, fast, backend, precision, threads, rate, normalize,
-           gain, vad_mode, vad_gain_db, speeds, hops, duration, save_audio, balance_file, plot_file):
+           gain, vad_mode, vad_gain_db, vad_noise_margin_db, speeds, hops, duration, save_audio, balance_file, plot_file):
     """Recognise emotion live from a microphone, or from a file (--input).
 
     Prints a line per hop (time, label, confidence) and one per utterance (a VAD speech
@@ -351,7 +351,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
             note = bal.speeds_note(speeds, balance_file)
             if note:
                 click.echo(note, err=True)
-        stream_opts = dict(vad=vad_config(vad_mode, vad_gain_db), normalize=normalize, gain=gain, speeds=speeds)
+        stream_opts = dict(vad=vad_config(vad_mode, vad_gain_db, vad_noise_margin_db), normalize=normalize, gain=gain, speeds=speeds)
         stream = rec.create_stream(**stream_opts)
     except (RecognizerError, VadUnavailable, ValueError) as e:     # BalanceError is a ValueError
         raise click.ClickException(str(e))

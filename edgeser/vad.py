@@ -8,6 +8,7 @@ so the delay is the preroll plus an unconfirmed onset while idle, and nothing du
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -15,6 +16,12 @@ import numpy as np
 
 FRAME_MS = 20          # webrtcvad takes 10, 20 or 30 ms; 20 ms divides the 100 ms model frame
 GAIN_DB_RANGE = (-20.0, 40.0)   # VadConfig.gain_db, and `--vad-gain-db`
+NOISE_MARGIN_MAX_DB = 30.0
+# the background is the quietest 100 ms-smoothed frame power of the last 3 s: longer than a
+# phrase without a pause, so that speech does not become the background, short enough to follow
+# a fan switched on (minimum statistics, as speech enhancers track noise)
+NOISE_WINDOW_FRAMES = 3000 // FRAME_MS
+NOISE_SMOOTHING = 0.2
 
 
 def frame_power(x: np.ndarray) -> float:
@@ -37,6 +44,7 @@ class VadConfig:
     floor_dbfs: float = -60.0  # frames quieter than this (after gain_db) are non-speech whatever webrtcvad says
     gain_db: float = 0.0       # what the VAD hears is this much louder (benchmarks/vad_level.py)
     min_utterance_s: float = 0.25
+    noise_margin_db: float = 0.0   # frames less than this above the tracked background are non-speech (0: off)
 
     def __post_init__(self):
         if not 0 <= self.mode <= 3:
@@ -46,6 +54,8 @@ class VadConfig:
         lo, hi = GAIN_DB_RANGE
         if not lo <= self.gain_db <= hi:
             raise ValueError(f"VAD gain must be within {lo:g}..{hi:g} dB, got {self.gain_db}")
+        if not 0 <= self.noise_margin_db <= NOISE_MARGIN_MAX_DB:
+            raise ValueError(f"VAD noise margin must be within 0..{NOISE_MARGIN_MAX_DB:g} dB, got {self.noise_margin_db}")
         if self.preroll + self.postroll >= self.off_frames:
             # otherwise one segment's postroll could overlap the next one's preroll
             raise ValueError("preroll + postroll must be smaller than off_frames")
@@ -55,7 +65,7 @@ class FrameVad:
     """Speech / non-speech for one FRAME_MS frame of float32 samples at `sample_rate`."""
 
     def __init__(self, sample_rate: int = 16000, mode: int = 2, floor_dbfs: float = -60.0,
-                 gain_db: float = 0.0):
+                 gain_db: float = 0.0, noise_margin_db: float = 0.0):
         try:
             import webrtcvad
         except ImportError:
@@ -70,15 +80,25 @@ class FrameVad:
         self.gain = 10 ** (gain_db / 20)
         self.floor_power = 10 ** (floor_dbfs / 10) / self.gain ** 2
         self.scale = 32768.0 * self.gain
+        # webrtcvad takes other people talking (a television, a cafe) for speech, and the segment
+        # never closes: a frame must also stand out of the background by the margin
+        self.margin = 10 ** (noise_margin_db / 10) if noise_margin_db > 0 else 0.0
+        self.smoothed = None
+        self.recent = deque(maxlen=NOISE_WINDOW_FRAMES)
 
     @classmethod
     def from_config(cls, cfg: "VadConfig", sample_rate: int = 16000) -> "FrameVad":
-        return cls(sample_rate, cfg.mode, cfg.floor_dbfs, cfg.gain_db)
+        return cls(sample_rate, cfg.mode, cfg.floor_dbfs, cfg.gain_db, cfg.noise_margin_db)
 
     def __call__(self, x: np.ndarray, power: Optional[float] = None) -> bool:
         """power: the frame's mean square, where the caller has it already."""
         if power is None:
             power = frame_power(x)
+        if self.margin:
+            self.smoothed = power if self.smoothed is None else self.smoothed + NOISE_SMOOTHING * (power - self.smoothed)
+            self.recent.append(self.smoothed)
+            if power < self.margin * min(self.recent):
+                return False
         if power < self.floor_power:
             return False
         pcm = np.clip(np.round(x * self.scale), -32768, 32767).astype("<i2").tobytes()

@@ -48,3 +48,24 @@ def small_corpus(data_dir: Path, folder: Path, per_speaker: int = 6, speakers=No
         w.writeheader()
         w.writerows(out)
     return folder
+
+
+def talk_under_babble(data_dir: Path, snr_db: float = 10.0):
+    """Three EmoDB sentences of speaker 03, 1 s apart, under four other EmoDB voices at `snr_db`
+    (float32 at 16 kHz), and each sentence's (start, end) in seconds."""
+    import numpy as np
+
+    from edgeser.audio import read_clip, trim_silence
+    from edgeser.train.room import add_noise, babble, unit_power
+
+    emodb = data_dir / "emodb"
+    said = [read_clip(emodb / f) for f in ("03a01Fa.flac", "03a01Nc.flac", "03a01Wa.flac")]
+    others = [unit_power(trim_silence(read_clip(p))) for p in sorted(emodb.glob("1[0-6]*.flac"))[:40]]
+    gap = np.zeros(16000, np.float32)
+    x = np.concatenate([gap, said[0], gap, said[1], gap, said[2], gap])
+    spans, t = [], 1.0
+    for c in said:
+        spans.append((t, t + len(c) / 16000))
+        t = spans[-1][1] + 1.0
+    speech_power = float(np.mean([np.mean(trim_silence(c) ** 2) for c in said]))
+    return add_noise(x, babble(len(x), 4, others, np.random.default_rng(0)), snr_db, speech_power), spans

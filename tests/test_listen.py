@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import talk_under_babble  # noqa: E402
 from rtmodel import EXAMPLES, ROOT, edgeser_cmd, exported  # noqa: E402
 from vmic import vmic, vmic48  # noqa: E402,F401  (fixtures)
 
@@ -195,6 +196,20 @@ def test_vad_gain_lets_listen_hear_a_quiet_voice(model_dir, data_dir):
     assert -50 < json_lines(r.stdout)[-1]["peak_dbfs"] < -45
     r = listen(model_dir, "--input", quiet, "--fast", "--vad-gain-db", "60")
     assert r.returncode == 2 and "--vad-gain-db" in r.stderr
+
+
+def test_listen_with_a_noise_margin_hears_where_a_speaker_stops_amid_other_talk(model_dir, data_dir, tmp_path):
+    x, spans = talk_under_babble(data_dir)
+    wav = tmp_path / "kitchen.wav"
+    sf.write(wav, x, 16000)
+    count = {}
+    for margin in ("0", "6"):
+        r = listen(model_dir, "--input", wav, "--fast", "--json", "--speeds", "1", "--vad-noise-margin-db", margin)
+        assert r.returncode == 0, r.stderr
+        count[margin] = [x["kind"] for x in json_lines(r.stdout)].count("utterance")
+    assert count["0"] == 1 and count["6"] >= 2
+    r = listen(model_dir, "--input", wav, "--fast", "--vad-noise-margin-db", "-3")
+    assert r.returncode == 2 and "--vad-noise-margin-db" in r.stderr
 
 
 def test_bad_files_are_one_line_errors(model_dir, tmp_path):

@@ -27,6 +27,7 @@ from edgeser.runtime.stream import LevelNormalizer, Stream
 from edgeser.vad import Gate, VadConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import talk_under_babble  # noqa: E402
 from rtmodel import EXAMPLES, exported  # noqa: E402
 
 CLIP = EXAMPLES / "03a01Wa.flac"
@@ -405,6 +406,22 @@ def test_a_louder_vad_hears_a_quiet_voice_that_a_fresh_stream_misses(rec, data_d
     assert u.end_s - u.start_s > 1.0      # the sentence, not a blip
     with pytest.raises(ValueError, match="VAD gain"):
         VadConfig(gain_db=60)
+
+
+def test_a_noise_margin_separates_utterances_under_other_peoples_talk(rec, data_dir):
+    """webrtcvad takes background talk for speech: three sentences 1 s apart under four other voices
+    at 10 dB are one utterance; with the margin over the tracked background the stream hears the
+    gaps between them."""
+    x, spans = talk_under_babble(data_dir)
+    heard = {m: utterances(feed(rec.create_stream(vad=VadConfig(noise_margin_db=m), speeds=(1,)), x))
+             for m in (0.0, 6.0)}
+    (whole,) = heard[0.0]
+    assert whole.end_s - whole.start_s > 8.5
+    assert len(heard[6.0]) >= 2                         # the segment closes in a gap at least once
+    for start, end in spans:                            # and every sentence is still heard
+        assert any(u.start_s < end and u.end_s > start for u in heard[6.0])
+    with pytest.raises(ValueError, match="noise margin"):
+        VadConfig(noise_margin_db=-1)
 
 
 # ------------------------------------------------------------------ bad input files

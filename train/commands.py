@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from edgeser.labels import LabelError
+from edgeser.options import Output
 
 
 def _fail(e: Exception):
@@ -64,6 +65,10 @@ def _train_options(f):
                           "running level estimate leaves)."),
         click.option("--specaug", default=0, show_default=True, type=click.IntRange(0, 4),
                      help="Band masks and time masks per training window on the filterbank map (SpecAugment)."),
+        click.option("--room", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+                     help="Share of training windows heard as across a room: reverberant half the time "
+                          "(RT60 0.2-1 s), under pink noise or two to four other voices at 0-20 dB SNR "
+                          "(docs/results.md, \"In noise and rooms\"); 0: off."),
         click.option("--mixup", default=0.2, show_default=True, type=click.FloatRange(0, 2),
                      help="Mix pairs of training windows and their labels, weight ~ Beta(a, a); 0: off."),
         click.option("--ema-epochs", default=0.0, show_default=True, type=click.FloatRange(0),
@@ -182,7 +187,7 @@ def _load_train_also(paths, labels, merge, found, cache):
 @click.command()
 @data_opt
 @click.argument("extra", nargs=-1, type=click.Path(), metavar="[PATH]...")
-@click.option("--out", required=True, type=click.Path(), help="Run folder: last.pt, best.pt, history.json and history.png (loss and validation UA per epoch).")
+@click.option("--out", required=True, type=Output(folder=True), help="Run folder: last.pt, best.pt, history.json and history.png (loss and validation UA per epoch).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="End this invocation after N epochs in total (for time-limited jobs; continue with --resume).")
@@ -239,7 +244,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
 @click.option("--folds", default=4, show_default=True, type=click.IntRange(2))
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1),
               help="Folds trained in parallel processes (one thread each).")
-@click.option("--out", default="runs/eval", show_default=True, type=click.Path(),
+@click.option("--out", default="runs/eval", show_default=True, type=Output(folder=True),
               help="Folder for the report (JSON), confusion matrix (PNG) and fold checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue interrupted fold runs.")
 @click.option("--speaker-adapt", is_flag=True,
@@ -359,7 +364,7 @@ def _echo_adapted(rep) -> None:
 @click.option("--data", "data", multiple=True, required=True, type=click.Path(), metavar="PATH",
               help="Unlabelled audio from where the model will run: audio files, folders of them, or corpus "
                    "folders (labels ignored). Repeat it for several.")
-@click.option("--out", required=True, type=click.Path(), help="The adapted checkpoint to write (.pt).")
+@click.option("--out", required=True, type=Output(), help="The adapted checkpoint to write (.pt).")
 @click.option("--steps", default=0, show_default=True, type=click.IntRange(0), metavar="N",
               help="After the statistics, N steps of unlabelled fine-tuning towards confident answers spread "
                    "over the classes (information maximisation; 10 is the measured choice). For one user's "

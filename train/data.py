@@ -19,6 +19,8 @@ from edgeser.progress import iterate
 from edgeser.speed import change_speed
 from edgeser.audio import SAMPLE_RATE, AudioError, audio_files_under, read_clip, rms_normalize, trim_silence
 
+from .room import in_room
+
 RAVDESS_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
                     "06": "fearful", "07": "disgust", "08": "surprised"}
@@ -186,6 +188,8 @@ class Augment:
     snr_db: Tuple[float, float] = (10.0, 40.0)
     gain_db: Tuple[float, float] = (-6.0, 6.0)
     speed: float = 0.0               # resample by 1 +- this: tempo and pitch move together, as between speakers
+    room: float = 0.0                # share of windows heard in a simulated room (room.in_room)
+    voices: Optional[Sequence[np.ndarray]] = None   # the clips other people's talk in that room is made of
 
 
 def train_window(x: np.ndarray, n: int, rng: np.random.Generator, aug: Augment) -> np.ndarray:
@@ -196,6 +200,8 @@ def train_window(x: np.ndarray, n: int, rng: np.random.Generator, aug: Augment) 
     w = place(x, n, offset)
     if aug.gain:
         w = w * np.float32(10 ** (rng.uniform(*aug.gain_db) / 20))
+    if aug.room > 0 and rng.random() < aug.room:
+        w = in_room(w, rng, aug.voices)
     if aug.noise:
         p = float(np.mean(w ** 2)) + 1e-10
         snr = rng.uniform(*aug.snr_db)

@@ -44,6 +44,7 @@ class TrainConfig:
     speed_perturb: float = 0.1       # augmentation: random speed change of up to +- this share
     gain_db: float = 6.0             # augmentation: random gain of up to +- this many dB
     specaug: int = 0                 # augmentation: band and time masks per window on the filterbank map
+    room: float = 0.0                # augmentation: share of windows heard in a simulated room (room.py)
     mixup: float = 0.2               # augmentation: mix pairs of windows, weight ~ Beta(a, a); 0 = off
     device: str = "cpu"              # torch device for training ("cuda" where one is present)
     speaker_batches: bool = False    # every batch holds one speaker: batch norm learns per-speaker statistics
@@ -470,7 +471,8 @@ class Trainer:
         if resume and last.exists():
             self.resume(last)
         groups = np.array([c.speaker for c in train_clips]) if t.speaker_batches else None
-        aug = Augment(speed=t.speed_perturb, gain_db=(-t.gain_db, t.gain_db)) if t.augment else Augment(noise=False, gain=False, shift=False)
+        aug = (Augment(speed=t.speed_perturb, gain_db=(-t.gain_db, t.gain_db), room=t.room, voices=train_audio)
+               if t.augment else Augment(noise=False, gain=False, shift=False))
         self.model.frontend.specaug = t.specaug if t.augment else 0
         n = self.cfg.window_samples
         self.log(f"model: {count_params(self.model):,} parameters; train {len(train_clips)} clips, "
