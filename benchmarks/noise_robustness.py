@@ -100,7 +100,7 @@ def run_fold(job):
     audio = [read_clip(str(p)) for _, p, _ in clips]
     pool = [unit_power(x) for x in (trim_silence(read_clip(str(p)))
                                     for p in sorted(Path(a.babble).rglob("*.flac"))[:: a.babble_step]) if len(x)]
-    vad = VadConfig(noise_margin_db=a.vad_noise_margin_db)
+    vad = VadConfig(mode=a.vad_mode, noise_margin_db=a.vad_noise_margin_db)
     out = {}
     for name, cond in conds:
         pred, utts, seconds = [0] * len(clips), 0, 0.0
@@ -120,7 +120,7 @@ def run_fold(job):
             "y_true": [c[2] for c in clips], "backend": f"{rec.format} {rec.precision}", "results": out}
 
 
-def plot(table, noises, snrs, rt60s, path, title):
+def plot(table, noises, snrs, rt60s, path, title, chance):
     from edgeser.figures import pyplot, save_figure
 
     plt = pyplot()
@@ -129,8 +129,10 @@ def plot(table, noises, snrs, rt60s, path, title):
     clean = 100 * table["clean"]["ua"]
     for ax in (ax1, ax2):
         ax.axhline(clean, ls="--", c="grey", lw=1)
+        ax.axhline(chance, ls=":", c="grey", lw=1)
         ax.grid(alpha=0.3)
-    ax1.text(max(snrs), clean + 0.8, f"clean {clean:.1f}%", ha="right", fontsize=8, color="grey")
+    ax1.text(max(snrs), clean + 0.8, f"clean {clean:.1f}%", ha="left", fontsize=8, color="grey")
+    ax1.text(max(snrs), chance + 0.8, f"chance {chance:.1f}%", ha="left", fontsize=8, color="grey")
     for kind in noises:
         ax1.plot(snrs, [100 * table[f"{kind} {s:g} dB"]["ua"] for s in snrs], "o-", label=kind)
     ax1.set_xlabel("speech-to-noise ratio (dB)")
@@ -149,9 +151,10 @@ def plot(table, noises, snrs, rt60s, path, title):
 
 def main(argv=None):
     from edgeser.speed import DEFAULT_SPEEDS
+    from edgeser.vad import VadConfig
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fold", nargs=2, action="append", required=True, metavar=("EXPORT", "TEST_DATA"))
+    ap.add_argument("--fold", nargs=2, action="append", default=[], metavar=("EXPORT", "TEST_DATA"))
     ap.add_argument("--noises", default="white,pink,babble", help="of: white, pink, babble")
     ap.add_argument("--snr-db", type=floats, default=[20, 10, 5, 0], metavar="S1,S2,..")
     ap.add_argument("--rt60-s", type=floats, default=[0.3, 0.6, 1.0], metavar="T1,T2,..")
@@ -161,6 +164,7 @@ def main(argv=None):
     ap.add_argument("--babble-step", type=int, default=2, help="every Nth clip of --babble feeds the voices")
     ap.add_argument("--speeds", type=speeds_arg, default=list(DEFAULT_SPEEDS), metavar="S1,S2,..",
                     help="playback speeds (listen --speeds; default listen's)")
+    ap.add_argument("--vad-mode", type=int, default=VadConfig.mode, help="webrtcvad aggressiveness 0..3")
     ap.add_argument("--vad-noise-margin-db", type=float, default=0.0,
                     help="VadConfig.noise_margin_db: frames must stand this far above the tracked background")
     ap.add_argument("--backend", default="tflite")
@@ -170,7 +174,25 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=1, help="folds run in parallel processes")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--png", type=Path, default=None)
+    ap.add_argument("--replot", type=Path, default=None, metavar="JSON",
+                    help="draw --png from a report this script wrote, running nothing")
     a = ap.parse_args(argv)
+    if a.replot:
+        import json
+
+        rep = json.loads(a.replot.read_text())
+        keys = list(rep["table"])
+        noises = list(dict.fromkeys(k.split()[0] for k in keys if k.endswith(" dB")))
+        snrs = [float(k.split()[1]) for k in keys if k.startswith(noises[0] + " ")]
+        rt60s = [float(k.split()[1]) for k in keys if k.startswith("reverb ")]
+        title = (f"{rep['clips']} clips, {len(rep['folds'])} fold(s), {rep['folds'][0]['backend']}, speeds "
+                 f"{','.join(map(str, rep['speeds']))}, VAD mode {rep.get('vad_mode', 2)}, margin "
+                 f"{rep.get('vad_noise_margin_db', 0):g} dB")
+        plot(rep["table"], noises, snrs, rt60s, a.png, title, 100 / len(rep["folds"][0]["labels"]))
+        print(f"wrote {a.png}")
+        return
+    if not a.fold:
+        ap.error("--fold EXPORT TEST_DATA is required (repeat it per fold), or --replot")
     noises = [k for k in a.noises.split(",") if k]
     bad = [k for k in noises if k not in ("white", "pink", "babble")]
     if bad:
@@ -192,7 +214,7 @@ def main(argv=None):
         table[name] = {"ua": ua(y, p, n), "wa": float(np.mean(p == y)), "no_utterance": int(np.sum(p < 0)),
                        "utterances_per_min": sum(f["results"][name]["utterances"] for f in folds) / minutes}
     head = (f"{len(y)} clips, {len(folds)} fold(s), {folds[0]['backend']}, speeds {','.join(map(str, a.speeds))}, "
-            f"VAD margin {a.vad_noise_margin_db:g} dB, {time.time() - t0:.0f} s")
+            f"VAD mode {a.vad_mode}, margin {a.vad_noise_margin_db:g} dB, {time.time() - t0:.0f} s")
     print(head)
     print(f"{'condition':18s}{'UA':>8s}{'WA':>8s}{'unheard':>9s}{'utt/min':>9s}")
     for name, r in table.items():
@@ -200,11 +222,11 @@ def main(argv=None):
     if a.json:
         write_json({"command": "python benchmarks/noise_robustness.py " + " ".join(argv or sys.argv[1:]),
                     "clips": int(len(y)), "speeds": a.speeds, "babble": a.babble, "babble_voices": a.babble_voices,
-                    "vad_noise_margin_db": a.vad_noise_margin_db,
+                    "vad_mode": a.vad_mode, "vad_noise_margin_db": a.vad_noise_margin_db,
                     "table": table, "folds": folds}, a.json)
         print(f"wrote {a.json}")
     if a.png:
-        plot(table, noises, a.snr_db, a.rt60_s, a.png, head.rsplit(",", 1)[0])
+        plot(table, noises, a.snr_db, a.rt60_s, a.png, head.rsplit(",", 1)[0], 100 / n)
         print(f"wrote {a.png}")
 
 

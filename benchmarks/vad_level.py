@@ -82,13 +82,15 @@ def main(argv=None) -> int:
                     default=[data_root() / "ravdess", data_root() / "emodb"])
     ap.add_argument("--gains", default="0,6,12,18,24", help="VAD input gains, dB")
     ap.add_argument("--mode", type=int, default=VadConfig().mode, help="webrtcvad aggressiveness")
+    ap.add_argument("--noise-margin-db", type=float, default=VadConfig().noise_margin_db,
+                    help="VadConfig.noise_margin_db: a frame must stand this far above the tracked background")
     ap.add_argument("--level-db", type=float, default=0.0,
                     help="shift the corpora's level by this much first (a quieter microphone: -20)")
     ap.add_argument("--noise-s", type=float, default=120.0, help="seconds of each synthetic noise")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "vad_level.json")
     args = ap.parse_args(argv)
     gains = [float(g) for g in args.gains.split(",")]
-    cfgs = {g: VadConfig(mode=args.mode, gain_db=g) for g in gains}
+    cfgs = {g: VadConfig(mode=args.mode, gain_db=g, noise_margin_db=args.noise_margin_db) for g in gains}
 
     rows = {g: {} for g in gains}
     missed_clips = {g: {} for g in gains}
@@ -132,11 +134,11 @@ def main(argv=None) -> int:
 
     keys = list(rows[gains[0]])
     width = max(len(k) for k in keys)
-    print(f"webrtcvad mode {args.mode}; corpora shifted by {args.level_db:g} dB; VAD input gain, dB:")
+    print(f"webrtcvad mode {args.mode}, noise margin {args.noise_margin_db:g} dB; corpora shifted by {args.level_db:g} dB; VAD input gain, dB:")
     print(" " * width + "".join(f"{g:>9g}" for g in gains))
     for k in keys:
         print(k.ljust(width) + "".join(f"{rows[g][k]:>9g}" for g in gains))
-    write_json({"command": "python " + " ".join(sys.argv), "mode": args.mode, "level_db": args.level_db,
+    write_json({"command": "python " + " ".join(sys.argv), "mode": args.mode, "noise_margin_db": args.noise_margin_db, "level_db": args.level_db,
                 "min_utterance_s": VadConfig().min_utterance_s, "floor_dbfs": VadConfig().floor_dbfs,
                 "rows": {str(g): rows[g] for g in gains},
                 "clips_without_utterance": {str(g): missed_clips[g] for g in gains}}, args.json)

@@ -8,16 +8,17 @@ import click
 
 from .files import OutputError, prepare, replaceable
 from .speed import DEFAULT_SPEEDS, parse_speeds
-from .vad import GAIN_DB_RANGE, NOISE_MARGIN_MAX_DB
+from .vad import GAIN_DB_RANGE, NOISE_MARGIN_MAX_DB, VadConfig
 
 VAD_GAIN_HELP = ("Make what the voice detector hears this much louder, for quiet voices or a low-gain "
                  "microphone; the model's input is not changed. Each dB wakes it more on loud room "
                  "noise: see docs/results.md, \"Quiet voices\".")
 
-VAD_MARGIN_HELP = ("Where other people talk (a television, a cafe): a frame counts as speech only this far above "
-                   "the background, tracked over the last 3 s, so that an utterance ends when its speaker stops "
-                   "(the voice detector alone takes their talk for speech and never ends it). 6 measured best "
-                   "with voices around; it loses quiet speech in steady noise, so 0 (off) elsewhere: see "
+VAD_MARGIN_HELP = ("A frame counts as speech only this far above the background, tracked over the last 3 s, "
+                   "so that an utterance ends when its speaker stops even where other people talk (a "
+                   "television, a cafe), whose talk the voice detector alone takes for speech; 6 among "
+                   "people talking. 0 turns it off: best in loud steady noise (a fan close by), where a "
+                   "margin loses quiet speech. See "
                    "docs/results.md, \"In noise and rooms\".")
 
 
@@ -64,7 +65,7 @@ def model_options(f):
 
 def vad_options(f):
     """--vad-mode, --vad-gain-db and --vad-noise-margin-db, turned into a VadConfig by `vad_config`."""
-    f = click.option("--vad-noise-margin-db", type=click.FloatRange(0, NOISE_MARGIN_MAX_DB), default=0.0,
+    f = click.option("--vad-noise-margin-db", type=click.FloatRange(0, NOISE_MARGIN_MAX_DB), default=VadConfig.noise_margin_db,
                      show_default=True, metavar="DB", help=VAD_MARGIN_HELP)(f)
     f = click.option("--vad-gain-db", type=click.FloatRange(*GAIN_DB_RANGE), default=0.0, show_default=True,
                      metavar="DB", help=VAD_GAIN_HELP)(f)
@@ -74,9 +75,7 @@ def vad_options(f):
     return f
 
 
-def vad_config(vad_mode: int, vad_gain_db: float, vad_noise_margin_db: float = 0.0):
-    from .vad import VadConfig
-
+def vad_config(vad_mode: int, vad_gain_db: float, vad_noise_margin_db: float = VadConfig.noise_margin_db):
     return VadConfig(mode=vad_mode, gain_db=vad_gain_db, noise_margin_db=vad_noise_margin_db)
 
 

@@ -44,7 +44,8 @@ class VadConfig:
     floor_dbfs: float = -60.0  # frames quieter than this (after gain_db) are non-speech whatever webrtcvad says
     gain_db: float = 0.0       # what the VAD hears is this much louder (benchmarks/vad_level.py)
     min_utterance_s: float = 0.25
-    noise_margin_db: float = 0.0   # frames less than this above the tracked background are non-speech (0: off)
+    noise_margin_db: float = 3.0   # frames less than this above the tracked background are non-speech (0: off;
+                                   # benchmarks/noise_robustness.py: other people's talk, steady noise)
 
     def __post_init__(self):
         if not 0 <= self.mode <= 3:
@@ -65,7 +66,7 @@ class FrameVad:
     """Speech / non-speech for one FRAME_MS frame of float32 samples at `sample_rate`."""
 
     def __init__(self, sample_rate: int = 16000, mode: int = 2, floor_dbfs: float = -60.0,
-                 gain_db: float = 0.0, noise_margin_db: float = 0.0):
+                 gain_db: float = 0.0, noise_margin_db: float = VadConfig.noise_margin_db):
         try:
             import webrtcvad
         except ImportError:
@@ -84,7 +85,9 @@ class FrameVad:
         # never closes: a frame must also stand out of the background by the margin
         self.margin = 10 ** (noise_margin_db / 10) if noise_margin_db > 0 else 0.0
         self.smoothed = None
-        self.recent = deque(maxlen=NOISE_WINDOW_FRAMES)
+        # until 3 s have been heard the background is taken to be at the floor: a stream that
+        # starts on speech must not take that speech for its background
+        self.recent = deque([self.floor_power], maxlen=NOISE_WINDOW_FRAMES)
 
     @classmethod
     def from_config(cls, cfg: "VadConfig", sample_rate: int = 16000) -> "FrameVad":

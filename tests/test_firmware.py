@@ -203,7 +203,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, model_dir):
     r = subprocess.run([sys.executable, "-m", "edgeser", "firmware", "generate", "--model", str(model_dir),
                         "--out", str(foreign)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode != 0
-    assert r.stderr.strip().splitlines()[-1].startswith(f"Error: {foreign}")
+    assert f"{foreign}: holds other files" in r.stderr.strip().splitlines()[-1]
     assert (foreign / "notes.txt").read_text() == "keep me"
     r = subprocess.run([sys.executable, "-m", "edgeser", "firmware", "generate", "--model", str(tmp_path / "nope"),
                         "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=120, cwd=ROOT)
