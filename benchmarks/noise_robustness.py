@@ -135,6 +135,7 @@ def plot(table, noises, snrs, rt60s, path, title, chance):
     ax1.text(max(snrs), chance + 0.8, f"chance {chance:.1f}%", ha="left", fontsize=8, color="grey")
     for kind in noises:
         ax1.plot(snrs, [100 * table[f"{kind} {s:g} dB"]["ua"] for s in snrs], "o-", label=kind)
+    ax1.set_ylim(top=clean + 5)        # room for the clean line's label
     ax1.set_xlabel("speech-to-noise ratio (dB)")
     ax1.invert_xaxis()
     ax1.set_ylabel("UA on unseen speakers (%)")
@@ -180,16 +181,7 @@ def main(argv=None):
     if a.replot:
         import json
 
-        rep = json.loads(a.replot.read_text())
-        keys = list(rep["table"])
-        noises = list(dict.fromkeys(k.split()[0] for k in keys if k.endswith(" dB")))
-        snrs = [float(k.split()[1]) for k in keys if k.startswith(noises[0] + " ")]
-        rt60s = [float(k.split()[1]) for k in keys if k.startswith("reverb ")]
-        title = (f"{rep['clips']} clips, {len(rep['folds'])} fold(s), {rep['folds'][0]['backend']}, speeds "
-                 f"{','.join(map(str, rep['speeds']))}, VAD mode {rep.get('vad_mode', 2)}, margin "
-                 f"{rep.get('vad_noise_margin_db', 0):g} dB")
-        plot(rep["table"], noises, snrs, rt60s, a.png, title, 100 / len(rep["folds"][0]["labels"]))
-        print(f"wrote {a.png}")
+        draw(json.loads(a.replot.read_text()), a.png)
         return
     if not a.fold:
         ap.error("--fold EXPORT TEST_DATA is required (repeat it per fold), or --replot")
@@ -213,21 +205,35 @@ def main(argv=None):
         minutes = sum(f["results"][name]["seconds"] for f in folds) / 60
         table[name] = {"ua": ua(y, p, n), "wa": float(np.mean(p == y)), "no_utterance": int(np.sum(p < 0)),
                        "utterances_per_min": sum(f["results"][name]["utterances"] for f in folds) / minutes}
-    head = (f"{len(y)} clips, {len(folds)} fold(s), {folds[0]['backend']}, speeds {','.join(map(str, a.speeds))}, "
-            f"VAD mode {a.vad_mode}, margin {a.vad_noise_margin_db:g} dB, {time.time() - t0:.0f} s")
-    print(head)
+    rep = {"command": "python benchmarks/noise_robustness.py " + " ".join(argv or sys.argv[1:]),
+           "clips": int(len(y)), "speeds": a.speeds, "babble": a.babble, "babble_voices": a.babble_voices,
+           "vad_mode": a.vad_mode, "vad_noise_margin_db": a.vad_noise_margin_db, "table": table, "folds": folds}
+    print(f"{title(rep)}, {time.time() - t0:.0f} s")
     print(f"{'condition':18s}{'UA':>8s}{'WA':>8s}{'unheard':>9s}{'utt/min':>9s}")
     for name, r in table.items():
         print(f"{name:18s}{100 * r['ua']:7.1f}%{100 * r['wa']:7.1f}%{r['no_utterance']:9d}{r['utterances_per_min']:9.1f}")
     if a.json:
-        write_json({"command": "python benchmarks/noise_robustness.py " + " ".join(argv or sys.argv[1:]),
-                    "clips": int(len(y)), "speeds": a.speeds, "babble": a.babble, "babble_voices": a.babble_voices,
-                    "vad_mode": a.vad_mode, "vad_noise_margin_db": a.vad_noise_margin_db,
-                    "table": table, "folds": folds}, a.json)
+        write_json(rep, a.json)
         print(f"wrote {a.json}")
     if a.png:
-        plot(table, noises, a.snr_db, a.rt60_s, a.png, head.rsplit(",", 1)[0], 100 / n)
-        print(f"wrote {a.png}")
+        draw(rep, a.png)
+
+
+def title(rep) -> str:
+    f0 = rep["folds"][0]
+    return (f"{Path(f0['model']).name} and {len(rep['folds']) - 1} more fold(s), {rep['clips']} clips, "
+            f"{f0['backend']}, speeds {','.join(map(str, rep['speeds']))}, VAD mode {rep['vad_mode']}, "
+            f"margin {rep['vad_noise_margin_db']:g} dB")
+
+
+def draw(rep, png) -> None:
+    """The report's picture; the conditions are read back from its table's names."""
+    keys = list(rep["table"])
+    noises = list(dict.fromkeys(k.split()[0] for k in keys if k.endswith(" dB")))
+    snrs = [float(k.split()[1]) for k in keys if noises and k.startswith(noises[0] + " ")]
+    rt60s = [float(k.split()[1]) for k in keys if k.startswith("reverb ")]
+    plot(rep["table"], noises, snrs, rt60s, png, title(rep), 100 / len(rep["folds"][0]["labels"]))
+    print(f"wrote {png}")
 
 
 if __name__ == "__main__":
