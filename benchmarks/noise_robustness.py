@@ -101,13 +101,15 @@ def run_fold(job):
     pool = [unit_power(x) for x in (trim_silence(read_clip(str(p)))
                                     for p in sorted(Path(a.babble).rglob("*.flac"))[:: a.babble_step]) if len(x)]
     vad = VadConfig(mode=a.vad_mode, noise_margin_db=a.vad_noise_margin_db)
+    sessions = []      # per speaker, the same in every condition: clip indices, session, spans, speech power
+    for spk in sorted({c[0] for c in clips}):
+        ids = [i for i, c in enumerate(clips) if c[0] == spk]
+        x, spans = session([audio[i] for i in ids], SR)
+        sessions.append((ids, x, spans, float(np.mean([np.mean(trim_silence(audio[i]) ** 2) for i in ids]))))
     out = {}
     for name, cond in conds:
         pred, utts, seconds = [0] * len(clips), 0, 0.0
-        for k, spk in enumerate(sorted({c[0] for c in clips})):
-            ids = [i for i, c in enumerate(clips) if c[0] == spk]
-            x, spans = session([audio[i] for i in ids], SR)
-            power = float(np.mean([np.mean(trim_silence(audio[i]) ** 2) for i in ids]))
+        for k, (ids, x, spans, power) in enumerate(sessions):
             rng = np.random.default_rng([a.seed, k])       # the same noise for a speaker in every model
             labels, res = stream_labels(rec, degrade(x, power, cond, rng, pool, a.babble_voices), spans, vad,
                                         speeds=a.speeds)
