@@ -92,6 +92,8 @@ class ResultPrinter:
             parts.append(f"overall: {info['label']} {info['confidence']:.2f}")
         if info.get("overflows"):
             parts.append(f"{info['overflows']} input overflow(s) skipped")
+        if info.get("restarts"):
+            parts.append(f"microphone stream reopened {info['restarts']} time(s), the gaps skipped")
         if info.get("balance"):
             parts.append(f"answers balanced by {info['balance']}")
         click.echo("summary: " + "; ".join(parts))
@@ -403,6 +405,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     finally:
         if mic is not None:
             info["overflows"] = mic.overflows + mic.dropped_blocks
+            info["restarts"] = mic.restarts
             mic.close()
         recorder.close()
     try:

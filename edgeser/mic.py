@@ -1,8 +1,13 @@
 """Microphone capture through PyAudio (extra `audio`), imported only when a microphone is used.
 
 Capture runs in PortAudio's callback thread and hands int16 blocks to the caller through a
-queue; input overflows (the caller fell behind) are counted, the lost audio is skipped. A device
-that stops delivering (unplugged, server gone) raises MicError instead of hanging.
+queue; input overflows (the caller fell behind) are counted, the lost audio is skipped.
+
+PortAudio's ALSA host API ends a capture stream for good on an overrun it cannot recover from
+(through PulseAudio's ALSA plugin that happens whenever the process is descheduled for a second
+or two), so a stream that dies or goes quiet is reopened, the gap skipped and counted in
+`restarts`. Only a device that cannot be reopened, or delivers nothing once reopened (unplugged,
+server gone), raises MicError instead of hanging.
 """
 from __future__ import annotations
 
@@ -104,14 +109,17 @@ class Microphone:
     """with Microphone(device, rate) as mic: for block in mic.blocks(): ...  (int16 mono)."""
 
     def __init__(self, device: Optional[Union[int, str]] = None, rate: Optional[int] = None,
-                 block_s: float = 0.02, stall_s: float = 2.0):
+                 block_s: float = 0.02, stall_s: float = 2.0, first_block_s: float = 5.0):
         self.spec = device
         self.req_rate = rate
         self.block_s = block_s
         self.stall_s = stall_s
+        # PulseAudio's ALSA plugin delivers the first block ~1.8 s after opening (more under load)
+        self.first_block_s = first_block_s
         self.overflows = 0
         self.q: "queue.Queue" = queue.Queue(maxsize=500)   # 10 s of 20 ms blocks
         self.dropped_blocks = 0
+        self.restarts = 0
         self.pa = None
         self.stream = None
 
@@ -130,46 +138,70 @@ class Microphone:
         raise MicError(f"input device {dev.index} ({dev.name}) supports none of the rates "
                        f"{', '.join(map(str, rates))} Hz in mono 16-bit")
 
-    def __enter__(self):
+    def _open(self, rate: Optional[int]):
         pyaudio, self.pa = _pyaudio()
-        try:
-            self.device = _choose(_devices(self.pa), self.spec)
-            self.rate = self._pick_rate(pyaudio, self.device)
-            frames = max(1, int(round(self.rate * self.block_s)))
+        self.device = _choose(_devices(self.pa), self.spec)
+        self.rate = rate or self._pick_rate(pyaudio, self.device)
+        frames = max(1, int(round(self.rate * self.block_s)))
 
-            def callback(data, n, info, status):
-                if status & pyaudio.paInputOverflow:
-                    self.overflows += 1
-                try:
-                    self.q.put_nowait(data)
-                except queue.Full:          # the consumer is stalled: drop, never block PortAudio
-                    self.dropped_blocks += 1
-                return None, pyaudio.paContinue
-
+        def callback(data, n, info, status):
+            if status & pyaudio.paInputOverflow:
+                self.overflows += 1
             try:
-                with _quiet_stderr():
-                    self.stream = self.pa.open(format=pyaudio.paInt16, channels=1, rate=self.rate, input=True,
-                                               input_device_index=self.device.index, frames_per_buffer=frames,
-                                               stream_callback=callback)
-            except (IOError, OSError) as e:
-                raise MicError(f"cannot open input device {self.device.index} ({self.device.name}) "
-                               f"at {self.rate} Hz: {e}") from None
+                self.q.put_nowait(data)
+            except queue.Full:          # the consumer is stalled: drop, never block PortAudio
+                self.dropped_blocks += 1
+            return None, pyaudio.paContinue
+
+        try:
+            with _quiet_stderr():
+                self.stream = self.pa.open(format=pyaudio.paInt16, channels=1, rate=self.rate, input=True,
+                                           input_device_index=self.device.index, frames_per_buffer=frames,
+                                           stream_callback=callback)
+        except (IOError, OSError) as e:
+            raise MicError(f"cannot open input device {self.device.index} ({self.device.name}) "
+                           f"at {self.rate} Hz: {e}") from None
+
+    def __enter__(self):
+        try:
+            self._open(None)
         except BaseException:
             self.close()
             raise
         return self
 
+    def _reopen(self, why: str):
+        """The same device at the same rate, after its stream died; MicError when that fails."""
+        name, rate = self.device.name, self.rate
+        self.close()
+        try:
+            self._open(rate)
+        except MicError as e:
+            self.close()
+            raise MicError(f"microphone {name!r} stopped delivering audio ({why}) and cannot be reopened: "
+                           f"{e} (disconnected, or its sound server stopped)") from None
+        self.restarts += 1
+
     def blocks(self):
-        """int16 blocks until the caller stops; MicError when the device goes silent for stall_s."""
-        last = time.monotonic()
+        """int16 blocks until the caller stops. A stream that ends, or delivers nothing for stall_s
+        (first_block_s after opening), is reopened once; MicError when reopening fails or the
+        reopened stream delivers nothing either."""
+        opened = time.monotonic()
+        last = None             # when the last block came; None: nothing since (re)opening
+        reopened = False
         while True:
             try:
                 data = self.q.get(timeout=0.1)
             except queue.Empty:
                 active = self.stream is not None and self.stream.is_active()
-                if not active or time.monotonic() - last > self.stall_s:
+                quiet_s = time.monotonic() - (opened if last is None else last)
+                if active and quiet_s <= (self.first_block_s if last is None else self.stall_s):
+                    continue
+                if reopened and last is None:
                     raise MicError(f"microphone {self.device.name!r} stopped delivering audio "
                                    f"(disconnected, or its sound server stopped)")
+                self._reopen("its stream ended" if not active else f"nothing for {quiet_s:.1f} s")
+                opened, last, reopened = time.monotonic(), None, True
                 continue
             last = time.monotonic()
             yield np.frombuffer(data, dtype="<i2")

@@ -477,6 +477,31 @@ def test_live_capture_at_48k_is_resampled_in_the_stream(model_dir, rec, vmic48):
 
 
 @pytest.mark.audio
+def test_a_stream_that_dies_while_the_process_is_descheduled_is_reopened(model_dir, rec, vmic):
+    # paused while PulseAudio's ALSA plugin starts the stream (its first block comes ~1.8 s after
+    # opening), the stream never delivers: the session used to end there in an error (as it did
+    # on a loaded CI machine); now the microphone is reopened and the next utterance heard
+    p = subprocess.Popen([sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--json"],
+                         env=vmic.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_listening(p)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGSTOP)
+    time.sleep(10)
+    p.send_signal(signal.SIGCONT)
+    time.sleep(4)                                           # the reopened stream's first blocks
+    vmic.play(CLIP)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    end = json_lines(out)[-1]
+    assert end["status"] == "interrupted" and end["restarts"] >= 1, end
+    utt = [u for u in json_lines(out) if u["kind"] == "utterance"]
+    (ref,) = rec.predict_clip(CLIP).utterances
+    assert [u["label"] for u in utt] == [ref.label]
+
+
+@pytest.mark.audio
 def test_list_devices_and_a_microphone_that_disappears(model_dir, vmic):
     r = edgeser_cmd("listen", "--list-devices", env=vmic.env, timeout=60)
     assert r.returncode == 0 and "default" in r.stdout
