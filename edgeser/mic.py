@@ -109,13 +109,14 @@ class Microphone:
     """with Microphone(device, rate) as mic: for block in mic.blocks(): ...  (int16 mono)."""
 
     def __init__(self, device: Optional[Union[int, str]] = None, rate: Optional[int] = None,
-                 block_s: float = 0.02, stall_s: float = 2.0, first_block_s: float = 5.0):
+                 block_s: float = 0.02, stall_s: float = 2.0, first_block_s: float = 5.0, reopen_s: float = 5.0):
         self.spec = device
         self.req_rate = rate
         self.block_s = block_s
         self.stall_s = stall_s
         # PulseAudio's ALSA plugin delivers the first block ~1.8 s after opening (more under load)
         self.first_block_s = first_block_s
+        self.reopen_s = reopen_s
         self.overflows = 0
         self.q: "queue.Queue" = queue.Queue(maxsize=500)   # 10 s of 20 ms blocks
         self.dropped_blocks = 0
@@ -171,15 +172,21 @@ class Microphone:
         return self
 
     def _reopen(self, why: str):
-        """The same device at the same rate, after its stream died; MicError when that fails."""
+        """The same device at the same rate after its stream died, tried for reopen_s (a sound
+        server restarting takes a moment); MicError when it cannot be."""
         name, rate = self.device.name, self.rate
-        self.close()
-        try:
-            self._open(rate)
-        except MicError as e:
+        deadline = time.monotonic() + self.reopen_s
+        while True:
             self.close()
-            raise MicError(f"microphone {name!r} stopped delivering audio ({why}) and cannot be reopened: "
-                           f"{e} (disconnected, or its sound server stopped)") from None
+            try:
+                self._open(rate)
+                break
+            except MicError as e:
+                if time.monotonic() >= deadline:
+                    self.close()
+                    raise MicError(f"microphone {name!r} stopped delivering audio ({why}) and cannot be "
+                                   f"reopened: {e} (disconnected, or its sound server stopped)") from None
+            time.sleep(0.25)
         self.restarts += 1
 
     def blocks(self):

@@ -277,7 +277,7 @@ def test_host_microphone_streams_to_the_device(engine, clip16, tmp_path):
         deadline = time.monotonic() + 60
         while "listening on" not in host.stderr.readline():
             assert host.poll() is None and time.monotonic() < deadline, host.stderr.read()
-        time.sleep(0.5)
+        time.sleep(3.0)                      # past the stream's start-up (~1.8 s through PulseAudio)
         mic.play(CLIP)
         time.sleep(1.5)                      # the utterance closes after its trailing silence
         host.send_signal(signal.SIGINT)

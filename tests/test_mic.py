@@ -26,7 +26,7 @@ class FakeStream:
 
 
 class FakePyAudio:
-    """Each open() takes the next (blocks, ends) plan; with no plan left, open() fails."""
+    """Each open() takes the next (blocks, ends) plan; a None plan, or none left, fails to open."""
     paInt16, paInputOverflow, paContinue = 8, 2, 0
 
     def __init__(self, plans):
@@ -51,10 +51,11 @@ class FakePyAudio:
         return True
 
     def open(self, stream_callback, **kw):
-        if self.opened >= len(self.plans):
-            raise OSError(-9996, "Invalid input device (no default output device)")
-        blocks, ends = self.plans[self.opened]
+        plan = self.plans[self.opened] if self.opened < len(self.plans) else None
         self.opened += 1
+        if plan is None:
+            raise OSError(-9996, "Invalid input device (no default output device)")
+        blocks, ends = plan
         return FakeStream(stream_callback, blocks, ends)
 
     def terminate(self):
@@ -65,7 +66,7 @@ def run(monkeypatch, plans, want):
     fake = FakePyAudio(plans)
     monkeypatch.setattr(micmod, "_pyaudio", lambda: (fake, fake.PyAudio()))
     got = 0
-    with micmod.Microphone(stall_s=0.3, first_block_s=0.3) as m:
+    with micmod.Microphone(stall_s=0.3, first_block_s=0.3, reopen_s=0.6) as m:
         for b in m.blocks():
             got += 1
             if got == want:
@@ -85,6 +86,11 @@ def test_a_stream_that_goes_quiet_is_reopened(monkeypatch):
 
 def test_every_delivering_stream_may_be_reopened_again(monkeypatch):
     assert run(monkeypatch, [(4, True), (4, True), (4, True), (100, False)], want=20) == (20, 3, 4)
+
+
+def test_a_sound_server_that_comes_back_is_waited_for(monkeypatch):
+    # the server restarting: opening fails twice, then works
+    assert run(monkeypatch, [(5, True), None, None, (100, False)], want=20) == (20, 1, 4)
 
 
 def test_a_device_that_cannot_be_reopened_is_one_clear_error(monkeypatch):
