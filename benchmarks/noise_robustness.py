@@ -100,7 +100,7 @@ def run_fold(job):
     audio = [read_clip(str(p)) for _, p, _ in clips]
     pool = [unit_power(x) for x in (trim_silence(read_clip(str(p)))
                                     for p in sorted(Path(a.babble).rglob("*.flac"))[:: a.babble_step]) if len(x)]
-    vad = VadConfig(mode=a.vad_mode, noise_margin_db=a.vad_noise_margin_db, denoise=a.vad_denoise)
+    vad = VadConfig(mode=a.vad_mode, noise_margin_db=a.vad_noise_margin_db)
     sessions = []      # per speaker, the same in every condition: clip indices, session, spans, speech power
     for spk in sorted({c[0] for c in clips}):
         ids = [i for i, c in enumerate(clips) if c[0] == spk]
@@ -111,12 +111,7 @@ def run_fold(job):
         pred, utts, seconds = [0] * len(clips), 0, 0.0
         for k, (ids, x, spans, power) in enumerate(sessions):
             rng = np.random.default_rng([a.seed, k])       # the same noise for a speaker in every model
-            heard = degrade(x, power, cond, rng, pool, a.babble_voices)
-            if a.denoise_input:
-                from edgeser.denoise import suppress
-
-                heard = suppress(heard, SR, oversubtract=a.denoise_input)
-            labels, res = stream_labels(rec, heard, spans, vad,
+            labels, res = stream_labels(rec, degrade(x, power, cond, rng, pool, a.babble_voices), spans, vad,
                                         speeds=a.speeds)
             for i, p in zip(ids, labels):
                 pred[i] = p
@@ -175,11 +170,6 @@ def main(argv=None):
     ap.add_argument("--vad-mode", type=int, default=VadConfig.mode, help="webrtcvad aggressiveness 0..3")
     ap.add_argument("--vad-noise-margin-db", type=float, default=0.0,
                     help="VadConfig.noise_margin_db: frames must stand this far above the tracked background")
-    ap.add_argument("--vad-denoise", action="store_true",
-                    help="VadConfig.denoise: the detector hears the steady noise subtracted")
-    ap.add_argument("--denoise-input", type=float, default=0.0, metavar="OVERSUBTRACT",
-                    help="everything the device hears has its steady noise subtracted first "
-                         "(edgeser.denoise.suppress at this oversubtraction; 0: off)")
     ap.add_argument("--backend", default="tflite")
     ap.add_argument("--precision", default="int8")
     ap.add_argument("--limit", type=int, default=0, help="at most this many clips per fold (0: all)")
@@ -219,9 +209,7 @@ def main(argv=None):
                        "utterances_per_min": sum(f["results"][name]["utterances"] for f in folds) / minutes}
     rep = {"command": "python benchmarks/noise_robustness.py " + " ".join(argv or sys.argv[1:]),
            "clips": int(len(y)), "speeds": a.speeds, "babble": a.babble, "babble_voices": a.babble_voices,
-           "vad_mode": a.vad_mode, "vad_noise_margin_db": a.vad_noise_margin_db, "vad_denoise": a.vad_denoise,
-           "denoise_input": a.denoise_input,
-           "table": table, "folds": folds}
+           "vad_mode": a.vad_mode, "vad_noise_margin_db": a.vad_noise_margin_db, "table": table, "folds": folds}
     print(f"{title(rep)}, {time.time() - t0:.0f} s")
     print(f"{'condition':18s}{'UA':>8s}{'WA':>8s}{'unheard':>9s}{'utt/min':>9s}")
     for name, r in table.items():
@@ -237,8 +225,7 @@ def title(rep) -> str:
     f0 = rep["folds"][0]
     return (f"{Path(f0['model']).name} and {len(rep['folds']) - 1} more fold(s), {rep['clips']} clips, "
             f"{f0['backend']}, speeds {','.join(map(str, rep['speeds']))}, VAD mode {rep['vad_mode']}, "
-            f"margin {rep['vad_noise_margin_db']:g} dB" + (", detector denoised" if rep.get("vad_denoise") else "")
-            + (f", input denoised x{rep['denoise_input']:g}" if rep.get("denoise_input") else ""))
+            f"margin {rep['vad_noise_margin_db']:g} dB")
 
 
 def draw(rep, png) -> None:

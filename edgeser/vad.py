@@ -46,7 +46,6 @@ class VadConfig:
     min_utterance_s: float = 0.25
     noise_margin_db: float = 3.0   # frames less than this above the tracked background are non-speech (0: off;
                                    # benchmarks/noise_robustness.py: other people's talk, steady noise)
-    denoise: bool = False      # the detector hears each frame with the steady noise subtracted (edgeser.denoise)
 
     def __post_init__(self):
         if not 0 <= self.mode <= 3:
@@ -67,8 +66,7 @@ class FrameVad:
     """Speech / non-speech for one FRAME_MS frame of float32 samples at `sample_rate`."""
 
     def __init__(self, sample_rate: int = 16000, mode: int = 2, floor_dbfs: float = -60.0,
-                 gain_db: float = 0.0, noise_margin_db: float = VadConfig.noise_margin_db,
-                 denoise: bool = VadConfig.denoise):
+                 gain_db: float = 0.0, noise_margin_db: float = VadConfig.noise_margin_db):
         try:
             import webrtcvad
         except ImportError:
@@ -90,15 +88,10 @@ class FrameVad:
         # until 3 s have been heard the background is taken to be at the floor: a stream that
         # starts on speech must not take that speech for its background
         self.recent = deque([self.floor_power], maxlen=NOISE_WINDOW_FRAMES)
-        self.denoise = None
-        if denoise:
-            from .denoise import SpectralSubtraction
-
-            self.denoise = SpectralSubtraction(self.frame, NOISE_WINDOW_FRAMES, self.floor_power)
 
     @classmethod
     def from_config(cls, cfg: "VadConfig", sample_rate: int = 16000) -> "FrameVad":
-        return cls(sample_rate, cfg.mode, cfg.floor_dbfs, cfg.gain_db, cfg.noise_margin_db, cfg.denoise)
+        return cls(sample_rate, cfg.mode, cfg.floor_dbfs, cfg.gain_db, cfg.noise_margin_db)
 
     def __call__(self, x: np.ndarray, power: Optional[float] = None) -> bool:
         """power: the frame's mean square, where the caller has it already."""
@@ -111,8 +104,6 @@ class FrameVad:
                 return False
         if power < self.floor_power:
             return False
-        if self.denoise is not None:
-            x = self.denoise(x)
         pcm = np.clip(np.round(x * self.scale), -32768, 32767).astype("<i2").tobytes()
         return bool(self.vad.is_speech(pcm, self.sample_rate))
 
