@@ -68,10 +68,10 @@ def session(pieces, sr=16000, gap_s=1.0):
     return np.concatenate(parts), spans
 
 
-def stream_labels(rec, audio, spans, vad, mode="adaptive", gain=1.0, speeds=(1.0,), sr=16000):
+def stream_labels(rec, audio, spans, vad, mode="adaptive", gain=1.0, speeds=(1.0,), sr=16000, denoise=False):
     """`audio` through one live stream (`listen`'s path, 4096-sample blocks); per span, the
     predicted class (-1: no utterance heard there) and the stream's results."""
-    s = rec.create_stream(vad=vad, normalize=mode, gain=gain, speeds=speeds)
+    s = rec.create_stream(vad=vad, normalize=mode, gain=gain, speeds=speeds, denoise=denoise)
     res = []
     for i in range(0, len(audio), 4096):
         res += s.accept_waveform(sr, audio[i:i + 4096])

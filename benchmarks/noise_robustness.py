@@ -112,7 +112,7 @@ def run_fold(job):
         for k, (ids, x, spans, power) in enumerate(sessions):
             rng = np.random.default_rng([a.seed, k])       # the same noise for a speaker in every model
             labels, res = stream_labels(rec, degrade(x, power, cond, rng, pool, a.babble_voices), spans, vad,
-                                        speeds=a.speeds)
+                                        speeds=a.speeds, denoise=a.denoise)
             for i, p in zip(ids, labels):
                 pred[i] = p
             utts += sum(r.kind == "utterance" for r in res)
@@ -170,6 +170,8 @@ def main(argv=None):
     ap.add_argument("--vad-mode", type=int, default=VadConfig.mode, help="webrtcvad aggressiveness 0..3")
     ap.add_argument("--vad-noise-margin-db", type=float, default=0.0,
                     help="VadConfig.noise_margin_db: frames must stand this far above the tracked background")
+    ap.add_argument("--denoise", action="store_true",
+                    help="listen --denoise: steady noise subtracted before the detector and the model")
     ap.add_argument("--backend", default="tflite")
     ap.add_argument("--precision", default="int8")
     ap.add_argument("--limit", type=int, default=0, help="at most this many clips per fold (0: all)")
@@ -209,7 +211,8 @@ def main(argv=None):
                        "utterances_per_min": sum(f["results"][name]["utterances"] for f in folds) / minutes}
     rep = {"command": "python benchmarks/noise_robustness.py " + " ".join(argv or sys.argv[1:]),
            "clips": int(len(y)), "speeds": a.speeds, "babble": a.babble, "babble_voices": a.babble_voices,
-           "vad_mode": a.vad_mode, "vad_noise_margin_db": a.vad_noise_margin_db, "table": table, "folds": folds}
+           "vad_mode": a.vad_mode, "vad_noise_margin_db": a.vad_noise_margin_db, "denoise": a.denoise,
+           "table": table, "folds": folds}
     print(f"{title(rep)}, {time.time() - t0:.0f} s")
     print(f"{'condition':18s}{'UA':>8s}{'WA':>8s}{'unheard':>9s}{'utt/min':>9s}")
     for name, r in table.items():
@@ -225,7 +228,7 @@ def title(rep) -> str:
     f0 = rep["folds"][0]
     return (f"{Path(f0['model']).name} and {len(rep['folds']) - 1} more fold(s), {rep['clips']} clips, "
             f"{f0['backend']}, speeds {','.join(map(str, rep['speeds']))}, VAD mode {rep['vad_mode']}, "
-            f"margin {rep['vad_noise_margin_db']:g} dB")
+            f"margin {rep['vad_noise_margin_db']:g} dB" + (", denoised" if rep.get("denoise") else ""))
 
 
 def draw(rep, png) -> None:

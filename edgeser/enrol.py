@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .balance import PRIOR_S
-from .options import Output, model_options, speeds_option, vad_config, vad_options
+from .options import Output, denoise_option, model_options, speeds_option, vad_config, vad_options
 
 
 @click.command("enrol")
@@ -13,13 +13,14 @@ from .options import Output, model_options, speeds_option, vad_config, vad_optio
               help="The balance file to write (JSON); then `edgeser listen --balance FILE`.")
 @model_options
 @vad_options
+@denoise_option
 @speeds_option
 @click.option("--prior-s", type=click.FloatRange(min=0), default=PRIOR_S, show_default=True, metavar="S",
               help="Seconds of speech an even answer is worth beside the measured one: the balance moves "
                    "answers less the less speech it rests on. For enrolment on under about 15 s of speech "
                    "(10 is a good value); 0 trusts the measurement fully, best with more speech.")
-def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gain_db, vad_noise_margin_db, speeds,
-          prior_s):
+def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gain_db, vad_noise_margin_db, denoise,
+          speeds, prior_s):
     """Balance the model's answers for one user's voice, without labels and without torch.
 
     RECORDINGS are audio files or folders of them (a folder with a manifest.csv: its `path`
@@ -37,7 +38,7 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
         files = audio_paths(recordings)
         rec = load(model, backend=backend, precision=precision, threads=threads)
         bal, skipped = rec.enrol(files, progress=True, prior_s=prior_s, vad=vad_config(vad_mode, vad_gain_db, vad_noise_margin_db),
-                                 speeds=speeds)
+                                 speeds=speeds, denoise=denoise)
         for msg in skipped:
             click.echo(f"skipped: {msg}", err=True)
         write(bal, out)

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .options import Output, model_options, require_plotting, speeds_option, vad_config, vad_options
+from .options import Output, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
 
 
 class ResultPrinter:
@@ -297,6 +297,7 @@ class _Recorder:
                                       "over the session's speech) or fixed (--gain).")
 @click.option("--gain", type=float, default=1.0, show_default=True, help="Gain for --normalize fixed.")
 @vad_options
+@denoise_option
 @speeds_option
 @click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line per hop, not only per utterance.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
@@ -310,7 +311,8 @@ class _Recorder:
               help="At the end, draw the session: each emotion's probability hop by hop, and every utterance "
                    "with its label (needs matplotlib: pip install \"edgeser[plot]\").")
 def listen(model, device, list_devices, as_json, input_file, fast, backend, precision, threads, rate, normalize,
-           gain, vad_mode, vad_gain_db, vad_noise_margin_db, speeds, hops, duration, save_audio, balance_file, plot_file):
+           gain, vad_mode, vad_gain_db, vad_noise_margin_db, denoise, speeds, hops, duration, save_audio, balance_file,
+           plot_file):
     """Recognise emotion live from a microphone, or from a file (--input).
 
     Prints a line per hop (time, label, confidence) and one per utterance (a VAD speech
@@ -353,13 +355,14 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
             note = bal.speeds_note(speeds, balance_file)
             if note:
                 click.echo(note, err=True)
-        stream_opts = dict(vad=vad_config(vad_mode, vad_gain_db, vad_noise_margin_db), normalize=normalize, gain=gain, speeds=speeds)
+        stream_opts = dict(vad=vad_config(vad_mode, vad_gain_db, vad_noise_margin_db), normalize=normalize, gain=gain,
+                           speeds=speeds, denoise=denoise)
         stream = rec.create_stream(**stream_opts)
     except (RecognizerError, VadUnavailable, ValueError) as e:     # BalanceError is a ValueError
         raise click.ClickException(str(e))
 
     info = {"model": rec.name, "backend": rec.format, "precision": rec.precision,
-            "speeds": list(speeds),
+            "speeds": list(speeds), "denoise": denoise,
             **({"balance": balance_file} if balance_file else {})}
     if folder:
         return listen_folder(rec, input_file, ResultPrinter(as_json, False), stream_opts, info)

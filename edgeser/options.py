@@ -75,6 +75,17 @@ def vad_options(f):
     return f
 
 
+DENOISE_HELP = ("Subtract steady noise (a fan, air conditioning, hum, hiss) before the voice detector and the "
+                "model hear the audio, from 3 s into a stream, once its noise is known. For a device in steady "
+                "noise: it gains there and changes nothing on clean speech, but costs a little under other "
+                "people talking. See docs/results.md, \"In noise and rooms\".")
+
+
+def denoise_option(f):
+    """--denoise: the stream's steady-noise suppression (edgeser.denoise)."""
+    return click.option("--denoise", is_flag=True, help=DENOISE_HELP)(f)
+
+
 def vad_config(vad_mode: int, vad_gain_db: float, vad_noise_margin_db: float = VadConfig.noise_margin_db):
     return VadConfig(mode=vad_mode, gain_db=vad_gain_db, noise_margin_db=vad_noise_margin_db)
 

@@ -212,6 +212,26 @@ def test_listen_with_a_noise_margin_hears_where_a_speaker_stops_amid_other_talk(
     assert r.returncode == 2 and "--vad-noise-margin-db" in r.stderr
 
 
+def test_listen_denoise_hears_a_file_as_a_denoised_stream_does(model_dir, rec, tmp_path):
+    from edgeser.audio import read_clip, trim_silence
+    from edgeser.train.room import add_noise, pink
+
+    x = read_clip(CLIP)
+    y = np.concatenate([np.zeros(64000, np.float32), x])
+    y = add_noise(y, pink(len(y), np.random.default_rng(0)), 5.0, float(np.mean(trim_silence(x) ** 2)))
+    wav = tmp_path / "beside_a_fan.wav"
+    sf.write(wav, y, 16000, subtype="FLOAT")
+    got = {}
+    for flag in ((), ("--denoise",)):
+        r = listen(model_dir, "--input", wav, "--fast", "--json", "--speeds", "1", *flag)
+        assert r.returncode == 0, r.stderr
+        lines = json_lines(r.stdout)
+        assert lines[-1]["denoise"] is bool(flag)
+        got[flag] = [u for u in lines if u["kind"] == "utterance"]
+    ref = [u.to_dict() for u in rec.predict_clip(wav, speeds=(1,), denoise=True).utterances]
+    assert got[("--denoise",)] == ref and ref != got[()]
+
+
 def test_bad_files_are_one_line_errors(model_dir, tmp_path):
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(100))

@@ -424,6 +424,37 @@ def test_a_noise_margin_separates_utterances_under_other_peoples_talk(rec, data_
         VadConfig(noise_margin_db=-1)
 
 
+def _fan(x, snr_db, seed=0):
+    """x after 4 s of silence, all of it under steady pink noise at snr_db below x's speech."""
+    from edgeser.train.room import add_noise, pink
+
+    y = np.concatenate([np.zeros(64000, np.float32), x])
+    return add_noise(y, pink(len(y), np.random.default_rng(seed)), snr_db, float(np.mean(trim_silence(x) ** 2)))
+
+
+def test_denoise_reaches_the_model_in_noise_and_changes_nothing_clean(rec):
+    x = read_clip(EXAMPLES / "03a01Wa.flac")
+    clean = np.concatenate([np.zeros(64000, np.float32), x])
+    plain, den = (utterances(feed(rec.create_stream(speeds=(1,), denoise=d), clean)) for d in (False, True))
+    assert len(plain) == len(den) == 1
+    assert abs(plain[0].start_s - den[0].start_s) <= 0.02 and abs(plain[0].end_s - den[0].end_s) <= 0.02
+    assert max(abs(plain[0].probs[k] - den[0].probs[k]) for k in rec.labels) < 0.02
+
+    noisy = _fan(x, 5.0)
+    plain, den = (utterances(feed(rec.create_stream(speeds=(1,), denoise=d), noisy)) for d in (False, True))
+    assert plain and den
+    assert max(abs(plain[0].probs[k] - den[0].probs[k]) for k in rec.labels) > 0.01
+    # timing is the input's: the suppressor's 32 ms lag does not shift the utterance
+    assert abs(den[0].start_s - plain[0].start_s) <= 0.1
+
+
+def test_a_denoised_stream_is_the_same_in_any_chunking(rec):
+    noisy = _fan(read_clip(EXAMPLES / "03a01Wa.flac"), 5.0)
+    a, b = ([r.to_dict() for r in feed(rec.create_stream(speeds=(1,), denoise=True), noisy, chunk=c)]
+            for c in (4096, 777))
+    assert a == b and any(r["kind"] == "utterance" for r in a)
+
+
 # ------------------------------------------------------------------ bad input files
 
 def test_bad_files_give_one_clear_error_naming_the_file(rec, tmp_path):

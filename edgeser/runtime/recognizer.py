@@ -243,17 +243,19 @@ class Recognizer:
 
     # ------------------------------------------------------------------ streams
     def create_stream(self, vad="default", normalize: str = "utterance", gain: float = 1.0,
-                      speeds=DEFAULT_SPEEDS) -> Stream:
+                      speeds=DEFAULT_SPEEDS, denoise: bool = False) -> Stream:
         """vad: "default" (webrtcvad, VadConfig()), a VadConfig, or None (no gate: all speech).
         normalize: "utterance" (each utterance brought to training's level by its own running
         estimate), "adaptive" (one running estimate over the stream's speech) or "fixed"
         (multiply by `gain`); see stream.LevelNormalizer.
         speeds: playback speeds (0.5..2) the model hears each utterance at, answers averaged; each
-        costs one more pass of the model; (1,) hears the audio once, as it is."""
+        costs one more pass of the model; (1,) hears the audio once, as it is.
+        denoise: steady noise (a fan, hum, hiss) subtracted before the detector and the model hear
+        it (edgeser.denoise); from 3 s into the stream, when its noise is known."""
         from ..vad import VadConfig
 
         cfg = VadConfig() if vad == "default" else vad
-        return Stream(self, vad=cfg, normalize=normalize, gain=gain, speeds=speeds)
+        return Stream(self, vad=cfg, normalize=normalize, gain=gain, speeds=speeds, denoise=denoise)
 
     def predict_clip(self, path, chunk: int = 4096, **stream_opts) -> ClipResult:
         """Replay a file through the streaming path (any rate, channels averaged)."""
