@@ -3,11 +3,11 @@
 Capture runs in PortAudio's callback thread and hands int16 blocks to the caller through a
 queue; input overflows (the caller fell behind) are counted, the lost audio is skipped.
 
-PortAudio's ALSA host API ends a capture stream for good on an overrun it cannot recover from
-(through PulseAudio's ALSA plugin that happens whenever the process is descheduled for a second
-or two), so a stream that dies or goes quiet is reopened, the gap skipped and counted in
-`restarts`. Only a device that cannot be reopened, or delivers nothing once reopened (unplugged,
-server gone), raises MicError instead of hanging.
+A capture stream can go quiet or end for good while the device is fine: PortAudio's ALSA stream
+through PulseAudio's plugin stalls when the process is held up as it starts (a loaded board), and
+a sound server restarting takes its streams with it. So a stream that ends or goes quiet is
+reopened, the gap skipped and counted in `restarts`. Only a device that cannot be reopened, or
+delivers nothing once reopened (unplugged, server gone), raises MicError instead of hanging.
 """
 from __future__ import annotations
 
@@ -191,8 +191,8 @@ class Microphone:
 
     def blocks(self):
         """int16 blocks until the caller stops. A stream that ends, or delivers nothing for stall_s
-        (first_block_s after opening), is reopened once; MicError when reopening fails or the
-        reopened stream delivers nothing either."""
+        (first_block_s after opening), is reopened, as often as it delivers in between; MicError
+        when reopening fails or a reopened stream delivers nothing either."""
         opened = time.monotonic()
         last = None             # when the last block came; None: nothing since (re)opening
         reopened = False
