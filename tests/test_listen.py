@@ -515,7 +515,7 @@ def test_a_session_outlives_its_sound_server_restarting(model_dir, rec, vmic):
     vmic.stop()
     time.sleep(0.5)
     vmic.start()
-    time.sleep(6.0)                                         # stall noticed, reopened, started
+    time.sleep(8.0)                                         # stall noticed (2 s), reopened, started (~2 s)
     vmic.play(CLIP)
     time.sleep(1.5)
     p.send_signal(signal.SIGINT)
