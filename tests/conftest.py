@@ -69,3 +69,15 @@ def talk_under_babble(data_dir: Path, snr_db: float = 10.0):
         t = spans[-1][1] + 1.0
     speech_power = float(np.mean([np.mean(trim_silence(c) ** 2) for c in said]))
     return add_noise(x, babble(len(x), 4, others, np.random.default_rng(0)), snr_db, speech_power), spans
+
+
+def beside_a_fan(x, snr_db: float, lead_s: float = 4.0, seed: int = 0):
+    """x after lead_s of silence, all of it under steady pink noise (a fan) at snr_db below x's
+    speech (trimmed as training trims): what `--denoise` is for."""
+    import numpy as np
+
+    from edgeser.audio import trim_silence
+    from edgeser.train.room import add_noise, pink
+
+    y = np.concatenate([np.zeros(int(lead_s * 16000), np.float32), x])
+    return add_noise(y, pink(len(y), np.random.default_rng(seed)), snr_db, float(np.mean(trim_silence(x) ** 2)))

@@ -2,12 +2,16 @@
 in any chunking, and speech stands out of a fan's noise more after it than before."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgeser.denoise import NoiseSuppressor, suppress
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import beside_a_fan  # noqa: E402
 
 EMODB = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"
 
@@ -34,12 +38,11 @@ def test_any_chunking_gives_the_same_samples():
 
 def test_speech_stands_out_of_steady_noise_more_after_it():
     from edgeser.audio import read_clip, trim_silence
-    from edgeser.train.room import add_noise, pink
 
     speech = trim_silence(read_clip(EMODB / "03a01Wa.flac"))
     lead = 5 * 16000                                        # the noise is learnt over 3 s
     clean = np.concatenate([np.zeros(lead, np.float32), speech])
-    noisy = add_noise(clean, pink(len(clean), np.random.default_rng(0)), 5.0, float(np.mean(speech ** 2)))
+    noisy = beside_a_fan(speech, 5.0, lead_s=5.0)
     out = suppress(noisy)
 
     def snr_db(y):

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import talk_under_babble  # noqa: E402
+from conftest import beside_a_fan, talk_under_babble  # noqa: E402
 from rtmodel import EXAMPLES, ROOT, edgeser_cmd, exported  # noqa: E402
 from vmic import vmic, vmic48  # noqa: E402,F401  (fixtures)
 
@@ -213,14 +213,10 @@ def test_listen_with_a_noise_margin_hears_where_a_speaker_stops_amid_other_talk(
 
 
 def test_listen_denoise_hears_a_file_as_a_denoised_stream_does(model_dir, rec, tmp_path):
-    from edgeser.audio import read_clip, trim_silence
-    from edgeser.train.room import add_noise, pink
+    from edgeser.audio import read_clip
 
-    x = read_clip(CLIP)
-    y = np.concatenate([np.zeros(64000, np.float32), x])
-    y = add_noise(y, pink(len(y), np.random.default_rng(0)), 5.0, float(np.mean(trim_silence(x) ** 2)))
     wav = tmp_path / "beside_a_fan.wav"
-    sf.write(wav, y, 16000, subtype="FLOAT")
+    sf.write(wav, beside_a_fan(read_clip(CLIP), 5.0), 16000, subtype="FLOAT")
     got = {}
     for flag in ((), ("--denoise",)):
         r = listen(model_dir, "--input", wav, "--fast", "--json", "--speeds", "1", *flag)

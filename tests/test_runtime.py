@@ -27,7 +27,7 @@ from edgeser.runtime.stream import LevelNormalizer, Stream
 from edgeser.vad import Gate, VadConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import talk_under_babble  # noqa: E402
+from conftest import beside_a_fan, talk_under_babble  # noqa: E402
 from rtmodel import EXAMPLES, exported  # noqa: E402
 
 CLIP = EXAMPLES / "03a01Wa.flac"
@@ -424,14 +424,6 @@ def test_a_noise_margin_separates_utterances_under_other_peoples_talk(rec, data_
         VadConfig(noise_margin_db=-1)
 
 
-def _fan(x, snr_db, seed=0):
-    """x after 4 s of silence, all of it under steady pink noise at snr_db below x's speech."""
-    from edgeser.train.room import add_noise, pink
-
-    y = np.concatenate([np.zeros(64000, np.float32), x])
-    return add_noise(y, pink(len(y), np.random.default_rng(seed)), snr_db, float(np.mean(trim_silence(x) ** 2)))
-
-
 def test_denoise_reaches_the_model_in_noise_and_changes_nothing_clean(rec):
     x = read_clip(EXAMPLES / "03a01Wa.flac")
     clean = np.concatenate([np.zeros(64000, np.float32), x])
@@ -440,7 +432,7 @@ def test_denoise_reaches_the_model_in_noise_and_changes_nothing_clean(rec):
     assert abs(plain[0].start_s - den[0].start_s) <= 0.02 and abs(plain[0].end_s - den[0].end_s) <= 0.02
     assert max(abs(plain[0].probs[k] - den[0].probs[k]) for k in rec.labels) < 0.02
 
-    noisy = _fan(x, 5.0)
+    noisy = beside_a_fan(x, 5.0)
     plain, den = (utterances(feed(rec.create_stream(speeds=(1,), denoise=d), noisy)) for d in (False, True))
     assert plain and den
     assert max(abs(plain[0].probs[k] - den[0].probs[k]) for k in rec.labels) > 0.01
@@ -449,7 +441,7 @@ def test_denoise_reaches_the_model_in_noise_and_changes_nothing_clean(rec):
 
 
 def test_a_denoised_stream_is_the_same_in_any_chunking(rec):
-    noisy = _fan(read_clip(EXAMPLES / "03a01Wa.flac"), 5.0)
+    noisy = beside_a_fan(read_clip(EXAMPLES / "03a01Wa.flac"), 5.0)
     a, b = ([r.to_dict() for r in feed(rec.create_stream(speeds=(1,), denoise=True), noisy, chunk=c)]
             for c in (4096, 777))
     assert a == b and any(r["kind"] == "utterance" for r in a)
