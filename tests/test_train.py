@@ -288,6 +288,14 @@ def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
     assert set(b["model"]) == set(a["model"])               # no QAT state in the checkpoint
     assert 0.0 <= b["history"][0]["val_int8_agreement"] <= 1.0   # simulated int8 vs float, per epoch
     assert any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # a fine-tune under another seed still holds out the speakers --init held out
+    from edgeser.train.data import split_validation
+    speakers = a["meta"]["train_speakers"] + a["meta"]["val_speakers"]
+    seed = next(s for s in range(1, 100) if split_validation(speakers, 0.15, s)[1] != a["meta"]["val_speakers"])
+    res = run(["train", "--data", str(corpus), "--init", str(base / "best.pt"), "--epochs", "1", "--seed", str(seed),
+               "--out", str(tmp_path / "reseeded"), "--threads", "1", "--batch-size", "8"])
+    assert res.exit_code == 0 and "never hears them" in res.output, res.output
+    assert load_checkpoint(tmp_path / "reseeded" / "last.pt")["meta"]["val_speakers"] == a["meta"]["val_speakers"]
     other = tmp_path / "other"
     res = CliRunner().invoke(cli, ["train", "--data", str(corpus), "--labels", "anger,neutral", "--init",
                                    str(base / "best.pt"), "--epochs", "1", "--lr", "1e-12", "--out", str(other),

@@ -136,6 +136,16 @@ def _init_config(init, labels_found):
     return cfg, str((ck.get("meta") or {}).get("preset", ""))
 
 
+def _init_held_out(init, clips):
+    """The speakers the --init checkpoint held out that this data has: a fine-tune keeps them out,
+    so its validation and the export's parity report still score voices the weights never heard
+    (a new --seed alone would draw others, and train on these)."""
+    from .checkpoint import load_checkpoint
+
+    held = set((load_checkpoint(init).get("meta") or {}).get("val_speakers") or [])
+    return sorted(held & {c.speaker for c in clips})
+
+
 def _run_configs(preset, labels_found, window_s, init, qat, cell_clip, **train):
     """(model config, training config, preset name) of a train or evaluate run: from the preset,
     or from the --init checkpoint (with the data's labels), and --window-s and --cell-clip over either."""
@@ -219,10 +229,14 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
         out_p = Path(out)
         if not resume and (out_p / "last.pt").exists():
             raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
+        keep = _init_held_out(init, clips) if init and val_fraction > 0 else []
+        if keep and int(os.environ.get("RANK", "0")) == 0:
+            click.echo(f"validation: {', '.join(keep)}, the speakers {init} held out, so the fine-tuned model "
+                       f"never hears them either", err=True)
         res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
                         {"merges": merges, "preset": preset, "command": " ".join(sys.argv), "qat": qat,
                          "init": str(init or "")},
-                        stop_after=stop_after)
+                        stop_after=stop_after, val_speakers=keep)
     except (DataError, LabelError, CheckpointError) as e:
         _fail(e)
     if int(os.environ.get("RANK", "0")) == 0:

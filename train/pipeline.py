@@ -104,12 +104,18 @@ def decide(probs: np.ndarray, allowed: Optional[np.ndarray] = None) -> List[int]
 
 def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcfg, out: Path,
               val_fraction: float = 0.15, resume: bool = False, extra_meta: Optional[dict] = None,
-              progress: bool = True, stop_after: Optional[int] = None) -> Dict:
-    """Hold out whole training speakers for validation, train, return the Trainer's summary."""
+              progress: bool = True, stop_after: Optional[int] = None,
+              val_speakers: Optional[Sequence[str]] = None) -> Dict:
+    """Hold out whole training speakers for validation (`val_speakers` where given, else a seeded
+    share of them), train, return the Trainer's summary."""
     from .engine import Trainer
 
     speakers = sorted({c.speaker for c in clips})
-    tr_spk, val_spk = split_validation(speakers, val_fraction, tcfg.seed) if val_fraction > 0 else (speakers, [])
+    if val_speakers:
+        val_spk = sorted(set(val_speakers) & set(speakers))
+        tr_spk = [s for s in speakers if s not in set(val_spk)]
+    else:
+        tr_spk, val_spk = split_validation(speakers, val_fraction, tcfg.seed) if val_fraction > 0 else (speakers, [])
     tr = [i for i, c in enumerate(clips) if c.speaker in set(tr_spk)]
     va = [i for i, c in enumerate(clips) if c.speaker in set(val_spk)]
     corpora = sorted({c.corpus for c in clips})
