@@ -39,6 +39,8 @@ def main(argv=None) -> None:
     ap.add_argument("--data", nargs="+", default=[str(ROOT.parent / "shared" / "data" / c) for c in ("ravdess", "emodb")],
                     help="corpora for the larger set (clips not used for calibration)")
     ap.add_argument("--clips", type=int, default=900, help="clips in the larger set (an even spread)")
+    ap.add_argument("--export-only", action="store_true",
+                    help="only the export's own setting (all measures on): to compare checkpoints, e.g. QAT runs")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
 
@@ -64,7 +66,9 @@ def main(argv=None) -> None:
     cal_paths, _ = C.calibration_paths(ckpt)
     cal_windows = C.windows(C.load_audio(cal_paths), cfg.window_samples)
     held = C.heldout(ckpt, cfg.labels, limit=400)
-    others = [c.path for d in a.data for c in read_corpus(d) if c.path not in set(cal_paths)]
+    held_speakers = set(ckpt.get("meta", {}).get("val_speakers") or []) | set(ckpt.get("meta", {}).get("test_speakers") or [])
+    others = [c.path for d in a.data for c in read_corpus(d)
+              if c.path not in set(cal_paths) and c.speaker not in held_speakers]
     others = [others[i] for i in sorted(set(np.linspace(0, len(others) - 1, a.clips).round().astype(int)))]
     sets = {}
     for name, audio in (("held-out", held.audio), ("larger", C.load_audio(others))):
@@ -94,9 +98,13 @@ def main(argv=None) -> None:
 
     data = calibration_data.for_role(model, "window", cal_windows, hop_frames, shapes)
     for variant, (two, gates) in WINDOW_VARIANTS.items():
+        if a.export_only and not (two and gates):
+            continue
         score("window", variant, *int8_tflite(model, "window", hop_frames, data, two_range=two, gate_bounds=gates))
     data = calibration_data.for_role(model, "frontend_step", cal_windows, hop_frames, shapes)
     for variant, per_window in STEP_VARIANTS.items():
+        if a.export_only and not per_window:
+            continue
         score("step", variant, *int8_tflite(model, "frontend_step", hop_frames, data, per_window=per_window))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
