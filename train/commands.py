@@ -203,7 +203,8 @@ def _load_train_also(paths, labels, merge, found, cache):
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="End this invocation after N epochs in total (for time-limited jobs; continue with --resume).")
 @click.option("--init", "init", type=click.Path(), default=None, metavar="CKPT",
-              help="Start from this checkpoint's weights and model config (fine-tuning; --preset is ignored).")
+              help="Start from this checkpoint's weights and model config (fine-tuning; --preset is ignored). "
+                   "The speakers it held out for validation stay held out.")
 @click.option("--qat", is_flag=True,
               help="Quantization-aware training: simulate the full-integer int8 file's activations, so that "
                    "the int8 TFLite export keeps the float model's answers. Best as a short fine-tune: "
