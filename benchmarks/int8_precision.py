@@ -66,7 +66,7 @@ def main(argv=None) -> None:
     cal_paths, _ = C.calibration_paths(ckpt)
     cal_windows = C.windows(C.load_audio(cal_paths), cfg.window_samples)
     held = C.heldout(ckpt, cfg.labels, limit=400)
-    held_speakers = set(ckpt.get("meta", {}).get("val_speakers") or []) | set(ckpt.get("meta", {}).get("test_speakers") or [])
+    held_speakers = C.heldout_speakers(ckpt)
     others = [c.path for d in a.data for c in read_corpus(d)
               if c.path not in set(cal_paths) and c.speaker not in held_speakers]
     others = [others[i] for i in sorted(set(np.linspace(0, len(others) - 1, a.clips).round().astype(int)))]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .vad import FRAME_MS, NOISE_WINDOW_FRAMES, VadConfig
+
 OVERSUBTRACT = 2.0      # minimum statistics sit ~1.5-2x below the noise's mean power
 GAIN_FLOOR = 0.05       # the most a bin's power is cut: a floor, not zero, avoids isolated "musical" bins
 SMOOTHING = 0.2         # per-bin power smoothing between frames, before the minimum is taken
-WINDOW_S = 3.0          # as the detector's background tracker (vad.NOISE_WINDOW_FRAMES)
-FLOOR_POWER = 1e-6      # -60 dBFS (VadConfig.floor_dbfs): the noise taken until the window is full
+WINDOW_S = NOISE_WINDOW_FRAMES * FRAME_MS / 1000      # the detector's background window (3 s)
+FLOOR_POWER = 10 ** (VadConfig.floor_dbfs / 10)         # its floor (-60 dBFS): the noise taken until the window is full
 
 
 class NoiseSuppressor:

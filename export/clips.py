@@ -88,6 +88,12 @@ def windows(audio: Sequence[np.ndarray], window_samples: int, limit: int = 0) ->
     return W[:limit] if limit else W
 
 
+def heldout_speakers(ckpt: dict) -> set:
+    """The speakers a checkpoint never trained on: its validation and test speakers."""
+    meta = ckpt.get("meta", {})
+    return set(meta.get("val_speakers") or []) | set(meta.get("test_speakers") or [])
+
+
 def heldout(ckpt: dict, labels: Sequence[str], data: Optional[str] = None, limit: int = 0,
             progress: bool = False) -> HeldOut:
     """Labelled clips the model did not train on (or the folder the user names)."""
@@ -97,7 +103,7 @@ def heldout(ckpt: dict, labels: Sequence[str], data: Optional[str] = None, limit
         clips = read_corpus(data)
         source = str(data)
     else:
-        speakers = set(meta.get("val_speakers") or []) | set(meta.get("test_speakers") or [])
+        speakers = heldout_speakers(ckpt)
         roots = {r for r in (corpus_root(Path(p)) for p in _resolve(meta.get("calibration") or [], ckpt))
                  if r is not None}
         if not speakers or not roots:

@@ -48,7 +48,6 @@ def qat_line(par) -> str:
 def main():
     man = load(MODEL / "edgeser.json")
     par = load(MODEL / "parity.json")
-    speaker_independent = [(label, load(RES / name)) for label, name in SPEAKER_INDEPENDENT]
     noise = load(NOISE)
     cfg = man["model_config"]
     lines = [
@@ -105,7 +104,8 @@ def main():
                      + ", ".join(f"{name} {pct(t[name]['ua'])}" for name in NOISE_ROWS if name in t) + " UA.")
     lines += ["", "Speaker-independent runs of the same recipe (every training speaker trains; docs/results.md):", "",
               "| evaluation | UA | WA | macro-F1 | report |", "|---|---|---|---|---|"]
-    for (label, rep), (_, name) in zip(speaker_independent, SPEAKER_INDEPENDENT):
+    for label, name in SPEAKER_INDEPENDENT:
+        rep = load(RES / name)
         if rep:
             m = rep.get("pooled", rep)
             lines.append(f"| {label} | {pct(m['UA'])} | {pct(m['WA'])} | {pct(m['macro_F1'])} | `docs/results/{name}` |")
