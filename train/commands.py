@@ -59,10 +59,6 @@ def _train_options(f):
         click.option("--speed-perturb", default=0.1, show_default=True, type=click.FloatRange(0, 0.3),
                      help="Play each training window up to this share faster or slower (0.1: 0.9x-1.1x); "
                           "pitch moves with tempo, as between speakers."),
-        click.option("--formant-shift", default=0.0, show_default=True, type=click.FloatRange(0, 0.3),
-                     help="Also hear each training clip with its formants (vocal tract) moved by up to +- this "
-                          "share, pitch and timing kept: six other tracts per clip, computed once and cached "
-                          "(0: off)."),
         click.option("--gain-db", default=6.0, show_default=True, type=click.FloatRange(0, 40),
                      help="Scale each training window by a random gain of up to +- this many dB (every clip is "
                           "first trimmed and scaled to one RMS level; the gain stands for what a live stream's "

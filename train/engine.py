@@ -43,7 +43,6 @@ class TrainConfig:
     init: str = ""                   # start from this checkpoint's weights (fine-tuning)
     speed_perturb: float = 0.1       # augmentation: random speed change of up to +- this share
     gain_db: float = 6.0             # augmentation: random gain of up to +- this many dB
-    formant_shift: float = 0.0       # augmentation: clips also heard with formants moved by up to +- this share
     specaug: int = 0                 # augmentation: band and time masks per window on the filterbank map
     room: float = 0.0                # augmentation: share of windows heard in a simulated room (room.py)
     mixup: float = 0.2               # augmentation: mix pairs of windows, weight ~ Beta(a, a); 0 = off
@@ -475,18 +474,6 @@ class Trainer:
         aug = (Augment(speed=t.speed_perturb, gain_db=(-t.gain_db, t.gain_db), room=t.room, voices=train_audio)
                if t.augment else Augment(noise=False, gain=False, shift=False))
         self.model.frontend.specaug = t.specaug if t.augment else 0
-        tracts = None
-        if t.augment and t.formant_shift > 0:
-            from .formants import FormantBank, formant_factors
-
-            tracts = FormantBank(formant_factors(t.formant_shift)).load(train_audio, self.progress)
-
-        def source(i: int, rng: np.random.Generator) -> np.ndarray:
-            """Clip i as recorded, or (with --formant-shift) as one of its other tracts, all alike likely."""
-            if tracts is None:
-                return train_audio[i]
-            k = int(rng.integers(0, len(tracts[i]) + 1))
-            return train_audio[i] if k == 0 else tracts[i][k - 1]
         n = self.cfg.window_samples
         self.log(f"model: {count_params(self.model):,} parameters; train {len(train_clips)} clips, "
                  f"validation {len(val_clips)} clips; {self.dist.world} process(es)")
@@ -508,7 +495,7 @@ class Trainer:
             losses, speaker_losses = [], []
             for b in range(nb):
                 chunk = batches[b][self.dist.rank::self.dist.world]
-                X = torch.from_numpy(np.stack([train_window(source(i, rng), n, rng, aug) for i in chunk])).to(self.dev)
+                X = torch.from_numpy(np.stack([train_window(train_audio[i], n, rng, aug) for i in chunk])).to(self.dev)
                 Y = torch.from_numpy(y[chunk]).to(self.dev)
                 lam, Y2 = 1.0, Y
                 if t.mixup > 0 and t.augment:
