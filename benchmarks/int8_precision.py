@@ -13,6 +13,7 @@ held-out speakers (the parity report's set) and a larger set of other clips that
 calibration clips (training speakers: agreement with the float model needs no unseen speaker,
 and 3-4 times the windows make a point of difference readable). Window rows: the whole-window
 file; step rows: the int8 step model streamed hop by hop with the PyTorch head after it.
+--margins also counts the flipped windows by how surely the float model decided them.
 Minutes on 2 cores.
 """
 from __future__ import annotations
@@ -33,6 +34,19 @@ STEP_VARIANTS = {  # name: (per window, the others on)
     "two-range + gate bounds, quantile over hops": False, "all three (export)": True}
 
 
+MARGIN_EDGES = (0.0, 0.02, 0.05, 0.1, 0.2, 1.0)
+
+
+def by_margin(ref: np.ndarray, flipped: np.ndarray) -> list:
+    """Windows and flipped windows per bin of the reference's top-2 probability margin: a window
+    the float model itself barely decides flips under any rounding."""
+    top2 = np.sort(ref, 1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    bins = np.digitize(margin, MARGIN_EDGES[1:-1])
+    return [{"from": lo, "to": hi, "windows": int((bins == i).sum()), "flipped": int(flipped[bins == i].sum())}
+            for i, (lo, hi) in enumerate(zip(MARGIN_EDGES[:-1], MARGIN_EDGES[1:]))]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="checkpoint (its held-out speakers are the parity set)")
@@ -41,6 +55,8 @@ def main(argv=None) -> None:
     ap.add_argument("--clips", type=int, default=900, help="clips in the larger set (an even spread)")
     ap.add_argument("--export-only", action="store_true",
                     help="only the export's own setting (all measures on): to compare checkpoints, e.g. QAT runs")
+    ap.add_argument("--margins", action="store_true",
+                    help="also count each row's flipped windows by the PyTorch model's top-2 probability margin")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
 
@@ -75,7 +91,7 @@ def main(argv=None) -> None:
         W = np.concatenate([eval_windows(x, cfg.window_samples) for x in audio]).astype(np.float32)
         with torch.no_grad():
             ref = TorchRunner(model, "window", 1).module(torch.from_numpy(W)).numpy()
-        sets[name] = (W, ref.argmax(1))
+        sets[name] = (W, ref)
     head = TorchRunner(model, "head", hop_frames)
     res = {"command": " ".join(["python benchmarks/int8_precision.py", *sys.argv[1:]]),
            "windows": {k: int(len(v[0])) for k, v in sets.items()}, "rows": []}
@@ -87,14 +103,20 @@ def main(argv=None) -> None:
             p = write_tflite(buf, ins, outs, Path(tmp) / "m.tflite")
             b = open_model(p, threads=1)
             row = {"file": role, "variant": variant, "size_kb": p.stat().st_size / 1024}
-            for name, (W, y) in sets.items():
+            for name, (W, ref) in sets.items():
                 if role == "window":
                     P = np.concatenate([b.run({"audio": w[None]})["probs"] for w in W])
                 else:
                     P = np.concatenate([stream_probs(b.run, head.run, w, hop, shapes) for w in W])
-                row[name] = float((P.argmax(1) == y).mean())
+                flipped = P.argmax(1) != ref.argmax(1)
+                row[name] = float(1 - flipped.mean())
+                if a.margins:
+                    row[f"{name} by margin"] = by_margin(ref, flipped)
         res["rows"].append(row)
         print(f"{role:<7} {variant:<44} {row['held-out']:9.1%} {row['larger']:9.1%} {row['size_kb']:8.0f}", flush=True)
+        for name in sets if a.margins else ():
+            print("        " + name + ": " + ", ".join(
+                f"{m['from']:.2f}-{m['to']:.2f} {m['flipped']}/{m['windows']}" for m in row[f"{name} by margin"]))
 
     data = calibration_data.for_role(model, "window", cal_windows, hop_frames, shapes)
     for variant, (two, gates) in WINDOW_VARIANTS.items():
