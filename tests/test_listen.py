@@ -350,6 +350,33 @@ def test_a_folder_is_heard_file_by_file_as_predict_clip_hears_each(model_dir, re
     assert r.returncode == 2 and "not a folder" in r.stderr
 
 
+def test_min_confidence_calls_the_unsure_answers_unsure_and_keeps_the_best_guess(model_dir, rec):
+    folder = EXAMPLES
+    plain = json_lines(listen(model_dir, "--input", folder, "--json").stdout)
+    utts = [x for x in plain if x["kind"] == "utterance"]
+    conf = sorted(u["confidence"] for u in utts)
+    assert len(utts) >= 2 and conf[0] < conf[-1]
+    p = round((conf[0] + conf[-1]) / 2, 6)
+    r = listen(model_dir, "--input", folder, "--json", "--min-confidence", p)
+    assert r.returncode == 0, r.stderr
+    lines = json_lines(r.stdout)
+    marked = [x for x in lines if x["kind"] == "utterance"]
+    # the same answers, each marked by its confidence; hops are not decisions and stay unmarked
+    assert [{k: v for k, v in x.items() if k != "unsure"} for x in marked] == utts
+    assert [x["unsure"] for x in marked] == [x["confidence"] < p for x in utts]
+    assert all("unsure" not in x for x in lines if x["kind"] == "hop")
+    for f in (x for x in lines if x["kind"] == "file"):
+        assert f["unsure"] == (f["confidence"] < p)
+    assert lines[-1]["labels"].get("unsure", 0) == sum(x["confidence"] < p for x in utts)
+    # people read "unsure" where the label was, with the best guess first among the answers
+    text = listen(model_dir, "--input", EXAMPLES / "03a01Wa.flac", "--fast", "--no-hops", "--min-confidence", 1.0)
+    utt_line, summary = text.stdout.splitlines()[-2:]
+    best = rec.predict_clip(EXAMPLES / "03a01Wa.flac").utterances[0].label
+    assert utt_line.split("]")[1].split()[0] == "unsure" and f"({best} " in utt_line
+    assert "unsure 1" in summary and f"overall: unsure (best guess {best})" in summary
+    assert listen(model_dir, "--input", CLIP, "--fast", "--min-confidence", 1.5).returncode == 2
+
+
 def test_clipped_stereo_8k_and_48k_files_are_recognised(model_dir, rec, tmp_path):
     import soxr
 
