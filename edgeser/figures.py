@@ -82,10 +82,11 @@ def binned(spans: np.ndarray, probs: np.ndarray, end_s: float, columns: int = MA
     return np.stack([edges[:-1], edges[1:]], axis=1), mean
 
 
-def plot_timeline(results, labels: Sequence[str], path, title: str = "") -> Path:
+def plot_timeline(results, labels: Sequence[str], path, title: str = "", min_confidence: float = 0.0) -> Path:
     """A session as a picture: above, each emotion's share of every hop's answer (stacked, blank
     in silence; a long session in up to MAX_COLUMNS bins, each its speech hops' mean); below,
-    every utterance as a bar in its label's colour, named with its confidence while they are few."""
+    every utterance as a bar in its label's colour, named with its confidence while they are few
+    (under `min_confidence`: grey and hatched, "unsure" above the best guess, as listen prints it)."""
     plt = pyplot()
     s = timeline_series(results, labels)
     colours = {lab: plt.get_cmap("tab10")(i % 10) for i, lab in enumerate(labels)}
@@ -109,9 +110,12 @@ def plot_timeline(results, labels: Sequence[str], path, title: str = "") -> Path
     top.set_title(title, fontsize=9)
     named = len(s["utterances"]) <= MAX_NAMED
     for start, stop, lab, conf in s["utterances"]:
-        bottom.axvspan(start, stop, color=colours.get(lab, "grey"), alpha=0.8, linewidth=0)
+        unsure = conf < min_confidence
+        bottom.axvspan(start, stop, facecolor="lightgrey" if unsure else colours.get(lab, "grey"), alpha=0.8,
+                       linewidth=0, hatch="//" if unsure else None, edgecolor="grey")
         if named:
-            bottom.text((start + stop) / 2, 0.5, f"{lab}\n{conf:.2f}", ha="center", va="center", fontsize=7)
+            bottom.text((start + stop) / 2, 0.5, f"unsure\n({lab}) {conf:.2f}" if unsure else f"{lab}\n{conf:.2f}",
+                        ha="center", va="center", fontsize=7)
     bottom.set_yticks([])
     bottom.set_ylabel("utterances", fontsize=8)
     bottom.set_xlim(0, end)

@@ -460,9 +460,12 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
         from .figures import plot_timeline
 
         src = info.get("input") or info.get("device", "microphone")
-        overall = f"; overall {info['label']} {info['confidence']:.2f}" if info.get("label") else ""
+        overall = ""
+        if info.get("label"):
+            said = f"{UNSURE} ({info['label']})" if info.get("unsure") else info["label"]
+            overall = f"; overall {said} {info['confidence']:.2f}"
         name = " + ".join(model) if model else "bundled model"
-        plot_timeline(out.kept, rec.labels, plot_file,
+        plot_timeline(out.kept, rec.labels, plot_file, min_confidence=min_confidence,
                       title=f"{src}: {name} ({rec.format} {rec.precision}), {out.utterances} utterance(s){overall}")
         click.echo(f"plot: {plot_file}", err=True)
     if error:

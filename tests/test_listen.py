@@ -350,7 +350,7 @@ def test_a_folder_is_heard_file_by_file_as_predict_clip_hears_each(model_dir, re
     assert r.returncode == 2 and "not a folder" in r.stderr
 
 
-def test_min_confidence_calls_the_unsure_answers_unsure_and_keeps_the_best_guess(model_dir, rec):
+def test_min_confidence_calls_the_unsure_answers_unsure_and_keeps_the_best_guess(model_dir, rec, tmp_path):
     folder = EXAMPLES
     plain = json_lines(listen(model_dir, "--input", folder, "--json").stdout)
     utts = [x for x in plain if x["kind"] == "utterance"]
@@ -375,6 +375,9 @@ def test_min_confidence_calls_the_unsure_answers_unsure_and_keeps_the_best_guess
     assert utt_line.split("]")[1].split()[0] == "unsure" and f"({best} " in utt_line
     assert "unsure 1" in summary and f"overall: unsure (best guess {best})" in summary
     assert listen(model_dir, "--input", CLIP, "--fast", "--min-confidence", 1.5).returncode == 2
+    png = tmp_path / "unsure.png"
+    drawn = listen(model_dir, "--input", CLIP, "--fast", "--min-confidence", 1.0, "--plot", png)
+    assert drawn.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_clipped_stereo_8k_and_48k_files_are_recognised(model_dir, rec, tmp_path):
