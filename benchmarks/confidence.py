@@ -43,6 +43,21 @@ def coverage_rows(y, pred, conf, labels, thresholds=THRESHOLDS):
     return rows
 
 
+def reliability(y, pred, conf, edges=(0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)):
+    """Per confidence bin: utterances, their mean confidence and the share right; and the expected
+    calibration error (the bins' |confidence - accuracy| weighted by their utterances): how far a
+    confidence can be read as the chance the answer is right."""
+    y, pred, conf = np.asarray(y), np.asarray(pred), np.asarray(conf)
+    bins, ece = [], 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf >= lo) & (conf < hi)
+        if m.any():
+            acc, mean = float((y[m] == pred[m]).mean()), float(conf[m].mean())
+            bins.append({"from": lo, "to": min(hi, 1.0), "utterances": int(m.sum()), "confidence": mean, "right": acc})
+            ece += m.sum() / len(y) * abs(acc - mean)
+    return bins, float(ece)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="export folder (default: the bundled model)")
@@ -79,8 +94,12 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['min_confidence']:14.1f} {r['answered']:9d} {r['coverage']:9.1%} "
               + (f"{r['WA']:7.1%} {r['UA']:7.1%}" if "WA" in r else f"{'-':>7} {'-':>7}"))
+    bins, ece = reliability(y, pred, conf)
+    print("confidence bins: " + ", ".join(f"{b['from']:.1f}-{b['to']:.1f}: {b['utterances']} at mean "
+                                          f"{b['confidence']:.2f}, {b['right']:.0%} right" for b in bins))
+    print(f"expected calibration error {ece:.3f}")
     if args.json:
-        write_json({"model": rec.name, "backend": rec.format, "precision": rec.precision, "source": data.source,
+        write_json({"reliability": bins, "ece": ece, "model": rec.name, "backend": rec.format, "precision": rec.precision, "source": data.source,
                     "clips": len(data.clips), "utterances": len(y), "no_speech_clips": no_speech,
                     "speeds": speeds, "labels": labels, "rows": rows,
                     "y_true": y, "y_pred": pred, "confidence": [round(c, 4) for c in conf],
