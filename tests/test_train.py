@@ -315,6 +315,32 @@ def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
     assert fold["model_config"]["cell_clip"] == 0.5 and fold["train_config"]["qat"]
 
 
+def test_a_fine_tune_on_one_users_few_labels_keeps_the_models_labels_and_merges(corpus, data_dir, tmp_path):
+    """Personalising: recordings of one voice in some of the model's emotions, with the corpus's own
+    label names, fine-tune the whole model (classifier included) in the model's vocabulary."""
+    from edgeser.train.checkpoint import load_checkpoint
+
+    base = tmp_path / "base"
+    res = run(["train", "--data", str(corpus), "--merge", "sadness=neutral", "--epochs", "1", "--out", str(base), *TINY])
+    assert res.exit_code == 0, res.output
+    a = load_checkpoint(base / "best.pt")
+    assert a["model_config"]["labels"] == ["neutral", "anger"]
+    user = small_corpus(data_dir, tmp_path / "user", per_speaker=3, speakers=["03"], labels=("sadness",))
+    res = run(["train", "--data", str(user), "--init", str(base / "best.pt"), "--epochs", "1", "--lr", "1e-12",
+               "--val-fraction", "0", "--out", str(tmp_path / "me"), "--threads", "1", "--batch-size", "8"])
+    assert res.exit_code == 0, res.output
+    assert "merged as" in res.output and "sadness=neutral" in res.output     # the user's sadness is the model's neutral
+    assert "has no anger" in res.output
+    b = load_checkpoint(tmp_path / "me" / "last.pt")
+    assert b["model_config"]["labels"] == ["neutral", "anger"] and b["meta"]["merges"] == {"sadness": "neutral"}
+    assert torch.allclose(b["model"]["head.classifier.weight"], a["model"]["head.classifier.weight"], atol=1e-6)
+    # --merge given says otherwise: sadness stays sadness, a label the model lacks, so the classifier starts afresh
+    res = run(["train", "--data", str(user), "--init", str(base / "best.pt"), "--merge", "", "--epochs", "1",
+               "--val-fraction", "0", "--out", str(tmp_path / "own"), "--threads", "1", "--batch-size", "8"])
+    assert res.exit_code == 0 and "classifier's output layer" in res.output, res.output
+    assert load_checkpoint(tmp_path / "own" / "last.pt")["model_config"]["labels"] == ["sadness"]
+
+
 def test_window_option_overrides_the_preset(corpus, tmp_path):
     out = tmp_path / "w"
     assert run(["train", "--data", str(corpus), "--epochs", "1", "--window-s", "0.5", "--out", str(out),

@@ -116,9 +116,11 @@ def _configs(preset, labels_found, window_s=None, **train):
     return cfg, TrainConfig(**train)
 
 
-def _init_config(init, labels_found):
+def _init_config(init, labels_found, labels_chosen=False):
     """The model config of the checkpoint a run starts from, with the data's labels: where they
-    differ (another corpus), everything but the classifier's last layer is carried over."""
+    differ (another corpus), everything but the classifier's last layer is carried over. Data with
+    only some of the checkpoint's labels (one user's recordings, say) keeps all of them, classifier
+    and all, unless --labels chose the data's."""
     from dataclasses import replace
 
     from .checkpoint import CheckpointError, load_checkpoint
@@ -129,7 +131,11 @@ def _init_config(init, labels_found):
         cfg = ModelConfig.from_dict(ck["model_config"])
     except CheckpointError as e:
         raise click.ClickException(str(e)) from None
-    if list(cfg.labels) != list(labels_found):
+    missing = [lab for lab in cfg.labels if lab not in labels_found]
+    if not labels_chosen and missing and set(labels_found) <= set(cfg.labels):
+        click.echo(f"{init}: the data has no {', '.join(missing)}; the model keeps every label it knows "
+                   f"(--labels to train only the data's)", err=True)
+    elif list(cfg.labels) != list(labels_found):
         click.echo(f"{init}: trained on labels {','.join(cfg.labels)}, the data has {','.join(labels_found)}: "
                    f"all weights but the classifier's output layer carried over", err=True)
         cfg = replace(cfg, labels=tuple(labels_found))
@@ -146,14 +152,32 @@ def _init_held_out(init, clips):
     return sorted(held & {c.speaker for c in clips})
 
 
-def _run_configs(preset, labels_found, window_s, init, qat, cell_clip, **train):
+def _inherited_merge(init, merge):
+    """--merge for a run from --init CKPT: as given, else the merges CKPT was trained with (the bundled
+    model's calm=neutral), so that a fine-tune's labels are the model's own."""
+    if not init or merge is not None:
+        return merge
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        merges = (load_checkpoint(init).get("meta") or {}).get("merges") or {}
+    except CheckpointError as e:
+        raise click.ClickException(str(e)) from None
+    if not merges:
+        return None
+    spec = ",".join(f"{a}={b}" for a, b in merges.items())
+    click.echo(f"labels merged as {init} was trained: {spec} (--merge to say otherwise)", err=True)
+    return spec
+
+
+def _run_configs(preset, labels_found, window_s, init, qat, cell_clip, labels_chosen=False, **train):
     """(model config, training config, preset name) of a train or evaluate run: from the preset,
     or from the --init checkpoint (with the data's labels), and --window-s and --cell-clip over either."""
     from dataclasses import replace
 
     cfg, tcfg = _configs(preset, labels_found, window_s, qat=qat, **train)
     if init:
-        cfg, preset = _init_config(init, labels_found)
+        cfg, preset = _init_config(init, labels_found, labels_chosen)
         tcfg.init = str(init)
         if window_s:
             cfg = replace(cfg, window_s=window_s)
@@ -204,7 +228,9 @@ def _load_train_also(paths, labels, merge, found, cache):
               help="End this invocation after N epochs in total (for time-limited jobs; continue with --resume).")
 @click.option("--init", "init", type=click.Path(), default=None, metavar="CKPT",
               help="Start from this checkpoint's weights and model config (fine-tuning; --preset is ignored). "
-                   "The speakers it held out for validation stay held out.")
+                   "The speakers it held out for validation stay held out; its label merges apply unless "
+                   "--merge is given; data with only some of its labels keeps all of them (a personal model "
+                   "from a few clips of one voice, README), unless --labels is given.")
 @click.option("--qat", is_flag=True,
               help="Quantization-aware training: simulate the full-integer int8 file's activations, so that "
                    "the int8 TFLite export keeps the float model's answers. Best as a short fine-tune: "
@@ -225,8 +251,10 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     from .pipeline import save_history, train_run
 
     try:
+        merge = _inherited_merge(init, merge)
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
-        cfg, tcfg, preset = _run_configs(preset, found, window_s, init, qat, cell_clip, **train_opts)
+        cfg, tcfg, preset = _run_configs(preset, found, window_s, init, qat, cell_clip, labels is not None,
+                                         **train_opts)
         out_p = Path(out)
         if not resume and (out_p / "last.pt").exists():
             raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
@@ -282,7 +310,8 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
 @click.option("--init", "init", type=click.Path(), default=None, metavar="CKPT",
               help="Every fold starts from this checkpoint's weights and model config (--preset is ignored), "
                    "e.g. a model trained on another corpus; with other labels its classifier's output layer "
-                   "starts afresh. It must not have seen the test speakers.")
+                   "starts afresh; its label merges apply unless --merge is given. It must not have seen the "
+                   "test speakers.")
 @click.option("--train-also", "train_also", multiple=True, type=click.Path(), metavar="PATH",
               help="A corpus whose clips join every fold's training set and are never tested: more "
                    "speakers for the folds of --data (e.g. RAVDESS beside EmoDB's folds). Its clips with "
@@ -330,6 +359,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     try:
         # read first: a bad checkpoint is refused before a corpus is decoded
         ckpt = load_checkpoint(model_path) if model_path else None
+        merge = _inherited_merge(init, merge)
         clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
         if model_path:
             rep = test_model(ckpt, clips, audio, speaker_adapt, how, speeds)
@@ -343,7 +373,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             click.echo(f"scored labels: {', '.join(rep['scored_labels'])}; report in {out_p / 'test.json'}")
             return
         train_opts["threads"] = train_opts["threads"] or 1
-        cfg, tcfg, preset = _run_configs(preset, found, window_s, init, qat, cell_clip, **train_opts)
+        cfg, tcfg, preset = _run_configs(preset, found, window_s, init, qat, cell_clip, labels is not None,
+                                         **train_opts)
         also = _load_train_also(train_also, labels, merge, found, cache) if train_also else []
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
         res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt,
