@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "edgeser" / "models" / "default"
 RES = ROOT / "docs" / "results"
 NOISE = ROOT / "benchmarks" / "results" / "noise_robustness_bundled_v2_held_margin3.json"
+CONFIDENCE = ROOT / "benchmarks" / "results" / "confidence_bundled_v2.json"
+PERSONAL = ROOT / "benchmarks" / "results" / "personalise_bundled_v2.json"
 NOISE_ROWS = ("clean", "pink 20 dB", "pink 10 dB", "babble 20 dB", "babble 10 dB", "white 10 dB", "reverb 0.6 s")
 RECIPE = ("the `edge` preset on RAVDESS + EmoDB, 120 epochs at learning rate 1e-3 with additive noise, gain, "
           "time shift, ±20% speed, mixup 0.2, and a quarter of the windows heard across a simulated room "
@@ -102,6 +104,19 @@ def main():
                      f"TFLite, voice detector, five playback speeds; `{noise['command'].split(' --json')[0]}`, "
                      "`runs/held` a `manifest.csv` of those clips): "
                      + ", ".join(f"{name} {pct(t[name]['ua'])}" for name in NOISE_ROWS if name in t) + " UA.")
+    conf, personal = load(CONFIDENCE), load(PERSONAL)
+    if conf:
+        at = next((r for r in conf["rows"] if r["min_confidence"] == 0.6), None)
+        if at:
+            lines.append(f"- Acting only when sure (`listen --min-confidence 0.6`; `benchmarks/confidence.py`): "
+                         f"{pct(at['coverage'])} of the {conf['utterances']} utterances in the {conf['clips']} held-out clips answered (five speeds), WA {pct(at['WA'])} "
+                         f"and UA {pct(at['UA'])} among them.")
+    if personal:
+        best = max(personal["rows"], key=lambda r: r["per_label"])
+        lines.append(f"- Fine-tuned on {best['per_label']} labelled clips of each emotion of one such voice (`edgeser train "
+                     f"--init models/bundle-qat.pt --qat …`, README; `benchmarks/personalise.py`): "
+                     f"{pct(best['as_shipped'])} → {pct(best['personalised'])} UA on that voice's other clips, "
+                     "mean over the five.")
     lines += ["", "Speaker-independent runs of the same recipe (every training speaker trains; docs/results.md):", "",
               "| evaluation | UA | WA | macro-F1 | report |", "|---|---|---|---|---|"]
     for label, name in SPEAKER_INDEPENDENT:
