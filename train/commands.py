@@ -116,21 +116,31 @@ def _configs(preset, labels_found, window_s=None, **train):
     return cfg, TrainConfig(**train)
 
 
-def _init_config(init, labels_found, labels_chosen=False):
-    """The model config of the checkpoint a run starts from, with the data's labels: where they
-    differ (another corpus), everything but the classifier's last layer is carried over. Data with
-    only some of the checkpoint's labels (one user's recordings, say) keeps all of them, classifier
-    and all, unless --labels chose the data's."""
-    from dataclasses import replace
-
+def _read_init(init):
+    """The --init checkpoint, read once for the command (None without --init); a bad one is a
+    one-line error naming it."""
+    if not init:
+        return None
     from .checkpoint import CheckpointError, load_checkpoint
-    from .model import ModelConfig
 
     try:
         ck = load_checkpoint(init)
-        cfg = ModelConfig.from_dict(ck["model_config"])
-    except CheckpointError as e:
-        raise click.ClickException(str(e)) from None
+        ck["model_config"]
+    except (CheckpointError, KeyError) as e:
+        raise click.ClickException(str(e) if isinstance(e, CheckpointError) else f"{init}: no model config") from None
+    return ck
+
+
+def _init_config(init, ck, labels_found, labels_chosen=False):
+    """The model config of the checkpoint `ck` (read from `init`) a run starts from, with the data's
+    labels: where they differ (another corpus), everything but the classifier's last layer is
+    carried over. Data with only some of the checkpoint's labels (one user's recordings, say) keeps
+    all of them, classifier and all, unless --labels chose the data's."""
+    from dataclasses import replace
+
+    from .model import ModelConfig
+
+    cfg = ModelConfig.from_dict(ck["model_config"])
     missing = [lab for lab in cfg.labels if lab not in labels_found]
     if not labels_chosen and missing and set(labels_found) <= set(cfg.labels):
         click.echo(f"{init}: the data has no {', '.join(missing)}; the model keeps every label it knows "
@@ -142,27 +152,20 @@ def _init_config(init, labels_found, labels_chosen=False):
     return cfg, str((ck.get("meta") or {}).get("preset", ""))
 
 
-def _init_held_out(init, clips):
+def _init_held_out(ck, clips):
     """The speakers the --init checkpoint held out that this data has: a fine-tune keeps them out,
     so its validation and the export's parity report still score voices the weights never heard
     (a new --seed alone would draw others, and train on these)."""
-    from .checkpoint import load_checkpoint
-
-    held = set((load_checkpoint(init).get("meta") or {}).get("val_speakers") or [])
+    held = set((ck.get("meta") or {}).get("val_speakers") or [])
     return sorted(held & {c.speaker for c in clips})
 
 
-def _inherited_merge(init, merge):
+def _inherited_merge(init, ck, merge):
     """--merge for a run from --init CKPT: as given, else the merges CKPT was trained with (the bundled
     model's calm=neutral), so that a fine-tune's labels are the model's own."""
-    if not init or merge is not None:
+    if ck is None or merge is not None:
         return merge
-    from .checkpoint import CheckpointError, load_checkpoint
-
-    try:
-        merges = (load_checkpoint(init).get("meta") or {}).get("merges") or {}
-    except CheckpointError as e:
-        raise click.ClickException(str(e)) from None
+    merges = (ck.get("meta") or {}).get("merges") or {}
     if not merges:
         return None
     spec = ",".join(f"{a}={b}" for a, b in merges.items())
@@ -170,14 +173,15 @@ def _inherited_merge(init, merge):
     return spec
 
 
-def _run_configs(preset, labels_found, window_s, init, qat, cell_clip, labels_chosen=False, **train):
+def _run_configs(preset, labels_found, window_s, init, init_ck, qat, cell_clip, labels_chosen=False, **train):
     """(model config, training config, preset name) of a train or evaluate run: from the preset,
-    or from the --init checkpoint (with the data's labels), and --window-s and --cell-clip over either."""
+    or from the --init checkpoint (`init_ck`, with the data's labels), and --window-s and --cell-clip
+    over either."""
     from dataclasses import replace
 
     cfg, tcfg = _configs(preset, labels_found, window_s, qat=qat, **train)
     if init:
-        cfg, preset = _init_config(init, labels_found, labels_chosen)
+        cfg, preset = _init_config(init, init_ck, labels_found, labels_chosen)
         tcfg.init = str(init)
         if window_s:
             cfg = replace(cfg, window_s=window_s)
@@ -251,14 +255,15 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     from .pipeline import save_history, train_run
 
     try:
-        merge = _inherited_merge(init, merge)
+        init_ck = _read_init(init)
+        merge = _inherited_merge(init, init_ck, merge)
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
-        cfg, tcfg, preset = _run_configs(preset, found, window_s, init, qat, cell_clip, labels is not None,
+        cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
                                          **train_opts)
         out_p = Path(out)
         if not resume and (out_p / "last.pt").exists():
             raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
-        keep = _init_held_out(init, clips) if init and val_fraction > 0 else []
+        keep = _init_held_out(init_ck, clips) if init and val_fraction > 0 else []
         if keep and int(os.environ.get("RANK", "0")) == 0:
             click.echo(f"validation: {', '.join(keep)}, the speakers {init} held out, so the fine-tuned model "
                        f"never hears them either", err=True)
@@ -359,7 +364,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     try:
         # read first: a bad checkpoint is refused before a corpus is decoded
         ckpt = load_checkpoint(model_path) if model_path else None
-        merge = _inherited_merge(init, merge)
+        init_ck = _read_init(init)
+        merge = _inherited_merge(init, init_ck, merge)
         clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
         if model_path:
             rep = test_model(ckpt, clips, audio, speaker_adapt, how, speeds)
@@ -373,7 +379,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             click.echo(f"scored labels: {', '.join(rep['scored_labels'])}; report in {out_p / 'test.json'}")
             return
         train_opts["threads"] = train_opts["threads"] or 1
-        cfg, tcfg, preset = _run_configs(preset, found, window_s, init, qat, cell_clip, labels is not None,
+        cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
                                          **train_opts)
         also = _load_train_also(train_also, labels, merge, found, cache) if train_also else []
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
