@@ -4,7 +4,9 @@ For each speaker the checkpoint held out (the bundled model: EmoDB 15, RAVDESS 0
 N clips of every emotion the model knows (fewer where the speaker has fewer, always leaving one
 to score) fine-tune the checkpoint exactly as a user would (`edgeser train --data MINE --init CKPT
 --qat`, the fine-tune's fixed recipe below, never tuned on these speakers); the speaker's other
-clips are scored by the fine-tuned model and by the checkpoint itself (PyTorch, one speed).
+clips are scored by the fine-tuned model, by the checkpoint itself, and by the checkpoint balanced
+on the same clips without their labels (`train.engine.balance_classes`, what enrolment does; PyTorch,
+one speed).
 Several draws of the N clips per speaker; UA per speaker, then the mean over speakers.
 
     python benchmarks/personalise.py --json benchmarks/results/personalise_bundled_v2.json \\
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
     from edgeser.export.clips import heldout
     from edgeser.train.checkpoint import load_checkpoint, load_model
     from edgeser.train.data import AudioCache
-    from edgeser.train.engine import predict_probs
+    from edgeser.train.engine import balance_classes, predict_probs
     from edgeser.train.metrics import report
 
     torch.set_num_threads(1)
@@ -105,20 +107,23 @@ def main(argv=None) -> int:
                             raise
                     tuned, _ = load_model(run / "out" / "last.pt")
                     r = {"tuned_clips": len(tune), "scored_clips": len(score),
-                         "as_shipped": ua(base, score), "personalised": ua(tuned, score)}
+                         "as_shipped": ua(base, score), "personalised": ua(tuned, score),
+                         "balanced": ua(balance_classes(base, [cache.get(c.path) for c in tune]), score)}
                     rows[n].setdefault(spk, []).append(r)
                     print(f"{spk} {n}/label draw {d}: {len(tune)} clips tune, {len(score)} scored: UA "
-                          f"{r['as_shipped']:.1%} -> {r['personalised']:.1%} ({time.time() - t0:.0f} s)", flush=True)
+                          f"{r['as_shipped']:.1%} -> {r['personalised']:.1%} (balanced, no labels: "
+                          f"{r['balanced']:.1%}; {time.time() - t0:.0f} s)", flush=True)
     summary = []
-    print(f"\n{'clips per emotion':>17} {'tuned on':>9} {'as shipped':>11} {'personalised':>13}")
+    keys = ("as_shipped", "balanced", "personalised")
+    print(f"\n{'clips per emotion':>17} {'tuned on':>9} {'as shipped':>11} {'balanced':>9} {'personalised':>13}")
     for n in sizes:
-        per = {s: {k: float(np.mean([r[k] for r in v])) for k in ("as_shipped", "personalised", "tuned_clips")}
+        per = {s: {k: float(np.mean([r[k] for r in v])) for k in (*keys, "tuned_clips")}
                for s, v in rows[n].items()}
-        row = {"per_label": n, "tuned_clips": float(np.mean([p["tuned_clips"] for p in per.values()])),
-               "as_shipped": float(np.mean([p["as_shipped"] for p in per.values()])),
-               "personalised": float(np.mean([p["personalised"] for p in per.values()])), "speakers": per}
+        row = {"per_label": n, **{k: float(np.mean([p[k] for p in per.values()])) for k in (*keys, "tuned_clips")},
+               "speakers": per}
         summary.append(row)
-        print(f"{n:17d} {row['tuned_clips']:9.1f} {row['as_shipped']:11.1%} {row['personalised']:13.1%}")
+        print(f"{n:17d} {row['tuned_clips']:9.1f} {row['as_shipped']:11.1%} {row['balanced']:9.1%} "
+              f"{row['personalised']:13.1%}")
     if args.json:
         write_json({"checkpoint": args.checkpoint, "source": held.source, "speakers": speakers,
                     "recipe": RECIPE, "draws": args.draws, "rows": summary, "runs": {str(k): v for k, v in rows.items()},
@@ -135,6 +140,7 @@ def plot(summary, path):
     fig, ax = plt.subplots(figsize=(6, 4))
     n = [r["per_label"] for r in summary]
     ax.plot(n, [100 * r["personalised"] for r in summary], "o-", label="personalised (mean over speakers)")
+    ax.plot(n, [100 * r["balanced"] for r in summary], "^:", label="balanced on the same clips, no labels")
     ax.plot(n, [100 * r["as_shipped"] for r in summary], "s--", label="as shipped, same clips")
     for r in summary:
         for s, p in r["speakers"].items():
