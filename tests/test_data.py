@@ -29,6 +29,25 @@ def test_folder_without_manifest_uses_corpus_file_names(data_dir, tmp_path):
     assert sorted(c.label for c in clips) == ["anger", "happiness"]
 
 
+def test_one_voice_in_folders_named_by_emotion_is_a_corpus(data_dir, tmp_path):
+    me = tmp_path / "my_voice"
+    for folder, src in (("angry", "03a01Wa.flac"), ("angry", "03a05Wa.flac"), ("Sad", "03a02Ta.flac"),
+                        ("happy/day2", "03a01Fa.flac")):
+        (me / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_dir / "emodb" / src, me / folder / f"take{len(list((me / folder).iterdir()))}.flac")
+    (me / "notes").mkdir()
+    (me / "notes" / "todo.txt").write_text("a folder without audio is left alone")
+    clips = read_corpus(str(me))
+    assert sorted(c.label for c in clips) == ["anger", "anger", "happiness", "sadness"]
+    assert {c.speaker for c in clips} == {"my_voice:my_voice"} and {c.corpus for c in clips} == {"my_voice"}
+    (me / "angy").mkdir()
+    shutil.copy(data_dir / "emodb" / "03a01Wa.flac", me / "angy" / "take.flac")
+    with pytest.raises(DataError, match=r"angy: folder name 'angy' is not an emotion"):
+        read_corpus(str(me))
+    with pytest.raises(DataError, match="no folders named by emotion"):
+        read_corpus(str(me / "notes"))
+
+
 def test_manifest_missing_columns_names_the_file(tmp_path):
     (tmp_path / "manifest.csv").write_text("file,emotion\na.wav,angry\n")
     with pytest.raises(DataError, match="manifest.csv.*speaker"):

@@ -23,8 +23,9 @@ def _preset_names():
 
 
 data_opt = click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
-                        help="Corpus folder: RAVDESS, EmoDB, or any folder with manifest.csv "
-                             "(path,speaker,emotion). Repeat it or list several paths after it.")
+                        help="Corpus folder: RAVDESS, EmoDB, any folder with manifest.csv "
+                             "(path,speaker,emotion), or one voice's recordings in folders named by emotion "
+                             "(my_voice/anger/*.wav). Repeat it or list several paths after it.")
 
 
 def _train_options(f):

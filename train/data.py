@@ -79,17 +79,38 @@ def read_emodb(root: Path) -> List[Clip]:
     return clips
 
 
+def read_emotion_folders(root: Path) -> List[Clip]:
+    """One voice's recordings sorted into folders named by emotion (`my_voice/anger/*.wav`, any usual
+    spelling): every audio file under such a folder has its label, and the whole folder is one
+    speaker, named after it. Empty where no subfolder is named by an emotion; a subfolder with audio
+    whose name is no emotion (a typo) is an error naming it."""
+    labelled, other = {}, []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            labelled[sub] = L.normalize(sub.name)
+        except L.LabelError:
+            other.append(sub)
+    if not labelled:
+        return []
+    for sub in other:
+        if audio_files_under(sub):
+            raise DataError(f"{sub}: folder name {sub.name!r} is not an emotion (known: {', '.join(L.CANONICAL)})")
+    return [Clip(str(p), f"{root.name}:{root.name}", lab, root.name)
+            for sub, lab in labelled.items() for p in audio_files_under(sub)]
+
+
 def read_corpus(path: str) -> List[Clip]:
-    """A folder with manifest.csv, or a RAVDESS or EmoDB folder recognised by its file names."""
+    """A folder with manifest.csv, a RAVDESS or EmoDB folder recognised by its file names, or one
+    voice's recordings in folders named by emotion."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
     if (root / "manifest.csv").exists():
         clips = read_manifest(root)
     else:
-        clips = read_ravdess(root) or read_emodb(root)
+        clips = read_ravdess(root) or read_emodb(root) or read_emotion_folders(root)
     if not clips:
-        raise DataError(f"{root}: no manifest.csv and no RAVDESS or EmoDB file names found")
+        raise DataError(f"{root}: no manifest.csv, no RAVDESS or EmoDB file names and no folders named by emotion")
     return clips
 
 
