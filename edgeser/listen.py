@@ -20,6 +20,12 @@ from .options import Output, denoise_option, model_options, require_plotting, sp
 UNSURE = "unsure"
 
 
+def overall_said(info: dict) -> str:
+    """The session's overall answer as the summary line and the plot's title say it."""
+    said = f"{UNSURE} (best guess {info['label']})" if info.get("unsure") else info["label"]
+    return f"{said} {info['confidence']:.2f}"
+
+
 class ResultPrinter:
     """Text: one line per hop (rewritten in place on a terminal), a permanent line per utterance.
     JSON: one object per result, flushed at once so a pipe sees it live."""
@@ -104,8 +110,7 @@ class ResultPrinter:
         if self.labels:
             parts.append(", ".join(f"{k} {v}" for k, v in self.labels.most_common()))
         if info.get("label"):
-            said = f"{UNSURE} (best guess {info['label']})" if info.get("unsure") else info["label"]
-            parts.append(f"overall: {said} {info['confidence']:.2f}")
+            parts.append(f"overall: {overall_said(info)}")
         if info.get("overflows"):
             parts.append(f"{info['overflows']} input overflow(s) skipped")
         if info.get("restarts"):
@@ -460,10 +465,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
         from .figures import plot_timeline
 
         src = info.get("input") or info.get("device", "microphone")
-        overall = ""
-        if info.get("label"):
-            said = f"{UNSURE} ({info['label']})" if info.get("unsure") else info["label"]
-            overall = f"; overall {said} {info['confidence']:.2f}"
+        overall = f"; overall {overall_said(info)}" if info.get("label") else ""
         name = " + ".join(model) if model else "bundled model"
         plot_timeline(out.kept, rec.labels, plot_file, min_confidence=min_confidence,
                       title=f"{src}: {name} ({rec.format} {rec.precision}), {out.utterances} utterance(s){overall}")

@@ -117,21 +117,6 @@ def _configs(preset, labels_found, window_s=None, **train):
     return cfg, TrainConfig(**train)
 
 
-def _read_init(init):
-    """The --init checkpoint, read once for the command (None without --init); a bad one is a
-    one-line error naming it."""
-    if not init:
-        return None
-    from .checkpoint import CheckpointError, load_checkpoint
-
-    try:
-        ck = load_checkpoint(init)
-        ck["model_config"]
-    except (CheckpointError, KeyError) as e:
-        raise click.ClickException(str(e) if isinstance(e, CheckpointError) else f"{init}: no model config") from None
-    return ck
-
-
 def _init_config(init, ck, labels_found, labels_chosen=False):
     """The model config of the checkpoint `ck` (read from `init`) a run starts from, with the data's
     labels: where they differ (another corpus), everything but the classifier's last layer is
@@ -251,12 +236,12 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     Validation uses whole held-out training speakers; best.pt keeps the epoch with the best
     validation UA. Works unchanged under `torchrun --nproc_per_node=2` (DDP on CPU, gloo).
     """
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, load_checkpoint
     from .data import DataError
     from .pipeline import save_history, train_run
 
     try:
-        init_ck = _read_init(init)
+        init_ck = load_checkpoint(init) if init else None   # read once: config, merges, held-out speakers
         merge = _inherited_merge(init, init_ck, merge)
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
         cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
@@ -365,7 +350,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     try:
         # read first: a bad checkpoint is refused before a corpus is decoded
         ckpt = load_checkpoint(model_path) if model_path else None
-        init_ck = _read_init(init)
+        init_ck = load_checkpoint(init) if init else None   # read once: config, merges, held-out speakers
         merge = _inherited_merge(init, init_ck, merge)
         clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
         if model_path:
