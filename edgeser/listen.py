@@ -139,16 +139,22 @@ def quiet_hint(utterances: int, audio_s: float, peak_dbfs: float, vad_gain_db: f
             f"the microphone is too quiet for the voice detector: raise its gain, or try --vad-gain-db {suggest:g}.")
 
 
-def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info: dict):
+def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info: dict, truth=None,
+                  plot_file=None):
     """Every audio file under `folder` (or its manifest.csv's `path`s) as its own fresh stream, as
     `listen --input FILE --fast` hears it: a line per file (JSON: its results, each with `file`,
-    then a `file` object), unreadable files reported and skipped, and a summary over the files."""
+    then a `file` object), unreadable files reported and skipped, and a summary over the files.
+    With `truth` (the folder's labels, `scoring.folder_truth`) each file's answer is scored against
+    its label and the summary says how often it was right (`plot_file`: the confusion matrix)."""
     from .audio import AudioError, audio_paths
+    from .scoring import FolderScore
 
     try:
         paths = audio_paths([folder])
     except AudioError as e:
         raise click.ClickException(str(e))
+    score = None if truth is None else FolderScore(
+        rec.labels, dict(rec.manifest.training.get("merges") or {}), min_confidence=out.min_confidence)
     cpu0 = time.process_time()
     files, audio_s, skipped = Counter(), 0.0, 0
     for path in paths:
@@ -168,6 +174,14 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
                 "utterances": len(clip.utterances), "label": s.label if s else None,
                 "confidence": round(s.confidence, 4) if s else 0.0,
                 **({"unsure": unsure} if out.min_confidence > 0 and s else {})}
+        mark = ""
+        if score is not None:
+            said = truth.get(path)
+            right = score.add(said, s.label if s else None, s.confidence if s else 0.0)
+            line.update(truth=score.truth(said), right=right)
+            if said is not None:
+                mark = (f"  {'✓' if right else '✗ ' + said}" if right is not None else
+                        f"  ({said}: no answer)" if score.truth(said) else f"  ({said}: not a label of the model)")
         if out.json:
             out.write(line)
         else:
@@ -177,14 +191,28 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
                 said = f"{UNSURE:<10} {s.confidence:.2f}  (best guess {s.label}; {line['utterances']} utterance(s))"
             else:
                 said = f"{s.label:<10} {s.confidence:.2f}  ({line['utterances']} utterance(s))"
-            click.echo(f"{path}  {said}")
+            click.echo(f"{path}  {said}{mark}")
     if skipped == len(paths):
         raise click.ClickException(f"{folder}: none of its {len(paths)} audio file(s) could be read")
     info.update(status="end of input", input=folder, files=len(paths) - skipped, skipped_files=skipped,
                 audio_s=round(audio_s, 3), utterances=out.utterances, cpu_s=round(time.process_time() - cpu0, 3),
                 file_labels={("no speech" if k is None else k): v for k, v in files.most_common()},
                 **out.overall())
+    rep = score.report() if score is not None else None
+    if rep is not None:
+        info["score"] = rep
     out.summary(info)
+    if rep is not None and not out.json:
+        click.echo(score.describe(rep))
+    if plot_file:
+        if not rep["n"]:
+            raise click.ClickException(f"{folder}: no file was scored against its label, so there is no "
+                                       f"confusion matrix to draw in {plot_file}")
+        from edgeser.train.metrics import plot_confusion
+
+        plot_confusion(rep, Path(plot_file), title=f"{folder}: {rep['n']} files, UA {rep['UA']:.1%}, WA {rep['WA']:.1%}"
+                                                   f"\n{rec.name} ({rec.format} {rec.precision})")
+        click.echo(f"plot: {plot_file}", err=True)
 
 
 def file_blocks(path: str, fast: bool, block_s: float = 0.1):
@@ -312,7 +340,10 @@ class _Recorder:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
 @click.option("--input", "input_file", type=click.Path(), default=None, metavar="FILE|FOLDER|-",
               help="Stream a file instead of the microphone (real-time pace); a folder: every audio file in "
-                   "it as its own stream, as fast as possible, one line per file; -: 16-bit PCM from stdin, "
+                   "it as its own stream, as fast as possible, one line per file, and where the folder labels its "
+                   "files (a manifest.csv with an emotion column, RAVDESS or EmoDB file names, folders named by "
+                   "emotion) each answer marked right or wrong and the scores (WA, UA, per class) at the end; "
+                   "-: 16-bit PCM from stdin, "
                    "a WAV stream or raw little-endian mono at --rate (default 16 kHz), e.g. from `arecord -q "
                    "-f S16_LE -r 16000 -c 1` or `ffmpeg ... -f s16le -ac 1 -ar 16000 -`.")
 @click.option("--fast", is_flag=True, help="With --input: as fast as possible.")
@@ -342,7 +373,8 @@ class _Recorder:
                    "recordings), so that no emotion dominates their voice.")
 @click.option("--plot", "plot_file", type=Output(), default=None, metavar="PNG",
               help="At the end, draw the session: each emotion's probability hop by hop, and every utterance "
-                   "with its label (needs matplotlib: pip install \"edgeser[plot]\").")
+                   "with its label; with a labelled --input FOLDER, the confusion matrix of its files (needs "
+                   "matplotlib: pip install \"edgeser[plot]\").")
 def listen(model, device, list_devices, as_json, input_file, fast, backend, precision, threads, rate, normalize,
            gain, vad_mode, vad_gain_db, vad_noise_margin_db, denoise, speeds, hops, duration, save_audio, min_confidence,
            balance_file, plot_file):
@@ -371,8 +403,20 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
         raise click.UsageError("--fast needs --input FILE")
     piped = input_file == "-"
     folder = bool(input_file) and not piped and Path(input_file).is_dir()
-    if folder and (plot_file or save_audio or duration):
-        raise click.UsageError("--plot, --save-audio and --duration take one --input FILE, not a folder")
+    if folder and (save_audio or duration):
+        raise click.UsageError("--save-audio and --duration take one --input FILE, not a folder")
+    truth = None
+    if folder:
+        from .scoring import LabelsUnreadable, folder_truth
+
+        try:
+            truth = folder_truth(input_file)
+        except LabelsUnreadable as e:
+            click.echo(f"note: not scored against labels: {e}", err=True)
+        if plot_file and truth is None:
+            raise click.UsageError(f"--plot with --input FOLDER draws the files' answers against their labels, and "
+                                   f"{input_file} has none (a manifest.csv with an emotion column, RAVDESS or EmoDB "
+                                   f"file names, or folders named by emotion)")
     if plot_file:
         require_plotting()      # before listening, not after an hour of it
 
@@ -399,7 +443,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
             **({"balance": balance_file} if balance_file else {})}
     if folder:
         return listen_folder(rec, input_file, ResultPrinter(as_json, False, min_confidence=min_confidence),
-                             stream_opts, info)
+                             stream_opts, info, truth, plot_file)
     out = ResultPrinter(as_json, hops, keep=bool(plot_file), min_confidence=min_confidence)
     recorder = _Recorder(save_audio)
     mic = None

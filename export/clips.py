@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgeser import labels as L
+from edgeser.train.checkpoint import heldout_speakers
 from edgeser.train.data import AudioCache, Clip, DataError, eval_windows, read_corpus
 
 
@@ -88,34 +89,32 @@ def windows(audio: Sequence[np.ndarray], window_samples: int, limit: int = 0) ->
     return W[:limit] if limit else W
 
 
-def heldout_speakers(ckpt: dict) -> set:
-    """The speakers a checkpoint never trained on: its validation and test speakers."""
+def heldout_clips(ckpt: dict, data: Optional[str] = None) -> Tuple[List[Clip], str]:
+    """The clips of the checkpoint's held-out speakers (or of the folder the user names), labelled
+    as their corpus labels them, and where they came from."""
     meta = ckpt.get("meta", {})
-    return set(meta.get("val_speakers") or []) | set(meta.get("test_speakers") or [])
+    if data:
+        return read_corpus(data), str(data)
+    speakers = heldout_speakers(ckpt)
+    roots = {r for r in (corpus_root(Path(p)) for p in _resolve(meta.get("calibration") or [], ckpt))
+             if r is not None}
+    if not speakers or not roots:
+        raise ClipsError(f"{ckpt.get('_path', 'checkpoint')}: no held-out speakers or corpus folder recorded; "
+                         f"give --check DATA (a corpus folder) or --no-check")
+    clips = []
+    for r in sorted(roots):
+        try:
+            clips += [c for c in read_corpus(str(r)) if c.speaker in speakers]
+        except DataError:
+            continue
+    return clips, f"held-out speakers {', '.join(sorted(speakers))} of {', '.join(str(r) for r in sorted(roots))}"
 
 
 def heldout(ckpt: dict, labels: Sequence[str], data: Optional[str] = None, limit: int = 0,
             progress: bool = False) -> HeldOut:
     """Labelled clips the model did not train on (or the folder the user names)."""
-    meta = ckpt.get("meta", {})
-    merges = meta.get("merges", {}) or {}
-    if data:
-        clips = read_corpus(data)
-        source = str(data)
-    else:
-        speakers = heldout_speakers(ckpt)
-        roots = {r for r in (corpus_root(Path(p)) for p in _resolve(meta.get("calibration") or [], ckpt))
-                 if r is not None}
-        if not speakers or not roots:
-            raise ClipsError(f"{ckpt.get('_path', 'checkpoint')}: no held-out speakers or corpus folder recorded; "
-                             f"give --check DATA (a corpus folder) or --no-check")
-        clips = []
-        for r in sorted(roots):
-            try:
-                clips += [c for c in read_corpus(str(r)) if c.speaker in speakers]
-            except DataError:
-                continue
-        source = f"held-out speakers {', '.join(sorted(speakers))} of {', '.join(str(r) for r in sorted(roots))}"
+    merges = ckpt.get("meta", {}).get("merges", {}) or {}
+    clips, source = heldout_clips(ckpt, data)
     kept = []
     for c in clips:
         try:

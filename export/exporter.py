@@ -174,6 +174,7 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
                 model_config=cfg.to_dict(), parameters=count_params(model),
                 macs=macs_per_second(cfg, hop_s=hop_samples / cfg.sample_rate),
                 training={"data": meta.get("data", []), "summary": meta.get("summary", ""),
+                          "merges": dict(meta.get("merges") or {}),
                           "best": ckpt.get("best", {}), "epochs": ckpt.get("epoch"),
                           "checkpoint": str(ckpt.get("_path", ckpt_path)),
                           "checkpoint_edgeser_version": ckpt.get("edgeser_version", ""),

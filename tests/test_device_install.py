@@ -42,6 +42,11 @@ def test_the_device_install_has_no_torch_and_listens(device_env):
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
     (utt,) = [x for x in lines if x["kind"] == "utterance"]
     assert utt["label"] == "anger" and lines[-1]["backend"] == "tflite"
+    # a labelled folder (EmoDB's file names) is scored on the device, without torch
+    r = run(device_env, "listen", "--input", EXAMPLES, "--json")
+    assert r.returncode == 0, r.stderr
+    score = json.loads(r.stdout.splitlines()[-1])["score"]
+    assert score["n"] == 3 and sum(map(sum, score["confusion"])) == 3
     r = run(device_env, "doctor", "--mic-s", "0", "--json")
     rep = json.loads(r.stdout)
     assert r.returncode == 0 and rep["listen_files"] is True

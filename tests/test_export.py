@@ -43,7 +43,8 @@ def _tiny_checkpoint(folder: Path, calibration=None) -> Path:
     torch.manual_seed(0)
     meta = {"data": [{"corpus": "emodb", "licence": "free for any use (CC0 per its audb packaging)"}],
             "calibration": [str(EMODB / f) for f in CAL] if calibration is None else calibration,
-            "val_speakers": ["emodb:16"], "train_speakers": ["emodb:03", "emodb:08"], "preset": "tiny", "merges": {}}
+            "val_speakers": ["emodb:16"], "train_speakers": ["emodb:03", "emodb:08"], "preset": "tiny",
+            "merges": {"boredom": "neutral"}}
     tr = Trainer(preset("tiny", labels=LABELS), TrainConfig(epochs=0, threads=1), folder, meta, progress=False)
     torch.set_num_threads(1)
     # BatchNorm running stats away from the init values, so the model is not trivially linear
@@ -104,6 +105,7 @@ def test_every_artifact_and_manifest(exported):
     assert man.macs["frontend_per_s"] > 0 and man.preset == "tiny"
     assert man.training["data"][0]["corpus"] == "emodb"
     assert man.training["qat"] is False  # the export note after QAT reads this, not the checkpoint
+    assert man.training["merges"] == {"boredom": "neutral"}     # what a device scoring a corpus needs
     step = man.artifact("frontend_step", "onnx", "fp32")
     assert [i["name"] for i in step.inputs] == ["audio", "h0", "c0", "h1", "c1"]
     assert [o["name"] for o in step.outputs] == ["features", "h0_out", "c0_out", "h1_out", "c1_out"]

@@ -55,6 +55,7 @@ def test_listen_help_and_the_runtime_import_no_torch():
     code = """
 import sys
 import edgeser, edgeser.listen, edgeser.mic, edgeser.vad, edgeser.resample, edgeser.enrol, edgeser.balance, edgeser.doctor
+import edgeser.scoring
 import edgeser.runtime.recognizer, edgeser.runtime.stream
 from edgeser.cli import main
 sys.argv = ["edgeser", "listen", "--help"]
@@ -341,13 +342,75 @@ def test_a_folder_is_heard_file_by_file_as_predict_clip_hears_each(model_dir, re
     assert f"skipped: {folder / 'broken.wav'}: cannot decode" in r.stderr
     text = listen(model_dir, "--input", folder)
     assert text.returncode == 0 and [line.split()[0] for line in text.stdout.splitlines()[:3]] == want
-    assert text.stdout.splitlines()[-1].startswith("summary: 3 file(s) (1 unreadable, skipped)")
+    (summary,) = [line for line in text.stdout.splitlines() if line.startswith("summary: ")]
+    assert summary.startswith("summary: 3 file(s) (1 unreadable, skipped)")
     # nothing readable is an error; a picture or a recording of many files is refused
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.wav").write_bytes(b"nothing")
     one_line_error(listen(model_dir, "--input", tmp_path / "bad"), str(tmp_path / "bad"), "could be read")
-    r = listen(model_dir, "--input", folder, "--plot", tmp_path / "p.png")
+    r = listen(model_dir, "--input", folder, "--save-audio", tmp_path / "a.wav")
     assert r.returncode == 2 and "not a folder" in r.stderr
+
+
+def test_a_labelled_folder_is_scored_file_by_file_against_its_labels(model_dir, rec, tmp_path):
+    import shutil
+
+    from edgeser import manifest as M
+    from edgeser.train.metrics import report
+
+    # one voice in folders named by emotion; the tiny model knows anger, neutral and sadness
+    voice = tmp_path / "my_voice"
+    named = {"angry": "03a01Wa.flac", "sad": "03a02Ta.flac", "happy": "08a01Fd.flac"}
+    for folder, clip in named.items():
+        (voice / folder).mkdir(parents=True)
+        shutil.copy(EXAMPLES / clip, voice / folder / "take1.flac")    # names that say nothing (not EmoDB's)
+    truth = {str(voice / "angry" / "take1.flac"): "anger", str(voice / "sad" / "take1.flac"): "sadness"}
+    r = listen(model_dir, "--input", voice, "--json")
+    assert r.returncode == 0, r.stderr
+    *lines, end = json_lines(r.stdout)
+    files = {f["file"]: f for f in lines if f["kind"] == "file"}
+    answers = {p: rec.predict_clip(p).summary.label for p in files}
+    for p, f in files.items():
+        assert f["truth"] == truth.get(p) and f["right"] == (answers[p] == truth[p] if p in truth else None)
+    want = report([rec.labels.index(truth[p]) for p in truth], [rec.labels.index(answers[p]) for p in truth],
+                  rec.labels)
+    assert {k: end["score"][k] for k in want} == want
+    assert end["score"]["unknown_labels"] == {"happiness": 1} and end["score"]["no_speech"] == 0
+    # people see a mark per file and the scores under the summary
+    text = listen(model_dir, "--input", voice).stdout.splitlines()
+    for line in text[:3]:
+        path = line.split()[0]
+        assert line.endswith("(happiness: not a label of the model)" if path not in truth else
+                             "✓" if answers[path] == truth[path] else f"✗ {truth[path]}")
+    assert text[4] == "against the folder's labels: 2 of 3 file(s) scored (not scored: 1 of labels the model " \
+                      "does not have (happiness))"
+    assert text[5].startswith(f"WA {want['WA']:.1%}  UA {want['UA']:.1%}")
+    # the export's merges say what a corpus label is to the model (the bundled model: calm=neutral)
+    merged = tmp_path / "merged"
+    shutil.copytree(model_dir, merged)
+    man = M.read(merged / M.MANIFEST)
+    man.training["merges"] = {"happiness": "anger"}
+    M.write(man, merged)
+    end = json_lines(listen(merged, "--input", voice, "--json").stdout)[-1]
+    assert end["score"]["n"] == 3 and end["score"]["per_class"]["anger"]["support"] == 2
+    # a confusion matrix where the folder has labels; a plain folder has none to draw
+    png = tmp_path / "confusion.png"
+    r = listen(model_dir, "--input", voice, "--plot", png)
+    assert r.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copy(EXAMPLES / named["angry"], plain / "take1.flac")
+    r = listen(model_dir, "--input", plain, "--plot", png)
+    assert r.returncode == 2 and "has none" in r.stderr
+    # a list of files to hear is not a labelled corpus; a folder whose labels cannot be read is heard unscored
+    (plain / "manifest.csv").write_text("path\ntake1.flac\n")
+    r = listen(model_dir, "--input", plain, "--json")
+    assert r.returncode == 0 and "score" not in json_lines(r.stdout)[-1] and not r.stderr.strip()
+    (voice / "angy").mkdir()
+    shutil.copy(EXAMPLES / named["angry"], voice / "angy" / "x.flac")
+    r = listen(model_dir, "--input", voice, "--json")
+    assert r.returncode == 0 and "score" not in json_lines(r.stdout)[-1]
+    assert f"note: not scored against labels: {voice / 'angy'}: folder name 'angy' is not an emotion" in r.stderr
 
 
 def test_min_confidence_calls_the_unsure_answers_unsure_and_keeps_the_best_guess(model_dir, rec, tmp_path):

@@ -296,6 +296,16 @@ def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
                "--out", str(tmp_path / "reseeded"), "--threads", "1", "--batch-size", "8"])
     assert res.exit_code == 0 and "never hears them" in res.output, res.output
     assert load_checkpoint(tmp_path / "reseeded" / "last.pt")["meta"]["val_speakers"] == a["meta"]["val_speakers"]
+    # a fold's checkpoint (evaluate --cv) never heard its test speakers either: they stay out too
+    from edgeser.train.checkpoint import save_atomic
+    fold = {**a, "meta": {**a["meta"], "test_speakers": a["meta"]["train_speakers"][:1]}}
+    save_atomic({k: v for k, v in fold.items() if not k.startswith("_")}, tmp_path / "fold.pt")
+    res = run(["train", "--data", str(corpus), "--init", str(tmp_path / "fold.pt"), "--epochs", "1",
+               "--out", str(tmp_path / "from_fold"), "--threads", "1", "--batch-size", "8"])
+    assert res.exit_code == 0, res.output
+    held = load_checkpoint(tmp_path / "from_fold" / "last.pt")["meta"]
+    assert held["val_speakers"] == sorted(a["meta"]["val_speakers"] + a["meta"]["train_speakers"][:1])
+    assert a["meta"]["train_speakers"][0] not in held["train_speakers"]
     other = tmp_path / "other"
     res = CliRunner().invoke(cli, ["train", "--data", str(corpus), "--labels", "anger,neutral", "--init",
                                    str(base / "best.pt"), "--epochs", "1", "--lr", "1e-12", "--out", str(other),

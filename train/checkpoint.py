@@ -40,6 +40,12 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
     return ckpt
 
 
+def heldout_speakers(ckpt: Dict[str, Any]) -> set:
+    """The speakers a checkpoint never trained on: its validation and test speakers (a fold's)."""
+    meta = ckpt.get("meta", {}) or {}
+    return set(meta.get("val_speakers") or []) | set(meta.get("test_speakers") or [])
+
+
 def load_model(path: os.PathLike) -> Tuple[SERModel, Dict[str, Any]]:
     """The model from a checkpoint, built from the config saved inside it, in eval mode."""
     ckpt = load_checkpoint(path)

@@ -139,11 +139,13 @@ def _init_config(init, ck, labels_found, labels_chosen=False):
 
 
 def _init_held_out(ck, clips):
-    """The speakers the --init checkpoint held out that this data has: a fine-tune keeps them out,
-    so its validation and the export's parity report still score voices the weights never heard
-    (a new --seed alone would draw others, and train on these)."""
-    held = set((ck.get("meta") or {}).get("val_speakers") or [])
-    return sorted(held & {c.speaker for c in clips})
+    """The speakers the --init checkpoint held out (validation, and a fold's test speakers) that
+    this data has: a fine-tune keeps them out, so its validation and the export's parity report
+    still score voices the weights never heard (a new --seed alone would draw others, and train on
+    these)."""
+    from .checkpoint import heldout_speakers
+
+    return sorted(heldout_speakers(ck) & {c.speaker for c in clips})
 
 
 def _inherited_merge(init, ck, merge):

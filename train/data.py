@@ -34,6 +34,10 @@ class DataError(ValueError):
     """A corpus that cannot be read: the message names the file."""
 
 
+class NoLabels(DataError):
+    """A folder of audio that says nothing of its emotions (no manifest, no corpus names, no emotion folders)."""
+
+
 @dataclass(frozen=True)
 class Clip:
     path: str
@@ -110,7 +114,7 @@ def read_corpus(path: str) -> List[Clip]:
     else:
         clips = read_ravdess(root) or read_emodb(root) or read_emotion_folders(root)
     if not clips:
-        raise DataError(f"{root}: no manifest.csv, no RAVDESS or EmoDB file names and no folders named by emotion")
+        raise NoLabels(f"{root}: no manifest.csv, no RAVDESS or EmoDB file names and no folders named by emotion")
     return clips
 
 
