@@ -15,6 +15,7 @@ COMMANDS = {
     "export": ("edgeser.export.commands", "export", "Export a checkpoint to ONNX and TFLite, fp32 and int8, with a parity report."),
     "listen": ("edgeser.listen", "listen", "Recognise emotion live from a microphone (or a file)."),
     "enrol": ("edgeser.enrol", "enrol", "Balance the model's answers for one user's voice, without torch."),
+    "record": ("edgeser.record", "record", "Record your own labelled clips, emotion by emotion, from the microphone."),
     "bench": ("edgeser.bench", "bench", "Measure model latency on this device."),
     "doctor": ("edgeser.doctor", "doctor", "Check that this machine can run edgeser; say what to install."),
     "firmware": ("edgeser.firmware_bridge.commands", "firmware", "Microcontroller sources from the int8 model."),

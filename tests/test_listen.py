@@ -55,7 +55,7 @@ def test_listen_help_and_the_runtime_import_no_torch():
     code = """
 import sys
 import edgeser, edgeser.listen, edgeser.mic, edgeser.vad, edgeser.resample, edgeser.enrol, edgeser.balance, edgeser.doctor
-import edgeser.scoring
+import edgeser.scoring, edgeser.record
 import edgeser.runtime.recognizer, edgeser.runtime.stream
 from edgeser.cli import main
 sys.argv = ["edgeser", "listen", "--help"]
