@@ -176,8 +176,8 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
                 **({"unsure": unsure} if out.min_confidence > 0 and s else {})}
         mark = ""
         if score is not None:
-            said = truth.get(path)
-            right = score.add(said, s.label if s else None, s.confidence if s else 0.0)
+            said, speaker = truth.get(path, (None, ""))
+            right = score.add(said, speaker, s.label if s else None, s.confidence if s else 0.0)
             line.update(truth=score.truth(said), right=right)
             if said is not None:
                 mark = (f"  {'✓' if right else '✗ ' + said}" if right is not None else

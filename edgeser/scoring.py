@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import labels as L
 
@@ -21,9 +21,9 @@ class LabelsUnreadable(ValueError):
     """A folder that means to label its files (a manifest, emotion folders) and cannot be read as such."""
 
 
-def folder_truth(folder: str) -> Optional[Dict[str, str]]:
-    """{absolute path: its label as the corpus names it, canonical, before merges} for a folder
-    that labels its files; None for a plain folder of audio."""
+def folder_truth(folder: str) -> Optional[Dict[str, Tuple[str, str]]]:
+    """{absolute path: (its label as the corpus names it, canonical, before merges; its speaker)}
+    for a folder that labels its files; None for a plain folder of audio."""
     from edgeser.train.data import DataError, NoLabels, read_corpus    # numpy only
 
     root = Path(folder)
@@ -37,7 +37,7 @@ def folder_truth(folder: str) -> Optional[Dict[str, str]]:
         return None
     except DataError as e:
         raise LabelsUnreadable(str(e)) from None
-    return {os.path.abspath(c.path): c.label for c in clips}
+    return {os.path.abspath(c.path): (c.label, c.speaker) for c in clips}
 
 
 @dataclass
@@ -49,6 +49,7 @@ class FolderScore:
     y_true: List[int] = field(default_factory=list)
     y_pred: List[int] = field(default_factory=list)
     confidence: List[float] = field(default_factory=list)
+    speakers: List[str] = field(default_factory=list)
     no_speech: int = 0
     unlabelled: int = 0                                   # files the folder gives no label
     unknown: Counter = field(default_factory=Counter)     # labels the model does not have
@@ -56,7 +57,7 @@ class FolderScore:
     def truth(self, corpus_label: Optional[str]) -> Optional[str]:
         return None if corpus_label is None else L.apply(corpus_label, self.merges, self.model_labels)
 
-    def add(self, corpus_label: Optional[str], answer: Optional[str], confidence: float) -> Optional[bool]:
+    def add(self, corpus_label: Optional[str], speaker: str, answer: Optional[str], confidence: float) -> Optional[bool]:
         """Count one file; True/False: its answer is right/wrong, None: not scored."""
         if corpus_label is None:
             self.unlabelled += 1
@@ -71,13 +72,16 @@ class FolderScore:
         self.y_true.append(self.model_labels.index(truth))
         self.y_pred.append(self.model_labels.index(answer))
         self.confidence.append(confidence)
+        self.speakers.append(speaker)
         return answer == truth
 
     def report(self) -> Dict:
-        from edgeser.train.metrics import report      # numpy only
+        from edgeser.train.metrics import per_speaker, report      # numpy only
 
         rep = {**report(self.y_true, self.y_pred, self.model_labels), "no_speech": self.no_speech,
                "unlabelled": self.unlabelled, "unknown_labels": dict(self.unknown.most_common())}
+        if len(set(self.speakers)) > 1:     # several voices: how far apart they are is the error bar
+            rep["speakers"] = per_speaker(self.y_true, self.y_pred, self.speakers, self.model_labels)
         if self.min_confidence > 0:
             sure = [i for i, c in enumerate(self.confidence) if c >= self.min_confidence]
             part = report([self.y_true[i] for i in sure], [self.y_pred[i] for i in sure], self.model_labels)
@@ -87,7 +91,7 @@ class FolderScore:
 
     def describe(self, rep: Dict) -> str:
         """The report in lines for people: what was scored, the scores, per-class recall."""
-        from edgeser.train.metrics import format_report
+        from edgeser.train.metrics import format_report, format_speakers
 
         left = [f"{rep['no_speech']} without speech"] if rep["no_speech"] else []
         if rep["unknown_labels"]:
@@ -100,7 +104,7 @@ class FolderScore:
             f" (not scored: {'; '.join(left)})" if left else "")
         if not rep["n"]:
             return head
-        lines = [head, format_report(rep)]
+        lines = [head, format_report(rep)] + ([format_speakers(rep["speakers"])] if "speakers" in rep else [])
         if "sure" in rep:
             s = rep["sure"]
             lines.append(f"answers at confidence >= {s['min_confidence']:g}: {s['n']} of {rep['n']} files"

@@ -385,6 +385,18 @@ def test_a_labelled_folder_is_scored_file_by_file_against_its_labels(model_dir, 
     assert text[4] == "against the folder's labels: 2 of 3 file(s) scored (not scored: 1 of labels the model " \
                       "does not have (happiness))"
     assert text[5].startswith(f"WA {want['WA']:.1%}  UA {want['UA']:.1%}")
+    assert "speakers" not in end["score"]          # one voice
+    # several voices (a manifest's speaker column): each one's UA too
+    many = tmp_path / "many"
+    many.mkdir()
+    shutil.copy(EXAMPLES / "03a01Wa.flac", many / "bob1.flac")
+    rows = [(EXAMPLES / "03a01Wa.flac", "ann", "angry"), (EXAMPLES / "03a02Ta.flac", "ann", "sad"),
+            ("bob1.flac", "bob", "angry")]
+    (many / "manifest.csv").write_text("path,speaker,emotion\n" + "".join(f"{p},{s},{e}\n" for p, s, e in rows))
+    r = listen(model_dir, "--input", many, "--json")
+    speakers = json_lines(r.stdout)[-1]["score"]["speakers"]
+    assert sorted(speakers) == ["many:ann", "many:bob"] and [v["n"] for v in speakers.values()] == [2, 1]
+    assert speakers["many:bob"]["UA"] == float(answers[str(voice / "angry" / "take1.flac")] == "anger")
     # the export's merges say what a corpus label is to the model (the bundled model: calm=neutral)
     merged = tmp_path / "merged"
     shutil.copytree(model_dir, merged)
