@@ -12,6 +12,7 @@ RES = ROOT / "docs" / "results"
 NOISE = ROOT / "benchmarks" / "results" / "noise_robustness_bundled_v2_held_margin3.json"
 CONFIDENCE = ROOT / "benchmarks" / "results" / "confidence_bundled_v2.json"
 PERSONAL = ROOT / "benchmarks" / "results" / "personalise_bundled_v2.json"
+LISTENED = ROOT / "benchmarks" / "results" / "listen_heldout_bundled_v2.json"   # listen --input FOLDER --json's end line
 NOISE_ROWS = ("clean", "pink 20 dB", "pink 10 dB", "babble 20 dB", "babble 10 dB", "white 10 dB", "reverb 0.6 s")
 RECIPE = ("the `edge` preset on RAVDESS + EmoDB, 120 epochs at learning rate 1e-3 with additive noise, gain, "
           "time shift, ±20% speed, mixup 0.2, and a quarter of the windows heard across a simulated room "
@@ -104,6 +105,15 @@ def main():
                      f"TFLite, voice detector, five playback speeds; `{noise['command'].split(' --json')[0]}`, "
                      "`runs/held` a `manifest.csv` of those clips): "
                      + ", ".join(f"{name} {pct(t[name]['ua'])}" for name in NOISE_ROWS if name in t) + " UA.")
+    listened = load(LISTENED)
+    if listened and listened.get("score"):
+        sc = listened["score"]
+        per = sorted(v["UA"] for v in (sc.get("speakers") or {}).values())
+        lines.append(f"- The {sc['n']} held-out clips of all five voices as the device hears them, scored by `edgeser listen` itself "
+                     f"({listened['backend']} {listened['precision']}, five playback speeds; `python "
+                     "scripts/heldout_manifest.py models/bundle-qat.pt runs/heldout`, then `edgeser listen --input "
+                     f"runs/heldout --json`): UA {pct(sc['UA'])}, WA {pct(sc['WA'])}"
+                     + (f"; per voice {pct(per[0])} to {pct(per[-1])}" if per else "") + ".")
     conf, personal = load(CONFIDENCE), load(PERSONAL)
     if conf:
         at = next((r for r in conf["rows"] if r["min_confidence"] == 0.6), None)
