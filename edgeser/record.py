@@ -132,7 +132,7 @@ def record_take(blocks, resampler, take: Take, wait_s: float) -> np.ndarray:
 
 def _emotions(ctx, param, value):
     try:
-        return [L.normalize(v) for v in value.split(",") if v.strip()]
+        return list(dict.fromkeys(L.normalize(v) for v in value.split(",") if v.strip()))
     except L.LabelError as e:
         raise click.BadParameter(str(e)) from None
 
