@@ -176,12 +176,13 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
                 **({"unsure": unsure} if out.min_confidence > 0 and s else {})}
         mark = ""
         if score is not None:
-            said, speaker = truth.get(path, (None, ""))
-            right = score.add(said, speaker, s.label if s else None, s.confidence if s else 0.0)
-            line.update(truth=score.truth(said), right=right)
-            if said is not None:
-                mark = (f"  {'✓' if right else '✗ ' + said}" if right is not None else
-                        f"  ({said}: no answer)" if score.truth(said) else f"  ({said}: not a label of the model)")
+            labelled, speaker = truth.get(path, (None, ""))
+            right = score.add(labelled, speaker, s.label if s else None, s.confidence if s else 0.0)
+            line.update(truth=score.truth(labelled), right=right)
+            if labelled is not None:
+                mark = (f"  {'✓' if right else '✗ ' + labelled}" if right is not None else
+                        f"  ({labelled}: no answer)" if score.truth(labelled) else
+                        f"  ({labelled}: not a label of the model)")
         if out.json:
             out.write(line)
         else:
