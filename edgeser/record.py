@@ -47,11 +47,11 @@ class Take:
         self.on_frames = on_frames
         self.before = deque(maxlen=self.lead + on_frames)   # frames before an onset
         self.frames: List[np.ndarray] = []
-        self.speech: List[bool] = []
         self.run = 0                # consecutive speech frames while waiting
         self.pending = np.zeros(0, np.float32)
         self.peak = 0.0             # loudest frame heard, mean square
-        self.done = False
+        self.last = -1              # index in frames of the last speech frame
+        self.voiced = 0             # speech frames in the take
 
     @property
     def started(self) -> bool:
@@ -64,7 +64,6 @@ class Take:
         self.pending = x[n * FRAME:]
         for i in range(n):
             if self._frame(x[i * FRAME:(i + 1) * FRAME]):
-                self.done = True
                 return True
         return False
 
@@ -76,23 +75,22 @@ class Take:
             self.run = self.run + 1 if is_speech else 0
             if self.run >= self.on_frames:
                 self.frames = list(self.before)
-                self.speech = [False] * (len(self.frames) - self.run) + [True] * self.run
+                self.last, self.voiced = len(self.frames) - 1, self.run
             return False
         self.frames.append(f)
-        self.speech.append(is_speech)
-        last = len(self.speech) - 1 - self.speech[::-1].index(True)
-        if len(self.speech) - 1 - last >= self.end_frames:
-            if sum(self.speech) < self.min_frames:      # a blip: wait for real speech
-                self.frames, self.speech, self.run = [], [], 0
+        if is_speech:
+            self.last, self.voiced = len(self.frames) - 1, self.voiced + 1
+        if len(self.frames) - 1 - self.last >= self.end_frames:
+            if self.voiced < self.min_frames:      # a blip: wait for real speech
+                self.frames, self.run = [], 0
                 self.before.clear()
                 return False
             return True
-        return sum(self.speech) >= self.max_frames
+        return self.voiced >= self.max_frames
 
     def audio(self) -> np.ndarray:
         """The utterance with `lead_ms` of what came before and after it."""
-        last = len(self.speech) - 1 - self.speech[::-1].index(True)
-        return np.concatenate(self.frames[:last + 1 + self.lead])
+        return np.concatenate(self.frames[:self.last + 1 + self.lead])
 
 
 def next_take(folder: Path) -> Path:
@@ -164,7 +162,7 @@ def record(out, emotions, takes, device, rate, vad_mode, vad_gain_db, vad_noise_
 
     For each take it says which emotion to act and a sentence to say; press Enter (unless
     --no-enter), then speak: the take starts with your voice and ends after a pause. Takes already
-    in OUT are kept and numbered after. Ctrl-C stops; every saved take stays.
+    in OUT are kept (new ones take the numbers not used). Ctrl-C stops; every saved take stays.
 
     \b
     Then, for a model of your own voice (README, "With labels, a personal model"):
