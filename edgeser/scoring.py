@@ -104,7 +104,7 @@ class FolderScore:
             f" (not scored: {'; '.join(left)})" if left else "")
         if not rep["n"]:
             return head
-        lines = [head, format_report(rep)] + ([format_speakers(rep["speakers"])] if "speakers" in rep else [])
+        lines = [head, format_report(rep)] + ([format_speakers(rep["speakers"], who="speaker")] if "speakers" in rep else [])
         if "sure" in rep:
             s = rep["sure"]
             lines.append(f"answers at confidence >= {s['min_confidence']:g}: {s['n']} of {rep['n']} files"

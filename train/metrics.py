@@ -55,7 +55,7 @@ def _speaker_name(speaker: str) -> str:
     return speaker.split(":", 1)[-1]          # "ravdess:07" -> "07"
 
 
-def format_speakers(per: Dict[str, Dict], show: int = 12) -> str:
+def format_speakers(per: Dict[str, Dict], show: int = 12, who: str = "test speaker") -> str:
     """One line: every speaker's UA, or the lowest, median and highest of many."""
     if not per:
         return ""
@@ -67,7 +67,7 @@ def format_speakers(per: Dict[str, Dict], show: int = 12) -> str:
         mid = items[len(items) // 2]
         body = (f"lowest {name(items[0][0])} {items[0][1]['UA']:.1%}, median {name(mid[0])} {mid[1]['UA']:.1%}, "
                 f"highest {name(items[-1][0])} {items[-1][1]['UA']:.1%}")
-    return f"UA per test speaker ({len(items)}): {body}"
+    return f"UA per {who} ({len(items)}): {body}"
 
 
 def plot_speakers(rep: Dict, path: Path, title: str = "") -> None:
