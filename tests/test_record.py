@@ -15,7 +15,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rtmodel import EXAMPLES, ROOT, edgeser_cmd, exported  # noqa: E402
-from vmic import vmic  # noqa: E402,F401  (fixture)
+from vmic import vmic, vmic48  # noqa: E402,F401  (fixtures)
 
 ANGRY, SAD = EXAMPLES / "03a01Wa.flac", EXAMPLES / "03a02Ta.flac"
 
@@ -158,3 +158,21 @@ def test_no_speech_on_the_microphone_gives_up_and_end_of_input_stops(vmic, tmp_p
     r = subprocess.run([sys.executable, "-m", "edgeser", "record", str(tmp_path / "v"), "--emotions", "anger"],
                        env=vmic.env, cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode == 0 and "press Enter" in r.stderr and "no take saved" in r.stderr
+
+
+@pytest.mark.audio
+def test_a_48k_microphone_gives_16k_takes(vmic48, tmp_path):
+    out = tmp_path / "v"
+    p = subprocess.Popen([sys.executable, "-m", "edgeser", "record", str(out), "--emotions", "anger", "--takes", "1",
+                          "--no-enter", "--rate", "48000"], env=vmic48.env, cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    seen = "".join(_prompts(p, 1))
+    time.sleep(3.0)
+    vmic48.play(ANGRY)
+    _, stderr = p.communicate(timeout=60)
+    assert p.returncode == 0 and "at 48000 Hz" in seen, seen + stderr
+    y, sr = sf.read(str(out / "anger" / "take1.wav"), dtype="float32")
+    x = _clip(ANGRY)
+    piece = x[8000:16000]
+    k = int(np.argmax(np.correlate(y, piece, mode="valid")))
+    assert sr == 16000 and np.corrcoef(y[k:k + len(piece)], piece)[0, 1] > 0.9
