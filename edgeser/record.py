@@ -172,6 +172,8 @@ def record(out, emotions, takes, device, rate, vad_mode, vad_gain_db, vad_noise_
           --mixup 0 --batch-size 8 --val-fraction 0 --out runs/me
       edgeser export runs/me/last.pt --int8 --check my_held_back --out runs/me-export
       edgeser listen --model runs/me-export --input my_held_back
+    Or, without training, the bundled model balanced for your voice:
+      edgeser enrol my_voice --out me.json && edgeser listen --balance me.json
     """
     from .listen import vad_gain_suggestion
     from .mic import MicError, Microphone
