@@ -172,8 +172,10 @@ def record(out, emotions, takes, device, rate, vad_mode, vad_gain_db, vad_noise_
           --mixup 0 --batch-size 8 --val-fraction 0 --out runs/me
       edgeser export runs/me/last.pt --int8 --check my_held_back --out runs/me-export
       edgeser listen --model runs/me-export --input my_held_back
-    Or, without training, the bundled model balanced for your voice:
-      edgeser enrol my_voice --out me.json && edgeser listen --balance me.json
+    Or, without training, the model's answers balanced for your voice (it helps where the model
+    hears your voice with a slant; see whether it does):
+      edgeser enrol my_voice --out me.json
+      edgeser listen --balance me.json --input my_held_back
     """
     from .listen import vad_gain_suggestion
     from .mic import MicError, Microphone
