@@ -24,7 +24,13 @@ PREFERRED_RATES = (16000, 48000, 44100, 32000, 22050, 8000)
 
 
 class MicError(RuntimeError):
-    """No microphone, a device that cannot be opened, or one that stopped delivering audio."""
+    """No microphone, a device that cannot be opened, or one that stopped delivering audio.
+    `alternative`: what `listen` can do instead (hear a file), which `bare` leaves out for commands
+    that have no such way (`record`)."""
+
+    def __init__(self, message: str, alternative: str = ""):
+        super().__init__(message + (f", or {alternative}" if alternative else ""))
+        self.bare = message
 
 
 @dataclass
@@ -60,7 +66,7 @@ def _pyaudio():
         import pyaudio
     except ImportError:
         raise MicError('microphone input needs PyAudio: pip install "edgeser[audio]" '
-                       '(it builds against PortAudio: apt install portaudio19-dev), or use --input FILE') from None
+                       '(it builds against PortAudio: apt install portaudio19-dev)', "use --input FILE") from None
     with _quiet_stderr():
         return pyaudio, pyaudio.PyAudio()
 
@@ -89,8 +95,8 @@ def list_devices() -> List[Device]:
 
 def _choose(devs: List[Device], spec: Optional[Union[int, str]]) -> Device:
     if not devs:
-        raise MicError("no microphone found (no input device); see `edgeser listen --list-devices`, "
-                       "or recognise a file with --input FILE")
+        raise MicError("no microphone found (no input device); see `edgeser listen --list-devices`",
+                       "recognise a file with --input FILE")
     if spec is None or spec == "":
         return next((d for d in devs if d.is_default), devs[0])
     s = str(spec)

@@ -230,10 +230,10 @@ def record(out, emotions, takes, device, rate, vad_mode, vad_gain_db, vad_noise_
     except KeyboardInterrupt:
         click.echo("", err=True)
     except MicError as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(e.bare)
     finally:
-        counts = {e: sum(1 for s, _ in saved if s == e) for e in emotions}
-        if saved:
+        if saved:       # also when the session ends in an error: what was saved stays
+            counts = {e: sum(1 for s, _ in saved if s == e) for e in emotions}
             click.echo(f"{len(saved)} take(s) saved in {root}: " + ", ".join(f"{e} {n}" for e, n in counts.items()))
-        else:
-            click.echo("no take saved", err=True)
+    if not saved:
+        click.echo("no take saved", err=True)

@@ -176,3 +176,19 @@ def test_a_48k_microphone_gives_16k_takes(vmic48, tmp_path):
     piece = x[8000:16000]
     k = int(np.argmax(np.correlate(y, piece, mode="valid")))
     assert sr == 16000 and np.corrcoef(y[k:k + len(piece)], piece)[0, 1] > 0.9
+
+
+def test_no_microphone_is_one_line_without_listens_alternatives(tmp_path):
+    import os
+
+    pytest.importorskip("pyaudio", reason='needs PyAudio (pip install "edgeser[audio]")')
+    pytest.importorskip("webrtcvad", reason='needs webrtcvad (pip install "edgeser[audio]")')
+    env = dict(os.environ)
+    (tmp_path / "client.conf").write_text("autospawn = no\n")
+    env.update(PULSE_SERVER=f"unix:{tmp_path}/no-such-socket", PULSE_CLIENTCONFIG=str(tmp_path / "client.conf"),
+               XDG_RUNTIME_DIR=str(tmp_path))
+    r = edgeser_cmd("record", tmp_path / "v", env=env, timeout=60)
+    assert r.returncode == 1
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("Error: no microphone found") and "--input" not in line
+    assert not (tmp_path / "v").exists()
