@@ -219,6 +219,14 @@ class Microphone:
             last = time.monotonic()
             yield np.frombuffer(data, dtype="<i2")
 
+    def discard_queued(self) -> None:
+        """Drop the blocks captured but not read yet: what was heard while the caller waited."""
+        while True:
+            try:
+                self.q.get_nowait()
+            except queue.Empty:
+                return
+
     def close(self):
         if self.stream is not None:
             with contextlib.suppress(Exception), _quiet_stderr():

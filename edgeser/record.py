@@ -208,8 +208,7 @@ def record(out, emotions, takes, device, rate, vad_mode, vad_gain_db, vad_noise_
                     click.echo(f"{ask}; press Enter, then speak", err=True)
                     if not stdin.readline():
                         break           # end of input: stop as Ctrl-C would
-                while not mic.q.empty():      # what was heard while the prompt waited is not the take
-                    mic.q.get_nowait()
+                mic.discard_queued()      # what was heard while the prompt waited is not the take
                 take = Take(FrameVad.from_config(vad), end_silence_ms=end_silence_ms, max_s=max_s)
                 try:
                     x = record_take(blocks, StreamResampler(mic.rate), take, wait_s)
