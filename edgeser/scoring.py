@@ -27,10 +27,20 @@ def folder_truth(folder: str) -> Optional[Dict[str, Tuple[str, str]]]:
     from edgeser.train.data import DataError, NoLabels, read_corpus    # numpy only
 
     root = Path(folder)
-    if (root / "manifest.csv").is_file():
-        with open(root / "manifest.csv", newline="") as f:
-            if "emotion" not in (csv.DictReader(f).fieldnames or []):
+    manifest = root / "manifest.csv"
+    if manifest.is_file():
+        with open(manifest, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = set(reader.fieldnames or [])
+            if "emotion" not in columns:
                 return None         # a list of files to hear, not a labelled corpus
+            if "speaker" not in columns and "path" in columns:
+                # labels without speakers: enough to score (training needs the speakers)
+                try:
+                    return {os.path.abspath(root / row["path"]): (L.normalize(row["emotion"]), root.name)
+                            for row in reader}
+                except L.LabelError as e:
+                    raise LabelsUnreadable(f"{manifest}: {e}") from None
     try:
         clips = read_corpus(folder)
     except NoLabels:

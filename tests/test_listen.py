@@ -418,6 +418,10 @@ def test_a_labelled_folder_is_scored_file_by_file_against_its_labels(model_dir, 
     (plain / "manifest.csv").write_text("path\ntake1.flac\n")
     r = listen(model_dir, "--input", plain, "--json")
     assert r.returncode == 0 and "score" not in json_lines(r.stdout)[-1] and not r.stderr.strip()
+    # labels without a speaker column are enough to score
+    (plain / "manifest.csv").write_text("path,emotion\ntake1.flac,angry\n")
+    end = json_lines(listen(model_dir, "--input", plain, "--json").stdout)[-1]
+    assert end["score"]["n"] == 1 and end["score"]["per_class"]["anger"]["support"] == 1
     (voice / "angy").mkdir()
     shutil.copy(EXAMPLES / named["angry"], voice / "angy" / "x.flac")
     r = listen(model_dir, "--input", voice, "--json")
