@@ -139,6 +139,20 @@ def quiet_hint(utterances: int, audio_s: float, peak_dbfs: float, vad_gain_db: f
             f"the microphone is too quiet for the voice detector: raise its gain, or try --vad-gain-db {suggest:g}.")
 
 
+def folder_quiet_hint(peaks_dbfs, vad_gain_db: float):
+    """Why files went unheard, when their levels say so: the quiet_hint of a folder, from the
+    loudest 20 ms of each file in which no speech was heard (their median decides)."""
+    if not peaks_dbfs:
+        return None
+    levels = sorted(peaks_dbfs)
+    suggest = vad_gain_suggestion(levels[len(levels) // 2], vad_gain_db)
+    if suggest is None:
+        return None
+    return (f"note: no speech heard in {len(levels)} file(s), whose loudest 20 ms reached {levels[0]:.0f} to "
+            f"{levels[-1]:.0f} dBFS: if they hold speech, it is too quiet for the voice detector; try "
+            f"--vad-gain-db {suggest:g}.")
+
+
 def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info: dict, truth=None,
                   plot_file=None):
     """Every audio file under `folder` (or its manifest.csv's `path`s) as its own fresh stream, as
@@ -156,7 +170,7 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
     score = None if truth is None else FolderScore(
         rec.labels, dict(rec.manifest.training.get("merges") or {}), min_confidence=out.min_confidence)
     cpu0 = time.process_time()
-    files, audio_s, skipped = Counter(), 0.0, 0
+    files, audio_s, skipped, unheard = Counter(), 0.0, 0, []
     for path in paths:
         try:
             clip = rec.predict_clip(path, **stream_opts)
@@ -168,6 +182,8 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
         for r in clip.results:
             out.emit(r, file=path)
         s = clip.summary
+        if not s:
+            unheard.append(clip.peak_dbfs)
         unsure = bool(s) and out.unsure(s.confidence)
         files[(UNSURE if unsure else s.label) if s else None] += 1
         line = {"kind": "file", "file": path, "duration_s": round(clip.duration_s, 3),
@@ -205,6 +221,9 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
     out.summary(info)
     if rep is not None and not out.json:
         click.echo(score.describe(rep))
+    hint = folder_quiet_hint([p for p in unheard if math.isfinite(p)], stream_opts["vad"].gain_db)
+    if hint:
+        click.echo(hint, err=True)
     if plot_file:
         if not rep["n"]:
             raise click.ClickException(f"{folder}: no file was scored against its label, so there is no "

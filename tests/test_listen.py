@@ -199,6 +199,22 @@ def test_vad_gain_lets_listen_hear_a_quiet_voice(model_dir, data_dir):
     assert r.returncode == 2 and "--vad-gain-db" in r.stderr
 
 
+def test_a_folder_with_unheard_quiet_files_says_what_to_try(model_dir, data_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "quiet"
+    folder.mkdir()
+    shutil.copy(data_dir / "ravdess" / "Actor_05" / "03-01-04-01-01-01-05.flac", folder / "a.flac")
+    shutil.copy(CLIP, folder / "b.flac")
+    r = listen(model_dir, "--input", folder, "--json")
+    files = {Path(x["file"]).name: x for x in json_lines(r.stdout) if x["kind"] == "file"}
+    assert r.returncode == 0 and files["a.flac"]["label"] is None and files["b.flac"]["label"]
+    (note,) = [line for line in r.stderr.splitlines() if line.startswith("note:")]
+    assert "no speech heard in 1 file(s)" in note and "--vad-gain-db 18" in note
+    r = listen(model_dir, "--input", folder, "--json", "--vad-gain-db", "18")
+    assert all(x["label"] for x in json_lines(r.stdout) if x["kind"] == "file") and "note:" not in r.stderr
+
+
 def test_listen_with_a_noise_margin_hears_where_a_speaker_stops_amid_other_talk(model_dir, data_dir, tmp_path):
     x, spans = talk_under_babble(data_dir)
     wav = tmp_path / "kitchen.wav"

@@ -38,6 +38,7 @@ class ClipResult:
     results: List[Result]                      # hop and utterance results, in order
     summary: Optional[Result]                  # all utterances, weighted by duration
     warnings: List[str] = field(default_factory=list)
+    peak_dbfs: float = float("-inf")           # the loudest 20 ms: why a quiet voice went unheard
 
     @property
     def utterances(self) -> List[Result]:
@@ -282,7 +283,7 @@ class Recognizer:
         utts = [r for r in results if r.kind == "utterance"]
         if not utts:
             warnings.append(f"{path}: no speech found")
-        return ClipResult(str(path), n / sr, results, summarize(utts, self.labels), warnings)
+        return ClipResult(str(path), n / sr, results, summarize(utts, self.labels), warnings, s.peak_dbfs)
 
 
 def summarize(utts: Sequence[Result], labels: Sequence[str]) -> Optional[Result]:
