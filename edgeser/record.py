@@ -161,8 +161,9 @@ def record(out, emotions, takes, device, rate, vad_mode, vad_gain_db, vad_noise_
     """Record your own labelled clips: TAKES takes of each emotion into OUT/EMOTION/takeN.wav.
 
     For each take it says which emotion to act and a sentence to say; press Enter (unless
-    --no-enter), then speak: the take starts with your voice and ends after a pause. Takes already
-    in OUT are kept (new ones take the numbers not used). Ctrl-C stops; every saved take stays.
+    --no-enter), then speak: the take starts with your voice and ends after a pause; r and Enter
+    instead removes the last take and asks for it again. Takes already in OUT are kept (new ones
+    take the numbers not used). Ctrl-C stops; every saved take stays.
 
     \b
     Then, for a model of your own voice (README, "With labels, a personal model"):
@@ -205,9 +206,19 @@ def record(out, emotions, takes, device, rate, vad_mode, vad_gain_db, vad_noise_
                 if no_enter:
                     click.echo(f"{ask}; speak now", err=True)
                 else:
-                    click.echo(f"{ask}; press Enter, then speak", err=True)
-                    if not stdin.readline():
+                    click.echo(f"{ask}; press Enter, then speak (r, Enter: redo the last take)", err=True)
+                    line = stdin.readline()
+                    if not line:
                         break           # end of input: stop as Ctrl-C would
+                    if line.strip().lower() == "r":
+                        if not saved:
+                            click.echo("  no take to redo yet", err=True)
+                            continue
+                        _, last = saved.pop()
+                        last.unlink(missing_ok=True)
+                        click.echo(f"  removed {last}", err=True)
+                        i -= 1
+                        continue
                 mic.discard_queued()      # what was heard while the prompt waited is not the take
                 take = Take(FrameVad.from_config(vad), end_silence_ms=end_silence_ms, max_s=max_s)
                 try:

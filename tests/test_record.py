@@ -97,13 +97,13 @@ def test_bad_emotions_are_a_usage_error():
     assert r.returncode == 2 and "angy" in r.stderr
 
 
-def _prompts(p, n, timeout=60):
+def _prompts(p, n, timeout=60, needle="speak now"):
     """Wait for the n-th prompt of a running `edgeser record` (stderr), killing a hung one."""
     watchdog = threading.Timer(timeout, p.kill)
     watchdog.start()
     seen = []
     try:
-        while len([s for s in seen if "speak now" in s]) < n:
+        while len([s for s in seen if needle in s]) < n:
             line = p.stderr.readline()
             assert line or p.poll() is None, f"record exited {p.returncode}: {''.join(seen)}"
             seen.append(line)
@@ -192,3 +192,42 @@ def test_no_microphone_is_one_line_without_listens_alternatives(tmp_path):
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("Error: no microphone found") and "--input" not in line
     assert not (tmp_path / "v").exists()
+
+
+def _matches(path, clip) -> float:
+    """How well a take lines up with a clip: the best correlation of a voiced second of it."""
+    y, _ = sf.read(str(path), dtype="float32")
+    piece = _clip(clip)[8000:16000]
+    k = int(np.argmax(np.correlate(y, piece, mode="valid")))
+    return float(np.corrcoef(y[k:k + len(piece)], piece)[0, 1])
+
+
+@pytest.mark.audio
+def test_r_and_enter_redoes_the_last_take(vmic, tmp_path):
+    out = tmp_path / "v"
+    p = subprocess.Popen([sys.executable, "-m", "edgeser", "record", str(out), "--emotions", "angry,sad",
+                          "--takes", "1"], env=vmic.env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+
+    said = []
+
+    def answer(line, clip=None):
+        said.extend(_prompts(p, 1, needle="press Enter"))
+        p.stdin.write(line)
+        p.stdin.flush()
+        if clip is not None:
+            time.sleep(0.5)
+            vmic.play(clip)
+
+    time.sleep(2.5)                  # the microphone's first block (see above)
+    answer("\n", ANGRY)               # anger, take 1
+    answer("r\n")                    # no: redo it
+    answer("\n", SAD)                 # anger again, this time with the sad clip
+    answer("\n", ANGRY)               # sadness, take 1
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 0, stderr
+    assert f"removed {out / 'anger' / 'take1.wav'}" in "".join(said) + stderr
+    assert sorted(q.relative_to(out).as_posix() for q in out.rglob("*.wav")) == ["anger/take1.wav",
+                                                                                "sadness/take1.wav"]
+    assert _matches(out / "anger" / "take1.wav", SAD) > 0.9       # the redone take replaced the first
+    assert _matches(out / "sadness" / "take1.wav", ANGRY) > 0.9
