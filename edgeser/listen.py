@@ -167,8 +167,10 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
         paths = audio_paths([folder])
     except AudioError as e:
         raise click.ClickException(str(e))
+    training = rec.manifest.training
     score = None if truth is None else FolderScore(
-        rec.labels, dict(rec.manifest.training.get("merges") or {}), min_confidence=out.min_confidence)
+        rec.labels, dict(training.get("merges") or {}), min_confidence=out.min_confidence,
+        trained_on=frozenset(training.get("speakers") or []))
     cpu0 = time.process_time()
     files, audio_s, skipped, unheard = Counter(), 0.0, 0, []
     for path in paths:

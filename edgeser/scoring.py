@@ -56,6 +56,7 @@ class FolderScore:
     model_labels: List[str]
     merges: Dict[str, str]
     min_confidence: float = 0.0
+    trained_on: frozenset = frozenset()     # speakers the model trained on (its manifest's training.speakers)
     y_true: List[int] = field(default_factory=list)
     y_pred: List[int] = field(default_factory=list)
     confidence: List[float] = field(default_factory=list)
@@ -90,6 +91,7 @@ class FolderScore:
 
         rep = {**report(self.y_true, self.y_pred, self.model_labels), "no_speech": self.no_speech,
                "unlabelled": self.unlabelled, "unknown_labels": dict(self.unknown.most_common())}
+        rep["trained_speaker_files"] = sum(s in self.trained_on for s in self.speakers)
         if len(set(self.speakers)) > 1:     # several voices: how far apart they are is the error bar
             rep["speakers"] = per_speaker(self.y_true, self.y_pred, self.speakers, self.model_labels)
         if self.min_confidence > 0:
@@ -115,6 +117,10 @@ class FolderScore:
         if not rep["n"]:
             return head
         lines = [head, format_report(rep)] + ([format_speakers(rep["speakers"], who="speaker")] if "speakers" in rep else [])
+        seen = rep.get("trained_speaker_files", 0)
+        if seen:
+            lines.append(f"note: {seen} of the {rep['n']} scored files are of speakers the model trained on: "
+                         "their scores overstate what it does for a voice it never heard")
         if "sure" in rep:
             s = rep["sure"]
             lines.append(f"answers at confidence >= {s['min_confidence']:g}: {s['n']} of {rep['n']} files"

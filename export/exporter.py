@@ -117,7 +117,7 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
     ranges (default: the checkpoint's meta["calibration"] clips). check: None = parity report on
     the checkpoint's held-out speakers, a folder = on that corpus, False = no report.
     """
-    from edgeser.train.checkpoint import load_model
+    from edgeser.train.checkpoint import load_model, trained_speakers
     from edgeser.train.model import count_params, macs_per_second
 
     formats = tuple(dict.fromkeys(formats))
@@ -175,6 +175,7 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
                 macs=macs_per_second(cfg, hop_s=hop_samples / cfg.sample_rate),
                 training={"data": meta.get("data", []), "summary": meta.get("summary", ""),
                           "merges": dict(meta.get("merges") or {}),
+                          "speakers": sorted(trained_speakers(ckpt)),   # whose scores say little of new voices
                           "best": ckpt.get("best", {}), "epochs": ckpt.get("epoch"),
                           "checkpoint": str(ckpt.get("_path", ckpt_path)),
                           "checkpoint_edgeser_version": ckpt.get("edgeser_version", ""),

@@ -106,6 +106,7 @@ def test_every_artifact_and_manifest(exported):
     assert man.training["data"][0]["corpus"] == "emodb"
     assert man.training["qat"] is False  # the export note after QAT reads this, not the checkpoint
     assert man.training["merges"] == {"boredom": "neutral"}     # what a device scoring a corpus needs
+    assert man.training["speakers"] == ["emodb:03", "emodb:08"]   # and whose voices it learned from
     step = man.artifact("frontend_step", "onnx", "fp32")
     assert [i["name"] for i in step.inputs] == ["audio", "h0", "c0", "h1", "c1"]
     assert [o["name"] for o in step.outputs] == ["features", "h0_out", "c0_out", "h1_out", "c1_out"]

@@ -402,6 +402,14 @@ def test_a_labelled_folder_is_scored_file_by_file_against_its_labels(model_dir, 
                       "does not have (happiness))"
     assert text[5].startswith(f"WA {want['WA']:.1%}  UA {want['UA']:.1%}")
     assert "speakers" not in end["score"]          # one voice
+    # files of voices the model trained on are counted, and people are told their scores flatter it
+    trained = set(M.read(model_dir / M.MANIFEST).training["speakers"])
+    assert trained and all(s.startswith("emodb:") for s in trained)
+    r = listen(model_dir, "--input", EXAMPLES)
+    end = json_lines(listen(model_dir, "--input", EXAMPLES, "--json").stdout)[-1]
+    assert "emodb:03" in trained and "emodb:13" not in trained      # the tiny model's split, seed 0
+    assert end["score"]["trained_speaker_files"] == 2    # 03's anger and sadness; 08's happiness is no label of it
+    assert "note: 2 of the 2 scored files are of speakers the model trained on" in r.stdout
     # several voices (a manifest's speaker column): each one's UA too
     many = tmp_path / "many"
     many.mkdir()

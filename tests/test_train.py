@@ -285,6 +285,7 @@ def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
     a, b = load_checkpoint(base / "best.pt"), load_checkpoint(ft / "last.pt")
     assert b["model_config"] == a["model_config"]          # the config came from --init, not --preset
     assert b["train_config"]["qat"] and b["meta"]["qat"] and b["meta"]["init"].endswith("best.pt")
+    assert b["meta"]["init_speakers"] == sorted(a["meta"]["train_speakers"])   # what its start heard
     assert set(b["model"]) == set(a["model"])               # no QAT state in the checkpoint
     assert 0.0 <= b["history"][0]["val_int8_agreement"] <= 1.0   # simulated int8 vs float, per epoch
     assert any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

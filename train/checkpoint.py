@@ -40,6 +40,13 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
     return ckpt
 
 
+def trained_speakers(ckpt: Dict[str, Any]) -> set:
+    """Every speaker whose voice the weights learned from: this run's training speakers and those of
+    the checkpoint it started from (--init), so a fine-tune remembers what its start heard."""
+    meta = ckpt.get("meta", {}) or {}
+    return set(meta.get("train_speakers") or []) | set(meta.get("init_speakers") or [])
+
+
 def heldout_speakers(ckpt: Dict[str, Any]) -> set:
     """The speakers a checkpoint never trained on: its validation and test speakers (a fold's)."""
     meta = ckpt.get("meta", {}) or {}

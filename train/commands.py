@@ -238,7 +238,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     Validation uses whole held-out training speakers; best.pt keeps the epoch with the best
     validation UA. Works unchanged under `torchrun --nproc_per_node=2` (DDP on CPU, gloo).
     """
-    from .checkpoint import CheckpointError, load_checkpoint
+    from .checkpoint import CheckpointError, load_checkpoint, trained_speakers
     from .data import DataError
     from .pipeline import save_history, train_run
 
@@ -257,7 +257,8 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
                        f"never hears them either", err=True)
         res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
                         {"merges": merges, "preset": preset, "command": " ".join(sys.argv), "qat": qat,
-                         "init": str(init or "")},
+                         "init": str(init or ""),
+                         **({"init_speakers": sorted(trained_speakers(init_ck))} if init_ck else {})},
                         stop_after=stop_after, val_speakers=keep)
     except (DataError, LabelError, CheckpointError) as e:
         _fail(e)
