@@ -15,7 +15,6 @@ Several draws of the N clips per speaker; UA per speaker, then the mean over spe
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
@@ -30,16 +29,6 @@ from common import REPO, write_json  # noqa: E402
 # the QAT fine-tune's own step (scripts/build_default_model.sh), long enough for a handful of clips
 RECIPE = ["--qat", "--epochs", "20", "--lr", "3e-4", "--mixup", "0", "--batch-size", "8", "--val-fraction", "0",
           "--threads", "1"]
-
-
-def write_manifest(folder: Path, clips) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "manifest.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "speaker", "emotion"])
-        for c in clips:
-            w.writerow([str(Path(c.path).resolve()), c.speaker, c.label])
-    return folder
 
 
 def draw(clips, per_label: int, rng: np.random.Generator):
@@ -72,7 +61,7 @@ def main(argv=None) -> int:
     from edgeser.cli import main as edgeser
     from edgeser.export.clips import heldout
     from edgeser.train.checkpoint import load_checkpoint, load_model
-    from edgeser.train.data import AudioCache
+    from edgeser.train.data import AudioCache, write_manifest
     from edgeser.train.engine import balance_classes, predict_probs
     from edgeser.train.metrics import report
 

@@ -24,25 +24,17 @@ class LabelsUnreadable(ValueError):
 def folder_truth(folder: str) -> Optional[Dict[str, Tuple[str, str]]]:
     """{absolute path: (its label as the corpus names it, canonical, before merges; its speaker)}
     for a folder that labels its files; None for a plain folder of audio."""
-    from edgeser.train.data import DataError, NoLabels, read_corpus    # numpy only
+    from edgeser.train.data import DataError, NoLabels, read_corpus, read_manifest    # numpy only
 
     root = Path(folder)
     manifest = root / "manifest.csv"
     if manifest.is_file():
         with open(manifest, newline="") as f:
-            reader = csv.DictReader(f)
-            columns = set(reader.fieldnames or [])
-            if "emotion" not in columns:
+            if "emotion" not in (csv.DictReader(f).fieldnames or []):
                 return None         # a list of files to hear, not a labelled corpus
-            if "speaker" not in columns and "path" in columns:
-                # labels without speakers: enough to score (training needs the speakers)
-                try:
-                    return {os.path.abspath(root / row["path"]): (L.normalize(row["emotion"]), root.name)
-                            for row in reader}
-                except L.LabelError as e:
-                    raise LabelsUnreadable(f"{manifest}: {e}") from None
     try:
-        clips = read_corpus(folder)
+        # labels without speakers are enough to score (training needs the speakers)
+        clips = read_manifest(root, need_speaker=False) if manifest.is_file() else read_corpus(folder)
     except NoLabels:
         return None
     except DataError as e:

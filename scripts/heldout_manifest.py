@@ -5,25 +5,16 @@ model through the device path with `edgeser listen --input FOLDER`. For the bund
     python scripts/heldout_manifest.py models/bundle-qat.pt runs/heldout
     edgeser listen --input runs/heldout --plot runs/heldout/confusion.png
 """
-import csv
-import io
-import os
 import sys
-from pathlib import Path
 
 from edgeser.export.clips import heldout_clips
-from edgeser.files import write_text
 from edgeser.train.checkpoint import load_checkpoint
+from edgeser.train.data import write_manifest
 
 
 def main(ckpt: str, out: str) -> None:
     clips, source = heldout_clips(load_checkpoint(ckpt))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "speaker", "emotion"])
-    for c in clips:
-        w.writerow([os.path.abspath(c.path), c.speaker, c.label])
-    path = write_text(Path(out) / "manifest.csv", buf.getvalue())
+    path = write_manifest(out, clips)
     print(f"wrote {path}: {len(clips)} clips of {source}")
 
 

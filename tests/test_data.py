@@ -54,6 +54,20 @@ def test_manifest_missing_columns_names_the_file(tmp_path):
         read_corpus(str(tmp_path))
 
 
+def test_a_written_manifest_reads_back_and_scoring_needs_no_speakers(data_dir, tmp_path):
+    from edgeser.train.data import read_manifest, write_manifest
+
+    clips = read_corpus(str(data_dir / "emodb"))[:5]
+    write_manifest(tmp_path / "picked", clips)
+    back = read_manifest(tmp_path / "picked")
+    assert [(c.path, c.speaker, c.label) for c in back] == [(c.path, f"picked:{c.speaker}", c.label) for c in clips]
+    (tmp_path / "manifest.csv").write_text("path,emotion\na.wav,angry\n")
+    (one,) = read_manifest(tmp_path, need_speaker=False)     # one speaker, named after the folder
+    assert (one.speaker, one.label) == (f"{tmp_path.name}:{tmp_path.name}", "anger")
+    with pytest.raises(DataError, match="missing column.*speaker"):
+        read_manifest(tmp_path)
+
+
 def test_unknown_label_names_file_and_line(tmp_path):
     (tmp_path / "manifest.csv").write_text("path,speaker,emotion\na.wav,1,angry\nb.wav,1,contempt\n")
     with pytest.raises(DataError, match=r"manifest.csv:3.*contempt"):

@@ -46,22 +46,40 @@ class Clip:
     corpus: str
 
 
-def read_manifest(root: Path) -> List[Clip]:
+def read_manifest(root: Path, need_speaker: bool = True) -> List[Clip]:
+    """need_speaker=False: a manifest without a speaker column is one speaker named after the
+    folder (as folders named by emotion are): enough to score a model, not to split speakers."""
     mpath = root / "manifest.csv"
     with open(mpath, newline="") as f:
         reader = csv.DictReader(f)
-        missing = {"path", "speaker", "emotion"} - set(reader.fieldnames or [])
+        columns = set(reader.fieldnames or [])
+        missing = ({"path", "emotion"} - columns) | ({"speaker"} - columns if need_speaker else set())
         if missing:
             raise DataError(f"{mpath}: missing column(s) {', '.join(sorted(missing))} "
-                            f"(need at least path,speaker,emotion)")
+                            f"(need at least path,{'speaker,' if need_speaker else ''}emotion)")
         clips = []
         for i, row in enumerate(reader, start=2):
             try:
                 lab = L.normalize(row["emotion"])
             except L.LabelError as e:
                 raise DataError(f"{mpath}:{i}: {e}") from None
-            clips.append(Clip(str(root / row["path"]), f"{root.name}:{row['speaker']}", lab, root.name))
+            clips.append(Clip(str(root / row["path"]), f"{root.name}:{row.get('speaker', root.name)}", lab, root.name))
     return clips
+
+
+def write_manifest(folder: Path, clips: Sequence[Clip]) -> Path:
+    """A labelled folder (manifest.csv of absolute paths, the clips' speakers and labels) that
+    read_manifest and `listen --input` read; written atomically."""
+    import io
+
+    from edgeser.files import write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "speaker", "emotion"])
+    for c in clips:
+        w.writerow([os.path.abspath(c.path), c.speaker, c.label])
+    return write_text(Path(folder) / "manifest.csv", buf.getvalue())
 
 
 def read_ravdess(root: Path) -> List[Clip]:
