@@ -197,10 +197,10 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
             labelled, speaker = truth.get(path, (None, ""))
             right = score.add(labelled, speaker, s.label if s else None, s.confidence if s else 0.0)
             line.update(truth=score.truth(labelled), right=right)
-            if labelled is not None:
-                mark = (f"  {'✓' if right else '✗ ' + labelled}" if right is not None else
-                        f"  ({labelled}: no answer)" if score.truth(labelled) else
-                        f"  ({labelled}: not a label of the model)")
+            if right is not None:
+                mark = f"  {'✓' if right else '✗ ' + labelled}"
+            elif labelled is not None:
+                mark = f"  ({labelled}: {'no answer' if line['truth'] else 'not a label of the model'})"
         if out.json:
             out.write(line)
         else:
