@@ -21,21 +21,52 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = {"none": [], "gates": ["LOGISTIC", "TANH", "MUL", "ADD"], "state": ["MUL", "ADD"],
-            "conv": ["CONV_2D"]}
+            "conv": ["CONV_2D"], "classifier": ["classifier"]}
+
+
+def classifier_tail(buf: bytes):
+    """[(op type, output tensor name)] of the SOFTMAX and the FULLY_CONNECTED ops that feed it
+    (logits, embedding): the last ops before the answer, where int8 logits tie close answers."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    from edgeser.export.tflite_export import builtin_op_names
+
+    m = fb.read_model(bytes(buf))
+    codes = builtin_op_names(m)
+    out = []
+    for sg in m.subgraphs:
+        producer = {o: op for op in sg.operators for o in op.outputs}
+        for op in sg.operators:
+            if codes[op.opcodeIndex] != "SOFTMAX":
+                continue
+            out.append(("SOFTMAX", fb.get_tensor_name(sg.tensors[op.outputs[0]])))
+            prev = producer.get(op.inputs[0])
+            while prev is not None and codes[prev.opcodeIndex] == "FULLY_CONNECTED":
+                out.append(("FULLY_CONNECTED", fb.get_tensor_name(sg.tensors[prev.outputs[0]])))
+                prev = producer.get(prev.inputs[0])
+    return out
 
 
 def run_variant(ckpt: str, ops, out: Path) -> dict:
     from edgeser.export import exporter, quantize
 
     def recipe(q):
+        import re
+
         from ai_edge_quantizer import qtyping
 
         quantize.fc_tensorwise(q)
         for op in ops:
-            q.add_static_config(".*", getattr(qtyping.TFLOperationName, op), 16, 8)
+            if op == "classifier":
+                for kind, name in classifier_tail(bytes(q._float_model_buffer)):
+                    q.add_static_config(f"^{re.escape(name)};$", getattr(qtyping.TFLOperationName, kind), 16, 8,
+                                        qtyping.QuantGranularity.TENSORWISE)
+            else:
+                q.add_static_config(".*", getattr(qtyping.TFLOperationName, op), 16, 8)
 
     saved = dict(quantize.TFLITE_RECIPES)
-    quantize.TFLITE_RECIPES.update({"window": recipe, "frontend_step": recipe})
+    quantize.TFLITE_RECIPES.update({"window": recipe, "frontend_step": recipe,
+                                    **({"head": recipe} if "classifier" in ops else {})})
     try:
         exporter.export_model(ckpt, out, formats=("tflite",), progress=False)
     finally:

@@ -29,7 +29,6 @@ with its test speakers' manifest.csv), pooled over all their clips:
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -50,17 +49,10 @@ def floats(s: str):
 
 def read_manifest(folder: Path, labels):
     """(speaker, path, class index) of the clips whose label the model knows."""
-    from edgeser import labels as L
+    from edgeser.train.data import read_manifest as read_clips
 
     idx = {lab: i for i, lab in enumerate(labels)}
-    out = []
-    with open(folder / "manifest.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            lab = L.normalize(r["emotion"])
-            if lab in idx:
-                p = Path(r["path"])
-                out.append((r["speaker"], p if p.is_absolute() else folder / p, idx[lab]))
-    return out
+    return [(c.speaker, Path(c.path), idx[c.label]) for c in read_clips(Path(folder)) if c.label in idx]
 
 
 def conditions(noises, snrs, rt60s):

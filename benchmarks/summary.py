@@ -40,7 +40,7 @@ def _fmt(v, spec=".2f"):
 
 
 def markdown(info: Dict) -> str:
-    L = [f"# edgeser benchmark summary", "",
+    L = ["# edgeser benchmark summary", "",
          f"Run {info['created']} on {info['machine']['cpu_model']} ({info['machine']['cpus']} CPUs"
          + (f", {info['machine']['board']}" if info['machine'].get('board') else "") + f"), "
          f"`{info['command']}`. Load average at start {info['load_start']}, at end {info['load_end']}: "

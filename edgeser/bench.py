@@ -177,7 +177,6 @@ def measure_window(folder: Path, a: mf.Artifact, m: mf.Manifest, audio: np.ndarr
         "windows_per_s": 1000.0 / lat["mean"], "audio_s_per_s": window_s * 1000.0 / lat["mean"],
         "peak_rss_bytes": peak_rss_bytes(), "rss_delta_bytes": (rss1 - rss0) if rss0 and rss1 else 0,
     }
-    del b
     return res
 
 

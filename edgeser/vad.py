@@ -70,8 +70,8 @@ class FrameVad:
         try:
             import webrtcvad
         except ImportError:
-            raise VadUnavailable('voice activity detection needs webrtcvad: pip install "edgeser[audio]" '
-                                 '(or create the stream with vad=None)') from None
+            # the Python API's way round it, create_stream(vad=None), is in its docstring: the CLI has none
+            raise VadUnavailable('voice activity detection needs webrtcvad: pip install "edgeser[audio]"') from None
         self.vad = webrtcvad.Vad(mode)
         self.sample_rate = sample_rate
         self.frame = sample_rate * FRAME_MS // 1000

@@ -97,7 +97,6 @@ def serialize_shared(m) -> bytes:
     identical once export ties the states' and joined tensors' ranges (the head: 351 quantized
     tensors, 185 distinct parameter sets). FlatBuffers allow several references to one table;
     LiteRT and TFLite Micro read such files unchanged (tests compare the outputs)."""
-    import flatbuffers
     import numpy as np
     from ai_edge_litert import schema_py_generated as s
 

@@ -318,7 +318,7 @@ def report_markdown(man: M.Manifest, folder: Path, builds: Dict[str, ModelBuild]
                  f"{f'{b.host_invoke_ms:.2f} ms' if b.loads else '-'} | {len(b.ops)} |")
     missing = sorted({o for b in builds.values() for o in b.tflm_missing})
     L += ["", f"Operators TFLM lacks: {', '.join(missing) if missing else 'none'}.",
-          f"Largest CONCATENATION: " + ", ".join(f"{b.file} {b.max_concat_inputs} inputs" for b in builds.values())
+          "Largest CONCATENATION: " + ", ".join(f"{b.file} {b.max_concat_inputs} inputs" for b in builds.values())
           + " (TFLM takes at most 10).", ""]
     L += ["## Streaming path (frontend_step + head) against targets", "",
           f"Model data in flash: {_kb(fitr['model_flash_bytes'])}; SRAM: {_kb(fitr['sram_bytes'])} "

@@ -200,8 +200,6 @@ def main(argv=None):
     ap.add_argument("--qat", action="store_true", help="the weights come from a --qat fine-tune")
     args = ap.parse_args(argv)
 
-    import torch
-
     import edgeser
     from edgeser.train.checkpoint import save_atomic
     from edgeser.train.model import ModelConfig

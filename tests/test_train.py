@@ -324,6 +324,9 @@ def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
     fold = load_checkpoint(tmp_path / "cv" / "fold0" / "last.pt")
     assert fold["model_config"]["labels"] == ["neutral", "anger"] and fold["train_config"]["init"].endswith("best.pt")
     assert fold["model_config"]["cell_clip"] == 0.5 and fold["train_config"]["qat"]
+    # ...and records, as train does, every voice its weights heard: its start's and its own
+    assert fold["meta"]["init_speakers"] == sorted(a["meta"]["train_speakers"])
+    assert fold["meta"]["test_speakers"] and "merges" in fold["meta"] and fold["meta"]["qat"]
 
 
 def test_a_fine_tune_on_one_users_few_labels_keeps_the_models_labels_and_merges(corpus, data_dir, tmp_path):

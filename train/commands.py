@@ -161,6 +161,16 @@ def _inherited_merge(init, ck, merge):
     return spec
 
 
+def _run_meta(merges, preset, qat, init, init_ck) -> dict:
+    """What a checkpoint records of the run that made it, beside its config: the label merges (an
+    export's manifest carries them), the command, and the speakers a --init start had learned from
+    (so that listen knows every voice the weights have heard)."""
+    from .checkpoint import trained_speakers
+
+    return {"merges": merges, "preset": preset, "command": " ".join(sys.argv), "qat": qat, "init": str(init or ""),
+            **({"init_speakers": sorted(trained_speakers(init_ck))} if init_ck else {})}
+
+
 def _run_configs(preset, labels_found, window_s, init, init_ck, qat, cell_clip, labels_chosen=False, **train):
     """(model config, training config, preset name) of a train or evaluate run: from the preset,
     or from the --init checkpoint (`init_ck`, with the data's labels), and --window-s and --cell-clip
@@ -238,7 +248,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     Validation uses whole held-out training speakers; best.pt keeps the epoch with the best
     validation UA. Works unchanged under `torchrun --nproc_per_node=2` (DDP on CPU, gloo).
     """
-    from .checkpoint import CheckpointError, load_checkpoint, trained_speakers
+    from .checkpoint import CheckpointError, load_checkpoint
     from .data import DataError
     from .pipeline import save_history, train_run
 
@@ -256,9 +266,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
             click.echo(f"validation: {', '.join(keep)}, the speakers {init} held out, so the fine-tuned model "
                        f"never hears them either", err=True)
         res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
-                        {"merges": merges, "preset": preset, "command": " ".join(sys.argv), "qat": qat,
-                         "init": str(init or ""),
-                         **({"init_speakers": sorted(trained_speakers(init_ck))} if init_ck else {})},
+                        _run_meta(merges, preset, qat, init, init_ck),
                         stop_after=stop_after, val_speakers=keep)
     except (DataError, LabelError, CheckpointError) as e:
         _fail(e)
@@ -373,7 +381,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
         also = _load_train_also(train_also, labels, merge, found, cache) if train_also else []
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
         res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt,
-                             train_also=also, how=how, train_speakers=train_speakers, speeds=speeds)
+                             train_also=also, how=how, train_speakers=train_speakers, speeds=speeds,
+                             meta=_run_meta(merges, preset, qat, init, init_ck))
         res["command"] = " ".join(sys.argv)
         res["merges"] = merges
         save_report(res, out_p, "cv")

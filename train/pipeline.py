@@ -141,7 +141,8 @@ def save_history(res: Dict, out: Path) -> None:
 
 def _fold_worker(args) -> Dict:
     """One cross-validation fold in its own process (one thread: small recurrent ops run faster so)."""
-    (fold, test_spk, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume, speaker_adapt, how, speeds) = args
+    (fold, test_spk, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume, speaker_adapt, how, speeds,
+     meta) = args
     import torch
 
     torch.set_num_threads(max(1, tcfg.threads or 1))
@@ -155,7 +156,7 @@ def _fold_worker(args) -> Dict:
     fold_dir = Path(out) / f"fold{fold}"
     t0 = time.time()
     res = train_run([kept[i] for i in tr], [audio[i] for i in tr], model_cfg, tcfg, fold_dir,
-                    val_fraction, resume, {"test_speakers": list(test_spk)}, progress=False)
+                    val_fraction, resume, {**meta, "test_speakers": list(test_spk)}, progress=False)
     save_history(res, fold_dir)
     model, _ = load_model(fold_dir / "best.pt")
     scored = scored_probs(model, [audio[i] for i in te], [kept[i].speaker for i in te], speaker_adapt, how, speeds)
@@ -216,12 +217,13 @@ def fold_clips(clips: Sequence[Clip], test_speakers: Sequence[str], train_speake
 def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int, jobs: int = 1,
                    val_fraction: float = 0.15, cache_dir: Optional[str] = None, resume: bool = False,
                    speaker_adapt: bool = False, train_also: Sequence[Clip] = (), how=None,
-                   train_speakers: int = 0, speeds: Sequence[float] = (1.0,)) -> Dict:
+                   train_speakers: int = 0, speeds: Sequence[float] = (1.0,), meta: Optional[dict] = None) -> Dict:
     """k folds of `clips`' speakers; `train_also` clips join every fold's training set, never a test set.
     speaker_adapt: also score the adapted protocols (adapted_probs, with `how`, an engine.Adaptation).
     train_speakers > 0: each fold trains on only that many of its training speakers (evenly_spaced),
     the same test speakers scored: how accuracy grows with the number of voices.
-    speeds: every fold's test clips are scored as the mean over these playback speeds (scored_probs)."""
+    speeds: every fold's test clips are scored as the mean over these playback speeds (scored_probs).
+    meta: recorded in every fold's checkpoint beside its test speakers (the run's merges, --init speakers)."""
     from .engine import Adaptation
 
     how = how or Adaptation()
@@ -233,7 +235,7 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
         raise DataError(f"speakers {', '.join(sorted(clash))} are both in the folds and in the training-only data")
     tasks = [(k, g, fold_clips(clips, g, train_speakers) + list(train_also), model_cfg,
               replace(tcfg, teachers=fold_teachers(tcfg.teachers, k, g)),
-              str(out), val_fraction, cache_dir, resume, speaker_adapt, how, tuple(speeds))
+              str(out), val_fraction, cache_dir, resume, speaker_adapt, how, tuple(speeds), dict(meta or {}))
              for k, g in enumerate(groups)]
     results = []
     if jobs <= 1:
