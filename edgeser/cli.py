@@ -84,7 +84,10 @@ def cli():
 
 
 def main(argv=None):
+    from .signals import terminate_as_interrupt
+
     args = sys.argv[1:] if argv is None else list(argv)
+    terminate_as_interrupt()
     try:
         cli.main(args=args, prog_name="edgeser", standalone_mode=True)
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ import click
 import numpy as np
 
 from .options import Output, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
+from .signals import stop_status
 
 
 UNSURE = "unsure"
@@ -55,10 +56,12 @@ class ResultPrinter:
             w = max(r.end_s - r.start_s, 1e-3)
             for k, v in r.probs.items():
                 self.weighted[k] = self.weighted.get(k, 0.0) + w * v
+        if r.kind == "hop" and not self.hops:
+            return
         if self.json:
             self.write({**r.to_dict(), **({"unsure": unsure} if self.marks(r) else {}), **({"file": file} if file else {})})
             return
-        if file or (r.kind == "hop" and not self.hops):     # a folder prints a line per file instead
+        if file:     # a folder prints a line per file instead
             return
         if r.kind == "hop":
             if r.is_speech:
@@ -380,7 +383,7 @@ class _Recorder:
 @vad_options
 @denoise_option
 @speeds_option
-@click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line per hop, not only per utterance.")
+@click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line (with --json, an object) per hop, not only per utterance.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds of audio.")
 @click.option("--save-audio", type=Output(), default=None, metavar="WAV",
@@ -464,7 +467,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
             "speeds": list(speeds), "denoise": denoise,
             **({"balance": balance_file} if balance_file else {})}
     if folder:
-        return listen_folder(rec, input_file, ResultPrinter(as_json, False, min_confidence=min_confidence),
+        return listen_folder(rec, input_file, ResultPrinter(as_json, hops, min_confidence=min_confidence),
                              stream_opts, info, truth, plot_file)
     out = ResultPrinter(as_json, hops, keep=bool(plot_file), min_confidence=min_confidence)
     recorder = _Recorder(save_audio)
@@ -499,8 +502,8 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
             if duration is not None and stream.time_s >= duration:
                 status = "duration reached"
                 break
-    except KeyboardInterrupt:
-        status = "interrupted"
+    except KeyboardInterrupt as e:      # Ctrl-C, or SIGTERM (signals.py)
+        status = stop_status(e)
     except (MicError, AudioError) as e:
         error, status = str(e), "error"
     except ValueError as e:      # samples the stream refuses (non-finite floats)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edgeser.options import Output
+from edgeser.signals import stop_status
 
 from .generate import REPORT, WRITER
 from .link import DEFAULT_BAUD
@@ -38,7 +39,7 @@ def _source(input_spec, fast, mic_device):
 @click.option("--fast", is_flag=True, help="With --input FILE: as fast as the link allows.")
 @click.option("--mic-device", default=None, metavar="N|NAME", help="With --input mic: input device.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
-@click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line per hop, not only per utterance.")
+@click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line (with --json, an object) per hop, not only per utterance.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds (of audio sent, or of listening).")
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
@@ -75,8 +76,8 @@ def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duratio
             if input_spec is not None:
                 try:
                     host.finish(timeout)      # also after Ctrl-C: the open utterance is still decided
-                except KeyboardInterrupt:
-                    status = "interrupted"
+                except KeyboardInterrupt as e:
+                    status = stop_status(e)
             info = {"status": status, "audio_s": round(host.sent / dev.sample_rate, 3), "utterances": out.utterances,
                     **out.overall(), **host.stats()}
     except (LinkError, SessionError, AudioError, MicError) as e:
@@ -110,8 +111,8 @@ def _run_session(host, dev, input_spec, fast, mic_device, duration, warn) -> str
         if rs is not None:
             host.send_audio(rs.flush())
         return "end of input"
-    except KeyboardInterrupt:
-        return "interrupted"
+    except KeyboardInterrupt as e:      # Ctrl-C, or SIGTERM (edgeser.signals)
+        return stop_status(e)
     finally:
         if mic is not None:
             mic.close()

@@ -122,6 +122,62 @@ def test_raw_pcm_on_stdin_is_heard_as_the_same_audio_in_a_file(model_dir, rec, t
     assert abs(lines[-1]["audio_s"] - len(x) / 16000) < 0.03     # the resampler holds back its last samples
 
 
+def test_sigterm_ends_a_session_as_ctrl_c_does(model_dir, rec, tmp_path):
+    """A service stopped by `systemctl stop` (SIGTERM): the summary is printed, the captured audio
+    saved, exit status 0, as after Ctrl-C; before, the process died where it was."""
+    import threading
+
+    x, _ = sf.read(str(CLIP), dtype="int16")
+    saved = tmp_path / "session.wav"
+    sf.write(saved, np.zeros(100, np.int16), 16000)                  # an older file the session replaces
+    p = subprocess.Popen([sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--input", "-",
+                          "--json", "--no-hops", "--save-audio", str(saved)], cwd=ROOT, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
+    lines = []
+    heard = threading.Event()
+
+    def read():
+        for raw in p.stdout:
+            lines.append(json.loads(raw))
+            if lines[-1]["kind"] == "utterance":
+                heard.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    p.stdin.write(np.concatenate([x, np.zeros(16000, np.int16)]).astype("<i2").tobytes())
+    p.stdin.flush()                                                  # the pipe stays open: a live source
+    assert heard.wait(60), p.stderr.read1().decode(errors="replace")[-1000:] if p.poll() is not None else lines
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=30)
+    reader.join(timeout=10)
+    err = p.stderr.read().decode()
+    assert p.returncode == 0, err
+    end = lines[-1]
+    assert end["kind"] == "end" and end["status"] == "terminated" and end["utterances"] == 1, end
+    (ref,) = rec.predict_clip(CLIP).utterances
+    assert end["label"] == ref.label
+    audio, sr = sf.read(str(saved), dtype="int16")                  # renamed into place: all that was read
+    assert sr == 16000 and len(x) < len(audio) <= len(x) + 16000 and np.array_equal(audio[:len(x)], x)
+    assert [f.name for f in tmp_path.iterdir()] == ["session.wav"]   # no temporary file left beside it
+    p.stdin.close()
+
+
+def test_the_example_service_units_command_runs():
+    """examples/edgeser-listen.service: its ExecStart is a valid listen command line (run here on a
+    file instead of the microphone), writing JSON lines an output file can collect."""
+    import shlex
+
+    unit = (ROOT / "examples" / "edgeser-listen.service").read_text()
+    (line,) = [x for x in unit.splitlines() if x.startswith("ExecStart=")]
+    exe, *args = shlex.split(line.split("=", 1)[1])
+    assert exe.endswith("/.venv/bin/edgeser") and args[0] == "listen"
+    r = edgeser_cmd(*args, "--input", CLIP, "--fast")
+    assert r.returncode == 0, r.stderr
+    lines = json_lines(r.stdout)
+    assert [x["kind"] for x in lines] == ["utterance", "end"]          # --no-hops: decisions only
+    assert lines[-1]["status"] == "end of input" and "Restart=on-failure" in unit
+
+
 def _wav_stream(y: np.ndarray, rate: int, bits: int = 16) -> bytes:
     """A WAV as arecord writes one to a pipe: sizes unknown, so the largest; y: (n, channels) int16."""
     ch = y.shape[1]
