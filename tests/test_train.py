@@ -572,6 +572,47 @@ def test_train_also_corpus_joins_every_fold_and_is_never_tested(corpus, data_dir
     assert res.exit_code != 0 and "none of its clips" in res.output and "Traceback" not in res.output
 
 
+def test_random_folds_are_speaker_dependent_test_every_clip_once_and_say_so(corpus, tmp_path):
+    """--cv random: the papers' protocol, for comparison only: folds of clips, every test speaker
+    also trains, labels dealt evenly, and the report and every fold checkpoint say which protocol."""
+    import csv
+
+    from edgeser.train.checkpoint import load_checkpoint
+    from edgeser.train.data import DataError, clip_folds, read_manifest
+
+    clips = read_manifest(corpus)
+    folds = clip_folds(clips, 3, seed=0)
+    assert folds == clip_folds(clips, 3, seed=0) != clip_folds(clips, 3, seed=1)      # seeded
+    assert sorted(sum(folds, [])) == sorted(c.path for c in clips)                    # each clip once
+    label = {c.path: c.label for c in clips}
+    for lab in set(label.values()):
+        n = [sum(label[p] == lab for p in f) for f in folds]
+        assert max(n) - min(n) <= 1, (lab, n)                                          # dealt evenly
+    with pytest.raises(DataError, match="cannot make 99 folds"):
+        clip_folds(clips, 99)
+
+    out = tmp_path / "cv"
+    res = run(["evaluate", "--data", str(corpus), "--cv", "random", "--folds", "2", "--epochs", "1",
+               "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    assert "speaker-dependent" in res.output and "random clips" in res.output
+    cv = json.loads((out / "cv.json").read_text())
+    assert cv["protocol"].startswith("random clips (speaker-dependent")
+    main = list(csv.DictReader(open(corpus / "manifest.csv")))
+    tested = sum((f["paths"] for f in cv["folds"]), [])
+    assert len(tested) == len(set(tested)) == len(main)
+    for fold in cv["folds"]:
+        meta = load_checkpoint(out / f"fold{fold['fold']}" / "best.pt")["meta"]
+        assert set(fold["test_speakers"]) <= set(meta["train_speakers"])               # speaker-dependent
+        assert meta["val_speakers"] == [] and sorted(meta["test_clips"]) == sorted(fold["paths"])
+        assert "test_speakers" not in meta        # nothing downstream takes these voices for unheard ones
+        assert not set(meta["test_clips"]) & set(sum((f["paths"] for f in cv["folds"] if f is not fold), []))
+    res = CliRunner().invoke(cli, ["evaluate", "--data", str(corpus), "--cv", "random", "--folds", "2",
+                                   "--epochs", "1", "--train-speakers", "1", "--out", str(tmp_path / "x"), *TINY])
+    assert res.exit_code != 0 and "random folds train on every training clip" in res.output
+    assert "Traceback" not in res.output
+
+
 def test_train_speakers_trains_each_fold_on_fewer_voices_and_tests_the_same_clips(corpus, tmp_path):
     import csv
 

@@ -261,6 +261,24 @@ def speaker_folds(clips: Sequence[Clip], k: int) -> List[List[str]]:
     return [list(a) for a in np.array_split(np.array(speakers, dtype=object), k)]
 
 
+def clip_folds(clips: Sequence[Clip], k: int, seed: int = 0) -> List[List[str]]:
+    """k folds of clips drawn at random, each label dealt evenly over them: the speaker-dependent
+    split of papers that report random k-fold (every test speaker also trains, so it overstates
+    what a new voice gets). Lists of clip paths."""
+    if k < 2 or k > len(clips):
+        raise DataError(f"cannot make {k} folds from {len(clips)} clips")
+    rng = np.random.default_rng(seed)
+    folds: List[List[str]] = [[] for _ in range(k)]
+    dealt = 0
+    for label in sorted({c.label for c in clips}):
+        paths = sorted(c.path for c in clips if c.label == label)
+        rng.shuffle(paths)
+        for p in paths:
+            folds[dealt % k].append(p)
+            dealt += 1
+    return folds
+
+
 def evenly_spaced(speakers: Sequence[str], n: int) -> List[str]:
     """n of the speakers, spread evenly over their sorted list (RAVDESS's alternate male and
     female actor numbers then stay about half and half)."""

@@ -12,7 +12,7 @@ import numpy as np
 from edgeser import labels as L
 from edgeser.files import write_json
 
-from .data import AudioCache, Clip, DataError, corpus_licence, evenly_spaced, read_corpus, select, \
+from .data import AudioCache, Clip, DataError, clip_folds, corpus_licence, evenly_spaced, read_corpus, select, \
     speaker_folds, split_validation, summary
 from .metrics import per_speaker, plot_confusion, plot_history, plot_speakers, report
 
@@ -140,8 +140,9 @@ def save_history(res: Dict, out: Path) -> None:
 
 
 def _fold_worker(args) -> Dict:
-    """One cross-validation fold in its own process (one thread: small recurrent ops run faster so)."""
-    (fold, test_spk, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume, speaker_adapt, how, speeds,
+    """One cross-validation fold in its own process (one thread: small recurrent ops run faster so).
+    `test`: the fold's test speakers, or with `by_clip` its test clips' paths (random folds)."""
+    (fold, test, by_clip, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume, speaker_adapt, how, speeds,
      meta) = args
     import torch
 
@@ -150,13 +151,16 @@ def _fold_worker(args) -> Dict:
 
     cache = AudioCache(cache_dir)
     kept, audio, _ = cache.load(clips, progress=False)
-    test_set = set(test_spk)
-    tr = [i for i, c in enumerate(kept) if c.speaker not in test_set]
-    te = [i for i, c in enumerate(kept) if c.speaker in test_set]
+    test_set = set(test)
+    in_test = [(c.path if by_clip else c.speaker) in test_set for c in kept]
+    tr = [i for i, t in enumerate(in_test) if not t]
+    te = [i for i, t in enumerate(in_test) if t]
+    test_spk = sorted({kept[i].speaker for i in te}) if by_clip else list(test)
     fold_dir = Path(out) / f"fold{fold}"
     t0 = time.time()
     res = train_run([kept[i] for i in tr], [audio[i] for i in tr], model_cfg, tcfg, fold_dir,
-                    val_fraction, resume, {**meta, "test_speakers": list(test_spk)}, progress=False)
+                    val_fraction, resume, {**meta, **({"test_clips": sorted(test)} if by_clip else
+                                                      {"test_speakers": list(test_spk)})}, progress=False)
     save_history(res, fold_dir)
     model, _ = load_model(fold_dir / "best.pt")
     scored = scored_probs(model, [audio[i] for i in te], [kept[i].speaker for i in te], speaker_adapt, how, speeds)
@@ -214,26 +218,43 @@ def fold_clips(clips: Sequence[Clip], test_speakers: Sequence[str], train_speake
     return [c for c in clips if c.speaker in keep]
 
 
+def _print_fold(r: Dict, labels, random_clips: bool) -> None:
+    tested = f"{len(r['y_true'])} random clips" if random_clips else f"test speakers {','.join(r['test_speakers'])}"
+    print(f"fold {r['fold']}: {tested}: UA {report(r['y_true'], r['y_pred'], labels)['UA']:.1%} ({r['seconds']}s)",
+          flush=True)
+
+
+RANDOM_PROTOCOL = "random clips (speaker-dependent: every test speaker also trained)"
+
+
 def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int, jobs: int = 1,
                    val_fraction: float = 0.15, cache_dir: Optional[str] = None, resume: bool = False,
                    speaker_adapt: bool = False, train_also: Sequence[Clip] = (), how=None,
-                   train_speakers: int = 0, speeds: Sequence[float] = (1.0,), meta: Optional[dict] = None) -> Dict:
+                   train_speakers: int = 0, speeds: Sequence[float] = (1.0,), meta: Optional[dict] = None,
+                   random_clips: bool = False) -> Dict:
     """k folds of `clips`' speakers; `train_also` clips join every fold's training set, never a test set.
     speaker_adapt: also score the adapted protocols (adapted_probs, with `how`, an engine.Adaptation).
     train_speakers > 0: each fold trains on only that many of its training speakers (evenly_spaced),
     the same test speakers scored: how accuracy grows with the number of voices.
     speeds: every fold's test clips are scored as the mean over these playback speeds (scored_probs).
-    meta: recorded in every fold's checkpoint beside its test speakers (the run's merges, --init speakers)."""
+    meta: recorded in every fold's checkpoint beside its test speakers (the run's merges, --init speakers).
+    random_clips: folds of clips drawn at random (clip_folds), not of speakers: the speaker-dependent
+    protocol, for comparison with papers that report it; no validation hold-out, no teachers."""
     from .engine import Adaptation
 
     how = how or Adaptation()
     from dataclasses import replace
 
-    groups = speaker_folds(clips, folds)
+    if random_clips and (val_fraction > 0 or tcfg.teachers or train_speakers):
+        # a held-out validation speaker would be unseen in its test clips; a teacher's or a subset's
+        # folds are speaker folds
+        raise DataError("random folds train on every training clip, without --val-fraction, --teacher "
+                        "or --train-speakers")
+    groups = clip_folds(clips, folds, tcfg.seed) if random_clips else speaker_folds(clips, folds)
     clash = {c.speaker for c in train_also} & {c.speaker for c in clips}
     if clash:
         raise DataError(f"speakers {', '.join(sorted(clash))} are both in the folds and in the training-only data")
-    tasks = [(k, g, fold_clips(clips, g, train_speakers) + list(train_also), model_cfg,
+    tasks = [(k, g, random_clips, fold_clips(clips, g, train_speakers) + list(train_also), model_cfg,
               replace(tcfg, teachers=fold_teachers(tcfg.teachers, k, g)),
               str(out), val_fraction, cache_dir, resume, speaker_adapt, how, tuple(speeds), dict(meta or {}))
              for k, g in enumerate(groups)]
@@ -242,8 +263,7 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
         for t in tasks:
             results.append(_fold_worker(t))
             r = results[-1]
-            print(f"fold {r['fold']}: test speakers {','.join(r['test_speakers'])}: UA "
-                  f"{report(r['y_true'], r['y_pred'], model_cfg.labels)['UA']:.1%} ({r['seconds']}s)", flush=True)
+            _print_fold(r, model_cfg.labels, random_clips)
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -253,8 +273,7 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
             for f in as_completed(futs):
                 r = f.result()
                 results.append(r)
-                print(f"fold {r['fold']}: test speakers {','.join(r['test_speakers'])}: UA "
-                      f"{report(r['y_true'], r['y_pred'], model_cfg.labels)['UA']:.1%} ({r['seconds']}s)", flush=True)
+                _print_fold(r, model_cfg.labels, random_clips)
     results.sort(key=lambda r: r["fold"])
     y_true = sum((r["y_true"] for r in results), [])
     y_pred = sum((r["y_pred"] for r in results), [])
@@ -273,6 +292,7 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
         res.update(how.fields())
     if train_speakers:
         res["train_speakers"] = train_speakers
+    res["protocol"] = RANDOM_PROTOCOL if random_clips else "speaker-independent"
     res.update(speeds_fields(speeds))
     return res
 
