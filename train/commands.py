@@ -399,7 +399,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
         if speaker_adapt:
             _echo_adapted(res)
         _echo_speeds(res)
-        click.echo(f"{cv} CV{' (speaker-dependent)' if cv == 'random' else ''}, {k} folds: UA per fold " + " ".join(f"{u:.1%}" for u in res["fold_UA"])
+        kind = f"{cv} CV" + (" (speaker-dependent)" if cv == "random" else "")
+        click.echo(f"{kind}, {k} folds: UA per fold " + " ".join(f"{u:.1%}" for u in res["fold_UA"])
                    + f"; mean {res['fold_UA_mean']:.1%} ± {res['fold_UA_std']:.1%}; report in {out_p / 'cv.json'}")
     except (DataError, LabelError, CheckpointError) as e:
         _fail(e)
