@@ -15,7 +15,8 @@ from pathlib import Path
 
 from common import RESULTS, Section, data_root, load_average, machine, write_json  # also puts the repo on sys.path
 
-from edgeser.bench import DEFAULT_MODEL, BenchError  # noqa: E402
+from edgeser.bench import BenchError  # noqa: E402
+from edgeser.runtime.recognizer import DEFAULT_MODEL  # noqa: E402
 from edgeser.benchreport import latency_title, per_artifact  # noqa: E402
 from edgeser.figures import latency_png  # noqa: E402
 

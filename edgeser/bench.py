@@ -33,7 +33,6 @@ from edgeser.options import Output
 
 BACKENDS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "int8")
-DEFAULT_MODEL = Path(edgeser.__file__).resolve().parent / "models" / "default"
 
 
 class BenchError(RuntimeError):
@@ -396,7 +395,7 @@ def _csv(choices: Optional[Sequence[str]] = None, integer: bool = False):
 
 @click.command()
 @click.option("--model", "model", type=click.Path(), default=None,
-              help="Export folder with edgeser.json (default: the bundled model).")
+              help="Export folder with edgeser.json, or a run folder (its export). Default: the bundled model.")
 @click.option("--backend", default="onnx,tflite", show_default=True, callback=_csv(BACKENDS), help="Backends to measure.")
 @click.option("--precision", default="fp32,int8", show_default=True, callback=_csv(PRECISIONS), help="Precisions to measure.")
 @click.option("--threads", default="1", show_default=True, callback=_csv(integer=True), help="Thread counts, e.g. 1,2,4.")
@@ -430,10 +429,12 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
         from .options import require_plotting
 
         require_plotting()      # before the measurement, not after it
-    folder = Path(model) if model else DEFAULT_MODEL
-    if not model and not folder.exists():     # a --model that is not there: manifest.read says so
-        raise click.ClickException(f"{folder}: no such model folder (no bundled model; pass --model FOLDER "
-                                   f"from `edgeser export`)")
+    from .runtime.recognizer import RecognizerError, model_location
+
+    try:
+        folder, _ = model_location(model)   # a file stands for its folder, a run folder for its export
+    except RecognizerError as e:
+        raise click.ClickException(str(e))
     try:
         rep = run_bench(folder, backend, precision, threads, runs, warmup, audio, progress=not quiet,
                         keep_samples=bool(plot_file))

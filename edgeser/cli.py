@@ -76,10 +76,10 @@ def cli():
 
     \b
     Typical flow:
-      edgeser train --data ../shared/data/ravdess --preset edge --out runs/edge
-      edgeser export runs/edge --int8 --out models/edge
-      edgeser listen --model models/edge
-      edgeser bench --model models/edge
+      edgeser train --data ../shared/data/emodb     # into runs/emodb-edge
+      edgeser export --int8                         # the newest run, into runs/emodb-edge/export
+      edgeser listen --model runs/emodb-edge        # a run folder stands for its export
+      edgeser bench --model runs/emodb-edge
     """
 
 

@@ -50,7 +50,7 @@ def model_options(f):
     """--model (repeatable), --backend, --precision, --threads."""
     for opt in reversed((
         click.option("--model", "model", type=click.Path(), multiple=True, metavar="PATH",
-                     help="Export folder (or a model file in one). Default: the bundled model. Repeat it to "
+                     help="Export folder, a model file in one, or a run folder (its export). Default: the bundled model. Repeat it to "
                           "hear several models as one (the mean of their answers; same labels and geometry)."),
         click.option("--backend", type=click.Choice(["onnx", "tflite"]), default=None,
                      help="Default: best installed."),

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 
+from edgeser.files import OutputError, replaceable
 from edgeser.manifest import MANIFEST, WRITER
 from edgeser.options import Output
+from edgeser.runs import BUNDLED_CHECKPOINT, CHECKPOINTS, RUNS, default_export_folder, newest_run
 
 
 def _formats(ctx, param, value):
@@ -19,9 +21,11 @@ def _formats(ctx, param, value):
 
 
 @click.command()
-@click.argument("ckpt", type=click.Path(), metavar="CKPT")
-@click.option("--out", required=True, type=Output(replaces=(MANIFEST, WRITER)),
-              help="Export folder, replaced whole when the export succeeds (a folder holding other files is refused).")
+@click.argument("ckpt", type=click.Path(), metavar="[CKPT]", required=False)
+@click.option("--out", default=None, type=Output(replaces=(MANIFEST, WRITER)),
+              help="Export folder, replaced whole when the export succeeds (a folder holding other files is "
+                   "refused). Default: the run's own, runs/NAME/export (`--model runs/NAME` finds it); for a "
+                   "checkpoint file outside a run, NAME-export beside it.")
 @click.option("--int8/--no-int8", default=True, show_default=True,
               help="Also write int8 files (ONNX: int8 weights; TFLite: full-integer, int8 in and out).")
 @click.option("--format", "formats", default="onnx,tflite", show_default=True, callback=_formats,
@@ -37,7 +41,8 @@ def _formats(ctx, param, value):
 def export(ckpt, out, int8, formats, calibration, check, no_check, hop_ms, quiet):
     """Export a checkpoint to ONNX and TFLite, fp32 and int8, with a parity report.
 
-    CKPT is a checkpoint file or a run folder (best.pt is used). The folder gets the window
+    CKPT is a checkpoint file or a run folder (best.pt is used); without it, the newest run
+    under runs/ (in a checkout with no runs, the bundled model's models/bundle-qat.pt). The folder gets the window
     model, the streaming step model and head in every format/precision, edgeser.json (the
     manifest the runtime reads), a golden input with the expected output of every file, and
     parity.json (every file against PyTorch on held-out clips).
@@ -52,6 +57,13 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_ms, quiet
 
     if check and no_check:
         raise click.UsageError("--check DATA and --no-check exclude each other")
+    ckpt = ckpt or _default_checkpoint()
+    if out is None:
+        out = str(default_export_folder(ckpt))
+        try:
+            replaceable(out, MANIFEST, WRITER)
+        except OutputError as e:
+            raise click.ClickException(f"{e} (name another with --out)") from None
     try:
         from edgeser.train.checkpoint import load_checkpoint
         ck = load_checkpoint(ckpt)
@@ -75,10 +87,25 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_ms, quiet
         click.echo(f"{a.file:28s} {a.role:14s} {a.format:7s} {a.precision:5s} {a.size_bytes / 1024:8.1f} KiB")
     click.echo(f"wrote {len(man.artifacts)} model files, edgeser.json"
                f"{', parity.json' if parity.exists() else ''} to {out_p}")
+    click.echo(f"next: edgeser listen --model {out_p}    (or bench, doctor, enrol)", err=True)
     if parity.exists():
         hint = qat_hint(json.loads(parity.read_text()), ckpt, bool(man.training.get("qat")))
         if hint:
             click.echo(hint, err=True)
+
+
+def _default_checkpoint() -> str:
+    """The newest run under runs/, else (in a checkout) the bundled model's checkpoint; said on stderr,
+    since the user did not name it."""
+    run = newest_run()
+    if run is not None:
+        click.echo(f"exporting {run}, the newest run under {RUNS}/ (name CKPT for another)", err=True)
+        return str(run)
+    if BUNDLED_CHECKPOINT.is_file():
+        click.echo(f"no run under {RUNS}/: exporting the bundled model's checkpoint {BUNDLED_CHECKPOINT}", err=True)
+        return str(BUNDLED_CHECKPOINT)
+    raise click.UsageError(f"no CKPT given and no run under {RUNS}/ holds {' or '.join(CHECKPOINTS)}: name a "
+                           f"checkpoint or run folder (edgeser export runs/NAME)")
 
 
 QAT_HINT_BELOW = 0.98   # the agreement the export targets for full-integer files

@@ -123,7 +123,8 @@ def _run_session(host, dev, input_spec, fast, mic_device, duration, warn) -> str
 @click.option("--pty", "make_pty", is_flag=True, help="Make a virtual cable and print the port the host should use.")
 @baud_opt
 @click.option("--model", default=None, type=click.Path(), metavar="DIR",
-              help="Export folder whose int8 model the simulated device runs. Default: the bundled model.")
+              help="Export folder (or a run folder: its export) whose int8 model the simulated device runs. "
+                   "Default: the bundled model.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds (default: until Ctrl-C).")
 def simulate(port, make_pty, baud, model, duration):
@@ -172,7 +173,8 @@ def firmware():
 
 @firmware.command("generate")
 @click.option("--model", default=None, type=click.Path(), metavar="DIR",
-              help="Export folder with full-integer int8 .tflite files. Default: the bundled model.")
+              help="Export folder with full-integer int8 .tflite files (or a run folder: its export). "
+                   "Default: the bundled model.")
 @click.option("--out", required=True, type=Output(replaces=(REPORT, WRITER)), metavar="DIR",
               help="Folder for the sources and report, replaced whole (a folder holding other files is refused).")
 @click.option("--clip", "clips", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
@@ -186,13 +188,12 @@ def generate(model, out, clips, parity):
     from .generate import FirmwareError, generate as run
     from .tflm import TFLMError
 
-    if model is None:
-        from edgeser.runtime.recognizer import DEFAULT_MODEL
+    from edgeser.runtime.recognizer import RecognizerError, model_location
 
-        model = DEFAULT_MODEL
     try:
+        model, _ = model_location(model)    # None: the bundled model; a run folder: its export
         rep = run(model, out, clips, parity, log=lambda m: click.echo(m, err=True))
-    except (FirmwareError, TFLMError, AudioError) as e:
+    except (FirmwareError, TFLMError, AudioError, RecognizerError) as e:
         raise click.ClickException(str(e))
     click.echo((Path(out) / "fit_report.md").read_text())
     bad = [f"{b['file']} ({b['error']})" for b in rep["models"].values() if not b["loads"]]

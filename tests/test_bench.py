@@ -277,7 +277,7 @@ def _edgeser(*args):
 def test_bad_model_path_is_a_one_line_error(tmp_path):
     r = _edgeser("--model", str(tmp_path / "nope"))
     assert r.returncode != 0
-    assert r.stderr.strip().splitlines() == [f"Error: {tmp_path / 'nope'}: no such model folder"]
+    assert r.stderr.strip().splitlines() == [f"Error: {tmp_path / 'nope'}: no such model folder or file"]
     r = _edgeser("--model", str(tmp_path))      # exists, but no export in it
     assert r.returncode != 0 and "no manifest" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +70,19 @@ def _check_folder(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    ckpt = _tiny_checkpoint(root / "run")
+    ckpt = _tiny_checkpoint(root / "runs" / "tiny")
     check = _check_folder(root / "check")
-    out = root / "out"
-    res = CliRunner().invoke(export_cmd, [str(ckpt), "--out", str(out), "--check", str(check), "--quiet"])
+    # neither CKPT nor --out: the newest run under runs/, exported into its own export folder
+    here = os.getcwd()
+    os.chdir(root)
+    try:
+        res = CliRunner().invoke(export_cmd, ["--check", str(check), "--quiet"])
+    finally:
+        os.chdir(here)
     assert res.exit_code == 0, res.output + repr(res.exception)
-    return {"ckpt": ckpt, "out": out, "output": res.output, "root": root}
+    assert "exporting runs/tiny, the newest run under runs/" in res.output
+    assert "next: edgeser listen --model runs/tiny/export" in res.output
+    return {"ckpt": ckpt, "out": root / "runs" / "tiny" / "export", "output": res.output, "root": root}
 
 
 def _sha(p: Path) -> str:

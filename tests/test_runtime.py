@@ -506,7 +506,10 @@ def test_bad_folders_and_options_are_refused(model_dir, tmp_path):
     with pytest.raises(R.RecognizerError, match="no manifest"):
         R.load(tmp_path)
     (tmp_path / "model.pt").write_bytes(b"not an export")
-    with pytest.raises(R.RecognizerError, match=r"model\.pt: not a model folder or a file in one"):
+    (tmp_path / "notes.txt").write_text("not an export")
+    with pytest.raises(R.RecognizerError, match=r"notes\.txt: not a model folder or a file in one"):
+        R.load(tmp_path / "notes.txt")
+    with pytest.raises(R.RecognizerError, match=r"model\.pt: a checkpoint, not an export: `edgeser export "):
         R.load(tmp_path / "model.pt")              # a checkpoint where an export was meant
     with pytest.raises(R.M.ManifestError, match="no such model folder"):
         R.M.read(tmp_path / "nope")

@@ -63,16 +63,19 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, e
     assert not all(torch.equal(c[k], a[k]) for k in c)
 
 
-def test_checkpoint_carries_its_config_and_is_replaced_atomically(corpus, tmp_path):
-    out = tmp_path / "run"
-    assert run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(out), *TINY]).exit_code == 0
+def test_checkpoint_carries_its_config_and_is_replaced_atomically(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)      # no --out: runs/<corpus>-<preset> here, where export looks
+    res = run(["train", "--data", str(corpus), "--epochs", "1", *TINY])
+    out = tmp_path / "runs" / f"{corpus.name}-tiny"
+    assert res.exit_code == 0 and f"run folder: runs/{corpus.name}-tiny" in res.output, res.output
     model, ck = load_model(out / "best.pt")
     assert ck["model_config"]["channels"] == [4, 6] and model.cfg.labels == ("neutral", "sadness", "anger")
     assert ck["meta"]["calibration"] and all(Path(p).exists() for p in ck["meta"]["calibration"])
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     # a second run into the same folder refuses rather than overwrite a good checkpoint
-    again = CliRunner().invoke(cli, ["train", "--data", str(corpus), "--epochs", "1", "--out", str(out), *TINY])
+    again = CliRunner().invoke(cli, ["train", "--data", str(corpus), "--epochs", "1", *TINY])
     assert again.exit_code != 0 and "--resume" in again.output
+    assert load_checkpoint(out / "best.pt")["epoch"] == ck["epoch"]
 
 
 def test_without_validation_every_speaker_trains_and_the_last_epoch_is_kept(corpus, tmp_path):

@@ -221,10 +221,27 @@ def _load_train_also(paths, labels, merge, found, cache):
     return kept
 
 
+def _default_out(paths, preset, init, qat) -> Path:
+    """runs/<corpora>-<preset>, said on stderr (by the first process only, under torchrun)."""
+    from edgeser.files import OutputError, prepare
+    from edgeser.runs import default_run_folder
+
+    out = default_run_folder(paths, preset, init, qat)
+    try:
+        prepare(out, folder=True)
+    except OutputError as e:
+        raise click.ClickException(f"{e} (name another with --out)") from None
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"run folder: {out} (--out to choose)", err=True)
+    return out
+
+
 @click.command()
 @data_opt
 @click.argument("extra", nargs=-1, type=click.Path(), metavar="[PATH]...")
-@click.option("--out", required=True, type=Output(folder=True), help="Run folder: last.pt, best.pt, history.json and history.png (loss and validation UA per epoch).")
+@click.option("--out", default=None, type=Output(folder=True),
+              help="Run folder: last.pt, best.pt, history.json and history.png (loss and validation UA per "
+                   "epoch). Default: runs/<corpora>-<preset> (runs/emodb-edge), where `edgeser export` looks.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="End this invocation after N epochs in total (for time-limited jobs; continue with --resume).")
@@ -258,7 +275,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
         cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
                                          **train_opts)
-        out_p = Path(out)
+        out_p = Path(out) if out else _default_out(list(data) + list(extra), preset, init, qat)
         if not resume and (out_p / "last.pt").exists():
             raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
         keep = _init_held_out(init_ck, clips) if init and val_fraction > 0 else []

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import manifest as M
 from ..audio import AudioError, decode_error, open_sound
+from ..runs import EXPORT, checkpoint_in, default_export_folder, exported_model
 from ..speed import DEFAULT_SPEEDS, check_speeds
 from . import backends as B
 from .stream import Result, Stream
@@ -61,10 +62,21 @@ def model_location(path) -> Tuple[Path, Optional[str]]:
     if not p.exists():
         raise RecognizerError(f"{p}: no such model folder or file")
     if p.is_dir():
+        if (p / M.MANIFEST).exists():
+            return p, None
+        inner = exported_model(p, M.MANIFEST)     # a run folder stands for its export
+        if inner is not None:
+            return inner, None
+        if checkpoint_in(p) is not None:
+            raise RecognizerError(f"{p}: a training run with no export yet: `edgeser export {p}` writes "
+                                  f"{p / EXPORT}")
         return p, None
     if p.name == M.MANIFEST:   # the manifest stands for its folder
         return p.parent, None
     if not (p.parent / M.MANIFEST).exists():
+        if p.suffix == ".pt":
+            raise RecognizerError(f"{p}: a checkpoint, not an export: `edgeser export {p}` writes one "
+                                  f"to {default_export_folder(p)}")
         raise RecognizerError(f"{p}: not a model folder or a file in one "
                               f"(no {M.MANIFEST} beside it; `edgeser export` writes them)")
     return p.parent, p.name

@@ -1,0 +1,52 @@
+"""Where runs and exports go when the command line does not say (edgeser.runs), and `--model RUN`
+finding a run's export."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgeser import runs
+from edgeser.runtime import recognizer as R
+
+
+def test_run_folders_are_named_after_their_corpora_and_preset():
+    assert runs.default_run_folder(["../shared/data/emodb"], "edge") == Path("runs/emodb-edge")
+    assert runs.default_run_folder(["a/ravdess", "b/emodb/"], "edge-small") == Path("runs/ravdess+emodb-edge-small")
+    # a fine-tune is named after what it started from, whatever --preset says
+    assert runs.default_run_folder(["my voice"], "edge", init="runs/emodb-edge/best.pt", qat=True) \
+        == Path("runs/my-voice-from-emodb-edge-qat")
+    assert runs.default_run_folder(["me"], "edge", init="models/bundle-qat.pt") == Path("runs/me-from-bundle-qat")
+
+
+def test_export_folders_sit_in_their_run():
+    assert runs.default_export_folder("runs/x/best.pt") == Path("runs/x/export")
+    assert runs.default_export_folder("runs/x/last.pt") == Path("runs/x/export")
+    assert runs.default_export_folder("models/bundle-qat.pt") == Path("models/bundle-qat-export")
+
+
+def test_the_newest_run_is_the_one_whose_checkpoint_was_written_last(tmp_path):
+    assert runs.newest_run(tmp_path / "runs") is None
+    for i, name in enumerate(["old", "new", "mid"]):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        ck = tmp_path / "runs" / name / ("last.pt" if name == "mid" else "best.pt")
+        ck.write_bytes(b"x")
+        os.utime(ck, (1000 + 10 * ["old", "mid", "new"].index(name),) * 2)
+    (tmp_path / "runs" / "eval" / "fold0").mkdir(parents=True)      # evaluate's: not a run folder
+    (tmp_path / "runs" / "eval" / "fold0" / "best.pt").write_bytes(b"x")
+    assert runs.newest_run(tmp_path / "runs") == tmp_path / "runs" / "new"
+    assert runs.checkpoint_in(tmp_path / "runs" / "mid") == tmp_path / "runs" / "mid" / "last.pt"
+
+
+def test_a_run_folder_stands_for_its_export(tmp_path):
+    run = tmp_path / "runs" / "me"
+    run.mkdir(parents=True)
+    (run / "best.pt").write_bytes(b"weights")
+    with pytest.raises(R.RecognizerError, match=r"a training run with no export yet: `edgeser export .*me`"):
+        R.load(run)
+    shutil.copytree(R.DEFAULT_MODEL, run / "export")     # the bundled export, as `edgeser export` leaves it
+    assert R.load(run).folder == run / "export"
+    with pytest.raises(R.RecognizerError, match=r"best\.pt: a checkpoint, not an export"):
+        R.load(run / "best.pt")
