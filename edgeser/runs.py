@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Optional
 
+from .audio import AUDIO_EXT
+
 RUNS = Path("runs")
 CHECKPOINTS = ("best.pt", "last.pt")     # what a run folder stands for, in this order
 EXPORT = "export"                        # a run's export folder, inside it
@@ -22,20 +24,46 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-.") or "run"
 
 
+def _corpora(data: Iterable[os.PathLike]) -> str:
+    """emodb, ravdess+emodb; single recordings by their stems; many of them cut short (a+b+3-more)."""
+    names = []
+    for p in data:
+        p = Path(os.path.abspath(p))
+        names.append(_slug(p.stem if p.suffix.lower() in AUDIO_EXT else p.name))
+    if len(names) > 3:
+        names = names[:2] + [f"{len(names) - 2}-more"]
+    return "+".join(names)[:80]
+
+
+def _model_name(ckpt: os.PathLike) -> str:
+    """runs/NAME/best.pt and runs/NAME -> NAME; models/bundle-qat.pt -> bundle-qat."""
+    p = Path(ckpt)
+    if p.name in CHECKPOINTS:
+        p = p.parent
+    return _slug(p.stem if p.suffix == ".pt" else p.name)
+
+
 def default_run_folder(data: Iterable[os.PathLike], preset: str, init: Optional[os.PathLike] = None,
                        qat: bool = False) -> Path:
     """runs/<corpora>-<preset> (e.g. runs/emodb-edge, runs/ravdess+emodb-edge-small), or
     runs/<corpora>-from-<start> for a fine-tune. The same for the same command line, so that every
     torchrun process, and `--resume` later, finds the same folder."""
-    names = "+".join(_slug(Path(os.path.abspath(p)).name) for p in data)
-    if init is not None:
-        start = Path(init)
-        if start.name in CHECKPOINTS:
-            start = start.parent
-        what = f"from-{_slug(start.stem if start.suffix == '.pt' else start.name)}"
-    else:
-        what = _slug(preset)
-    return RUNS / f"{names}-{what}{'-qat' if qat else ''}"
+    what = f"from-{_model_name(init)}" if init is not None else _slug(preset)
+    return RUNS / f"{_corpora(data)}-{what}{'-qat' if qat else ''}"
+
+
+def default_adapted_checkpoint(ckpt: os.PathLike, data: Iterable[os.PathLike]) -> Path:
+    """runs/<model>-adapted-<recordings>/best.pt: a run folder of its own, so that `edgeser export`
+    takes it as the newest run and `--model` finds its export."""
+    return RUNS / f"{_model_name(ckpt)}-adapted-{_corpora(data)}" / CHECKPOINTS[0]
+
+
+def default_eval_folder(data: Iterable[os.PathLike], cv: str, folds: int, model: Optional[os.PathLike] = None) -> Path:
+    """runs/eval-<corpora>-<protocol> (runs/eval-emodb-loso, runs/eval-ravdess-speaker4), or
+    runs/eval-<model>-on-<corpora> for a trained model: one evaluation does not replace another's."""
+    if model is not None:
+        return RUNS / f"eval-{_model_name(model)}-on-{_corpora(data)}"
+    return RUNS / f"eval-{_corpora(data)}-{cv if cv == 'loso' else f'{cv}{folds}'}"
 
 
 def checkpoint_in(run: Path) -> Optional[Path]:

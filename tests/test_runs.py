@@ -21,6 +21,24 @@ def test_run_folders_are_named_after_their_corpora_and_preset():
     assert runs.default_run_folder(["me"], "edge", init="models/bundle-qat.pt") == Path("runs/me-from-bundle-qat")
 
 
+def test_evaluations_are_named_after_corpora_and_protocol_or_model():
+    assert runs.default_eval_folder(["data/emodb"], "loso", 4) == Path("runs/eval-emodb-loso")
+    assert runs.default_eval_folder(["data/ravdess"], "speaker", 4) == Path("runs/eval-ravdess-speaker4")
+    assert runs.default_eval_folder(["data/ravdess"], "random", 5) == Path("runs/eval-ravdess-random5")
+    assert runs.default_eval_folder(["data/emodb"], "speaker", 4, model="runs/ravdess-edge/best.pt") \
+        == Path("runs/eval-ravdess-edge-on-emodb")
+
+
+def test_an_adapted_model_is_a_run_of_its_own():
+    assert runs.default_adapted_checkpoint("models/bundle-qat.pt", ["my_recordings/"]) \
+        == Path("runs/bundle-qat-adapted-my_recordings/best.pt")
+    assert runs.default_adapted_checkpoint("runs/emodb-edge", ["a.wav", "b.FLAC"]) \
+        == Path("runs/emodb-edge-adapted-a+b/best.pt")
+    many = [f"take{i}.wav" for i in range(40)]      # a name, not a list of forty files
+    assert runs.default_adapted_checkpoint("runs/emodb-edge", many) \
+        == Path("runs/emodb-edge-adapted-take0+take1+38-more/best.pt")
+
+
 def test_export_folders_sit_in_their_run():
     assert runs.default_export_folder("runs/x/best.pt") == Path("runs/x/export")
     assert runs.default_export_folder("runs/x/last.pt") == Path("runs/x/export")

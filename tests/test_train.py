@@ -67,7 +67,7 @@ def test_checkpoint_carries_its_config_and_is_replaced_atomically(corpus, tmp_pa
     monkeypatch.chdir(tmp_path)      # no --out: runs/<corpus>-<preset> here, where export looks
     res = run(["train", "--data", str(corpus), "--epochs", "1", *TINY])
     out = tmp_path / "runs" / f"{corpus.name}-tiny"
-    assert res.exit_code == 0 and f"run folder: runs/{corpus.name}-tiny" in res.output, res.output
+    assert res.exit_code == 0 and f"output folder: runs/{corpus.name}-tiny" in res.output, res.output
     model, ck = load_model(out / "best.pt")
     assert ck["model_config"]["channels"] == [4, 6] and model.cfg.labels == ("neutral", "sadness", "anger")
     assert ck["meta"]["calibration"] and all(Path(p).exists() for p in ck["meta"]["calibration"])
@@ -76,6 +76,26 @@ def test_checkpoint_carries_its_config_and_is_replaced_atomically(corpus, tmp_pa
     again = CliRunner().invoke(cli, ["train", "--data", str(corpus), "--epochs", "1", *TINY])
     assert again.exit_code != 0 and "--resume" in again.output
     assert load_checkpoint(out / "best.pt")["epoch"] == ck["epoch"]
+    # model-info reads the run: what it was trained from, and the model's own numbers
+    from edgeser.train.model import count_params
+
+    info = run(["model-info", "--model", str(out)])
+    assert f"checkpoint     {out / 'best.pt'} (preset tiny, epoch {ck['epoch']})" in info.output, info.output
+    assert f"parameters     {count_params(model):,}" in info.output
+
+
+def test_model_info_of_a_preset_counts_what_the_model_holds():
+    from edgeser.train.model import SERModel, count_params, preset
+
+    res = run(["model-info", "--preset", "edge", "--json"])
+    info = json.loads(res.output)
+    cfg = preset("edge")
+    assert info["parameters"] == count_params(SERModel(cfg)) and info["checkpoint"] is None
+    assert info["window_frames"] * info["frame_samples"] == round(info["window_s"] * info["sample_rate"])
+    # streaming runs the head every hop: a shorter hop costs more per second of audio
+    fast = json.loads(run(["model-info", "--preset", "edge", "--json", "--hop-s", "0.25"]).output)
+    assert fast["macs"]["streaming_per_s"] > info["macs"]["streaming_per_s"] > 0
+    assert fast["macs"]["frontend_per_s"] == info["macs"]["frontend_per_s"]
 
 
 def test_without_validation_every_speaker_trains_and_the_last_epoch_is_kept(corpus, tmp_path):
@@ -173,6 +193,9 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert set(per) == set(rep["folds"][0]["test_speakers"]) | set(rep["folds"][1]["test_speakers"])
     assert sum(v["n"] for v in per.values()) == pooled["n"] and set(rep["enrolled"]["per_speaker"]) == set(per)
     assert (out / "cv_speakers.png").stat().st_size > 1000 and "UA per test speaker" in res.output
+    # the same folder again without --resume: refused at once, the earlier folds and report kept
+    again = CliRunner().invoke(cli, ["evaluate", "--data", str(corpus), "--folds", "2", "--out", str(out), *TINY])
+    assert again.exit_code != 0 and "--resume" in again.output and json.loads((out / "cv.json").read_text()) == rep
     # benchmarks/cv_rescore.py scores the fold models again: alone, they give the report's figures;
     # an ensemble of a run with itself is that run; other folds are refused
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -469,7 +492,7 @@ def test_speaker_batches_option_trains_and_validates_per_speaker(corpus, tmp_pat
 
 
 
-def test_adapt_reestimates_batch_norm_statistics_on_unlabelled_audio(corpus, data_dir, tmp_path):
+def test_adapt_reestimates_batch_norm_statistics_on_unlabelled_audio(corpus, data_dir, tmp_path, monkeypatch):
     import shutil
 
     out = tmp_path / "run"
@@ -481,10 +504,15 @@ def test_adapt_reestimates_batch_norm_statistics_on_unlabelled_audio(corpus, dat
     for c in clips:
         shutil.copy(c, rec / c.name)
     (rec / "broken.wav").write_bytes(b"RIFF not really audio")
-    res = run(["adapt", str(out / "best.pt"), "--data", str(rec), "--out", str(tmp_path / "adapted.pt")])
+    monkeypatch.chdir(tmp_path)      # no --out: a run folder of its own, where export and --model look
+    res = run(["adapt", str(out / "best.pt"), "--data", str(rec)])
     assert res.exit_code == 0, res.output
     assert "8 clips" in res.output and "1 unreadable skipped" in res.output
-    before, after = load_checkpoint(out / "best.pt"), load_checkpoint(tmp_path / "adapted.pt")
+    adapted = tmp_path / "runs" / "run-adapted-recordings" / "best.pt"
+    assert f"checkpoint {adapted.relative_to(tmp_path)}" in res.output
+    from edgeser.runs import newest_run
+    assert newest_run() == Path("runs/run-adapted-recordings")
+    before, after = load_checkpoint(out / "best.pt"), load_checkpoint(adapted)
     moved = [k for k in before["model"] if "running_" in k and not torch.equal(before["model"][k], after["model"][k])]
     assert moved, "no batch-norm statistic changed"
     for k, v in before["model"].items():   # the learned weights stay as trained
@@ -493,7 +521,7 @@ def test_adapt_reestimates_batch_norm_statistics_on_unlabelled_audio(corpus, dat
     meta = after["meta"]
     assert meta["adapted"]["clips"] == 8 and meta["adapted"]["skipped"] == 1
     assert {Path(p).name for p in meta["calibration"]} <= {c.name for c in clips}
-    model, _ = load_model(tmp_path / "adapted.pt")   # an ordinary checkpoint: loads and runs
+    model, _ = load_model(adapted)   # an ordinary checkpoint: loads and runs
     with torch.no_grad():
         logits, _ = model(torch.zeros(1, model.cfg.window_samples))
     assert logits.shape == (1, model.cfg.n_classes)

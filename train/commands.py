@@ -222,18 +222,25 @@ def _load_train_also(paths, labels, merge, found, cache):
 
 
 def _default_out(paths, preset, init, qat) -> Path:
-    """runs/<corpora>-<preset>, said on stderr (by the first process only, under torchrun)."""
-    from edgeser.files import OutputError, prepare
+    """runs/<corpora>-<preset>."""
     from edgeser.runs import default_run_folder
 
     out = default_run_folder(paths, preset, init, qat)
+    _prepare_default(out)
+    return out
+
+
+def _prepare_default(out: Path) -> None:
+    """The checks click gives a named --out, for a default one; said on stderr, since the user did not
+    name it (by the first process only, under torchrun)."""
+    from edgeser.files import OutputError, prepare
+
     try:
         prepare(out, folder=True)
     except OutputError as e:
         raise click.ClickException(f"{e} (name another with --out)") from None
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"run folder: {out} (--out to choose)", err=True)
-    return out
+        click.echo(f"output folder: {out} (--out to choose)", err=True)
 
 
 @click.command()
@@ -311,8 +318,10 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
 @click.option("--folds", default=4, show_default=True, type=click.IntRange(2))
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1),
               help="Folds trained in parallel processes (one thread each).")
-@click.option("--out", default="runs/eval", show_default=True, type=Output(folder=True),
-              help="Folder for the report (JSON), confusion matrix (PNG) and fold checkpoints.")
+@click.option("--out", default=None, type=Output(folder=True),
+              help="Folder for the report (JSON), confusion matrix (PNG) and fold checkpoints. Default: "
+                   "runs/eval-<corpora>-<protocol> (runs/eval-emodb-loso), or runs/eval-<model>-on-<corpora> "
+                   "with --model.")
 @click.option("--resume", is_flag=True, help="Continue interrupted fold runs.")
 @click.option("--speaker-adapt", is_flag=True,
               help="Also report scores with batch-norm statistics re-estimated per test speaker: on all "
@@ -364,7 +373,15 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     from .pipeline import cross_validate, save_report, test_model
     from edgeser.speed import parse_speeds
 
+    if out is None:
+        from edgeser.runs import default_eval_folder
+
+        out = default_eval_folder(list(data) + list(extra), cv, folds, model_path)
+        _prepare_default(out)
     out_p = Path(out)
+    if not model_path and not resume and any(out_p.glob("fold*/last.pt")):
+        raise click.ClickException(f"{out_p} holds an earlier cross-validation's fold checkpoints: --resume to "
+                                   f"continue it, or another --out")
     if model_path and train_opts["teachers"]:
         raise click.UsageError("--teacher is for training: give it with --cv, not with --model")
     if model_path and train_also:
@@ -441,7 +458,9 @@ def _echo_adapted(rep) -> None:
 @click.option("--data", "data", multiple=True, required=True, type=click.Path(), metavar="PATH",
               help="Unlabelled audio from where the model will run: audio files, folders of them, or corpus "
                    "folders (labels ignored). Repeat it for several.")
-@click.option("--out", required=True, type=Output(), help="The adapted checkpoint to write (.pt).")
+@click.option("--out", default=None, type=Output(),
+              help="The adapted checkpoint to write (.pt). Default: runs/<model>-adapted-<recordings>/best.pt, "
+                   "a run folder that `edgeser export` and `--model` find.")
 @click.option("--steps", default=0, show_default=True, type=click.IntRange(0), metavar="N",
               help="After the statistics, N steps of unlabelled fine-tuning towards confident answers spread "
                    "over the classes (information maximisation; 10 is the measured choice). For one user's "
@@ -460,13 +479,18 @@ def adapt(ckpt, data, out, steps, balance, cache_dir):
     (its microphone, room, language, speakers): AdaBN. Minutes of speech are enough. With --steps,
     then fine-tunes the weights on the same audio without labels, and with --balance evens out the
     classes the model gives that audio: both for one user's enrolment. Then
-    export the new checkpoint as usual (`edgeser export OUT --int8`): its int8 ranges are
-    calibrated on the same audio.
+    export the new checkpoint as usual (`edgeser export OUT --int8`, or `edgeser export --int8` after
+    a default --out): its int8 ranges are calibrated on the same audio.
     """
     from .adapt import adapt_checkpoint
     from .checkpoint import CheckpointError
     from .data import DataError
 
+    if out is None:
+        from edgeser.runs import default_adapted_checkpoint
+
+        out = default_adapted_checkpoint(ckpt, data)
+        _prepare_default(out.parent)
     try:
         done = adapt_checkpoint(ckpt, data, out, cache_dir, steps=steps, balance=balance)
     except (DataError, CheckpointError) as e:
@@ -490,17 +514,20 @@ def model_info(preset, model_path, hop_s, as_json):
     if model_path:
         from .checkpoint import CheckpointError, load_model
         try:
-            model, _ = load_model(model_path)
+            model, ck = load_model(model_path)
         except CheckpointError as e:
             _fail(e)
         cfg = model.cfg
+        preset = (ck.get("meta") or {}).get("preset")    # what it was trained from; None where not recorded
     else:
+        ck = None
         cfg = get_preset(preset)
         model = SERModel(cfg)
     lens = cfg.lengths()
     rf_stem = cfg.stem_kernel
     info = {
-        "preset": None if model_path else preset,
+        "preset": preset,
+        "checkpoint": ck["_path"] if ck else None,
         "parameters": count_params(model),
         "macs": macs_per_second(cfg, hop_s),
         "sample_rate": cfg.sample_rate,
@@ -515,7 +542,10 @@ def model_info(preset, model_path, hop_s, as_json):
         click.echo(json.dumps(info, indent=2))
         return
     m = info["macs"]
-    click.echo(f"preset         {info['preset'] or model_path}")
+    if ck:
+        click.echo(f"checkpoint     {ck['_path']} (preset {preset or 'not recorded'}, epoch {ck.get('epoch', '?')})")
+    else:
+        click.echo(f"preset         {preset}")
     click.echo(f"parameters     {info['parameters']:,}")
     click.echo(f"MACs / s audio {m['whole_window_per_s'] / 1e6:.1f} M (whole window), "
                f"{m['streaming_per_s'] / 1e6:.1f} M (streaming, head every {hop_s} s)")
