@@ -67,7 +67,7 @@ def test_a_checkpoint_given_as_the_model_is_named(tmp_path):
     r, rep = doctor("--mic-s", "0", "--model", tmp_path / "model.pt")
     assert r.returncode == 1
     c = by_name(rep)[("", "model")]
-    assert c["status"] == "FAIL" and "model.pt: not a model folder" in c["detail"]
+    assert c["status"] == "FAIL" and "model.pt: a checkpoint, not an export: `edgeser export " in c["detail"]
 
 
 def test_without_interpreters_nothing_is_ready_and_the_extras_are_named():

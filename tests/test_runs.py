@@ -68,3 +68,19 @@ def test_a_run_folder_stands_for_its_export(tmp_path):
     assert R.load(run).folder == run / "export"
     with pytest.raises(R.RecognizerError, match=r"best\.pt: a checkpoint, not an export"):
         R.load(run / "best.pt")
+
+
+def test_export_without_a_checkpoint_takes_the_newest_run_else_the_bundled_one(tmp_path, monkeypatch):
+    import click
+
+    from edgeser.export.commands import _default_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(click.UsageError, match="no CKPT given and no run under runs/ holds best.pt or last.pt"):
+        _default_checkpoint()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "bundle-qat.pt").write_bytes(b"x")
+    assert _default_checkpoint() == str(Path("models/bundle-qat.pt"))
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    (tmp_path / "runs" / "mine" / "last.pt").write_bytes(b"x")
+    assert _default_checkpoint() == str(Path("runs/mine"))
