@@ -429,12 +429,16 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
         from .options import require_plotting
 
         require_plotting()      # before the measurement, not after it
+    from .runs import stale_export
     from .runtime.recognizer import RecognizerError, model_location
 
     try:
         folder, _ = model_location(model)   # a file stands for its folder, a run folder for its export
     except RecognizerError as e:
         raise click.ClickException(str(e))
+    stale = stale_export(folder, mf.MANIFEST)
+    if stale:
+        click.echo(f"note: {stale}", err=True)
     try:
         rep = run_bench(folder, backend, precision, threads, runs, warmup, audio, progress=not quiet,
                         keep_samples=bool(plot_file))

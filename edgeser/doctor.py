@@ -60,6 +60,7 @@ def check_model(path=None) -> List[Check]:
     the manifest's golden input (Recognizer.self_test)."""
     from . import manifest as M
     from .runtime.backends import BackendError, available
+    from .runs import stale_export
     from .runtime.recognizer import PREFERENCE, RecognizerError, load, model_location
 
     name = "model" if path else "bundled model"
@@ -71,6 +72,7 @@ def check_model(path=None) -> List[Check]:
     seconds = man.window_samples / man.sample_rate
     out = [Check(name, OK, f"{folder}: {man.preset or 'a model'}, {len(man.labels)} labels "
                             f"({', '.join(man.labels)}), {seconds:g} s window")]
+
     installed = available()
     for fmt, prec in PREFERENCE:
         if not (man.artifact("frontend_step", fmt, prec) and man.artifact("head", fmt, prec)):
@@ -90,6 +92,9 @@ def check_model(path=None) -> List[Check]:
     if len(out) == 1:
         return [Check(name, FAIL, f"{folder}: no streaming model pair in its manifest",
                       "export with streaming models (`edgeser export`)")]
+    stale = stale_export(folder, M.MANIFEST)
+    if stale:
+        out.append(Check("export", WARN, stale, f"edgeser export {folder.parent}", part_of=name))
     return out
 
 

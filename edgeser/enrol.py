@@ -37,6 +37,8 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
     try:
         files = audio_paths(recordings)
         rec = load(model, backend=backend, precision=precision, threads=threads)
+        for note in rec.notes:
+            click.echo(f"note: {note}", err=True)
         bal, skipped = rec.enrol(files, progress=True, prior_s=prior_s, vad=vad_config(vad_mode, vad_gain_db, vad_noise_margin_db),
                                  speeds=speeds, denoise=denoise)
         for msg in skipped:

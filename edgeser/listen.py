@@ -451,6 +451,8 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
 
     try:
         rec = load(model, backend=backend, precision=precision, threads=threads)
+        for note in rec.notes:
+            click.echo(f"note: {note}", err=True)
         if balance_file:
             bal = read_balance(balance_file)
             rec.use_balance(bal, balance_file)

@@ -96,3 +96,17 @@ def exported_model(folder: Path, marker: str) -> Optional[Path]:
     """A run folder given where an export folder is wanted: its export, if it has one."""
     inner = folder / EXPORT
     return inner if not (folder / marker).exists() and (inner / marker).exists() else None
+
+
+def stale_export(folder: Path, marker: str) -> Optional[str]:
+    """A run's export older than the run's checkpoint (trained on with --resume, or adapted, after
+    exporting): the device would hear the old weights. The line that says so, or None."""
+    folder = Path(folder)
+    ck = checkpoint_in(folder.parent) if folder.name == EXPORT else None
+    try:
+        if ck is None or ck.stat().st_mtime <= (folder / marker).stat().st_mtime:
+            return None
+    except OSError:
+        return None
+    return (f"{ck} is newer than its export {folder}: this is the model as exported; "
+            f"`edgeser export {folder.parent}` to hear the new weights")

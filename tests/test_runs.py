@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from edgeser import runs
 from edgeser.runtime import recognizer as R
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "03a01Wa.flac"
 
 
 def test_run_folders_are_named_after_their_corpora_and_preset():
@@ -65,9 +69,23 @@ def test_a_run_folder_stands_for_its_export(tmp_path):
     with pytest.raises(R.RecognizerError, match=r"a training run with no export yet: `edgeser export .*me`"):
         R.load(run)
     shutil.copytree(R.DEFAULT_MODEL, run / "export")     # the bundled export, as `edgeser export` leaves it
-    assert R.load(run).folder == run / "export"
+    os.utime(run / "best.pt", (1000, 1000))
+    rec = R.load(run)
+    assert rec.folder == run / "export" and rec.notes == []
     with pytest.raises(R.RecognizerError, match=r"best\.pt: a checkpoint, not an export"):
         R.load(run / "best.pt")
+    # trained on after the export (--resume, adapt): every command that loads it says so, and still runs
+    os.utime(run / "best.pt")
+    note = f"{run / 'best.pt'} is newer than its export {run / 'export'}"
+    assert R.load(run).notes[0].startswith(note) and R.load(run / "export").notes[0].startswith(note)
+    assert R.load([run, run]).notes == [R.load(run).notes[0]] * 2
+    from edgeser.doctor import WARN, check_model
+
+    warned = [c for c in check_model(run) if c.status == WARN]
+    assert len(warned) == 1 and warned[0].detail.startswith(note) and warned[0].fix == f"edgeser export {run}"
+    r = subprocess.run([sys.executable, "-m", "edgeser", "listen", "--model", str(run), "--input",
+                        str(EXAMPLE), "--fast"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and f"note: {note}" in r.stderr and "summary:" in r.stdout
 
 
 def test_export_without_a_checkpoint_takes_the_newest_run_else_the_bundled_one(tmp_path, monkeypatch):

@@ -68,6 +68,7 @@ def test_checkpoint_carries_its_config_and_is_replaced_atomically(corpus, tmp_pa
     res = run(["train", "--data", str(corpus), "--epochs", "1", *TINY])
     out = tmp_path / "runs" / f"{corpus.name}-tiny"
     assert res.exit_code == 0 and f"output folder: runs/{corpus.name}-tiny" in res.output, res.output
+    assert f"next: edgeser export runs/{corpus.name}-tiny" in res.output
     model, ck = load_model(out / "best.pt")
     assert ck["model_config"]["channels"] == [4, 6] and model.cfg.labels == ("neutral", "sadness", "anger")
     assert ck["meta"]["calibration"] and all(Path(p).exists() for p in ck["meta"]["calibration"])

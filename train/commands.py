@@ -302,6 +302,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
         else:
             click.echo(f"best validation UA {res['best']['UA']:.1%} at epoch {res['best']['epoch']}; "
                        f"checkpoint {out_p / 'best.pt'}")
+        click.echo(f"next: edgeser export {out_p}    (for the device: int8 and fp32, ONNX and TFLite)", err=True)
 
 
 @click.command()

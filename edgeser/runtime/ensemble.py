@@ -42,6 +42,7 @@ class Ensemble(Recognizer):
         self.precision = "+".join(dict.fromkeys(r.precision for r in members))
         self.files = [f for r in members for f in r.files]
         self.balance = None
+        self.notes = [n for r in members for n in r.notes]
         self._n_state = [len(r.manifest.state_shapes) for r in members]
         self._bounds = np.cumsum([0] + [r.manifest.feature_dim for r in members])
         # the members' own pre-filled snapshots, side by side: prefilling again would repeat them

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import manifest as M
 from ..audio import AudioError, decode_error, open_sound
-from ..runs import EXPORT, checkpoint_in, default_export_folder, exported_model
+from ..runs import EXPORT, checkpoint_in, default_export_folder, exported_model, stale_export
 from ..speed import DEFAULT_SPEEDS, check_speeds
 from . import backends as B
 from .stream import Result, Stream
@@ -159,6 +159,7 @@ class Recognizer:
         self._lock = threading.Lock()
         self._stepper = B.StepModel(self._step, self._head)
         self.balance = None     # a ClassBalance (use_balance): every answer divided by a user's mean answer
+        self.notes: List[str] = []   # for the user, not errors: an export older than its run's checkpoint
         if len(self._stepper.state_names) != len(man.state_shapes):
             raise RecognizerError(f"{folder / step_art.file}: {len(self._stepper.state_names)} state inputs, "
                                   f"manifest says {len(man.state_shapes)}")
@@ -332,4 +333,7 @@ def load(path=None, backend: Optional[str] = None, precision: Optional[str] = No
     except M.ManifestError as e:
         raise RecognizerError(str(e)) from None
     step_art, head_art = _pick(man, folder, file, backend, precision)
-    return Recognizer(folder, man, step_art, head_art, threads=threads, self_test=self_test)
+    rec = Recognizer(folder, man, step_art, head_art, threads=threads, self_test=self_test)
+    stale = stale_export(folder, M.MANIFEST)
+    rec.notes = [stale] if stale else []
+    return rec
