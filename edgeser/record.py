@@ -142,7 +142,7 @@ def _emotions(ctx, param, value):
               help="The emotions to record, in order (any usual spelling); the default is the bundled model's.")
 @click.option("--takes", type=click.IntRange(1, 100), default=4, show_default=True,
               help="Takes of each emotion. Four of each made the bundled model 6 points better on a new voice "
-                   "(README, \"With labels, a personal model\").")
+                   "(docs/adapt.md, \"With labels, a personal model\").")
 @click.option("--device", default=None, metavar="N|NAME", help="Input device: index or part of its name "
                                                              "(`edgeser listen --list-devices`).")
 @click.option("--rate", type=click.IntRange(8000, 192000), default=None,
@@ -166,7 +166,7 @@ def record(out, emotions, takes, device, rate, vad_mode, vad_gain_db, vad_noise_
     take the numbers not used). Ctrl-C stops; every saved take stays.
 
     \b
-    Then, for a model of your own voice (README, "With labels, a personal model"):
+    Then, for a model of your own voice (docs/adapt.md, "With labels, a personal model"):
       edgeser record my_voice --takes 4          # to train on
       edgeser record my_held_back --takes 2      # to check it on
       edgeser train --data my_voice --init models/bundle-qat.pt --qat --epochs 20 --lr 3e-4 \\

@@ -124,7 +124,7 @@ def main():
     if personal:
         best = max(personal["rows"], key=lambda r: r["per_label"])
         lines.append(f"- Fine-tuned on {best['per_label']} labelled clips of each emotion of one such voice (`edgeser train "
-                     f"--init models/bundle-qat.pt --qat …`, README; `benchmarks/personalise.py`): "
+                     f"--init models/bundle-qat.pt --qat …`; `benchmarks/personalise.py`; docs/adapt.md): "
                      f"{pct(best['as_shipped'])} → {pct(best['personalised'])} UA on that voice's other clips, "
                      "mean over the five.")
     lines += ["", "Speaker-independent runs of the same recipe (every training speaker trains; docs/results.md):", "",

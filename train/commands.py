@@ -256,7 +256,7 @@ def _prepare_default(out: Path) -> None:
               help="Start from this checkpoint's weights and model config (fine-tuning; --preset is ignored). "
                    "The speakers it held out for validation stay held out; its label merges apply unless "
                    "--merge is given; data with only some of its labels keeps all of them (a personal model "
-                   "from a few clips of one voice, README), unless --labels is given.")
+                   "from a few clips of one voice, docs/adapt.md), unless --labels is given.")
 @click.option("--qat", is_flag=True,
               help="Quantization-aware training: simulate the full-integer int8 file's activations, so that "
                    "the int8 TFLite export keeps the float model's answers. Best as a short fine-tune: "
