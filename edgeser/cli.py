@@ -11,6 +11,7 @@ COMMANDS = {
     "model-info": ("edgeser.train.commands", "model_info", "Parameters, MACs and frame geometry of a preset or checkpoint."),
     "train": ("edgeser.train.commands", "train", "Train a model on one or more corpora."),
     "evaluate": ("edgeser.train.commands", "evaluate", "Speaker-independent cross-validation, or test a trained model."),
+    "runs": ("edgeser.runlist", "runs", "What has been trained and evaluated here: UA, epochs, exports."),
     "adapt": ("edgeser.train.commands", "adapt", "Adapt a trained model to a new place from unlabelled audio."),
     "export": ("edgeser.export.commands", "export", "Export a checkpoint to ONNX and TFLite, fp32 and int8, with a parity report."),
     "listen": ("edgeser.listen", "listen", "Recognise emotion live from a microphone (or a file)."),

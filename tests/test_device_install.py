@@ -54,6 +54,8 @@ def test_the_device_install_has_no_torch_and_listens(device_env):
     assert pairs == {"tflite int8": "ok", "onnx int8": "missing", "tflite fp32": "ok", "onnx fp32": "missing"}
     r = run(device_env, "bench", "--runs", "3", "--warmup", "1", "--quiet")
     assert r.returncode == 0 and "tflite" in r.stdout, r.stderr
+    r = run(device_env, "runs", "--root", EXAMPLES)       # reads JSON reports: no torch either
+    assert r.returncode == 0 and "no training runs" in r.stdout, r.stderr
 
 
 @pytest.mark.slow

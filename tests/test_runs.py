@@ -102,3 +102,43 @@ def test_export_without_a_checkpoint_takes_the_newest_run_else_the_bundled_one(t
     (tmp_path / "runs" / "mine").mkdir(parents=True)
     (tmp_path / "runs" / "mine" / "last.pt").write_bytes(b"x")
     assert _default_checkpoint() == str(Path("runs/mine"))
+
+
+def test_runs_lists_trainings_and_evaluations_from_their_reports(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeser.runlist import runs as runs_cmd
+
+    root = tmp_path / "runs"
+    old, new = root / "old", root / "new"
+    for folder, hist in ((old, {"best": {"UA": 0.5, "epoch": 3}, "epochs_run": 10, "validated": True}),
+                         (new, {"best": {"UA": 0.0, "epoch": 4}, "epochs_run": 4, "validated": False,
+                                "run": {"preset": "edge", "corpora": ["emodb"], "epochs": 4}})):
+        folder.mkdir(parents=True)
+        (folder / "best.pt").write_bytes(b"x")
+        (folder / "history.json").write_text(json.dumps(hist))
+    os.utime(old / "best.pt", (1000, 1000))
+    shutil.copytree(R.DEFAULT_MODEL, new / "export")
+    os.utime(new / "best.pt")                       # trained on after its export
+    (root / "eval-emodb-loso").mkdir()
+    (root / "eval-emodb-loso" / "cv.json").write_text(json.dumps(
+        {"pooled": {"UA": 0.718, "WA": 0.72, "macro_F1": 0.7, "n": 535}, "folds": [{}] * 10,
+         "protocol": "speaker-independent"}))
+    (root / "eval-x-on-emodb").mkdir()
+    (root / "eval-x-on-emodb" / "test.json").write_text(json.dumps({"UA": 0.36, "WA": 0.4, "n": 300}))
+    res = CliRunner().invoke(runs_cmd, ["--root", str(root)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert [line.split()[0] for line in lines[1:3]] == [str(new), str(old)]      # newest first
+    assert lines[1].split()[1:6] == ["edge", "emodb", "4/4", "no", "val"] and lines[1].split()[6] == "stale"
+    assert lines[2].split()[1:5] == ["?", "?", "10/?", "50.0%"] and lines[2].split()[7] == "-"
+    cv = next(line for line in lines if line.startswith(str(root / "eval-emodb-loso")))
+    assert "speaker-independent" in cv and " 10 " in cv and "71.8%" in cv and "535" in cv
+    test = next(line for line in lines if line.startswith(str(root / "eval-x-on-emodb")))
+    assert "trained model" in test and "36.0%" in test
+    data = json.loads(CliRunner().invoke(runs_cmd, ["--root", str(root), "--json"]).output)
+    assert [r["run"] for r in data["runs"]] == [str(new), str(old)] and len(data["evaluations"]) == 2
+    bad = CliRunner().invoke(runs_cmd, ["--root", str(tmp_path / "nope")])
+    assert bad.exit_code != 0 and "no such folder" in bad.output

@@ -77,6 +77,12 @@ def test_checkpoint_carries_its_config_and_is_replaced_atomically(corpus, tmp_pa
     again = CliRunner().invoke(cli, ["train", "--data", str(corpus), "--epochs", "1", *TINY])
     assert again.exit_code != 0 and "--resume" in again.output
     assert load_checkpoint(out / "best.pt")["epoch"] == ck["epoch"]
+    # edgeser runs lists it, from its history.json: preset, corpus, epochs, best validation UA, not exported
+    listing = run(["runs"])
+    row = next(line for line in listing.output.splitlines() if line.startswith(f"runs/{corpus.name}-tiny"))
+    hist = json.loads((out / "history.json").read_text())
+    assert row.split()[1:5] == ["tiny", corpus.name, "1/1", f"{100 * hist['best']['UA']:.1f}%"], row
+    assert row.split()[7] == "-"
     # model-info reads the run: what it was trained from, and the model's own numbers
     from edgeser.train.model import count_params
 

@@ -130,6 +130,10 @@ def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcf
     res = trainer.fit([clips[i] for i in tr], [audio[i] for i in tr],
                       [clips[i] for i in va], [audio[i] for i in va], resume=resume,
                       stop_after=stop_after)
+    # what `edgeser runs` lists, readable without torch from history.json
+    res["run"] = {"corpora": corpora, "labels": list(model_cfg.labels), "epochs": tcfg.epochs,
+                  "speakers": {"train": len(tr_spk), "validation": len(val_spk)},
+                  **{k: extra_meta[k] for k in ("preset", "qat", "init") if k in (extra_meta or {})}}
     return res
 
 

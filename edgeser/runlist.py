@@ -1,0 +1,119 @@
+"""`edgeser runs`: what has been trained and evaluated under runs/, read from the JSON each command
+leaves (history.json, cv.json, test.json, edgeser.json): light, no torch, so it runs anywhere."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import click
+
+from . import manifest as M
+from .runs import EXPORT, RUNS, checkpoint_in, stale_export
+
+
+def _json(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _when(path: Path) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+
+
+def training_runs(root: Path) -> List[Dict[str, Any]]:
+    """Every run folder under root (one with best.pt or last.pt), newest checkpoint first."""
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        ck = checkpoint_in(folder)
+        if ck is None:
+            continue
+        hist = _json(folder / "history.json") or {}
+        run = hist.get("run") or {}
+        man = _json(folder / EXPORT / M.MANIFEST)
+        best = hist.get("best") or {}
+        rows.append({
+            "run": str(folder), "checkpoint": ck.name, "written": _when(ck), "mtime": ck.stat().st_mtime,
+            "preset": run.get("preset") or (man or {}).get("preset"),
+            "corpora": run.get("corpora"), "labels": run.get("labels") or (man or {}).get("labels"),
+            "epochs_run": hist.get("epochs_run"), "epochs": run.get("epochs"),
+            "validated": hist.get("validated"), "best_UA": best.get("UA"), "best_epoch": best.get("epoch"),
+            "export": ("stale" if stale_export(folder / EXPORT, M.MANIFEST) else "yes") if man else None,
+        })
+    return sorted(rows, key=lambda r: -r.pop("mtime"))
+
+
+def evaluations(root: Path) -> List[Dict[str, Any]]:
+    """Every evaluation report under root: cross-validations (cv.json) and tests of a model (test.json)."""
+    rows = []
+    for kind, name in (("cv", "cv.json"), ("test", "test.json")):
+        for report in sorted(root.glob(f"*/{name}")):
+            rep = _json(report)
+            if rep is None:
+                continue
+            pooled = rep.get("pooled", rep)
+            rows.append({
+                "folder": str(report.parent), "kind": kind, "written": _when(report),
+                "protocol": rep.get("protocol", "speaker-independent") if kind == "cv" else "trained model",
+                "folds": len(rep.get("folds") or []) or None,
+                "UA": pooled.get("UA"), "WA": pooled.get("WA"), "F1": pooled.get("macro_F1"), "clips": pooled.get("n"),
+                "enrolled_UA": (rep.get("enrolled") or {}).get("UA"),
+            })
+    return rows
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) else "-"
+
+
+def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root: Path) -> str:
+    lines = []
+    if runs:
+        w = max(len(r["run"]) for r in runs)
+        lines.append(f"{'run':{w}}  {'preset':10} {'data':16} {'epochs':>7}  {'best val UA':>13}  {'export':6}  written")
+        for r in runs:
+            epochs = f"{r['epochs_run'] or '?'}/{r['epochs'] or '?'}" if r["epochs_run"] else "-"
+            if r["validated"] is False:
+                best = "no val"
+            else:
+                best = f"{_pct(r['best_UA'])} @ {r['best_epoch']}" if r["best_UA"] is not None else "-"
+            lines.append(f"{r['run']:{w}}  {r['preset'] or '?':10} {'+'.join(r['corpora'] or ['?']):16} "
+                         f"{epochs:>7}  {best:>13}  {r['export'] or '-':6}  {r['written']}")
+    else:
+        lines.append(f"no training runs under {root}/ (`edgeser train --data DIR` makes one)")
+    if evals:
+        w = max(len(e["folder"]) for e in evals)
+        lines += ["", f"{'evaluation':{w}}  {'protocol':21} {'folds':>5}  {'UA':>6} {'WA':>6} {'F1':>6}  "
+                      f"{'clips':>5}  {'enrolled':>8}  written"]
+        for e in evals:
+            proto = "random (speaker-dep.)" if e["protocol"].startswith("random") else e["protocol"]
+            lines.append(f"{e['folder']:{w}}  {proto:21} {e['folds'] or '-':>5}  {_pct(e['UA']):>6} "
+                         f"{_pct(e['WA']):>6} {_pct(e['F1']):>6}  {e['clips'] or '-':>5}  "
+                         f"{_pct(e['enrolled_UA']):>8}  {e['written']}")
+    return "\n".join(lines)
+
+
+@click.command("runs")
+@click.option("--root", default=str(RUNS), show_default=True, type=click.Path(file_okay=False),
+              help="The folder that holds the runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {\"runs\": [...], \"evaluations\": [...]}.")
+def runs(root, as_json):
+    """What has been trained and evaluated here, newest run first.
+
+    For each training run: its preset, corpora, epochs run of those asked for, best validation UA
+    (on held-out training speakers) and whether it is exported (`stale`: the checkpoint is newer
+    than its export). For each evaluation: its protocol, UA, WA and macro-F1 (and UA enrolled,
+    with --speaker-adapt). Read from the JSON the commands leave; no torch needed.
+    """
+    root_p = Path(root)
+    if not root_p.is_dir():
+        raise click.ClickException(f"{root_p}: no such folder (runs are made by `edgeser train`)")
+    found, evals = training_runs(root_p), evaluations(root_p)
+    if as_json:
+        click.echo(json.dumps({"runs": found, "evaluations": evals}, indent=2))
+    else:
+        click.echo(format_listing(found, evals, root_p))
