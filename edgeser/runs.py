@@ -17,6 +17,7 @@ from .audio import AUDIO_EXT
 RUNS = Path("runs")
 CHECKPOINTS = ("best.pt", "last.pt")     # what a run folder stands for, in this order
 EXPORT = "export"                        # a run's export folder, inside it
+FIRMWARE = "firmware"                    # its microcontroller sources, beside the export
 BUNDLED_CHECKPOINT = Path("models") / "bundle-qat.pt"   # in a checkout: the bundled model's weights
 
 
@@ -90,6 +91,17 @@ def default_export_folder(ckpt: os.PathLike) -> Path:
     if p.name in CHECKPOINTS:
         return p.parent / EXPORT
     return p.parent / f"{p.stem}-{EXPORT}"
+
+
+def default_firmware_folder(export: os.PathLike, bundled: bool = False) -> Path:
+    """Microcontroller sources beside the export they come from: runs/NAME/export -> runs/NAME/firmware,
+    the bundled model -> ./firmware (not inside the installed package), models/x -> models/x-firmware."""
+    p = Path(export)
+    if bundled:
+        return Path(FIRMWARE)
+    if p.name == EXPORT:
+        return p.parent / FIRMWARE
+    return p.parent / f"{p.name}-{FIRMWARE}"
 
 
 def exported_model(folder: Path, marker: str) -> Optional[Path]:

@@ -175,8 +175,10 @@ def firmware():
 @click.option("--model", default=None, type=click.Path(), metavar="DIR",
               help="Export folder with full-integer int8 .tflite files (or a run folder: its export). "
                    "Default: the bundled model.")
-@click.option("--out", required=True, type=Output(replaces=(REPORT, WRITER)), metavar="DIR",
-              help="Folder for the sources and report, replaced whole (a folder holding other files is refused).")
+@click.option("--out", default=None, type=Output(replaces=(REPORT, WRITER)), metavar="DIR",
+              help="Folder for the sources and report, replaced whole (a folder holding other files is refused). "
+                   "Default: the run's own, runs/NAME/firmware, for a run's export; ./firmware for the bundled "
+                   "model; NAME-firmware beside any other export folder.")
 @click.option("--clip", "clips", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="Real clip(s) to compare TFLM with ai-edge-litert on, besides the export's golden window.")
 @click.option("--parity/--no-parity", default=True, show_default=True,
@@ -184,14 +186,22 @@ def firmware():
 def generate(model, out, clips, parity):
     """TFLite Micro sources: model arrays, op resolver, model header, measured arena, fit report."""
     from edgeser.audio import AudioError
+    from edgeser.files import OutputError, replaceable
+    from edgeser.runs import default_firmware_folder
+    from edgeser.runtime.recognizer import DEFAULT_MODEL, RecognizerError, model_location
 
     from .generate import FirmwareError, generate as run
     from .tflm import TFLMError
 
-    from edgeser.runtime.recognizer import RecognizerError, model_location
-
     try:
         model, _ = model_location(model)    # None: the bundled model; a run folder: its export
+        if out is None:
+            out = default_firmware_folder(model, bundled=model.resolve() == DEFAULT_MODEL.resolve())
+            try:
+                replaceable(out, REPORT, WRITER)
+            except OutputError as e:
+                raise click.ClickException(f"{e} (name another with --out)") from None
+            click.echo(f"output folder: {out} (--out to choose)", err=True)
         rep = run(model, out, clips, parity, log=lambda m: click.echo(m, err=True))
     except (FirmwareError, TFLMError, AudioError, RecognizerError) as e:
         raise click.ClickException(str(e))

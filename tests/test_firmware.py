@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +209,13 @@ def test_bad_inputs_are_one_line_errors(tmp_path, model_dir):
     r = subprocess.run([sys.executable, "-m", "edgeser", "firmware", "generate", "--model", str(tmp_path / "nope"),
                         "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr
+
+
+def test_a_runs_sources_go_beside_its_export_by_default(model_dir, tmp_path):
+    shutil.copytree(model_dir, tmp_path / "runs" / "me" / "export")
+    r = subprocess.run([sys.executable, "-m", "edgeser", "firmware", "generate", "--model", "runs/me", "--no-parity"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "output folder: runs/me/firmware" in r.stderr
+    report = json.loads((tmp_path / "runs" / "me" / "firmware" / "firmware.json").read_text())
+    assert set(report["files"]) >= {"model_data.cc", "edgeser_model.h", "fit_report.md"}

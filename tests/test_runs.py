@@ -49,6 +49,13 @@ def test_export_folders_sit_in_their_run():
     assert runs.default_export_folder("models/bundle-qat.pt") == Path("models/bundle-qat-export")
 
 
+def test_firmware_sources_sit_beside_their_export():
+    assert runs.default_firmware_folder("runs/x/export") == Path("runs/x/firmware")
+    assert runs.default_firmware_folder("models/x") == Path("models/x-firmware")
+    assert runs.default_firmware_folder("/usr/lib/python3/site-packages/edgeser/models/default", bundled=True) \
+        == Path("firmware")
+
+
 def test_the_newest_run_is_the_one_whose_checkpoint_was_written_last(tmp_path):
     assert runs.newest_run(tmp_path / "runs") is None
     for i, name in enumerate(["old", "new", "mid"]):
