@@ -194,6 +194,7 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert pooled["n"] == sum(sum(r) for r in pooled["confusion"])
     assert rep["speaker_adapted"]["n"] == rep["enrolled"]["n"] == pooled["n"]
     assert "enrolled (other half" in res.output
+    assert "fold 0: epoch 2/2" in res.output and "fold 1: epoch 1/2" in res.output   # which fold each line is
     assert set(rep["folds"][0]["test_speakers"]).isdisjoint(rep["folds"][1]["test_speakers"])
     assert (out / "cv_confusion.png").stat().st_size > 1000
     per = rep["per_speaker"]       # every test speaker once, every clip counted once

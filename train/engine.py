@@ -338,8 +338,9 @@ class WeightAverage:
 
 class Trainer:
     def __init__(self, cfg: ModelConfig, tcfg: TrainConfig, out_dir: Path, meta: Optional[dict] = None,
-                 progress: bool = True):
+                 progress: bool = True, log_prefix: str = ""):
         self.cfg, self.tcfg, self.out = cfg, tcfg, Path(out_dir)
+        self.log_prefix = log_prefix     # "fold 2: " where folds train side by side and their lines interleave
         self.meta = meta or {}
         self.dist = Dist()
         threads = tcfg.threads or (1 if self.dist.world > 1 else max(1, os.cpu_count() or 1))
@@ -405,7 +406,7 @@ class Trainer:
 
     def log(self, msg: str) -> None:
         if self.dist.main:
-            print(msg, flush=True)
+            print(self.log_prefix + msg, flush=True)
 
     def state(self) -> dict:
         return {

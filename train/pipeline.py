@@ -105,7 +105,7 @@ def decide(probs: np.ndarray, allowed: Optional[np.ndarray] = None) -> List[int]
 def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcfg, out: Path,
               val_fraction: float = 0.15, resume: bool = False, extra_meta: Optional[dict] = None,
               progress: bool = True, stop_after: Optional[int] = None,
-              val_speakers: Optional[Sequence[str]] = None) -> Dict:
+              val_speakers: Optional[Sequence[str]] = None, log_prefix: str = "") -> Dict:
     """Hold out whole training speakers for validation (`val_speakers` where given, else a seeded
     share of them), train, return the Trainer's summary."""
     from .engine import Trainer
@@ -126,7 +126,7 @@ def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcf
         "summary": summary(clips),
         **(extra_meta or {}),
     }
-    trainer = Trainer(model_cfg, tcfg, out, meta, progress=progress)
+    trainer = Trainer(model_cfg, tcfg, out, meta, progress=progress, log_prefix=log_prefix)
     res = trainer.fit([clips[i] for i in tr], [audio[i] for i in tr],
                       [clips[i] for i in va], [audio[i] for i in va], resume=resume,
                       stop_after=stop_after)
@@ -164,7 +164,8 @@ def _fold_worker(args) -> Dict:
     t0 = time.time()
     res = train_run([kept[i] for i in tr], [audio[i] for i in tr], model_cfg, tcfg, fold_dir,
                     val_fraction, resume, {**meta, **({"test_clips": sorted(test)} if by_clip else
-                                                      {"test_speakers": list(test_spk)})}, progress=False)
+                                                      {"test_speakers": list(test_spk)})}, progress=False,
+                    log_prefix=f"fold {fold}: ")
     save_history(res, fold_dir)
     model, _ = load_model(fold_dir / "best.pt")
     scored = scored_probs(model, [audio[i] for i in te], [kept[i].speaker for i in te], speaker_adapt, how, speeds)
