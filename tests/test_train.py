@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -195,6 +196,8 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert rep["speaker_adapted"]["n"] == rep["enrolled"]["n"] == pooled["n"]
     assert "enrolled (other half" in res.output
     assert "fold 0: epoch 2/2" in res.output and "fold 1: epoch 1/2" in res.output   # which fold each line is
+    first = next(line for line in res.output.splitlines() if line.startswith("fold 0: epoch 1/2"))
+    assert re.search(r"\(\d+\.\ds, at most \d+s left\)", first), first        # and how long the rest takes
     assert set(rep["folds"][0]["test_speakers"]).isdisjoint(rep["folds"][1]["test_speakers"])
     assert (out / "cv_confusion.png").stat().st_size > 1000
     per = rep["per_speaker"]       # every test speaker once, every clip counted once

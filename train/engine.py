@@ -404,6 +404,16 @@ class Trainer:
         """The weights that are validated and saved: the moving average where there is one."""
         return self.ema.model if self.ema is not None else self.model
 
+    def _left(self, epochs: int) -> str:
+        """", at most 3m20s left": the epochs still to run at the pace of the last few (early stopping
+        may end sooner, hence "at most")."""
+        todo = epochs - self.epoch
+        if todo <= 0:
+            return ""
+        recent = [h["seconds"] for h in self.history[-5:]]
+        s = round(todo * sum(recent) / len(recent))
+        return f", at most {s // 60}m{s % 60:02d}s left" if s >= 60 else f", at most {s}s left"
+
     def log(self, msg: str) -> None:
         if self.dist.main:
             print(self.log_prefix + msg, flush=True)
@@ -572,7 +582,7 @@ class Trainer:
                     vs += f"  int8 agreement {rec['val_int8_agreement']:.1%}"
                 sl = f"  speaker loss {rec['speaker_loss']:.3f}" if "speaker_loss" in rec else ""
                 self.log(f"epoch {self.epoch}/{t.epochs}  loss {rec['loss']:.3f}{sl}{vs}  "
-                         f"({rec['seconds']:.1f}s){'  *' if improved else ''}")
+                         f"({rec['seconds']:.1f}s{self._left(t.epochs)}){'  *' if improved else ''}")
             stop = self.dist.broadcast_flag(self.dist.main and self.bad_epochs >= t.patience)
             if stop:
                 self.log(f"early stop: no better validation UA for {t.patience} epochs")
