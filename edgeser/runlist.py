@@ -63,6 +63,14 @@ def evaluations(root: Path) -> List[Dict[str, Any]]:
                 "UA": pooled.get("UA"), "WA": pooled.get("WA"), "F1": pooled.get("macro_F1"), "clips": pooled.get("n"),
                 "enrolled_UA": (rep.get("enrolled") or {}).get("UA"),
             })
+    # a cross-validation still running, or stopped before its report: how far its folds got
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not (p / "cv.json").exists()):
+        folds = sorted(folder.glob("fold*/last.pt"))
+        if folds:
+            latest = max(folds, key=lambda p: p.stat().st_mtime)
+            rows.append({"folder": str(folder), "kind": "cv", "written": _when(latest),
+                         "protocol": "unfinished", "folds": len(folds), "UA": None, "WA": None, "F1": None,
+                         "clips": None, "enrolled_UA": None})
     return rows
 
 
@@ -74,7 +82,8 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
     lines = []
     if runs:
         w = max(len(r["run"]) for r in runs)
-        lines.append(f"{'run':{w}}  {'preset':10} {'data':16} {'epochs':>7}  {'best val UA':>13}  {'export':6}  written")
+        lines.append(f"{'run':{w}}  {'preset':10} {'data':16} {'epochs':>7}  {'best val UA':>13}  "
+                     f"{'export':6}  written")
         for r in runs:
             epochs = f"{r['epochs_run'] or '?'}/{r['epochs'] or '?'}" if r["epochs_run"] else "-"
             if r["validated"] is False:
@@ -107,7 +116,8 @@ def runs(root, as_json):
     For each training run: its preset, corpora, epochs run of those asked for, best validation UA
     (on held-out training speakers) and whether it is exported (`stale`: the checkpoint is newer
     than its export). For each evaluation: its protocol, UA, WA and macro-F1 (and UA enrolled,
-    with --speaker-adapt). Read from the JSON the commands leave; no torch needed.
+    with --speaker-adapt), or `unfinished` with the folds begun so far (still running, or to
+    continue with `evaluate … --resume`). Read from the JSON the commands leave; no torch needed.
     """
     root_p = Path(root)
     if not root_p.is_dir():

@@ -135,6 +135,9 @@ def test_runs_lists_trainings_and_evaluations_from_their_reports(tmp_path):
          "protocol": "speaker-independent"}))
     (root / "eval-x-on-emodb").mkdir()
     (root / "eval-x-on-emodb" / "test.json").write_text(json.dumps({"UA": 0.36, "WA": 0.4, "n": 300}))
+    for fold in ("fold0", "fold1"):               # a cross-validation stopped after two folds began
+        (root / "eval-ravdess-speaker4" / fold).mkdir(parents=True)
+        (root / "eval-ravdess-speaker4" / fold / "last.pt").write_bytes(b"x")
     res = CliRunner().invoke(runs_cmd, ["--root", str(root)])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
@@ -145,7 +148,9 @@ def test_runs_lists_trainings_and_evaluations_from_their_reports(tmp_path):
     assert "speaker-independent" in cv and " 10 " in cv and "71.8%" in cv and "535" in cv
     test = next(line for line in lines if line.startswith(str(root / "eval-x-on-emodb")))
     assert "trained model" in test and "36.0%" in test
+    going = next(line for line in lines if line.startswith(str(root / "eval-ravdess-speaker4")))
+    assert going.split()[1:3] == ["unfinished", "2"]
     data = json.loads(CliRunner().invoke(runs_cmd, ["--root", str(root), "--json"]).output)
-    assert [r["run"] for r in data["runs"]] == [str(new), str(old)] and len(data["evaluations"]) == 2
+    assert [r["run"] for r in data["runs"]] == [str(new), str(old)] and len(data["evaluations"]) == 3
     bad = CliRunner().invoke(runs_cmd, ["--root", str(tmp_path / "nope")])
     assert bad.exit_code != 0 and "no such folder" in bad.output
