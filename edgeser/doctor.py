@@ -72,7 +72,6 @@ def check_model(path=None) -> List[Check]:
     seconds = man.window_samples / man.sample_rate
     out = [Check(name, OK, f"{folder}: {man.preset or 'a model'}, {len(man.labels)} labels "
                             f"({', '.join(man.labels)}), {seconds:g} s window")]
-
     installed = available()
     for fmt, prec in PREFERENCE:
         if not (man.artifact("frontend_step", fmt, prec) and man.artifact("head", fmt, prec)):

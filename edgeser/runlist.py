@@ -44,7 +44,10 @@ def training_runs(root: Path) -> List[Dict[str, Any]]:
             "validated": hist.get("validated"), "best_UA": best.get("UA"), "best_epoch": best.get("epoch"),
             "export": ("stale" if stale_export(folder / EXPORT, M.MANIFEST) else "yes") if man else None,
         })
-    return sorted(rows, key=lambda r: -r.pop("mtime"))
+    rows.sort(key=lambda r: -r["mtime"])
+    for r in rows:
+        del r["mtime"]      # for the order only: `written` says when
+    return rows
 
 
 def evaluations(root: Path) -> List[Dict[str, Any]]:

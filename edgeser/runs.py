@@ -104,12 +104,6 @@ def default_firmware_folder(export: os.PathLike, bundled: bool = False) -> Path:
     return p.parent / f"{p.name}-{FIRMWARE}"
 
 
-def exported_model(folder: Path, marker: str) -> Optional[Path]:
-    """A run folder given where an export folder is wanted: its export, if it has one."""
-    inner = folder / EXPORT
-    return inner if not (folder / marker).exists() and (inner / marker).exists() else None
-
-
 def stale_export(folder: Path, marker: str) -> Optional[str]:
     """A run's export older than the run's checkpoint (trained on with --resume, or adapted, after
     exporting): the device would hear the old weights. The line that says so, or None."""

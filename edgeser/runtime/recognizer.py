@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import manifest as M
 from ..audio import AudioError, decode_error, open_sound
-from ..runs import EXPORT, checkpoint_in, default_export_folder, exported_model, stale_export
+from ..runs import EXPORT, checkpoint_in, default_export_folder, stale_export
 from ..speed import DEFAULT_SPEEDS, check_speeds
 from . import backends as B
 from .stream import Result, Stream
@@ -64,9 +64,8 @@ def model_location(path) -> Tuple[Path, Optional[str]]:
     if p.is_dir():
         if (p / M.MANIFEST).exists():
             return p, None
-        inner = exported_model(p, M.MANIFEST)     # a run folder stands for its export
-        if inner is not None:
-            return inner, None
+        if (p / EXPORT / M.MANIFEST).exists():     # a run folder stands for its export
+            return p / EXPORT, None
         if checkpoint_in(p) is not None:
             raise RecognizerError(f"{p}: a training run with no export yet: `edgeser export {p}` writes "
                                   f"{p / EXPORT}")
