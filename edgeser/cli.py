@@ -8,7 +8,7 @@ import click
 
 # name -> (module, attribute, one-line help); the module is imported only when the command runs
 COMMANDS = {
-    "model-info": ("edgeser.train.commands", "model_info", "Parameters, MACs and frame geometry of a preset or checkpoint."),
+    "model-info": ("edgeser.modelinfo", "model_info", "What a model is: labels, files, parity, licences; or a preset's size."),
     "train": ("edgeser.train.commands", "train", "Train a model on one or more corpora."),
     "evaluate": ("edgeser.train.commands", "evaluate", "Speaker-independent cross-validation, or test a trained model."),
     "runs": ("edgeser.runlist", "runs", "What has been trained and evaluated here: UA, epochs, exports."),
@@ -30,7 +30,7 @@ EXTRA_OF = {"torch": "train", "tqdm": "train", "onnx": "export", "litert_torch":
             "pyaudio": "audio", "webrtcvad": "audio", "serial": "bridge", "matplotlib": "plot",
             "tflite_micro": "firmware"}
 # commands whose every use needs one extra, whatever the package that is found missing first
-COMMAND_EXTRA = {"train": "train", "evaluate": "train", "adapt": "train", "model-info": "train", "export": "export"}
+COMMAND_EXTRA = {"train": "train", "evaluate": "train", "adapt": "train", "export": "export"}
 
 
 def missing_package_message(command: str, package: str) -> str:

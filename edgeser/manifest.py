@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 MANIFEST = "edgeser.json"
 WRITER = "`edgeser export`"     # the command whose folders hold a MANIFEST
 FORMAT = "edgeser-manifest-1"
+PARITY = "parity.json"          # export's report beside it: every file against the PyTorch model
 
 
 def state_pairs(input_names, output_names) -> List[Tuple[str, str]]:
@@ -103,6 +104,16 @@ def read(path: os.PathLike) -> Manifest:
         return Manifest.from_dict(d)
     except TypeError as e:
         raise ManifestError(f"{p}: malformed manifest ({e})") from None
+
+
+def parity_rows(folder: os.PathLike) -> Dict[str, Dict[str, Any]]:
+    """The export's parity rows by artifact ("model.int8.tflite", "frontend_step.int8.tflite +
+    head.int8.tflite", ...); empty where the folder has no readable report (it is optional)."""
+    try:
+        rows = json.loads((Path(folder) / PARITY).read_text()).get("rows", [])
+        return {r["artifact"]: r for r in rows if isinstance(r, dict) and "artifact" in r}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
 
 
 def write(m: Manifest, folder: os.PathLike) -> Path:

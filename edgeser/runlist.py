@@ -1,5 +1,5 @@
-"""`edgeser runs`: what has been trained and evaluated under runs/, read from the JSON each command
-leaves (history.json, cv.json, test.json, edgeser.json): light, no torch, so it runs anywhere."""
+"""`edgeser runs`: what has been trained and evaluated under runs/ (and folders in it, such as
+runs/experiments/NAME), read from the JSON each command leaves (history.json, cv.json, test.json, edgeser.json): light, no torch, so it runs anywhere."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,8 @@ from typing import Any, Dict, List, Optional
 import click
 
 from . import manifest as M
-from .runs import EXPORT, RUNS, checkpoint_in, stale_export
+from .runs import (CV_REPORT, EXPORT, RUNS, TEST_REPORT, checkpoint_in, is_evaluation, run_folders,
+                   stale_export, training_run_folders)
 
 
 def _json(path: Path) -> Optional[Dict[str, Any]]:
@@ -28,10 +29,8 @@ def _when(path: Path) -> str:
 def training_runs(root: Path) -> List[Dict[str, Any]]:
     """Every run folder under root (one with best.pt or last.pt), newest checkpoint first."""
     rows = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    for folder in training_run_folders(root):
         ck = checkpoint_in(folder)
-        if ck is None:
-            continue
         hist = _json(folder / "history.json") or {}
         run = hist.get("run") or {}
         man = _json(folder / EXPORT / M.MANIFEST)
@@ -53,8 +52,9 @@ def training_runs(root: Path) -> List[Dict[str, Any]]:
 def evaluations(root: Path) -> List[Dict[str, Any]]:
     """Every evaluation report under root: cross-validations (cv.json) and tests of a model (test.json)."""
     rows = []
-    for kind, name in (("cv", "cv.json"), ("test", "test.json")):
-        for report in sorted(root.glob(f"*/{name}")):
+    folders = [f for f in run_folders(root) if is_evaluation(f)]
+    for kind, name in (("cv", CV_REPORT), ("test", TEST_REPORT)):
+        for report in (f / name for f in folders if (f / name).exists()):
             rep = _json(report)
             if rep is None:
                 continue
@@ -67,7 +67,7 @@ def evaluations(root: Path) -> List[Dict[str, Any]]:
                 "enrolled_UA": (rep.get("enrolled") or {}).get("UA"),
             })
     # a cross-validation still running, or stopped before its report: how far its folds got
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not (p / "cv.json").exists()):
+    for folder in (f for f in folders if not (f / CV_REPORT).exists()):
         folds = sorted(folder.glob("fold*/last.pt"))
         if folds:
             latest = max(folds, key=lambda p: p.stat().st_mtime)
@@ -114,7 +114,8 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
               help="The folder that holds the runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: {\"runs\": [...], \"evaluations\": [...]}.")
 def runs(root, as_json):
-    """What has been trained and evaluated here, newest run first.
+    """What has been trained and evaluated here, newest run first: under --root and the folders in it,
+    three deep (runs/NAME, runs/GROUP/NAME, runs/GROUP/SUB/NAME).
 
     For each training run: its preset, corpora, epochs run of those asked for, best validation UA
     (on held-out training speakers) and whether it is exported (`stale`: the checkpoint is newer

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 from .audio import AUDIO_EXT
 
@@ -19,6 +19,8 @@ CHECKPOINTS = ("best.pt", "last.pt")     # what a run folder stands for, in this
 EXPORT = "export"                        # a run's export folder, inside it
 FIRMWARE = "firmware"                    # its microcontroller sources, beside the export
 BUNDLED_CHECKPOINT = Path("models") / "bundle-qat.pt"   # in a checkout: the bundled model's weights
+CV_REPORT, TEST_REPORT = "cv.json", "test.json"          # what `edgeser evaluate` leaves in its folder
+SEARCH_DEPTH = 3      # runs are looked for in runs/NAME, runs/GROUP/NAME and runs/GROUP/SUB/NAME
 
 
 def _slug(text: str) -> str:
@@ -72,13 +74,35 @@ def checkpoint_in(run: Path) -> Optional[Path]:
     return next((run / n for n in CHECKPOINTS if (run / n).is_file()), None)
 
 
+def is_evaluation(folder: Path) -> bool:
+    """An `edgeser evaluate` folder: its report, or a cross-validation's fold runs begun."""
+    return ((folder / CV_REPORT).exists() or (folder / TEST_REPORT).exists()
+            or any(checkpoint_in(f) is not None for f in folder.glob("fold*") if f.is_dir()))
+
+
+def run_folders(root: os.PathLike = RUNS, depth: int = SEARCH_DEPTH) -> List[Path]:
+    """The training runs and evaluations under root, SEARCH_DEPTH folders down. What is inside one
+    (an evaluation's fold runs, a run's export) belongs to it and is not looked into."""
+    try:
+        children = sorted(p for p in Path(root).iterdir() if p.is_dir())
+    except OSError:
+        return []
+    found = []
+    for p in children:
+        if checkpoint_in(p) is not None or is_evaluation(p):
+            found.append(p)
+        elif depth > 1:
+            found += run_folders(p, depth - 1)
+    return found
+
+
+def training_run_folders(root: os.PathLike = RUNS) -> List[Path]:
+    return [p for p in run_folders(root) if checkpoint_in(p) is not None and not is_evaluation(p)]
+
+
 def newest_run(root: os.PathLike = RUNS) -> Optional[Path]:
-    """The run folder under `root` whose checkpoint was written last, or None."""
-    root = Path(root)
-    if not root.is_dir():
-        return None
-    found = [(ck.stat().st_mtime, run) for run in root.iterdir() if run.is_dir()
-             for ck in [checkpoint_in(run)] if ck is not None]
+    """The training run under `root` whose checkpoint was written last, or None."""
+    found = [(checkpoint_in(run).stat().st_mtime, run) for run in training_run_folders(root)]
     return max(found, key=lambda t: t[0])[1] if found else None
 
 

@@ -56,11 +56,16 @@ def test_the_device_install_has_no_torch_and_listens(device_env):
     assert r.returncode == 0 and "tflite" in r.stdout, r.stderr
     r = run(device_env, "runs", "--root", EXAMPLES)       # reads JSON reports: no torch either
     assert r.returncode == 0 and "no training runs" in r.stdout, r.stderr
+    r = run(device_env, "model-info", "--json")           # the manifest and parity report: no torch
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["listen"].endswith("(tflite int8)") and "anger" in info["labels"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, extra", [(("train", "--data", "x", "--out", "y"), "train"),
                                          (("evaluate", "--help"), "train"),
+                                         (("model-info", "--preset", "edge"), "train"),
                                          (("export", "x.pt", "--out", "y"), "export"),
                                          (("listen", "--input", "x.wav", "--plot", "x.png"), "plot")])
 def test_what_needs_an_extra_names_it_in_one_line(device_env, args, extra):

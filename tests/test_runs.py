@@ -67,6 +67,15 @@ def test_the_newest_run_is_the_one_whose_checkpoint_was_written_last(tmp_path):
     (tmp_path / "runs" / "eval" / "fold0" / "best.pt").write_bytes(b"x")
     assert runs.newest_run(tmp_path / "runs") == tmp_path / "runs" / "new"
     assert runs.checkpoint_in(tmp_path / "runs" / "mid") == tmp_path / "runs" / "mid" / "last.pt"
+    # runs kept in a folder of their own are found there too, down to runs/GROUP/SUB/NAME
+    deep = tmp_path / "runs" / "xp" / "lr" / "a"
+    deep.mkdir(parents=True)
+    (deep / "best.pt").write_bytes(b"x")
+    assert runs.newest_run(tmp_path / "runs") == deep
+    (deep / "best.pt").rename(deep / "x.pt")
+    (deep / "b" / "c").mkdir(parents=True)       # four folders down: not looked for
+    (deep / "b" / "c" / "best.pt").write_bytes(b"x")
+    assert runs.newest_run(tmp_path / "runs") == tmp_path / "runs" / "new"
 
 
 def test_a_run_folder_stands_for_its_export(tmp_path):
@@ -138,6 +147,10 @@ def test_runs_lists_trainings_and_evaluations_from_their_reports(tmp_path):
     for fold in ("fold0", "fold1"):               # a cross-validation stopped after two folds began
         (root / "eval-ravdess-speaker4" / fold).mkdir(parents=True)
         (root / "eval-ravdess-speaker4" / fold / "last.pt").write_bytes(b"x")
+    grouped = root / "xp" / "seeds"                 # a folder of runs: listed from runs/ too
+    (grouped / "s1" / "fold0").mkdir(parents=True)
+    (grouped / "s1" / "fold0" / "best.pt").write_bytes(b"x")
+    (grouped / "s1" / "cv.json").write_text(json.dumps({"pooled": {"UA": 0.52, "n": 1440}, "folds": [{}] * 4}))
     res = CliRunner().invoke(runs_cmd, ["--root", str(root)])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
@@ -150,7 +163,9 @@ def test_runs_lists_trainings_and_evaluations_from_their_reports(tmp_path):
     assert "trained model" in test and "36.0%" in test
     going = next(line for line in lines if line.startswith(str(root / "eval-ravdess-speaker4")))
     assert going.split()[1:3] == ["unfinished", "2"]
+    seeds = next(line for line in lines if line.startswith(str(grouped / "s1")))
+    assert "52.0%" in seeds and " 4 " in seeds
     data = json.loads(CliRunner().invoke(runs_cmd, ["--root", str(root), "--json"]).output)
-    assert [r["run"] for r in data["runs"]] == [str(new), str(old)] and len(data["evaluations"]) == 3
+    assert [r["run"] for r in data["runs"]] == [str(new), str(old)] and len(data["evaluations"]) == 4
     bad = CliRunner().invoke(runs_cmd, ["--root", str(tmp_path / "nope")])
     assert bad.exit_code != 0 and "no such folder" in bad.output

@@ -1,4 +1,4 @@
-"""`edgeser train`, `edgeser evaluate`, `edgeser model-info`. torch is imported inside each command."""
+"""`edgeser train`, `edgeser evaluate`, `edgeser adapt`, and the torch side of `edgeser model-info`."""
 from __future__ import annotations
 
 import json
@@ -502,30 +502,23 @@ def adapt(ckpt, data, out, steps, balance, cache_dir):
                + f"); checkpoint {out}")
 
 
-@click.command("model-info")
-@click.option("--preset", type=click.Choice(_preset_names()), default="edge", show_default=True)
-@click.option("--model", "model_path", type=click.Path(), default=None, help="A checkpoint instead of a preset.")
-@click.option("--hop-s", default=0.5, show_default=True, type=float, help="Streaming hop for the MACs estimate.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def model_info(preset, model_path, hop_s, as_json):
-    """Parameters, MACs per second of audio and the frame/receptive-field geometry."""
-    from .model import SERModel, count_params, macs_per_second
+def architecture(preset: str = "edge", model_path=None, hop_s: float = 0.5):
+    """(info dict, text lines) for a preset or a checkpoint: `edgeser model-info`'s torch side."""
+    from .checkpoint import load_model
+    from .model import PRESETS, SERModel, count_params, macs_per_second
     from .model import preset as get_preset
 
     if model_path:
-        from .checkpoint import CheckpointError, load_model
-        try:
-            model, ck = load_model(model_path)
-        except CheckpointError as e:
-            _fail(e)
+        model, ck = load_model(model_path)       # CheckpointError names the file
         cfg = model.cfg
         preset = (ck.get("meta") or {}).get("preset")    # what it was trained from; None where not recorded
     else:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
         ck = None
         cfg = get_preset(preset)
         model = SERModel(cfg)
     lens = cfg.lengths()
-    rf_stem = cfg.stem_kernel
     info = {
         "preset": preset,
         "checkpoint": ck["_path"] if ck else None,
@@ -539,21 +532,17 @@ def model_info(preset, model_path, hop_s, as_json):
         "gru": {"hidden": cfg.gru_hidden, "layers": cfg.gru_layers, "bidirectional": True},
         "labels": list(cfg.labels),
     }
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
     m = info["macs"]
-    if ck:
-        click.echo(f"checkpoint     {ck['_path']} (preset {preset or 'not recorded'}, epoch {ck.get('epoch', '?')})")
-    else:
-        click.echo(f"preset         {preset}")
-    click.echo(f"parameters     {info['parameters']:,}")
-    click.echo(f"MACs / s audio {m['whole_window_per_s'] / 1e6:.1f} M (whole window), "
-               f"{m['streaming_per_s'] / 1e6:.1f} M (streaming, head every {hop_s} s)")
-    click.echo(f"  front end    {m['frontend_per_s'] / 1e6:.1f} M/s; head {m['head_per_window'] / 1e6:.2f} M per window")
-    click.echo(f"frame          {cfg.frame_ms:g} ms = {cfg.frame_samples} samples at {cfg.sample_rate} Hz")
-    click.echo(f"window         {cfg.window_s:g} s = {cfg.window_frames} frames (the receptive field of one decision)")
-    click.echo(f"blocks         {len(cfg.channels)} ConvLSTM: channels {list(cfg.channels)}, "
-               f"state lengths {lens}; stem conv k={rf_stem} stride={cfg.stem_stride}")
-    click.echo(f"BiGRU          {cfg.gru_layers} layers x {cfg.gru_hidden} per direction")
-    click.echo(f"labels         {', '.join(cfg.labels)}")
+    lines = [f"checkpoint     {ck['_path']} (preset {preset or 'not recorded'}, epoch {ck.get('epoch', '?')})"
+             if ck else f"preset         {preset}",
+             f"parameters     {info['parameters']:,}",
+             f"MACs / s audio {m['whole_window_per_s'] / 1e6:.1f} M (whole window), "
+             f"{m['streaming_per_s'] / 1e6:.1f} M (streaming, head every {hop_s} s)",
+             f"  front end    {m['frontend_per_s'] / 1e6:.1f} M/s; head {m['head_per_window'] / 1e6:.2f} M per window",
+             f"frame          {cfg.frame_ms:g} ms = {cfg.frame_samples} samples at {cfg.sample_rate} Hz",
+             f"window         {cfg.window_s:g} s = {cfg.window_frames} frames (the receptive field of one decision)",
+             f"blocks         {len(cfg.channels)} ConvLSTM: channels {list(cfg.channels)}, "
+             f"state lengths {lens}; stem conv k={cfg.stem_kernel} stride={cfg.stem_stride}",
+             f"BiGRU          {cfg.gru_layers} layers x {cfg.gru_hidden} per direction",
+             f"labels         {', '.join(cfg.labels)}"]
+    return info, lines

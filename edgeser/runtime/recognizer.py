@@ -81,8 +81,10 @@ def model_location(path) -> Tuple[Path, Optional[str]]:
     return p.parent, p.name
 
 
-def _pick(man: M.Manifest, folder: Path, file: Optional[str], backend: Optional[str],
-          precision: Optional[str]) -> Tuple[M.Artifact, M.Artifact]:
+def pick_streaming_pair(man: M.Manifest, folder: Path, file: Optional[str], backend: Optional[str],
+                        precision: Optional[str]) -> Tuple[M.Artifact, M.Artifact]:
+    """The frontend_step + head pair `load` streams with: the first of PREFERENCE that the folder
+    has, an interpreter here runs and (unless precision says) whose int8 holds up in parity."""
     if backend not in (None, "onnx", "tflite"):
         raise RecognizerError(f"unknown backend {backend!r} (onnx or tflite)")
     if precision not in (None, "fp32", "int8"):
@@ -121,13 +123,7 @@ def _pick(man: M.Manifest, folder: Path, file: Optional[str], backend: Optional[
 def _poor_int8(folder: Path, man: M.Manifest, pairs) -> List[Tuple[str, str]]:
     """int8 streaming pairs whose export parity report shows they disagree with the float model
     on more than MIN_INT8_AGREEMENT of held-out windows (static full-integer quantisation can)."""
-    import json
-
-    try:
-        rows = json.loads((folder / "parity.json").read_text()).get("rows", [])
-    except (OSError, ValueError, AttributeError):
-        return []
-    agreement = {r.get("artifact"): r.get("agreement") for r in rows if isinstance(r, dict)}
+    agreement = {k: r.get("agreement") for k, r in M.parity_rows(folder).items()}
     poor = []
     for f, p in pairs:
         if p != "int8":
@@ -331,7 +327,7 @@ def load(path=None, backend: Optional[str] = None, precision: Optional[str] = No
         man = M.read(folder)
     except M.ManifestError as e:
         raise RecognizerError(str(e)) from None
-    step_art, head_art = _pick(man, folder, file, backend, precision)
+    step_art, head_art = pick_streaming_pair(man, folder, file, backend, precision)
     rec = Recognizer(folder, man, step_art, head_art, threads=threads, self_test=self_test)
     stale = stale_export(folder, M.MANIFEST)
     rec.notes = [stale] if stale else []

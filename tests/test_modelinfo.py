@@ -1,0 +1,69 @@
+"""`edgeser model-info`: an export described from its manifest and parity report, no torch."""
+from __future__ import annotations
+
+import json
+import shutil
+
+from click.testing import CliRunner
+
+import edgeser
+from edgeser import manifest as M
+from edgeser.cli import cli
+from edgeser.modelinfo import PRESETS
+from edgeser.runtime.recognizer import DEFAULT_MODEL
+
+
+def run(args):
+    return CliRunner().invoke(cli, args)
+
+
+def test_the_bundled_model_is_described_from_its_manifest_and_parity_report():
+    res = run(["model-info", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    man = M.read(DEFAULT_MODEL)
+    assert info["bundled"] and info["labels"] == man.labels and info["preset"] == man.preset
+    assert info["window_s"] == man.window_samples / man.sample_rate
+    assert info["state"]["values"] == sum(a * b * c for a, b, c in man.state_shapes)
+    parity = json.loads((DEFAULT_MODEL / M.PARITY).read_text())["rows"]
+    agreement = {r["artifact"]: r["agreement"] for r in parity}
+    files = {r["file"]: r for r in info["files"]}
+    assert {a.file for a in man.artifacts} <= set(files)
+    for name, r in files.items():
+        assert r["agreement"] == agreement.get(name)
+    # the pair it names is the one listen (edgeser.load) opens
+    rec = edgeser.load()
+    assert info["listen"].startswith(" + ".join(rec.files))
+    text = run(["model-info"]).output
+    assert "CC BY-NC-SA 4.0" in text and "the bundled default" in text
+    assert f"{files[' + '.join(rec.files)]['agreement']:.1%}" in text
+
+
+def test_an_export_without_a_parity_report_shows_no_agreement(tmp_path):
+    folder = tmp_path / "export"
+    shutil.copytree(DEFAULT_MODEL, folder, ignore=shutil.ignore_patterns(M.PARITY, "*.onnx"))
+    info = json.loads(run(["model-info", "--model", str(folder / "head.tflite"), "--json"]).output)
+    assert not info["bundled"] and info["model_card"] is None
+    assert all(r["agreement"] is None for r in info["files"])
+    assert {r["file"] for r in info["files"] if not r["present"]} == {
+        "frontend_step.onnx", "frontend_step.int8.onnx", "head.onnx", "head.int8.onnx",
+        "frontend_step.int8.onnx + head.int8.onnx", "frontend_step.onnx + head.onnx"}
+    text = run(["model-info", "--model", str(folder)]).output
+    assert "agreement: same answer" not in text
+    assert "not in the folder: frontend_step.onnx, frontend_step.int8.onnx, head.onnx, head.int8.onnx" in text
+
+
+def test_model_info_errors_are_one_line():
+    res = run(["model-info", "--preset", "edge", "--model", "x"])
+    assert res.exit_code == 2 and "--preset or --model, not both" in res.output
+    res = run(["model-info", "--model", "README.md"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines() == [
+        "Error: README.md: not a model folder or a file in one (no edgeser.json beside it; "
+        "`edgeser export` writes them)"]
+
+
+def test_the_light_preset_names_are_the_trainers():
+    from edgeser.train.model import PRESETS as TRAINED
+
+    assert PRESETS == tuple(TRAINED)
