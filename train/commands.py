@@ -1,7 +1,6 @@
 """`edgeser train`, `edgeser evaluate`, `edgeser adapt`, and the torch side of `edgeser model-info`."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
