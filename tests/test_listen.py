@@ -621,14 +621,14 @@ def test_missing_pyaudio_names_the_extra(model_dir):
     assert 'pip install "edgeser[audio]"' in r.stderr and "--input" in r.stderr
 
 
-def _wait_listening(p, timeout=60):
+def _wait_listening(p, timeout=60, says="listening on"):
     """Until listen says the microphone is open; a hung start is killed, not waited on forever."""
     import threading
 
     watchdog = threading.Timer(timeout, p.kill)
     watchdog.start()
     try:
-        while "listening on" not in p.stderr.readline():
+        while says not in p.stderr.readline():
             assert p.poll() is None, f"listen exited {p.returncode}: {p.stderr.read()[-1000:]}"
     finally:
         watchdog.cancel()
@@ -726,3 +726,49 @@ def test_list_devices_and_a_microphone_that_disappears(model_dir, vmic):
     assert p.returncode == 1
     assert "stopped delivering audio" in err
     assert json_lines(out)[-1]["status"] == "error"
+
+
+# ------------------------------------------------------------------ examples/react.py: the API in a program
+
+REACT = EXAMPLES / "react.py"
+
+
+def _react_lines(stdout):
+    """(start_s, end_s, label, confidence %) per utterance line the example printed, sure or not."""
+    import re
+
+    out = []
+    for line in stdout.splitlines():
+        m = re.match(r"\s*([\d.]+) -\s+([\d.]+) s\s+(?:\(unsure: )?(\w+)\??\s+(\d+)%", line)
+        assert m, line
+        out.append((float(m[1]), float(m[2]), m[3], int(m[4])))
+    return out
+
+
+def test_the_react_example_reports_what_predict_clip_reports(model_dir, rec, tmp_path):
+    for clip in sorted(EXAMPLES.glob("*.flac")):
+        r = subprocess.run([sys.executable, str(REACT), str(clip), "--model", str(model_dir)],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        want = [(round(u.start_s, 1), round(u.end_s, 1), u.label, round(100 * u.confidence))
+                for u in rec.predict_clip(clip).utterances]
+        assert _react_lines(r.stdout) == want and want
+    r = subprocess.run([sys.executable, str(REACT), str(tmp_path / "none.wav"), "--model", str(model_dir)],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 1 and r.stderr.strip() == f"error: {tmp_path / 'none.wav'}: no such file"
+
+
+@pytest.mark.audio
+def test_the_react_example_hears_the_microphone(model_dir, rec, vmic):
+    p = subprocess.Popen([sys.executable, str(REACT), "--model", str(model_dir)], env=vmic.env, cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_listening(p, says="listening to")
+    time.sleep(3.0)
+    vmic.play(CLIP)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    (heard,) = _react_lines(out)
+    (ref,) = rec.predict_clip(CLIP).utterances
+    assert heard[2] == ref.label and abs((heard[1] - heard[0]) - (ref.end_s - ref.start_s)) <= 0.15
