@@ -86,11 +86,12 @@ def fit(x: np.ndarray, n: int) -> np.ndarray:
 # ---------------------------------------------------------------- planning
 
 def plan(m: mf.Manifest, backends: Sequence[str], precisions: Sequence[str], threads: Sequence[int],
-         installed: Sequence[str]) -> Tuple[List[Combo], List[Dict]]:
+         installed: Sequence[str], folder: Optional[Path] = None) -> Tuple[List[Combo], List[Dict]]:
+    """What to measure; with `folder`, a file the manifest lists but the folder lacks is skipped."""
     combos, skipped = [], []
     for be in backends:
         for prec in precisions:
-            have = {role: m.artifact(role, be, prec) for role in ("window", "frontend_step", "head")}
+            have = {role: m.artifact(role, be, prec, folder) for role in ("window", "frontend_step", "head")}
             if be not in installed:
                 skipped.append({"backend": be, "precision": prec, "role": "all", "reason": f"{be} runtime not installed"})
                 continue
@@ -292,7 +293,7 @@ def run_bench(folder, backends: Sequence[str] = BACKENDS, precisions: Sequence[s
     except mf.ManifestError as e:
         raise BenchError(str(e)) from None
     x, source = input_audio(m, folder, audio)
-    combos, skipped = plan(m, backends, precisions, threads, available())
+    combos, skipped = plan(m, backends, precisions, threads, available(), folder)
     if not combos:
         why = "; ".join(f"{s['backend']} {s['precision']}: {s['reason']}" for s in skipped) or "nothing requested"
         raise BenchError(f"{folder}: nothing to benchmark ({why})")
@@ -307,11 +308,12 @@ def run_bench(folder, backends: Sequence[str] = BACKENDS, precisions: Sequence[s
         for c in combos:
             r: Dict = {"backend": c.backend, "precision": c.precision, "threads": c.threads, "window": None, "stream": None}
             tag = f"{c.backend} {c.precision} threads={c.threads}"
-            a = m.artifact("window", c.backend, c.precision)
+            a = m.artifact("window", c.backend, c.precision, folder)
             if a is not None:
                 r["window"] = measure_window(folder, a, m, x, c.threads, runs, warmup)
             bar.step(f"{tag} window")
-            sa, ha = m.artifact("frontend_step", c.backend, c.precision), m.artifact("head", c.backend, c.precision)
+            sa, ha = (m.artifact("frontend_step", c.backend, c.precision, folder),
+                      m.artifact("head", c.backend, c.precision, folder))
             if sa is not None and ha is not None:
                 r["stream"] = measure_stream(folder, sa, ha, m, x, c.threads, runs, warmup)
             bar.step(f"{tag} stream")

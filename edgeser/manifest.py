@@ -69,10 +69,12 @@ class Manifest:
     def hop_samples(self) -> int:
         return self.hop_frames * self.frame_samples
 
-    def artifact(self, role: str, fmt: str, precision: str) -> Optional[Artifact]:
+    def artifact(self, role: str, fmt: str, precision: str, folder: Optional[os.PathLike] = None) -> Optional[Artifact]:
+        """The file of that role, format and precision; with `folder`, only if it is there (a device
+        copy may hold only the files it runs)."""
         for a in self.artifacts:
             if a.role == role and a.format == fmt and a.precision == precision:
-                return a
+                return a if folder is None or (Path(folder) / a.file).exists() else None
         return None
 
     def to_dict(self) -> Dict[str, Any]:

@@ -62,6 +62,37 @@ def test_a_model_that_answers_wrongly_fails_and_says_what_to_do(tmp_path):
     assert text.returncode == 1 and "FAIL" in text.stdout and "not ready" in text.stdout.splitlines()[-1]
 
 
+def test_a_device_copy_with_only_some_of_the_files_runs_what_it_has(tmp_path):
+    """A Pi that got only the files it runs: everything skips what is absent, nothing breaks on it."""
+    from edgeser import load
+    from edgeser.bench import run_bench
+
+    part = tmp_path / "part"
+    shutil.copytree(DEFAULT_MODEL, part, ignore=shutil.ignore_patterns("*.int8.tflite", "*.int8.onnx", "head.onnx"))
+    rec = load(part)                  # int8 absent: the fp32 TFLite pair, the next in preference
+    assert (rec.format, rec.precision) == ("tflite", "fp32")
+    assert rec.predict_clip(EXAMPLES / "03a01Wa.flac").utterances
+    r, rep = doctor("--mic-s", "0", "--model", part)
+    assert r.returncode == 0, r.stderr
+    checks = by_name(rep)
+    assert checks[("model", "tflite int8")]["status"] == "missing"
+    assert checks[("model", "tflite int8")]["detail"] == "not in the folder: frontend_step.int8.tflite, head.int8.tflite"
+    assert checks[("model", "onnx fp32")]["detail"] == "not in the folder: head.onnx"
+    assert checks[("model", "tflite fp32")]["status"] == "ok" and rep["listen_files"] is True
+    rep = run_bench(part, runs=2, warmup=1, progress=False)
+    assert [(x["backend"], x["precision"]) for x in rep["results"]] == [("tflite", "fp32")]
+    assert rep["results"][0]["stream"] is not None
+    skipped = {(x["backend"], x["precision"], x["role"]): x["reason"] for x in rep["skipped"]}
+    assert skipped[("onnx", "fp32", "stream")] == "frontend_step or head not in the export folder"
+    assert skipped[("tflite", "int8", "all")] == "not in the export folder"
+    # nothing to stream with: one line that names the files to copy
+    for f in part.glob("*.tflite"):
+        f.unlink()
+    with pytest.raises(Exception, match="none of the streaming model files its edgeser.json lists is there "
+                                        r"\(copy frontend_step.int8.tflite and head.int8.tflite"):
+        load(part)
+
+
 def test_a_checkpoint_given_as_the_model_is_named(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"weights")
     r, rep = doctor("--mic-s", "0", "--model", tmp_path / "model.pt")

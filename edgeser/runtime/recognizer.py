@@ -97,11 +97,19 @@ def pick_streaming_pair(man: M.Manifest, folder: Path, file: Optional[str], back
             raise RecognizerError(f"{folder / file} is {a.format} {a.precision}, "
                                   f"not {backend or a.format} {precision or a.precision}")
         backend, precision = a.format, a.precision
-    pairs = [(f, p) for f, p in PREFERENCE
-             if man.artifact("frontend_step", f, p) and man.artifact("head", f, p)]
-    if not pairs:
+    listed = [(f, p) for f, p in PREFERENCE
+              if man.artifact("frontend_step", f, p) and man.artifact("head", f, p)]
+    if not listed:
         raise RecognizerError(f"{folder / M.MANIFEST}: no frontend_step + head pair to stream with "
                               f"(export with streaming models)")
+    # a device copy may hold only the files it runs (the int8 TFLite pair, say): the others are skipped
+    pairs = [(f, p) for f, p in listed
+             if man.artifact("frontend_step", f, p, folder) and man.artifact("head", f, p, folder)]
+    if not pairs:
+        f, p = listed[0]
+        raise RecognizerError(f"{folder}: none of the streaming model files its {M.MANIFEST} lists is there "
+                              f"(copy {man.artifact('frontend_step', f, p).file} and "
+                              f"{man.artifact('head', f, p).file} beside it, or export again)")
     wanted = [(f, p) for f, p in pairs if backend in (None, f) and precision in (None, p)]
     if not wanted:
         have = ", ".join(f"{f} {p}" for f, p in pairs)
