@@ -638,15 +638,21 @@ def _capture(model_dir, mic, *args, play=CLIP, lead_s=3.0):
     """Start listen on the virtual mic, play the clip into it, stop with Ctrl-C (SIGINT). The
     clip starts after the stream has (PulseAudio's ALSA plugin: ~1.8 s after opening, more on a
     loaded machine), so none of it is lost to the start-up."""
-    p = subprocess.Popen([sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--json", *args],
-                         env=mic.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_listening(p)
+    cmd = [sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--json", *args]
+    rc, out, err = _play_to(cmd, mic, play, lead_s)
+    return rc, json_lines(out), err
+
+
+def _play_to(cmd, mic, play=CLIP, lead_s=3.0, says="listening on"):
+    """Run cmd on the virtual mic until it says `says`, play the clip, Ctrl-C: (rc, stdout, stderr)."""
+    p = subprocess.Popen(cmd, env=mic.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_listening(p, says=says)
     time.sleep(lead_s)
     mic.play(play)
     time.sleep(1.5)                                         # the utterance closes after 300 ms
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=30)
-    return p.returncode, json_lines(out), err
+    return p.returncode, out, err
 
 
 @pytest.mark.audio
@@ -760,15 +766,8 @@ def test_the_react_example_reports_what_predict_clip_reports(model_dir, rec, tmp
 
 @pytest.mark.audio
 def test_the_react_example_hears_the_microphone(model_dir, rec, vmic):
-    p = subprocess.Popen([sys.executable, str(REACT), "--model", str(model_dir)], env=vmic.env, cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_listening(p, says="listening to")
-    time.sleep(3.0)
-    vmic.play(CLIP)
-    time.sleep(1.5)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=30)
-    assert p.returncode == 0, err
+    rc, out, err = _play_to([sys.executable, str(REACT), "--model", str(model_dir)], vmic, says="listening to")
+    assert rc == 0, err
     (heard,) = _react_lines(out)
     (ref,) = rec.predict_clip(CLIP).utterances
     assert heard[2] == ref.label and abs((heard[1] - heard[0]) - (ref.end_s - ref.start_s)) <= 0.15
