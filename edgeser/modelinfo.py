@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from . import manifest as M
-from .runs import checkpoint_in, stale_export
+from .runs import EXPORT, checkpoint_in, stale_export
 
 # the names of train.model.PRESETS, here so that `--help` and the check need no torch (a test
 # holds the two equal)
@@ -173,6 +173,10 @@ def model_info(model_path, preset, hop_s, as_json):
             info, lines = architecture(preset, model_path, hop_s)
         except CheckpointError as e:
             raise click.ClickException(str(e)) from None
+        export = model_path / EXPORT if model_path is not None and model_path.is_dir() else None
+        if export is not None and (export / M.MANIFEST).exists():
+            info["export"] = str(export)
+            lines.append(f"export         {export} (`edgeser model-info --model {export}`: its files and parity)")
     else:
         from .runtime.recognizer import RecognizerError, model_location
 

@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,7 +90,13 @@ def test_checkpoint_carries_its_config_and_is_replaced_atomically(corpus, tmp_pa
 
     info = run(["model-info", "--model", str(out)])
     assert f"checkpoint     {out / 'best.pt'} (preset tiny, epoch {ck['epoch']})" in info.output, info.output
-    assert f"parameters     {count_params(model):,}" in info.output
+    assert f"parameters     {count_params(model):,}" in info.output and "export  " not in info.output
+    from edgeser.runtime.recognizer import DEFAULT_MODEL
+
+    shutil.copytree(DEFAULT_MODEL, out / "export")       # exported: model-info says where to look
+    info = run(["model-info", "--model", str(out)])
+    assert f"export         {out / 'export'} (`edgeser model-info --model {out / 'export'}`" in info.output
+    shutil.rmtree(out / "export")
 
 
 def test_model_info_of_a_preset_counts_what_the_model_holds():
