@@ -53,22 +53,25 @@ def _files(folder: Path, man: M.Manifest) -> List[Dict[str, Any]]:
     return rows
 
 
-def _listen_pair(folder: Path, man: M.Manifest) -> Tuple[Optional[str], Optional[str]]:
-    """(what `listen --model FOLDER` runs here, or None; why not, or None)."""
+def _listen_pair(folder: Path, man: M.Manifest) -> Tuple[Optional[str], Optional[str], List[str]]:
+    """(what `listen --model FOLDER` runs here, or None; why not, or None; the files a device
+    running that pair needs: the manifest, the golden input its self-test replays, the pair)."""
     from .runtime.recognizer import RecognizerError, pick_streaming_pair
 
     try:
         step, head = pick_streaming_pair(man, folder, None, None, None)
     except RecognizerError as e:
-        return None, str(e)
-    return f"{step.file} + {head.file} ({step.format} {step.precision})", None
+        return None, str(e), []
+    golden = [man.golden["input_file"]] if man.golden.get("input_file") else []
+    return (f"{step.file} + {head.file} ({step.format} {step.precision})", None,
+            [M.MANIFEST, *golden, step.file, head.file])
 
 
 def export_info(folder: Path, bundled: bool = False) -> Dict[str, Any]:
     man = M.read(folder)
     tr = man.training or {}
     state_values = sum(math.prod(s) for s in man.state_shapes)
-    listen, why_not = _listen_pair(folder, man)
+    listen, why_not, needed = _listen_pair(folder, man)
     card = folder.parent / "MODEL_CARD.md"
     stale = stale_export(folder, M.MANIFEST)
     return {
@@ -82,6 +85,7 @@ def export_info(folder: Path, bundled: bool = False) -> Dict[str, Any]:
                                         "calibration", "parity") if k in tr},
         "files": _files(folder, man),
         "listen": listen, "listen_unavailable": why_not,
+        "device_files": needed, "device_bytes": sum((folder / f).stat().st_size for f in needed),
         "model_card": str(card) if bundled and card.exists() else None,
         "notes": [stale] if stale else [],
     }
@@ -119,6 +123,9 @@ def export_lines(info: Dict[str, Any]) -> List[str]:
         lines.append(f"parity         {tr['parity'].get('clips')} clips: {tr['parity'].get('source')}")
     lines.append(f"exported by    edgeser {info['edgeser_version'] or '?'} ({info['format']})")
     lines.append(f"listen runs    {info['listen'] or info['listen_unavailable']}")
+    if info["device_files"]:
+        lines.append(f"device copy    {', '.join(info['device_files'])} ({_kb(info['device_bytes'])}): "
+                     f"all a device running that pair needs")
     if info["model_card"]:
         lines.append(f"model card     {info['model_card']}")
     shown = [r for r in info["files"] if r["present"]]

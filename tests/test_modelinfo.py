@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -11,6 +13,9 @@ from edgeser import manifest as M
 from edgeser.cli import cli
 from edgeser.modelinfo import PRESETS
 from edgeser.runtime.recognizer import DEFAULT_MODEL
+
+sys.path.insert(0, str(Path(__file__).parent))
+from rtmodel import EXAMPLES  # noqa: E402
 
 
 def run(args):
@@ -37,6 +42,21 @@ def test_the_bundled_model_is_described_from_its_manifest_and_parity_report():
     text = run(["model-info"]).output
     assert "CC BY-NC-SA 4.0" in text and "the bundled default" in text
     assert f"{files[' + '.join(rec.files)]['agreement']:.1%}" in text
+
+
+def test_the_device_copy_it_names_is_all_a_device_needs(tmp_path):
+    info = json.loads(run(["model-info", "--json"]).output)
+    rec = edgeser.load()
+    assert info["device_files"] == [M.MANIFEST, "golden_input.npy", *rec.files]
+    copy = tmp_path / "device"
+    copy.mkdir()
+    for f in info["device_files"]:
+        shutil.copy(DEFAULT_MODEL / f, copy / f)
+    assert info["device_bytes"] == sum(f.stat().st_size for f in copy.iterdir())
+    alone = edgeser.load(copy)          # the golden self-test runs on the copy
+    assert alone.files == rec.files
+    clip = EXAMPLES / "03a01Wa.flac"
+    assert [u.label for u in alone.predict_clip(clip).utterances] == [u.label for u in rec.predict_clip(clip).utterances]
 
 
 def test_an_export_without_a_parity_report_shows_no_agreement(tmp_path):
