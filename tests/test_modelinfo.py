@@ -6,13 +6,14 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import edgeser
 from edgeser import manifest as M
 from edgeser.cli import cli
 from edgeser.modelinfo import PRESETS
-from edgeser.runtime.recognizer import DEFAULT_MODEL
+from edgeser.runtime.recognizer import DEFAULT_MODEL, RecognizerError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rtmodel import EXAMPLES  # noqa: E402
@@ -57,6 +58,9 @@ def test_the_device_copy_it_names_is_all_a_device_needs(tmp_path):
     assert alone.files == rec.files
     clip = EXAMPLES / "03a01Wa.flac"
     assert [u.label for u in alone.predict_clip(clip).utterances] == [u.label for u in rec.predict_clip(clip).utterances]
+    (copy / "golden_input.npy").unlink()      # one fewer: the load says which and why it is needed
+    with pytest.raises(RecognizerError, match=r"golden_input.npy: missing; copy it beside edgeser.json"):
+        edgeser.load(copy)
 
 
 def test_an_export_without_a_parity_report_shows_no_agreement(tmp_path):

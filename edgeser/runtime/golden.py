@@ -21,6 +21,9 @@ def check(rec) -> None:
         raise ValueError(f"{where}: no golden vectors to self-test with (re-export, or load with self_test=False)")
     if not any(f in g["expected"] for f in (step_file, head_file)):
         raise ValueError(f"{where}: no golden output for {step_file} / {head_file}")
+    if not (folder / g["input_file"]).exists():
+        raise ValueError(f"{folder / g['input_file']}: missing; copy it beside {where.name} (the self-test at load "
+                         f"replays it, so that a damaged file or a wrong interpreter fails here, not in the answers)")
     try:
         x = np.load(folder / g["input_file"]).astype(np.float32).reshape(-1)
     except Exception as e:
