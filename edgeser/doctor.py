@@ -77,8 +77,8 @@ def check_model(path=None) -> List[Check]:
         if not (man.artifact("frontend_step", fmt, prec) and man.artifact("head", fmt, prec)):
             continue
         label = f"{fmt} {prec}"
-        absent = [a.file for a in (man.artifact(r, fmt, prec) for r in ("frontend_step", "head"))
-                  if not (folder / a.file).exists()]
+        absent = [man.artifact(r, fmt, prec).file for r in ("frontend_step", "head")
+                  if man.artifact(r, fmt, prec, folder) is None]
         if absent:      # a device copy may hold only the files it runs
             out.append(Check(label, MISSING, f"not in the folder: {', '.join(absent)}", part_of=name))
             continue

@@ -1,5 +1,6 @@
 """`edgeser runs`: what has been trained and evaluated under runs/ (and folders in it, such as
-runs/experiments/NAME), read from the JSON each command leaves (history.json, cv.json, test.json, edgeser.json): light, no torch, so it runs anywhere."""
+runs/experiments/NAME), read from the JSON each command leaves (history.json, cv.json, test.json,
+edgeser.json): light, no torch, so it runs anywhere."""
 from __future__ import annotations
 
 import json
