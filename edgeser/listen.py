@@ -27,12 +27,23 @@ def overall_said(info: dict) -> str:
     return f"{said} {info['confidence']:.2f}"
 
 
+def wall_time() -> str:
+    """Now, as ISO 8601 local time with its UTC offset, to the millisecond."""
+    from datetime import datetime
+
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
 class ResultPrinter:
     """Text: one line per hop (rewritten in place on a terminal), a permanent line per utterance.
     JSON: one object per result, flushed at once so a pipe sees it live."""
 
-    def __init__(self, as_json: bool, show_hops: bool, keep: bool = False, min_confidence: float = 0.0):
+    def __init__(self, as_json: bool, show_hops: bool, keep: bool = False, min_confidence: float = 0.0,
+                 clock: bool = False):
         self.kept = [] if keep else None     # every result, for --plot
+        # live audio (microphone, stdin): each JSON object says when it was written, since a session's
+        # times count from its own start and a service's log outlives many sessions
+        self.clock = clock
         self.min_confidence = min_confidence
         self.json = as_json
         self.hops = show_hops
@@ -43,6 +54,8 @@ class ResultPrinter:
         self.weighted = {}      # duration-weighted probabilities, as summarize() weighs them
 
     def write(self, obj: dict):
+        if self.clock:
+            obj = {**obj, "at": wall_time()}
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
@@ -362,7 +375,9 @@ class _Recorder:
 @model_options
 @click.option("--device", default=None, metavar="N|NAME", help="Input device: index or part of its name.")
 @click.option("--list-devices", is_flag=True, help="List input devices and exit.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per result on stdout; from a microphone or stdin each also says when it "
+                   "was written (\"at\": local time with its UTC offset).")
 @click.option("--input", "input_file", type=click.Path(), default=None, metavar="FILE|FOLDER|-",
               help="Stream a file instead of the microphone (real-time pace); a folder: every audio file in "
                    "it as its own stream, as fast as possible, one line per file, and where the folder labels its "
@@ -471,7 +486,8 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     if folder:
         return listen_folder(rec, input_file, ResultPrinter(as_json, hops, min_confidence=min_confidence),
                              stream_opts, info, truth, plot_file)
-    out = ResultPrinter(as_json, hops, keep=bool(plot_file), min_confidence=min_confidence)
+    out = ResultPrinter(as_json, hops, keep=bool(plot_file), min_confidence=min_confidence,
+                        clock=piped or not input_file)
     recorder = _Recorder(save_audio)
     mic = None
     status = "end of input"

@@ -99,7 +99,18 @@ def _pipe_pcm(model_dir, pcm: bytes, *args, chunk=4093, pause_s=0.0):
     out = p.stdout.read().decode()
     err = p.stderr.read().decode()
     p.wait(timeout=120)
-    return p.returncode, json_lines(out), err
+    return p.returncode, unstamped(json_lines(out)), err
+
+
+def unstamped(lines):
+    """Live sessions (microphone, stdin) stamp every object with the wall-clock time it was written:
+    check the stamps (ISO 8601 with an offset, in order, within this minute) and take them off."""
+    from datetime import datetime, timedelta
+
+    stamps = [datetime.fromisoformat(x["at"]) for x in lines]
+    assert all(t.tzinfo is not None for t in stamps) and stamps == sorted(stamps)
+    assert not stamps or datetime.now().astimezone() - stamps[0] < timedelta(minutes=2)
+    return [{k: v for k, v in x.items() if k != "at"} for x in lines]
 
 
 def test_raw_pcm_on_stdin_is_heard_as_the_same_audio_in_a_file(model_dir, rec, tmp_path):
@@ -640,7 +651,7 @@ def _capture(model_dir, mic, *args, play=CLIP, lead_s=3.0):
     loaded machine), so none of it is lost to the start-up."""
     cmd = [sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--json", *args]
     rc, out, err = _play_to(cmd, mic, play, lead_s)
-    return rc, json_lines(out), err
+    return rc, unstamped(json_lines(out)), err
 
 
 def _play_to(cmd, mic, play=CLIP, lead_s=3.0, says="listening on"):
