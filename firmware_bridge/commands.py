@@ -65,7 +65,7 @@ def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duratio
     from .host import Host, SessionError
     from .link import Link, LinkError
 
-    out = ResultPrinter(as_json, hops)
+    out = ResultPrinter(as_json, hops, clock=input_spec is None or input_spec == "mic")    # live: stamped
     warn = lambda msg: click.echo(msg, err=True)  # noqa: E731
     try:
         with Link(port, baud) as link:

@@ -290,6 +290,7 @@ def test_host_microphone_streams_to_the_device(engine, clip16, tmp_path):
     lines = [json.loads(l) for l in out.splitlines()]
     end = lines[-1]
     assert end["kind"] == "end" and end["status"] == "interrupted" and end["bad_frames"] == 0
+    assert all("at" in l for l in lines)         # a live session: every object says when
     utt = [l for l in lines if l["kind"] == "utterance"]
     (ref,) = [r for r in _direct(engine, clip16) if r.kind == "utterance"]
     assert len(utt) == 1 and utt[0]["label"] == ref.label
