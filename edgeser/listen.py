@@ -41,8 +41,9 @@ class ResultPrinter:
     def __init__(self, as_json: bool, show_hops: bool, keep: bool = False, min_confidence: float = 0.0,
                  clock: bool = False):
         self.kept = [] if keep else None     # every result, for --plot
-        # live audio (microphone, stdin): each JSON object says when it was written, since a session's
-        # times count from its own start and a service's log outlives many sessions
+        # live audio (microphone, stdin): each JSON object says when it was written, and each utterance
+        # line the time of day, since a session's times count from its own start and a service's log
+        # outlives many sessions
         self.clock = clock
         self.min_confidence = min_confidence
         self.json = as_json
@@ -91,6 +92,8 @@ class ResultPrinter:
             top = sorted(r.probs.items(), key=lambda kv: -kv[1])[0 if unsure else 1:3]
             rest = ", ".join(f"{k} {v:.2f}" for k, v in top)
             line = (f"[{r.start_s:7.2f} – {r.end_s:7.2f}s]  {UNSURE if unsure else r.label:<10} {r.confidence:.2f}  ({rest})")
+            if self.clock:
+                line = f"{wall_time()[11:19]}  {line}"      # live: the hour it was decided, HH:MM:SS
             sys.stdout.write(("\r\033[K" if self.pending_cr else "") + line + "\n")
             self.pending_cr = False
         sys.stdout.flush()

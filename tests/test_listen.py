@@ -782,3 +782,17 @@ def test_the_react_example_hears_the_microphone(model_dir, rec, vmic):
     (heard,) = _react_lines(out)
     (ref,) = rec.predict_clip(CLIP).utterances
     assert heard[2] == ref.label and abs((heard[1] - heard[0]) - (ref.end_s - ref.start_s)) <= 0.15
+
+
+def test_a_live_session_says_the_time_of_day_of_each_utterance_and_a_file_does_not(model_dir, tmp_path):
+    import re
+
+    x, _ = sf.read(str(CLIP), dtype="int16")
+    live = subprocess.run([sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--input", "-"],
+                          input=x.astype("<i2").tobytes(), capture_output=True, timeout=120, cwd=ROOT)
+    assert live.returncode == 0, live.stderr
+    (utt,) = [line for line in live.stdout.decode().splitlines() if "–" in line]
+    assert re.match(r"\d\d:\d\d:\d\d  \[ +[\d.]+ – +[\d.]+s\]", utt), utt
+    played = listen(model_dir, "--input", CLIP, "--fast")
+    (utt,) = [line for line in played.stdout.splitlines() if "–" in line]
+    assert utt.startswith("[")
