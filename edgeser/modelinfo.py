@@ -35,18 +35,20 @@ def _kb(n: Optional[int]) -> str:
 
 def _files(folder: Path, man: M.Manifest) -> List[Dict[str, Any]]:
     """Every file of the manifest, then every streaming pair, with its parity row where there is one."""
+    from .runtime.recognizer import PREFERENCE
+
     parity = M.parity_rows(folder)
     rows = []
     for a in man.artifacts:
         rows.append({"file": a.file, "role": a.role, "format": a.format, "precision": a.precision,
                      "size_bytes": a.size_bytes, "present": (folder / a.file).exists()})
-    for fmt in ("tflite", "onnx"):
-        for prec in ("int8", "fp32"):
-            step, head = man.artifact("frontend_step", fmt, prec), man.artifact("head", fmt, prec)
-            if step and head:
-                rows.append({"file": f"{step.file} + {head.file}", "role": "stream", "format": fmt,
-                             "precision": prec, "size_bytes": step.size_bytes + head.size_bytes,
-                             "present": (folder / step.file).exists() and (folder / head.file).exists()})
+    for fmt, prec in PREFERENCE:
+        step, head = man.artifact("frontend_step", fmt, prec), man.artifact("head", fmt, prec)
+        if step and head:
+            rows.append({"file": f"{step.file} + {head.file}", "role": "stream", "format": fmt,
+                         "precision": prec, "size_bytes": step.size_bytes + head.size_bytes,
+                         "present": bool(man.artifact("frontend_step", fmt, prec, folder)
+                                         and man.artifact("head", fmt, prec, folder))})
     for r in rows:
         p = parity.get(r["file"], {})
         r.update({k: p.get(k) for k in ("agreement", "UA_delta", "latency_ms")})

@@ -34,15 +34,29 @@ class Output(click.Path):
         self.replaces = replaces
         self.name = "dir" if folder else "file"      # the metavar --help shows
 
+    def _check(self, value) -> None:
+        if self.replaces:
+            replaceable(value, *self.replaces)
+        else:
+            prepare(value, folder=self.folder)
+
     def convert(self, value, param, ctx):
         value = super().convert(value, param, ctx)
         try:
-            if self.replaces:
-                replaceable(value, *self.replaces)
-            else:
-                prepare(value, folder=self.folder)
+            self._check(value)
         except OutputError as e:
             self.fail(str(e), param, ctx)
+        return value
+
+    def default(self, value, say: bool = True):
+        """The same checks for a default --out the user did not name: a failure asks for another, and
+        the folder is said on stderr (say=False: not said, as by torchrun's other processes)."""
+        try:
+            self._check(value)
+        except OutputError as e:
+            raise click.ClickException(f"{e} (name another with --out)") from None
+        if say:
+            click.echo(f"output folder: {value} (--out to choose)", err=True)
         return value
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from edgeser.files import OutputError, replaceable
 from edgeser.manifest import MANIFEST, WRITER
 from edgeser.options import Output
 from edgeser.runs import BUNDLED_CHECKPOINT, CHECKPOINTS, RUNS, default_export_folder, newest_run
@@ -59,11 +58,7 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_ms, quiet
         raise click.UsageError("--check DATA and --no-check exclude each other")
     ckpt = ckpt or _default_checkpoint()
     if out is None:
-        out = str(default_export_folder(ckpt))
-        try:
-            replaceable(out, MANIFEST, WRITER)
-        except OutputError as e:
-            raise click.ClickException(f"{e} (name another with --out)") from None
+        out = str(Output(replaces=(MANIFEST, WRITER)).default(default_export_folder(ckpt), say=False))
     try:
         from edgeser.train.checkpoint import load_checkpoint
         ck = load_checkpoint(ckpt)

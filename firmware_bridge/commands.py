@@ -186,7 +186,6 @@ def firmware():
 def generate(model, out, clips, parity):
     """TFLite Micro sources: model arrays, op resolver, model header, measured arena, fit report."""
     from edgeser.audio import AudioError
-    from edgeser.files import OutputError, replaceable
     from edgeser.runs import default_firmware_folder
     from edgeser.runtime.recognizer import DEFAULT_MODEL, RecognizerError, model_location
 
@@ -196,12 +195,8 @@ def generate(model, out, clips, parity):
     try:
         model, _ = model_location(model)    # None: the bundled model; a run folder: its export
         if out is None:
-            out = default_firmware_folder(model, bundled=model.resolve() == DEFAULT_MODEL.resolve())
-            try:
-                replaceable(out, REPORT, WRITER)
-            except OutputError as e:
-                raise click.ClickException(f"{e} (name another with --out)") from None
-            click.echo(f"output folder: {out} (--out to choose)", err=True)
+            out = Output(replaces=(REPORT, WRITER)).default(
+                default_firmware_folder(model, bundled=model.resolve() == DEFAULT_MODEL.resolve()))
         rep = run(model, out, clips, parity, log=lambda m: click.echo(m, err=True))
     except (FirmwareError, TFLMError, AudioError, RecognizerError) as e:
         raise click.ClickException(str(e))

@@ -230,16 +230,8 @@ def _default_out(paths, preset, init, qat) -> Path:
 
 
 def _prepare_default(out: Path) -> None:
-    """The checks click gives a named --out, for a default one; said on stderr, since the user did not
-    name it (by the first process only, under torchrun)."""
-    from edgeser.files import OutputError, prepare
-
-    try:
-        prepare(out, folder=True)
-    except OutputError as e:
-        raise click.ClickException(f"{e} (name another with --out)") from None
-    if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"output folder: {out} (--out to choose)", err=True)
+    """A default output folder, checked and said (by the first process only, under torchrun)."""
+    Output(folder=True).default(out, say=int(os.environ.get("RANK", "0")) == 0)
 
 
 @click.command()
