@@ -1,13 +1,14 @@
 """Reading clips: any rate, any channel count, to mono float32 at the model's rate."""
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import List, Sequence, Union
 
 import numpy as np
 import soundfile as sf
+
+from .csvfile import CsvError, read_csv
 
 SAMPLE_RATE = 16000
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
@@ -109,11 +110,13 @@ def audio_paths(paths: Sequence[Union[str, Path]]) -> List[str]:
         if p.is_file():
             out.append(str(p))
         elif (p / "manifest.csv").is_file():
-            with open(p / "manifest.csv", newline="") as f:
-                reader = csv.DictReader(f)
-                if "path" not in (reader.fieldnames or []):
-                    raise AudioError(f"{p / 'manifest.csv'}: no 'path' column")
-                out += [str(p / row["path"]) for row in reader]
+            try:
+                columns, rows = read_csv(p / "manifest.csv")
+            except CsvError as e:
+                raise AudioError(str(e)) from None
+            if "path" not in columns:
+                raise AudioError(f"{p / 'manifest.csv'}: no 'path' column")
+            out += [str(p / row["path"]) for _, row in rows]
         elif p.is_dir():
             out += [str(f) for f in audio_files_under(p)]
         else:

@@ -17,6 +17,7 @@ import click
 import numpy as np
 
 from . import __version__
+from .options import FiniteRange
 
 OK, MISSING, WARN, FAIL = "ok", "missing", "warn", "FAIL"
 
@@ -249,10 +250,10 @@ def format_checks(checks: Sequence[Check], ready: Dict[str, bool], header: str) 
 @click.option("--model", default=None, type=click.Path(), metavar="PATH",
               help="Export folder (a file in one, or a run folder: its export) to check. Default: the bundled model.")
 @click.option("--device", default=None, metavar="N|NAME", help="Input device to read: index or part of its name.")
-@click.option("--mic-s", default=1.0, show_default=True, type=click.FloatRange(0, 30), metavar="S",
+@click.option("--mic-s", default=1.0, show_default=True, type=FiniteRange(0, 30), metavar="S",
               help="Seconds to read from the microphone (speak during them to see what the voice detector "
                    "hears); 0: list the devices, open none.")
-@click.option("--vad-gain-db", default=0.0, show_default=True, type=click.FloatRange(-20, 40), metavar="DB",
+@click.option("--vad-gain-db", default=0.0, show_default=True, type=FiniteRange(-20, 40), metavar="DB",
               help="Judge the microphone as `listen --vad-gain-db DB` would hear it.")
 @click.option("--json", "as_json", is_flag=True, help="The checks and the verdict as one JSON object.")
 def doctor(model, device, mic_s, vad_gain_db, as_json):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .balance import PRIOR_S
-from .options import Output, denoise_option, model_options, speeds_option, vad_config, vad_options
+from .options import FiniteRange, Output, denoise_option, model_options, speeds_option, vad_config, vad_options
 
 
 @click.command("enrol")
@@ -15,7 +15,7 @@ from .options import Output, denoise_option, model_options, speeds_option, vad_c
 @vad_options
 @denoise_option
 @speeds_option
-@click.option("--prior-s", type=click.FloatRange(min=0), default=PRIOR_S, show_default=True, metavar="S",
+@click.option("--prior-s", type=FiniteRange(min=0), default=PRIOR_S, show_default=True, metavar="S",
               help="Seconds of speech an even answer is worth beside the measured one: the balance moves "
                    "answers less the less speech it rests on. For enrolment on under about 15 s of speech "
                    "(10 is a good value); 0 trusts the measurement fully, best with more speech.")

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .options import Output, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
+from .options import FiniteRange, Output, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
 from .signals import stop_status
 
 
@@ -53,6 +53,7 @@ class ResultPrinter:
         self.labels = Counter()
         self.utterances = 0
         self.weighted = {}      # duration-weighted probabilities, as summarize() weighs them
+        self.duration_s = 0.0   # their weights' sum: int8 probabilities need not sum to exactly 1
 
     def write(self, obj: dict):
         if self.clock:
@@ -68,6 +69,7 @@ class ResultPrinter:
             self.utterances += 1
             self.labels[UNSURE if unsure else r.label] += 1
             w = max(r.end_s - r.start_s, 1e-3)
+            self.duration_s += w
             for k, v in r.probs.items():
                 self.weighted[k] = self.weighted.get(k, 0.0) + w * v
         if r.kind == "hop" and not self.hops:
@@ -110,9 +112,8 @@ class ResultPrinter:
         """The session's label: duration-weighted mean of the utterance probabilities."""
         if not self.weighted:
             return {"label": None, "confidence": 0.0, "labels": {}}
-        total = sum(self.weighted.values())
         label = max(self.weighted, key=self.weighted.get)
-        conf = round(self.weighted[label] / total, 4)
+        conf = round(self.weighted[label] / self.duration_s, 4)
         return {"label": label, "confidence": conf, "labels": dict(self.labels),
                 **({"unsure": self.unsure(conf)} if self.min_confidence > 0 else {})}
 
@@ -397,16 +398,16 @@ class _Recorder:
               show_default=True, help="Input level: utterance (each utterance brought to the level training "
                                       "used, as training scaled each clip), adaptive (one running estimate "
                                       "over the session's speech) or fixed (--gain).")
-@click.option("--gain", type=float, default=1.0, show_default=True, help="Gain for --normalize fixed.")
+@click.option("--gain", type=FiniteRange(min=0, min_open=True), default=1.0, show_default=True, help="Gain for --normalize fixed.")
 @vad_options
 @denoise_option
 @speeds_option
 @click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line (with --json, an object) per hop, not only per utterance.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+@click.option("--duration", type=FiniteRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds of audio.")
 @click.option("--save-audio", type=Output(), default=None, metavar="WAV",
               help="Also write the captured audio (capture rate, 16-bit WAV).")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="P",
+@click.option("--min-confidence", type=FiniteRange(0, 1), default=0.0, show_default=True, metavar="P",
               help="Call an utterance 'unsure' when the model's top probability for it is under P (JSON: "
                    "\"unsure\": true beside the best guess), for a device that should act only when sure. On "
                    "unseen voices the bundled model answers about half of all utterances at 0.6, 78% of them "

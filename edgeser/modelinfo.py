@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from . import manifest as M
+from .options import FiniteRange
 from .runs import EXPORT, checkpoint_in, stale_export
 
 # the names of train.model.PRESETS, here so that `--help` and the check need no torch (a test
@@ -154,7 +155,7 @@ def export_lines(info: Dict[str, Any]) -> List[str]:
                    "Default: the bundled model.")
 @click.option("--preset", type=click.Choice(PRESETS), default=None,
               help="A preset's architecture instead (needs the train extra).")
-@click.option("--hop-s", default=0.5, show_default=True, type=float,
+@click.option("--hop-s", default=0.5, show_default=True, type=FiniteRange(min=0, min_open=True), metavar="S",
               help="Streaming hop for the MACs estimate of a preset or checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def model_info(model_path, preset, hop_s, as_json):

@@ -2,6 +2,7 @@
 one definition, so that they take models and hear speech the same way."""
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import click
@@ -20,6 +21,17 @@ VAD_MARGIN_HELP = ("A frame counts as speech only this far above the background,
                    "people talking. 0 turns it off: best in loud steady noise (a fan close by), where a "
                    "margin loses quiet speech. See "
                    "docs/results.md, \"In noise and rooms\".")
+
+
+class FiniteRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf, which pass every bound (nan < 0 is false):
+    `--gain nan` gave a confident answer from silence."""
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return v
 
 
 class Output(click.Path):
@@ -79,9 +91,9 @@ def model_options(f):
 
 def vad_options(f):
     """--vad-mode, --vad-gain-db and --vad-noise-margin-db, turned into a VadConfig by `vad_config`."""
-    f = click.option("--vad-noise-margin-db", type=click.FloatRange(0, NOISE_MARGIN_MAX_DB), default=VadConfig.noise_margin_db,
+    f = click.option("--vad-noise-margin-db", type=FiniteRange(0, NOISE_MARGIN_MAX_DB), default=VadConfig.noise_margin_db,
                      show_default=True, metavar="DB", help=VAD_MARGIN_HELP)(f)
-    f = click.option("--vad-gain-db", type=click.FloatRange(*GAIN_DB_RANGE), default=0.0, show_default=True,
+    f = click.option("--vad-gain-db", type=FiniteRange(*GAIN_DB_RANGE), default=0.0, show_default=True,
                      metavar="DB", help=VAD_GAIN_HELP)(f)
     f = click.option("--vad-mode", type=click.IntRange(0, 3), default=2, show_default=True,
                      help="webrtcvad aggressiveness (3: least noise taken for speech, but misses quiet "

@@ -16,7 +16,7 @@ import click
 import numpy as np
 
 from . import labels as L
-from .options import vad_config, vad_options
+from .options import FiniteRange, vad_config, vad_options
 
 SAMPLE_RATE = 16000
 FRAME = SAMPLE_RATE // 50                 # 20 ms, the voice detector's frame
@@ -150,9 +150,9 @@ def _emotions(ctx, param, value):
 @vad_options
 @click.option("--end-silence-ms", type=click.IntRange(200, 5000), default=800, show_default=True,
               help="A take ends after this long a pause.")
-@click.option("--max-s", type=click.FloatRange(1, 60), default=10.0, show_default=True,
+@click.option("--max-s", type=FiniteRange(1, 60), default=10.0, show_default=True,
               help="A take ends after this much speech in any case.")
-@click.option("--wait-s", type=click.FloatRange(1, 600), default=15.0, show_default=True,
+@click.option("--wait-s", type=FiniteRange(1, 600), default=15.0, show_default=True,
               help="Give up on a take after this long without speech (and ask again).")
 @click.option("--no-enter", is_flag=True,
               help="Do not wait for Enter before each take: record the next as soon as the last is saved.")

@@ -7,7 +7,6 @@ score of `edgeser evaluate`; a file without speech has no answer and is counted 
 """
 from __future__ import annotations
 
-import csv
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from . import labels as L
+from .csvfile import CsvError, read_csv
 
 
 class LabelsUnreadable(ValueError):
@@ -29,9 +29,12 @@ def folder_truth(folder: str) -> Optional[Dict[str, Tuple[str, str]]]:
     root = Path(folder)
     manifest = root / "manifest.csv"
     if manifest.is_file():
-        with open(manifest, newline="") as f:
-            if "emotion" not in (csv.DictReader(f).fieldnames or []):
-                return None         # a list of files to hear, not a labelled corpus
+        try:
+            columns, _ = read_csv(manifest)
+        except CsvError as e:
+            raise LabelsUnreadable(str(e)) from None
+        if "emotion" not in columns:
+            return None         # a list of files to hear, not a labelled corpus
     try:
         # labels without speakers are enough to score (training needs the speakers)
         clips = read_manifest(root, need_speaker=False) if manifest.is_file() else read_corpus(folder)

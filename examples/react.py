@@ -27,12 +27,13 @@ def on_unsure(best_guess: str, confidence: float, start_s: float, end_s: float) 
 
 
 def audio_blocks(path, device, rate):
-    """(sample rate, int16 block) pairs: a file in 20 ms blocks, or the microphone as it delivers."""
+    """(sample rate, samples) pairs: a file in 20 ms float blocks (int16 would not scale a float
+    file's samples, and would hide its NaNs), or the microphone's int16 as it delivers."""
     if path:
         from edgeser.audio import open_sound
 
         with open_sound(path) as f:         # AudioError naming the file: missing, undecodable, empty
-            for block in f.blocks(blocksize=f.samplerate // 50, dtype="int16"):
+            for block in f.blocks(blocksize=f.samplerate // 50, dtype="float32"):
                 yield f.samplerate, block   # any rate, any channels: the stream resamples and mixes
         return
     from edgeser.mic import Microphone

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgeser.manifest import MANIFEST, WRITER
-from edgeser.options import Output
+from edgeser.options import FiniteRange, Output
 from edgeser.runs import BUNDLED_CHECKPOINT, CHECKPOINTS, RUNS, default_export_folder, newest_run
 
 
@@ -34,7 +34,7 @@ def _formats(ctx, param, value):
 @click.option("--check", type=click.Path(), default=None, metavar="DATA",
               help="Corpus folder for the parity report (default: the checkpoint's held-out speakers).")
 @click.option("--no-check", is_flag=True, help="Skip the parity report.")
-@click.option("--hop-ms", default=500.0, show_default=True, type=float,
+@click.option("--hop-ms", default=500.0, show_default=True, type=FiniteRange(min=0, min_open=True), metavar="MS",
               help="Streaming hop: audio per frontend_step call (a whole number of frames).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def export(ckpt, out, int8, formats, calibration, check, no_check, hop_ms, quiet):

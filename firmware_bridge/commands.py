@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgeser.options import Output
+from edgeser.options import FiniteRange, Output
 from edgeser.signals import stop_status
 
 from .generate import REPORT, WRITER
@@ -40,9 +40,9 @@ def _source(input_spec, fast, mic_device):
 @click.option("--mic-device", default=None, metavar="N|NAME", help="With --input mic: input device.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
 @click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line (with --json, an object) per hop, not only per utterance.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+@click.option("--duration", type=FiniteRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds (of audio sent, or of listening).")
-@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+@click.option("--timeout", default=5.0, show_default=True, type=FiniteRange(min=0.1),
               help="Seconds to wait for the device's HELLO, and for it to finish after the input ends.")
 @click.pass_context
 def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duration, timeout):
@@ -125,7 +125,7 @@ def _run_session(host, dev, input_spec, fast, mic_device, duration, warn) -> str
 @click.option("--model", default=None, type=click.Path(), metavar="DIR",
               help="Export folder (or a run folder: its export) whose int8 model the simulated device runs. "
                    "Default: the bundled model.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+@click.option("--duration", type=FiniteRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds (default: until Ctrl-C).")
 def simulate(port, make_pty, baud, model, duration):
     """A simulated device: the exported int8 model behind the serial protocol."""

@@ -21,3 +21,35 @@ def test_every_command_has_help_and_a_bad_flag_is_a_usage_error():
         assert res.exit_code == 0 and "Usage:" in res.output, name
         bad = CliRunner().invoke(cli, [name, "--no-such-flag"])
         assert bad.exit_code == 2 and "No such option" in bad.output, name
+
+
+def _options(cmd, path=()):
+    """(command path, option) for every option of a command and of its subcommands."""
+    import click
+
+    for p in cmd.params:
+        if isinstance(p, click.Option):
+            yield path, p
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from _options(sub, (*path, name))
+
+
+def test_every_number_option_refuses_nan_and_inf():
+    # nan passes every bound of click.FloatRange (nan < 0 is false): `listen --gain nan` answered
+    # "sadness 0.95" for an angry clip; each float option is an edgeser.options.FiniteRange
+    import click
+    from click.testing import CliRunner
+
+    from edgeser.cli import COMMANDS, cli
+    from edgeser.options import FiniteRange
+
+    floats = []
+    for name in COMMANDS:
+        for path, opt in _options(cli.get_command(None, name), (name,)):
+            if isinstance(opt.type, click.types.FloatParamType):
+                assert isinstance(opt.type, FiniteRange), f"edgeser {' '.join(path)} {opt.opts[0]}: {opt.type!r}"
+                floats.append((path, opt.opts[0]))
+    assert len(floats) >= 20, floats
+    for path, flag in [(("listen",), "--gain"), (("train",), "--lr")]:
+        res = CliRunner().invoke(cli, [*path, flag, "nan"])
+        assert res.exit_code == 2 and f"Invalid value for '{flag}': 'nan' is not a finite number" in res.output

@@ -54,6 +54,31 @@ def test_manifest_missing_columns_names_the_file(tmp_path):
         read_corpus(str(tmp_path))
 
 
+def test_a_manifest_from_a_spreadsheet_reads_or_fails_in_one_line_naming_it(tmp_path):
+    # Excel's "CSV UTF-8" starts with a byte-order mark (the column was '\ufeffpath': "missing
+    # column path"); Latin-1 was a UnicodeDecodeError traceback; a short row a path of None
+    from edgeser.audio import AudioError, audio_paths
+    from edgeser.scoring import LabelsUnreadable, folder_truth
+
+    m = tmp_path / "manifest.csv"
+    m.write_bytes("path, speaker ,emotion\r\na.wav,03,angry\r\n".encode("utf-8-sig"))
+    (clip,) = read_corpus(str(tmp_path))
+    assert (clip.path, clip.speaker, clip.label) == (str(tmp_path / "a.wav"), f"{tmp_path.name}:03", "anger")
+    assert audio_paths([tmp_path]) == [str(tmp_path / "a.wav")]
+    m.write_bytes("path,speaker,emotion\na.wav,03,wütend\n".encode("latin-1"))
+    for read, error in [(lambda: read_corpus(str(tmp_path)), DataError), (lambda: audio_paths([tmp_path]), AudioError),
+                        (lambda: folder_truth(str(tmp_path)), LabelsUnreadable)]:
+        with pytest.raises(error) as e:
+            read()
+        assert str(e.value) == f"{m}: not UTF-8 text (byte 31: b'\\xfc'); save it as UTF-8"
+    m.write_text("path,speaker,emotion\na.wav,03,angry\nb.wav,03\n")
+    with pytest.raises(DataError, match=r"manifest.csv:3: 2 field\(s\), the header names 3"):
+        read_corpus(str(tmp_path))
+    m.write_text("path,speaker,emotion\nmy,clip.wav,03,angry\n")
+    with pytest.raises(DataError, match=r"manifest.csv:2: 4 field\(s\), the header names 3 \(a field holding a comma"):
+        read_corpus(str(tmp_path))
+
+
 def test_a_written_manifest_reads_back_and_scoring_needs_no_speakers(data_dir, tmp_path):
     from edgeser.train.data import read_manifest, write_manifest
 

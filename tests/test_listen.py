@@ -85,6 +85,25 @@ def test_file_fast_json_is_exactly_what_predict_clip_gives(model_dir, rec):
     assert len(utt) == 1 and end["label"] == utt[0]["label"] and end["utterances"] == 1
 
 
+def test_the_session_answer_is_the_clip_summary_even_when_int8_probabilities_do_not_sum_to_one(capsys):
+    # int8 softmax outputs sum to about 0.99: dividing by their sum instead of by the durations made
+    # one utterance's 0.4531 a session's 0.4567, unsure in one line and sure in the next
+    from edgeser.listen import ResultPrinter
+    from edgeser.runtime.recognizer import summarize
+    from edgeser.runtime.stream import Result
+
+    labels = ["anger", "sadness", "fear"]
+    utts = [Result("utterance", 0.0, 2.0, True, "anger", 0.4531, {"anger": 0.4531, "sadness": 0.3, "fear": 0.2383}),
+            Result("utterance", 3.0, 3.5, True, "fear", 0.6, {"anger": 0.1, "sadness": 0.2, "fear": 0.6})]
+    out = ResultPrinter(as_json=True, show_hops=False, min_confidence=0.455)
+    out.emit(utts[0])
+    assert out.overall()["confidence"] == 0.4531 and out.overall()["unsure"] is True
+    out.emit(utts[1])
+    ref = summarize(utts, labels)
+    assert out.overall()["label"] == ref.label and out.overall()["confidence"] == round(ref.confidence, 4)
+    capsys.readouterr()
+
+
 def _pipe_pcm(model_dir, pcm: bytes, *args, chunk=4093, pause_s=0.0):
     """`listen --input -` fed raw PCM through a real pipe, in odd-sized writes (samples split)."""
     p = subprocess.Popen([sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--input", "-",
@@ -763,7 +782,9 @@ def _react_lines(stdout):
 
 
 def test_the_react_example_reports_what_predict_clip_reports(model_dir, rec, tmp_path):
-    for clip in sorted(EXAMPLES.glob("*.flac")):
+    audio, rate = sf.read(CLIP, dtype="float32")
+    sf.write(tmp_path / "float.wav", audio, rate, subtype="FLOAT")     # read as int16, it was all 0 and ±1
+    for clip in [*sorted(EXAMPLES.glob("*.flac")), tmp_path / "float.wav"]:
         r = subprocess.run([sys.executable, str(REACT), str(clip), "--model", str(model_dir)],
                            capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert r.returncode == 0, r.stderr

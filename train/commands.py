@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from edgeser.labels import LabelError
-from edgeser.options import Output
+from edgeser.options import FiniteRange, Output
 
 
 def _fail(e: Exception):
@@ -34,7 +34,7 @@ def _train_options(f):
                           "ESP32-S3), edge-small (the same at two thirds of the compute and as accurate on RAVDESS), "
                           "edge-3s (3 s, two layers), paper (the full network), edge-conv (no "
                           "filterbank), tiny (tests)."),
-        click.option("--window-s", type=click.FloatRange(0.2, 30), default=None,
+        click.option("--window-s", type=FiniteRange(0.2, 30), default=None,
                      help="Seconds of audio one decision sees (default: the preset's, 2 s for edge; with --init, "
                           "the checkpoint's). No weight depends on it, so it also changes an --init model's."),
         click.option("--labels", default=None, metavar="L1,L2,..",
@@ -42,53 +42,53 @@ def _train_options(f):
         click.option("--merge", default=None, metavar="A=B,..", help="Merge labels, e.g. calm=neutral."),
         click.option("--epochs", default=80, show_default=True, type=click.IntRange(1)),
         click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
-        click.option("--lr", default=2e-3, show_default=True, type=float),
-        click.option("--weight-decay", default=1e-4, show_default=True, type=click.FloatRange(0),
+        click.option("--lr", default=2e-3, show_default=True, type=FiniteRange(min=0, min_open=True)),
+        click.option("--weight-decay", default=1e-4, show_default=True, type=FiniteRange(0),
                      help="AdamW's decoupled weight decay."),
-        click.option("--label-smoothing", default=0.0, show_default=True, type=click.FloatRange(0, 0.5),
+        click.option("--label-smoothing", default=0.0, show_default=True, type=FiniteRange(0, 0.5),
                      help="Share of each one-hot target spread evenly over all classes (0: off)."),
-        click.option("--center-weight", default=0.01, show_default=True, type=float, help="Center-loss weight (lambda)."),
-        click.option("--center-lr", default=0.5, show_default=True, type=float, help="Center update rate (alpha)."),
+        click.option("--center-weight", default=0.01, show_default=True, type=FiniteRange(min=0), help="Center-loss weight (lambda)."),
+        click.option("--center-lr", default=0.5, show_default=True, type=FiniteRange(0, 1), help="Center update rate (alpha)."),
         click.option("--patience", default=20, show_default=True, type=click.IntRange(1),
                      help="Stop after this many epochs without a better validation UA."),
-        click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 0.5),
+        click.option("--val-fraction", default=0.15, show_default=True, type=FiniteRange(0, 0.5),
                      help="Share of the training speakers held out for validation (whole speakers; at least 2 "
                           "where 6 or more train)."),
         click.option("--augment/--no-augment", default=True, show_default=True,
                      help="Additive noise, gain and time shift, and the augmentations below; off turns all off."),
-        click.option("--speed-perturb", default=0.1, show_default=True, type=click.FloatRange(0, 0.3),
+        click.option("--speed-perturb", default=0.1, show_default=True, type=FiniteRange(0, 0.3),
                      help="Play each training window up to this share faster or slower (0.1: 0.9x-1.1x); "
                           "pitch moves with tempo, as between speakers."),
-        click.option("--gain-db", default=6.0, show_default=True, type=click.FloatRange(0, 40),
+        click.option("--gain-db", default=6.0, show_default=True, type=FiniteRange(0, 40),
                      help="Scale each training window by a random gain of up to +- this many dB (every clip is "
                           "first trimmed and scaled to one RMS level; the gain stands for what a live stream's "
                           "running level estimate leaves)."),
         click.option("--specaug", default=0, show_default=True, type=click.IntRange(0, 4),
                      help="Band masks and time masks per training window on the filterbank map (SpecAugment)."),
-        click.option("--room", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+        click.option("--room", default=0.0, show_default=True, type=FiniteRange(0, 1),
                      help="Share of training windows heard as across a room: reverberant half the time "
                           "(RT60 0.2-1 s), under pink noise or two to four other voices at 0-20 dB SNR "
                           "(docs/results.md, \"In noise and rooms\"); 0: off. 0.25 for a device that will live "
                           "in a room: much steadier in noise, hardly less accurate clean."),
-        click.option("--mixup", default=0.2, show_default=True, type=click.FloatRange(0, 2),
+        click.option("--mixup", default=0.2, show_default=True, type=FiniteRange(0, 2),
                      help="Mix pairs of training windows and their labels, weight ~ Beta(a, a); 0: off."),
-        click.option("--ema-epochs", default=0.0, show_default=True, type=click.FloatRange(0),
+        click.option("--ema-epochs", default=0.0, show_default=True, type=FiniteRange(0),
                      help="Validate and keep a moving average of the weights with a time constant of this many "
                           "epochs (0: off, the last weights)."),
         click.option("--speaker-batches", is_flag=True,
                      help="Fill every training batch with one speaker's clips, so batch norm learns per-speaker "
                           "statistics; validation then re-estimates them per speaker (pair with --speaker-adapt)."),
-        click.option("--speaker-adversary", default=0.0, show_default=True, type=click.FloatRange(0, 10),
+        click.option("--speaker-adversary", default=0.0, show_default=True, type=FiniteRange(0, 10),
                      help="Train a training-speaker classifier on the embedding through a gradient reversal of "
                           "this weight (ramped up from 0), so the network learns to hide who speaks (0: off)."),
         click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True), metavar="CKPT|RUN",
                      help="Also learn the mean soft prediction of these models on the same training windows "
                           "(knowledge distillation; repeatable). train: checkpoints or run folders; evaluate "
                           "--cv: finished --cv run folders with the same folds (each fold learns from their model of that fold)."),
-        click.option("--distill-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+        click.option("--distill-weight", default=0.5, show_default=True, type=FiniteRange(0, 1),
                      help="With --teacher: the distillation term's share of the loss."),
         click.option("--seed", default=0, show_default=True, type=int),
-        click.option("--threads", default=0, type=int, help="torch threads per process (0: automatic)."),
+        click.option("--threads", default=0, type=click.IntRange(min=0), help="torch threads per process (0: automatic)."),
         click.option("--device", default="cpu", show_default=True,
                      help="torch device to train on: cpu, or cuda where a GPU is present (folds share it)."),
         click.option("--cache-dir", default=None, type=click.Path(),
@@ -252,7 +252,7 @@ def _prepare_default(out: Path) -> None:
               help="Quantization-aware training: simulate the full-integer int8 file's activations, so that "
                    "the int8 TFLite export keeps the float model's answers. Best as a short fine-tune: "
                    "--init CKPT --qat --epochs 8 --lr 3e-4 --mixup 0.")
-@click.option("--cell-clip", type=click.FloatRange(0), default=None, metavar="C",
+@click.option("--cell-clip", type=FiniteRange(0), default=None, metavar="C",
               help="Clamp every ConvLSTM cell state to +-C (0: unbounded, the presets' default); with --init "
                    "it changes the checkpoint's config. A bounded state gets a finer int8 grid.")
 @_train_options
@@ -345,7 +345,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
                    "list), tested on the same speakers as ever: run it for a few N to see whether more voices "
                    "would pay. 0: all of them.")
 @click.option("--qat", is_flag=True, help="Train every fold with simulated int8 activations (see train --qat).")
-@click.option("--cell-clip", type=click.FloatRange(0), default=None, metavar="C",
+@click.option("--cell-clip", type=FiniteRange(0), default=None, metavar="C",
               help="Clamp every ConvLSTM cell state to +-C (see train --cell-clip).")
 @_train_options
 def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance, speeds, init,

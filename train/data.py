@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgeser import labels as L
+from edgeser.csvfile import CsvError, read_csv
 from edgeser.files import replacing
 from edgeser.progress import iterate
 from edgeser.speed import change_speed
@@ -50,20 +51,21 @@ def read_manifest(root: Path, need_speaker: bool = True) -> List[Clip]:
     """need_speaker=False: a manifest without a speaker column is one speaker named after the
     folder (as folders named by emotion are): enough to score a model, not to split speakers."""
     mpath = root / "manifest.csv"
-    with open(mpath, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = set(reader.fieldnames or [])
-        missing = ({"path", "emotion"} - columns) | ({"speaker"} - columns if need_speaker else set())
-        if missing:
-            raise DataError(f"{mpath}: missing column(s) {', '.join(sorted(missing))} "
-                            f"(need at least path,{'speaker,' if need_speaker else ''}emotion)")
-        clips = []
-        for i, row in enumerate(reader, start=2):
-            try:
-                lab = L.normalize(row["emotion"])
-            except L.LabelError as e:
-                raise DataError(f"{mpath}:{i}: {e}") from None
-            clips.append(Clip(str(root / row["path"]), f"{root.name}:{row.get('speaker', root.name)}", lab, root.name))
+    try:
+        columns, rows = read_csv(mpath)
+    except CsvError as e:
+        raise DataError(str(e)) from None
+    missing = ({"path", "emotion"} - set(columns)) | ({"speaker"} - set(columns) if need_speaker else set())
+    if missing:
+        raise DataError(f"{mpath}: missing column(s) {', '.join(sorted(missing))} "
+                        f"(need at least path,{'speaker,' if need_speaker else ''}emotion)")
+    clips = []
+    for i, row in rows:
+        try:
+            lab = L.normalize(row["emotion"])
+        except L.LabelError as e:
+            raise DataError(f"{mpath}:{i}: {e}") from None
+        clips.append(Clip(str(root / row["path"]), f"{root.name}:{row.get('speaker', root.name)}", lab, root.name))
     return clips
 
 

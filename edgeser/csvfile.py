@@ -1,0 +1,37 @@
+"""A corpus's manifest.csv, read the one way every command reads it.
+
+Spreadsheets save CSV as they please: a UTF-8 byte-order mark (Excel) is read through, and a
+file in another encoding, one that is not CSV, or a row short of the header's columns is one
+line naming the file (and the row), not a traceback or a `None` path further on.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from typing import Dict, List, Tuple
+
+
+class CsvError(ValueError):
+    """A CSV file that cannot be read as a table; str() is the one line `PATH[:ROW]: why`."""
+
+
+def read_csv(path: os.PathLike) -> Tuple[List[str], List[Tuple[int, Dict[str, str]]]]:
+    """(the header's columns, [(line number, row)]) of a UTF-8 CSV file with a header line."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            reader.fieldnames = columns
+            rows = []
+            for row in reader:
+                if None in row.values() or None in row:     # short of the header, or beyond it
+                    n = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None, []))
+                    raise CsvError(f"{path}:{reader.line_num}: {n} field(s), the header names {len(columns)}"
+                                   " (a field holding a comma needs quotes)")
+                rows.append((reader.line_num, row))
+    except UnicodeDecodeError as e:
+        raise CsvError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
+                       "save it as UTF-8") from None
+    except csv.Error as e:
+        raise CsvError(f"{path}: not a CSV table ({e})") from None
+    return columns, rows
