@@ -29,6 +29,7 @@ class Check:
     detail: str
     fix: str = ""
     part_of: str = ""    # a check under another (an interpreter and precision of the model)
+    opens: bool = False  # the streaming pair `listen` opens here: whether it runs is what counts
 
 
 def _version(dist: str) -> Optional[str]:
@@ -62,7 +63,7 @@ def check_model(path=None) -> List[Check]:
     from . import manifest as M
     from .runtime.backends import BackendError, available
     from .runs import stale_export
-    from .runtime.recognizer import PREFERENCE, RecognizerError, load, model_location
+    from .runtime.recognizer import PREFERENCE, RecognizerError, load, model_location, pick_streaming_pair
 
     name = "model" if path else "bundled model"
     try:
@@ -97,6 +98,14 @@ def check_model(path=None) -> List[Check]:
     if len(out) == 1:
         return [Check(name, FAIL, f"{folder}: no streaming model pair in its manifest",
                       "export with streaming models (`edgeser export`)")]
+    try:
+        step, _ = pick_streaming_pair(man, folder, None, None, None)
+        for c in out[1:]:
+            c.opens = c.name == f"{step.format} {step.precision}"
+            if c.opens:
+                c.detail += "; `listen` opens this pair"
+    except RecognizerError:
+        pass            # nothing here opens: the pairs' own lines say why
     stale = stale_export(folder, M.MANIFEST)
     if stale:
         out.append(Check("export", WARN, stale, f"edgeser export {folder.parent}", part_of=name))
@@ -221,10 +230,11 @@ def verdict(checks: Sequence[Check]) -> Dict[str, bool]:
     the microphone needs a working input device on top."""
     by = {c.name: c for c in checks}
     model = next(c for c in checks if c.name.endswith("model") and not c.part_of)
-    pairs = [c for c in checks if c.part_of == model.name]
-    runs = [by.get("backends"), model, *pairs]
-    files = (any(c.status == OK for c in pairs) and not any(c and c.status == FAIL for c in runs)
-             and by["voice detector"].status == OK)
+    opened = [c for c in checks if c.part_of == model.name and c.opens]
+    # a broken file of a pair listen does not open (ONNX beside the TFLite it runs) is a FAIL line,
+    # not a verdict that listen cannot run
+    files = (bool(opened) and opened[0].status == OK and model.status == OK
+             and not (by.get("backends") and by["backends"].status == FAIL) and by["voice detector"].status == OK)
     mic = files and by["microphone"].status == OK
     return {"listen_files": files, "listen_microphone": mic}
 
@@ -237,10 +247,12 @@ def format_checks(checks: Sequence[Check], ready: Dict[str, bool], header: str) 
         lines.append(f"  {c.status:<7}  {name:<{width}}  {c.detail}")
         if c.fix and c.status != OK:
             lines.append(f"  {'':<7}  {'':<{width}}  -> {c.fix}")
+    others = ("; the FAIL lines are files `listen` does not open here"
+              if any(c.status == FAIL for c in checks) else "")
     if ready["listen_microphone"]:
-        lines.append("ready: `edgeser listen` (microphone) and `edgeser listen --input FILE`")
+        lines.append(f"ready: `edgeser listen` (microphone) and `edgeser listen --input FILE`{others}")
     elif ready["listen_files"]:
-        lines.append("ready: `edgeser listen --input FILE`; not from a microphone (see above)")
+        lines.append(f"ready: `edgeser listen --input FILE`; not from a microphone (see above){others}")
     else:
         lines.append("not ready: `edgeser listen` cannot run here (see the FAIL and missing lines above)")
     return "\n".join(lines)

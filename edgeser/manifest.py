@@ -100,12 +100,49 @@ def read(path: os.PathLike) -> Manifest:
         raise ManifestError(f"{p}: no manifest (is this a folder written by `edgeser export`?)") from None
     except (OSError, json.JSONDecodeError) as e:
         raise ManifestError(f"{p}: unreadable manifest ({e})") from None
+    if not isinstance(d, dict):
+        raise ManifestError(f"{p}: malformed manifest: a JSON {type(d).__name__}, not an object")
     if d.get("format") != FORMAT:
         raise ManifestError(f"{p}: unknown manifest format {d.get('format')!r} (expected {FORMAT})")
     try:
-        return Manifest.from_dict(d)
+        m = Manifest.from_dict(d)
     except TypeError as e:
         raise ManifestError(f"{p}: malformed manifest ({e})") from None
+    problem = malformed(m)
+    if problem:
+        raise ManifestError(f"{p}: malformed manifest: {problem}")
+    return m
+
+
+def malformed(m: Manifest) -> Optional[str]:
+    """What makes a manifest unusable, or None. A hand-edited one (a rate typed as "16000", labels
+    cut to three) otherwise failed deep in a stream, a division by zero or an IndexError at the
+    first hop, or passed the golden check and answered with the wrong names."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    for name in ("sample_rate", "frame_samples", "window_frames", "hop_frames", "feature_dim"):
+        if not whole(getattr(m, name)):
+            return f"{name} must be a whole number over 0, not {getattr(m, name)!r}"
+    if m.sample_rate < 1000:
+        return f"sample_rate {m.sample_rate} Hz is not an audio rate"
+    if m.hop_frames > m.window_frames:
+        return f"hop_frames {m.hop_frames} is more than window_frames {m.window_frames}"
+    if (not isinstance(m.labels, list) or len(m.labels) < 2 or not all(isinstance(x, str) and x for x in m.labels)
+            or len(set(m.labels)) != len(m.labels)):
+        return f"labels must be two or more different names, not {m.labels!r}"
+    if not isinstance(m.state_shapes, list) or not all(isinstance(s, list) and s and all(whole(n) for n in s)
+                                                       for s in m.state_shapes):
+        return f"state_shapes must be lists of whole numbers over 0, not {m.state_shapes!r}"
+    if not isinstance(m.normalization, dict):
+        return f"normalization must be an object, not {m.normalization!r}"
+    for a in m.artifacts:
+        if a.role in ("window", "head"):
+            for o in a.outputs:
+                width = (o.get("shape") or [None])[-1] if isinstance(o, dict) else None
+                if isinstance(width, int) and width != len(m.labels):
+                    return f"{a.file} answers {width} classes, but there are {len(m.labels)} labels"
+    return None
 
 
 def parity_rows(folder: os.PathLike) -> Dict[str, Dict[str, Any]]:

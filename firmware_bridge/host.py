@@ -42,7 +42,11 @@ class Host:
             while time.monotonic() < until and self.device is None:
                 self._process(wait_frames(self.link, until))
             if self.device is not None:
-                return self.device
+                d = self.device
+                if d.sample_rate < 1000 or len(d.labels) < 2:
+                    raise SessionError(f"{self.link.port}: the device's HELLO is unusable: sample rate {d.sample_rate} Hz, "
+                                       f"{len(d.labels)} label(s)")
+                return d
         raise SessionError(f"{self.link.port}: no HELLO from a device within {timeout:g} s (is it running the "
                            f"edgeser bridge firmware, at this baud rate?)")
 
@@ -107,7 +111,12 @@ class Host:
                 self.device = msg
             elif isinstance(msg, P.Result):
                 self.results += 1
-                self.emit(self.runtime_result(msg))
+                r = self.runtime_result(msg)
+                if r is None:
+                    self.warn(f"{self.link.port}: ignored a RESULT frame (label {msg.label} of "
+                              f"{len(self.device.labels) if self.device else 0}, {len(msg.probs)} probabilities)")
+                else:
+                    self.emit(r)
             elif isinstance(msg, P.Status):
                 self.status = msg
                 if msg.flags & P.STATUS_END_OF_STREAM:
@@ -120,12 +129,17 @@ class Host:
                 self.warn(f"device error ({P.ERROR_NAMES.get(msg.code, msg.code)}): {msg.text}")
 
     def runtime_result(self, m: P.Result):
+        """The runtime's Result for a device's; None for one that names no label of the HELLO's (or
+        has no finite probabilities for them) yet claims speech: nothing to print it as."""
         from edgeser.runtime.stream import Result
 
         labels = self.device.labels if self.device else []
         start, end = m.start_ms / 1000, m.end_ms / 1000
-        if m.label == P.NO_LABEL or m.label >= len(labels) or len(m.probs) != len(labels):
-            return Result("utterance" if m.is_utterance else "hop", start, end, m.is_speech, emitted_s=end)
+        if (m.label == P.NO_LABEL or m.label >= len(labels) or len(m.probs) != len(labels)
+                or not np.isfinite(np.asarray(m.probs, dtype=float)).all()):
+            if m.is_speech or m.is_utterance:
+                return None
+            return Result("hop", start, end, False, emitted_s=end)
         probs = {lab: float(p) for lab, p in zip(labels, m.probs)}
         return Result("utterance" if m.is_utterance else "hop", start, end, m.is_speech, labels[m.label],
                       probs[labels[m.label]], probs, emitted_s=end)

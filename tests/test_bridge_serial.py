@@ -223,6 +223,62 @@ def test_device_to_host_faults_and_a_reset_mid_stream_are_counted_and_survived(e
     assert max(r.end_s for r in got) > total_s - 0.5
 
 
+def _rewritten(wire: bytes, change) -> bytes:
+    """The same frame (type, sequence number) with its message changed by `change`, validly framed."""
+    frame, problem = P.check_frame(P.cobs_decode(wire[:-1]))
+    assert frame is not None, problem
+    msg = P.parse(frame)
+    change(msg)
+    return P.encode_frame(frame.type, frame.seq, msg.pack())
+
+
+def test_a_device_result_naming_no_label_is_skipped_with_a_warning_not_a_crash(engine, clip16):
+    # a RESULT claiming speech with label 0xFF (or one past the HELLO's labels) had no
+    # probabilities to print: an AttributeError in `listen`'s printer ended the session
+    seen = {"n": 0}
+
+    def tamper(dev, ftype, wire):
+        if ftype != P.RESULT:
+            return wire
+        seen["n"] += 1
+        bad = {1: P.NO_LABEL, 2: 200}.get(seen["n"])
+        if bad is None:
+            return wire
+
+        def change(m):
+            m.label, m.flags = bad, m.flags | P.RESULT_SPEECH
+        return _rewritten(wire, change)
+
+    srv = _Serving(engine, tamper)
+    got, warned = [], []
+    try:
+        with Link(srv.host_port) as link:
+            host = Host(link, got.append, warned.append)
+            host.handshake(5)
+            host.send_audio(clip16.astype(np.float32) / 32768)
+            host.finish(10)
+    finally:
+        srv.close()
+    assert len(got) == seen["n"] - 2 and all(r.probs or not r.is_speech for r in got)
+    assert [w.split(": ", 1)[1] for w in warned if "ignored a RESULT" in w] == [
+        f"ignored a RESULT frame (label 255 of {len(engine.labels)}, {len(engine.labels)} probabilities)",
+        f"ignored a RESULT frame (label 200 of {len(engine.labels)}, {len(engine.labels)} probabilities)"]
+
+
+def test_a_device_hello_with_no_sample_rate_is_one_clear_line(engine):
+    def tamper(dev, ftype, wire):
+        return _rewritten(wire, lambda m: setattr(m, "sample_rate", 0)) if ftype == P.HELLO else wire
+
+    srv = _Serving(engine, tamper)
+    try:
+        r = subprocess.run([sys.executable, "-m", "edgeser", "bridge", "--port", srv.host_port, "--input", CLIP],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+    finally:
+        srv.close()
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"Error: {srv.host_port}: the device's HELLO is unusable: sample rate 0 Hz, {len(engine.labels)} label(s)"]
+
+
 def test_unopenable_port_is_one_clear_line(tmp_path):
     missing = tmp_path / "ttyNOPE"
     for args in (["bridge", "--port", missing], ["bridge", "simulate", "--port", missing, "--model", BUNDLED]):

@@ -62,6 +62,34 @@ def test_a_model_that_answers_wrongly_fails_and_says_what_to_do(tmp_path):
     assert text.returncode == 1 and "FAIL" in text.stdout and "not ready" in text.stdout.splitlines()[-1]
 
 
+def test_a_broken_file_listen_does_not_open_is_a_fail_line_not_a_verdict(tmp_path):
+    # truncated ONNX files beside the int8 TFLite pair listen runs: "not ready" was untrue
+    from edgeser.runtime.backends import available
+
+    if "tflite" not in available():
+        pytest.skip("needs the tflite interpreter")
+    part = tmp_path / "part"
+    shutil.copytree(DEFAULT_MODEL, part)
+    for f in part.glob("*.onnx"):
+        f.write_bytes(f.read_bytes()[:1000])
+    r, rep = doctor("--mic-s", "0", "--model", part)
+    assert r.returncode == 0 and rep["listen_files"] is True, r.stdout[-2000:]
+    checks = by_name(rep)
+    assert checks[("model", "onnx int8")]["status"] == checks[("model", "onnx fp32")]["status"] == "FAIL"
+    assert [n for (of, n), c in checks.items() if c["opens"]] == ["tflite int8"]
+    assert edgeser_cmd("listen", "--model", part, "--input", EXAMPLES / "03a01Wa.flac").returncode == 0
+    # the pair listen opens broken, or a manifest whose labels no longer fit the files: not ready
+    (part / "head.int8.tflite").write_bytes(b"")
+    r, rep = doctor("--mic-s", "0", "--model", part)
+    assert r.returncode == 1 and rep["listen_files"] is False
+    m = json.loads((part / "edgeser.json").read_text())
+    m["labels"] = m["labels"][:3]
+    (part / "edgeser.json").write_text(json.dumps(m))
+    r, rep = doctor("--mic-s", "0", "--model", part)
+    assert r.returncode == 1 and by_name(rep)[("", "model")]["detail"].endswith(
+        "malformed manifest: head.onnx answers 7 classes, but there are 3 labels")
+
+
 def test_a_device_copy_with_only_some_of_the_files_runs_what_it_has(tmp_path):
     """A Pi that got only the files it runs: everything skips what is absent, nothing breaks on it."""
     from edgeser import load

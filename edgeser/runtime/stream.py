@@ -11,8 +11,9 @@ carrying its ConvLSTM state -> the head classifies the last `window_frames` feat
 
 Each utterance (VAD segment) starts from the recognizer's pre-filled snapshot: front-end state
 and feature ring after `window_frames` frames of zeros from zero state, which is what training
-saw as left padding, and its hop grid starts at the segment start. So an utterance gets the
-same result wherever it falls in the stream, and silence between utterances costs no model call.
+saw as left padding, and its hop grid starts at the segment start. So a segment gets the same
+result wherever it falls in the stream (where the voice detector starts it, on its 20 ms grid, is
+another matter: docs/listen.md), and silence between utterances costs no model call.
 
 With several playback speeds (`speeds=(0.9, 1, 1.1)`) the model hears each utterance once per
 speed, each in a `_Lane` of its own (state, ring, hop grid); an answer is the mean of the lanes'.
