@@ -294,6 +294,7 @@ def _wav_header(read):
     left at the first sample. A stream's data size is unknown to its writer (arecord writes its
     largest): it is not used, the samples run to the end of the input."""
     from .audio import AudioError
+    from .resample import MAX_CHANNELS, check_rate
 
     if _read_exactly(read, 8)[4:] != b"WAVE":
         raise AudioError("stdin: RIFF but not WAVE data")
@@ -315,6 +316,12 @@ def _wav_header(read):
     if tag not in (1, 0xFFFE) or bits != 16:
         raise AudioError(f"stdin: WAV of {bits}-bit samples (format {tag}); send 16-bit PCM (arecord -f S16_LE, "
                          f"ffmpeg -c:a pcm_s16le)")
+    try:
+        check_rate(rate)
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise ValueError(f"{channels} channels")
+    except ValueError as e:
+        raise AudioError(f"stdin: WAV header unusable: {e}") from None
     return rate, channels
 
 

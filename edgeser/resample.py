@@ -5,10 +5,12 @@ whole-clip `soxr.resample`), which is what makes streamed results chunk-size inv
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from .audio import SAMPLE_RATE
+
+MIN_RATE, MAX_RATE = 4000, 384000       # telephone-band recordings to the fastest audio interfaces
+MAX_CHANNELS = 64                       # more is a (channels, frames) block passed the wrong way round
 
 
 def to_float32(samples) -> np.ndarray:
@@ -23,19 +25,30 @@ def to_float32(samples) -> np.ndarray:
     else:
         x = x.astype(np.float32, copy=False)
     if x.ndim == 2:
+        if x.shape[1] > MAX_CHANNELS:
+            # (channels, frames) averaged as if (frames, channels) was a few samples of noise, silently
+            raise ValueError(f"samples of shape {x.shape}: expected (frames, channels), and {x.shape[1]} "
+                             f"channels is more than any microphone has (pass samples.T)")
         x = x.mean(axis=1, dtype=np.float32)
     if x.size and not np.all(np.isfinite(x)):
         raise ValueError("samples contain NaN or infinite values")
     return x
 
 
+def check_rate(rate) -> int:
+    """A sample rate as a whole number of Hz, or ValueError: 16000.5 was cut to 16000, and 1 Hz
+    made a second of audio of every sample."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) \
+            or rate != int(rate) or not MIN_RATE <= rate <= MAX_RATE:
+        raise ValueError(f"sample rate must be a whole number of Hz from {MIN_RATE} to {MAX_RATE}, not {rate!r}")
+    return int(rate)
+
+
 class StreamResampler:
     """Feed chunks at `rate_in`; get float32 chunks at `rate_out` (identity when equal)."""
 
     def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE, quality: str = "HQ"):
-        if int(rate_in) != rate_in or rate_in <= 0:
-            raise ValueError(f"bad sample rate {rate_in!r}")
-        self.rate_in = int(rate_in)
+        self.rate_in = check_rate(rate_in)
         self.rate_out = int(rate_out)
         self._rs = None
         if self.rate_in != self.rate_out:

@@ -86,6 +86,8 @@ def parse_speeds(text: str) -> Tuple[float, ...]:
 def check_speeds(speeds: Sequence[float]) -> Tuple[float, ...]:
     """Distinct speeds within SPEED_RANGE, in the caller's order (a repeated speed would only weigh
     itself twice)."""
+    if isinstance(speeds, (int, float)):
+        speeds = (speeds,)          # speeds=1: one speed, as the caller meant
     speeds = tuple(dict.fromkeys(float(s) for s in speeds))
     if not speeds or any(not SPEED_RANGE[0] <= s <= SPEED_RANGE[1] for s in speeds):
         raise ValueError(f"playback speeds must lie in {SPEED_RANGE[0]:g}..{SPEED_RANGE[1]:g}, got {list(speeds)}")

@@ -233,6 +233,12 @@ def test_a_wav_stream_on_stdin_gives_its_own_rate_and_channels(model_dir, rec, t
     assert rc == 1 and "stdin: WAV of 24-bit samples" in err and "16-bit" in err
     rc, lines, err = _pipe_pcm(model_dir, b"")          # the program upstream failed
     assert rc == 1 and "stdin: no audio arrived" in err
+    # a header of no channels divided by zero; one of 1 Hz heard 1000 s in 1 s of samples
+    rc, lines, err = _pipe_pcm(model_dir, _wav_stream(np.zeros((160, 0), np.int16), 16000) + bytes(320))
+    assert rc == 1 and err.strip().splitlines()[-1] == "Error: stdin: WAV header unusable: 0 channels", err
+    rc, lines, err = _pipe_pcm(model_dir, _wav_stream(stereo[:1600], 1))
+    assert rc == 1 and err.strip().splitlines()[-1] == ("Error: stdin: WAV header unusable: sample rate must be "
+                                                        "a whole number of Hz from 4000 to 384000, not 1"), err
 
 
 def test_pcm_blocks_rejoin_samples_split_between_reads():

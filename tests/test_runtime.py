@@ -232,6 +232,20 @@ def test_stream_refuses_a_rate_change_and_input_after_finish():
         s.accept_waveform(16000, np.zeros(100, np.float32))
 
 
+def test_what_the_stream_cannot_hear_right_is_refused_not_guessed():
+    # each of these was taken silently: 16000.5 Hz cut to 16000, 1 Hz a second per sample, a
+    # (channels, frames) block averaged into two samples of noise
+    for rate in (16000.5, 1, 0, -16000, "16000", True):
+        with pytest.raises(ValueError, match="sample rate must be a whole number of Hz"):
+            fake_stream().accept_waveform(rate, np.zeros(100, np.float32))
+    s = fake_stream()
+    s.accept_waveform(np.int64(16000), np.zeros(100, np.float32))     # numpy's whole numbers are fine
+    s.accept_waveform(16000.0, np.zeros((100, 2), np.float32))         # (frames, channels)
+    with pytest.raises(ValueError, match=r"shape \(2, 32000\): expected \(frames, channels\).*pass samples.T"):
+        s.accept_waveform(16000, np.zeros((2, 32000), np.float32))
+    assert fake_stream(speeds=1).speeds == (1.0,)
+
+
 @given(factor=st.sampled_from([0.5, 0.8, 0.9, 1.1, 1.2, 1.37, 2.0]), n=st.integers(2, 6000),
        cuts=st.lists(st.integers(0, 6000), max_size=8))
 @settings(max_examples=60, deadline=None)
@@ -325,6 +339,17 @@ def test_predict_clip_finds_the_utterance_where_the_speech_is(rec):
     assert res.summary.label == u.label
     hops = [h for h in res.hops if h.is_speech]
     assert len(hops) >= 3 and all(h.end_s - h.start_s <= 0.5 + 1e-9 for h in hops)
+
+
+def test_predict_clip_and_load_refuse_counts_that_cannot_be(rec, model_dir):
+    from edgeser.runtime.recognizer import RecognizerError, load
+
+    for chunk in (0, -5, 1.5):       # 0 read nothing forever; -5 blamed the file
+        with pytest.raises(ValueError, match="chunk must be a whole number of samples from 1"):
+            rec.predict_clip(CLIP, chunk=chunk)
+    for threads in (0, -1, "2"):
+        with pytest.raises(RecognizerError, match="threads must be a whole number from 1"):
+            load(model_dir, threads=threads)
 
 
 def test_real_model_results_do_not_depend_on_chunk_size(rec):

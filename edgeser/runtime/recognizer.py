@@ -276,6 +276,8 @@ class Recognizer:
 
     def predict_clip(self, path, chunk: int = 4096, **stream_opts) -> ClipResult:
         """Replay a file through the streaming path (any rate, channels averaged)."""
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a whole number of samples from 1, not {chunk!r}")
         path = Path(path)
         results: List[Result] = []
         n = 0
@@ -321,6 +323,8 @@ def load(path=None, backend: Optional[str] = None, precision: Optional[str] = No
 
     backend: "onnx" | "tflite" | None (best installed); precision: "int8" | "fp32" | None.
     """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise RecognizerError(f"threads must be a whole number from 1, not {threads!r}")
     if isinstance(path, (list, tuple)):
         if not path:
             path = None

@@ -237,9 +237,9 @@ class Stream:
         if self._finished:
             raise RuntimeError("input_finished() was called; create a new stream")
         if self._rate_in is None:
-            self._resampler = StreamResampler(int(sample_rate), self.sr)
-            self._rate_in = int(sample_rate)
-        elif int(sample_rate) != self._rate_in:
+            self._resampler = StreamResampler(sample_rate, self.sr)
+            self._rate_in = self._resampler.rate_in
+        elif sample_rate != self._rate_in:
             raise ValueError(f"sample rate changed from {self._rate_in} to {sample_rate} within one stream")
         x = to_float32(samples)
         self.stats["samples_in"] += int(x.size)
