@@ -29,6 +29,9 @@ EXTRA_OF = {"torch": "train", "tqdm": "train", "onnx": "export", "litert_torch":
             "ai_edge_quantizer": "export", "onnxruntime": "onnx", "ai_edge_litert": "tflite",
             "pyaudio": "audio", "webrtcvad": "audio", "serial": "bridge", "matplotlib": "plot",
             "tflite_micro": "firmware"}
+# what an interrupted command left that the next run continues from
+RESUMABLE = {"train": ": every finished epoch is in the run's last.pt; the same command with --resume continues",
+             "evaluate": ": every fold's finished epochs are kept; the same command with --resume continues"}
 # commands whose every use needs one extra, whatever the package that is found missing first
 COMMAND_EXTRA = {"train": "train", "evaluate": "train", "adapt": "train", "export": "export"}
 
@@ -85,20 +88,30 @@ def cli():
 
 
 def main(argv=None):
-    from .signals import terminate_as_interrupt
+    from .signals import stop_status, terminate_as_interrupt
 
     args = sys.argv[1:] if argv is None else list(argv)
     terminate_as_interrupt()
+    command = next((a for a in args if a in COMMANDS), "edgeser")
     try:
-        cli.main(args=args, prog_name="edgeser", standalone_mode=True)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        # not standalone: click's own mode ends Ctrl-C with "Aborted!" and status 1, where a shell,
+        # a service manager or a script expects 130 (143 for SIGTERM) and a word on what was kept
+        code = cli.main(args=args, prog_name="edgeser", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.Abort, KeyboardInterrupt) as e:
+        stop = e.__cause__ if isinstance(e, click.Abort) else e
+        how = stop_status(stop) if isinstance(stop, KeyboardInterrupt) else "interrupted"
+        kept = RESUMABLE.get(command, "")
+        click.echo(f"{how}{kept}", err=True)
+        sys.exit(143 if how == "terminated" else 130)
     except ModuleNotFoundError as e:
         # a command that imports an extra only when it runs (torch for export, pyaudio for the
         # microphone, ...): one line naming what to install, not a traceback
         if not e.name or e.name.split(".")[0] not in EXTRA_OF:
             raise
-        command = next((a for a in args if a in COMMANDS), "edgeser")
         click.echo(f"Error: {missing_package_message(command, e.name)}", err=True)
         sys.exit(1)
     except OSError as e:

@@ -1,0 +1,33 @@
+"""The `edgeser` program as a shell, a service manager or a script meets it: exit statuses and the
+last words of an interrupted command."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import small_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_an_interrupted_training_exits_130_and_says_how_to_continue(data_dir, tmp_path):
+    # click's own handling printed "Aborted!" and exited 1: a script could not tell Ctrl-C from a failure
+    corpus = small_corpus(data_dir, tmp_path / "corpus", per_speaker=3)
+    for sig, code, word in [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]:
+        run = tmp_path / word
+        p = subprocess.Popen([sys.executable, "-m", "edgeser", "train", "--data", str(corpus), "--preset", "tiny",
+                              "--epochs", "500", "--threads", "1", "--out", str(run)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        deadline = time.monotonic() + 120
+        while not (run / "last.pt").exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert p.poll() is None, p.communicate()[1][-2000:]
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == code, err[-2000:]
+        assert err.strip().splitlines()[-1] == (f"{word}: every finished epoch is in the run's last.pt; "
+                                                "the same command with --resume continues"), err[-2000:]
+        assert "Traceback" not in err and "Aborted!" not in err
