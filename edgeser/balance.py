@@ -44,6 +44,14 @@ class ClassBalance:
     model: str = ""          # the export it was measured with
     speeds: List[float] = field(default_factory=lambda: [1.0])   # the playback speeds it heard at
     prior_s: float = 0.0     # seconds of speech an even answer is worth beside `mean` (divisor)
+    model_id: str = ""       # the export's weights (Recognizer.model_id), wherever its folder is now
+
+    def model_note(self, model_id: str, source: str) -> Optional[str]:
+        """A note when the balance was measured on other weights: another model's bias is not this one's."""
+        if not self.model_id or self.model_id == model_id:
+            return None
+        return (f"note: {source} was enrolled with another model ({self.model or 'unnamed'}): its balance fits "
+                f"that model's bias, not this one's; enrol again with this model")
 
     def speeds_note(self, speeds: Sequence[float], source: str) -> Optional[str]:
         """A note when answers heard at `speeds` are balanced by a mean heard at others: each
@@ -104,7 +112,7 @@ def read(path: os.PathLike) -> ClassBalance:
     try:
         bal = ClassBalance(list(map(str, d["labels"])), [float(v) for v in d["mean"]], int(d["utterances"]),
                            float(d["seconds"]), str(d.get("model", "")), [float(v) for v in d.get("speeds", [1.0])],
-                           float(d.get("prior_s", 0.0)))
+                           float(d.get("prior_s", 0.0)), str(d.get("model_id", "")))
     except (KeyError, TypeError, ValueError) as e:
         raise BalanceError(f"{p}: malformed balance file ({type(e).__name__}: {e})") from None
     if len(bal.mean) != len(bal.labels) or not all(math.isfinite(v) and v >= 0 for v in bal.mean) \

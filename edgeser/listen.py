@@ -372,7 +372,7 @@ class _Recorder:
             self.staged = replacing(self.path)      # held open for the session
             tmp = self.staged.__enter__()
             self.f = sf.SoundFile(str(tmp), "w", samplerate=int(rate), channels=1, subtype="PCM_16",
-                                  format="WAV")
+                                  format="FLAC" if self.path.suffix.lower() == ".flac" else "WAV")
         self.f.write(block if block.ndim == 1 else block.mean(axis=1))
 
     def close(self):
@@ -412,8 +412,9 @@ class _Recorder:
 @click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line (with --json, an object) per hop, not only per utterance.")
 @click.option("--duration", type=FiniteRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds of audio.")
-@click.option("--save-audio", type=Output(), default=None, metavar="WAV",
-              help="Also write the captured audio (capture rate, 16-bit WAV).")
+@click.option("--save-audio", type=Output(suffixes=(".wav", ".flac")), default=None, metavar="FILE",
+              help="Also write the captured audio (capture rate, 16-bit) to a .wav or .flac file (FLAC: about "
+                   "half the size, for long sessions).")
 @click.option("--min-confidence", type=FiniteRange(0, 1), default=0.0, show_default=True, metavar="P",
               help="Call an utterance 'unsure' when the model's top probability for it is under P (JSON: "
                    "\"unsure\": true beside the best guess), for a device that should act only when sure. On "
@@ -482,9 +483,9 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
         if balance_file:
             bal = read_balance(balance_file)
             rec.use_balance(bal, balance_file)
-            note = bal.speeds_note(speeds, balance_file)
-            if note:
-                click.echo(note, err=True)
+            for note in (bal.model_note(rec.model_id, balance_file), bal.speeds_note(speeds, balance_file)):
+                if note:
+                    click.echo(note, err=True)
         stream_opts = dict(vad=vad_config(vad_mode, vad_gain_db, vad_noise_margin_db), normalize=normalize, gain=gain,
                            speeds=speeds, denoise=denoise)
         stream = rec.create_stream(**stream_opts)

@@ -38,12 +38,15 @@ class Output(click.Path):
     """An output file (`folder=True`: folder), checked as the command line is read: one whose folder
     is a file, or not writable, fails in the first second, not after the work it was to hold."""
 
-    def __init__(self, folder: bool = False, replaces: Optional[Tuple[str, str]] = None):
-        """replaces: (marker, writer) for a folder the command replaces whole (files.replaceable)."""
+    def __init__(self, folder: bool = False, replaces: Optional[Tuple[str, str]] = None,
+                 suffixes: Tuple[str, ...] = ()):
+        """replaces: (marker, writer) for a folder the command replaces whole (files.replaceable);
+        suffixes: the file endings that say a format the command writes (none: any)."""
         folder = folder or replaces is not None
         super().__init__(file_okay=not folder, dir_okay=folder)
         self.folder = folder
         self.replaces = replaces
+        self.suffixes = suffixes
         self.name = "dir" if folder else "file"      # the metavar --help shows
 
     def _check(self, value) -> None:
@@ -54,6 +57,9 @@ class Output(click.Path):
 
     def convert(self, value, param, ctx):
         value = super().convert(value, param, ctx)
+        if self.suffixes and not str(value).lower().endswith(self.suffixes):
+            self.fail(f"{value}: name it {' or '.join('.' + x.lstrip('.') for x in self.suffixes)}, "
+                      f"the format it is written in", param, ctx)
         try:
             self._check(value)
         except OutputError as e:

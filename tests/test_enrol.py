@@ -100,6 +100,19 @@ def test_enrol_and_listen_at_playback_speeds(model_dir, rec, data_dir, tmp_path)
     assert "enrol again with --speeds 0.8,0.9,1,1.1,1.2" in r.stderr   # listen's default
     r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--speeds", "1,abc")
     assert r.returncode == 2 and "not a list of numbers" in r.stderr
+    # the same weights copied elsewhere keep the balance; other weights get a note (same labels: no error)
+    import json
+    import shutil
+
+    moved = shutil.copytree(model_dir, tmp_path / "on-the-pi")
+    r = edgeser_cmd("listen", "--model", moved, "--input", CLIP, "--fast", "--balance", out, "--speeds", "0.9,1,1.1")
+    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**json.loads(out.read_text()), "model_id": "0123456789abcdef"}))
+    r = edgeser_cmd("listen", "--model", moved, "--input", CLIP, "--fast", "--balance", other, "--speeds", "0.9,1,1.1")
+    assert r.returncode == 0 and r.stderr.strip() == (
+        f"note: {other} was enrolled with another model ({model_dir}): its balance fits that model's bias, "
+        "not this one's; enrol again with this model"), r.stderr
 
 
 def test_enrol_runtime_scores_enrolment_on_fewer_clips(rec, data_dir, monkeypatch):
@@ -211,4 +224,7 @@ def test_balance_files_and_enrolment_audio_fail_clearly(model_dir, rec, data_dir
                    str(tmp_path / "empty"), "no audio files")
     assert not (tmp_path / "x.json").exists()
     one_line_error(edgeser_cmd("enrol", broken, "--model", model_dir, "--out", tmp_path / "x.json"),
-                   "no speech to enrol on", "1 unreadable")
+                   "no speech to enrol on", f"({broken}: ")           # the file, and why
+    (tmp_path / "text.flac").write_text("not audio")
+    one_line_error(edgeser_cmd("enrol", broken, tmp_path / "text.flac", "--model", model_dir, "--out", tmp_path / "x.json"),
+                   "no speech to enrol on", f"(2 unreadable; the first: {broken}: ")

@@ -150,6 +150,12 @@ def test_raw_pcm_on_stdin_is_heard_as_the_same_audio_in_a_file(model_dir, rec, t
     (utt,) = [u for u in lines if u["kind"] == "utterance"]
     assert rc == 0 and lines[-1]["rate"] == 48000 and utt["label"] == ref.label
     assert abs(lines[-1]["audio_s"] - len(x) / 16000) < 0.03     # the resampler holds back its last samples
+    # the capture kept as FLAC when the name says so (it was WAV data under any name), sample for sample
+    rc, lines, err = _pipe_pcm(model_dir, x.astype("<i2").tobytes(), "--save-audio", tmp_path / "kept.flac")
+    assert rc == 0 and sf.info(tmp_path / "kept.flac").format == "FLAC", err
+    assert np.array_equal(sf.read(tmp_path / "kept.flac", dtype="int16")[0], x)
+    rc, lines, err = _pipe_pcm(model_dir, b"", "--save-audio", tmp_path / "kept.mp3")
+    assert rc == 2 and "kept.mp3: name it .wav or .flac" in err
 
 
 def test_sigterm_ends_a_session_as_ctrl_c_does(model_dir, rec, tmp_path):

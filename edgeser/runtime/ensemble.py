@@ -54,6 +54,10 @@ class Ensemble(Recognizer):
     def name(self) -> str:
         return " + ".join(str(r.folder) for r in self.members)
 
+    @property
+    def model_id(self) -> str:
+        return "+".join(r.model_id for r in self.members)
+
     def zero_state(self) -> List[np.ndarray]:
         return [s for r in self.members for s in r.zero_state()]
 

@@ -199,6 +199,13 @@ class Recognizer:
         """The model as users named it: its folder (an ensemble: its members' folders)."""
         return str(self.folder)
 
+    @property
+    def model_id(self) -> str:
+        """The export's weights, from the hashes of its files: the same wherever the folder is copied."""
+        import hashlib
+
+        return hashlib.sha256("".join(sorted(a.sha256 for a in self.manifest.artifacts)).encode()).hexdigest()[:16]
+
     def use_balance(self, balance, source: str = "balance") -> None:
         """Divide every answer by `balance` (an edgeser.balance.ClassBalance made by `enrol`; None: stop)."""
         if balance is not None:
@@ -226,12 +233,13 @@ class Recognizer:
             self.balance = kept
         mean = summarize(utts, self.labels)     # the duration-weighted mean, as for a clip's summary
         if mean is None:
-            raise RecognizerError(f"{len(paths)} file(s): no speech to enrol on"
-                                  + (f" ({len(skipped)} unreadable)" if skipped else ""))
+            unreadable = (f" ({skipped[0]})" if len(skipped) == 1 else
+                          f" ({len(skipped)} unreadable; the first: {skipped[0]})" if skipped else "")
+            raise RecognizerError(f"{len(paths)} file(s): no speech to enrol on{unreadable}")
         return BAL.ClassBalance(self.labels, [mean.probs[lab] for lab in self.labels], len(utts),
                                 float(sum(u.end_s - u.start_s for u in utts)), self.name,
                                 list(check_speeds(stream_opts.get("speeds", DEFAULT_SPEEDS))),   # as the streams heard
-                                float(BAL.PRIOR_S if prior_s is None else prior_s)), skipped
+                                float(BAL.PRIOR_S if prior_s is None else prior_s), self.model_id), skipped
 
     def snapshot(self) -> Tuple[List[np.ndarray], np.ndarray]:
         """(state, feature ring) after window_frames of zeros from zero state; do not modify."""
