@@ -179,8 +179,9 @@ def firmware():
               help="Folder for the sources and report, replaced whole (a folder holding other files is refused). "
                    "Default: the run's own, runs/NAME/firmware, for a run's export; ./firmware for the bundled "
                    "model; NAME-firmware beside any other export folder.")
-@click.option("--clip", "clips", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
-              help="Real clip(s) to compare TFLM with ai-edge-litert on, besides the export's golden window.")
+@click.option("--clip", "clips", multiple=True, type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Real clip(s) to compare TFLM with ai-edge-litert on, besides the export's golden window "
+                   "(with --parity).")
 @click.option("--parity/--no-parity", default=True, show_default=True,
               help="Compare TFLM's integer outputs with ai-edge-litert's.")
 def generate(model, out, clips, parity):
@@ -192,6 +193,8 @@ def generate(model, out, clips, parity):
     from .generate import FirmwareError, generate as run
     from .tflm import TFLMError
 
+    if clips and not parity:
+        raise click.UsageError("--clip is what --parity compares on: drop --no-parity, or the clips")
     try:
         model, _ = model_location(model)    # None: the bundled model; a run folder: its export
         if out is None:

@@ -357,6 +357,9 @@ def generate(model_dir, out_dir, clips: Sequence[str] = (), parity: bool = True,
         man = M.read(folder)
     except M.ManifestError as e:
         raise FirmwareError(str(e)) from None
+    # without the interpreter no file "loads": sources without model arrays and a report saying the
+    # model cannot run, exit status 0; the missing install is the one thing to say
+    tflm.require()
     out = Path(out_dir)
     infos, builds = analyse(folder, man, log)
     par = check_parity(folder, man, infos, builds, clips, log) if parity else {}

@@ -30,9 +30,12 @@ class LiteRT:
     def __init__(self, info: ModelInfo):
         from ai_edge_litert.interpreter import Interpreter
 
+        from edgeser.runtime.backends import c_stderr_kept_for_errors
+
         self.info = info
-        self.interp = Interpreter(model_path=str(info.path), num_threads=1)
-        self.interp.allocate_tensors()
+        with c_stderr_kept_for_errors():   # LiteRT's "INFO: Created ... XNNPACK delegate" line, not a report's
+            self.interp = Interpreter(model_path=str(info.path), num_threads=1)
+            self.interp.allocate_tensors()
         by_name_in = {d["name"]: d["index"] for d in self.interp.get_input_details()}
         by_name_out = {d["name"]: d["index"] for d in self.interp.get_output_details()}
         self.ins = [by_name_in[t.name] for t in info.inputs]

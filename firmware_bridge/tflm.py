@@ -52,6 +52,11 @@ def _runtime():
                         '(or pip install "edgeser[firmware]" --pre)') from None
 
 
+def require() -> None:
+    """TFLMError naming the install when the TFLite Micro interpreter is not there."""
+    _runtime()
+
+
 def _reason(text: str, e: Exception) -> str:
     lines = [l.strip() for l in text.splitlines() if l.strip() and "RecordingMicroAllocator" not in l]
     if lines:

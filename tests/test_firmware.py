@@ -209,6 +209,20 @@ def test_bad_inputs_are_one_line_errors(tmp_path, model_dir):
     r = subprocess.run([sys.executable, "-m", "edgeser", "firmware", "generate", "--model", str(tmp_path / "nope"),
                         "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr
+    # clips: checked as the command line is read (a missing one failed after the arenas were
+    # measured), and not silently unused by --no-parity
+    for args, said in [(["--clip", str(tmp_path / "none.flac")], "does not exist"),
+                       (["--no-parity", "--clip", str(ROOT / "examples" / "03a01Wa.flac")], "--clip is what --parity compares on")]:
+        r = subprocess.run([sys.executable, "-m", "edgeser", "firmware", "generate", "--model", str(model_dir),
+                            "--out", str(tmp_path / "y"), *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert r.returncode == 2 and said in r.stderr.strip().splitlines()[-1] and not (tmp_path / "y").exists()
+    # without the TFLM interpreter: the install to make, not sources a report calls unrunnable (exit 0)
+    code = ("import sys; sys.modules['tflite_micro'] = None\nfrom edgeser.cli import main\n"
+            f"main(['firmware', 'generate', '--model', {str(model_dir)!r}, '--out', {str(tmp_path / 'z')!r}])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        'Error: measuring the arena needs the TFLite Micro interpreter: pip install --pre tflite-micro '
+        '(or pip install "edgeser[firmware]" --pre)'] and not (tmp_path / "z").exists()
 
 
 def test_a_runs_sources_go_beside_its_export_by_default(model_dir, tmp_path):

@@ -139,7 +139,7 @@ def _tflite_interpreter_class():
 
 
 @contextlib.contextmanager
-def _c_stderr_kept_for_errors():
+def c_stderr_kept_for_errors():
     """Hold what C++ code writes to fd 2; show it only if the block fails."""
     import tempfile
 
@@ -171,7 +171,7 @@ class TFLiteBackend(Backend):
         if Interpreter is None:
             raise BackendError(f"{path}: no TFLite interpreter installed (pip install \"edgeser[tflite]\")")
         try:
-            with _c_stderr_kept_for_errors():   # an "INFO: Created ... XNNPACK delegate" line per file
+            with c_stderr_kept_for_errors():   # an "INFO: Created ... XNNPACK delegate" line per file
                 self.interp = Interpreter(model_path=str(path), num_threads=max(1, threads))
                 self.interp.allocate_tensors()
         except Exception as e:
