@@ -2,7 +2,17 @@
 
 The runtime imports only numpy, click and soundfile; backends load on first use.
 """
+from pathlib import Path as _Path
+
 __version__ = "0.1.0"
+
+# In a source checkout, edgeser.train, edgeser.export and edgeser.firmware_bridge are the top-level
+# folders train/, export/ and firmware_bridge/ (pyproject's package-dir does this for an install).
+# Python puts the current folder first for `python -m` and `python -c`: run from a checkout, this
+# edgeser/ folder shadows an installed wheel, and without this line its subpackages were missing.
+_ROOT = _Path(__file__).resolve().parent.parent
+if (_ROOT / "pyproject.toml").is_file() and (_ROOT / "firmware_bridge" / "__init__.py").is_file():
+    __path__.append(str(_ROOT))
 
 
 def load(path=None, **kwargs):

@@ -31,3 +31,12 @@ def test_an_interrupted_training_exits_130_and_says_how_to_continue(data_dir, tm
         assert err.strip().splitlines()[-1] == (f"{word}: every finished epoch is in the run's last.pt; "
                                                 "the same command with --resume continues"), err[-2000:]
         assert "Traceback" not in err and "Aborted!" not in err
+
+
+def test_a_source_checkout_finds_its_subpackages_without_an_install():
+    # `python -m`/`-c` in a checkout import its edgeser/ folder before any installed copy (a wheel
+    # on a Pi, say), where train/, export/ and firmware_bridge/ were then missing; -S: no
+    # site-packages, so nothing installed (nor an editable finder) can stand in
+    r = subprocess.run([sys.executable, "-S", "-c", "import edgeser.firmware_bridge.protocol as P, edgeser.train, "
+                        "edgeser.export; print(P.__file__)"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == str(ROOT / "firmware_bridge" / "protocol.py"), r.stderr
