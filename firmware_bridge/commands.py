@@ -65,6 +65,13 @@ def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duratio
     from .host import Host, SessionError
     from .link import Link, LinkError
 
+    if input_spec not in (None, "mic"):
+        from edgeser.audio import open_sound
+
+        try:
+            open_sound(input_spec).close()      # a missing file is said before connecting, not after
+        except AudioError as e:
+            raise click.ClickException(str(e))
     out = ResultPrinter(as_json, hops, clock=input_spec is None or input_spec == "mic")    # live: stamped
     warn = lambda msg: click.echo(msg, err=True)  # noqa: E731
     try:

@@ -139,10 +139,11 @@ class Host:
                 or not np.isfinite(np.asarray(m.probs, dtype=float)).all()):
             if m.is_speech or m.is_utterance:
                 return None
-            return Result("hop", start, end, False, emitted_s=end)
+            return Result("hop", start, end, False, emitted_s=end, speech_fraction=None)
         probs = {lab: float(p) for lab, p in zip(labels, m.probs)}
+        # the protocol does not carry how much of a window was speech: None, not a made-up 0
         return Result("utterance" if m.is_utterance else "hop", start, end, m.is_speech, labels[m.label],
-                      probs[labels[m.label]], probs, emitted_s=end)
+                      probs[labels[m.label]], probs, emitted_s=end, speech_fraction=None)
 
     def stats(self) -> Dict[str, object]:
         d = self.link.decoder.stats

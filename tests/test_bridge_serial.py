@@ -178,6 +178,7 @@ def test_cli_host_and_simulator_over_a_pty_give_the_direct_results(model_dir, en
         assert got["end_s"] == pytest.approx(ref.end_s, abs=1e-3)
         if ref.probs:
             assert got["probs"] == pytest.approx(ref.probs, abs=1e-5)   # float32 on the wire, rounded JSON
+        assert got["speech_fraction"] is None       # not on the wire: not a made-up 0.0
 
 
 def test_device_to_host_faults_and_a_reset_mid_stream_are_counted_and_survived(engine, clip16):
@@ -289,6 +290,13 @@ def test_unopenable_port_is_one_clear_line(tmp_path):
         assert r.returncode != 0
         err = r.stderr.strip().splitlines()
         assert len(err) == 1 and str(missing) in err[0] and "cannot open" in err[0], r.stderr
+
+
+def test_a_missing_input_is_said_before_connecting():
+    with NullModem() as cable:      # nobody on the other end: a HELLO would never come
+        r = subprocess.run([sys.executable, "-m", "edgeser", "bridge", "--port", cable.ports[1], "--input",
+                            "no-such.flac", "--timeout", "30"], capture_output=True, text=True, timeout=20, cwd=ROOT)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == ["Error: no-such.flac: no such file"], r.stderr
 
 
 def test_silent_port_times_out_with_one_line():

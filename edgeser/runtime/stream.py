@@ -49,7 +49,7 @@ class Result:
     def to_dict(self) -> dict:
         d = asdict(self)
         for k in ("start_s", "end_s", "emitted_s", "confidence", "speech_fraction"):
-            d[k] = round(float(d[k]), 4)
+            d[k] = None if d[k] is None else round(float(d[k]), 4)     # None: not known (a device's result)
         if d["probs"] is not None:
             d["probs"] = {k: round(float(v), 5) for k, v in d["probs"].items()}
         return d
