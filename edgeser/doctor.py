@@ -194,16 +194,18 @@ def _level(x: np.ndarray, rate: int, vad_gain_db: float) -> Dict[str, float]:
 def check_extras() -> List[Check]:
     """The heavy extras, by what they are for; none is needed to listen."""
     out = []
-    for name, dist, extra, what in (("plots", "matplotlib", "plot", "`listen --plot`, `bench --plot`"),
-                                    ("serial bridge", "pyserial", "bridge", "`edgeser bridge`"),
-                                    ("training", "torch", "train", "`train`, `evaluate`, `adapt`"),
-                                    ("export", "litert-torch", "export", "`edgeser export`")):
+    for name, dist, install, what in (
+            ("plots", "matplotlib", 'pip install "edgeser[plot]"', "`listen --plot`, `bench --plot`"),
+            ("serial bridge", "pyserial", 'pip install "edgeser[bridge]"', "`edgeser bridge`"),
+            ("training", "torch", 'pip install "edgeser[train]"', "`train`, `evaluate`, `adapt`"),
+            ("export", "litert-torch", 'pip install "edgeser[export]"', "`edgeser export`"),
+            # a pre-release only: pip skips it without --pre
+            ("firmware", "tflite-micro", 'pip install --pre "edgeser[firmware]"', "`edgeser firmware generate`")):
         v = _version(dist)
         if v:
             out.append(Check(name, OK, f"{dist} {v} ({what})"))
         else:
-            out.append(Check(name, MISSING, f"{dist} not installed ({what}; not needed to listen)",
-                             f'pip install "edgeser[{extra}]"'))
+            out.append(Check(name, MISSING, f"{dist} not installed ({what}; not needed to listen)", install))
     return out
 
 

@@ -43,6 +43,9 @@ class Host:
                 self._process(wait_frames(self.link, until))
             if self.device is not None:
                 d = self.device
+                if d.version != P.VERSION:
+                    raise SessionError(f"{self.link.port}: the device speaks protocol version {d.version}, this host "
+                                       f"version {P.VERSION}: update the one that is behind")
                 if d.sample_rate < 1000 or len(d.labels) < 2:
                     raise SessionError(f"{self.link.port}: the device's HELLO is unusable: sample rate {d.sample_rate} Hz, "
                                        f"{len(d.labels)} label(s)")

@@ -266,9 +266,12 @@ def test_a_device_result_naming_no_label_is_skipped_with_a_warning_not_a_crash(e
         f"ignored a RESULT frame (label 200 of {len(engine.labels)}, {len(engine.labels)} probabilities)"]
 
 
-def test_a_device_hello_with_no_sample_rate_is_one_clear_line(engine):
+@pytest.mark.parametrize("field,value,said", [
+    ("sample_rate", 0, "the device's HELLO is unusable: sample rate 0 Hz, {n} label(s)"),
+    ("version", 2, "the device speaks protocol version 2, this host version 1: update the one that is behind")])
+def test_a_device_hello_the_host_cannot_work_with_is_one_clear_line(engine, field, value, said):
     def tamper(dev, ftype, wire):
-        return _rewritten(wire, lambda m: setattr(m, "sample_rate", 0)) if ftype == P.HELLO else wire
+        return _rewritten(wire, lambda m: setattr(m, field, value)) if ftype == P.HELLO else wire
 
     srv = _Serving(engine, tamper)
     try:
@@ -277,7 +280,7 @@ def test_a_device_hello_with_no_sample_rate_is_one_clear_line(engine):
     finally:
         srv.close()
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        f"Error: {srv.host_port}: the device's HELLO is unusable: sample rate 0 Hz, {len(engine.labels)} label(s)"]
+        f"Error: {srv.host_port}: " + said.format(n=len(engine.labels))], r.stderr
 
 
 def test_unopenable_port_is_one_clear_line(tmp_path):

@@ -41,6 +41,11 @@ def test_every_pair_of_the_bundled_model_runs_its_golden_input(tmp_path):
     for name, c in pairs.items():
         assert c["status"] == ("ok" if name.split()[0] in available() else "missing"), c
     assert rep["listen_files"] is True
+    import importlib.util        # the firmware extra is named too (its TFLM wheel needs pip's --pre)
+
+    fw = checks[("", "firmware")]
+    assert fw["status"] == ("ok" if importlib.util.find_spec("tflite_micro") else "missing")
+    assert fw["status"] == "ok" or fw["fix"] == 'pip install --pre "edgeser[firmware]"'
     # no sound server: the microphone is not there, files still work
     assert checks[("", "microphone")]["status"] in ("warn", "missing") and rep["listen_microphone"] is False
 
