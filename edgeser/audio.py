@@ -36,6 +36,15 @@ def decode_error(path, e: Exception) -> AudioError:
     return AudioError(f"{path}: cannot decode audio ({msg})")
 
 
+def check_finite(path, block: np.ndarray, start: int, sample_rate: int) -> None:
+    """AudioError naming the file and the time of its first NaN or infinite sample, if `block`
+    (starting at sample `start` of the file) holds one."""
+    bad = ~np.isfinite(block)
+    if bad.any():
+        i = int(np.argmax(bad.reshape(len(block), -1).any(axis=1)))
+        raise AudioError(f"{path}: NaN or infinite samples at {(start + i) / sample_rate:.2f} s")
+
+
 def open_sound(path: Union[str, Path]) -> "sf.SoundFile":
     """An open, non-empty sound file, or AudioError naming the file: missing, undecodable, empty."""
     path = Path(path)

@@ -259,7 +259,7 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
 
 def file_blocks(path: str, fast: bool, block_s: float = 0.1):
     """(rate, float32 block) from a file, paced at real time unless fast."""
-    from .audio import AudioError, decode_error, open_sound
+    from .audio import check_finite, decode_error, open_sound
 
     with open_sound(path) as f:
         n = max(1, int(f.samplerate * block_s))
@@ -267,8 +267,7 @@ def file_blocks(path: str, fast: bool, block_s: float = 0.1):
         done = 0
         try:
             for block in f.blocks(blocksize=n, dtype="float32", always_2d=True):
-                if not np.all(np.isfinite(block)):
-                    raise AudioError(f"{path}: NaN or infinite samples at {done / f.samplerate:.2f} s")
+                check_finite(path, block, done, f.samplerate)
                 yield f.samplerate, block
                 done += len(block)
                 if not fast:

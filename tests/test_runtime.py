@@ -483,11 +483,14 @@ def test_bad_files_give_one_clear_error_naming_the_file(rec, tmp_path):
     y = clip16().copy()
     y[5000:5100] = np.nan
     sf.write(nan, y, 16000, subtype="FLOAT")
-    for path, why in ((corrupt, "cannot decode"), (empty, "empty"), (nan, "NaN"),
+    for path, why in ((corrupt, "cannot decode"), (empty, "empty"), (nan, "NaN or infinite samples at 0.31 s"),
                       (tmp_path / "missing.wav", "no such file"), (tmp_path, "a folder")):
         with pytest.raises(AudioError) as e:
             rec.predict_clip(path)
         assert str(path) in str(e.value) and why in str(e.value)
+    # where the NaN is, to the sample (it was where the 4096-sample chunk holding it ended: 0.51 s)
+    with pytest.raises(AudioError, match="NaN or infinite samples at 0.31 s"):
+        rec.predict_clip(nan, chunk=16000)
 
 
 def test_clipped_stereo_8k_and_48k_files_work(rec, tmp_path):

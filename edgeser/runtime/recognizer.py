@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import manifest as M
-from ..audio import AudioError, decode_error, open_sound
+from ..audio import AudioError, check_finite, decode_error, open_sound
 from ..runs import EXPORT, checkpoint_in, default_export_folder, stale_export
 from ..speed import DEFAULT_SPEEDS, check_speeds
 from . import backends as B
@@ -293,8 +293,11 @@ class Recognizer:
             s = self.create_stream(**stream_opts)
             try:
                 for block in f.blocks(blocksize=chunk, dtype="float32", always_2d=True):
+                    check_finite(path, block, n, f.samplerate)      # the sample's time, as `listen` says it
                     n += len(block)
                     results += s.accept_waveform(f.samplerate, block)
+            except AudioError:
+                raise
             except ValueError as e:
                 raise AudioError(f"{path}: {e} (at {n / f.samplerate:.2f} s)") from None
             except RuntimeError as e:   # libsndfile: truncated or damaged data
