@@ -57,6 +57,8 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(mod), attr)
         except (ImportError, AttributeError) as e:
             missing = getattr(e, "name", None) or str(e)
+            if missing.split(".")[0] not in (*EXTRA_OF, "edgeser"):
+                raise       # not an extra: a bug or a broken environment, whose traceback says where
 
             # takes any arguments, so that the missing package is what the user is told about
             @click.command(name, help=COMMANDS[name][2],
