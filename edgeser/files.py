@@ -111,13 +111,19 @@ def _alive(pid: int) -> bool:
 
 
 def _sweep_stale(out: Path) -> None:
-    """Temp folders of writers whose process died (kill -9, power loss) are removed."""
-    for p in out.parent.glob(f".{out.name}.*-*"):
-        try:
-            pid = int(p.name.rsplit("-", 1)[1])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not _alive(pid):
+    """Temp folders of writers whose process died (kill -9, power loss) are removed. One that died
+    between staged_dir's two renames left no `out`, its finished folder as .tmp and the previous one
+    as .old: the finished one becomes `out`."""
+    stale = {}
+    for p in out.parent.iterdir():     # not glob: a name may hold [ or *
+        kind, _, pid = p.name[len(out.name) + 2:].partition("-")
+        if p.name.startswith(f".{out.name}.") and kind in ("tmp", "old") and pid.isdigit() \
+                and int(pid) != os.getpid() and not _alive(int(pid)):
+            stale[kind, int(pid)] = p
+    for (kind, pid), p in sorted(stale.items(), reverse=True):     # each .tmp before its .old
+        if kind == "tmp" and ("old", pid) in stale and not out.exists():
+            os.replace(p, out)
+        else:
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -130,7 +136,10 @@ def staged_dir(out: os.PathLike, marker: str, by: str) -> Iterator[Path]:
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as e:
+        raise OutputError(e.errno, f"cannot write here ({e.strerror})", str(out)) from None
     try:
         yield tmp
         # two renames: a directory cannot be atomically replaced by another non-empty one

@@ -43,6 +43,7 @@ def training_runs(root: Path) -> List[Dict[str, Any]]:
             "epochs_run": hist.get("epochs_run"), "epochs": run.get("epochs"),
             "validated": hist.get("validated"), "best_UA": best.get("UA"), "best_epoch": best.get("epoch"),
             "export": ("stale" if stale_export(folder / EXPORT, M.MANIFEST) else "yes") if man else None,
+            "adapted": bool(run.get("adapted")),    # `edgeser adapt`'s: a trained run's weights, not validated again
         })
     rows.sort(key=lambda r: -r["mtime"])
     for r in rows:
@@ -90,7 +91,9 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
                      f"{'export':6}  written")
         for r in runs:
             epochs = f"{r['epochs_run'] or '?'}/{r['epochs'] or '?'}" if r["epochs_run"] else "-"
-            if r["validated"] is False:
+            if r["adapted"]:
+                best = "adapted"
+            elif r["validated"] is False:
                 best = "no val"
             else:
                 best = f"{_pct(r['best_UA'])} @ {r['best_epoch']}" if r["best_UA"] is not None else "-"

@@ -74,11 +74,19 @@ def calibration_paths(ckpt: dict, data: Optional[str] = None, per_label: int = 0
     return existing, f"checkpoint meta.calibration ({len(existing)} of {len(paths)} clips found)"
 
 
-def load_audio(paths: Sequence[str], progress: bool = False) -> List[np.ndarray]:
-    """Decoded, silence-trimmed, RMS-normalised clips (the training cache; broken clips skipped)."""
-    clips = [Clip(p, "", "", "") for p in paths]
-    _, audio, _ = AudioCache().load(clips, progress=progress)
-    return audio
+def decode(clips: Sequence[Clip], where: str, what: str, progress: bool = False) -> Tuple[List[Clip], List[np.ndarray]]:
+    """The clips that decode and their audio, normalised as in training (the training cache; broken
+    clips skipped and said); ClipsError naming `where` when none does."""
+    try:
+        kept, audio, _ = AudioCache().load_usable(clips, where, what, progress=progress)
+    except DataError as e:
+        raise ClipsError(str(e)) from None
+    return kept, audio
+
+
+def load_audio(paths: Sequence[str], progress: bool = False, where: str = "the clips given") -> List[np.ndarray]:
+    """Calibration audio: decoded, silence-trimmed, RMS-normalised clips (`decode`)."""
+    return decode([Clip(p, "", "", "") for p in paths], where, "calibration clips", progress)[1]
 
 
 def windows(audio: Sequence[np.ndarray], window_samples: int, limit: int = 0) -> np.ndarray:
@@ -129,6 +137,6 @@ def heldout(ckpt: dict, labels: Sequence[str], data: Optional[str] = None, limit
         kept = [kept[i] for i in sorted(set(idx.tolist()))]
     if not kept:
         raise ClipsError(f"{source}: no clips with a label the model knows ({', '.join(labels)})")
-    kept, audio, _ = AudioCache().load(kept, progress=progress)
+    kept, audio = decode(kept, source, "clips for the parity report", progress)
     idx: Dict[str, int] = {lab: i for i, lab in enumerate(labels)}
     return HeldOut(kept, audio, np.array([idx[c.label] for c in kept]), source)

@@ -133,9 +133,7 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
     hop_samples = hop_frames * cfg.frame_samples
 
     cal_paths, cal_source = C.calibration_paths(ckpt, calibration)
-    cal_audio = C.load_audio(cal_paths, progress=progress)
-    if not cal_audio:
-        raise ExportError(f"{cal_source}: none of the calibration clips could be read")
+    cal_audio = C.load_audio(cal_paths, progress=progress, where=cal_source)
     cal_windows = C.windows(cal_audio, cfg.window_samples)
     golden = cal_windows[:1].copy()
     held = None

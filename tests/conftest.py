@@ -50,6 +50,20 @@ def small_corpus(data_dir: Path, folder: Path, per_speaker: int = 6, speakers=No
     return folder
 
 
+def broken_corpus(folder: Path) -> Path:
+    """Three clips in folders named by emotion, not one of which decodes to speech: an empty .flac,
+    a text file named .flac and a silent .wav."""
+    import numpy as np
+    import soundfile as sf
+
+    for sub in ("anger", "neutral", "sadness"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    (folder / "anger" / "empty.flac").write_bytes(b"")
+    (folder / "neutral" / "notes.flac").write_text("not audio\n")
+    sf.write(folder / "sadness" / "silent.wav", np.zeros(16000, np.float32), 16000)
+    return folder
+
+
 def talk_under_babble(data_dir: Path, snr_db: float = 10.0):
     """Three EmoDB sentences of speaker 03, 1 s apart, under four other EmoDB voices at `snr_db`
     (float32 at 16 kHz), and each sentence's (start, end) in seconds."""

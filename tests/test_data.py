@@ -1,5 +1,6 @@
 import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,25 @@ import soundfile as sf
 from edgeser.audio import read_clip
 from edgeser.train.data import AudioCache, DataError, read_corpus, select, speaker_folds
 
-from conftest import small_corpus
+from conftest import ROOT, broken_corpus, small_corpus
+
+BUNDLE = ROOT / "models" / "bundle-qat.pt"
+TINY = ["--preset", "tiny", "--epochs", "1", "--batch-size", "8", "--threads", "1"]
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from edgeser.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _one_line_error(res, line):
+    """The command failed with exactly `line` as its last line of output, and no traceback."""
+    assert res.exit_code not in (0, None) and isinstance(res.exception, SystemExit), (res.output, res.exception)
+    assert res.output.splitlines()[-1] == f"Error: {line}", res.output
+    assert "Traceback" not in res.output and res.output.count("Error:") == 1, res.output
 
 
 def test_ravdess_and_emodb_readers(data_dir):
@@ -27,6 +46,21 @@ def test_folder_without_manifest_uses_corpus_file_names(data_dir, tmp_path):
         shutil.copy(data_dir / "emodb" / name, tmp_path / name)
     clips = read_corpus(str(tmp_path))
     assert sorted(c.label for c in clips) == ["anger", "happiness"]
+
+
+def test_folders_named_by_emotion_outrank_corpus_file_names(data_dir, tmp_path):
+    # clips copied from EmoDB keep names that say anger and neutral; the folders they were sorted
+    # into are the user's own labels
+    me = tmp_path / "my_voice"
+    for folder, src in (("HAPPY", "03a01Wa.flac"), ("HAPPY", "03a01Nc.flac"), ("sad", "03a02Ta.flac")):
+        (me / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_dir / "emodb" / src, me / folder / src)
+    clips = read_corpus(str(me))
+    assert sorted((Path(c.path).name, c.label) for c in clips) == [
+        ("03a01Nc.flac", "happiness"), ("03a01Wa.flac", "happiness"), ("03a02Ta.flac", "sadness")]
+    assert {c.speaker for c in clips} == {"my_voice:my_voice"}
+    # without emotion folders the names still label the clips
+    assert {c.label for c in read_corpus(str(me / "HAPPY"))} == {"anger", "neutral"}
 
 
 def test_one_voice_in_folders_named_by_emotion_is_a_corpus(data_dir, tmp_path):
@@ -180,3 +214,71 @@ def test_validation_holds_out_whole_speakers_and_at_least_two_where_there_are_en
     assert len(split_validation(nine[:4], 0.15, seed=0)[1]) == 1      # too few to spare two
     assert len(split_validation([f"s{i}" for i in range(34)], 0.15, seed=0)[1]) == 5
     assert split_validation(nine, 0.0, seed=0) == (nine, [])
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "evaluate --model", "adapt"])
+def test_a_corpus_without_one_usable_clip_is_one_line(tmp_path, command):
+    # train went on to a TypeError in fit, evaluate blamed the labels or the speaker folds
+    pytest.importorskip("torch")
+    broken = broken_corpus(tmp_path / "broken")
+    out = tmp_path / "out"
+    args = {"train": ["train", "--data", broken, "--out", out, *TINY],
+            "evaluate": ["evaluate", "--data", broken, "--folds", "2", "--out", out, *TINY],
+            "evaluate --model": ["evaluate", "--model", BUNDLE, "--data", broken, "--out", out],
+            "adapt": ["adapt", BUNDLE, "--data", broken, "--out", out / "a.pt"]}[command]
+    res = _cli(args)
+    _one_line_error(res, f"{broken}: no usable clips (3 skipped, see above)")
+    assert "3 of 3 clips skipped" in res.output and not list(out.glob("**/*.pt"))
+
+
+def test_labels_without_clips_and_models_of_one_class_are_refused(data_dir, tmp_path):
+    # --labels anger,fear on data without fear trained a model of anger alone: "val UA 100.0%"
+    pytest.importorskip("torch")
+    corpus = small_corpus(data_dir, tmp_path / "c", per_speaker=3)          # anger, neutral, sadness
+    some_broken = tmp_path / "some_broken"                                   # anger readable, sadness not
+    broken_corpus(some_broken)
+    shutil.copy(data_dir / "emodb" / "03a01Wa.flac", some_broken / "anger" / "take.flac")
+    out = tmp_path / "run"
+    for cmd in (["train"], ["evaluate", "--folds", "2"]):
+        for data, labels, line in [
+                (corpus, "anger,fear", f"--labels fear: no clips in {corpus}"),
+                (corpus, "fear,surprised,anger", f"--labels fear,surprise: no clips in {corpus}"),
+                (corpus, "angry", f"{corpus}: clips of one emotion only (anger, as --labels chose): a model "
+                                  f"needs at least 2 to tell apart"),
+                (some_broken, "anger,sad", f"--labels sadness: no usable clips in {some_broken} (2 skipped, see above)"),
+                (some_broken, None, f"{some_broken}: clips of one emotion only (anger): a model needs at least 2 "
+                                    f"to tell apart")]:
+            res = _cli([*cmd, "--data", data, *(["--labels", labels] if labels else []), "--out", out, *TINY])
+            _one_line_error(res, line)
+            assert not out.exists()
+    # two labels with clips train
+    res = _cli(["train", "--data", corpus, "--labels", "anger,neutral", "--out", out, *TINY])
+    assert res.exit_code == 0 and "data: 16 clips, 4 speakers: anger 8, neutral 8" in res.output, res.output
+
+
+def test_label_options_name_themselves_and_a_corpus_given_twice_is_read_once(data_dir, tmp_path, capsys):
+    from edgeser.labels import LabelError
+    from edgeser.train.data import gather
+
+    corpus = small_corpus(data_dir, tmp_path / "small", per_speaker=3)
+    _one_line_error(_cli(["train", "--data", corpus, "--merge", "anger=", "--out", tmp_path / "run", *TINY]),
+                    "--merge anger=: unknown emotion label '' (known: neutral, calm, happiness, sadness, anger, "
+                    "fear, disgust, surprise, boredom)")
+    with pytest.raises(LabelError, match=r"^--labels anger,angy: unknown emotion label 'angy'"):
+        gather([str(corpus)], "anger,angy", None)
+    once, _, _ = gather([str(corpus)], None, None)
+    capsys.readouterr()
+    (tmp_path / "link").symlink_to(corpus)
+    for again in (str(corpus), str(tmp_path / "link"), f"{corpus}/."):
+        clips, _, _ = gather([str(corpus), again], None, None)
+        assert clips == once
+        note = "given twice" if again == str(corpus) else f"is {corpus} again"
+        assert capsys.readouterr().err == f"note: {again} {note}: its clips are read once\n"
+
+
+def test_adapting_on_seconds_of_audio_warns_that_minutes_were_measured(tmp_path):
+    pytest.importorskip("torch")
+    res = _cli(["adapt", BUNDLE, "--data", ROOT / "examples" / "03a01Wa.flac", "--out", tmp_path / "a.pt"])
+    assert res.exit_code == 0 and (tmp_path / "a.pt").exists(), res.output
+    assert "adapted on 1 clips (0.0 min of audio)" in res.output
+    assert "warning: 2 s of speech; what adapting was measured to buy came from a minute or more" in res.output

@@ -217,6 +217,55 @@ def test_fp32_only_export_replaces_the_folder(exported):
     assert not (out / "stale.txt").exists() and M.read(out).hop_frames == 2
 
 
+def test_check_or_calibration_without_one_usable_clip_is_one_line(exported, tmp_path):
+    # --check on such a folder was a ValueError from numpy in parity_report
+    from conftest import broken_corpus
+
+    broken = broken_corpus(tmp_path / "broken")
+    for opt, what in (("--check", "clips for the parity report"), ("--calibration", "calibration clips")):
+        res = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--format", "onnx", "--no-int8", opt, str(broken),
+                                              "--out", str(tmp_path / "o"), "--quiet"])
+        assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+        assert res.output.splitlines()[-1] == f"Error: {broken}: no usable {what} (3 skipped, see above)", res.output
+        assert "3 of 3 clips skipped" in res.output and not (tmp_path / "o").exists()
+
+
+def test_an_unwritable_out_is_named_and_a_killed_exports_folders_are_swept(exported, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from edgeser.cli import main
+    from edgeser.files import staged_dir
+
+    # the error named the temp folder beside it, /proc/.edgeser-x.tmp-PID
+    with pytest.raises(SystemExit) as e:
+        main(["export", str(exported["ckpt"]), "--format", "onnx", "--no-int8", "--no-check", "--out",
+              "/proc/edgeser-x", "--quiet"])
+    err = capsys.readouterr().err
+    assert e.value.code != 0 and "/proc/edgeser-x: " in err.splitlines()[-1] and ".tmp" not in err, err
+
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()      # reaped: its pid names no process, as after a kill -9 in a shell
+    out = tmp_path / "exp"
+    stale = tmp_path / f".exp.tmp-{dead.pid}"
+    stale.mkdir()
+    (stale / "model.onnx").write_bytes(b"half written")
+    X.export_model(exported["ckpt"], out, formats=("onnx",), int8=False, check=False, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"] and M.read(out).labels == list(LABELS)
+
+    # killed between staged_dir's two renames: no folder, the finished new one as .tmp, the previous
+    # as .old; the next writer keeps the new one even where it fails itself
+    gone = tmp_path / "gone"
+    for kind, text in (("tmp", "new"), ("old", "previous")):
+        (tmp_path / f".gone.{kind}-{dead.pid}").mkdir()
+        (tmp_path / f".gone.{kind}-{dead.pid}" / M.MANIFEST).write_text(text)
+    with pytest.raises(RuntimeError):
+        with staged_dir(gone, M.MANIFEST, M.WRITER):
+            raise RuntimeError("this export failed too")
+    assert (gone / M.MANIFEST).read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "gone"]
+
+
 @pytest.mark.parametrize("kind", ["missing", "garbage", "not-edgeser", "incompatible"])
 def test_bad_checkpoint_is_one_line_error(tmp_path, kind):
     p = tmp_path / "model.pt"

@@ -136,6 +136,12 @@ def test_runs_lists_trainings_and_evaluations_from_their_reports(tmp_path):
         (folder / "best.pt").write_bytes(b"x")
         (folder / "history.json").write_text(json.dumps(hist))
     os.utime(old / "best.pt", (1000, 1000))
+    adapted = root / "bundle-adapted-me"            # `edgeser adapt`'s: what it was trained as, adapted
+    adapted.mkdir()
+    (adapted / "best.pt").write_bytes(b"x")
+    (adapted / "history.json").write_text(json.dumps({"epochs_run": 69, "run": {
+        "preset": "edge", "corpora": ["ravdess"], "epochs": 80, "adapted": {"from": "models/bundle.pt", "clips": 9}}}))
+    os.utime(adapted / "best.pt", (500, 500))
     shutil.copytree(R.DEFAULT_MODEL, new / "export")
     os.utime(new / "best.pt")                       # trained on after its export
     (root / "eval-emodb-loso").mkdir()
@@ -157,6 +163,7 @@ def test_runs_lists_trainings_and_evaluations_from_their_reports(tmp_path):
     assert [line.split()[0] for line in lines[1:3]] == [str(new), str(old)]      # newest first
     assert lines[1].split()[1:6] == ["edge", "emodb", "4/4", "no", "val"] and lines[1].split()[6] == "stale"
     assert lines[2].split()[1:5] == ["?", "?", "10/?", "50.0%"] and lines[2].split()[7] == "-"
+    assert lines[3].split()[:6] == [str(adapted), "edge", "ravdess", "69/80", "adapted", "-"]
     cv = next(line for line in lines if line.startswith(str(root / "eval-emodb-loso")))
     assert "speaker-independent" in cv and " 10 " in cv and "71.8%" in cv and "535" in cv
     test = next(line for line in lines if line.startswith(str(root / "eval-x-on-emodb")))
@@ -166,6 +173,7 @@ def test_runs_lists_trainings_and_evaluations_from_their_reports(tmp_path):
     seeds = next(line for line in lines if line.startswith(str(grouped / "s1")))
     assert "52.0%" in seeds and " 4 " in seeds
     data = json.loads(CliRunner().invoke(runs_cmd, ["--root", str(root), "--json"]).output)
-    assert [r["run"] for r in data["runs"]] == [str(new), str(old)] and len(data["evaluations"]) == 4
+    assert [r["run"] for r in data["runs"]] == [str(new), str(old), str(adapted)] and len(data["evaluations"]) == 4
+    assert [r["adapted"] for r in data["runs"]] == [False, False, True]
     bad = CliRunner().invoke(runs_cmd, ["--root", str(tmp_path / "nope")])
     assert bad.exit_code != 0 and "no such folder" in bad.output

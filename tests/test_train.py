@@ -65,6 +65,91 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, e
     assert not all(torch.equal(c[k], a[k]) for k in c)
 
 
+def test_resume_refuses_settings_other_than_those_the_run_started_with(corpus, tmp_path):
+    """--resume continues a run exactly as it began: another setting that shapes training is refused
+    in one line, before a weight is loaded (another preset's would not even fit); how it is computed
+    (--threads, --device, --stop-after) may change."""
+    out = tmp_path / "run"
+    opts = ["--data", str(corpus), "--epochs", "2", "--out", str(out), *TINY]
+    assert run(["train", *opts, "--stop-after", "1"]).exit_code == 0
+    last = (out / "last.pt").read_bytes()
+    hint = f" (start another --out, or --init {out / 'last.pt'} to fine-tune from it)"
+    for extra, said in ((["--epochs", "4"], "--epochs was 2, now 4"),
+                        (["--lr", "0.1"], "--lr was 0.002, now 0.1"),
+                        (["--no-augment"], "--augment was on, now off"),
+                        (["--seed", "1"], "--seed was 0, now 1; training speakers were "),
+                        (["--preset", "edge-small"], "--preset was tiny, now edge-small"),
+                        (["--labels", "anger,sadness"], "labels were neutral,sadness,anger, now sadness,anger; "
+                                                        "the data held \"36 clips")):
+        res = CliRunner().invoke(cli, ["train", *opts, "--resume", *extra])
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        error = res.output.splitlines()[-1]
+        assert error.startswith(f"Error: {out}: --resume continues the run as it was started: {said}"), error
+        assert error.endswith(hint) and "resumed from" not in res.output
+    assert (out / "last.pt").read_bytes() == last
+    res = run(["train", *opts, "--resume", "--threads", "2", "--device", "cpu"])
+    assert res.exit_code == 0 and f"resumed from {out / 'last.pt'} after epoch 1" in res.output, res.output
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["epoch"] == 2 and ck["train_config"]["lr"] == 0.002 and ck["scheduler"]["T_max"] == 2
+
+
+def test_resume_compares_what_shapes_training_and_nothing_else():
+    from edgeser.train.engine import TrainConfig, resume_differences
+    from edgeser.train.model import preset
+
+    cfg, tcfg = preset("tiny", labels=("anger", "sadness")), TrainConfig(epochs=2)
+    meta = {"preset": "tiny", "merges": {}, "train_speakers": ["a", "b"], "val_speakers": ["c"], "data_sha1": "x",
+            "summary": "9 clips"}
+    ck = {"model_config": cfg.to_dict(), "train_config": tcfg.to_dict(), "meta": meta, "processes": 1}
+    assert resume_differences(ck, cfg, TrainConfig(epochs=2, threads=4, device="cuda"), meta, 1) == []
+    # the global batch and each process's draws follow the number of torchrun processes
+    assert resume_differences(ck, cfg, tcfg, meta, 2) == ["torchrun processes were 1, now 2"]
+    assert resume_differences(ck, cfg, TrainConfig(epochs=2, teachers=("t.pt",)), meta, 1) == ["--teacher was none, now t.pt"]
+    other = {**meta, "data_sha1": "y", "summary": "8 clips", "train_speakers": ["a"]}
+    assert resume_differences(ck, cfg, tcfg, other, 1) == ['the data held "9 clips", now "8 clips"']
+    # a fold: its test speakers first (other folds also change what it trains on)
+    fold = {**meta, "test_speakers": ["d"]}
+    assert resume_differences({**ck, "meta": fold}, cfg, tcfg, {**other, "test_speakers": ["c", "d"]}, 1) \
+        == ["test speakers were d, now c,d"]
+    # an older checkpoint that recorded less is compared on what it recorded
+    old = {"model_config": cfg.to_dict(), "train_config": {"epochs": 2}, "meta": {}}
+    assert resume_differences(old, cfg, TrainConfig(epochs=2, lr=0.1), other, 2) == []
+
+
+def test_an_interrupted_run_has_its_history_and_is_listed_with_the_epochs_it_reached(corpus, tmp_path):
+    """history.json is written every epoch, not when training ends: a run killed (or still going)
+    keeps its record, and `edgeser runs` shows how far it came."""
+    out = tmp_path / "runs" / "killed"
+    train = subprocess.Popen([sys.executable, "-m", "edgeser", "train", "--data", str(corpus), "--epochs", "50",
+                              "--out", str(out), *TINY], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in train.stdout:
+            if line.startswith("epoch 2/50"):
+                break
+    finally:
+        train.kill()      # as a crash or a lost machine would: nothing runs at the end
+        train.wait()
+    ck, hist = load_checkpoint(out / "last.pt"), json.loads((out / "history.json").read_text())
+    assert hist["epochs_run"] == ck["epoch"] >= 2 and hist["history"] == ck["history"]
+    assert hist["run"]["epochs"] == 50 and not (out / "history.png").exists()    # the picture: at the end
+    listing = run(["runs", "--root", str(tmp_path / "runs")])
+    row = next(line for line in listing.output.splitlines() if line.startswith(str(out)))
+    assert row.split()[1:4] == ["tiny", corpus.name, f"{ck['epoch']}/50"], row
+
+
+def test_evaluate_model_refuses_the_options_of_cross_validation(corpus, tmp_path):
+    """--model tests a trained model: fold options given with it would be ignored, and the report read
+    as if they had counted."""
+    bundled = Path(__file__).resolve().parents[1] / "models" / "bundle-qat.pt"
+    for extra, named in ((["--cv", "loso"], "--cv is"), (["--folds", "3", "--no-augment"], "--folds and --no-augment are")):
+        res = CliRunner().invoke(cli, ["evaluate", "--model", str(bundled), "--data", str(corpus), *extra,
+                                       "--out", str(tmp_path / "t")])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        assert f"Error: {named} for cross-validation, which trains folds; --model tests a trained model" \
+            in res.output.splitlines()[-1]
+    assert not (tmp_path / "t").exists()
+
+
 def test_checkpoint_carries_its_config_and_is_replaced_atomically(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)      # no --out: runs/<corpus>-<preset> here, where export looks
     res = run(["train", "--data", str(corpus), "--epochs", "1", *TINY])
@@ -392,11 +477,16 @@ def test_a_fine_tune_on_one_users_few_labels_keeps_the_models_labels_and_merges(
     b = load_checkpoint(tmp_path / "me" / "last.pt")
     assert b["model_config"]["labels"] == ["neutral", "anger"] and b["meta"]["merges"] == {"sadness": "neutral"}
     assert torch.allclose(b["model"]["head.classifier.weight"], a["model"]["head.classifier.weight"], atol=1e-6)
-    # --merge given says otherwise: sadness stays sadness, a label the model lacks, so the classifier starts afresh
-    res = run(["train", "--data", str(user), "--init", str(base / "best.pt"), "--merge", "", "--epochs", "1",
-               "--val-fraction", "0", "--out", str(tmp_path / "own"), "--threads", "1", "--batch-size", "8"])
+    # --merge given says otherwise: sadness stays sadness, a label the model lacks, so the classifier starts
+    # afresh, with the data's labels: of one only, that model is refused
+    own = ["--init", str(base / "best.pt"), "--merge", "", "--epochs", "1", "--val-fraction", "0", "--out",
+           str(tmp_path / "own"), "--threads", "1", "--batch-size", "8"]
+    res = CliRunner().invoke(cli, ["train", "--data", str(user), *own])
+    assert res.exit_code == 1 and "clips of one emotion only (sadness)" in res.output, res.output
+    both = small_corpus(data_dir, tmp_path / "both", per_speaker=4, speakers=["03"], labels=("sadness", "anger"))
+    res = run(["train", "--data", str(both), *own])
     assert res.exit_code == 0 and "classifier's output layer" in res.output, res.output
-    assert load_checkpoint(tmp_path / "own" / "last.pt")["model_config"]["labels"] == ["sadness"]
+    assert load_checkpoint(tmp_path / "own" / "last.pt")["model_config"]["labels"] == ["sadness", "anger"]
 
 
 def test_window_option_overrides_the_preset(corpus, tmp_path):
@@ -539,6 +629,9 @@ def test_adapt_reestimates_batch_norm_statistics_on_unlabelled_audio(corpus, dat
     meta = after["meta"]
     assert meta["adapted"]["clips"] == 8 and meta["adapted"]["skipped"] == 1
     assert {Path(p).name for p in meta["calibration"]} <= {c.name for c in clips}
+    # edgeser runs says what it is: the run's preset, corpus and epochs, adapted (not validated again)
+    row = next(line for line in run(["runs"]).output.splitlines() if line.startswith("runs/run-adapted-recordings"))
+    assert row.split()[1:5] == ["tiny", corpus.name, "1/1", "adapted"], row
     model, _ = load_model(adapted)   # an ordinary checkpoint: loads and runs
     with torch.no_grad():
         logits, _ = model(torch.zeros(1, model.cfg.window_samples))
@@ -619,6 +712,31 @@ def test_train_also_corpus_joins_every_fold_and_is_never_tested(corpus, data_dir
     res = CliRunner().invoke(cli, ["evaluate", "--data", str(corpus), "--folds", "2", "--epochs", "1",
                                    "--train-also", str(bored), "--out", str(tmp_path / "x"), *TINY])
     assert res.exit_code != 0 and "none of its clips" in res.output and "Traceback" not in res.output
+
+
+def test_evaluate_resume_refuses_folds_begun_by_another_command(corpus, tmp_path):
+    """A fold's last.pt is continued only by the command that began it: with other folds it would
+    test speakers it trained on. Refused in one line, for every fold before any trains; options that
+    only score (--speeds) or say how to compute (--threads) may change."""
+    out = tmp_path / "cv"
+    opts = ["--data", str(corpus), "--epochs", "1", "--val-fraction", "0", "--out", str(out), *TINY]
+    assert run(["evaluate", "--folds", "3", *opts]).exit_code == 0
+    written = {p: p.stat().st_mtime_ns for p in out.glob("fold*/*.pt")}
+    said = "--resume continues the cross-validation as it was started: "
+    for extra, why in ((["--folds", "2"], r"test speakers were (\S+), now (\S+)"),
+                       (["--folds", "3", "--seed", "1"], "--seed was 0, now 1"),
+                       (["--folds", "3", "--epochs", "2"], "--epochs was 1, now 2")):
+        res = CliRunner().invoke(cli, ["evaluate", *opts, "--resume", *extra])
+        assert res.exit_code == 1 and "Traceback" not in res.output and "resumed from" not in res.output, res.output
+        error = re.fullmatch(rf"Error: {re.escape(str(out))}/fold(\d): {said}{why} \(start another --out\)",
+                             res.output.splitlines()[-1])
+        assert error, res.output
+        if extra == ["--folds", "2"]:    # the fold named is one whose test speakers change (fold 0 may keep its)
+            stored = load_checkpoint(out / f"fold{error[1]}" / "last.pt")["meta"]["test_speakers"]
+            assert error[2] == ",".join(stored) != error[3]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("fold*/*.pt")} == written
+    res = run(["evaluate", *opts, "--folds", "3", "--resume", "--speeds", "0.9,1.1", "--threads", "2"])
+    assert res.exit_code == 0 and "fold 0: resumed from" in res.output, res.output
 
 
 def test_random_folds_are_speaker_dependent_test_every_clip_once_and_say_so(corpus, tmp_path):

@@ -18,10 +18,16 @@ from typing import Dict, Sequence
 import numpy as np
 
 from edgeser.audio import AudioError, audio_paths
+from edgeser.files import write_json
+from edgeser.runs import CHECKPOINTS
 
 from .data import AudioCache, Clip, DataError
 
 CALIBRATION_CLIPS = 32   # spread over the adaptation audio; what export calibrates int8 ranges on
+# every gain measured (docs/adapt.md) came from at least half of each voice's clips, about a minute
+# of speech (docs/results.md, "How much to enrol": 30 RAVDESS clips held 1.0 minute); statistics of
+# a few seconds describe what was said in them more than the microphone, room or voice
+MIN_MEASURED_S = 60.0
 
 
 def adapt_checkpoint(ckpt_path: str, paths: Sequence[str], out: str, cache_dir=None, progress: bool = True,
@@ -31,15 +37,15 @@ def adapt_checkpoint(ckpt_path: str, paths: Sequence[str], out: str, cache_dir=N
     (engine.Adaptation). Returns what was done (clips, seconds of audio, clips skipped, steps, balance)."""
     from .checkpoint import load_model, save_atomic
     from .engine import Adaptation
+    from .pipeline import run_record
 
     model, ckpt = load_model(ckpt_path)
     try:
         files = audio_paths(paths)
     except AudioError as e:
         raise DataError(str(e)) from None
-    kept, audio, skipped = AudioCache(cache_dir).load([Clip(f, "", "", "") for f in files], progress=progress)
-    if not audio:
-        raise DataError(f"{', '.join(map(str, paths))}: none of the {len(files)} audio files could be read")
+    kept, audio, skipped = AudioCache(cache_dir).load_usable([Clip(f, "", "", "") for f in files],
+                                                            ", ".join(map(str, paths)), progress=progress)
     adapted = Adaptation(steps, balance).apply(model, audio, progress=progress)
     seconds = float(sum(len(a) for a in audio)) / model.cfg.sample_rate
     pick = np.linspace(0, len(kept) - 1, min(CALIBRATION_CLIPS, len(kept))).round().astype(int)
@@ -51,4 +57,8 @@ def adapt_checkpoint(ckpt_path: str, paths: Sequence[str], out: str, cache_dir=N
     new["model"] = adapted.state_dict()
     new["meta"] = meta
     save_atomic(new, Path(out))
+    if Path(out).name in CHECKPOINTS:     # a run folder of its own: `edgeser runs` lists what it holds
+        record = run_record(meta, model.cfg.labels, (ckpt.get("train_config") or {}).get("epochs"))
+        write_json(Path(out).parent / "history.json", {"run": {**record, "adapted": meta["adapted"]},
+                                                       "epochs_run": ckpt.get("epoch"), "history": ckpt.get("history") or []})
     return meta["adapted"]

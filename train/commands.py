@@ -170,11 +170,14 @@ def _run_meta(merges, preset, qat, init, init_ck) -> dict:
             **({"init_speakers": sorted(trained_speakers(init_ck))} if init_ck else {})}
 
 
-def _run_configs(preset, labels_found, window_s, init, init_ck, qat, cell_clip, labels_chosen=False, **train):
+def _run_configs(preset, labels_found, window_s, init, init_ck, qat, cell_clip, labels_chosen=False, where="",
+                 **train):
     """(model config, training config, preset name) of a train or evaluate run: from the preset,
     or from the --init checkpoint (`init_ck`, with the data's labels), and --window-s and --cell-clip
-    over either."""
+    over either. A model of one class is refused (`where`: the data, for the message)."""
     from dataclasses import replace
+
+    from .data import DataError
 
     cfg, tcfg = _configs(preset, labels_found, window_s, qat=qat, **train)
     if init:
@@ -184,37 +187,41 @@ def _run_configs(preset, labels_found, window_s, init, init_ck, qat, cell_clip, 
             cfg = replace(cfg, window_s=window_s)
     if cell_clip is not None:
         cfg = replace(cfg, cell_clip=cell_clip)
+    if len(cfg.labels) < 2:
+        # it would learn nothing and score 100% on validation
+        raise DataError(f"{where}: clips of one emotion only ({', '.join(cfg.labels)}"
+                        f"{', as --labels chose' if labels_chosen else ''}): a model needs at least 2 to tell apart")
     return cfg, tcfg, preset
 
 
 def _load(data, extra, labels, merge, cache_dir):
     from edgeser import labels as L
 
-    from .data import AudioCache, summary
-    from .pipeline import gather
+    from .data import AudioCache, gather, need_labels, summary
 
     paths = list(data) + list(extra)
     if not paths:
         raise click.UsageError("give at least one corpus with --data PATH")
     clips, merges, keep = gather(paths, labels, merge)
     cache = AudioCache(cache_dir)
-    clips, audio, skipped = cache.load(clips)
+    where = ", ".join(map(str, paths))
+    clips, audio, skipped = cache.load_usable(clips, where)
+    need_labels(keep, clips, where, len(skipped))
     click.echo(f"data: {summary(clips)}", err=True)
     return clips, audio, merges, L.ordered(c.label for c in clips), cache
 
 
 def _load_train_also(paths, labels, merge, found, cache):
     """The --train-also clips that the folds can use: decodable, and labelled with a label of --data."""
-    from .data import summary
-    from .pipeline import gather
+    from .data import gather, summary
 
-    clips, _, _ = gather(list(paths), labels, merge)
+    clips, _, _ = gather(list(paths), labels, merge, every_label=False)
     known = set(found)
     kept = [c for c in clips if c.label in known]
     if not kept:
         raise click.UsageError(f"--train-also {', '.join(paths)}: none of its clips has a label of --data "
                                f"({', '.join(found)})")
-    kept, _, _ = cache.load(kept)
+    kept, _, _ = cache.load_usable(kept, f"--train-also {', '.join(paths)}")
     click.echo(f"training also on: {summary(kept)}" + (f" ({len(clips) - len(kept)} clips with other labels or "
                                                        "unreadable left out)" if len(kept) < len(clips) else ""), err=True)
     return kept
@@ -240,7 +247,10 @@ def _prepare_default(out: Path) -> None:
 @click.option("--out", default=None, type=Output(folder=True),
               help="Run folder: last.pt, best.pt, history.json and history.png (loss and validation UA per "
                    "epoch). Default: runs/<corpora>-<preset> (runs/emodb-edge), where `edgeser export` looks.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last checkpoint, as it was started: an option that "
+                   "changes training (data, labels, preset, --lr, --epochs, --seed…) must be as it was; "
+                   "--threads, --device and --stop-after may change.")
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="End this invocation after N epochs in total (for time-limited jobs; continue with --resume).")
 @click.option("--init", "init", type=click.Path(), default=None, metavar="CKPT",
@@ -272,7 +282,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
         merge = _inherited_merge(init, init_ck, merge)
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
         cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
-                                         **train_opts)
+                                         ", ".join(list(data) + list(extra)), **train_opts)
         out_p = Path(out) if out else _default_out(list(data) + list(extra), preset, init, qat)
         if not resume and (out_p / "last.pt").exists():
             raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
@@ -314,7 +324,9 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
               help="Folder for the report (JSON), confusion matrix (PNG) and fold checkpoints. Default: "
                    "runs/eval-<corpora>-<protocol> (runs/eval-emodb-loso), or runs/eval-<model>-on-<corpora> "
                    "with --model.")
-@click.option("--resume", is_flag=True, help="Continue interrupted fold runs.")
+@click.option("--resume", is_flag=True,
+              help="Continue interrupted fold runs, as they were started: the same data, folds and training "
+                   "options (how they are scored may change).")
 @click.option("--speaker-adapt", is_flag=True,
               help="Also report scores with batch-norm statistics re-estimated per test speaker: on all "
                    "of the speaker's unlabelled clips (transductive), and on half of them with the other half "
@@ -365,6 +377,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     from .pipeline import cross_validate, save_report, test_model
     from edgeser.speed import parse_speeds
 
+    if model_path:
+        _refuse_fold_options()
     if out is None:
         from edgeser.runs import default_eval_folder
 
@@ -374,12 +388,6 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     if not model_path and not resume and any(out_p.glob("fold*/last.pt")):
         raise click.ClickException(f"{out_p} holds an earlier cross-validation's fold checkpoints: --resume to "
                                    f"continue it, or another --out")
-    if model_path and train_opts["teachers"]:
-        raise click.UsageError("--teacher is for training: give it with --cv, not with --model")
-    if model_path and train_also:
-        raise click.UsageError("--train-also is for training: give it with --cv, not with --model")
-    if model_path and train_speakers:
-        raise click.UsageError("--train-speakers is for training: give it with --cv, not with --model")
     if (adapt_steps or balance) and not speaker_adapt:
         raise click.UsageError(f"{'--adapt-steps' if adapt_steps else '--balance'} refines the --speaker-adapt "
                                "scores: give both")
@@ -407,7 +415,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             return
         train_opts["threads"] = train_opts["threads"] or 1
         cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
-                                         **train_opts)
+                                         ", ".join(list(data) + list(extra)), **train_opts)
         also = _load_train_also(train_also, labels, merge, found, cache) if train_also else []
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
         if cv == "random":
@@ -430,6 +438,27 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
                    + f"; mean {res['fold_UA_mean']:.1%} ± {res['fold_UA_std']:.1%}; report in {out_p / 'cv.json'}")
     except (DataError, LabelError, CheckpointError) as e:
         _fail(e)
+
+
+# what `evaluate --model` uses: the test data and how it is scored; --threads and --device say only how
+TEST_OPTIONS = {"data", "extra", "model_path", "out", "speaker_adapt", "adapt_steps", "balance", "speeds", "labels",
+                "merge", "cache_dir", "threads", "device"}
+
+
+def _refuse_fold_options() -> None:
+    """UsageError for options of `evaluate` given with --model that only cross-validation uses: they
+    would be ignored, and the report read as if they had counted."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = [(p.secondary_opts or p.opts)[0] if ctx.params.get(p.name) is False else p.opts[0]   # --no-augment
+             for p in ctx.command.params
+             if p.name not in TEST_OPTIONS and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
+    if given:
+        names = " and ".join([", ".join(given[:-1]), given[-1]] if len(given) > 1 else given)
+        raise click.UsageError(f"{names} {'are' if len(given) > 1 else 'is'} for cross-validation, which trains "
+                               f"folds; --model tests a trained model: give {'them' if len(given) > 1 else 'it'} "
+                               f"without --model")
 
 
 def _echo_speeds(rep) -> None:
@@ -474,7 +503,7 @@ def adapt(ckpt, data, out, steps, balance, cache_dir):
     export the new checkpoint as usual (`edgeser export OUT --int8`, or `edgeser export --int8` after
     a default --out): its int8 ranges are calibrated on the same audio.
     """
-    from .adapt import adapt_checkpoint
+    from .adapt import MIN_MEASURED_S, adapt_checkpoint
     from .checkpoint import CheckpointError
     from .data import DataError
 
@@ -491,6 +520,9 @@ def adapt(ckpt, data, out, steps, balance, cache_dir):
                + (f", {done['skipped']} unreadable skipped" if done["skipped"] else "")
                + (f", {steps} fine-tuning steps" if steps else "") + (", classes balanced" if balance else "")
                + f"); checkpoint {out}")
+    if done["seconds"] < MIN_MEASURED_S:
+        click.echo(f"warning: {done['seconds']:.0f} s of speech; what adapting was measured to buy came from a "
+                   f"minute or more of it (docs/adapt.md): record a few minutes where the model will run", err=True)
 
 
 def architecture(preset: str = "edge", model_path=None, hop_s: float = 0.5):

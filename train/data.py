@@ -124,15 +124,19 @@ def read_emotion_folders(root: Path) -> List[Clip]:
 
 
 def read_corpus(path: str) -> List[Clip]:
-    """A folder with manifest.csv, a RAVDESS or EmoDB folder recognised by its file names, or one
-    voice's recordings in folders named by emotion."""
+    """A folder with manifest.csv, one voice's recordings in folders named by emotion, or a RAVDESS
+    or EmoDB folder recognised by its file names."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
     if (root / "manifest.csv").exists():
         clips = read_manifest(root)
+        if not clips:
+            raise DataError(f"{root / 'manifest.csv'}: lists no clips")
     else:
-        clips = read_ravdess(root) or read_emodb(root) or read_emotion_folders(root)
+        # folders named by emotion are the user's own labels, so they come before file-name patterns:
+        # `my_voice/happy/` holding clips copied from EmoDB (names saying anger, say) is happiness
+        clips = read_emotion_folders(root) or read_ravdess(root) or read_emodb(root)
     if not clips:
         raise NoLabels(f"{root}: no manifest.csv, no RAVDESS or EmoDB file names and no folders named by emotion")
     return clips
@@ -140,6 +144,53 @@ def read_corpus(path: str) -> List[Clip]:
 
 def corpus_licence(name: str) -> str:
     return LICENCES.get(name.lower(), "see the corpus's own terms")
+
+
+def distinct_corpora(paths: Sequence[str]) -> List[str]:
+    """`paths` with a corpus given twice (the same path, or two paths to one folder) kept once, said
+    on stderr: read twice, every clip would count double."""
+    seen: Dict[Path, str] = {}
+    for p in paths:
+        key = Path(p).resolve()
+        if key in seen:
+            again = "given twice" if str(seen[key]) == str(p) else f"is {seen[key]} again"
+            print(f"note: {p} {again}: its clips are read once", file=sys.stderr)
+        else:
+            seen[key] = p
+    return list(seen.values())
+
+
+def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str],
+           every_label: bool = True) -> Tuple[List[Clip], Dict[str, str], Optional[List[str]]]:
+    """The clips of the corpora `data` with --merge and --labels applied, the merges and the labels kept
+    (None: all). `every_label`: each label --labels names must have clips."""
+    try:
+        merges = L.parse_merge(merge)
+    except L.LabelError as e:
+        raise L.LabelError(f"--merge {merge}: {e}") from None
+    try:
+        keep = L.parse_labels(labels)
+    except L.LabelError as e:
+        raise L.LabelError(f"--labels {labels}: {e}") from None
+    clips: List[Clip] = []
+    for d in distinct_corpora(data):
+        clips += read_corpus(d)
+    clips = select(clips, merges, keep)
+    if every_label:
+        need_labels(keep, clips, ", ".join(map(str, data)))
+    if not clips:
+        raise DataError(f"no clips left in {', '.join(map(str, data))} after the label selection")
+    return clips, merges, keep
+
+
+def need_labels(keep: Optional[Sequence[str]], clips: Sequence[Clip], where: str, skipped: int = 0) -> None:
+    """DataError naming the labels of --labels that no clip has: a model would have an output for each
+    that never trained. `skipped`: clips that could not be decoded (then called unusable)."""
+    have = {c.label for c in clips}
+    missing = [k for k in keep or () if k not in have]
+    if missing:
+        raise DataError(f"--labels {','.join(missing)}: no " + (f"usable clips in {where} ({skipped} skipped, see above)"
+                                                                 if skipped else f"clips in {where}"))
 
 
 def select(clips: Iterable[Clip], merges: Dict[str, str], keep: Optional[Sequence[str]]) -> List[Clip]:
@@ -188,6 +239,14 @@ class AudioCache:
                 np.save(fh, x)
         self.mem[path] = x
         return x
+
+    def load_usable(self, clips: Sequence[Clip], where: str, what: str = "clips",
+                    progress: bool = True) -> Tuple[List[Clip], List[np.ndarray], List[str]]:
+        """`load`, and a DataError naming `where` when not one clip decodes (each was said on stderr)."""
+        kept, audio, skipped = self.load(clips, progress)
+        if not kept:
+            raise DataError(f"{where}: no usable {what} ({len(skipped)} skipped, see above)")
+        return kept, audio, skipped
 
     def load(self, clips: Sequence[Clip], progress: bool = True) -> Tuple[List[Clip], List[np.ndarray], List[str]]:
         """Decode every clip; broken ones are reported by path and skipped."""

@@ -21,6 +21,7 @@ from .model import ModelConfig, SERModel, count_params
 from .quantsim import set_qat
 
 import edgeser
+from edgeser.files import write_json
 from edgeser.progress import iterate
 
 
@@ -57,11 +58,16 @@ class TrainConfig:
         return asdict(self)
 
 
+def world_size() -> int:
+    """Processes training together (torchrun's WORLD_SIZE), 1 without torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 class Dist:
     """torchrun's environment, or a single process."""
 
     def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.world = world_size()
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("gloo")
@@ -336,12 +342,113 @@ class WeightAverage:
                 avg.copy_(cur)
 
 
+# TrainConfig fields that may change between a run's start and its --resume: they say how the same
+# sums are computed (threads: in what order, a float rounding apart; device: a run may move between
+# machines, a time-limited GPU job finished on a CPU), not what is learned
+RESUME_MAY_CHANGE = ("threads", "device")
+# model-config fields with options of their own; the others follow from --preset or --init
+MODEL_OPTIONS = {"labels": "labels", "window_s": "--window-s", "cell_clip": "--cell-clip"}
+TRAIN_NAMES = {"teachers": "--teacher", "class_weights": "class weights", "distill_temp": "distillation temperature"}
+# what a run's meta records of its split (pipeline.plan_run, fold_split): a fold's test set is said
+# first, the data next, the training and validation speakers only where neither differs (they follow
+# from both, and would only echo that difference)
+SPLIT_NAMES = {"train_speakers": "training speakers", "val_speakers": "validation speakers",
+               "test_speakers": "test speakers", "test_clips": "test clips"}
+
+
+def _shown(v) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, dict):
+        return ",".join(f"{a}={b}" for a, b in v.items()) or "none"
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v)) or "none"
+    return "none" if v in ("", None) else str(v)
+
+
+def _change(name: str, was, now) -> str:
+    verb = "were" if name.endswith("s") and not name.startswith("-") else "was"
+    if isinstance(was, (list, type(None))) and isinstance(now, (list, type(None))) \
+            and len(_shown(was)) + len(_shown(now)) > 100:    # hundreds of clip paths: only how many
+        was, now = was or [], now or []
+        if not was or not now:
+            return f"{name} {verb} {len(was) or 'none'}, now {len(now) or 'none'}"
+        return f"{name} differ: {len(was)} then, {len(now)} now, {len(set(was) & set(now))} of them in both"
+    return f"{name} {verb} {_shown(was)}, now {_shown(now)}"
+
+
+def _plain(v):
+    """A config value as a checkpoint gives it back (tuples saved as lists)."""
+    return list(v) if isinstance(v, tuple) else v
+
+
+def resume_differences(ck: Dict, cfg: ModelConfig, tcfg: TrainConfig, meta: Dict, processes: int) -> List[str]:
+    """What this command would change of the run whose checkpoint is `ck`, each as `NAME was X, now Y`:
+    every setting that shapes the weights (model config, training config but RESUME_MAY_CHANGE, label
+    merges, the data and its split, torchrun's processes: they set the global batch and each rank's
+    draws). Empty: --resume may continue it. What an older checkpoint does not record is not compared."""
+    was_meta = ck.get("meta") or {}
+    out = []
+
+    def differ(name, was, now):
+        if _plain(was) != _plain(now):
+            out.append(_change(name, _plain(was), _plain(now)))
+
+    was_train, now_train = ck.get("train_config") or {}, tcfg.to_dict()
+    if "preset" in was_meta:
+        differ("--preset", was_meta["preset"], meta.get("preset"))
+    if "init" in was_train:
+        differ("--init", was_train["init"], now_train["init"])
+    same_start = not out       # another preset or start: its own channels, widths…, said as that
+    if "merges" in was_meta:
+        differ("--merge", was_meta["merges"], meta.get("merges"))
+    was_model, now_model = ck.get("model_config") or {}, cfg.to_dict()
+    for key, now in now_model.items():
+        if key in was_model and (key == "labels" or same_start):
+            differ(MODEL_OPTIONS.get(key, f"model config {key}"), was_model[key], now)
+    for key, now in now_train.items():
+        if key in was_train and key not in RESUME_MAY_CHANGE + ("init",):
+            differ(TRAIN_NAMES.get(key, "--" + key.replace("_", "-")), was_train[key], now)
+    if "processes" in ck:
+        differ("torchrun processes", ck["processes"], processes)
+    before = len(out)
+    if "test_speakers" in was_meta or "test_speakers" in meta:
+        differ(SPLIT_NAMES["test_speakers"], was_meta.get("test_speakers"), meta.get("test_speakers"))
+    if "test_clips" in was_meta or "test_clips" in meta:     # by file name, as data_sha1: the corpus may have moved
+        differ(SPLIT_NAMES["test_clips"], *(None if m.get("test_clips") is None else
+                                            sorted(os.path.basename(p) for p in m["test_clips"]) for m in (was_meta, meta)))
+    if len(out) == before and was_meta.get("data_sha1") and was_meta["data_sha1"] != meta.get("data_sha1"):
+        out.append(f"the data held \"{was_meta.get('summary', '?')}\", now \"{meta.get('summary', '?')}\""
+                   if was_meta.get("summary") != meta.get("summary") else
+                   f"the data holds other clips than it did (as many: {meta.get('summary', '?')})")
+    if len(out) == before:
+        for key in ("train_speakers", "val_speakers"):
+            if key in was_meta:
+                differ(SPLIT_NAMES[key], was_meta[key], meta.get(key))
+    return out
+
+
+def check_resumable(ck: Dict, folder: Path, cfg: ModelConfig, tcfg: TrainConfig, meta: Dict, processes: int) -> None:
+    """CheckpointError, one line naming `folder` and what differs, where --resume would continue the
+    run of `ck` with other settings than it was started with: the continued run would be neither the
+    run recorded nor the one asked for (a fold would even test speakers it trained on)."""
+    diffs = resume_differences(ck, cfg, tcfg, meta, processes)
+    if diffs:
+        fold = "test_speakers" in meta or "test_clips" in meta
+        hint = "start another --out" if fold else f"start another --out, or --init {Path(folder) / 'last.pt'} to fine-tune from it"
+        raise CheckpointError(f"{folder}: --resume continues the {'cross-validation' if fold else 'run'} as it was "
+                              f"started: {'; '.join(diffs)} ({hint})")
+
+
 class Trainer:
     def __init__(self, cfg: ModelConfig, tcfg: TrainConfig, out_dir: Path, meta: Optional[dict] = None,
-                 progress: bool = True, log_prefix: str = ""):
+                 progress: bool = True, log_prefix: str = "", record: Optional[dict] = None):
         self.cfg, self.tcfg, self.out = cfg, tcfg, Path(out_dir)
         self.log_prefix = log_prefix     # "fold 2: " where folds train side by side and their lines interleave
         self.meta = meta or {}
+        self.record = record     # what `edgeser runs` lists of the run, kept in history.json (summary())
         self.dist = Dist()
         threads = tcfg.threads or (1 if self.dist.world > 1 else max(1, os.cpu_count() or 1))
         torch.set_num_threads(threads)
@@ -436,10 +543,23 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "history": self.history,
             "meta": self.meta,
+            "processes": self.dist.world,
         }
+
+    def summary(self, validated: bool) -> Dict:
+        """What fit returns and history.json holds."""
+        return {"best": self.best, "history": self.history, "epochs_run": self.epoch, "validated": validated,
+                **({"run": self.record} if self.record is not None else {})}
+
+    def save_summary(self, validated: bool) -> None:
+        # every epoch, not at the end: `edgeser runs` then shows how far a run still going, or killed,
+        # has come, and an interrupted run keeps its curve
+        write_json(self.out / "history.json", self.summary(validated))
 
     def resume(self, path: Path) -> None:
         ck = load_checkpoint(path)
+        # before any state is loaded: another preset's weights would not even fit
+        check_resumable(ck, self.out, self.cfg, self.tcfg, self.meta, self.dist.world)
         self.model.load_state_dict(ck.get("train_model", ck["model"]))
         if self.ema is not None:
             self.ema.model.load_state_dict(ck["model"])
@@ -577,6 +697,7 @@ class Trainer:
                 save_atomic(st, last)
                 if improved:
                     save_atomic(st, self.out / "best.pt")
+                self.save_summary(len(val_clips) > 0)
                 vs = f"  val UA {rec['val_UA']:.1%} WA {rec['val_WA']:.1%}" if "val_UA" in rec else ""
                 if "val_int8_agreement" in rec:
                     vs += f"  int8 agreement {rec['val_int8_agreement']:.1%}"
@@ -587,4 +708,4 @@ class Trainer:
             if stop:
                 self.log(f"early stop: no better validation UA for {t.patience} epochs")
         self.dist.barrier()
-        return {"best": self.best, "history": self.history, "epochs_run": self.epoch, "validated": len(val_clips) > 0}
+        return self.summary(len(val_clips) > 0)

@@ -1,6 +1,7 @@
 """Train and evaluate runs built from corpora: what the CLI commands call."""
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections import defaultdict
@@ -12,21 +13,9 @@ import numpy as np
 from edgeser import labels as L
 from edgeser.files import write_json
 
-from .data import AudioCache, Clip, DataError, clip_folds, corpus_licence, evenly_spaced, read_corpus, select, \
-    speaker_folds, split_validation, summary
+from .data import AudioCache, Clip, DataError, clip_folds, corpus_licence, evenly_spaced, speaker_folds, \
+    split_validation, summary
 from .metrics import per_speaker, plot_confusion, plot_history, plot_speakers, report
-
-
-def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str]) -> Tuple[List[Clip], Dict[str, str], Optional[List[str]]]:
-    merges = L.parse_merge(merge)
-    keep = L.parse_labels(labels)
-    clips: List[Clip] = []
-    for d in data:
-        clips += read_corpus(d)
-    clips = select(clips, merges, keep)
-    if not clips:
-        raise DataError(f"no clips left in {', '.join(data)} after the label selection")
-    return clips, merges, keep
 
 
 def calibration_sample(clips: Sequence[Clip], per_label: int = 4, seed: int = 0) -> List[str]:
@@ -102,14 +91,18 @@ def decide(probs: np.ndarray, allowed: Optional[np.ndarray] = None) -> List[int]
     return (probs.argmax(1) if allowed is None else allowed[probs[:, allowed].argmax(1)]).tolist()
 
 
-def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcfg, out: Path,
-              val_fraction: float = 0.15, resume: bool = False, extra_meta: Optional[dict] = None,
-              progress: bool = True, stop_after: Optional[int] = None,
-              val_speakers: Optional[Sequence[str]] = None, log_prefix: str = "") -> Dict:
-    """Hold out whole training speakers for validation (`val_speakers` where given, else a seeded
-    share of them), train, return the Trainer's summary."""
-    from .engine import Trainer
+def data_sha1(clips: Sequence[Clip]) -> str:
+    """Which clips a run learns from, as a run's meta records it: by corpus, speaker, label and file
+    name, not path, so a corpus moved or given by another relative path is the same data."""
+    rows = sorted(f"{c.corpus}\t{c.speaker}\t{c.label}\t{os.path.basename(c.path)}" for c in clips)
+    return hashlib.sha1("\n".join(rows).encode()).hexdigest()
 
+
+def plan_run(clips: Sequence[Clip], tcfg, val_fraction: float = 0.15, val_speakers: Optional[Sequence[str]] = None,
+             extra_meta: Optional[dict] = None) -> Tuple[List[int], List[int], Dict]:
+    """A run's split and record: (training clip indices, validation clip indices, the meta its
+    checkpoints carry). Validation holds out whole training speakers: `val_speakers` where given,
+    else a seeded share of them."""
     speakers = sorted({c.speaker for c in clips})
     if val_speakers:
         val_spk = sorted(set(val_speakers) & set(speakers))
@@ -118,34 +111,58 @@ def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcf
         tr_spk, val_spk = split_validation(speakers, val_fraction, tcfg.seed) if val_fraction > 0 else (speakers, [])
     tr = [i for i, c in enumerate(clips) if c.speaker in set(tr_spk)]
     va = [i for i, c in enumerate(clips) if c.speaker in set(val_spk)]
-    corpora = sorted({c.corpus for c in clips})
     meta = {
-        "data": [{"corpus": c, "licence": corpus_licence(c)} for c in corpora],
+        "data": [{"corpus": c, "licence": corpus_licence(c)} for c in sorted({c.corpus for c in clips})],
         "train_speakers": tr_spk, "val_speakers": val_spk,
         "calibration": calibration_sample([clips[i] for i in tr], seed=tcfg.seed),
-        "summary": summary(clips),
+        "summary": summary(clips), "data_sha1": data_sha1(clips),
         **(extra_meta or {}),
     }
-    trainer = Trainer(model_cfg, tcfg, out, meta, progress=progress, log_prefix=log_prefix)
-    res = trainer.fit([clips[i] for i in tr], [audio[i] for i in tr],
-                      [clips[i] for i in va], [audio[i] for i in va], resume=resume,
-                      stop_after=stop_after)
-    # what `edgeser runs` lists, readable without torch from history.json
-    res["run"] = {"corpora": corpora, "labels": list(model_cfg.labels), "epochs": tcfg.epochs,
-                  "speakers": {"train": len(tr_spk), "validation": len(val_spk)},
-                  **{k: extra_meta[k] for k in ("preset", "qat", "init") if k in (extra_meta or {})}}
-    return res
+    return tr, va, meta
+
+
+def run_record(meta: Dict, labels: Sequence[str], epochs: int) -> Dict:
+    """What `edgeser runs` lists of a run, from its checkpoint's meta: kept in history.json, readable
+    without torch."""
+    return {"corpora": [d["corpus"] for d in meta.get("data") or []], "labels": list(labels), "epochs": epochs,
+            "speakers": {"train": len(meta.get("train_speakers") or []),
+                         "validation": len(meta.get("val_speakers") or [])},
+            **{k: meta[k] for k in ("preset", "qat", "init") if k in meta}}
+
+
+def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcfg, out: Path,
+              val_fraction: float = 0.15, resume: bool = False, extra_meta: Optional[dict] = None,
+              progress: bool = True, stop_after: Optional[int] = None,
+              val_speakers: Optional[Sequence[str]] = None, log_prefix: str = "") -> Dict:
+    """Split (plan_run), train, return the Trainer's summary, as history.json holds it."""
+    from .engine import Trainer
+
+    tr, va, meta = plan_run(clips, tcfg, val_fraction, val_speakers, extra_meta)
+    trainer = Trainer(model_cfg, tcfg, out, meta, progress=progress, log_prefix=log_prefix,
+                      record=run_record(meta, model_cfg.labels, tcfg.epochs))
+    return trainer.fit([clips[i] for i in tr], [audio[i] for i in tr],
+                       [clips[i] for i in va], [audio[i] for i in va], resume=resume,
+                       stop_after=stop_after)
 
 
 def save_history(res: Dict, out: Path) -> None:
-    """A run's per-epoch record as history.json and as a picture, history.png."""
-    write_json(Path(out) / "history.json", res)
+    """history.png: the picture of the run's history.json (which the Trainer writes every epoch)."""
     plot_history(res, Path(out) / "history.png")
 
 
+def fold_split(clips: Sequence[Clip], test: Sequence[str], by_clip: bool) -> Tuple[List[int], List[int], List[str], Dict]:
+    """One fold's (training clip indices, test clip indices, test speakers, what its checkpoint records
+    of its test set). `test`: the fold's test speakers, or with `by_clip` its test clips' paths."""
+    test_set = set(test)
+    in_test = [(c.path if by_clip else c.speaker) in test_set for c in clips]
+    tr = [i for i, t in enumerate(in_test) if not t]
+    te = [i for i, t in enumerate(in_test) if t]
+    test_spk = sorted({clips[i].speaker for i in te}) if by_clip else list(test)
+    return tr, te, test_spk, {"test_clips": sorted(test)} if by_clip else {"test_speakers": list(test_spk)}
+
+
 def _fold_worker(args) -> Dict:
-    """One cross-validation fold in its own process (one thread: small recurrent ops run faster so).
-    `test`: the fold's test speakers, or with `by_clip` its test clips' paths (random folds)."""
+    """One cross-validation fold in its own process (one thread: small recurrent ops run faster so)."""
     (fold, test, by_clip, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume, speaker_adapt, how, speeds,
      meta) = args
     import torch
@@ -155,17 +172,11 @@ def _fold_worker(args) -> Dict:
 
     cache = AudioCache(cache_dir)
     kept, audio, _ = cache.load(clips, progress=False)
-    test_set = set(test)
-    in_test = [(c.path if by_clip else c.speaker) in test_set for c in kept]
-    tr = [i for i, t in enumerate(in_test) if not t]
-    te = [i for i, t in enumerate(in_test) if t]
-    test_spk = sorted({kept[i].speaker for i in te}) if by_clip else list(test)
+    tr, te, test_spk, tested = fold_split(kept, test, by_clip)
     fold_dir = Path(out) / f"fold{fold}"
     t0 = time.time()
     res = train_run([kept[i] for i in tr], [audio[i] for i in tr], model_cfg, tcfg, fold_dir,
-                    val_fraction, resume, {**meta, **({"test_clips": sorted(test)} if by_clip else
-                                                      {"test_speakers": list(test_spk)})}, progress=False,
-                    log_prefix=f"fold {fold}: ")
+                    val_fraction, resume, {**meta, **tested}, progress=False, log_prefix=f"fold {fold}: ")
     save_history(res, fold_dir)
     model, _ = load_model(fold_dir / "best.pt")
     scored = scored_probs(model, [audio[i] for i in te], [kept[i].speaker for i in te], speaker_adapt, how, speeds)
@@ -179,6 +190,21 @@ def _fold_worker(args) -> Dict:
     r.update({FOLD_FIELDS[key]: p.argmax(1).tolist() for key, p in scored.items()})
     r.update({PROB_FIELDS[key]: rounded(p) for key, p in scored.items()})
     return r
+
+
+def _check_fold_resume(task) -> None:
+    """CheckpointError where a fold's last.pt was begun by another command (other folds, seed, data,
+    settings: engine.check_resumable): said before any fold trains, and before parallel folds would
+    train on to the end while one had failed. The fold's record is rebuilt as _fold_worker makes it."""
+    from .checkpoint import load_checkpoint
+    from .engine import check_resumable, world_size
+
+    fold, test, by_clip, clips, model_cfg, tcfg, out, val_fraction = task[:8]
+    last = Path(out) / f"fold{fold}" / "last.pt"
+    if last.exists():
+        tr, _, _, tested = fold_split(clips, test, by_clip)
+        _, _, meta = plan_run([clips[i] for i in tr], tcfg, val_fraction, None, {**task[-1], **tested})
+        check_resumable(load_checkpoint(last), last.parent, model_cfg, tcfg, meta, world_size())
 
 
 def _die_with_parent() -> None:
@@ -263,6 +289,9 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
               replace(tcfg, teachers=fold_teachers(tcfg.teachers, k, g)),
               str(out), val_fraction, cache_dir, resume, speaker_adapt, how, tuple(speeds), dict(meta or {}))
              for k, g in enumerate(groups)]
+    if resume:
+        for t in tasks:
+            _check_fold_resume(t)
     results = []
     if jobs <= 1:
         for t in tasks:
