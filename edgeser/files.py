@@ -90,13 +90,27 @@ def write_json(path: os.PathLike, obj: Any, indent: int = 2) -> Path:
     return write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+# the names a staged_dir wrote, inside the folder: a file put there since (the user's main.cc beside
+# generated firmware sources) is then known not to be the writer's, and is never replaced away
+WRITTEN = ".edgeser-files"
+
+
 def replaceable(out: os.PathLike, marker: str, by: str) -> Path:
     """`out`, a folder that may be replaced whole: absent, empty, or holding `marker` (so written by
-    `by` before). Else OutputError: `--out .` must never delete a user's own files."""
+    `by` before) and nothing its WRITTEN list does not name. Else OutputError: `--out .` must never
+    delete a user's own files."""
     out = prepare(out, folder=True)
     if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
         raise OutputError(errno.ENOTEMPTY, f"holds other files, not a folder written by {by}, and would be "
                                            f"replaced whole; choose another folder", str(out))
+    if (out / WRITTEN).is_file():
+        written = set((out / WRITTEN).read_text().split("\n"))
+        added = sorted(p.name for p in out.iterdir() if p.name not in written and p.name != WRITTEN)
+        if added:
+            more = f" and {len(added) - 3} more" if len(added) > 3 else ""
+            raise OutputError(errno.ENOTEMPTY, f"holds files {by} did not write ({', '.join(added[:3])}{more}), "
+                                               f"which replacing it would delete; move them out, or choose another "
+                                               f"folder", str(out))
     return out
 
 
@@ -142,6 +156,7 @@ def staged_dir(out: os.PathLike, marker: str, by: str) -> Iterator[Path]:
         raise OutputError(e.errno, f"cannot write here ({e.strerror})", str(out)) from None
     try:
         yield tmp
+        (tmp / WRITTEN).write_text("".join(f"{p.name}\n" for p in sorted(tmp.iterdir())))
         # two renames: a directory cannot be atomically replaced by another non-empty one
         if out.exists():
             os.replace(out, old)

@@ -210,9 +210,11 @@ def test_fp32_only_export_replaces_the_folder(exported):
     out = exported["root"] / "fp32"
     man = X.export_model(exported["ckpt"], out, formats=("onnx",), int8=False, check=False, progress=False)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["edgeser.json", X.GOLDEN_FILE, "model.onnx", "frontend_step.onnx", "head.onnx"])
+        [".edgeser-files", "edgeser.json", X.GOLDEN_FILE, "model.onnx", "frontend_step.onnx", "head.onnx"])
     assert {a.precision for a in man.artifacts} == {"fp32"}
-    (out / "stale.txt").write_text("from an older export")
+    (out / "stale.txt").write_text("from an older export")      # a file an older export wrote and listed
+    with open(out / ".edgeser-files", "a") as f:
+        f.write("stale.txt\n")
     X.export_model(exported["ckpt"], out, formats=("onnx",), int8=False, hop_frames=2, check=False, progress=False)
     assert not (out / "stale.txt").exists() and M.read(out).hop_frames == 2
 

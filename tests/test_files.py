@@ -100,6 +100,25 @@ def test_a_folder_replaced_whole_must_be_one_the_command_wrote(tmp_path, args, w
     assert (tmp_path / "thesis.txt").read_text() == "years of work"
 
 
+def test_a_file_put_into_a_written_folder_since_is_never_replaced_away(tmp_path):
+    # firmware sources regenerated over the folder where the user had put main.cc: it was deleted
+    out = tmp_path / "fw"
+    for version in ("v1", "v2"):          # a folder the writer made is replaced, its old files with it
+        with staged_dir(out, "firmware.json", "`edgeser firmware generate`") as tmp:
+            (tmp / f"model_{version}.h").write_text(version)
+            (tmp / "firmware.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == [".edgeser-files", "firmware.json", "model_v2.h"]
+    (out / "main.cc").write_text("int main() { return 0; }")
+    with pytest.raises(OutputError) as e:
+        with staged_dir(out, "firmware.json", "`edgeser firmware generate`"):
+            pass
+    assert str(e.value) == (f"{out}: holds files `edgeser firmware generate` did not write (main.cc), which "
+                            "replacing it would delete; move them out, or choose another folder")
+    assert (out / "main.cc").read_text() == "int main() { return 0; }" and (out / "model_v2.h").exists()
+    res = CliRunner().invoke(cli, ["firmware", "generate", "--out", str(out)])      # refused as --out is read
+    assert res.exit_code == 2 and "did not write (main.cc)" in res.output
+
+
 @click.command("fails-on-a-file")
 def fails_on_a_file():
     open("/nonexistent/edgeser-input.wav")
