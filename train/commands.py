@@ -279,13 +279,17 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
 
     try:
         init_ck = load_checkpoint(init) if init else None   # read once: config, merges, held-out speakers
+        # the folder is said, and a finished run in it refused, before the corpora are decoded (minutes
+        # the first time): its name needs only the command line
+        if not data and not extra:
+            raise click.UsageError("give at least one corpus with --data PATH")
+        out_p = Path(out) if out else _default_out(list(data) + list(extra), preset, init, qat)
+        if not resume and (out_p / "last.pt").exists():
+            raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
         merge = _inherited_merge(init, init_ck, merge)
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
         cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
                                          ", ".join(list(data) + list(extra)), **train_opts)
-        out_p = Path(out) if out else _default_out(list(data) + list(extra), preset, init, qat)
-        if not resume and (out_p / "last.pt").exists():
-            raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
         keep = _init_held_out(init_ck, clips) if init and val_fraction > 0 else []
         if keep and int(os.environ.get("RANK", "0")) == 0:
             click.echo(f"validation: {', '.join(keep)}, the speakers {init} held out, so the fine-tuned model "
