@@ -29,7 +29,7 @@ from edgeser.benchstats import (current_rss_bytes, latency_stats, load_average, 
                                 real_time_factor, reset_peak_rss)
 from edgeser.devicefacts import collect, runtime_versions, thermal, throttling_during
 from edgeser.files import write_json
-from edgeser.options import Output
+from edgeser.options import PLOT_SUFFIXES, Output
 
 BACKENDS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "int8")
@@ -408,7 +408,7 @@ def _csv(choices: Optional[Sequence[str]] = None, integer: bool = False):
 @click.option("--json", "json_out", type=Output(), default=None, help="Write the report as JSON here.")
 @click.option("--compare", nargs=2, type=click.Path(), default=None, metavar="A.json B.json",
               help="Print two saved reports side by side and exit.")
-@click.option("--plot", "plot_file", type=Output(), default=None, metavar="PNG",
+@click.option("--plot", "plot_file", type=Output(suffixes=PLOT_SUFFIXES), default=None, metavar="PNG",
               help="Also draw every model file's latency per call as a histogram, p50 and p99 marked "
                    "(needs matplotlib: pip install \"edgeser[plot]\").")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .options import FiniteRange, Output, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
+from .options import PLOT_SUFFIXES, FiniteRange, Output, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
 from .signals import stop_status
 
 
@@ -422,7 +422,7 @@ class _Recorder:
 @click.option("--balance", "balance_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Divide every answer by the user's mean answer in FILE (made by `edgeser enrol` on their "
                    "recordings), so that no emotion dominates their voice.")
-@click.option("--plot", "plot_file", type=Output(), default=None, metavar="PNG",
+@click.option("--plot", "plot_file", type=Output(suffixes=PLOT_SUFFIXES), default=None, metavar="PNG",
               help="At the end, draw the session: each emotion's probability hop by hop, and every utterance "
                    "with its label; with a labelled --input FOLDER, the confusion matrix of its files (needs "
                    "matplotlib: pip install \"edgeser[plot]\").")

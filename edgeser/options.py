@@ -34,6 +34,10 @@ class FiniteRange(click.FloatRange):
         return v
 
 
+# what --plot writes: matplotlib's formats that every install of it has and people open
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
 class Output(click.Path):
     """An output file (`folder=True`: folder), checked as the command line is read: one whose folder
     is a file, or not writable, fails in the first second, not after the work it was to hold."""
@@ -58,8 +62,9 @@ class Output(click.Path):
     def convert(self, value, param, ctx):
         value = super().convert(value, param, ctx)
         if self.suffixes and not str(value).lower().endswith(self.suffixes):
-            self.fail(f"{value}: name it {' or '.join('.' + x.lstrip('.') for x in self.suffixes)}, "
-                      f"the format it is written in", param, ctx)
+            *first, last = self.suffixes
+            self.fail(f"{value}: name it {', '.join(first)}{' or ' if first else ''}{last}, the format it is "
+                      f"written in", param, ctx)
         try:
             self._check(value)
         except OutputError as e:

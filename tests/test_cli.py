@@ -40,3 +40,18 @@ def test_a_source_checkout_finds_its_subpackages_without_an_install():
     r = subprocess.run([sys.executable, "-S", "-c", "import edgeser.firmware_bridge.protocol as P, edgeser.train, "
                         "edgeser.export; print(P.__file__)"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip() == str(ROOT / "firmware_bridge" / "protocol.py"), r.stderr
+
+
+def test_a_plot_named_in_a_format_matplotlib_would_refuse_is_refused_as_the_command_line_is_read(tmp_path):
+    # `bench --plot x.txt` measured everything, wrote --json, then ended in matplotlib's traceback
+    from click.testing import CliRunner
+
+    from edgeser.cli import cli
+
+    for args in (["bench", "--runs", "2", "--json", str(tmp_path / "b.json")],
+                 ["listen", "--input", str(ROOT / "examples" / "03a01Wa.flac"), "--fast"]):
+        res = CliRunner().invoke(cli, [*args, "--plot", str(tmp_path / "x.txt")])
+        assert res.exit_code == 2 and res.output.splitlines()[-1] == (
+            f"Error: Invalid value for '--plot': {tmp_path / 'x.txt'}: name it .png, .svg or .pdf, the format it "
+            "is written in")
+        assert not (tmp_path / "b.json").exists()
