@@ -43,7 +43,13 @@ def validate(report: Dict) -> List[str]:
     problems = [f"{k}: missing" for k in TOP_KEYS if k not in report]
     if report.get("schema") != SCHEMA:
         problems.append(f"schema: {report.get('schema')!r}, expected {SCHEMA!r}")
-    for i, r in enumerate(report.get("results", [])):
+    for k in ("model", "settings", "device"):
+        if k in report and not isinstance(report[k], dict):
+            problems.append(f"{k}: not an object")
+    results = report.get("results", [])
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        return problems + ["results: not a list of objects"]
+    for i, r in enumerate(results):
         tag = f"results[{i}] {r.get('backend')}/{r.get('precision')}/t{r.get('threads')}"
         for role, keys, stats in (("window", WINDOW_KEYS, ("latency_ms", "cpu_ms")),
                                   ("stream", STREAM_KEYS, ("hop_ms", "frontend_ms", "head_ms", "cpu_ms"))):
@@ -106,6 +112,10 @@ def load_report(path: os.PathLike) -> Dict:
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
         got = d.get("schema") if isinstance(d, dict) else type(d).__name__
         raise BenchReportError(f"{p}: not an edgeser bench report (schema {got!r}, expected {SCHEMA!r})")
+    problems = validate(d)      # a damaged report, not a traceback halfway through a table of it
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise BenchReportError(f"{p}: damaged bench report: {problems[0]}{more}")
     return d
 
 
@@ -301,18 +311,24 @@ def format_compare(a: Dict, b: Dict) -> str:
         wa, wb = _window_p50(x) if x else None, _window_p50(y) if y else None
         sa, sb = _stream_cost(x) if x else None, _stream_cost(y) if y else None
 
+        # the streaming pair's, which listen runs, where both reports have one: a window file beside it
+        # in one export and not the other made the columns compare different files
+        role = "stream" if x.get("stream") and y.get("stream") else None
+
         def size(r):
-            return ((r.get("window") or {}).get("size_bytes") or (r.get("stream") or {}).get("size_bytes")) if r else None
+            part = r.get(role) if role else (r.get("stream") or r.get("window"))
+            return (part or {}).get("size_bytes") if r else None
 
         def rss(r):
-            return max((r.get("window") or {}).get("peak_rss_bytes") or 0,
-                       (r.get("stream") or {}).get("peak_rss_bytes") or 0) if r else None
+            part = r.get(role) if role else (r.get("stream") or r.get("window"))
+            return (part or {}).get("peak_rss_bytes") if r else None
 
         lines.append(f"{k[0]:7} {k[1]:4} {k[2]:>3} | {_f(wa):>9} {_f(wb):>8} {ratio(wa, wb):>6} | "
                      f"{_f(sa):>10} {_f(sb):>8} {ratio(sa, sb):>6} | {_kb(size(x)):>9} {_kb(size(y)):>7} | "
                      f"{_mb(rss(x)):>8} {_mb(rss(y)):>6}")
     lines.append("")
-    lines.append("B/A below 1: B is faster. Window p50 in ms; CPU ms/s: streaming CPU time per second of audio.")
+    lines.append("B/A below 1: B is faster. Window p50 in ms; CPU ms/s: streaming CPU time per second of audio; "
+                 "size and RSS: the streaming pair's (the window file's where a report has no pair).")
     for tag, rep in (("A", a), ("B", b)):
         for line in thermal_lines(rep):
             lines.append(f"{tag}: {line}")

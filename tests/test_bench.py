@@ -252,6 +252,13 @@ def test_cli_writes_json_and_compares_two_reports(exported, tmp_path):
     # a combination only B measured shows "-" for A
     assert next(line for line in lines if line.startswith("onnx    fp32   2")).split("|")[1].split()[0] == "-"
     assert format_compare(ra, rb) == res.output.rstrip("\n")
+    # sizes: the streaming pair's on both sides, though only A's report also measured the window file
+    # (its window file's size stood beside B's pair)
+    wb = rb["results"][0]
+    rb["results"] = [{**r, "window": None} for r in rb["results"]]
+    row = next(line for line in format_compare(ra, rb).splitlines() if line.startswith("onnx    fp32   1"))
+    size_a, size_b = row.split("|")[3].split()
+    assert size_a == size_b == f"{wb['stream']['size_bytes'] / 1024:.0f}" != f"{wa['window']['size_bytes'] / 1024:.0f}"
 
 
 def test_plot_draws_a_histogram_per_model_file_from_every_timed_call(exported, report, tmp_path):
@@ -309,6 +316,19 @@ def test_silent_golden_input_is_refused(exported, tmp_path):
 def test_report_round_trips_through_json(report, tmp_path):
     p = write_json(tmp_path / "r.json", report)
     assert load_report(p) == json.loads(json.dumps(report))
+    # the right schema, damaged: one line naming the file, not a TypeError halfway through a table
+    stats = json.loads(json.dumps(report["results"][0]))
+    part = "stream" if stats.get("stream") else "window"
+    stats[part]["cpu_ms"]["p50"] = "x"
+    for damage, said in (({"results": None}, "results: not a list of objects"), ({"device": "pi"}, "device: not an object"),
+                         ({"results": [stats]}, f".{part}.cpu_ms: negative or non-numeric")):
+        write_json(p, {**report, **damage})
+        with pytest.raises(BenchReportError) as e:
+            load_report(p)
+        assert str(e.value).startswith(f"{p}: damaged bench report: ") and said in str(e.value), str(e.value)
+    write_json(p, {"schema": SCHEMA})
+    with pytest.raises(BenchReportError, match="damaged bench report: created: missing"):
+        load_report(p)
 
 
 @pytest.mark.slow
