@@ -104,8 +104,11 @@ def heldout_clips(ckpt: dict, data: Optional[str] = None) -> Tuple[List[Clip], s
     if data:
         return read_corpus(data), str(data)
     speakers = heldout_speakers(ckpt)
-    roots = {r for r in (corpus_root(Path(p)) for p in _resolve(meta.get("calibration") or [], ckpt))
-             if r is not None}
+    # the folders training read, where it recorded them and they are still there; else the nearest
+    # manifest above its clips, which for a manifest of paths into another corpus is that corpus's
+    # own, where the run's speakers (named after the folder it was given) are not found
+    roots = {Path(f) for f in meta.get("data_folders") or [] if Path(f).is_dir()} or \
+        {r for r in (corpus_root(Path(p)) for p in _resolve(meta.get("calibration") or [], ckpt)) if r is not None}
     if not speakers or not roots:
         raise ClipsError(f"{ckpt.get('_path', 'checkpoint')}: no held-out speakers or corpus folder recorded; "
                          f"give --check DATA (a corpus folder) or --no-check")
@@ -135,6 +138,8 @@ def heldout(ckpt: dict, labels: Sequence[str], data: Optional[str] = None, limit
         # an even spread over the sorted list keeps every speaker and label represented
         idx = np.linspace(0, len(kept) - 1, limit).round().astype(int)
         kept = [kept[i] for i in sorted(set(idx.tolist()))]
+    if not clips:
+        raise ClipsError(f"{source}: no clips of those speakers there")
     if not kept:
         raise ClipsError(f"{source}: no clips with a label the model knows ({', '.join(labels)})")
     kept, audio = decode(kept, source, "clips for the parity report", progress)

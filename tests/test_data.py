@@ -282,3 +282,24 @@ def test_adapting_on_seconds_of_audio_warns_that_minutes_were_measured(tmp_path)
     assert res.exit_code == 0 and (tmp_path / "a.pt").exists(), res.output
     assert "adapted on 1 clips (0.0 min of audio)" in res.output
     assert "warning: 2 s of speech; what adapting was measured to buy came from a minute or more" in res.output
+
+
+def test_export_finds_the_held_out_speakers_in_the_folder_training_read(data_dir, tmp_path):
+    # a manifest of paths into EmoDB: export looked for its speakers ("mine:03") in EmoDB's own
+    # manifest, the nearest above the clips, found none, and skipped the parity report saying the
+    # clips had no label the model knows
+    from edgeser.export.clips import ClipsError, heldout_clips
+
+    corpus = small_corpus(data_dir, tmp_path / "mine", per_speaker=2)
+    clips = read_corpus(str(corpus))
+    held = sorted({c.speaker for c in clips})[:1]
+    ck = {"meta": {"val_speakers": held, "calibration": [clips[-1].path], "data_folders": [str(corpus)]},
+          "_path": str(tmp_path / "best.pt")}
+    got, source = heldout_clips(ck)
+    assert {c.speaker for c in got} == set(held) and len(got) == sum(c.speaker in held for c in clips)
+    assert source == f"held-out speakers {held[0]} of {corpus}"
+    from edgeser.export.clips import heldout
+
+    del ck["meta"]["data_folders"]         # a checkpoint from before: where it looked, and what it found
+    with pytest.raises(ClipsError, match="no clips of those speakers there"):
+        heldout(ck, ["anger", "neutral", "sadness"])

@@ -160,13 +160,15 @@ def _inherited_merge(init, ck, merge):
     return spec
 
 
-def _run_meta(merges, preset, qat, init, init_ck) -> dict:
+def _run_meta(merges, preset, qat, init, init_ck, folders) -> dict:
     """What a checkpoint records of the run that made it, beside its config: the label merges (an
-    export's manifest carries them), the command, and the speakers a --init start had learned from
-    (so that listen knows every voice the weights have heard)."""
+    export's manifest carries them), the command, the corpus folders (where export finds the held-out
+    speakers again), and the speakers a --init start had learned from (so that listen knows every
+    voice the weights have heard)."""
     from .checkpoint import trained_speakers
 
     return {"merges": merges, "preset": preset, "command": " ".join(sys.argv), "qat": qat, "init": str(init or ""),
+            "data_folders": [str(Path(f).resolve()) for f in folders],
             **({"init_speakers": sorted(trained_speakers(init_ck))} if init_ck else {})}
 
 
@@ -295,7 +297,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
             click.echo(f"validation: {', '.join(keep)}, the speakers {init} held out, so the fine-tuned model "
                        f"never hears them either", err=True)
         res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
-                        _run_meta(merges, preset, qat, init, init_ck),
+                        _run_meta(merges, preset, qat, init, init_ck, list(data) + list(extra)),
                         stop_after=stop_after, val_speakers=keep)
     except (DataError, LabelError, CheckpointError) as e:
         _fail(e)
@@ -428,7 +430,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             val_fraction = 0.0
         res = cross_validate(clips, cfg, tcfg, out_p, k, jobs, val_fraction, cache_dir, resume, speaker_adapt,
                              train_also=also, how=how, train_speakers=train_speakers, speeds=speeds,
-                             meta=_run_meta(merges, preset, qat, init, init_ck), random_clips=cv == "random")
+                             meta=_run_meta(merges, preset, qat, init, init_ck, list(data) + list(extra)), random_clips=cv == "random")
         res["command"] = " ".join(sys.argv)
         res["merges"] = merges
         save_report(res, out_p, "cv")
