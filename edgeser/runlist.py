@@ -41,6 +41,7 @@ def training_runs(root: Path) -> List[Dict[str, Any]]:
             "preset": run.get("preset") or (man or {}).get("preset"),
             "corpora": run.get("corpora"), "labels": run.get("labels") or (man or {}).get("labels"),
             "epochs_run": hist.get("epochs_run"), "epochs": run.get("epochs"),
+            "finished": hist.get("finished"),     # None: a history from before it was recorded
             "validated": hist.get("validated"), "best_UA": best.get("UA"), "best_epoch": best.get("epoch"),
             "export": ("stale" if stale_export(folder / EXPORT, M.MANIFEST) else "yes") if man else None,
             "adapted": bool(run.get("adapted")),    # `edgeser adapt`'s: a trained run's weights, not validated again
@@ -91,6 +92,8 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
                      f"{'export':6}  written")
         for r in runs:
             epochs = f"{r['epochs_run'] or '?'}/{r['epochs'] or '?'}" if r["epochs_run"] else "-"
+            if r["finished"] is False:
+                epochs += "*"
             if r["adapted"]:
                 best = "adapted"
             elif r["validated"] is False:
@@ -99,6 +102,9 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
                 best = f"{_pct(r['best_UA'])} @ {r['best_epoch']}" if r["best_UA"] is not None else "-"
             lines.append(f"{r['run']:{w}}  {r['preset'] or '?':10} {'+'.join(r['corpora'] or ['?']):16} "
                          f"{epochs:>7}  {best:>13}  {r['export'] or '-':6}  {r['written']}")
+        if any(r["finished"] is False for r in runs):
+            lines.append("* unfinished: still training, or stopped before its last epoch (the same command with "
+                         "--resume continues it)")
     else:
         lines.append(f"no training runs under {root}/ (`edgeser train --data DIR` makes one)")
     if evals:
@@ -121,7 +127,7 @@ def runs(root, as_json):
     """What has been trained and evaluated here, newest run first: under --root and the folders in it,
     three deep (runs/NAME, runs/GROUP/NAME, runs/GROUP/SUB/NAME).
 
-    For each training run: its preset, corpora, epochs run of those asked for, best validation UA
+    For each training run: its preset, corpora, epochs run of those asked for (`*`: unfinished), best validation UA
     (on held-out training speakers) and whether it is exported (`stale`: the checkpoint is newer
     than its export). For each evaluation: its protocol, UA, WA and macro-F1 (and UA enrolled,
     with --speaker-adapt), or `unfinished` with the folds begun so far (still running, or to

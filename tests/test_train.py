@@ -44,8 +44,10 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, e
     # the same run, ended after epoch 1 as if killed there, then resumed
     half = run(["train", "--data", str(corpus), "--epochs", "2", "--stop-after", "1", "--out", str(tmp_path / "half"), *opts])
     assert half.exit_code == 0 and load_checkpoint(tmp_path / "half" / "last.pt")["epoch"] == 1
+    assert json.loads((tmp_path / "half" / "history.json").read_text())["finished"] is False
     res = run(["train", "--data", str(corpus), "--epochs", "2", "--resume", "--out", str(tmp_path / "half"), *opts])
     assert res.exit_code == 0 and "resumed from" in res.output
+    assert json.loads((tmp_path / "half" / "history.json").read_text())["finished"] is True
     full_ck, half_ck = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "half" / "last.pt")
     ema, adv = "--ema-epochs" in extra, "--speaker-adversary" in extra
     for key in ("model",) + (("train_model",) if ema else ()) + (("adversary",) if adv else ()):
@@ -132,9 +134,15 @@ def test_an_interrupted_run_has_its_history_and_is_listed_with_the_epochs_it_rea
     ck, hist = load_checkpoint(out / "last.pt"), json.loads((out / "history.json").read_text())
     assert hist["epochs_run"] == ck["epoch"] >= 2 and hist["history"] == ck["history"]
     assert hist["run"]["epochs"] == 50 and not (out / "history.png").exists()    # the picture: at the end
+    assert hist["finished"] is False
     listing = run(["runs", "--root", str(tmp_path / "runs")])
     row = next(line for line in listing.output.splitlines() if line.startswith(str(out)))
-    assert row.split()[1:4] == ["tiny", corpus.name, f"{ck['epoch']}/50"], row
+    assert row.split()[1:4] == ["tiny", corpus.name, f"{ck['epoch']}/50*"], row     # not a run that stopped early
+    assert listing.output.splitlines()[-1].startswith("* unfinished: still training, or stopped before its last")
+    # continued, and ended by --stop-after before its last epoch: still unfinished
+    res = run(["train", "--data", str(corpus), "--epochs", "50", "--out", str(out), "--resume", "--stop-after",
+               str(ck["epoch"] + 1), *TINY])
+    assert res.exit_code == 0 and json.loads((out / "history.json").read_text())["finished"] is False
 
 
 def test_evaluate_model_refuses_the_options_of_cross_validation(corpus, tmp_path):

@@ -449,6 +449,7 @@ class Trainer:
         self.log_prefix = log_prefix     # "fold 2: " where folds train side by side and their lines interleave
         self.meta = meta or {}
         self.record = record     # what `edgeser runs` lists of the run, kept in history.json (summary())
+        self.stopped_early = False
         self.dist = Dist()
         threads = tcfg.threads or (1 if self.dist.world > 1 else max(1, os.cpu_count() or 1))
         torch.set_num_threads(threads)
@@ -547,8 +548,10 @@ class Trainer:
         }
 
     def summary(self, validated: bool) -> Dict:
-        """What fit returns and history.json holds."""
+        """What fit returns and history.json holds; `finished`: every epoch run, or stopped early (a run
+        still going, killed, or ended by --stop-after is not, and `edgeser runs` says so)."""
         return {"best": self.best, "history": self.history, "epochs_run": self.epoch, "validated": validated,
+                "finished": self.epoch >= self.tcfg.epochs or self.stopped_early,
                 **({"run": self.record} if self.record is not None else {})}
 
     def save_summary(self, validated: bool) -> None:
@@ -706,6 +709,9 @@ class Trainer:
                          f"({rec['seconds']:.1f}s{self._left(t.epochs)}){'  *' if improved else ''}")
             stop = self.dist.broadcast_flag(self.dist.main and self.bad_epochs >= t.patience)
             if stop:
+                self.stopped_early = True
+                if self.dist.main:
+                    self.save_summary(len(val_clips) > 0)
                 self.log(f"early stop: no better validation UA for {t.patience} epochs")
         self.dist.barrier()
         return self.summary(len(val_clips) > 0)
