@@ -29,7 +29,7 @@ from edgeser.benchstats import (current_rss_bytes, latency_stats, load_average, 
                                 real_time_factor, reset_peak_rss)
 from edgeser.devicefacts import collect, runtime_versions, thermal, throttling_during
 from edgeser.files import write_json
-from edgeser.options import PLOT_SUFFIXES, Output
+from edgeser.options import PLOT_SUFFIXES, Output, one_model
 
 BACKENDS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "int8")
@@ -396,7 +396,7 @@ def _csv(choices: Optional[Sequence[str]] = None, integer: bool = False):
 
 
 @click.command()
-@click.option("--model", "model", type=click.Path(), default=None,
+@click.option("--model", "model", type=click.Path(), multiple=True, callback=one_model,
               help="Export folder with edgeser.json, or a run folder (its export). Default: the bundled model.")
 @click.option("--backend", default="onnx,tflite", show_default=True, callback=_csv(BACKENDS), help="Backends to measure.")
 @click.option("--precision", default="fp32,int8", show_default=True, callback=_csv(PRECISIONS), help="Precisions to measure.")

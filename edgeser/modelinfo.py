@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from . import manifest as M
-from .options import FiniteRange
+from .options import FiniteRange, one_model
 from .runs import EXPORT, checkpoint_in, stale_export
 
 # the names of train.model.PRESETS, here so that `--help` and the check need no torch (a test
@@ -149,7 +149,7 @@ def export_lines(info: Dict[str, Any]) -> List[str]:
 
 
 @click.command("model-info")
-@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+@click.option("--model", "model_path", type=click.Path(path_type=Path), multiple=True, callback=one_model,
               help="An export folder (or a file in it): described from its edgeser.json and parity.json, no torch "
                    "needed. A run folder or a .pt checkpoint: its architecture (needs the train extra). "
                    "Default: the bundled model.")

@@ -83,6 +83,14 @@ class Output(click.Path):
         return value
 
 
+def one_model(ctx, param, value):
+    """A --model given as multiple=True so that a second one is refused, not silently taken instead of
+    the first (click's way with a repeated option)."""
+    if len(value) > 1:
+        raise click.BadParameter(f"one model at a time, not {len(value)} (`edgeser listen` hears several as one)")
+    return value[0] if value else None
+
+
 def model_options(f):
     """--model (repeatable), --backend, --precision, --threads."""
     for opt in reversed((

@@ -55,3 +55,15 @@ def test_a_plot_named_in_a_format_matplotlib_would_refuse_is_refused_as_the_comm
             f"Error: Invalid value for '--plot': {tmp_path / 'x.txt'}: name it .png, .svg or .pdf, the format it "
             "is written in")
         assert not (tmp_path / "b.json").exists()
+
+
+def test_commands_of_one_model_refuse_a_second_instead_of_taking_it_silently():
+    # `bench --model A --model B` measured B alone, exit 0
+    from click.testing import CliRunner
+
+    from edgeser.cli import cli
+
+    for command in ("bench", "model-info"):
+        res = CliRunner().invoke(cli, [command, "--model", "a", "--model", "b"])
+        assert res.exit_code == 2 and res.output.splitlines()[-1] == (
+            "Error: Invalid value for '--model': one model at a time, not 2 (`edgeser listen` hears several as one)")

@@ -350,6 +350,12 @@ def test_predict_clip_and_load_refuse_counts_that_cannot_be(rec, model_dir):
     for threads in (0, -1, "2"):
         with pytest.raises(RecognizerError, match="threads must be a whole number from 1"):
             load(model_dir, threads=threads)
+    # what the CLI refuses, the API refuses too (gain nan answered "sadness 0.95" to an angry clip)
+    for gain in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="gain must be a finite number over 0"):
+            rec.create_stream(normalize="fixed", gain=gain)
+    with pytest.raises(ValueError, match='vad must be "default", a VadConfig or None'):
+        rec.create_stream(vad="bogus")
 
 
 def test_real_model_results_do_not_depend_on_chunk_size(rec):

@@ -7,6 +7,7 @@ all per-stream state, so one recognizer serves any number of streams.
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,6 +280,10 @@ class Recognizer:
         it (edgeser.denoise); from 3 s into the stream, when its noise is known."""
         from ..vad import VadConfig
 
+        if vad is not None and not (isinstance(vad, str) and vad == "default") and not isinstance(vad, VadConfig):
+            raise ValueError(f'vad must be "default", a VadConfig or None, not {vad!r}')
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
+            raise ValueError(f"gain must be a finite number over 0, not {gain!r}")     # as --gain takes it
         cfg = VadConfig() if vad == "default" else vad
         return Stream(self, vad=cfg, normalize=normalize, gain=gain, speeds=speeds, denoise=denoise)
 
