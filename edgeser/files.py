@@ -103,9 +103,13 @@ def replaceable(out: os.PathLike, marker: str, by: str) -> Path:
     if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
         raise OutputError(errno.ENOTEMPTY, f"holds other files, not a folder written by {by}, and would be "
                                            f"replaced whole; choose another folder", str(out))
-    if (out / WRITTEN).is_file():
-        written = set((out / WRITTEN).read_text().split("\n"))
-        added = sorted(p.name for p in out.iterdir() if p.name not in written and p.name != WRITTEN)
+    if out.is_dir() and (out / marker).exists():
+        if (out / WRITTEN).is_file():
+            written = set((out / WRITTEN).read_text().split("\n"))
+            added = sorted(p.name for p in out.iterdir() if p.name not in written and p.name != WRITTEN)
+        else:   # written before the list was: what came after the marker (all were written together)
+            since = (out / marker).stat().st_mtime + 2.0
+            added = sorted(p.name for p in out.iterdir() if p.stat().st_mtime > since)
         if added:
             more = f" and {len(added) - 3} more" if len(added) > 3 else ""
             raise OutputError(errno.ENOTEMPTY, f"holds files {by} did not write ({', '.join(added[:3])}{more}), "

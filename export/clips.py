@@ -110,8 +110,8 @@ def heldout_clips(ckpt: dict, data: Optional[str] = None) -> Tuple[List[Clip], s
     roots = {Path(f) for f in meta.get("data_folders") or [] if Path(f).is_dir()} or \
         {r for r in (corpus_root(Path(p)) for p in _resolve(meta.get("calibration") or [], ckpt)) if r is not None}
     if not speakers or not roots:
-        raise ClipsError(f"{ckpt.get('_path', 'checkpoint')}: no held-out speakers or corpus folder recorded; "
-                         f"give --check DATA (a corpus folder) or --no-check")
+        why = "every speaker trained (no held-out speakers)" if not speakers else "no corpus folder recorded"
+        raise ClipsError(f"{ckpt.get('_path', 'checkpoint')}: {why}; give --check DATA (a corpus folder) or --no-check")
     clips = []
     for r in sorted(roots):
         try:

@@ -99,6 +99,10 @@ def test_a_manifest_from_a_spreadsheet_reads_or_fails_in_one_line_naming_it(tmp_
     (clip,) = read_corpus(str(tmp_path))
     assert (clip.path, clip.speaker, clip.label) == (str(tmp_path / "a.wav"), f"{tmp_path.name}:03", "anger")
     assert audio_paths([tmp_path]) == [str(tmp_path / "a.wav")]
+    # column names in any case, spaces around values, a row of spaces: what a spreadsheet leaves
+    m.write_text("Path,Speaker,Emotion\n a.wav , 03 , angry \n   \n,,\n")
+    (clip,) = read_corpus(str(tmp_path))
+    assert (clip.path, clip.speaker, clip.label) == (str(tmp_path / "a.wav"), f"{tmp_path.name}:03", "anger")
     m.write_bytes("path,speaker,emotion\na.wav,03,wütend\n".encode("latin-1"))
     for read, error in [(lambda: read_corpus(str(tmp_path)), DataError), (lambda: audio_paths([tmp_path]), AudioError),
                         (lambda: folder_truth(str(tmp_path)), LabelsUnreadable)]:
@@ -303,3 +307,12 @@ def test_export_finds_the_held_out_speakers_in_the_folder_training_read(data_dir
     del ck["meta"]["data_folders"]         # a checkpoint from before: where it looked, and what it found
     with pytest.raises(ClipsError, match="no clips of those speakers there"):
         heldout(ck, ["anger", "neutral", "sadness"])
+
+
+def test_a_corpus_given_as_dot_keeps_its_folders_name(data_dir, tmp_path, monkeypatch):
+    # `--data .` named the corpus "" and its speakers ":03": a --resume from inside the folder was refused
+    corpus = small_corpus(data_dir, tmp_path / "mine", per_speaker=1)
+    far = read_corpus(str(corpus))
+    monkeypatch.chdir(corpus)
+    near = read_corpus(".")
+    assert {c.corpus for c in near} == {"mine"} and sorted(c.speaker for c in near) == sorted(c.speaker for c in far)

@@ -117,6 +117,19 @@ def test_a_file_put_into_a_written_folder_since_is_never_replaced_away(tmp_path)
     assert (out / "main.cc").read_text() == "int main() { return 0; }" and (out / "model_v2.h").exists()
     res = CliRunner().invoke(cli, ["firmware", "generate", "--out", str(out)])      # refused as --out is read
     assert res.exit_code == 2 and "did not write (main.cc)" in res.output
+    # a folder from before the list: what is newer than its marker was put there since
+    import os
+
+    (out / ".edgeser-files").unlink()
+    marker = (out / "firmware.json").stat().st_mtime
+    os.utime(out / "main.cc", (marker + 60, marker + 60))
+    with pytest.raises(OutputError, match=r"did not write \(main.cc\)"):
+        with staged_dir(out, "firmware.json", "`edgeser firmware generate`"):
+            pass
+    (out / "main.cc").unlink()
+    with staged_dir(out, "firmware.json", "`edgeser firmware generate`") as tmp:
+        (tmp / "firmware.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == [".edgeser-files", "firmware.json"]
 
 
 @click.command("fails-on-a-file")

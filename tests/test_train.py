@@ -106,7 +106,17 @@ def test_resume_compares_what_shapes_training_and_nothing_else():
     assert resume_differences(ck, cfg, TrainConfig(epochs=2, threads=4, device="cuda"), meta, 1) == []
     # the global batch and each process's draws follow the number of torchrun processes
     assert resume_differences(ck, cfg, tcfg, meta, 2) == ["torchrun processes were 1, now 2"]
-    assert resume_differences(ck, cfg, TrainConfig(epochs=2, teachers=("t.pt",)), meta, 1) == ["--teacher was none, now t.pt"]
+    assert resume_differences(ck, cfg, TrainConfig(epochs=2, teachers=("t.pt",)), meta, 1) == \
+        [f"--teacher was none, now {os.path.realpath('t.pt')}"]
+    # a checkpoint is the file it names, however it is typed (../R/best.pt from another folder)
+    start = {**ck, "train_config": {**tcfg.to_dict(), "init": "runs/r/best.pt"}}
+    assert resume_differences(start, cfg, TrainConfig(epochs=2, init=os.path.abspath("runs/x/../r/best.pt")), meta, 1) == []
+    assert resume_differences(start, cfg, TrainConfig(epochs=2, init="runs/s/best.pt"), meta, 1) == \
+        [f"--init was {os.path.realpath('runs/r/best.pt')}, now {os.path.realpath('runs/s/best.pt')}"]
+    # the same clips through a link of another name are another corpus's speakers: said so
+    named = {**meta, "data": [{"corpus": "small"}]}
+    assert resume_differences({**ck, "meta": named}, cfg, tcfg, {**named, "data": [{"corpus": "link"}], "data_sha1": "z"},
+                              1) == ["corpus names were small, now link"]
     other = {**meta, "data_sha1": "y", "summary": "8 clips", "train_speakers": ["a"]}
     assert resume_differences(ck, cfg, tcfg, other, 1) == ['the data held "9 clips", now "8 clips"']
     # a fold: its test speakers first (other folds also change what it trains on)

@@ -113,6 +113,9 @@ def _configs(preset, labels_found, window_s=None, **train):
             torch.empty(1, device=dev)
         except (RuntimeError, AssertionError) as e:
             raise click.BadParameter(f"{dev}: {str(e).splitlines()[0]}", param_hint="--device") from None
+    # checkpoints named as the files they are: a --resume typed from another folder (../R/best.pt)
+    # names the same ones
+    train = {**train, "teachers": tuple(str(Path(t).resolve()) for t in train.get("teachers") or ())}
     return cfg, TrainConfig(**train)
 
 
@@ -184,7 +187,7 @@ def _run_configs(preset, labels_found, window_s, init, init_ck, qat, cell_clip, 
     cfg, tcfg = _configs(preset, labels_found, window_s, qat=qat, **train)
     if init:
         cfg, preset = _init_config(init, init_ck, labels_found, labels_chosen)
-        tcfg.init = str(init)
+        tcfg.init = str(Path(init).resolve())
         if window_s:
             cfg = replace(cfg, window_s=window_s)
     if cell_clip is not None:

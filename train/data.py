@@ -47,10 +47,17 @@ class Clip:
     corpus: str
 
 
+def corpus_name(root: Path) -> str:
+    """The name a corpus folder gives its speakers and its runs: its own, also when given as `.` or
+    `..` (whose name is empty; a link keeps the name it was given, which may be the corpus's)."""
+    return Path(os.path.abspath(root)).name
+
+
 def read_manifest(root: Path, need_speaker: bool = True) -> List[Clip]:
     """need_speaker=False: a manifest without a speaker column is one speaker named after the
     folder (as folders named by emotion are): enough to score a model, not to split speakers."""
     mpath = root / "manifest.csv"
+    name = corpus_name(root)
     try:
         columns, rows = read_csv(mpath)
     except CsvError as e:
@@ -65,7 +72,7 @@ def read_manifest(root: Path, need_speaker: bool = True) -> List[Clip]:
             lab = L.normalize(row["emotion"])
         except L.LabelError as e:
             raise DataError(f"{mpath}:{i}: {e}") from None
-        clips.append(Clip(str(root / row["path"]), f"{root.name}:{row.get('speaker', root.name)}", lab, root.name))
+        clips.append(Clip(str(root / row["path"]), f"{name}:{row.get('speaker', name)}", lab, name))
     return clips
 
 
@@ -119,7 +126,8 @@ def read_emotion_folders(root: Path) -> List[Clip]:
     for sub in other:
         if audio_files_under(sub):
             raise DataError(f"{sub}: folder name {sub.name!r} is not an emotion (known: {', '.join(L.CANONICAL)})")
-    return [Clip(str(p), f"{root.name}:{root.name}", lab, root.name)
+    name = corpus_name(root)
+    return [Clip(str(p), f"{name}:{name}", lab, name)
             for sub, lab in labelled.items() for p in audio_files_under(sub)]
 
 

@@ -384,6 +384,14 @@ def _plain(v):
     return list(v) if isinstance(v, tuple) else v
 
 
+def _files(v):
+    """Checkpoint paths (--init, --teacher) as the files they name: R/best.pt and ../R/best.pt typed
+    from two folders are one checkpoint (runs from before this record them as typed)."""
+    if isinstance(v, (list, tuple)):
+        return [os.path.realpath(p) for p in v]
+    return os.path.realpath(v) if v else v
+
+
 def resume_differences(ck: Dict, cfg: ModelConfig, tcfg: TrainConfig, meta: Dict, processes: int) -> List[str]:
     """What this command would change of the run whose checkpoint is `ck`, each as `NAME was X, now Y`:
     every setting that shapes the weights (model config, training config but RESUME_MAY_CHANGE, label
@@ -400,7 +408,7 @@ def resume_differences(ck: Dict, cfg: ModelConfig, tcfg: TrainConfig, meta: Dict
     if "preset" in was_meta:
         differ("--preset", was_meta["preset"], meta.get("preset"))
     if "init" in was_train:
-        differ("--init", was_train["init"], now_train["init"])
+        differ("--init", _files(was_train["init"]), _files(now_train["init"]))
     same_start = not out       # another preset or start: its own channels, widths…, said as that
     if "merges" in was_meta:
         differ("--merge", was_meta["merges"], meta.get("merges"))
@@ -410,7 +418,10 @@ def resume_differences(ck: Dict, cfg: ModelConfig, tcfg: TrainConfig, meta: Dict
             differ(MODEL_OPTIONS.get(key, f"model config {key}"), was_model[key], now)
     for key, now in now_train.items():
         if key in was_train and key not in RESUME_MAY_CHANGE + ("init",):
-            differ(TRAIN_NAMES.get(key, "--" + key.replace("_", "-")), was_train[key], now)
+            was = was_train[key]
+            if key == "teachers":
+                was, now = _files(was), _files(now)
+            differ(TRAIN_NAMES.get(key, "--" + key.replace("_", "-")), was, now)
     if "processes" in ck:
         differ("torchrun processes", ck["processes"], processes)
     before = len(out)
@@ -419,6 +430,11 @@ def resume_differences(ck: Dict, cfg: ModelConfig, tcfg: TrainConfig, meta: Dict
     if "test_clips" in was_meta or "test_clips" in meta:     # by file name, as data_sha1: the corpus may have moved
         differ(SPLIT_NAMES["test_clips"], *(None if m.get("test_clips") is None else
                                             sorted(os.path.basename(p) for p in m["test_clips"]) for m in (was_meta, meta)))
+    if len(out) == before and was_meta.get("data") and meta.get("data"):
+        # a corpus names its speakers after its folder: the same clips through a link of another name
+        # are other speakers, and the message should say why
+        differ("corpus names", [d.get("corpus") for d in was_meta["data"]],
+               [d.get("corpus") for d in meta["data"]])
     if len(out) == before and was_meta.get("data_sha1") and was_meta["data_sha1"] != meta.get("data_sha1"):
         out.append(f"the data held \"{was_meta.get('summary', '?')}\", now \"{meta.get('summary', '?')}\""
                    if was_meta.get("summary") != meta.get("summary") else
