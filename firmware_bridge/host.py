@@ -99,6 +99,11 @@ class Host:
     def _process(self, frames) -> None:
         for f in frames:
             restarted = self.link.rx.see(f)
+            if restarted and f.type != P.HELLO and self.device is not None:
+                # its sequence jumped back: a reboot whose HELLO was lost, a restart all the same
+                self.resets += 1
+                self._reset_seen = True
+                self.warn(f"{self.link.port}: the device restarted (its HELLO was lost); resuming the stream")
             try:
                 msg = P.parse(f)
             except P.ProtocolError as e:

@@ -283,6 +283,34 @@ def test_a_device_hello_the_host_cannot_work_with_is_one_clear_line(engine, fiel
         f"Error: {srv.host_port}: " + said.format(n=len(engine.labels))], r.stderr
 
 
+def test_a_reboot_whose_hello_was_lost_is_counted_as_a_restart(engine, clip16):
+    # docs/bridge.md: a sequence jumping back by more than half its space is a restart; the host
+    # counted only HELLOs
+    seen = {"results": 0}
+
+    def tamper(dev, ftype, wire):
+        if ftype != P.RESULT:
+            return wire
+        seen["results"] += 1
+        if seen["results"] == 3:
+            dev.boot()                 # rebooted; its HELLO never arrives
+            return b""
+        return wire
+
+    srv = _Serving(engine, tamper)
+    warned = []
+    try:
+        with Link(srv.host_port) as link:
+            host = Host(link, lambda r: None, warned.append)
+            host.handshake(5)
+            host.send_audio(clip16.astype(np.float32) / 32768)     # its next frame: seq 1, after dozens
+            host.finish(10)
+    finally:
+        srv.close()
+    assert host.resets == 1 and link.rx.restarts == 1, (host.resets, link.rx.restarts)
+    assert any("the device restarted (its HELLO was lost)" in w for w in warned), warned
+
+
 def test_unopenable_port_is_one_clear_line(tmp_path):
     missing = tmp_path / "ttyNOPE"
     for args in (["bridge", "--port", missing], ["bridge", "simulate", "--port", missing, "--model", BUNDLED]):
