@@ -104,8 +104,7 @@ def main(argv=None):
         e.show()
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt) as e:
-        stop = e.__cause__ if isinstance(e, click.Abort) else e
-        how = stop_status(stop) if isinstance(stop, KeyboardInterrupt) else "interrupted"
+        how = stop_status(e.__cause__ if isinstance(e, click.Abort) else e)     # Ctrl-C, or SIGTERM
         kept = RESUMABLE.get(command, "")
         click.echo(f"{how}{kept}", err=True)
         sys.exit(143 if how == "terminated" else 130)

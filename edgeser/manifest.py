@@ -124,8 +124,12 @@ def malformed(m: Manifest) -> Optional[str]:
     for name in ("sample_rate", "frame_samples", "window_frames", "hop_frames", "feature_dim"):
         if not whole(getattr(m, name)):
             return f"{name} must be a whole number over 0, not {getattr(m, name)!r}"
-    if m.sample_rate < 1000:
-        return f"sample_rate {m.sample_rate} Hz is not an audio rate"
+    from .resample import check_rate      # the one rule for a rate, as a stream takes its input's
+
+    try:
+        check_rate(m.sample_rate)
+    except ValueError as e:
+        return str(e)
     if m.hop_frames > m.window_frames:
         return f"hop_frames {m.hop_frames} is more than window_frames {m.window_frames}"
     if (not isinstance(m.labels, list) or len(m.labels) < 2 or not all(isinstance(x, str) and x for x in m.labels)

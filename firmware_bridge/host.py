@@ -6,6 +6,8 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from edgeser.resample import check_rate
+
 from . import protocol as P
 from .link import Link, wait_frames
 
@@ -46,7 +48,12 @@ class Host:
                 if d.version != P.VERSION:
                     raise SessionError(f"{self.link.port}: the device speaks protocol version {d.version}, this host "
                                        f"version {P.VERSION}: update the one that is behind")
-                if d.sample_rate < 1000 or len(d.labels) < 2:
+                try:
+                    check_rate(d.sample_rate)       # the one rule for a rate, the manifest's and a stream's
+                    usable = len(d.labels) >= 2
+                except ValueError:
+                    usable = False
+                if not usable:
                     raise SessionError(f"{self.link.port}: the device's HELLO is unusable: sample rate {d.sample_rate} Hz, "
                                        f"{len(d.labels)} label(s)")
                 return d
