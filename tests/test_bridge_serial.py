@@ -181,14 +181,38 @@ def test_cli_host_and_simulator_over_a_pty_give_the_direct_results(model_dir, en
         assert got["speech_fraction"] is None       # not on the wire: not a made-up 0.0
 
 
-def test_device_to_host_faults_and_a_reset_mid_stream_are_counted_and_survived(engine, clip16):
-    seen = {"results": 0}
+class _Results:
+    """A tamper for _Serving: the device's k-th RESULT frame (k from 1) goes through act(dev, k, wire),
+    every other frame as it is. `count`: the RESULT frames the device sent."""
 
-    def tamper(dev, ftype, wire):
+    def __init__(self, act):
+        self.act, self.count = act, 0
+
+    def __call__(self, dev, ftype, wire):
         if ftype != P.RESULT:
             return wire
-        seen["results"] += 1
-        k = seen["results"]
+        self.count += 1
+        return self.act(dev, self.count, wire)
+
+
+def _host_session(engine, tamper, audio):
+    """A Host streaming `audio` (int16) to a simulator that sends through `tamper`, to the end of the
+    stream: (host, link, results, warnings, final STATUS, server)."""
+    srv = _Serving(engine, tamper)
+    got, warned = [], []
+    try:
+        with Link(srv.host_port) as link:
+            host = Host(link, got.append, warned.append)
+            host.handshake(5)
+            host.send_audio(audio.astype(np.float32) / 32768)
+            status = host.finish(10)
+    finally:
+        srv.close()
+    return host, link, got, warned, status, srv
+
+
+def test_device_to_host_faults_and_a_reset_mid_stream_are_counted_and_survived(engine, clip16):
+    def act(dev, k, wire):
         if k == 1:
             return b"\x13\x37\x99" + b"\x00" + wire                     # garbage before a frame
         if k == 2:
@@ -199,23 +223,15 @@ def test_device_to_host_faults_and_a_reset_mid_stream_are_counted_and_survived(e
             return wire[: len(wire) // 2] + dev.boot()                   # reset while sending
         return wire
 
-    srv = _Serving(engine, tamper)
-    got = []
-    try:
-        with Link(srv.host_port) as link:
-            host = Host(link, got.append, lambda msg: None)
-            host.handshake(5)
-            host.send_audio(np.concatenate([clip16, clip16]).astype(np.float32) / 32768)
-            status = host.finish(10)
-    finally:
-        srv.close()
+    seen = _Results(act)
+    host, link, got, _, status, srv = _host_session(engine, seen, np.concatenate([clip16, clip16]))
     assert srv.error is None
     assert status.flags & P.STATUS_END_OF_STREAM
-    assert seen["results"] >= 6, "too few results to exercise every fault"
+    assert seen.count >= 6, "too few results to exercise every fault"
     d = link.decoder.stats
     assert d.crc == 1 and d.oversized == 1 and d.cobs + d.length == 2   # garbage, and the cut frame
     assert host.resets == 1
-    assert len(got) == seen["results"] - 2                  # only the corrupted and the cut frame are lost
+    assert len(got) == seen.count - 2                       # only the corrupted and the cut frame are lost
     assert d.discarded_bytes <= 2 * P.MAX_ENCODED + 200
     assert len(link.decoder.buf) <= P.MAX_ENCODED
     total_s = 2 * len(clip16) / 16000
@@ -236,13 +252,8 @@ def _rewritten(wire: bytes, change) -> bytes:
 def test_a_device_result_naming_no_label_is_skipped_with_a_warning_not_a_crash(engine, clip16):
     # a RESULT claiming speech with label 0xFF (or one past the HELLO's labels) had no
     # probabilities to print: an AttributeError in `listen`'s printer ended the session
-    seen = {"n": 0}
-
-    def tamper(dev, ftype, wire):
-        if ftype != P.RESULT:
-            return wire
-        seen["n"] += 1
-        bad = {1: P.NO_LABEL, 2: 200}.get(seen["n"])
+    def act(dev, k, wire):
+        bad = {1: P.NO_LABEL, 2: 200}.get(k)
         if bad is None:
             return wire
 
@@ -250,17 +261,9 @@ def test_a_device_result_naming_no_label_is_skipped_with_a_warning_not_a_crash(e
             m.label, m.flags = bad, m.flags | P.RESULT_SPEECH
         return _rewritten(wire, change)
 
-    srv = _Serving(engine, tamper)
-    got, warned = [], []
-    try:
-        with Link(srv.host_port) as link:
-            host = Host(link, got.append, warned.append)
-            host.handshake(5)
-            host.send_audio(clip16.astype(np.float32) / 32768)
-            host.finish(10)
-    finally:
-        srv.close()
-    assert len(got) == seen["n"] - 2 and all(r.probs or not r.is_speech for r in got)
+    seen = _Results(act)
+    _, _, got, warned, _, _ = _host_session(engine, seen, clip16)
+    assert len(got) == seen.count - 2 and all(r.probs or not r.is_speech for r in got)
     assert [w.split(": ", 1)[1] for w in warned if "ignored a RESULT" in w] == [
         f"ignored a RESULT frame (label 255 of {len(engine.labels)}, {len(engine.labels)} probabilities)",
         f"ignored a RESULT frame (label 200 of {len(engine.labels)}, {len(engine.labels)} probabilities)"]
@@ -286,27 +289,13 @@ def test_a_device_hello_the_host_cannot_work_with_is_one_clear_line(engine, fiel
 def test_a_reboot_whose_hello_was_lost_is_counted_as_a_restart(engine, clip16):
     # docs/bridge.md: a sequence jumping back by more than half its space is a restart; the host
     # counted only HELLOs
-    seen = {"results": 0}
-
-    def tamper(dev, ftype, wire):
-        if ftype != P.RESULT:
-            return wire
-        seen["results"] += 1
-        if seen["results"] == 3:
+    def act(dev, k, wire):
+        if k == 3:
             dev.boot()                 # rebooted; its HELLO never arrives
             return b""
         return wire
 
-    srv = _Serving(engine, tamper)
-    warned = []
-    try:
-        with Link(srv.host_port) as link:
-            host = Host(link, lambda r: None, warned.append)
-            host.handshake(5)
-            host.send_audio(clip16.astype(np.float32) / 32768)     # its next frame: seq 1, after dozens
-            host.finish(10)
-    finally:
-        srv.close()
+    host, link, _, warned, _, _ = _host_session(engine, _Results(act), clip16)    # next frame: seq 1, after dozens
     assert host.resets == 1 and link.rx.restarts == 1, (host.resets, link.rx.restarts)
     assert any("the device restarted (its HELLO was lost)" in w for w in warned), warned
 
