@@ -9,6 +9,7 @@ on a shared machine wall time carries other processes' load, CPU time much less 
 from __future__ import annotations
 
 import gc
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -405,7 +406,9 @@ def _csv(choices: Optional[Sequence[str]] = None, integer: bool = False):
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(0),
               help="Untimed calls first (and at least 0.25 s of them).")
 @click.option("--audio", type=click.Path(), default=None, help="Real speech clip to run on (default: the golden input).")
-@click.option("--json", "json_out", type=Output(), default=None, help="Write the report as JSON here.")
+@click.option("--json", "json_out", type=Output(stdout=True), is_flag=False, flag_value="-", default=None,
+              metavar="[FILE]", help="The report as JSON: into FILE, or alone on stdout with no FILE or `-` "
+                                     "(the table then goes to stderr).")
 @click.option("--compare", nargs=2, type=click.Path(), default=None, metavar="A.json B.json",
               help="Print two saved reports side by side and exit.")
 @click.option("--plot", "plot_file", type=Output(suffixes=PLOT_SUFFIXES), default=None, metavar="PNG",
@@ -446,8 +449,11 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
                         keep_samples=bool(plot_file))
     except BenchError as e:
         raise click.ClickException(str(e))
-    click.echo(format_report(rep))
-    if json_out:
+    to_stdout = json_out == "-"
+    click.echo(format_report(rep), err=to_stdout)
+    if to_stdout:
+        click.echo(json.dumps(rep, indent=2))
+    elif json_out:
         p = write_json(json_out, rep)
         click.echo(f"report: {p}", err=True)
     if plot_file:

@@ -123,7 +123,9 @@ class ResultPrinter:
             return
         if self.pending_cr:
             sys.stdout.write("\n")
-        parts = [f"{info['audio_s']:.1f} s of audio", f"{self.utterances} utterance(s)"]
+        # what was heard up to an error is kept, but must not read as the whole input
+        heard = f"{info['audio_s']:.1f} s of audio" + (" up to the error" if info.get("error") else "")
+        parts = [heard, f"{self.utterances} utterance(s)"]
         if "files" in info:
             parts.insert(0, f"{info['files']} file(s)" + (f" ({info['skipped_files']} unreadable, skipped)"
                                                           if info["skipped_files"] else ""))

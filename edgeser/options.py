@@ -43,11 +43,13 @@ class Output(click.Path):
     is a file, or not writable, fails in the first second, not after the work it was to hold."""
 
     def __init__(self, folder: bool = False, replaces: Optional[Tuple[str, str]] = None,
-                 suffixes: Tuple[str, ...] = ()):
+                 suffixes: Tuple[str, ...] = (), stdout: bool = False):
         """replaces: (marker, writer) for a folder the command replaces whole (files.replaceable);
-        suffixes: the file endings that say a format the command writes (none: any)."""
+        suffixes: the file endings that say a format the command writes (none: any); stdout: `-`
+        stands for standard output."""
         folder = folder or replaces is not None
-        super().__init__(file_okay=not folder, dir_okay=folder)
+        super().__init__(file_okay=not folder, dir_okay=folder, allow_dash=stdout)
+        self.stdout = stdout
         self.folder = folder
         self.replaces = replaces
         self.suffixes = suffixes
@@ -61,6 +63,12 @@ class Output(click.Path):
 
     def convert(self, value, param, ctx):
         value = super().convert(value, param, ctx)
+        if self.stdout and value == "-":
+            return value
+        if str(value).startswith("-"):
+            # `bench --json --quiet` wrote a file named "--quiet"
+            self.fail(f"{value!r} looks like an option, not a {self.name} name (write ./{value} if it is one)",
+                      param, ctx)
         if self.suffixes and not str(value).lower().endswith(self.suffixes):
             *first, last = self.suffixes
             self.fail(f"{value}: name it {', '.join(first)}{' or ' if first else ''}{last}, the format it is "

@@ -57,6 +57,10 @@ class Host:
                     raise SessionError(f"{self.link.port}: the device's HELLO is unusable: sample rate {d.sample_rate} Hz, "
                                        f"{len(d.labels)} label(s)")
                 return d
+        other = self.link.decoder.other_version
+        if other is not None:
+            raise SessionError(f"{self.link.port}: the device speaks protocol version {other}, this host "
+                               f"version {P.VERSION}: update the one that is behind")
         raise SessionError(f"{self.link.port}: no HELLO from a device within {timeout:g} s (is it running the "
                            f"edgeser bridge firmware, at this baud rate?)")
 

@@ -182,6 +182,8 @@ class Decoder:
         self.skipping = False
         self.stats = DecoderStats()
         self.last_error: Optional[str] = None
+        # a whole frame (CRC right) of another protocol version: a peer that speaks it, not noise
+        self.other_version: Optional[int] = None
 
     def feed(self, data: bytes) -> List[Frame]:
         out: List[Frame] = []
@@ -222,6 +224,8 @@ class Decoder:
         if frame is None:
             self.stats.discarded_bytes += len(enc)
             self._error(kind)
+            if kind == "version":
+                self.other_version = raw[0]
             return None
         self.stats.frames += 1
         return frame

@@ -25,6 +25,9 @@ from edgeser.benchstats import latency_stats, peak_rss_bytes, reset_peak_rss
 from edgeser.cli import cli
 from edgeser.devicefacts import collect, decode_throttled, thermal, throttling_during
 
+sys.path.insert(0, str(Path(__file__).parent))
+import rtmodel  # noqa: E402
+
 
 # ---------------------------------------------------------------- statistics
 
@@ -332,8 +335,9 @@ def test_report_round_trips_through_json(report, tmp_path):
 
 
 @pytest.mark.slow
-def test_tflite_full_integer_and_onnx_side_by_side(data_dir, tmp_path):
-    folder = _export_tiny(data_dir, tmp_path, ("onnx", "tflite"))
+def test_tflite_full_integer_and_onnx_side_by_side(data_dir, tmp_path_factory):
+    # the trained tiny model's export that test_runtime's TFLite test uses: one conversion for both
+    folder = rtmodel.exported(tmp_path_factory, data_dir, formats=("onnx", "tflite"), int8=True)
     rep = run_bench(folder, threads=(1,), runs=10, warmup=2, progress=False)
     assert validate(rep) == [], validate(rep)
     got = {(r["backend"], r["precision"]) for r in rep["results"]}
@@ -348,3 +352,16 @@ def test_tflite_full_integer_and_onnx_side_by_side(data_dir, tmp_path):
             ("tflite vs onnx", "fp32 t1"), ("tflite vs onnx", "int8 t1")} <= pairs
     text = format_report(rep)
     assert "tflite  int8" in text and "int8 vs fp32 (tflite t1)" in text
+
+
+def test_json_alone_prints_the_report_and_an_option_is_never_taken_for_its_file(exported, tmp_path, monkeypatch):
+    # `--json` is a switch in every other command; here `--json --quiet` wrote a file named "--quiet"
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["bench", "--model", str(exported), "--runs", "3", "--warmup", "1", "--backend",
+                                 "onnx", "--precision", "fp32", "--json", "--quiet"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert validate(report) == [] and format_report(report) in r.stderr and list(tmp_path.iterdir()) == []
+    r = CliRunner().invoke(cli, ["bench", "--model", str(exported), "--plot", "--quiet"])
+    assert r.exit_code == 2 and "'--quiet' looks like an option, not a file name" in r.output
+    assert list(tmp_path.iterdir()) == []

@@ -271,9 +271,15 @@ def test_a_device_result_naming_no_label_is_skipped_with_a_warning_not_a_crash(e
 
 @pytest.mark.parametrize("field,value,said", [
     ("sample_rate", 0, "the device's HELLO is unusable: sample rate 0 Hz, {n} label(s)"),
-    ("version", 2, "the device speaks protocol version 2, this host version 1: update the one that is behind")])
+    ("version", 2, "the device speaks protocol version 2, this host version 1: update the one that is behind"),
+    # every frame's header says version 3: the decoder drops them all, so no HELLO ever arrives;
+    # "no HELLO within 5 s" sent the user looking at cables and baud rates
+    ("frame", 3, "the device speaks protocol version 3, this host version 1: update the one that is behind")])
 def test_a_device_hello_the_host_cannot_work_with_is_one_clear_line(engine, field, value, said):
     def tamper(dev, ftype, wire):
+        if field == "frame":
+            frame, _ = P.check_frame(P.cobs_decode(wire[:-1]))
+            return P.encode_frame(frame.type, frame.seq, frame.payload, version=value)
         return _rewritten(wire, lambda m: setattr(m, field, value)) if ftype == P.HELLO else wire
 
     srv = _Serving(engine, tamper)

@@ -45,7 +45,7 @@ def model_dir(tmp_path_factory, request):
         return Path(given)
     if _has_int8_streaming(BUNDLED):
         return BUNDLED
-    return rtmodel.exported(tmp_path_factory, request.getfixturevalue("data_dir"), formats=("tflite",), int8=True)
+    return rtmodel.exported(tmp_path_factory, request.getfixturevalue("data_dir"), formats=("onnx", "tflite"), int8=True)
 
 
 @pytest.fixture(scope="module")

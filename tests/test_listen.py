@@ -355,6 +355,8 @@ def test_bad_files_are_one_line_errors(model_dir, tmp_path):
     for path, why in ((corrupt, "cannot decode"), (empty, "empty"), (nan, "NaN"),
                       (tmp_path / "missing.flac", "no such file")):
         one_line_error(listen(model_dir, "--input", path, "--fast"), str(path), why)
+    # what was heard before the NaN is summed up, as what came before an error, not as the file
+    assert "s of audio up to the error; " in listen(model_dir, "--input", nan, "--fast").stdout
 
 
 def test_plot_draws_every_hop_and_utterance_the_session_reported(model_dir, rec, tmp_path):

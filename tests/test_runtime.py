@@ -590,7 +590,7 @@ except Exception as e:
 @pytest.mark.slow
 def test_tflite_fp32_and_int8_stream_with_litert(tmp_path_factory, data_dir):
     pytest.importorskip("ai_edge_litert")
-    d = exported(tmp_path_factory, data_dir, formats=("tflite",), int8=True)
+    d = exported(tmp_path_factory, data_dir, formats=("onnx", "tflite"), int8=True)     # test_bench's too
     fp = R.load(d, backend="tflite", precision="fp32")
     q = R.load(d, backend="tflite")                    # int8 is preferred when present
     assert (fp.precision, q.precision) == ("fp32", "int8")
@@ -604,8 +604,8 @@ def test_tflite_fp32_and_int8_stream_with_litert(tmp_path_factory, data_dir):
     shutil.copytree(d, poor, dirs_exist_ok=True)
     (poor / "parity.json").write_text(json.dumps({"rows": [
         {"artifact": "frontend_step.int8.tflite + head.int8.tflite", "agreement": 0.6}]}))
-    assert R.load(poor).precision == "fp32"
-    assert R.load(poor, precision="int8").precision == "int8"      # asked for: given
+    assert R.load(poor, backend="tflite").precision == "fp32"
+    assert R.load(poor, backend="tflite", precision="int8").precision == "int8"      # asked for: given
 
 
 def test_step_model_keeps_state_as_codes_only_when_output_and_input_quantize_alike():
