@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import replace
 
-from edgeser.train import model as M
+from edgeser.train import config as M
 
 overrides = json.loads(os.environ.get("XP_MODEL", "{}"))
 if "channels" in overrides:

@@ -326,6 +326,22 @@ def _wav_header(read):
     return rate, channels
 
 
+# the first bytes of the containers people pipe by mistake (`cat clip.flac |`): read as samples
+# they gave a confident emotion for noise
+_CONTAINERS = ((0, b"fLaC", "FLAC"), (0, b"OggS", "Ogg (Vorbis, Opus)"), (0, b"ID3", "MP3"),
+               (4, b"ftyp", "MP4/M4A"), (0, b"FORM", "AIFF"), (0, b"caff", "CAF"),
+               (0, b"\x1aE\xdf\xa3", "WebM/Matroska"))
+
+
+def _refuse_compressed(head: bytes) -> None:
+    from .audio import AudioError
+
+    for at, magic, name in _CONTAINERS:
+        if head[at:at + len(magic)] == magic:
+            raise AudioError(f"stdin: {name} data, not PCM: give the file as --input FILE, or decode it into "
+                             f"the pipe (ffmpeg -i FILE -f s16le -ac 1 -ar 16000 -)")
+
+
 def pcm_blocks(src, rate: int, block_s: float = 0.02):
     """(rate, float32 block) from 16-bit PCM as it arrives: raw signed little-endian mono at `rate`
     (`arecord -t raw`, `ffmpeg -f s16le`), or a WAV stream (arecord's default), whose header
@@ -335,6 +351,9 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
     if pending == b"RIFF":
         rate, channels = _wav_header(read)
         pending = b""
+    else:
+        pending += _read_exactly(read, 4)
+        _refuse_compressed(pending)
     frame = 2 * channels
     want = frame * max(1, int(rate * block_s))
     heard = False
@@ -455,6 +474,10 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     if fast and not input_file:
         raise click.UsageError("--fast needs --input FILE")
     piped = input_file == "-"
+    if piped and sys.stdin.isatty():
+        # typed at a prompt with nothing piped in, it waited without a word
+        raise click.UsageError("--input - reads 16-bit PCM piped in, and stdin is a terminal: e.g. "
+                               "arecord -f S16_LE -r 16000 -c 1 | edgeser listen --input -")
     folder = bool(input_file) and not piped and Path(input_file).is_dir()
     if folder and (save_audio or duration):
         raise click.UsageError("--save-audio and --duration take one --input FILE, not a folder")

@@ -17,10 +17,8 @@ import click
 from . import manifest as M
 from .options import FiniteRange, one_model
 from .runs import EXPORT, checkpoint_in, stale_export
+from .train.config import PRESETS
 
-# the names of train.model.PRESETS, here so that `--help` and the check need no torch (a test
-# holds the two equal)
-PRESETS = ("edge", "edge-small", "edge-3s", "edge-conv", "paper", "tiny")
 
 
 def _is_checkpoint(path: Path) -> bool:

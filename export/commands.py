@@ -34,10 +34,13 @@ def _formats(ctx, param, value):
 @click.option("--check", type=click.Path(), default=None, metavar="DATA",
               help="Corpus folder for the parity report (default: the checkpoint's held-out speakers).")
 @click.option("--no-check", is_flag=True, help="Skip the parity report.")
-@click.option("--hop-ms", default=500.0, show_default=True, type=FiniteRange(min=0, min_open=True), metavar="MS",
-              help="Streaming hop: audio per frontend_step call (a whole number of frames).")
+@click.option("--hop-s", default=0.5, show_default=True, type=FiniteRange(min=0, min_open=True), metavar="S",
+              help="Streaming hop: seconds of audio per frontend_step call, how often listen decides (a whole "
+                   "number of frames).")
+# its name before the other commands' seconds: kept for scripts that use it
+@click.option("--hop-ms", default=None, type=FiniteRange(min=0, min_open=True), hidden=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def export(ckpt, out, int8, formats, calibration, check, no_check, hop_ms, quiet):
+def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms, quiet):
     """Export a checkpoint to ONNX and TFLite, fp32 and int8, with a parity report.
 
     CKPT is a checkpoint file or a run folder (best.pt is used); without it, the newest run
@@ -66,10 +69,12 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_ms, quiet
             cfg = ModelConfig.from_dict(ck["model_config"])
         except (TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{ck['_path']}: incompatible checkpoint (model_config: {e})") from None
+        hint = "--hop-s" if hop_ms is None else "--hop-ms"
+        hop_ms = hop_s * 1000 if hop_ms is None else hop_ms
         frames = hop_ms / cfg.frame_ms
         if abs(frames - round(frames)) > 1e-6 or round(frames) < 1:
-            raise click.BadParameter(f"{hop_ms:g} ms is not a whole number of {cfg.frame_ms:g} ms frames",
-                                     param_hint="--hop-ms")
+            raise click.BadParameter(f"{hop_ms / 1000:g} s is not a whole number of {cfg.frame_ms / 1000:g} s "
+                                     f"frames", param_hint=hint)
         man = export_model(ckpt, out, formats=formats, int8=int8, hop_frames=int(round(frames)),
                            calibration=calibration, check=False if no_check else check, progress=not quiet)
     except (CheckpointError, ClipsError, DataError, ExportError, FileExistsError) as e:

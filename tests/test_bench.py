@@ -169,7 +169,8 @@ def _export_tiny(data_dir, root: Path, formats) -> Path:
     torch = pytest.importorskip("torch")
     from edgeser.export.exporter import export_model
     from edgeser.train.checkpoint import save_atomic
-    from edgeser.train.model import SERModel, preset
+    from edgeser.train.config import preset
+    from edgeser.train.model import SERModel
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

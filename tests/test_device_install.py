@@ -56,6 +56,9 @@ def test_the_device_install_has_no_torch_and_listens(device_env):
     assert r.returncode == 0 and "tflite" in r.stdout, r.stderr
     r = run(device_env, "runs", "--root", EXAMPLES)       # reads JSON reports: no torch either
     assert r.returncode == 0 and "no training runs" in r.stdout, r.stderr
+    for command in ("train", "evaluate", "adapt", "export"):   # what they take, before installing torch for them
+        r = run(device_env, command, "--help")
+        assert r.returncode == 0 and "--out" in r.stdout and "Usage: edgeser " + command in r.stdout, r.stderr
     r = run(device_env, "model-info", "--json")           # the manifest and parity report: no torch
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
@@ -64,7 +67,8 @@ def test_the_device_install_has_no_torch_and_listens(device_env):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, extra", [(("train", "--data", "x", "--out", "y"), "train"),
-                                         (("evaluate", "--help"), "train"),
+                                         (("evaluate", "--data", "x", "--cv", "loso"), "train"),
+                                         (("adapt", "x.pt", "--data", "y"), "train"),
                                          (("model-info", "--preset", "edge"), "train"),
                                          (("export", "x.pt", "--out", "y"), "export"),
                                          (("listen", "--input", "x.wav", "--plot", "x.png"), "plot")])

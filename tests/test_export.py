@@ -39,7 +39,7 @@ def _tiny_checkpoint(folder: Path, calibration=None) -> Path:
     """A tiny untrained model saved the way training saves it (Trainer.state())."""
     from edgeser.train.engine import TrainConfig, Trainer
     from edgeser.train.checkpoint import save_atomic
-    from edgeser.train.model import preset
+    from edgeser.train.config import preset
 
     torch.manual_seed(0)
     meta = {"data": [{"corpus": "emodb", "licence": "free for any use (CC0 per its audb packaging)"}],
@@ -287,8 +287,10 @@ def test_bad_checkpoint_is_one_line_error(tmp_path, kind):
 
 
 def test_option_errors(tmp_path, exported):
-    r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), "--hop-ms", "250"])
-    assert r.exit_code != 0 and "whole number" in r.output
+    for hop in (("--hop-s", "0.25"), ("--hop-ms", "250")):        # seconds as elsewhere; ms as it was
+        r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), *hop])
+        assert r.exit_code != 0 and f"Invalid value for {hop[0]}: 0.25 s is not a whole number of 0.1 s frames" \
+            in r.output, r.output
     r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), "--format", "onnx,coreml"])
     assert r.exit_code != 0 and "coreml" in r.output
     nocal = _tiny_checkpoint(tmp_path / "nocal", calibration=[str(tmp_path / "gone.flac")])
@@ -418,7 +420,7 @@ def test_tflite_files_store_each_quantization_once_and_compute_the_same(exported
 
 
 def test_one_frame_hop_step_model_converts_and_streams(exported, tmp_path):
-    """--hop-ms of one frame: the channels-last step model has a single frame to unroll."""
+    """A hop of one frame: the channels-last step model has a single frame to unroll."""
     from edgeser.export.clips import load_audio, windows
     from edgeser.train.checkpoint import load_model
 

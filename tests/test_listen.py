@@ -3,6 +3,7 @@ from a PulseAudio virtual microphone (skipped, with the reason, where PulseAudio
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -245,6 +246,26 @@ def test_a_wav_stream_on_stdin_gives_its_own_rate_and_channels(model_dir, rec, t
     rc, lines, err = _pipe_pcm(model_dir, _wav_stream(stereo[:1600], 1))
     assert rc == 1 and err.strip().splitlines()[-1] == ("Error: stdin: WAV header unusable: sample rate must be "
                                                         "a whole number of Hz from 4000 to 384000, not 1"), err
+
+
+def test_a_compressed_file_or_a_terminal_on_stdin_is_refused_not_heard_as_samples(model_dir, tmp_path):
+    # `cat clip.flac | edgeser listen --input -` answered "anger 0.32" from the FLAC's bytes, exit 0
+    ogg = tmp_path / "clip.ogg"
+    sf.write(ogg, sf.read(str(CLIP), dtype="float32")[0], 16000, format="OGG", subtype="VORBIS")
+    for data, name in ((CLIP.read_bytes(), "FLAC"), (ogg.read_bytes(), "Ogg (Vorbis, Opus)"),
+                       (b"ID3\x04" + bytes(4000), "MP3"), (bytes(4) + b"ftypM4A " + bytes(4000), "MP4/M4A")):
+        rc, lines, err = _pipe_pcm(model_dir, data)
+        assert rc == 1 and err.strip().splitlines()[-1].startswith(f"Error: stdin: {name} data, not PCM"), err
+    # typed at a prompt, nothing piped in: it waited without a word
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        r = edgeser_cmd("listen", "--model", model_dir, "--input", "-", stdin=terminal, timeout=60)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert r.returncode == 2 and "stdin is a terminal" in r.stderr.strip().splitlines()[-1], r.stderr
 
 
 def test_pcm_blocks_rejoin_samples_split_between_reads():

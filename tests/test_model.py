@@ -4,7 +4,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edgeser.train.losses import CenterLoss
-from edgeser.train.model import SERModel, count_params, macs_per_second, mask_bands_and_time, preset
+from edgeser.train.config import preset
+from edgeser.train.model import SERModel, count_params, macs_per_second, mask_bands_and_time
 
 
 @pytest.fixture(autouse=True)

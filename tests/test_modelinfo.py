@@ -12,7 +12,6 @@ from click.testing import CliRunner
 import edgeser
 from edgeser import manifest as M
 from edgeser.cli import cli
-from edgeser.modelinfo import PRESETS
 from edgeser.runtime.recognizer import DEFAULT_MODEL, RecognizerError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -86,8 +85,3 @@ def test_model_info_errors_are_one_line():
         "Error: README.md: not a model folder or a file in one (no edgeser.json beside it; "
         "`edgeser export` writes them)"]
 
-
-def test_the_light_preset_names_are_the_trainers():
-    from edgeser.train.model import PRESETS as TRAINED
-
-    assert PRESETS == tuple(TRAINED)

@@ -11,7 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edgeser.export.gru import StepwiseGRU, time_mean_max  # noqa: E402
-from edgeser.train.model import SERModel, preset  # noqa: E402
+from edgeser.train.config import preset  # noqa: E402
+from edgeser.train.model import SERModel  # noqa: E402
 
 EMODB = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"
 CLIPS = ["03a01Fa.flac", "03a01Nc.flac", "03a01Wa.flac", "08a02Fe.flac", "16a01Wb.flac"]

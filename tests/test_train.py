@@ -97,7 +97,7 @@ def test_resume_refuses_settings_other_than_those_the_run_started_with(corpus, t
 
 def test_resume_compares_what_shapes_training_and_nothing_else():
     from edgeser.train.engine import TrainConfig, resume_differences
-    from edgeser.train.model import preset
+    from edgeser.train.config import preset
 
     cfg, tcfg = preset("tiny", labels=("anger", "sadness")), TrainConfig(epochs=2)
     meta = {"preset": "tiny", "merges": {}, "train_speakers": ["a", "b"], "val_speakers": ["c"], "data_sha1": "x",
@@ -203,7 +203,8 @@ def test_checkpoint_carries_its_config_and_is_replaced_atomically(corpus, tmp_pa
 
 
 def test_model_info_of_a_preset_counts_what_the_model_holds():
-    from edgeser.train.model import SERModel, count_params, preset
+    from edgeser.train.config import preset
+    from edgeser.train.model import SERModel, count_params
 
     res = run(["model-info", "--preset", "edge", "--json"])
     info = json.loads(res.output)
@@ -588,7 +589,8 @@ def test_enrolment_never_scores_a_clip_with_statistics_that_saw_it():
 
 
 def test_speed_averaged_scores_are_the_mean_of_each_speed():
-    from edgeser.train.model import SERModel, preset
+    from edgeser.train.config import preset
+    from edgeser.train.model import SERModel
     from edgeser.speed import parse_speeds
     from edgeser.train.pipeline import scored_probs
 

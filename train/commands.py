@@ -16,7 +16,7 @@ def _fail(e: Exception):
 
 
 def _preset_names():
-    from .model import PRESETS
+    from .config import PRESETS     # not .model: torch, and this runs as --help is read
 
     return list(PRESETS)
 
@@ -102,7 +102,7 @@ def _train_options(f):
 def _configs(preset, labels_found, window_s=None, **train):
     """Model config from the preset, training config from the options of `_train_options`."""
     from .engine import TrainConfig
-    from .model import preset as get_preset
+    from .config import preset as get_preset
 
     cfg = get_preset(preset, labels=tuple(labels_found), **({"window_s": window_s} if window_s else {}))
     dev = train.get("device", "cpu")
@@ -537,8 +537,9 @@ def adapt(ckpt, data, out, steps, balance, cache_dir):
 def architecture(preset: str = "edge", model_path=None, hop_s: float = 0.5):
     """(info dict, text lines) for a preset or a checkpoint: `edgeser model-info`'s torch side."""
     from .checkpoint import load_model
-    from .model import PRESETS, SERModel, count_params, macs_per_second
-    from .model import preset as get_preset
+    from .config import PRESETS
+    from .config import preset as get_preset
+    from .model import SERModel, count_params, macs_per_second
 
     if model_path:
         model, ck = load_model(model_path)       # CheckpointError names the file
