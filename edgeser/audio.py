@@ -11,7 +11,10 @@ import soundfile as sf
 from .csvfile import CsvError, read_csv
 
 SAMPLE_RATE = 16000
-AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+AUDIO_EXT = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
+# recordings people have that libsndfile does not read (phones, browsers, video): named when a
+# folder holds them, not passed over in silence
+UNREAD_AUDIO_EXT = {".m4a", ".aac", ".mp4", ".wma", ".webm", ".amr", ".3gp", ".mkv", ".mov"}
 
 
 class AudioError(ValueError):
@@ -108,6 +111,18 @@ def rms_normalize(x: np.ndarray, target_rms: float = 0.1, eps: float = 1e-5) -> 
 
 def audio_files_under(root: Path) -> List[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in AUDIO_EXT)
+
+
+def unread_audio_under(root: Path) -> List[Path]:
+    """Recordings under `root` in a format edgeser cannot decode (UNREAD_AUDIO_EXT)."""
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in UNREAD_AUDIO_EXT)
+
+
+def convert_hint(paths: Sequence[Path]) -> str:
+    """One line naming recordings that cannot be read and the command that converts them."""
+    kinds = ", ".join(sorted({p.suffix.lower() for p in paths}))
+    return (f"{len(paths)} file(s) in a format edgeser does not read ({kinds}; first: {paths[0]}) passed over: "
+            f"convert them, e.g. ffmpeg -i {paths[0].name} {paths[0].stem}.wav")
 
 
 def audio_paths(paths: Sequence[Union[str, Path]]) -> List[str]:

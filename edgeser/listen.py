@@ -182,9 +182,12 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
     then a `file` object), unreadable files reported and skipped, and a summary over the files.
     With `truth` (the folder's labels, `scoring.folder_truth`) each file's answer is scored against
     its label and the summary says how often it was right (`plot_file`: the confusion matrix)."""
-    from .audio import AudioError, audio_paths
+    from .audio import AudioError, audio_paths, convert_hint, unread_audio_under
     from .scoring import FolderScore
 
+    unread = [] if (Path(folder) / "manifest.csv").is_file() else unread_audio_under(Path(folder))
+    if unread:
+        click.echo(f"note: {convert_hint(unread)}", err=True)
     try:
         paths = audio_paths([folder])
     except AudioError as e:
@@ -238,7 +241,7 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
     info.update(status="end of input", input=folder, files=len(paths) - skipped, skipped_files=skipped,
                 audio_s=round(audio_s, 3), utterances=out.utterances, cpu_s=round(time.process_time() - cpu0, 3),
                 file_labels={("no speech" if k is None else k): v for k, v in files.most_common()},
-                **out.overall())
+                labels=dict(out.labels))     # no overall label: the files are separate recordings
     rep = score.report() if score is not None else None
     if rep is not None:
         info["score"] = rep

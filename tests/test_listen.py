@@ -464,23 +464,30 @@ def test_a_folder_is_heard_file_by_file_as_predict_clip_hears_each(model_dir, re
         shutil.copy(c, folder / c.name)
     shutil.copy(clips[2], folder / "day2" / clips[2].name)
     (folder / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(100))
+    # a phone's recording edgeser cannot decode is named, not passed over in silence; Opus is read
+    (folder / "phone.m4a").write_bytes(bytes(1000))
+    sf.write(folder / "day2" / "voice.opus", sf.read(str(clips[0]), dtype="float32")[0], 16000, format="OGG",
+             subtype="OPUS")
     r = listen(model_dir, "--input", folder, "--json")
     assert r.returncode == 0, r.stderr
     *lines, end = json_lines(r.stdout)
     files = [x for x in lines if x["kind"] == "file"]
-    want = sorted(str(p) for p in folder.rglob("*.flac"))
+    want = sorted(str(p) for p in [*folder.rglob("*.flac"), *folder.rglob("*.opus")])
+    assert f"note: 1 file(s) in a format edgeser does not read (.m4a; first: {folder / 'phone.m4a'})" in r.stderr
+    # separate recordings have no overall answer (it read as the folder's verdict); counts they have
+    assert "label" not in end and "confidence" not in end and sum(end["labels"].values()) == end["utterances"]
     assert [f["file"] for f in files] == want
     for f in files:
         clip = rec.predict_clip(f["file"])
         assert (f["label"], f["utterances"]) == (clip.summary.label, len(clip.utterances))
         assert [x for x in lines if x.get("file") == f["file"] and x["kind"] != "file"] == \
             [{**x.to_dict(), "file": f["file"]} for x in clip.results]
-    assert (end["files"], end["skipped_files"], end["status"]) == (3, 1, "end of input")
+    assert (end["files"], end["skipped_files"], end["status"]) == (4, 1, "end of input")
     assert f"skipped: {folder / 'broken.wav'}: cannot decode" in r.stderr
     text = listen(model_dir, "--input", folder)
-    assert text.returncode == 0 and [line.split()[0] for line in text.stdout.splitlines()[:3]] == want
+    assert text.returncode == 0 and [line.split()[0] for line in text.stdout.splitlines()[:4]] == want
     (summary,) = [line for line in text.stdout.splitlines() if line.startswith("summary: ")]
-    assert summary.startswith("summary: 3 file(s) (1 unreadable, skipped)")
+    assert summary.startswith("summary: 4 file(s) (1 unreadable, skipped)") and "overall" not in summary
     # nothing readable is an error; a picture or a recording of many files is refused
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.wav").write_bytes(b"nothing")
