@@ -31,6 +31,11 @@ PRIOR_S = 0.0
 SHORT_S = 15.0
 
 
+def speech_said(seconds: float) -> str:
+    """An amount of speech as people read it: seconds under a minute ("0.0 min" said nothing)."""
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 class BalanceError(ValueError):
     """A balance file that cannot be used: the message names the file and the problem."""
 
@@ -84,7 +89,7 @@ class ClassBalance:
         """A note when the balance rests on too little speech to trust without a prior."""
         if self.prior_s > 0 or self.seconds >= SHORT_S:
             return None
-        return (f"note: the balance rests on only {self.seconds:.0f} s of speech; under about {SHORT_S:.0f} s a "
+        return (f"note: the balance rests on only {speech_said(self.seconds)} of speech; under about {SHORT_S:.0f} s a "
                 "balance measured worse than none on unseen voices: enrol on more recordings, or make it "
                 "cautious with --prior-s 10")
 

@@ -30,7 +30,7 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
     mostly one emotion teach it to distrust that emotion: enrol on mixed speech.
     """
     from .audio import AudioError, audio_paths
-    from .balance import BalanceError, write
+    from .balance import BalanceError, speech_said, write
     from .runtime.recognizer import RecognizerError, load
     from .vad import VadUnavailable
 
@@ -47,7 +47,7 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
     except (AudioError, BalanceError, RecognizerError, VadUnavailable, OSError) as e:
         raise click.ClickException(str(e))
     top = sorted(zip(bal.mean, bal.labels), reverse=True)
-    click.echo(f"enrolled on {bal.utterances} utterances ({bal.seconds / 60:.1f} min of speech"
+    click.echo(f"enrolled on {bal.utterances} utterance(s) ({speech_said(bal.seconds)} of speech"
                + (f", {len(skipped)} unreadable files skipped" if skipped else "") + f") with {rec.format} "
                f"{rec.precision}; the model's mean answer: " + ", ".join(f"{lab} {p:.0%}" for p, lab in top)
                + f"; balance file {out}")

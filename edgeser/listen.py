@@ -151,9 +151,14 @@ def vad_gain_suggestion(peak_dbfs: float, vad_gain_db: float):
     return min(40.0, vad_gain_db + max(6.0, 6.0 * math.ceil((-30.0 - vad_gain_db - peak_dbfs) / 6.0)))
 
 
-def quiet_hint(utterances: int, audio_s: float, peak_dbfs: float, vad_gain_db: float):
+def quiet_hint(utterances: int, audio_s: float, peak_dbfs: float, vad_gain_db: float,
+               min_utterance_s: float = 0.0):
     """Why nothing was heard, when the level says so: a voice peaking 15-60 dB under full scale
-    is one the voice detector can miss (benchmarks/vad_level.py); silence or hiss lies lower."""
+    is one the voice detector can miss (benchmarks/vad_level.py); silence or hiss lies lower. Or
+    when the length does: an input shorter than the shortest utterance gets hop lines only."""
+    if not utterances and 0 < audio_s < min_utterance_s:
+        return (f"note: no utterance: the input is {audio_s:.2f} s long, and an utterance needs at least "
+                f"{min_utterance_s:g} s of speech")
     suggest = vad_gain_suggestion(peak_dbfs, vad_gain_db)
     if utterances or audio_s < 1.0 or suggest is None:
         return None
@@ -584,7 +589,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
         info["error"] = error
     if started or not error:
         out.summary(info)
-    hint = quiet_hint(out.utterances, stream.time_s, peak, vad_gain_db)
+    hint = quiet_hint(out.utterances, stream.time_s, peak, vad_gain_db, stream_opts["vad"].min_utterance_s)
     if hint:
         click.echo(hint, err=True)
     if plot_file and started:

@@ -88,7 +88,9 @@ def export_info(folder: Path, bundled: bool = False) -> Dict[str, Any]:
         "listen": listen, "listen_unavailable": why_not,
         "device_files": needed, "device_bytes": sum((folder / f).stat().st_size for f in needed),
         "model_card": str(card) if bundled and card.exists() else None,
-        "notes": [stale] if stale else [],
+        "notes": ([stale] if stale else []) + ([] if (folder / "parity.json").exists() or not tr.get("parity") else [
+            "parity.json is not in this folder (a device copy need not hold it): the agreement and UA change of "
+            "each file are in the export's"]),
     }
 
 

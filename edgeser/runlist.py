@@ -134,9 +134,11 @@ def runs(root, as_json):
     continue with `evaluate … --resume`). Read from the JSON the commands leave; no torch needed.
     """
     root_p = Path(root)
-    if not root_p.is_dir():
+    named = click.get_current_context().get_parameter_source("root") != click.core.ParameterSource.DEFAULT
+    if not root_p.is_dir() and named:
         raise click.ClickException(f"{root_p}: no such folder (runs are made by `edgeser train`)")
-    found, evals = training_runs(root_p), evaluations(root_p)
+    # no runs/ here (a device, another folder): nothing trained here, which is an answer, not an error
+    found, evals = (training_runs(root_p), evaluations(root_p)) if root_p.is_dir() else ([], [])
     if as_json:
         click.echo(json.dumps({"runs": found, "evaluations": evals}, indent=2))
     else:

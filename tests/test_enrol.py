@@ -173,7 +173,8 @@ def test_enrol_on_little_speech_says_so_and_a_prior_makes_it_cautious(model_dir,
     assert r.returncode == 0, r.stderr
     bal = read(out)
     assert bal.seconds < 15 and bal.prior_s == 0
-    assert f"rests on only {bal.seconds:.0f} s of speech" in r.stderr and "--prior-s 10" in r.stderr
+    assert f"rests on only {bal.seconds:.1f} s of speech" in r.stderr and "--prior-s 10" in r.stderr
+    assert f"{bal.seconds:.1f} s of speech" in r.stdout         # not "0.1 min": under a minute, seconds
     r = edgeser_cmd("enrol", *clips, "--model", model_dir, "--out", out, "--speeds", "1", "--prior-s", "10")
     assert r.returncode == 0 and "rests on only" not in r.stderr, r.stderr
     cautious = read(out)

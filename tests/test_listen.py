@@ -376,6 +376,12 @@ def test_bad_files_are_one_line_errors(model_dir, tmp_path):
     for path, why in ((corrupt, "cannot decode"), (empty, "empty"), (nan, "NaN"),
                       (tmp_path / "missing.flac", "no such file")):
         one_line_error(listen(model_dir, "--input", path, "--fast"), str(path), why)
+    # a clip shorter than an utterance: hop lines, no answer, and why
+    short = tmp_path / "short.wav"
+    sf.write(short, x[8000:9600], 16000)
+    r = listen(model_dir, "--input", short, "--fast")
+    assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] == (
+        "note: no utterance: the input is 0.10 s long, and an utterance needs at least 0.25 s of speech"), r.stderr
     # what was heard before the NaN is summed up, as what came before an error, not as the file
     assert "s of audio up to the error; " in listen(model_dir, "--input", nan, "--fast").stdout
 

@@ -74,6 +74,8 @@ def test_an_export_without_a_parity_report_shows_no_agreement(tmp_path):
     text = run(["model-info", "--model", str(folder)]).output
     assert "agreement: same answer" not in text
     assert "not in the folder: frontend_step.onnx, frontend_step.int8.onnx, head.onnx, head.int8.onnx" in text
+    # the dashes say why: the report stayed behind with the export (the bundled model's is there: no note)
+    assert "note: parity.json is not in this folder" in text and "parity.json is not" not in run(["model-info"]).output
 
 
 def test_model_info_errors_are_one_line():

@@ -177,3 +177,10 @@ def test_runs_lists_trainings_and_evaluations_from_their_reports(tmp_path):
     assert [r["adapted"] for r in data["runs"]] == [False, False, True]
     bad = CliRunner().invoke(runs_cmd, ["--root", str(tmp_path / "nope")])
     assert bad.exit_code != 0 and "no such folder" in bad.output
+    # where nothing was trained (no runs/ at all: a device), that is the answer, not an error
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(empty)
+        none = CliRunner().invoke(runs_cmd, [])
+    assert none.exit_code == 0 and "no training runs" in none.output, none.output
