@@ -43,6 +43,9 @@ def prepare(path: os.PathLike, folder: bool = False) -> Path:
         raise OutputError(e.errno, f"cannot create its folder ({e.strerror})", str(path)) from None
     if folder and path.exists() and not path.is_dir():
         raise OutputError(errno.ENOTDIR, "exists and is not a folder", str(path))
+    if folder and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        # a run folder made read-only: `train --resume` decoded the corpus and trained an epoch first
+        raise OutputError(errno.EACCES, "cannot write in it (permission denied)", str(path))
     if not folder and path.is_dir():
         raise OutputError(errno.EISDIR, "is a folder (name a file)", str(path))
     if not os.access(path.parent, os.W_OK | os.X_OK):
@@ -64,6 +67,7 @@ def replacing(path: os.PathLike, durable: bool = True) -> Iterator[Path]:
     (`durable`) and renamed over `path`; on an error it is removed and `path` is untouched.
     A failed write (disk full) becomes an OutputError naming `path`."""
     path = prepare(path)
+    _sweep_stale_temp(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
@@ -126,6 +130,24 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _sweep_stale_temp(path: Path) -> None:
+    """Temp files that writers of `path` killed mid-write (kill -9, power loss) left beside it: a
+    run folder gathered one per killed epoch."""
+    prefix = f".{path.name}."
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for e in entries:
+        pid = e.name[len(prefix):-len(".tmp")]
+        if e.name.startswith(prefix) and e.name.endswith(".tmp") and pid.isdigit() \
+                and int(pid) != os.getpid() and not _alive(int(pid)):
+            try:
+                os.unlink(e.path)
+            except OSError:
+                pass        # another writer's sweep was first, or not ours to remove
 
 
 def _sweep_stale(out: Path) -> None:

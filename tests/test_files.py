@@ -1,6 +1,8 @@
 """Outputs appear whole or not at all, and a place that cannot be written is one line naming it."""
 import errno
 import json
+import os
+from pathlib import Path
 
 import click
 import pytest
@@ -29,6 +31,35 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
             raise RuntimeError("killed mid-write")
     assert p.read_text() == "good"
     assert [x.name for x in tmp_path.iterdir()] == ["best.pt"]
+
+
+def test_temp_files_of_killed_writers_are_swept_and_a_live_writers_kept(tmp_path):
+    # kill -9 mid-write leaves `.best.pt.PID.tmp`: a run folder gathered one per killed epoch
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    p = tmp_path / "best.pt"
+    p.write_text("good")
+    (tmp_path / f".best.pt.{dead.pid}.tmp").write_text("half")
+    (tmp_path / f".best.pt.{os.getppid()}.tmp").write_text("being written")   # its writer is alive
+    (tmp_path / f".last.pt.{dead.pid}.tmp").write_text("another file's")     # swept by that file's writer
+    with replacing(p) as tmp:
+        tmp.write_text("new")
+    assert sorted(x.name for x in tmp_path.iterdir()) == sorted(
+        ["best.pt", f".best.pt.{os.getppid()}.tmp", f".last.pt.{dead.pid}.tmp"])
+
+
+def test_a_folder_that_cannot_be_written_in_is_refused_before_the_work(tmp_path, monkeypatch):
+    # `train --resume` into a read-only run folder decoded the corpus and trained an epoch first
+    # (root may write anywhere, so the permission is what os.access answers here)
+    run = tmp_path / "run"
+    run.mkdir()
+    real = os.access
+    monkeypatch.setattr("edgeser.files.os.access", lambda path, mode: Path(path) != run and real(path, mode))
+    with pytest.raises(OutputError, match=r"run: cannot write in it \(permission denied\)"):
+        prepare(run, folder=True)
+    prepare(tmp_path / "other", folder=True)
 
 
 def test_a_full_disk_names_the_output_not_its_temp(tmp_path):

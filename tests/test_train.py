@@ -67,6 +67,44 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, e
     assert not all(torch.equal(c[k], a[k]) for k in c)
 
 
+@pytest.mark.parametrize("dies_writing", ["best.pt", "history.json"])
+def test_a_run_killed_while_saving_its_last_epoch_resumes_to_the_files_of_one_never_killed(
+        corpus, tmp_path, monkeypatch, dies_writing):
+    # killed (SIGKILL) between the last epoch's checkpoint and best.pt or history.json, `--resume`
+    # found no epoch left to run and kept an older best.pt, or a history.json an epoch behind
+    import edgeser.train.engine as E
+
+    opts = [*TINY, "--val-fraction", "0", "--epochs", "2"]      # no validation: every epoch is the best
+    assert run(["train", "--data", str(corpus), "--out", str(tmp_path / "whole"), *opts]).exit_code == 0
+
+    class Killed(BaseException):
+        pass
+
+    writes = []
+
+    def dying(real):
+        def write(*args, **k):
+            writes.append(next(Path(x).name for x in args if isinstance(x, (str, Path))))
+            if writes.count(dies_writing) == 2:          # the second epoch's
+                raise Killed
+            return real(*args, **k)
+        return write
+
+    with monkeypatch.context() as m:
+        m.setattr(E, "save_atomic", dying(E.save_atomic))
+        m.setattr(E, "write_json", dying(E.write_json))
+        with pytest.raises(Killed):
+            run(["train", "--data", str(corpus), "--out", str(tmp_path / "killed"), *opts])
+    res = run(["train", "--data", str(corpus), "--out", str(tmp_path / "killed"), "--resume", *opts])
+    assert res.exit_code == 0, res.output
+    for name in ("best.pt", "last.pt"):
+        a, b = (load_checkpoint(tmp_path / r / name) for r in ("whole", "killed"))
+        assert a["epoch"] == b["epoch"] == 2 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    h = [json.loads((tmp_path / r / "history.json").read_text()) for r in ("whole", "killed")]
+    assert [(e["epoch"], e["loss"]) for e in h[0]["history"]] == [(e["epoch"], e["loss"]) for e in h[1]["history"]]
+    assert h[1]["finished"] is True and h[1]["best"] == h[0]["best"]
+
+
 def test_resume_refuses_settings_other_than_those_the_run_started_with(corpus, tmp_path):
     """--resume continues a run exactly as it began: another setting that shapes training is refused
     in one line, before a weight is loaded (another preset's would not even fit); how it is computed

@@ -618,7 +618,8 @@ class Trainer:
             if self.dist.world > 1:
                 self.adv_net = torch.nn.parallel.DistributedDataParallel(self.adversary)
             self.adv_opt = torch.optim.AdamW(self.adversary.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        if resume and last.exists():
+        resumed = resume and last.exists()
+        if resumed:
             self.resume(last)
         groups = np.array([c.speaker for c in train_clips]) if t.speaker_batches else None
         aug = (Augment(speed=t.speed_perturb, gain_db=(-t.gain_db, t.gain_db), room=t.room, voices=train_audio)
@@ -628,6 +629,11 @@ class Trainer:
         self.log(f"model: {count_params(self.model):,} parameters; train {len(train_clips)} clips, "
                  f"validation {len(val_clips)} clips; {self.dist.world} process(es)")
         stop = self.bad_epochs >= t.patience  # a resumed run that had already stopped early stays stopped
+        self.stopped_early = stop
+        if resumed and self.dist.main:
+            # history.json from the checkpoint: a kill after last.pt's write left it an epoch behind,
+            # and a run with no epoch left to run would never write it again
+            self.save_summary(len(val_clips) > 0)
         end = t.epochs if stop_after is None else min(t.epochs, stop_after)
         while self.epoch < end and not stop:
             ep = self.epoch
@@ -713,9 +719,12 @@ class Trainer:
                 else:
                     self.bad_epochs += 1
                 st = self.state()
-                save_atomic(st, last)
+                # best before last: a kill between them leaves last.pt at the epoch before, which a
+                # resume runs again and saves alike; the other way, a resumed run ending at this
+                # epoch found nothing left to run and kept an older best.pt as its best
                 if improved:
                     save_atomic(st, self.out / "best.pt")
+                save_atomic(st, last)
                 self.save_summary(len(val_clips) > 0)
                 vs = f"  val UA {rec['val_UA']:.1%} WA {rec['val_WA']:.1%}" if "val_UA" in rec else ""
                 if "val_int8_agreement" in rec:
