@@ -263,8 +263,13 @@ def format_report(rep: Dict) -> str:
         if "stream_speedup" in r:
             parts.append(f"stream {r['stream_speedup']:.2f}x")
         lines.append(f"{r['what']} ({r['where']}): " + ", ".join(parts))
+    # one line per role and reason: the bundled model ships no window files, which said four lines
+    grouped: Dict[Tuple, List[str]] = {}
     for sk in rep.get("skipped", []):
-        lines.append(f"skipped {sk.get('backend')} {sk.get('precision')} {sk.get('role')}: {sk.get('reason')}")
+        grouped.setdefault((sk.get("role"), sk.get("reason")), []).append(f"{sk.get('backend')} {sk.get('precision')}")
+    for (role, reason), which in grouped.items():
+        files = "" if role == "all" else f"the {role} file{'s' if len(which) > 1 else ''} of "
+        lines.append(f"skipped {files}{', '.join(which)}: {reason}")
     lines += thermal_lines(rep)
     lines += projection_lines(rep.get("projection") or {})
     return "\n".join(lines)

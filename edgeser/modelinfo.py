@@ -94,6 +94,16 @@ def export_info(folder: Path, bundled: bool = False) -> Dict[str, Any]:
     }
 
 
+def _validation(best: Dict[str, Any]) -> str:
+    """The weights' validation figure; a run that held out no speakers records UA -1 (it printed
+    "best validation UA -100.0%")."""
+    if not isinstance(best.get("UA"), (int, float)):
+        return ""
+    if best["UA"] < 0:
+        return "; no validation speakers (every training speaker trained)"
+    return f"; best validation UA {best['UA']:.1%} at epoch {best['epoch']}"
+
+
 def _merges(merges: Dict[str, str]) -> str:
     return "; " + ", ".join(f"{a} heard as {b}" for a, b in merges.items()) if merges else ""
 
@@ -121,7 +131,7 @@ def export_lines(info: Dict[str, Any]) -> List[str]:
         best = tr.get("best") or {}
         lines.append(f"weights        {tr.get('checkpoint', 'checkpoint')} after {tr['epochs']} epochs"
                      + (" (quantization-aware)" if tr.get("qat") else "")
-                     + (f"; best validation UA {best['UA']:.1%} at epoch {best['epoch']}" if "UA" in best else ""))
+                     + _validation(best))
     if tr.get("parity"):
         lines.append(f"parity         {tr['parity'].get('clips')} clips: {tr['parity'].get('source')}")
     lines.append(f"exported by    edgeser {info['edgeser_version'] or '?'} ({info['format']})")

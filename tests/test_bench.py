@@ -366,3 +366,14 @@ def test_json_alone_prints_the_report_and_an_option_is_never_taken_for_its_file(
     r = CliRunner().invoke(cli, ["bench", "--model", str(exported), "--plot", "--quiet"])
     assert r.exit_code == 2 and "'--quiet' looks like an option, not a file name" in r.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_skipped_files_are_said_once_per_role_and_reason(report):
+    # the bundled model ships no window files: four "skipped … window" lines said one thing
+    rep = dict(report, skipped=[
+        {"backend": b, "precision": p, "role": "window", "reason": "not in the export folder"}
+        for b in ("onnx", "tflite") for p in ("fp32", "int8")] + [
+        {"backend": "tflite", "precision": "fp32", "role": "all", "reason": "tflite runtime not installed"}])
+    said = [line for line in format_report(rep).splitlines() if line.startswith("skipped")]
+    assert said == ["skipped the window files of onnx fp32, onnx int8, tflite fp32, tflite int8: not in the export "
+                    "folder", "skipped tflite fp32: tflite runtime not installed"]

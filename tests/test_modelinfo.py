@@ -87,3 +87,16 @@ def test_model_info_errors_are_one_line():
         "Error: README.md: not a model folder or a file in one (no edgeser.json beside it; "
         "`edgeser export` writes them)"]
 
+
+
+def test_weights_trained_without_validation_speakers_say_so(tmp_path):
+    # `--val-fraction 0` records UA -1: model-info printed "best validation UA -100.0%"
+    folder = tmp_path / "export"
+    shutil.copytree(DEFAULT_MODEL, folder, ignore=shutil.ignore_patterns("*.onnx"))
+    man = json.loads((folder / M.MANIFEST).read_text())
+    man["training"]["best"] = {"UA": -1.0, "epoch": 120}
+    (folder / M.MANIFEST).write_text(json.dumps(man))
+    (weights,) = [line for line in run(["model-info", "--model", str(folder)]).output.splitlines()
+                  if line.startswith("weights")]
+    assert weights.endswith("; no validation speakers (every training speaker trained)") and "-100" not in weights
+    assert "best validation UA 62.6% at epoch 4" in run(["model-info"]).output

@@ -358,5 +358,23 @@ def load(path=None, backend: Optional[str] = None, precision: Optional[str] = No
     step_art, head_art = pick_streaming_pair(man, folder, file, backend, precision)
     rec = Recognizer(folder, man, step_art, head_art, threads=threads, self_test=self_test)
     stale = stale_export(folder, M.MANIFEST)
-    rec.notes = [stale] if stale else []
+    rec.notes = ([stale] if stale else []) + ([] if precision else _passed_over(folder, man, rec, backend))
     return rec
+
+
+def _passed_over(folder: Path, man: M.Manifest, rec: Recognizer, backend: Optional[str]) -> List[str]:
+    """Why an int8 pair preferred before the one opened was not: its parity report (said, not
+    silent: `bench` still measures that pair, and the user wonders why listen runs another)."""
+    ahead = PREFERENCE[:PREFERENCE.index((rec.format, rec.precision))]
+    there = [(f, p) for f, p in ahead if backend in (None, f) and f in B.available()
+             and man.artifact("frontend_step", f, p, folder)
+             and man.artifact("head", f, p, folder)]
+    rows = M.parity_rows(folder)
+    notes = []
+    for f, p in _poor_int8(folder, man, there):
+        key = f"{man.artifact('frontend_step', f, p).file} + {man.artifact('head', f, p).file}"
+        notes.append(f"the {f} {p} pair gives the float model's answer on only {rows[key]['agreement']:.1%} of "
+                     f"held-out windows (parity.json; under {MIN_INT8_AGREEMENT:.0%}): running {rec.format} "
+                     f"{rec.precision} instead (--backend {f} --precision {p} runs it anyway; quantization-aware "
+                     f"training, train --qat, keeps int8 close)")
+    return notes
