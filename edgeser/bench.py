@@ -424,6 +424,8 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
     throttling) and a projection to Raspberry Pi and Jetson CPUs.
     """
     if compare:
+        if json_out or plot_file:
+            raise click.UsageError("--compare prints a table of two reports; --json and --plot are for a measurement")
         try:
             a, b = load_report(compare[0]), load_report(compare[1])
         except BenchReportError as e:

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -132,6 +133,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# a writer in another PID namespace or on another host sharing the folder (containers, a cluster's
+# shared cache) looks dead here: its temp is left alone until it is this old
+STALE_AFTER_S = 3600.0
+
+
+def _dead_writer(p: Path, pid: str) -> bool:
+    """Whether the temp `p`, named with its writer's `pid`, was left by a writer that died."""
+    if not (pid.isascii() and pid.isdigit() and len(pid) <= 9) or int(pid) == os.getpid() or _alive(int(pid)):
+        return False
+    try:
+        return time.time() - p.stat().st_mtime > STALE_AFTER_S
+    except OSError:
+        return False        # gone already: another writer's sweep was first
+
+
 def _sweep_stale_temp(path: Path) -> None:
     """Temp files that writers of `path` killed mid-write (kill -9, power loss) left beside it: a
     run folder gathered one per killed epoch."""
@@ -141,9 +157,8 @@ def _sweep_stale_temp(path: Path) -> None:
     except OSError:
         return
     for e in entries:
-        pid = e.name[len(prefix):-len(".tmp")]
-        if e.name.startswith(prefix) and e.name.endswith(".tmp") and pid.isdigit() \
-                and int(pid) != os.getpid() and not _alive(int(pid)):
+        if e.name.startswith(prefix) and e.name.endswith(".tmp") \
+                and _dead_writer(Path(e.path), e.name[len(prefix):-len(".tmp")]):
             try:
                 os.unlink(e.path)
             except OSError:
@@ -157,8 +172,7 @@ def _sweep_stale(out: Path) -> None:
     stale = {}
     for p in out.parent.iterdir():     # not glob: a name may hold [ or *
         kind, _, pid = p.name[len(out.name) + 2:].partition("-")
-        if p.name.startswith(f".{out.name}.") and kind in ("tmp", "old") and pid.isdigit() \
-                and int(pid) != os.getpid() and not _alive(int(pid)):
+        if p.name.startswith(f".{out.name}.") and kind in ("tmp", "old") and _dead_writer(p, pid):
             stale[kind, int(pid)] = p
     for (kind, pid), p in sorted(stale.items(), reverse=True):     # each .tmp before its .old
         if kind == "tmp" and ("old", pid) in stale and not out.exists():

@@ -341,6 +341,19 @@ _CONTAINERS = ((0, b"fLaC", "FLAC"), (0, b"OggS", "Ogg (Vorbis, Opus)"), (0, b"I
                (0, b"\x1aE\xdf\xa3", "WebM/Matroska"))
 
 
+def _stdin_reader(read):
+    """`read`, with an unreadable stdin (a closed or write-only descriptor, as `nohup` leaves it) one
+    AudioError, not a traceback."""
+    from .audio import AudioError
+
+    def reading(n):
+        try:
+            return read(n)
+        except OSError as e:
+            raise AudioError(f"stdin: cannot be read ({e.strerror or e}); pipe audio in") from None
+    return reading
+
+
 def _refuse_compressed(head: bytes) -> None:
     from .audio import AudioError
 
@@ -354,7 +367,7 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
     """(rate, float32 block) from 16-bit PCM as it arrives: raw signed little-endian mono at `rate`
     (`arecord -t raw`, `ffmpeg -f s16le`), or a WAV stream (arecord's default), whose header
     gives rate and channels. A pipe is paced by whoever writes into it."""
-    read = getattr(src, "read1", src.read)      # read1: what is there now, not a full block later
+    read = _stdin_reader(getattr(src, "read1", src.read))   # read1: what is there now, not a full block later
     pending, channels = _read_exactly(read, 4), 1
     if pending == b"RIFF":
         rate, channels = _wav_header(read)
@@ -482,10 +495,11 @@ def listen(model, device, list_devices, as_json, input_file, fast, backend, prec
     if fast and not input_file:
         raise click.UsageError("--fast needs --input FILE")
     piped = input_file == "-"
-    if piped and sys.stdin.isatty():
+    if piped and (sys.stdin is None or sys.stdin.isatty()):
         # typed at a prompt with nothing piped in, it waited without a word
-        raise click.UsageError("--input - reads 16-bit PCM piped in, and stdin is a terminal: e.g. "
-                               "arecord -f S16_LE -r 16000 -c 1 | edgeser listen --input -")
+        raise click.UsageError(f"--input - reads 16-bit PCM piped in, and stdin is "
+                               f"{'closed' if sys.stdin is None else 'a terminal'}: e.g. "
+                               f"arecord -f S16_LE -r 16000 -c 1 | edgeser listen --input -")
     folder = bool(input_file) and not piped and Path(input_file).is_dir()
     if folder and (save_audio or duration):
         raise click.UsageError("--save-audio and --duration take one --input FILE, not a folder")

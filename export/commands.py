@@ -69,6 +69,9 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms
             cfg = ModelConfig.from_dict(ck["model_config"])
         except (TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{ck['_path']}: incompatible checkpoint (model_config: {e})") from None
+        if hop_ms is not None and click.get_current_context().get_parameter_source("hop_s") \
+                != click.core.ParameterSource.DEFAULT:
+            raise click.UsageError("--hop-s or --hop-ms, not both (--hop-ms is --hop-s in milliseconds)")
         hint = "--hop-s" if hop_ms is None else "--hop-ms"
         hop_ms = hop_s * 1000 if hop_ms is None else hop_ms
         frames = hop_ms / cfg.frame_ms

@@ -26,11 +26,12 @@ def quiet():
                     contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
                 yield
-        except BaseException:
+        except BaseException as e:
             _restore(saved)
             log.seek(0)
             tail = log.read()[-4000:].decode(errors="replace")
-            if tail.strip():
+            # Ctrl-C or SIGTERM is the user's, not the converter's failure: its log explains nothing
+            if tail.strip() and not isinstance(e, KeyboardInterrupt):
                 print(tail, file=sys.stderr)
             raise
         else:

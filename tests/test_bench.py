@@ -363,6 +363,8 @@ def test_json_alone_prints_the_report_and_an_option_is_never_taken_for_its_file(
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert validate(report) == [] and format_report(report) in r.stderr and list(tmp_path.iterdir()) == []
+    r = CliRunner().invoke(cli, ["bench", "--compare", "a.json", "b.json", "--json"])     # was ignored
+    assert r.exit_code == 2 and "--json and --plot are for a measurement" in r.output
     r = CliRunner().invoke(cli, ["bench", "--model", str(exported), "--plot", "--quiet"])
     assert r.exit_code == 2 and "'--quiet' looks like an option, not a file name" in r.output
     assert list(tmp_path.iterdir()) == []

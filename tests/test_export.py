@@ -252,6 +252,7 @@ def test_an_unwritable_out_is_named_and_a_killed_exports_folders_are_swept(expor
     stale = tmp_path / f".exp.tmp-{dead.pid}"
     stale.mkdir()
     (stale / "model.onnx").write_bytes(b"half written")
+    os.utime(stale, (0, 0))         # an hour old at least: not another container's export under way
     X.export_model(exported["ckpt"], out, formats=("onnx",), int8=False, check=False, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"] and M.read(out).labels == list(LABELS)
 
@@ -261,6 +262,7 @@ def test_an_unwritable_out_is_named_and_a_killed_exports_folders_are_swept(expor
     for kind, text in (("tmp", "new"), ("old", "previous")):
         (tmp_path / f".gone.{kind}-{dead.pid}").mkdir()
         (tmp_path / f".gone.{kind}-{dead.pid}" / M.MANIFEST).write_text(text)
+        os.utime(tmp_path / f".gone.{kind}-{dead.pid}", (0, 0))
     with pytest.raises(RuntimeError):
         with staged_dir(gone, M.MANIFEST, M.WRITER):
             raise RuntimeError("this export failed too")
@@ -291,6 +293,9 @@ def test_option_errors(tmp_path, exported):
         r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), *hop])
         assert r.exit_code != 0 and f"Invalid value for {hop[0]}: 0.25 s is not a whole number of 0.1 s frames" \
             in r.output, r.output
+    r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), "--hop-s", "0.25",
+                                        "--hop-ms", "500"])           # the one was silently taken over the other
+    assert r.exit_code == 2 and "--hop-s or --hop-ms, not both" in r.output
     r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), "--format", "onnx,coreml"])
     assert r.exit_code != 0 and "coreml" in r.output
     nocal = _tiny_checkpoint(tmp_path / "nocal", calibration=[str(tmp_path / "gone.flac")])
@@ -435,3 +440,15 @@ def test_one_frame_hop_step_model_converts_and_streams(exported, tmp_path):
     for w in windows(load_audio([str(EMODB / CHECK[0])]), man.window_samples)[:2]:
         got = stream_probs(s.run, h.run, w, man.hop_samples, man.state_shapes)
         assert np.abs(got - ref.run({"audio": w[None]})["probs"]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("stop, replayed", [(RuntimeError("conversion failed"), True), (KeyboardInterrupt(), False)])
+def test_converter_logs_are_replayed_for_a_failure_not_for_an_interrupt(capfd, stop, replayed):
+    # Ctrl-C or SIGTERM during an export printed pages of absl and oneDNN lines before "interrupted"
+    from edgeser.export.quiet import quiet
+
+    with pytest.raises(type(stop)):
+        with quiet():
+            os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+            raise stop
+    assert ("absl::InitializeLog" in capfd.readouterr().err) is replayed

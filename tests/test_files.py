@@ -2,6 +2,7 @@
 import errno
 import json
 import os
+import time
 from pathlib import Path
 
 import click
@@ -37,17 +38,29 @@ def test_temp_files_of_killed_writers_are_swept_and_a_live_writers_kept(tmp_path
     # kill -9 mid-write leaves `.best.pt.PID.tmp`: a run folder gathered one per killed epoch
     import subprocess
 
+    from edgeser.files import STALE_AFTER_S
+
     dead = subprocess.Popen(["true"])
     dead.wait()
     p = tmp_path / "best.pt"
     p.write_text("good")
-    (tmp_path / f".best.pt.{dead.pid}.tmp").write_text("half")
-    (tmp_path / f".best.pt.{os.getppid()}.tmp").write_text("being written")   # its writer is alive
-    (tmp_path / f".last.pt.{dead.pid}.tmp").write_text("another file's")     # swept by that file's writer
+    kept = [f".best.pt.{os.getppid()}.tmp",      # its writer is alive
+            f".last.pt.{dead.pid}.tmp",          # another file's: swept by that file's writer
+            ".best.pt.²³.tmp", ".best.pt.99999999999999999999.tmp"]     # not a pid (int() and os.kill failed)
+    for name in [f".best.pt.{dead.pid}.tmp", *kept]:
+        (tmp_path / name).write_text("half")
+        os.utime(tmp_path / name, (0, 0))
+    # a writer in another PID namespace (a container sharing the folder) looks dead here: its
+    # temp, written to a moment ago, is left alone
+    other = subprocess.Popen(["true"])
+    other.wait()
+    fresh = tmp_path / f".best.pt.{other.pid}.tmp"
+    fresh.write_text("being written elsewhere")
+    assert time.time() - fresh.stat().st_mtime < STALE_AFTER_S
+    kept.append(fresh.name)
     with replacing(p) as tmp:
         tmp.write_text("new")
-    assert sorted(x.name for x in tmp_path.iterdir()) == sorted(
-        ["best.pt", f".best.pt.{os.getppid()}.tmp", f".last.pt.{dead.pid}.tmp"])
+    assert sorted(x.name for x in tmp_path.iterdir()) == sorted(["best.pt", *kept])
 
 
 def test_a_folder_that_cannot_be_written_in_is_refused_before_the_work(tmp_path, monkeypatch):

@@ -266,6 +266,12 @@ def test_a_compressed_file_or_a_terminal_on_stdin_is_refused_not_heard_as_sample
         os.close(controller)
         os.close(terminal)
     assert r.returncode == 2 and "stdin is a terminal" in r.stderr.strip().splitlines()[-1], r.stderr
+    # no stdin at all (`<&-`), or one open only for writing (as nohup leaves it): tracebacks before
+    with open(os.devnull, "w") as write_only:
+        r = edgeser_cmd("listen", "--model", model_dir, "--input", "-", stdin=write_only, timeout=60)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("Error: stdin: cannot be read"), r.stderr
+    r = edgeser_cmd("listen", "--model", model_dir, "--input", "-", preexec_fn=lambda: os.close(0), timeout=60)
+    assert r.returncode == 2 and "stdin is closed" in r.stderr.strip().splitlines()[-1], r.stderr
 
 
 def test_pcm_blocks_rejoin_samples_split_between_reads():

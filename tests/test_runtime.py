@@ -607,11 +607,12 @@ def test_tflite_fp32_and_int8_stream_with_litert(tmp_path_factory, data_dir):
     fallback = R.load(poor, backend="tflite")
     assert fallback.precision == "fp32"
     assert fallback.notes == [             # said, not silent: bench still measures the int8 pair
-        "the tflite int8 pair gives the float model's answer on only 60.0% of held-out windows (parity.json; "
+        f"{poor}: the tflite int8 pair gives the float model's answer on only 60.0% of held-out windows (parity.json; "
         "under 90%): running tflite fp32 instead (--backend tflite --precision int8 runs it anyway; "
         "quantization-aware training, train --qat, keeps int8 close)"]
     assert R.load(poor, backend="tflite", precision="int8").precision == "int8"      # asked for: given
     assert R.load(d, backend="tflite").notes == []
+    assert R.load(poor / "frontend_step.tflite").notes == []       # the file named is the one chosen
 
 
 def test_step_model_keeps_state_as_codes_only_when_output_and_input_quantize_alike():

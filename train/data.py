@@ -243,8 +243,11 @@ class AudioCache:
                 x = None  # a damaged cache entry is rebuilt from the clip
         if x is None:
             x = rms_normalize(trim_silence(read_clip(path, self.sample_rate), self.sample_rate))
-            with replacing(f, durable=False) as tmp, open(tmp, "wb") as fh:   # a lost entry is decoded again
-                np.save(fh, x)
+            try:
+                with replacing(f, durable=False) as tmp, open(tmp, "wb") as fh:   # a lost entry is decoded again
+                    np.save(fh, x)
+            except OSError:
+                pass    # a cache it cannot write (read-only, full, shared and raced): the clip is still heard
         self.mem[path] = x
         return x
 

@@ -153,10 +153,11 @@ def c_stderr_kept_for_errors():
         os.dup2(log.fileno(), 2)
         try:
             yield
-        except BaseException:
+        except BaseException as e:
             os.dup2(saved, 2)
-            log.seek(0)
-            sys.stderr.write(log.read()[-4000:].decode(errors="replace"))
+            if not isinstance(e, KeyboardInterrupt):     # an interrupt is the user's, not the library's failure
+                log.seek(0)
+                sys.stderr.write(log.read()[-4000:].decode(errors="replace"))
             raise
         finally:
             os.dup2(saved, 2)

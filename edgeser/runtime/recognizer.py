@@ -358,7 +358,8 @@ def load(path=None, backend: Optional[str] = None, precision: Optional[str] = No
     step_art, head_art = pick_streaming_pair(man, folder, file, backend, precision)
     rec = Recognizer(folder, man, step_art, head_art, threads=threads, self_test=self_test)
     stale = stale_export(folder, M.MANIFEST)
-    rec.notes = ([stale] if stale else []) + ([] if precision else _passed_over(folder, man, rec, backend))
+    # a file named, or a precision asked for, is what the user chose: nothing was passed over
+    rec.notes = ([stale] if stale else []) + ([] if precision or file else _passed_over(folder, man, rec, backend))
     return rec
 
 
@@ -373,7 +374,7 @@ def _passed_over(folder: Path, man: M.Manifest, rec: Recognizer, backend: Option
     notes = []
     for f, p in _poor_int8(folder, man, there):
         key = f"{man.artifact('frontend_step', f, p).file} + {man.artifact('head', f, p).file}"
-        notes.append(f"the {f} {p} pair gives the float model's answer on only {rows[key]['agreement']:.1%} of "
+        notes.append(f"{folder}: the {f} {p} pair gives the float model's answer on only {rows[key]['agreement']:.1%} of "
                      f"held-out windows (parity.json; under {MIN_INT8_AGREEMENT:.0%}): running {rec.format} "
                      f"{rec.precision} instead (--backend {f} --precision {p} runs it anyway; quantization-aware "
                      f"training, train --qat, keeps int8 close)")
