@@ -590,6 +590,11 @@ class Trainer:
             self.adv_opt.load_state_dict(ck["adversary_optimizer"])
         self.epoch, self.best = ck["epoch"], ck["best"]
         self.bad_epochs, self.history = ck["bad_epochs"], ck["history"]
+        if self.dist.main and self.epoch and self.best.get("epoch") == self.epoch:
+            # killed between last.pt and best.pt of an epoch that was the best: a run with no epoch
+            # left to run kept an older best.pt for good. Saved again from the same state, it is the
+            # file the epoch would have written (whether or not a re-run epoch reproduces exactly)
+            save_atomic(self.state(), self.out / "best.pt")
         self.log(f"resumed from {path} after epoch {self.epoch}")
 
     def fit(self, train_clips: Sequence[Clip], train_audio: Sequence[np.ndarray],
@@ -719,12 +724,9 @@ class Trainer:
                 else:
                     self.bad_epochs += 1
                 st = self.state()
-                # best before last: a kill between them leaves last.pt at the epoch before, which a
-                # resume runs again and saves alike; the other way, a resumed run ending at this
-                # epoch found nothing left to run and kept an older best.pt as its best
-                if improved:
-                    save_atomic(st, self.out / "best.pt")
                 save_atomic(st, last)
+                if improved:        # a kill before this line is mended by resume()
+                    save_atomic(st, self.out / "best.pt")
                 self.save_summary(len(val_clips) > 0)
                 vs = f"  val UA {rec['val_UA']:.1%} WA {rec['val_WA']:.1%}" if "val_UA" in rec else ""
                 if "val_int8_agreement" in rec:
