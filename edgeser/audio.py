@@ -109,13 +109,20 @@ def rms_normalize(x: np.ndarray, target_rms: float = 0.1, eps: float = 1e-5) -> 
     return (x * (target_rms / max(rms, eps))).astype(np.float32)
 
 
+def _hidden(p: Path, root: Path) -> bool:
+    """Below `root`, a dot name: macOS's ._x.wav resource forks, .Trashes, .DS_Store folders."""
+    return any(part.startswith(".") for part in p.relative_to(root).parts)
+
+
 def audio_files_under(root: Path) -> List[Path]:
-    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in AUDIO_EXT)
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXT and not _hidden(p, root))
 
 
 def unread_audio_under(root: Path) -> List[Path]:
     """Recordings under `root` in a format edgeser cannot decode (UNREAD_AUDIO_EXT)."""
-    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in UNREAD_AUDIO_EXT)
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in UNREAD_AUDIO_EXT and not _hidden(p, root))
 
 
 def convert_hint(paths: Sequence[Path]) -> str:

@@ -44,7 +44,16 @@ def parse_merge(spec: Optional[str]) -> Dict[str, str]:
         if "=" not in part:
             raise LabelError(f"bad merge {part!r}: expected FROM=TO, e.g. calm=neutral")
         src, dst = (normalize(p) for p in part.split("=", 1))
-        merges[src] = dst
+        if merges.get(src, dst) != dst:
+            raise LabelError(f"{src} merged twice, into {merges[src]} and into {dst}: say one")
+        if src != dst:
+            merges[src] = dst
+    # one step each: boredom=neutral,neutral=sadness made the boredom clips "neutral" and the
+    # neutral ones "sadness"; the label each ends in is what the user should write
+    for src, dst in merges.items():
+        if dst in merges:
+            raise LabelError(f"{src}={dst} and {dst}={merges[dst]} chain: write {src}={merges[dst]} "
+                             f"if {src} is to end in {merges[dst]}")
     return merges
 
 

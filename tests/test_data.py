@@ -82,6 +82,46 @@ def test_one_voice_in_folders_named_by_emotion_is_a_corpus(data_dir, tmp_path):
         read_corpus(str(me / "notes"))
 
 
+def test_each_file_is_one_clip_however_often_it_is_listed(data_dir, tmp_path, capsys):
+    # a file listed twice (a duplicate row, or under "03" and "3", or in two manifests) trained in a
+    # fold that tested it under another speaker name, silently
+    from edgeser.train.data import gather
+
+    emodb = data_dir / "emodb"
+    rows = ["path,speaker,emotion", f"{emodb}/03a01Wa.flac,03,anger", f"{emodb}/03a02Ta.flac,03,sadness",
+            f"{emodb}/08a01Wa.flac,08,angry", f"{emodb}/08a02Ta.flac,08,sad"]
+
+    def corpus(name, *extra):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.csv").write_text("\n".join(rows + list(extra)) + "\n")
+        return str(tmp_path / name)
+
+    base, _, _ = gather([corpus("lab")], None, None)
+    assert len(base) == 4
+    clips, _, _ = gather([corpus("dup", rows[1])], None, None)       # an exact duplicate row
+    assert len(clips) == 4 and "is listed more than once" in capsys.readouterr().err
+    clips, _, _ = gather([str(tmp_path / "lab"), corpus("lab2")], None, None)   # a copy of the manifest
+    assert [c.path for c in clips] == [c.path for c in base] and {c.corpus for c in clips} == {"lab"}
+    with pytest.raises(DataError, match=r"03a01Wa.flac: listed under speakers two:03 and two:3"):
+        gather([corpus("two", f"{emodb}/03a01Wa.flac,3,anger")], None, None)
+    with pytest.raises(DataError, match=r"03a01Wa.flac: listed as anger \(lab\) and as sadness \(other\)"):
+        gather([str(tmp_path / "lab"), corpus("other", f"{emodb}/03a01Wa.flac,03,sadness")], None, None)
+
+
+def test_hidden_files_and_folders_are_not_clips(data_dir, tmp_path):
+    # macOS leaves ._x.flac resource forks beside every clip (each "cannot decode") and .Trashes
+    # ("folder name '.Trashes' is not an emotion" stopped training)
+    me = tmp_path / "my_voice"
+    for folder in ("angry", "sad", ".Trashes"):
+        (me / folder).mkdir(parents=True)
+    shutil.copy(data_dir / "emodb" / "03a01Wa.flac", me / "angry" / "take1.flac")
+    shutil.copy(data_dir / "emodb" / "03a02Ta.flac", me / "sad" / "take1.flac")
+    (me / "angry" / "._take1.flac").write_bytes(b"\x00\x05\x16\x07" + bytes(4000))
+    shutil.copy(data_dir / "emodb" / "03a01Wa.flac", me / ".Trashes" / "old.flac")
+    assert sorted((c.label, Path(c.path).name) for c in read_corpus(str(me))) == [
+        ("anger", "take1.flac"), ("sadness", "take1.flac")]
+
+
 def test_manifest_missing_columns_names_the_file(tmp_path):
     (tmp_path / "manifest.csv").write_text("file,emotion\na.wav,angry\n")
     with pytest.raises(DataError, match="manifest.csv.*speaker"):

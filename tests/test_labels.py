@@ -27,3 +27,13 @@ def test_merge_and_subset():
     assert L.apply("happy", merges, keep) is None
     with pytest.raises(L.LabelError):
         L.parse_merge("calm")
+
+
+def test_merge_chains_and_conflicts_are_refused_not_half_applied():
+    # boredom=neutral,neutral=sadness made the boredom clips "neutral" and every neutral one "sadness"
+    for spec in ("boredom=neutral,neutral=sadness", "neutral=sadness,boredom=neutral"):
+        with pytest.raises(L.LabelError, match=r"chain: write boredom=sadness if boredom is to end in sadness"):
+            L.parse_merge(spec)
+    with pytest.raises(L.LabelError, match=r"^calm merged twice, into neutral and into sadness"):
+        L.parse_merge("calm=neutral,calm=sadness")      # the last silently won
+    assert L.parse_merge("calm=neutral,calm=neutral,anger=anger") == {"calm": "neutral"}

@@ -770,6 +770,18 @@ def test_train_also_corpus_joins_every_fold_and_is_never_tested(corpus, data_dir
     res = CliRunner().invoke(cli, ["evaluate", "--data", str(corpus), "--folds", "2", "--epochs", "1",
                                    "--train-also", str(bored), "--out", str(tmp_path / "x"), *TINY])
     assert res.exit_code != 0 and "none of its clips" in res.output and "Traceback" not in res.output
+    # the folds' own clips under another corpus's speaker names: every fold trained on what it tested
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(corpus / "manifest.csv", copy / "manifest.csv")
+    res = CliRunner().invoke(cli, ["evaluate", "--data", str(corpus), "--folds", "2", "--epochs", "1",
+                                   "--train-also", str(copy), "--out", str(tmp_path / "y"), *TINY])
+    assert res.exit_code == 1 and "of the training-only data are clips of the folds" in res.output, res.output
+    # a test set of one of the model's labels: chosen among one label, every answer was right (UA 100%)
+    angry = small_corpus(data_dir, tmp_path / "angry", speakers=["15"], labels=("anger",))
+    res = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(angry),
+                                   "--out", str(tmp_path / "z")])
+    assert res.exit_code == 1 and "the test clips carry only anger" in res.output, res.output
 
 
 def test_evaluate_resume_refuses_folds_begun_by_another_command(corpus, tmp_path):

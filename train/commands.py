@@ -420,7 +420,10 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             if speaker_adapt:
                 _echo_adapted(rep)
             _echo_speeds(rep)
-            click.echo(f"scored labels: {', '.join(rep['scored_labels'])}; report in {out_p / 'test.json'}")
+            left = rep["skipped_unknown_label"]
+            click.echo(f"scored labels: {', '.join(rep['scored_labels'])}"
+                       + (f" ({left} clip(s) of labels the model does not know left out)" if left else "")
+                       + f"; report in {out_p / 'test.json'}")
             return
         train_opts["threads"] = train_opts["threads"] or 1
         cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,

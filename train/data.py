@@ -116,7 +116,7 @@ def read_emotion_folders(root: Path) -> List[Clip]:
     speaker, named after it. Empty where no subfolder is named by an emotion; a subfolder with audio
     whose name is no emotion (a typo) is an error naming it."""
     labelled, other = {}, []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             labelled[sub] = L.normalize(sub.name)
         except L.LabelError:
@@ -168,6 +168,39 @@ def distinct_corpora(paths: Sequence[str]) -> List[str]:
     return list(seen.values())
 
 
+def same_file(path: str) -> str:
+    """One name per file, however a manifest or a link spells it."""
+    return os.path.realpath(path)
+
+
+def one_per_file(clips: Sequence[Clip]) -> List[Clip]:
+    """`clips` with each file once. A file listed again (a duplicate row, or two manifests or a
+    manifest and a corpus folder listing the same files) is read once, said on stderr: counted twice
+    it could train and test in one fold under two speaker names. A file given two labels, or two
+    speakers in one corpus, is a DataError naming it."""
+    first: Dict[str, Clip] = {}
+    again = 0
+    for c in clips:
+        key = same_file(c.path)
+        seen = first.get(key)
+        if seen is None:
+            first[key] = c
+            continue
+        if seen.label != c.label:
+            raise DataError(f"{c.path}: listed as {seen.label} ({seen.corpus}) and as {c.label} ({c.corpus}); "
+                            f"one file, one label")
+        if seen.corpus == c.corpus and seen.speaker != c.speaker:
+            raise DataError(f"{c.path}: listed under speakers {seen.speaker} and {c.speaker}; one file, one speaker "
+                            f"(speaker names are compared as written: 03 is not 3)")
+        again += 1
+        if again == 1:
+            print(f"note: {c.path} is listed more than once ({seen.speaker}, {c.speaker}): every file is read once",
+                  file=sys.stderr)
+    if again > 1:
+        print(f"note: {again} listings of files already listed left out in all", file=sys.stderr)
+    return list(first.values())
+
+
 def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str],
            every_label: bool = True) -> Tuple[List[Clip], Dict[str, str], Optional[List[str]]]:
     """The clips of the corpora `data` with --merge and --labels applied, the merges and the labels kept
@@ -183,7 +216,7 @@ def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str],
     clips: List[Clip] = []
     for d in distinct_corpora(data):
         clips += read_corpus(d)
-    clips = select(clips, merges, keep)
+    clips = select(one_per_file(clips), merges, keep)
     if every_label:
         need_labels(keep, clips, ", ".join(map(str, data)))
     if not clips:

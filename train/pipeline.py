@@ -14,7 +14,7 @@ from edgeser import labels as L
 from edgeser.files import write_json
 
 from .data import AudioCache, Clip, DataError, clip_folds, corpus_licence, evenly_spaced, speaker_folds, \
-    split_validation, summary
+    same_file, split_validation, summary
 from .metrics import per_speaker, plot_confusion, plot_history, plot_speakers, report
 
 
@@ -285,6 +285,11 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
     clash = {c.speaker for c in train_also} & {c.speaker for c in clips}
     if clash:
         raise DataError(f"speakers {', '.join(sorted(clash))} are both in the folds and in the training-only data")
+    tested = {same_file(c.path) for c in clips}
+    shared = [c.path for c in train_also if same_file(c.path) in tested]
+    if shared:      # under another corpus's speaker names: every fold would train on clips it tests
+        raise DataError(f"{len(shared)} clip(s) of the training-only data are clips of the folds (first: {shared[0]}): "
+                        f"they would train on what they test")
     tasks = [(k, g, random_clips, fold_clips(clips, g, train_speakers) + list(train_also), model_cfg,
               replace(tcfg, teachers=fold_teachers(tcfg.teachers, k, g)),
               str(out), val_fraction, cache_dir, resume, speaker_adapt, how, tuple(speeds), dict(meta or {}))
@@ -348,6 +353,10 @@ def test_model(ckpt: Dict, clips: Sequence[Clip], audio: Sequence[np.ndarray], s
     if not pairs:
         raise DataError(f"none of the test clips carries a label the model knows ({', '.join(known)})")
     test_labels = sorted({lab for _, lab in pairs}, key=known.index)
+    if len(test_labels) < 2:
+        # answers are chosen among the test set's labels: among one, every answer is right
+        raise DataError(f"of the model's labels ({', '.join(known)}) the test clips carry only {test_labels[0]}: "
+                        f"a score among one label is 100% whatever the model answers; test on clips of two or more")
     scored = scored_probs(model, [audio[i] for i, _ in pairs], [clips[i].speaker for i, _ in pairs],
                           speaker_adapt, how, speeds)
     probs = scored.pop("unadapted")
