@@ -14,7 +14,7 @@ import numpy as np
 
 from edgeser import labels as L
 from edgeser.train.checkpoint import heldout_speakers
-from edgeser.train.data import AudioCache, Clip, DataError, eval_windows, read_corpus
+from edgeser.train.data import AudioCache, Clip, DataError, NoLabels, eval_windows, read_corpus
 
 
 class ClipsError(ValueError):
@@ -60,7 +60,15 @@ def calibration_paths(ckpt: dict, data: Optional[str] = None, per_label: int = 0
     `data`: a corpus folder; every clip is used unless `per_label` caps each label.
     """
     if data:
-        clips = read_corpus(data)
+        try:
+            clips = read_corpus(data)
+        except NoLabels:        # calibration needs audio, not labels: a plain folder of recordings
+            from edgeser.audio import AudioError, audio_paths
+
+            try:
+                return audio_paths([data]), f"{data} (unlabelled recordings)"
+            except AudioError as e:
+                raise ClipsError(str(e)) from None
         if per_label:
             from edgeser.train.pipeline import calibration_sample
             return calibration_sample(clips, per_label=per_label), f"{data} ({per_label} clips per label)"

@@ -30,7 +30,8 @@ def _formats(ctx, param, value):
 @click.option("--format", "formats", default="onnx,tflite", show_default=True, callback=_formats,
               metavar="onnx,tflite", help="Formats to write.")
 @click.option("--calibration", type=click.Path(), default=None, metavar="DATA",
-              help="Corpus folder for int8 calibration (default: the checkpoint's own training clips).")
+              help="Corpus folder, or any folder of recordings (no labels needed), for int8 calibration "
+                   "(default: the checkpoint's own training clips).")
 @click.option("--check", type=click.Path(), default=None, metavar="DATA",
               help="Corpus folder for the parity report (default: the checkpoint's held-out speakers).")
 @click.option("--no-check", is_flag=True, help="Skip the parity report.")

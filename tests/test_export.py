@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -452,3 +453,20 @@ def test_converter_logs_are_replayed_for_a_failure_not_for_an_interrupt(capfd, s
             os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
             raise stop
     assert ("absl::InitializeLog" in capfd.readouterr().err) is replayed
+
+
+def test_calibration_takes_a_folder_of_unlabelled_recordings(tmp_path):
+    # int8 calibration needs audio, not labels: a plain folder of the device's recordings was refused
+    # ("no manifest.csv, no RAVDESS or EmoDB file names …")
+    from edgeser.export.clips import ClipsError, calibration_paths
+
+    rec = tmp_path / "kitchen"
+    (rec / "monday").mkdir(parents=True)
+    for name in ("a.flac", "monday/b.flac"):
+        shutil.copy(EMODB / CAL[0], rec / name)
+    paths, source = calibration_paths({}, str(rec))
+    assert sorted(paths) == sorted(str(p.resolve()) for p in rec.rglob("*.flac"))
+    assert source == f"{rec} (unlabelled recordings)"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ClipsError, match="no audio files"):
+        calibration_paths({}, str(tmp_path / "empty"))
