@@ -67,6 +67,15 @@ class ClassBalance:
         return (f"note: {source} was enrolled at playback speeds {','.join(f'{v:g}' for v in self.speeds)}, "
                 f"this run hears {fmt}: enrol again with --speeds {fmt} for the best balance")
 
+    def invalid(self) -> Optional[str]:
+        """What makes this balance unusable (said after its source), or None."""
+        if len(self.mean) != len(self.labels) or not all(math.isfinite(v) and v >= 0 for v in self.mean) \
+                or not sum(self.mean) > 0:
+            return "its mean answer must be one non-negative number per label, not all zero"
+        if not (math.isfinite(self.prior_s) and self.prior_s >= 0 and self.seconds > 0):
+            return "its seconds of speech must be positive and its prior_s non-negative"
+        return None
+
     def divisor(self) -> np.ndarray:
         """The mean answer, mixed with an even one worth `prior_s` seconds of speech: the less speech
         behind the measurement, the less it moves the answers."""
@@ -120,9 +129,7 @@ def read(path: os.PathLike) -> ClassBalance:
                            float(d.get("prior_s", 0.0)), str(d.get("model_id", "")))
     except (KeyError, TypeError, ValueError) as e:
         raise BalanceError(f"{p}: malformed balance file ({type(e).__name__}: {e})") from None
-    if len(bal.mean) != len(bal.labels) or not all(math.isfinite(v) and v >= 0 for v in bal.mean) \
-            or not sum(bal.mean) > 0:
-        raise BalanceError(f"{p}: its mean answer must be one non-negative number per label, not all zero")
-    if not (math.isfinite(bal.prior_s) and bal.prior_s >= 0 and bal.seconds > 0):
-        raise BalanceError(f"{p}: its seconds of speech must be positive and its prior_s non-negative")
+    why = bal.invalid()
+    if why:
+        raise BalanceError(f"{p}: {why}")
     return bal

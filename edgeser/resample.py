@@ -5,6 +5,8 @@ whole-clip `soxr.resample`), which is what makes streamed results chunk-size inv
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .audio import SAMPLE_RATE
@@ -16,14 +18,20 @@ MAX_CHANNELS = 64                       # more is a (channels, frames) block pas
 def to_float32(samples) -> np.ndarray:
     """int16 full scale -> [-1, 1); float stays as is; multi-channel (frames, ch) is averaged."""
     x = np.asarray(samples)
+    if x.dtype.kind not in "iuf":
+        raise ValueError(f"samples must be numbers, not {x.dtype}" + (" (raw 16-bit PCM bytes: np.frombuffer(data, "
+                                                                      "np.int16))" if x.dtype.kind == "S" else ""))
     if x.ndim not in (1, 2):
         raise ValueError(f"samples must be 1-D (or frames x channels), got shape {x.shape}")
     if x.dtype == np.int16:
         x = x.astype(np.float32) / 32768.0
     elif x.dtype.kind in "iu":
-        raise ValueError(f"integer samples must be int16, got {x.dtype}")
+        raise ValueError(f"integer samples must be int16, got {x.dtype} (np.asarray(samples, np.int16) for "
+                         f"16-bit PCM)")
     else:
-        x = x.astype(np.float32, copy=False)
+        # a copy, always: the stream keeps samples it has not framed yet, and a caller refilling one
+        # buffer (an audio callback's) changed them under it: wrong answers, no error
+        x = x.astype(np.float32, copy=True)
     if x.ndim == 2:
         if x.shape[1] > MAX_CHANNELS:
             # (channels, frames) averaged as if (frames, channels) was a few samples of noise, silently
@@ -39,7 +47,7 @@ def check_rate(rate) -> int:
     """A sample rate as a whole number of Hz, or ValueError: 16000.5 was cut to 16000, and 1 Hz
     made a second of audio of every sample."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) \
-            or rate != int(rate) or not MIN_RATE <= rate <= MAX_RATE:
+            or not math.isfinite(rate) or rate != int(rate) or not MIN_RATE <= rate <= MAX_RATE:
         raise ValueError(f"sample rate must be a whole number of Hz from {MIN_RATE} to {MAX_RATE}, not {rate!r}")
     return int(rate)
 

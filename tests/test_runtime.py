@@ -647,3 +647,83 @@ def test_step_model_keeps_state_as_codes_only_when_output_and_input_quantize_ali
     assert s[0].dtype == np.float32 and np.all(s[0] == 0)
     _, s = loose.step(np.zeros((1, 4), np.float32), s)
     assert loose.backend.calls[-1] == set() and np.allclose(s[0], 0.05)
+
+
+def test_a_caller_refilling_one_buffer_gets_the_answers_of_fresh_blocks(rec):
+    # an audio callback hands over the same float32 buffer every time: the stream kept views into it
+    # for samples not yet framed, and the refills changed them (anger 0.98 became 0.38)
+    x, _ = sf.read(str(CLIP), dtype="float32")
+    fresh, reused = rec.create_stream(), rec.create_stream()
+    buf = np.zeros(320, np.float32)
+    a, b = [], []
+    for i in range(0, len(x) - 319, 320):
+        a += fresh.accept_waveform(16000, x[i:i + 320].copy())
+        buf[:] = x[i:i + 320]
+        b += reused.accept_waveform(16000, buf)
+    a += fresh.input_finished()
+    b += reused.input_finished()
+    assert [r.to_dict() for r in a] == [r.to_dict() for r in b] and any(r.kind == "utterance" for r in a)
+
+
+def test_a_stream_fed_from_two_threads_at_once_is_refused_not_hung(rec):
+    # two threads in one stream hung inside the resampler, or lost frames (IndexError)
+    import threading
+
+    s = rec.create_stream()
+    s.accept_waveform(44100, np.zeros(441, np.float32))
+    entered, release = threading.Event(), threading.Event()
+    real = s._accept
+
+    def slow(*a):
+        entered.set()
+        release.wait(10)
+        return real(*a)
+
+    s._accept = slow
+    t = threading.Thread(target=s.accept_waveform, args=(44100, np.zeros(441, np.float32)))
+    t.start()
+    assert entered.wait(10)
+    with pytest.raises(RuntimeError, match="being fed by another thread: create one stream per source"):
+        s.accept_waveform(44100, np.zeros(441, np.float32))
+    with pytest.raises(RuntimeError, match="being fed by another thread"):
+        s.input_finished()
+    release.set()
+    t.join(10)
+    assert s.accept_waveform(44100, np.zeros(441, np.float32)) == []      # free again once it returned
+
+
+def test_a_damaged_model_file_is_refused_at_load(model_dir, tmp_path):
+    # 64 bytes flipped in an int8 head moved answers by 0.1 and passed the golden tolerance
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    head = bad / R.load(model_dir).files[1]
+    data = bytearray(head.read_bytes())
+    data[len(data) * 7 // 10:len(data) * 7 // 10 + 64] = bytes(b ^ 0xFF for b in data[len(data) * 7 // 10:][:64])
+    head.write_bytes(bytes(data))
+    with pytest.raises(R.RecognizerError, match=r"damaged or replaced \(its sha256 is not the one edgeser.json lists\)"):
+        R.load(bad)
+
+
+def test_odd_api_arguments_are_clear_errors(rec, model_dir):
+    from edgeser.balance import BalanceError, ClassBalance
+
+    s = rec.create_stream()
+    with pytest.raises(ValueError, match=r"np.frombuffer\(data, np.int16\)"):
+        s.accept_waveform(16000, b"\x00\x01" * 100)
+    for rate in (float("inf"), float("nan")):                   # OverflowError, "cannot convert float NaN"
+        with pytest.raises(ValueError, match="sample rate must be a whole number of Hz"):
+            rec.create_stream().accept_waveform(rate, np.zeros(100, np.float32))
+    with pytest.raises(R.RecognizerError, match="threads must be a whole number from 1 to"):
+        R.load(model_dir, threads=100000)                       # started 32446 OS threads
+    assert R.load(model_dir, threads=np.int64(2)).labels == rec.labels
+    # enrol: one path is one file (its characters were 32 "files"); a generator is fine
+    bal, _ = rec.enrol(str(CLIP))
+    assert bal.utterances == 1 and rec.enrol(p for p in [CLIP])[0].mean == bal.mean
+    with pytest.raises(ValueError, match="prior_s must be a number of seconds from 0"):
+        rec.enrol([CLIP], prior_s=float("nan"))                 # written, then refused by balance.read
+    with pytest.raises(TypeError, match="use_balance takes a ClassBalance"):
+        rec.use_balance({"mean": bal.mean})
+    broken = ClassBalance(bal.labels, [float("nan")] + bal.mean[1:], 1, 1.0)
+    with pytest.raises(BalanceError, match="mean answer must be one non-negative number per label"):
+        rec.use_balance(broken, "mine")                          # every answer was NaN
+    assert rec.balance is None

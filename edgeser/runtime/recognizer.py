@@ -7,7 +7,9 @@ all per-stream state, so one recognizer serves any number of streams.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +146,20 @@ def _poor_int8(folder: Path, man: M.Manifest, pairs) -> List[Tuple[str, str]]:
     return poor
 
 
+def _check_sha256(folder: Path, art: M.Artifact) -> None:
+    """A model file as export wrote it, or RecognizerError: 64 bytes flipped in an int8 head moved
+    answers by 0.1 and still passed the golden self-test's int8 tolerance."""
+    if not art.sha256:
+        return
+    h = hashlib.sha256()
+    with open(folder / art.file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != art.sha256:
+        raise RecognizerError(f"{folder / art.file}: damaged or replaced (its sha256 is not the one "
+                              f"{M.MANIFEST} lists): copy it again, or export again")
+
+
 class Recognizer:
     def __init__(self, folder: Path, man: M.Manifest, step_art: M.Artifact, head_art: M.Artifact,
                  threads: int = 1, self_test: bool = True):
@@ -152,6 +168,9 @@ class Recognizer:
         self.format = step_art.format
         self.precision = step_art.precision
         self.labels = list(man.labels)
+        if self_test:
+            for art in (step_art, head_art):
+                _check_sha256(folder, art)
         try:
             self._step = B.open_model(folder / step_art.file, threads)
             self._head = B.open_model(folder / head_art.file, threads)
@@ -203,13 +222,20 @@ class Recognizer:
     @property
     def model_id(self) -> str:
         """The export's weights, from the hashes of its files: the same wherever the folder is copied."""
-        import hashlib
 
         return hashlib.sha256("".join(sorted(a.sha256 for a in self.manifest.artifacts)).encode()).hexdigest()[:16]
 
     def use_balance(self, balance, source: str = "balance") -> None:
         """Divide every answer by `balance` (an edgeser.balance.ClassBalance made by `enrol`; None: stop)."""
+        from ..balance import BalanceError, ClassBalance
+
         if balance is not None:
+            if not isinstance(balance, ClassBalance):
+                raise TypeError(f"use_balance takes a ClassBalance (edgeser.balance.read(path) reads a balance "
+                                f"file), not {type(balance).__name__}")
+            why = balance.invalid()       # a NaN in it made every answer NaN
+            if why:
+                raise BalanceError(f"{source}: {why}")
             balance.check_labels(self.labels, source)
         self.balance = balance
 
@@ -222,6 +248,10 @@ class Recognizer:
         from ..audio import AudioError
         from ..progress import iterate
 
+        if prior_s is not None and not (isinstance(prior_s, (int, float)) and math.isfinite(prior_s) and prior_s >= 0):
+            raise ValueError(f"prior_s must be a number of seconds from 0, not {prior_s!r}")
+        # one file named is one file, not its path's characters; a generator is read once
+        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         kept, self.balance = self.balance, None
         utts, skipped = [], []
         try:
@@ -339,8 +369,11 @@ def load(path=None, backend: Optional[str] = None, precision: Optional[str] = No
 
     backend: "onnx" | "tflite" | None (best installed); precision: "int8" | "fp32" | None.
     """
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise RecognizerError(f"threads must be a whole number from 1, not {threads!r}")
+    most = max(8, 4 * (os.cpu_count() or 1))     # 100000 started 32446 OS threads and crashed on exit
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= most:
+        raise RecognizerError(f"threads must be a whole number from 1 to {most} (this machine has "
+                              f"{os.cpu_count()} cores), not {threads!r}")
+    threads = int(threads)
     if isinstance(path, (list, tuple)):
         if not path:
             path = None

@@ -20,7 +20,9 @@ speed, each in a `_Lane` of its own (state, ring, hop grid); an answer is the me
 """
 from __future__ import annotations
 
+import threading
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
@@ -220,6 +222,7 @@ class Stream:
         self._frames_in = 0                        # VAD frames seen (stream clock)
         self._peak_power = 0.0                     # loudest VAD frame so far (mean square)
         self._finished = False
+        self._feeding = threading.Lock()
 
         # utterance state
         self._lanes: Optional[List[_Lane]] = None  # one per playback speed while an utterance is open
@@ -231,9 +234,25 @@ class Stream:
         self.stats = {"hops": 0, "utterances": 0, "model_calls": 0, "clipped_samples": 0, "samples_in": 0}
 
     # ------------------------------------------------------------------ input
+    @contextmanager
+    def _one_feeder(self):
+        # a stream is one source's state: two threads feeding one hung in the resampler or lost
+        # frames; each source needs its own (recognizer.create_stream() per thread)
+        if not self._feeding.acquire(blocking=False):
+            raise RuntimeError("this stream is being fed by another thread: create one stream per source "
+                               "(recognizer.create_stream()); the recognizer is shared safely")
+        try:
+            yield
+        finally:
+            self._feeding.release()
+
     def accept_waveform(self, sample_rate: int, samples) -> List[Result]:
         """Any rate (fixed per stream), int16 or float in [-1, 1], any chunk size, mono or
         (frames, channels). Returns the results decided by this chunk."""
+        with self._one_feeder():
+            return self._accept(sample_rate, samples)
+
+    def _accept(self, sample_rate: int, samples) -> List[Result]:
         if self._finished:
             raise RuntimeError("input_finished() was called; create a new stream")
         if self._rate_in is None:
@@ -248,6 +267,10 @@ class Stream:
 
     def input_finished(self) -> List[Result]:
         """End of input: flush the resampler and any open utterance."""
+        with self._one_feeder():
+            return self._finish()
+
+    def _finish(self) -> List[Result]:
         if self._finished:
             return []
         out = []
