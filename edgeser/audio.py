@@ -114,15 +114,10 @@ def _hidden(p: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in p.relative_to(root).parts)
 
 
-def audio_files_under(root: Path) -> List[Path]:
+def audio_files_under(root: Path, extensions=AUDIO_EXT) -> List[Path]:
+    """Files under `root` with one of `extensions` (UNREAD_AUDIO_EXT: the recordings it cannot decode)."""
     root = Path(root)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXT and not _hidden(p, root))
-
-
-def unread_audio_under(root: Path) -> List[Path]:
-    """Recordings under `root` in a format edgeser cannot decode (UNREAD_AUDIO_EXT)."""
-    root = Path(root)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in UNREAD_AUDIO_EXT and not _hidden(p, root))
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and not _hidden(p, root))
 
 
 def convert_hint(paths: Sequence[Path]) -> str:

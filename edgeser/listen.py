@@ -187,10 +187,10 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
     then a `file` object), unreadable files reported and skipped, and a summary over the files.
     With `truth` (the folder's labels, `scoring.folder_truth`) each file's answer is scored against
     its label and the summary says how often it was right (`plot_file`: the confusion matrix)."""
-    from .audio import AudioError, audio_paths, convert_hint, unread_audio_under
+    from .audio import UNREAD_AUDIO_EXT, AudioError, audio_files_under, audio_paths, convert_hint
     from .scoring import FolderScore
 
-    unread = [] if (Path(folder) / "manifest.csv").is_file() else unread_audio_under(Path(folder))
+    unread = [] if (Path(folder) / "manifest.csv").is_file() else audio_files_under(folder, UNREAD_AUDIO_EXT)
     if unread:
         click.echo(f"note: {convert_hint(unread)}", err=True)
     try:

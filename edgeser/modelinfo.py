@@ -20,7 +20,6 @@ from .runs import EXPORT, checkpoint_in, stale_export
 from .train.config import PRESETS
 
 
-
 def _is_checkpoint(path: Path) -> bool:
     """A .pt file, or a run folder (its checkpoint is what it holds; its export is `--model RUN/export`)."""
     if path.suffix == ".pt" and not path.is_dir():
@@ -88,7 +87,7 @@ def export_info(folder: Path, bundled: bool = False) -> Dict[str, Any]:
         "listen": listen, "listen_unavailable": why_not,
         "device_files": needed, "device_bytes": sum((folder / f).stat().st_size for f in needed),
         "model_card": str(card) if bundled and card.exists() else None,
-        "notes": ([stale] if stale else []) + ([] if (folder / "parity.json").exists() or not tr.get("parity") else [
+        "notes": ([stale] if stale else []) + ([] if (folder / M.PARITY).exists() or not tr.get("parity") else [
             "parity.json is not in this folder (a device copy need not hold it): the agreement and UA change of "
             "each file are in the export's"]),
     }

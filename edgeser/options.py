@@ -91,6 +91,11 @@ class Output(click.Path):
         return value
 
 
+def given(name: str) -> bool:
+    """Whether the running command's option `name` was typed, not left at its default."""
+    return click.get_current_context().get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+
+
 def one_model(ctx, param, value):
     """A --model given as multiple=True so that a second one is refused, not silently taken instead of
     the first (click's way with a repeated option)."""

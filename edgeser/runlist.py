@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 import click
 
 from . import manifest as M
+from .options import given
 from .runs import (CV_REPORT, EXPORT, RUNS, TEST_REPORT, checkpoint_in, is_evaluation, run_folders,
                    stale_export, training_run_folders)
 
@@ -134,8 +135,7 @@ def runs(root, as_json):
     continue with `evaluate … --resume`). Read from the JSON the commands leave; no torch needed.
     """
     root_p = Path(root)
-    named = click.get_current_context().get_parameter_source("root") != click.core.ParameterSource.DEFAULT
-    if not root_p.is_dir() and named:
+    if not root_p.is_dir() and given("root"):
         raise click.ClickException(f"{root_p}: no such folder (runs are made by `edgeser train`)")
     # no runs/ here (a device, another folder): nothing trained here, which is an answer, not an error
     found, evals = (training_runs(root_p), evaluations(root_p)) if root_p.is_dir() else ([], [])

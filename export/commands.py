@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgeser.manifest import MANIFEST, WRITER
-from edgeser.options import FiniteRange, Output
+from edgeser.options import FiniteRange, Output, given
 from edgeser.runs import BUNDLED_CHECKPOINT, CHECKPOINTS, RUNS, default_export_folder, newest_run
 
 
@@ -70,8 +70,7 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms
             cfg = ModelConfig.from_dict(ck["model_config"])
         except (TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{ck['_path']}: incompatible checkpoint (model_config: {e})") from None
-        if hop_ms is not None and click.get_current_context().get_parameter_source("hop_s") \
-                != click.core.ParameterSource.DEFAULT:
+        if hop_ms is not None and given("hop_s"):
             raise click.UsageError("--hop-s or --hop-ms, not both (--hop-ms is --hop-s in milliseconds)")
         hint = "--hop-s" if hop_ms is None else "--hop-ms"
         hop_ms = hop_s * 1000 if hop_ms is None else hop_ms

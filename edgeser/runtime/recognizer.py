@@ -13,7 +13,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -131,18 +131,19 @@ def pick_streaming_pair(man: M.Manifest, folder: Path, file: Optional[str], back
     return man.artifact("frontend_step", f, p), man.artifact("head", f, p)
 
 
-def _poor_int8(folder: Path, man: M.Manifest, pairs) -> List[Tuple[str, str]]:
+def _poor_int8(folder: Path, man: M.Manifest, pairs) -> Dict[Tuple[str, str], float]:
     """int8 streaming pairs whose export parity report shows they disagree with the float model
-    on more than MIN_INT8_AGREEMENT of held-out windows (static full-integer quantisation can)."""
+    on more than MIN_INT8_AGREEMENT of held-out windows (static full-integer quantisation can),
+    with their agreement."""
     agreement = {k: r.get("agreement") for k, r in M.parity_rows(folder).items()}
-    poor = []
+    poor = {}
     for f, p in pairs:
         if p != "int8":
             continue
         key = f"{man.artifact('frontend_step', f, p).file} + {man.artifact('head', f, p).file}"
         a = agreement.get(key)
         if isinstance(a, (int, float)) and a < MIN_INT8_AGREEMENT:
-            poor.append((f, p))
+            poor[f, p] = a
     return poor
 
 
@@ -222,7 +223,6 @@ class Recognizer:
     @property
     def model_id(self) -> str:
         """The export's weights, from the hashes of its files: the same wherever the folder is copied."""
-
         return hashlib.sha256("".join(sorted(a.sha256 for a in self.manifest.artifacts)).encode()).hexdigest()[:16]
 
     def use_balance(self, balance, source: str = "balance") -> None:
@@ -403,11 +403,9 @@ def _passed_over(folder: Path, man: M.Manifest, rec: Recognizer, backend: Option
     there = [(f, p) for f, p in ahead if backend in (None, f) and f in B.available()
              and man.artifact("frontend_step", f, p, folder)
              and man.artifact("head", f, p, folder)]
-    rows = M.parity_rows(folder)
     notes = []
-    for f, p in _poor_int8(folder, man, there):
-        key = f"{man.artifact('frontend_step', f, p).file} + {man.artifact('head', f, p).file}"
-        notes.append(f"{folder}: the {f} {p} pair gives the float model's answer on only {rows[key]['agreement']:.1%} of "
+    for (f, p), agreement in _poor_int8(folder, man, there).items():
+        notes.append(f"{folder}: the {f} {p} pair gives the float model's answer on only {agreement:.1%} of "
                      f"held-out windows (parity.json; under {MIN_INT8_AGREEMENT:.0%}): running {rec.format} "
                      f"{rec.precision} instead (--backend {f} --precision {p} runs it anyway; quantization-aware "
                      f"training, train --qat, keeps int8 close)")
