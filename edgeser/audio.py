@@ -109,7 +109,7 @@ def rms_normalize(x: np.ndarray, target_rms: float = 0.1, eps: float = 1e-5) -> 
     return (x * (target_rms / max(rms, eps))).astype(np.float32)
 
 
-def _hidden(p: Path, root: Path) -> bool:
+def hidden_below(p: Path, root: Path) -> bool:
     """Below `root`, a dot name: macOS's ._x.wav resource forks, .Trashes, .DS_Store folders."""
     return any(part.startswith(".") for part in p.relative_to(root).parts)
 
@@ -117,7 +117,7 @@ def _hidden(p: Path, root: Path) -> bool:
 def audio_files_under(root: Path, extensions=AUDIO_EXT) -> List[Path]:
     """Files under `root` with one of `extensions` (UNREAD_AUDIO_EXT: the recordings it cannot decode)."""
     root = Path(root)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and not _hidden(p, root))
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and not hidden_below(p, root))
 
 
 def convert_hint(paths: Sequence[Path]) -> str:

@@ -82,6 +82,19 @@ def test_one_voice_in_folders_named_by_emotion_is_a_corpus(data_dir, tmp_path):
         read_corpus(str(me / "notes"))
 
 
+def test_emotion_folders_say_what_they_leave_out_and_refuse_an_emotion_inside_another(data_dir, tmp_path, capsys):
+    me = tmp_path / "my_voice"
+    (me / "angry" / "happy").mkdir(parents=True)
+    shutil.copy(data_dir / "emodb" / "03a01Wa.flac", me / "angry" / "take.flac")
+    shutil.copy(data_dir / "emodb" / "03a01Fa.flac", me / "angry" / "happy" / "take.flac")
+    with pytest.raises(DataError, match=r"angry/happy: a folder named happiness inside the anger folder"):
+        read_corpus(str(me))
+    (me / "angry" / "happy" / "take.flac").rename(me / "loose.flac")
+    assert [c.label for c in read_corpus(str(me))] == ["anger"]
+    assert capsys.readouterr().err == (f"note: 1 audio file(s) directly in {me} (e.g. loose.flac) are in no emotion "
+                                       "folder: left out\n")
+
+
 def test_each_file_is_one_clip_however_often_it_is_listed(data_dir, tmp_path, capsys):
     # a file listed twice (a duplicate row, or under "03" and "3", or in two manifests) trained in a
     # fold that tested it under another speaker name, silently
@@ -174,6 +187,13 @@ def test_a_written_manifest_reads_back_and_scoring_needs_no_speakers(data_dir, t
 def test_unknown_label_names_file_and_line(tmp_path):
     (tmp_path / "manifest.csv").write_text("path,speaker,emotion\na.wav,1,angry\nb.wav,1,contempt\n")
     with pytest.raises(DataError, match=r"manifest.csv:3.*contempt"):
+        read_corpus(str(tmp_path))
+    # an empty speaker cell was a speaker named '': clips of many voices as one, across the folds
+    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\na.wav,1,angry\nb.wav,,sad\n")
+    with pytest.raises(DataError, match=r"manifest.csv:3: empty speaker"):
+        read_corpus(str(tmp_path))
+    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\na.wav,1,angry\n,1,sad\n")
+    with pytest.raises(DataError, match=r"manifest.csv:3: empty path$"):
         read_corpus(str(tmp_path))
 
 
@@ -310,6 +330,8 @@ def test_label_options_name_themselves_and_a_corpus_given_twice_is_read_once(dat
                     "fear, disgust, surprise, boredom)")
     with pytest.raises(LabelError, match=r"^--labels anger,angy: unknown emotion label 'angy'"):
         gather([str(corpus)], "anger,angy", None)
+    with pytest.raises(LabelError, match=r"^--labels neutral: --merge makes every neutral clip anger; name anger in"):
+        gather([str(corpus)], "neutral,anger", "neutral=anger")
     once, _, _ = gather([str(corpus)], None, None)
     capsys.readouterr()
     (tmp_path / "link").symlink_to(corpus)

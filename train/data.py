@@ -18,7 +18,8 @@ from edgeser.csvfile import CsvError, read_csv
 from edgeser.files import replacing
 from edgeser.progress import iterate
 from edgeser.speed import change_speed
-from edgeser.audio import SAMPLE_RATE, AudioError, audio_files_under, read_clip, rms_normalize, trim_silence
+from edgeser.audio import (AUDIO_EXT, SAMPLE_RATE, AudioError, audio_files_under, hidden_below, read_clip,
+                           rms_normalize, trim_silence)
 
 from .room import in_room
 
@@ -72,7 +73,17 @@ def read_manifest(root: Path, need_speaker: bool = True) -> List[Clip]:
             lab = L.normalize(row["emotion"])
         except L.LabelError as e:
             raise DataError(f"{mpath}:{i}: {e}") from None
-        clips.append(Clip(str(root / row["path"]), f"{name}:{row.get('speaker', name)}", lab, name))
+        if not row["path"]:
+            raise DataError(f"{mpath}:{i}: empty path")
+        # an empty cell is no speaker name: read as one, every such clip became one speaker, and
+        # clips of several voices could train and test in one fold
+        speaker = row.get("speaker", name)
+        if not speaker:
+            if need_speaker:
+                raise DataError(f"{mpath}:{i}: empty speaker (each clip needs its speaker, so that no voice is "
+                                "both trained and tested on)")
+            speaker = name
+        clips.append(Clip(str(root / row["path"]), f"{name}:{speaker}", lab, name))
     return clips
 
 
@@ -117,18 +128,36 @@ def read_emotion_folders(root: Path) -> List[Clip]:
     whose name is no emotion (a typo) is an error naming it."""
     labelled, other = {}, []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        try:
-            labelled[sub] = L.normalize(sub.name)
-        except L.LabelError:
+        lab = _emotion(sub.name)
+        if lab is None:
             other.append(sub)
+        else:
+            labelled[sub] = lab
     if not labelled:
         return []
     for sub in other:
         if audio_files_under(sub):
             raise DataError(f"{sub}: folder name {sub.name!r} is not an emotion (known: {', '.join(L.CANONICAL)})")
+    for sub, lab in labelled.items():
+        for inner in sorted(p for p in sub.rglob("*") if p.is_dir() and not hidden_below(p, sub)):
+            other_lab = _emotion(inner.name)
+            if other_lab is not None and other_lab != lab and audio_files_under(inner):
+                raise DataError(f"{inner}: a folder named {other_lab} inside the {lab} folder {sub}: "
+                                "which emotion are its clips? Move them to the folder of theirs")
+    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXT and not p.name.startswith(".")]
+    if loose:
+        print(f"note: {len(loose)} audio file(s) directly in {root} (e.g. {loose[0].name}) are in no emotion "
+              "folder: left out", file=sys.stderr)
     name = corpus_name(root)
     return [Clip(str(p), f"{name}:{name}", lab, name)
             for sub, lab in labelled.items() for p in audio_files_under(sub)]
+
+
+def _emotion(name: str) -> Optional[str]:
+    try:
+        return L.normalize(name)
+    except L.LabelError:
+        return None
 
 
 def read_corpus(path: str) -> List[Clip]:
@@ -213,6 +242,11 @@ def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str],
         keep = L.parse_labels(labels)
     except L.LabelError as e:
         raise L.LabelError(f"--labels {labels}: {e}") from None
+    gone = [k for k in keep or () if k in merges]
+    if gone:
+        raise L.LabelError(f"--labels {','.join(gone)}: --merge makes every "
+                           + ", ".join(f"{k} clip {merges[k]}" for k in gone)
+                           + f"; name {','.join(sorted({merges[k] for k in gone}))} in --labels instead")
     clips: List[Clip] = []
     for d in distinct_corpora(data):
         clips += read_corpus(d)
