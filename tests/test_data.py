@@ -347,7 +347,14 @@ def test_adapting_on_seconds_of_audio_warns_that_minutes_were_measured(tmp_path)
     res = _cli(["adapt", BUNDLE, "--data", ROOT / "examples" / "03a01Wa.flac", "--out", tmp_path / "a.pt"])
     assert res.exit_code == 0 and (tmp_path / "a.pt").exists(), res.output
     assert "adapted on 1 clips (0.0 min of audio)" in res.output
-    assert "warning: 2 s of speech; what adapting was measured to buy came from a minute or more" in res.output
+    assert "warning: 2 s of audio; what adapting was measured to buy came from a minute or more" in res.output
+    assert "steady noise" not in res.output
+    # a microphone left on in an empty room: a fan's hiss, adapted on as it were speech
+    hiss = np.random.default_rng(0).standard_normal(3 * 16000).astype(np.float32) * 0.01
+    sf.write(tmp_path / "fan.wav", hiss, 16000)
+    res = _cli(["adapt", BUNDLE, "--data", tmp_path / "fan.wav", "--data", ROOT / "examples" / "03a01Wa.flac",
+                "--out", tmp_path / "b.pt"])
+    assert res.exit_code == 0 and "warning: 1 of 2 clips sound like steady noise, not speech" in res.output, res.output
 
 
 def test_export_finds_the_held_out_speakers_in_the_folder_training_read(data_dir, tmp_path):

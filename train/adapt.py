@@ -17,7 +17,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from edgeser.audio import AudioError, audio_paths
+from edgeser.audio import STEADY_SPREAD_DB, AudioError, audio_paths, loudness_spread_db
 from edgeser.files import write_json
 from edgeser.runs import CHECKPOINTS
 
@@ -34,7 +34,7 @@ def adapt_checkpoint(ckpt_path: str, paths: Sequence[str], out: str, cache_dir=N
                      steps: int = 0, balance: bool = False) -> Dict:
     """Writes `out`: the checkpoint with batch-norm statistics re-estimated on the audio of `paths`,
     then `steps` of unlabelled fine-tuning on it, then with `balance` its classes evened out on it
-    (engine.Adaptation). Returns what was done (clips, seconds of audio, clips skipped, steps, balance)."""
+    (engine.Adaptation). Returns what was done (clips, seconds of audio, clips skipped, clips of steady noise, steps, balance)."""
     from .checkpoint import load_model, save_atomic
     from .engine import Adaptation
     from .pipeline import run_record
@@ -46,12 +46,14 @@ def adapt_checkpoint(ckpt_path: str, paths: Sequence[str], out: str, cache_dir=N
         raise DataError(str(e)) from None
     kept, audio, skipped = AudioCache(cache_dir).load_usable([Clip(f, "", "", "") for f in files],
                                                             ", ".join(map(str, paths)), progress=progress)
+    # what the model adapts to is then the noise: said, not refused (speech in a loud room is steady too)
+    steady = sum(loudness_spread_db(a, model.cfg.sample_rate) < STEADY_SPREAD_DB for a in audio)
     adapted = Adaptation(steps, balance).apply(model, audio, progress=progress)
     seconds = float(sum(len(a) for a in audio)) / model.cfg.sample_rate
     pick = np.linspace(0, len(kept) - 1, min(CALIBRATION_CLIPS, len(kept))).round().astype(int)
     meta = dict(ckpt.get("meta") or {})
     meta["adapted"] = {"from": str(ckpt["_path"]), "clips": len(kept), "seconds": round(seconds, 1),
-                       "skipped": len(skipped), "steps": steps, "balance": balance, "sources": [str(p) for p in paths]}
+                       "skipped": len(skipped), "steady": steady, "steps": steps, "balance": balance, "sources": [str(p) for p in paths]}
     meta["calibration"] = [kept[i].path for i in sorted(set(pick.tolist()))]
     new = {k: v for k, v in ckpt.items() if k not in ("_path", "optimizer", "scheduler", "train_model")}
     new["model"] = adapted.state_dict()

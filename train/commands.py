@@ -515,6 +515,8 @@ def adapt(ckpt, data, out, steps, balance, cache_dir):
     export the new checkpoint as usual (`edgeser export OUT --int8`, or `edgeser export --int8` after
     a default --out): its int8 ranges are calibrated on the same audio.
     """
+    from edgeser.audio import STEADY_SPREAD_DB
+
     from .adapt import MIN_MEASURED_S, adapt_checkpoint
     from .checkpoint import CheckpointError
     from .data import DataError
@@ -532,8 +534,12 @@ def adapt(ckpt, data, out, steps, balance, cache_dir):
                + (f", {done['skipped']} unreadable skipped" if done["skipped"] else "")
                + (f", {steps} fine-tuning steps" if steps else "") + (", classes balanced" if balance else "")
                + f"); checkpoint {out}")
+    if done["steady"]:
+        click.echo(f"warning: {done['steady']} of {done['clips']} clips sound like steady noise, not speech (their "
+                   f"loudness varies by under {STEADY_SPREAD_DB:g} dB, speech's by 15 dB or more): adapting on them "
+                   "moves the model towards the noise", err=True)
     if done["seconds"] < MIN_MEASURED_S:
-        click.echo(f"warning: {done['seconds']:.0f} s of speech; what adapting was measured to buy came from a "
+        click.echo(f"warning: {done['seconds']:.0f} s of audio; what adapting was measured to buy came from a "
                    f"minute or more of it (docs/adapt.md): record a few minutes where the model will run", err=True)
 
 
