@@ -10,10 +10,12 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 import click
 import numpy as np
 
+from .framesync import HEADER_BYTES, compressed, frame_at
 from .options import PLOT_SUFFIXES, FiniteRange, Output, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
 from .signals import stop_status
 
@@ -354,13 +356,13 @@ def _stdin_reader(read):
     return reading
 
 
-def _refuse_compressed(head: bytes) -> None:
+def _refuse_compressed(head: bytes, name: Optional[str] = None) -> None:
     from .audio import AudioError
 
-    for at, magic, name in _CONTAINERS:
-        if head[at:at + len(magic)] == magic:
-            raise AudioError(f"stdin: {name} data, not PCM: give the file as --input FILE, or decode it into "
-                             f"the pipe (ffmpeg -i FILE -f s16le -ac 1 -ar 16000 -)")
+    name = name or next((name for at, magic, name in _CONTAINERS if head[at:at + len(magic)] == magic), None)
+    if name:
+        raise AudioError(f"stdin: {name} data, not PCM: give the file as --input FILE, or decode it into "
+                         f"the pipe (ffmpeg -i FILE -f s16le -ac 1 -ar 16000 -)")
 
 
 def pcm_blocks(src, rate: int, block_s: float = 0.02):
@@ -375,6 +377,10 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
     else:
         pending += _read_exactly(read, 4)
         _refuse_compressed(pending)
+        frame = frame_at(pending)
+        if frame:           # or a PCM sample that looks like one: the next header decides
+            pending += _read_exactly(read, frame[1] + HEADER_BYTES - len(pending))
+            _refuse_compressed(pending, compressed(pending))
     frame = 2 * channels
     want = frame * max(1, int(rate * block_s))
     heard = False

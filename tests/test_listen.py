@@ -252,10 +252,21 @@ def test_a_compressed_file_or_a_terminal_on_stdin_is_refused_not_heard_as_sample
     # `cat clip.flac | edgeser listen --input -` answered "anger 0.32" from the FLAC's bytes, exit 0
     ogg = tmp_path / "clip.ogg"
     sf.write(ogg, sf.read(str(CLIP), dtype="float32")[0], 16000, format="OGG", subtype="VORBIS")
+    # an MP3 without its ID3 tag (as libsndfile writes one) and ADTS AAC have no magic number: their
+    # frames do, one after the other
+    mp3 = tmp_path / "clip.mp3"
+    sf.write(mp3, sf.read(str(CLIP), dtype="float32")[0], 16000, format="MP3")
+    length = 200
+    adts = bytes([0xFF, 0xF1, 0x60, 0x40 | (length >> 11), (length >> 3) & 0xFF, (length & 7) << 5 | 0x1F, 0xFC])
     for data, name in ((CLIP.read_bytes(), "FLAC"), (ogg.read_bytes(), "Ogg (Vorbis, Opus)"),
-                       (b"ID3\x04" + bytes(4000), "MP3"), (bytes(4) + b"ftypM4A " + bytes(4000), "MP4/M4A")):
+                       (b"ID3\x04" + bytes(4000), "MP3"), (bytes(4) + b"ftypM4A " + bytes(4000), "MP4/M4A"),
+                       (mp3.read_bytes(), "MPEG audio layer III (MP3)"),
+                       ((adts + bytes(length - 7)) * 20, "AAC (ADTS)")):
         rc, lines, err = _pipe_pcm(model_dir, data)
         assert rc == 1 and err.strip().splitlines()[-1].startswith(f"Error: stdin: {name} data, not PCM"), err
+    # PCM whose first sample looks like a frame header is PCM
+    rc, lines, err = _pipe_pcm(model_dir, mp3.read_bytes()[:7] + sf.read(str(CLIP), dtype="int16")[0].tobytes())
+    assert rc == 0 and lines[-1]["kind"] == "end" and [u for u in lines if u["kind"] == "utterance"], err
     # typed at a prompt, nothing piped in: it waited without a word
     import pty
 

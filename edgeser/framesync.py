@@ -1,0 +1,52 @@
+"""Compressed audio piped in with no container around it: MPEG audio (an MP3 without its ID3 tag,
+as a stream or `ffmpeg -f mp3` sends it) and ADTS AAC. Neither has a magic number, only a frame
+header whose first 11 or 12 bits are ones, which 16-bit PCM also starts with now and then (a sample
+of about -1000 to -7000), so one header is not enough: the frame it announces must end where
+a second header begins."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+# kbit/s by bitrate index 1..14, per (MPEG-1?, layer)
+_KBPS = {
+    (True, 1): (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_KBPS[(False, 3)] = _KBPS[(False, 2)]
+_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}   # by version bits
+HEADER_BYTES = 7
+
+
+def frame_at(b: bytes) -> Optional[Tuple[str, int]]:
+    """(format name, frame length in bytes) where `b` starts with an MPEG audio or ADTS frame header."""
+    if len(b) < HEADER_BYTES or b[0] != 0xFF:
+        return None
+    if b[1] & 0xF6 == 0xF0:                            # ADTS: 12 sync bits, layer 00
+        length = ((b[3] & 0x03) << 11) | (b[4] << 3) | (b[5] >> 5)
+        return ("AAC (ADTS)", length) if length >= HEADER_BYTES and (b[2] >> 2) & 0x0F < 13 else None
+    version, layer_bits = (b[1] >> 3) & 0x03, (b[1] >> 1) & 0x03
+    if b[1] & 0xE0 != 0xE0 or version == 1 or layer_bits == 0:
+        return None
+    layer, rate_idx, rate_bits = 4 - layer_bits, b[2] >> 4, (b[2] >> 2) & 0x03
+    if rate_idx in (0, 15) or rate_bits == 3:
+        return None
+    mpeg1 = version == 3
+    bps, rate, pad = _KBPS[(mpeg1, layer)][rate_idx - 1] * 1000, _RATES[version][rate_bits], (b[2] >> 1) & 1
+    if layer == 1:
+        length = (12 * bps // rate + pad) * 4
+    else:
+        length = (144 if layer == 2 or mpeg1 else 72) * bps // rate + pad
+    return f"MPEG audio layer {'I' * layer if layer < 3 else 'III (MP3)'}", length
+
+
+def compressed(head: bytes) -> Optional[str]:
+    """The format of `head` where it holds two frames back to back (read frame_at(head)[1] +
+    HEADER_BYTES bytes to know)."""
+    first = frame_at(head)
+    if first is None:
+        return None
+    second = frame_at(head[first[1]:])
+    return first[0] if second is not None and second[0] == first[0] else None
