@@ -79,7 +79,7 @@ def main():
         "softmax + center loss"
         + (f"; filterbank floor {cfg['fbank_floor']:g}" if cfg.get("fbank_floor") else "") + ".",
         f"- Labels: {', '.join(man['labels'])}.",
-        "- Input level: each utterance is scaled to RMS 0.1 in training; the runtime adapts its gain per stream.",
+        "- Input level: each utterance is scaled to RMS 0.1 in training; the runtime does the same to each utterance it hears (`listen --normalize utterance`, the default).",
         "",
         "## Training data",
         "",
