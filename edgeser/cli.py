@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click
@@ -27,7 +28,7 @@ COMMANDS = {
 # a heavy package a command imports when it runs -> the extra that installs it
 EXTRA_OF = {"torch": "train", "tqdm": "train", "onnx": "export", "litert_torch": "export",
             "ai_edge_quantizer": "export", "onnxruntime": "onnx", "ai_edge_litert": "tflite",
-            "pyaudio": "audio", "webrtcvad": "audio", "serial": "bridge", "matplotlib": "plot",
+            "pyaudio": "audio", "serial": "bridge", "matplotlib": "plot",
             "tflite_micro": "firmware"}
 # what an interrupted command left that the next run continues from
 RESUMABLE = {"train": ": every finished epoch is in the run's last.pt; the same command with --resume continues",
@@ -36,12 +37,25 @@ RESUMABLE = {"train": ": every finished epoch is in the run's last.pt; the same 
 COMMAND_EXTRA = {"train": "train", "evaluate": "train", "adapt": "train", "export": "export"}
 
 
+# PyPI's Linux torch wheels (x86 and arm64 alike) are CUDA builds that pull gigabytes of NVIDIA
+# packages; PyTorch's own CPU index holds the CPU build
+TORCH_CPU = 'pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu'
+
+
+def install_line(extra: str) -> str:
+    """The line that installs `extra`; torch first from the CPU index where the extra holds torch."""
+    line = f'pip install "edgeser[{extra}]"'
+    if extra in ("train", "export") and importlib.util.find_spec("torch") is None:
+        return f"{TORCH_CPU}, then {line}"
+    return line
+
+
 def missing_package_message(command: str, package: str) -> str:
     top = package.split(".")[0]
     if top == "edgeser":
         return f"`edgeser {command}` cannot be loaded: {package} is missing from this install (install edgeser again)"
     extra = COMMAND_EXTRA.get(command) or EXTRA_OF.get(top)
-    how = f'pip install "edgeser[{extra}]"' if extra else "see the README's extras"
+    how = install_line(extra) if extra else "see the README's extras"
     return f"`edgeser {command}` needs {top}, which is not installed here: {how}"
 
 
@@ -90,7 +104,7 @@ def cli():
 
 
 def main(argv=None):
-    from .signals import stop_status, terminate_as_interrupt
+    from .signals import stop_status, terminate_as_interrupt, terminated
 
     args = sys.argv[1:] if argv is None else list(argv)
     terminate_as_interrupt()
@@ -124,6 +138,11 @@ def main(argv=None):
 
         click.echo(f"Error: {error_line(e)}", err=True)
         sys.exit(1)
+    except Exception:
+        if not terminated():    # SIGTERM raised inside an import can come out as any exception
+            raise
+        click.echo(f"terminated{RESUMABLE.get(command, '')}", err=True)
+        sys.exit(143)
 
 
 if __name__ == "__main__":

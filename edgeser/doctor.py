@@ -39,13 +39,16 @@ def _version(dist: str) -> Optional[str]:
         return None
 
 
+INTERPRETERS = {"onnx": ("onnxruntime",), "tflite": ("ai-edge-litert", "tflite-runtime")}
+
+
 def check_backends() -> List[Check]:
     from .runtime.backends import available
     from .runtime.recognizer import EXTRAS
 
     have = available()
     out = []
-    for name, dists in (("onnx", ("onnxruntime",)), ("tflite", ("ai-edge-litert", "tflite-runtime"))):
+    for name, dists in INTERPRETERS.items():
         if name in have:
             v = next((f"{d} {_version(d)}" for d in dists if _version(d)), dists[0])
             out.append(Check(f"{name} backend", OK, v))
@@ -91,7 +94,11 @@ def check_model(path=None) -> List[Check]:
         try:
             load(folder, backend=fmt, precision=prec, self_test=True)
         except (RecognizerError, BackendError) as e:
-            out.append(Check(label, FAIL, str(e), "export the model again with `edgeser export`", part_of=name))
+            fix = "export the model again with `edgeser export`"
+            if "cannot load it" in str(e):      # the file is whole (its sha256 is checked first): the interpreter refuses it
+                dist = next((d for d in INTERPRETERS[fmt] if _version(d)), INTERPRETERS[fmt][0])
+                fix = f"{dist} {_version(dist) or ''} cannot read it: pip install --upgrade {dist}"
+            out.append(Check(label, FAIL, str(e), fix, part_of=name))
             continue
         out.append(Check(label, OK, f"loaded, golden input answered as exported ({1000 * (time.perf_counter() - t0):.0f} ms)",
                          part_of=name))
@@ -119,7 +126,7 @@ def check_vad() -> Check:
         FrameVad()
     except VadUnavailable:
         return Check("voice detector", MISSING, "webrtcvad not installed: `listen` and `enrol` need it",
-                     'pip install "edgeser[audio]"')
+                     "pip install webrtcvad-wheels")
     return Check("voice detector", OK, f"webrtcvad ({_version('webrtcvad-wheels') or _version('webrtcvad') or '?'})")
 
 
@@ -193,14 +200,16 @@ def _level(x: np.ndarray, rate: int, vad_gain_db: float) -> Dict[str, float]:
 
 def check_extras() -> List[Check]:
     """The heavy extras, by what they are for; none is needed to listen."""
+    from .cli import install_line
+
     out = []
     for name, dist, install, what in (
             ("plots", "matplotlib", 'pip install "edgeser[plot]"', "`listen --plot`, `bench --plot`"),
             ("serial bridge", "pyserial", 'pip install "edgeser[bridge]"', "`edgeser bridge`"),
-            ("training", "torch", 'pip install "edgeser[train]"', "`train`, `evaluate`, `adapt`"),
-            ("export", "litert-torch", 'pip install "edgeser[export]"', "`edgeser export`"),
-            # a pre-release only: pip skips it without --pre
-            ("firmware", "tflite-micro", 'pip install --pre "edgeser[firmware]"', "`edgeser firmware generate`")):
+            ("training", "torch", install_line("train"), "`train`, `evaluate`, `adapt`"),
+            ("export", "litert-torch", install_line("export"), "`edgeser export`"),
+            # pre-releases only, which pip takes where no release exists: no --pre (it would reach every package)
+            ("firmware", "tflite-micro", 'pip install "edgeser[firmware]"', "`edgeser firmware generate`")):
         v = _version(dist)
         if v:
             out.append(Check(name, OK, f"{dist} {v} ({what})"))

@@ -15,6 +15,16 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, delivered where Ctrl-C would be."""
 
 
+_received = threading.Event()
+
+
+def terminated() -> bool:
+    """Whether SIGTERM has arrived. Raised inside an import (the first moments of a command), the
+    exception may come out as another one (webrtcvad's import turned it into a NameError): the
+    process was still told to stop, and stops as told, not with a traceback."""
+    return _received.is_set()
+
+
 def terminate_as_interrupt() -> None:
     """From here on, SIGTERM raises Terminated in the main thread (elsewhere signal handlers
     cannot be set; nothing changes there)."""
@@ -22,6 +32,7 @@ def terminate_as_interrupt() -> None:
         return
 
     def handler(signum, frame):
+        _received.set()
         raise Terminated()
 
     signal.signal(signal.SIGTERM, handler)

@@ -71,7 +71,8 @@ class FrameVad:
             import webrtcvad
         except ImportError:
             # the Python API's way round it, create_stream(vad=None), is in its docstring: the CLI has none
-            raise VadUnavailable('voice activity detection needs webrtcvad: pip install "edgeser[audio]"') from None
+            raise VadUnavailable("voice activity detection needs webrtcvad, which edgeser installs: "
+                                 "pip install webrtcvad-wheels") from None
         self.vad = webrtcvad.Vad(mode)
         self.sample_rate = sample_rate
         self.frame = sample_rate * FRAME_MS // 1000

@@ -45,8 +45,27 @@ def compact(path: Path) -> None:
     for init in m.graph.initializer:
         init.name = short(init.name)
     del m.graph.value_info[:]
+    tidy(m)
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
+
+
+def tidy(m) -> None:
+    """Every node a name of its own and only the opsets its nodes use. Nameless nodes made
+    onnxruntime 1.19-1.21 refuse the file ("two nodes with same node name", its fusions naming
+    each fused node after the nodes fused), and the optimiser's saved model declares every opset
+    it knows (ai.onnx.ml v5, which onnxruntime 1.17 cannot load)."""
+    taken = {n.name for n in m.graph.node if n.name}
+    seen = set()
+    fresh = (f"n{i:x}" for i in range(1 << 30))
+    for n in m.graph.node:
+        if not n.name or n.name in seen:
+            n.name = next(x for x in fresh if x not in taken)
+        seen.add(n.name)
+    used = {n.domain for n in m.graph.node} | {""}
+    keep = [o for o in m.opset_import if o.domain in used or (o.domain == "ai.onnx" and "" in used)]
+    del m.opset_import[:]
+    m.opset_import.extend(keep)
 
 
 def export_onnx(module, sample: tuple, input_names: Sequence[str], output_names: Sequence[str], path: Path) -> Path:

@@ -47,6 +47,8 @@ def weight_only_int8(fp32: Path, out: Path, min_elements: int = 64) -> Path:
     import onnx
     from onnx import helper, numpy_helper
 
+    from .onnx_export import tidy
+
     m = onnx.load(str(fp32))
     g = m.graph
     inits = {i.name: i for i in g.initializer}
@@ -77,6 +79,7 @@ def weight_only_int8(fp32: Path, out: Path, min_elements: int = 64) -> Path:
     nodes = new_nodes + list(g.node)
     del g.node[:]
     g.node.extend(nodes)
+    tidy(m)
     onnx.checker.check_model(m)
     onnx.save(m, str(out))
     return Path(out)
@@ -99,7 +102,18 @@ def static_qdq(fp32: Path, out: Path, data: List[Feeds], op_types=("Conv", "Gemm
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=getattr(CalibrationMethod, method),
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    return Path(out)
+    return _tidied(Path(out))
+
+
+def _tidied(path: Path) -> Path:
+    import onnx
+
+    from .onnx_export import tidy
+
+    m = onnx.load(str(path))
+    tidy(m)
+    onnx.save(m, str(path))
+    return path
 
 
 def dynamic(fp32: Path, out: Path, op_types=("Conv", "Gemm", "MatMul"), per_channel: bool = False) -> Path:
@@ -107,7 +121,7 @@ def dynamic(fp32: Path, out: Path, op_types=("Conv", "Gemm", "MatMul"), per_chan
 
     quantize_dynamic(str(fp32), str(out), op_types_to_quantize=list(op_types), per_channel=per_channel,
                      weight_type=QuantType.QInt8)
-    return Path(out)
+    return _tidied(Path(out))
 
 
 def quantize_onnx(fp32: Path, out: Path) -> Path:

@@ -139,6 +139,7 @@ def simulate(port, make_pty, baud, model, duration):
     if (port is None) == (not make_pty):
         raise click.UsageError("give either --port PORT or --pty")
     from edgeser.runtime.recognizer import RecognizerError
+    from edgeser.vad import FrameVad, VadUnavailable
 
     from .device import engine_from_model
     from .link import LinkError
@@ -146,7 +147,8 @@ def simulate(port, make_pty, baud, model, duration):
 
     try:
         engine = engine_from_model(model)
-    except RecognizerError as e:
+        FrameVad()      # each stream's voice detector: missing, it is said now, not at the first audio
+    except (RecognizerError, VadUnavailable) as e:
         raise click.ClickException(str(e))
     cable = None
     if make_pty:

@@ -48,8 +48,8 @@ def _runtime():
         from tflite_micro import runtime
         return runtime
     except ImportError:
-        raise TFLMError('measuring the arena needs the TFLite Micro interpreter: pip install --pre tflite-micro '
-                        '(or pip install "edgeser[firmware]" --pre)') from None
+        raise TFLMError('measuring the arena needs the TFLite Micro interpreter: pip install "edgeser[firmware]"'
+                        ) from None
 
 
 def require() -> None:

@@ -33,6 +33,29 @@ def test_an_interrupted_training_exits_130_and_says_how_to_continue(data_dir, tm
         assert "Traceback" not in err and "Aborted!" not in err
 
 
+def test_sigterm_met_inside_an_import_still_ends_as_terminated():
+    # stopped in its first 0.3 s, listen printed a NameError traceback and exited 1: SIGTERM's
+    # exception, raised inside webrtcvad's import, came out of it as another one
+    code = ("import os, signal, time\n"
+            "import edgeser.doctor as d\n"
+            "def starting(*a, **k):\n"
+            "    try:\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        time.sleep(5)\n"
+            "    except KeyboardInterrupt:\n"
+            "        raise NameError(\"name 'PackageNotFoundError' is not defined\")\n"
+            "d.check_backends = starting\n"
+            "from edgeser.cli import main\n"
+            "main(['doctor', '--mic-s', '0'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 143 and r.stderr.strip() == "terminated", r.stderr
+    # without a SIGTERM the same error is a bug, and its traceback stays
+    r = subprocess.run([sys.executable, "-c", code.replace("os.kill(os.getpid(), signal.SIGTERM)", "raise "
+                                                            "KeyboardInterrupt")], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "NameError" in r.stderr, r.stderr
+
+
 def test_a_source_checkout_finds_its_subpackages_without_an_install():
     # `python -m`/`-c` in a checkout import its edgeser/ folder before any installed copy (a wheel
     # on a Pi, say), where train/, export/ and firmware_bridge/ were then missing; -S: no

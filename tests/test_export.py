@@ -130,6 +130,22 @@ def test_every_artifact_and_manifest(exported):
     assert (out / "parity.json").exists() and "model.int8.tflite" in exported["output"]
 
 
+def test_onnx_files_name_every_node_and_declare_only_the_opsets_they_use(exported):
+    # nameless nodes made onnxruntime 1.17-1.21 refuse the files (1.19-1.21: "two nodes with same
+    # node name" from a fusion; 1.17: the ai.onnx.ml v5 the optimiser declared)
+    import onnx
+
+    from edgeser.runtime.recognizer import DEFAULT_MODEL
+
+    files = sorted(exported["out"].glob("*.onnx")) + sorted(DEFAULT_MODEL.glob("*.onnx"))
+    assert len(files) >= 8
+    for f in files:
+        m = onnx.load(str(f))
+        names = [n.name for n in m.graph.node]
+        assert all(names) and len(set(names)) == len(names), f
+        assert {o.domain for o in m.opset_import} == {""}, (f, m.opset_import)
+
+
 def test_golden_vectors_reproduce(exported):
     out = exported["out"]
     man = M.read(out)

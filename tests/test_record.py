@@ -27,7 +27,7 @@ def _clip(path):
 
 
 def _take(stream, block=160, **kw):
-    pytest.importorskip("webrtcvad", reason='needs webrtcvad (pip install "edgeser[audio]")')
+    pytest.importorskip("webrtcvad", reason="needs webrtcvad (pip install webrtcvad-wheels)")
     from edgeser.record import Take
     from edgeser.vad import FrameVad
 
@@ -182,7 +182,7 @@ def test_no_microphone_is_one_line_without_listens_alternatives(tmp_path):
     import os
 
     pytest.importorskip("pyaudio", reason='needs PyAudio (pip install "edgeser[audio]")')
-    pytest.importorskip("webrtcvad", reason='needs webrtcvad (pip install "edgeser[audio]")')
+    pytest.importorskip("webrtcvad", reason="needs webrtcvad (pip install webrtcvad-wheels)")
     env = dict(os.environ)
     (tmp_path / "client.conf").write_text("autospawn = no\n")
     env.update(PULSE_SERVER=f"unix:{tmp_path}/no-such-socket", PULSE_CLIENTCONFIG=str(tmp_path / "client.conf"),
