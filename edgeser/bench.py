@@ -45,6 +45,8 @@ class Combo:
     backend: str
     precision: str
     threads: int
+    window: bool = True      # what of it to measure: a part missing or damaged is skipped
+    stream: bool = True
 
 
 # ---------------------------------------------------------------- input
@@ -96,17 +98,25 @@ def plan(m: mf.Manifest, backends: Sequence[str], precisions: Sequence[str], thr
             if be not in installed:
                 skipped.append({"backend": be, "precision": prec, "role": "all", "reason": f"{be} runtime not installed"})
                 continue
+            damaged = set()
+            for role, a in list(have.items()):
+                problem = mf.file_problem(folder, a) if a is not None and folder is not None else None
+                if problem:     # measured, it would be timed as what it is not: a swapped int8 ran as fp32
+                    skipped.append({"backend": be, "precision": prec, "role": role, "reason": f"{a.file} {problem}"})
+                    have[role] = None
+                    damaged.add(role)
             if not any(have.values()):
-                skipped.append({"backend": be, "precision": prec, "role": "all", "reason": "not in the export folder"})
+                if not damaged:
+                    skipped.append({"backend": be, "precision": prec, "role": "all", "reason": "not in the export folder"})
                 continue
-            if have["window"] is None:
+            if have["window"] is None and "window" not in damaged:
                 skipped.append({"backend": be, "precision": prec, "role": "window", "reason": "not in the export folder"})
             stream = have["frontend_step"] is not None and have["head"] is not None
-            if not stream:
+            if not stream and not damaged & {"frontend_step", "head"}:
                 skipped.append({"backend": be, "precision": prec, "role": "stream",
                                 "reason": "frontend_step or head not in the export folder"})
             if have["window"] is not None or stream:
-                combos += [Combo(be, prec, t) for t in threads]
+                combos += [Combo(be, prec, t, have["window"] is not None, stream) for t in threads]
     return combos, skipped
 
 
@@ -138,17 +148,20 @@ def _timed_calls(call: Callable[[], None], runs: int) -> Tuple[List[float], List
     return wall, cpu
 
 
-def _open(path: Path, threads: int):
+def _open(folder: Path, a: mf.Artifact, m: mf.Manifest, threads: int):
     from edgeser.runtime.backends import open_model
 
     t0 = time.perf_counter()
-    b = open_model(path, threads)
-    return b, time.perf_counter() - t0
+    b = open_model(folder / a.file, threads)
+    took = time.perf_counter() - t0
+    problem = mf.shape_problem(m, a.role, b.inputs, b.outputs)
+    if problem:
+        raise BenchError(f"{folder / a.file}: {problem}")
+    return b, took
 
 
 def _size(folder: Path, a: mf.Artifact) -> int:
-    p = folder / a.file
-    return int(a.size_bytes or p.stat().st_size)
+    return (folder / a.file).stat().st_size
 
 
 def measure_window(folder: Path, a: mf.Artifact, m: mf.Manifest, audio: np.ndarray, threads: int,
@@ -156,7 +169,7 @@ def measure_window(folder: Path, a: mf.Artifact, m: mf.Manifest, audio: np.ndarr
     gc.collect()
     reset_peak_rss()
     rss0 = current_rss_bytes()
-    b, load_s = _open(folder / a.file, threads)
+    b, load_s = _open(folder, a, m, threads)
     rss1 = current_rss_bytes()
     names = [i.name for i in b.inputs]
     if names != ["audio"]:
@@ -186,8 +199,8 @@ def measure_stream(folder: Path, step_a: mf.Artifact, head_a: mf.Artifact, m: mf
     gc.collect()
     reset_peak_rss()
     rss0 = current_rss_bytes()
-    step, t_step = _open(folder / step_a.file, threads)
-    head, t_head = _open(folder / head_a.file, threads)
+    step, t_step = _open(folder, step_a, m, threads)
+    head, t_head = _open(folder, head_a, m, threads)
     rss1 = current_rss_bytes()
     in_names = [i.name for i in step.inputs]
     if "audio" not in in_names:
@@ -309,13 +322,13 @@ def run_bench(folder, backends: Sequence[str] = BACKENDS, precisions: Sequence[s
         for c in combos:
             r: Dict = {"backend": c.backend, "precision": c.precision, "threads": c.threads, "window": None, "stream": None}
             tag = f"{c.backend} {c.precision} threads={c.threads}"
-            a = m.artifact("window", c.backend, c.precision, folder)
+            a = m.artifact("window", c.backend, c.precision, folder) if c.window else None
             if a is not None:
                 r["window"] = measure_window(folder, a, m, x, c.threads, runs, warmup)
             bar.step(f"{tag} window")
             sa, ha = (m.artifact("frontend_step", c.backend, c.precision, folder),
                       m.artifact("head", c.backend, c.precision, folder))
-            if sa is not None and ha is not None:
+            if c.stream and sa is not None and ha is not None:
                 r["stream"] = measure_stream(folder, sa, ha, m, x, c.threads, runs, warmup)
             bar.step(f"{tag} stream")
             for part in ("window", "stream"):

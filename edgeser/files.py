@@ -14,7 +14,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 
 class OutputError(OSError):
@@ -181,6 +181,23 @@ def _sweep_stale(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+FULL_BELOW_BYTES = 4 << 20
+
+
+def _disk_full(e: BaseException, where: Path) -> Optional[str]:
+    """Why a write failed, where the disk filled up: writers say so in their own ways (ENOSPC, numpy's
+    "16000 requested and 12256 written", onnxruntime's "Protobuf serialization failed")."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the disk ({e.strerror})"
+    if not isinstance(e, Exception):
+        return None
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return None
+    return f"no space left on the disk ({free // 1024} KB free)" if free < FULL_BELOW_BYTES else None
+
+
 @contextmanager
 def staged_dir(out: os.PathLike, marker: str, by: str) -> Iterator[Path]:
     """Yields an empty temp folder beside `out`; on a clean exit it replaces `out` whole, so a
@@ -201,9 +218,13 @@ def staged_dir(out: os.PathLike, marker: str, by: str) -> Iterator[Path]:
         if out.exists():
             os.replace(out, old)
         os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        # the good folder back first: interrupted again while the half-written one is deleted, it is whole
         if old.exists() and not out.exists():
             os.replace(old, out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        full = _disk_full(e, out.parent)
+        if full:
+            raise OutputError(errno.ENOSPC, full, str(out)) from None
         raise
     shutil.rmtree(old, ignore_errors=True)

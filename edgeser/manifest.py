@@ -5,9 +5,12 @@ Written by `edgeser export` beside the model files; read by the runtime, `bench`
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -15,6 +18,10 @@ MANIFEST = "edgeser.json"
 WRITER = "`edgeser export`"     # the command whose folders hold a MANIFEST
 FORMAT = "edgeser-manifest-1"
 PARITY = "parity.json"          # export's report beside it: every file against the PyTorch model
+ROLES = ("window", "frontend_step", "head")
+FORMATS = ("onnx", "tflite")
+PRECISIONS = ("fp32", "int8")
+NORMALIZATIONS = ("rms", "none")
 
 
 def state_pairs(input_names, output_names) -> List[Tuple[str, str]]:
@@ -83,35 +90,76 @@ class Manifest:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Manifest":
         d = dict(d)
-        d["artifacts"] = [Artifact(**a) for a in d.get("artifacts", [])]
+        art = set(Artifact.__dataclass_fields__)
+        d["artifacts"] = [Artifact(**{k: v for k, v in a.items() if k in art}) for a in d.get("artifacts", [])]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def _object(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:      # json keeps the last: an edit that added a key beside the old one went unseen
+            raise ValueError(f"key {k!r} given twice")
+        d[k] = v
+    return d
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON has")
+
+
+def _missing(cls, d: Dict[str, Any]) -> List[str]:
+    return [f.name for f in fields(cls)
+            if f.default is MISSING and f.default_factory is MISSING and f.name not in d]
+
+
 def read(path: os.PathLike) -> Manifest:
     p = Path(path)
-    if not p.exists():
-        raise ManifestError(f"{p}: no such model folder")
-    if p.is_dir():
-        p = p / MANIFEST
     try:
-        d = json.loads(p.read_text())
+        if not p.exists():
+            raise ManifestError(f"{p}: no such model folder")
+        if p.is_dir():
+            p = p / MANIFEST
+        # bytes: json finds UTF-8 with or without a byte-order mark, and UTF-16 (a Windows editor's)
+        d = json.loads(p.read_bytes(), object_pairs_hook=_object, parse_constant=_no_constant)
     except FileNotFoundError:
         raise ManifestError(f"{p}: no manifest (is this a folder written by `edgeser export`?)") from None
-    except (OSError, json.JSONDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{p}: unreadable manifest (not UTF-8 text: byte {e.object[e.start:e.start + 1]!r} "
+                            f"at {e.start})") from None
+    except OSError as e:
+        raise ManifestError(f"{p}: unreadable manifest ({e.strerror or e})") from None
+    except ValueError as e:
         raise ManifestError(f"{p}: unreadable manifest ({e})") from None
     if not isinstance(d, dict):
         raise ManifestError(f"{p}: malformed manifest: a JSON {type(d).__name__}, not an object")
     if d.get("format") != FORMAT:
         raise ManifestError(f"{p}: unknown manifest format {d.get('format')!r} (expected {FORMAT})")
-    try:
+    problem = _structure(d)
+    if problem is None:
         m = Manifest.from_dict(d)
-    except TypeError as e:
-        raise ManifestError(f"{p}: malformed manifest ({e})") from None
-    problem = malformed(m)
+        problem = malformed(m)
     if problem:
         raise ManifestError(f"{p}: malformed manifest: {problem}")
     return m
+
+
+def _structure(d: Dict[str, Any]) -> Optional[str]:
+    """What keeps `d` from being a Manifest at all: a missing key, artifacts that are not a list of
+    objects. Keys it does not know are left alone: a newer export may add some."""
+    missing = _missing(Manifest, d)
+    if missing:
+        return "missing key(s) " + ", ".join(map(repr, missing))
+    if not isinstance(d["artifacts"], list):
+        return f"artifacts must be a list, not {d['artifacts']!r}"
+    for i, a in enumerate(d["artifacts"]):
+        if not isinstance(a, dict):
+            return f"artifacts[{i}] must be an object, not {a!r}"
+        missing = _missing(Artifact, a)
+        if missing:
+            return f"artifacts[{i}]: missing key(s) " + ", ".join(map(repr, missing))
+    return None
 
 
 def malformed(m: Manifest) -> Optional[str]:
@@ -138,14 +186,161 @@ def malformed(m: Manifest) -> Optional[str]:
     if not isinstance(m.state_shapes, list) or not all(isinstance(s, list) and s and all(whole(n) for n in s)
                                                        for s in m.state_shapes):
         return f"state_shapes must be lists of whole numbers over 0, not {m.state_shapes!r}"
-    if not isinstance(m.normalization, dict):
-        return f"normalization must be an object, not {m.normalization!r}"
+    for check in (_normalization, _agrees_with_model_config, _vad_frames, _artifacts, _golden, _figures):
+        problem = check(m)
+        if problem:
+            return problem
     for a in m.artifacts:
         if a.role in ("window", "head"):
             for o in a.outputs:
                 width = (o.get("shape") or [None])[-1] if isinstance(o, dict) else None
                 if isinstance(width, int) and width != len(m.labels):
                     return f"{a.file} answers {width} classes, but there are {len(m.labels)} labels"
+    return None
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _plain_name(f) -> bool:
+    """A file beside the manifest: `../x` or `/etc/passwd` would be read from anywhere."""
+    return isinstance(f, str) and f not in ("", ".", "..") and Path(f).name == f and "\\" not in f
+
+
+def _normalization(m: Manifest) -> Optional[str]:
+    n = m.normalization
+    if not isinstance(n, dict):
+        return f"normalization must be an object, not {n!r}"
+    if n.get("type", "rms") not in NORMALIZATIONS:
+        return f"normalization.type must be {' or '.join(map(repr, NORMALIZATIONS))}, not {n.get('type')!r}"
+    # a target of 0, NaN or infinity scaled every utterance to one answer, whatever was said
+    if "target_rms" in n and not (_number(n["target_rms"]) and n["target_rms"] > 0):
+        return f"normalization.target_rms must be a number over 0, not {n['target_rms']!r}"
+    if "trim_db" in n and not (_number(n["trim_db"]) and n["trim_db"] >= 0):
+        return f"normalization.trim_db must be a number of 0 or more, not {n['trim_db']!r}"
+    return None
+
+
+def _agrees_with_model_config(m: Manifest) -> Optional[str]:
+    """The geometry and labels the model was built with, which export copies into model_config:
+    a rate or a label order edited in one place only passed every check (the golden input is stored
+    at the model's rate) and halved accuracy, or named every answer wrong."""
+    c = m.model_config
+    if not isinstance(c, dict):
+        return f"model_config must be an object, not {c!r}"
+    if "sample_rate" in c and c["sample_rate"] != m.sample_rate:
+        return f"sample_rate {m.sample_rate!r} is not model_config's {c['sample_rate']!r}, the rate the model learned"
+    if isinstance(c.get("labels"), list) and c["labels"] != m.labels:
+        return f"labels {m.labels} are not model_config's {c['labels']}, the model's outputs in their order"
+    if _number(c.get("frame_ms")) and round(c["frame_ms"] * m.sample_rate / 1000) != m.frame_samples:
+        return (f"frame_samples {m.frame_samples} is not model_config's frame_ms {c['frame_ms']:g} at "
+                f"{m.sample_rate} Hz ({round(c['frame_ms'] * m.sample_rate / 1000)})")
+    if _number(c.get("frame_ms")) and _number(c.get("window_s")) and c["frame_ms"] > 0 \
+            and round(1000 * c["window_s"] / c["frame_ms"]) != m.window_frames:
+        return (f"window_frames {m.window_frames} is not model_config's window_s {c['window_s']:g} in frames "
+                f"of {c['frame_ms']:g} ms ({round(1000 * c['window_s'] / c['frame_ms'])})")
+    return None
+
+
+def _vad_frames(m: Manifest) -> Optional[str]:
+    from .vad import FRAME_MS
+
+    vad = m.sample_rate * FRAME_MS // 1000
+    if m.sample_rate * FRAME_MS % 1000 == 0 and (m.frame_samples % vad or m.hop_samples % vad):
+        return (f"frame_samples {m.frame_samples} must be whole {FRAME_MS} ms voice-detector frames "
+                f"({vad} samples at {m.sample_rate} Hz)")
+    return None
+
+
+def _artifacts(m: Manifest) -> Optional[str]:
+    for i, a in enumerate(m.artifacts):
+        where = f"artifacts[{i}]"
+        if not _plain_name(a.file):
+            return f"{where}.file must be a file name beside {MANIFEST}, not {a.file!r}"
+        for key, allowed in (("format", FORMATS), ("precision", PRECISIONS), ("role", ROLES)):
+            if getattr(a, key) not in allowed:
+                return f"{where}.{key} must be {' or '.join(allowed)}, not {getattr(a, key)!r}"
+        for key in ("inputs", "outputs"):
+            tensors = getattr(a, key)
+            if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
+                return f"{where}.{key} must be a list of objects, not {tensors!r}"
+        if not (isinstance(a.size_bytes, int) and not isinstance(a.size_bytes, bool) and a.size_bytes >= 0):
+            return f"{where}.size_bytes must be a whole number, not {a.size_bytes!r}"
+        # what tells a damaged or swapped file from the one export wrote: empty, nothing would
+        if not (isinstance(a.sha256, str) and re.fullmatch(r"[0-9a-f]{64}", a.sha256)):
+            return f"{where}.sha256 must be the file's SHA-256 in hex, not {a.sha256!r}"
+    return None
+
+
+def _golden(m: Manifest) -> Optional[str]:
+    g = m.golden
+    if not isinstance(g, dict):
+        return f"golden must be an object, not {g!r}"
+    if "input_file" in g and not _plain_name(g["input_file"]):
+        return f"golden.input_file must be a file name beside {MANIFEST}, not {g['input_file']!r}"
+    if "expected" in g and not (isinstance(g["expected"], dict) and all(
+            isinstance(v, list) and all(_number(x) for x in v) for v in g["expected"].values())):
+        return "golden.expected must map file names to lists of numbers"
+    atol = g.get("atol", 0)
+    if not all(_number(v) and v >= 0 for v in (atol.values() if isinstance(atol, dict) else [atol])):
+        return f"golden.atol must be numbers of 0 or more, not {atol!r}"
+    return None
+
+
+def _figures(m: Manifest) -> Optional[str]:
+    if not (isinstance(m.parameters, int) and not isinstance(m.parameters, bool) and m.parameters >= 0):
+        return f"parameters must be a whole number, not {m.parameters!r}"
+    if not (isinstance(m.macs, dict) and all(_number(v) for v in m.macs.values())):
+        return f"macs must map names to numbers, not {m.macs!r}"
+    for key in ("training", "model_config"):
+        if not isinstance(getattr(m, key), dict):
+            return f"{key} must be an object, not {getattr(m, key)!r}"
+    if not isinstance(m.preset, str):
+        return f"preset must be a name, not {m.preset!r}"
+    return None
+
+
+def file_problem(folder: os.PathLike, art: Artifact) -> Optional[str]:
+    """Why `art`'s file in `folder` is not the one export wrote, or None. The sha256, not the golden
+    self-test: 64 bytes flipped in an int8 head moved answers by 0.1 and passed its int8 tolerance."""
+    h = hashlib.sha256()
+    try:
+        with open(Path(folder) / art.file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if h.hexdigest() != art.sha256:
+        return f"damaged or replaced (its sha256 is not the one {MANIFEST} lists): copy it again, or export again"
+    return None
+
+
+def shape_problem(m: Manifest, role: str, inputs, outputs) -> Optional[str]:
+    """Where a model file's tensors (objects with .name and .shape, as the interpreter reports them)
+    disagree with the manifest's geometry, or None: an edited window_frames passed the golden
+    self-test and crashed the stream at its first window."""
+    def differs(have, want) -> bool:
+        have = [d if isinstance(d, int) and d > 0 else None for d in have]    # a dynamic dimension: any
+        return len(have) != len(want) or any(h is not None and h != w for h, w in zip(have, want))
+
+    ins = {t.name: list(t.shape) for t in inputs}
+    outs = {t.name: list(t.shape) for t in outputs}
+    want: List[Tuple[Dict, str, List[int], str]] = []
+    if role == "window":
+        want.append((ins, "audio", [1, m.window_samples], "window_frames x frame_samples"))
+    elif role == "frontend_step":
+        want.append((ins, "audio", [1, m.hop_samples], "hop_frames x frame_samples"))
+        names = [f"{hc}{i}" for i in range(len(m.state_shapes) // 2) for hc in "hc"]
+        want += [(ins, n, list(s), "state_shapes") for n, s in zip(names, m.state_shapes)]
+        want.append((outs, "features", [1, m.hop_frames, m.feature_dim], "hop_frames and feature_dim"))
+    elif role == "head" and len(ins) == 1:
+        want.append((ins, next(iter(ins)), [1, m.window_frames, m.feature_dim], "window_frames and feature_dim"))
+    if role in ("window", "head"):
+        want.append((outs, "probs", [1, len(m.labels)], "labels"))
+    for tensors, name, shape, what in want:
+        if name in tensors and differs(tensors[name], shape):
+            return f"its {name} is {tensors[name]}, but the manifest's {what} make {shape}"
     return None
 
 

@@ -62,6 +62,10 @@ def _listen_pair(folder: Path, man: M.Manifest) -> Tuple[Optional[str], Optional
         step, head = pick_streaming_pair(man, folder, None, None, None)
     except RecognizerError as e:
         return None, str(e), []
+    for a in (step, head):      # listen checks them before it runs them, and refuses
+        problem = M.file_problem(folder, a)
+        if problem:
+            return None, f"{folder / a.file}: {problem}", []
     golden = [man.golden["input_file"]] if man.golden.get("input_file") else []
     return (f"{step.file} + {head.file} ({step.format} {step.precision})", None,
             [M.MANIFEST, *golden, step.file, head.file])
@@ -85,7 +89,8 @@ def export_info(folder: Path, bundled: bool = False) -> Dict[str, Any]:
                                         "calibration", "parity") if k in tr},
         "files": _files(folder, man),
         "listen": listen, "listen_unavailable": why_not,
-        "device_files": needed, "device_bytes": sum((folder / f).stat().st_size for f in needed),
+        "device_files": needed,
+        "device_bytes": sum((folder / f).stat().st_size for f in needed if (folder / f).exists()),
         "model_card": str(card) if bundled and card.exists() else None,
         "notes": ([stale] if stale else []) + ([] if (folder / M.PARITY).exists() or not tr.get("parity") else [
             "parity.json is not in this folder (a device copy need not hold it): the agreement and UA change of "

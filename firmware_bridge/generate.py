@@ -117,10 +117,16 @@ def analyse(folder: Path, man: M.Manifest, log: Callable[[str], None]):
         art = man.artifact(role, "tflite", "int8")
         if art is None:
             continue
+        # firmware carries the file's bytes: a damaged one, or one whose shapes are not the header's
+        # geometry (a window read past its end on the device), is refused here
+        problem = M.file_problem(folder, art)
         try:
-            info = read_tflite(folder / art.file)
+            info = read_tflite(folder / art.file) if problem is None else None
         except ModelFileError as e:
             raise FirmwareError(str(e)) from None
+        problem = problem or M.shape_problem(man, role, info.inputs, info.outputs)
+        if problem:
+            raise FirmwareError(f"{folder / art.file}: {problem}")
         non_int = [t.name for t in info.inputs + info.outputs if t.dtype not in ("int8", "int16", "int32")]
         b = ModelBuild(role, art.file, info.size_bytes, info.ops, info.op_counts, info.tflm_missing,
                        info.max_concat_inputs, [asdict(t) for t in info.inputs], [asdict(t) for t in info.outputs])

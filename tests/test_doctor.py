@@ -91,6 +91,11 @@ def test_a_broken_file_listen_does_not_open_is_a_fail_line_not_a_verdict(tmp_pat
     m["labels"] = m["labels"][:3]
     (part / "edgeser.json").write_text(json.dumps(m))
     r, rep = doctor("--mic-s", "0", "--model", part)
+    assert r.returncode == 1 and "malformed manifest: labels ['neutral', 'happiness', 'sadness'] are not " \
+        "model_config's" in by_name(rep)[("", "model")]["detail"]
+    m["model_config"]["labels"] = m["labels"]
+    (part / "edgeser.json").write_text(json.dumps(m))
+    r, rep = doctor("--mic-s", "0", "--model", part)
     assert r.returncode == 1 and by_name(rep)[("", "model")]["detail"].endswith(
         "malformed manifest: head.onnx answers 7 classes, but there are 3 labels")
 

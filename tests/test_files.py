@@ -110,6 +110,30 @@ def test_staged_dir_keeps_the_old_folder_when_the_new_one_fails(tmp_path):
     assert [x.name for x in tmp_path.iterdir()] == ["export"]
 
 
+def test_a_disk_filling_up_under_staged_dir_is_one_line_naming_the_folder(tmp_path, monkeypatch):
+    # a full disk came out as numpy's "16000 requested and 12256 written" or onnxruntime's "Protobuf
+    # serialization failed", in a traceback
+    import errno
+    import shutil as sh
+
+    from edgeser import files
+
+    out = tmp_path / "export"
+    with staged_dir(out, "edgeser.json", "test") as tmp:
+        (tmp / "edgeser.json").write_text("{}")
+    for raised in (OSError(errno.ENOSPC, "No space left on device"), OSError("16000 requested and 12256 written")):
+        monkeypatch.setattr(files.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10 << 30, 10 << 30, 100 << 10))
+        with pytest.raises(OutputError) as e:
+            with staged_dir(out, "edgeser.json", "test"):
+                raise raised
+        assert str(e.value).startswith(f"{out.resolve()}: no space left on the disk")
+        assert (out / "edgeser.json").read_text() == "{}"
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10 << 30, 1 << 30, 9 << 30))
+    with pytest.raises(OSError, match="requested and"):      # space enough: the writer's own error stays
+        with staged_dir(out, "edgeser.json", "test"):
+            raise OSError("16000 requested and 12256 written")
+
+
 @pytest.mark.parametrize("args", [
     ["listen", "--input", EXAMPLE, "--fast", "--plot", "{f}/x.png"],
     ["bench", "--json", "{f}/bench.json"],

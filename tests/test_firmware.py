@@ -221,8 +221,16 @@ def test_bad_inputs_are_one_line_errors(tmp_path, model_dir):
             f"main(['firmware', 'generate', '--model', {str(model_dir)!r}, '--out', {str(tmp_path / 'z')!r}])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        'Error: measuring the arena needs the TFLite Micro interpreter: pip install --pre tflite-micro '
-        '(or pip install "edgeser[firmware]" --pre)'] and not (tmp_path / "z").exists()
+        'Error: measuring the arena needs the TFLite Micro interpreter: pip install "edgeser[firmware]"'
+    ] and not (tmp_path / "z").exists()
+    # a damaged model file was embedded in the firmware (its parity ran the same damaged file on both sides)
+    shutil.copytree(model_dir, tmp_path / "damaged")
+    head = tmp_path / "damaged" / "head.int8.tflite"
+    b = bytearray(head.read_bytes())
+    b[len(b) // 2:len(b) // 2 + 64] = bytes(x ^ 0xFF for x in b[len(b) // 2:len(b) // 2 + 64])
+    head.write_bytes(bytes(b))
+    with pytest.raises(FirmwareError, match=r"head.int8.tflite: damaged or replaced \(its sha256"):
+        generate(tmp_path / "damaged", tmp_path / "fw2", log=lambda s: None)
 
 
 def test_a_runs_sources_go_beside_its_export_by_default(model_dir, tmp_path):

@@ -696,12 +696,62 @@ def test_a_damaged_model_file_is_refused_at_load(model_dir, tmp_path):
     # 64 bytes flipped in an int8 head moved answers by 0.1 and passed the golden tolerance
     bad = tmp_path / "bad"
     shutil.copytree(model_dir, bad)
-    head = bad / R.load(model_dir).files[1]
+    good = R.load(model_dir)
+    head = bad / good.files[1]
     data = bytearray(head.read_bytes())
     data[len(data) * 7 // 10:len(data) * 7 // 10 + 64] = bytes(b ^ 0xFF for b in data[len(data) * 7 // 10:][:64])
     head.write_bytes(bytes(data))
     with pytest.raises(R.RecognizerError, match=r"damaged or replaced \(its sha256 is not the one edgeser.json lists\)"):
         R.load(bad)
+    # bench measured it and model-info named it as what listen runs
+    from edgeser.bench import run_bench
+    from edgeser.modelinfo import export_info
+
+    rep = run_bench(bad, [good.format], [good.precision], runs=2, warmup=1, progress=False)
+    assert any(s["role"] == "head" and "damaged or replaced" in s["reason"] for s in rep["skipped"]), rep["skipped"]
+    assert [r["stream"] for r in rep["results"]] == [None] and rep["results"][0]["window"] is not None
+    info = export_info(bad)
+    assert info["listen"] is None and "damaged or replaced" in info["listen_unavailable"]
+
+
+@pytest.mark.parametrize("edit, said", [
+    # each passed before and answered wrong (a rate or label order edited in one place only, a level
+    # target of 0), crashed mid-stream (geometry), or read files from anywhere
+    (lambda m: m.update(sample_rate=8000), "sample_rate 8000 is not model_config's 16000"),
+    (lambda m: m.update(labels=m["labels"][1:] + m["labels"][:1]), "are not model_config's"),
+    (lambda m: m["normalization"].update(target_rms=0), "normalization.target_rms must be a number over 0"),
+    (lambda m: m["artifacts"][0].update(sha256=""), r"artifacts\[0\].sha256 must be the file's SHA-256"),
+    (lambda m: m["artifacts"][0].update(file="../x.onnx"), r"artifacts\[0\].file must be a file name beside"),
+    (lambda m: m["artifacts"][0].update(outputs=5), r"artifacts\[0\].outputs must be a list of objects"),
+    (lambda m: m.update(golden="x"), "golden must be an object"),
+    (lambda m: m.pop("sample_rate"), "missing key\\(s\\) 'sample_rate'"),
+    (lambda m: m.update(hop_frames=3, model_config={}), r"its audio is \[1, 8000\], but the manifest's hop_frames x "
+                                                         r"frame_samples make \[1, 4800\]"),
+])
+def test_a_manifest_edited_out_of_step_with_its_model_is_refused_at_load(model_dir, tmp_path, edit, said):
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    m = json.loads((bad / "edgeser.json").read_text())
+    edit(m)
+    (bad / "edgeser.json").write_text(json.dumps(m))
+    with pytest.raises(R.RecognizerError, match=said):
+        R.load(bad)
+
+
+def test_a_manifest_that_json_reads_loosely_is_refused(model_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    text = (bad / "edgeser.json").read_text()
+    for data, said in [(text.replace('"sample_rate": 16000', '"sample_rate": 16000, "sample_rate": 8000', 1).encode(),
+                        "key 'sample_rate' given twice"),
+                       (text.replace('"target_rms": 0.1', '"target_rms": NaN', 1).encode(), "NaN is not a number"),
+                       (text.replace('"preset"', '"pr\u00e9set": 1, "preset"', 1).encode("latin-1"),
+                        r"not UTF-8 text: byte b'\\xe9'")]:
+        (bad / "edgeser.json").write_bytes(data)
+        with pytest.raises(R.RecognizerError, match=said):
+            R.load(bad)
+    (bad / "edgeser.json").write_bytes(b"\xef\xbb\xbf" + text.encode())     # a byte-order mark: read through
+    assert R.load(bad).labels == R.load(model_dir).labels
 
 
 def test_odd_api_arguments_are_clear_errors(rec, model_dir):

@@ -147,18 +147,10 @@ def _poor_int8(folder: Path, man: M.Manifest, pairs) -> Dict[Tuple[str, str], fl
     return poor
 
 
-def _check_sha256(folder: Path, art: M.Artifact) -> None:
-    """A model file as export wrote it, or RecognizerError: 64 bytes flipped in an int8 head moved
-    answers by 0.1 and still passed the golden self-test's int8 tolerance."""
-    if not art.sha256:
-        return
-    h = hashlib.sha256()
-    with open(folder / art.file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != art.sha256:
-        raise RecognizerError(f"{folder / art.file}: damaged or replaced (its sha256 is not the one "
-                              f"{M.MANIFEST} lists): copy it again, or export again")
+def _check_file(folder: Path, art: M.Artifact) -> None:
+    problem = M.file_problem(folder, art)
+    if problem:
+        raise RecognizerError(f"{folder / art.file}: {problem}")
 
 
 class Recognizer:
@@ -171,12 +163,17 @@ class Recognizer:
         self.labels = list(man.labels)
         if self_test:
             for art in (step_art, head_art):
-                _check_sha256(folder, art)
+                _check_file(folder, art)
         try:
             self._step = B.open_model(folder / step_art.file, threads)
             self._head = B.open_model(folder / head_art.file, threads)
         except B.BackendError as e:
             raise RecognizerError(str(e)) from None
+        for art, model in ((step_art, self._step), (head_art, self._head)):
+            problem = M.shape_problem(man, art.role, model.inputs, model.outputs)
+            if problem:
+                raise RecognizerError(f"{folder / art.file}: {problem} ({folder / M.MANIFEST} or the file was edited: "
+                                      "copy both again, or export again)")
         self.files = [step_art.file, head_art.file]
         # a TFLite interpreter holds its tensors between set and get: streams on several
         # threads take turns (state lives in the streams, so turns are all they need)
@@ -383,11 +380,13 @@ def load(path=None, backend: Optional[str] = None, precision: Optional[str] = No
             return Ensemble([load(p, backend, precision, threads, self_test) for p in path])
         else:
             path = path[0]
-    folder, file = model_location(path)
     try:
+        folder, file = model_location(path)
         man = M.read(folder)
     except M.ManifestError as e:
         raise RecognizerError(str(e)) from None
+    except OSError as e:        # a folder it may not look into
+        raise RecognizerError(f"{e.filename or path}: {e.strerror or e}") from None
     step_art, head_art = pick_streaming_pair(man, folder, file, backend, precision)
     rec = Recognizer(folder, man, step_art, head_art, threads=threads, self_test=self_test)
     stale = stale_export(folder, M.MANIFEST)
