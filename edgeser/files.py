@@ -175,10 +175,22 @@ def _sweep_stale(out: Path) -> None:
         if p.name.startswith(f".{out.name}.") and kind in ("tmp", "old") and _dead_writer(p, pid):
             stale[kind, int(pid)] = p
     for (kind, pid), p in sorted(stale.items(), reverse=True):     # each .tmp before its .old
-        if kind == "tmp" and ("old", pid) in stale and not out.exists():
+        if kind == "tmp" and ("old", pid) in stale and not out.exists() and _finished(p):
+            os.replace(p, out)
+        elif kind == "old" and not out.exists():    # its successor unfinished (or never made): still the good one
             os.replace(p, out)
         else:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def _finished(folder: Path) -> bool:
+    """A staged folder its writer finished: WRITTEN is written last, naming every file, before the
+    renames (one killed while being deleted is not)."""
+    try:
+        names = (folder / WRITTEN).read_text().split()
+    except OSError:
+        return False
+    return all((folder / n).exists() for n in names)
 
 
 FULL_BELOW_BYTES = 4 << 20

@@ -275,16 +275,24 @@ def test_an_unwritable_out_is_named_and_a_killed_exports_folders_are_swept(expor
 
     # killed between staged_dir's two renames: no folder, the finished new one as .tmp, the previous
     # as .old; the next writer keeps the new one even where it fails itself
+    from edgeser.files import WRITTEN
+
     gone = tmp_path / "gone"
-    for kind, text in (("tmp", "new"), ("old", "previous")):
-        (tmp_path / f".gone.{kind}-{dead.pid}").mkdir()
-        (tmp_path / f".gone.{kind}-{dead.pid}" / M.MANIFEST).write_text(text)
-        os.utime(tmp_path / f".gone.{kind}-{dead.pid}", (0, 0))
-    with pytest.raises(RuntimeError):
-        with staged_dir(gone, M.MANIFEST, M.WRITER):
-            raise RuntimeError("this export failed too")
-    assert (gone / M.MANIFEST).read_text() == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "gone"]
+    for finished, kept in ((True, "new"), (False, "previous")):
+        shutil.rmtree(gone, ignore_errors=True)
+        for kind, text in (("tmp", "new"), ("old", "previous")):
+            staged = tmp_path / f".gone.{kind}-{dead.pid}"
+            staged.mkdir()
+            (staged / M.MANIFEST).write_text(text)
+            if finished or kind == "old":
+                (staged / WRITTEN).write_text(f"{M.MANIFEST}\n")
+            os.utime(staged, (0, 0))
+        with pytest.raises(RuntimeError):
+            with staged_dir(gone, M.MANIFEST, M.WRITER):
+                raise RuntimeError("this export failed too")
+        # an unfinished new one (killed again while it was being deleted) is not promoted over the previous
+        assert (gone / M.MANIFEST).read_text() == kept
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "gone"]
 
 
 @pytest.mark.parametrize("kind", ["missing", "garbage", "not-edgeser", "incompatible"])

@@ -738,6 +738,15 @@ def test_a_manifest_edited_out_of_step_with_its_model_is_refused_at_load(model_d
         R.load(bad)
 
 
+def test_a_model_path_that_is_empty_or_a_loop_of_links_says_so(tmp_path):
+    with pytest.raises(R.RecognizerError, match="^an empty model path"):     # was the current folder
+        R.load("")
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(R.RecognizerError, match="a link to nothing \\(or a loop of links\\)"):
+        R.load(tmp_path / "a")
+
+
 def test_a_manifest_that_json_reads_loosely_is_refused(model_dir, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(model_dir, bad)

@@ -61,8 +61,12 @@ def model_location(path) -> Tuple[Path, Optional[str]]:
             raise RecognizerError(f"no bundled default model at {p} yet; pass an export folder: "
                                   f"edgeser.load('models/edge') or `edgeser listen --model PATH`")
         return p, None
+    if isinstance(path, str) and not path.strip():     # Path("") is the current folder
+        raise RecognizerError("an empty model path: give an export folder, or none for the bundled model")
     p = Path(path)
     if not p.exists():
+        if p.is_symlink():
+            raise RecognizerError(f"{p}: a link to nothing (or a loop of links), not a model folder")
         raise RecognizerError(f"{p}: no such model folder or file")
     if p.is_dir():
         if (p / M.MANIFEST).exists():
