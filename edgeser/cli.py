@@ -104,7 +104,7 @@ def cli():
 
 
 def main(argv=None):
-    from .signals import stop_status, terminate_as_interrupt, terminated
+    from .signals import any_work_kept, stop_status, terminate_as_interrupt, terminated
 
     args = sys.argv[1:] if argv is None else list(argv)
     terminate_as_interrupt()
@@ -119,7 +119,7 @@ def main(argv=None):
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt) as e:
         how = stop_status(e.__cause__ if isinstance(e, click.Abort) else e)     # Ctrl-C, or SIGTERM
-        kept = RESUMABLE.get(command, "")
+        kept = RESUMABLE.get(command, "") if any_work_kept() else ""
         click.echo(f"{how}{kept}", err=True)
         sys.exit(143 if how == "terminated" else 130)
     except ModuleNotFoundError as e:
@@ -141,7 +141,7 @@ def main(argv=None):
     except Exception:
         if not terminated():    # SIGTERM raised inside an import can come out as any exception
             raise
-        click.echo(f"terminated{RESUMABLE.get(command, '')}", err=True)
+        click.echo(f"terminated{RESUMABLE.get(command, '') if any_work_kept() else ''}", err=True)
         sys.exit(143)
 
 

@@ -18,6 +18,19 @@ class Terminated(KeyboardInterrupt):
 _received = threading.Event()
 
 
+_kept = threading.Event()
+
+
+def work_kept() -> None:
+    """A command has saved work that the same command can continue from (a training epoch's last.pt)."""
+    _kept.set()
+
+
+def any_work_kept() -> bool:
+    """Whether work_kept() was said: stopped before it (decoding the corpus), there is nothing to resume."""
+    return _kept.is_set()
+
+
 def terminated() -> bool:
     """Whether SIGTERM has arrived. Raised inside an import (the first moments of a command), the
     exception may come out as another one (webrtcvad's import turned it into a NameError): the

@@ -33,6 +33,21 @@ def test_an_interrupted_training_exits_130_and_says_how_to_continue(data_dir, tm
         assert "Traceback" not in err and "Aborted!" not in err
 
 
+def test_a_training_stopped_before_its_first_epoch_does_not_promise_a_resume(data_dir, tmp_path):
+    # stopped while the corpus decoded, it said "every finished epoch is in the run's last.pt" of a
+    # run folder that did not exist
+    corpus = small_corpus(data_dir, tmp_path / "corpus", per_speaker=3)
+    code = ("import edgeser.train.data as d\n"
+            "def stopped(*a, **k):\n"
+            "    raise KeyboardInterrupt\n"
+            "d.AudioCache.load = stopped\n"
+            "from edgeser.cli import main\n"
+            f"main(['train', '--data', {str(corpus)!r}, '--preset', 'tiny', '--out', {str(tmp_path / 'run')!r}])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 130 and r.stderr.strip().splitlines()[-1] == "interrupted", r.stderr[-2000:]
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_sigterm_met_inside_an_import_still_ends_as_terminated():
     # stopped in its first 0.3 s, listen printed a NameError traceback and exited 1: SIGTERM's
     # exception, raised inside webrtcvad's import, came out of it as another one

@@ -23,6 +23,7 @@ from .quantsim import set_qat
 import edgeser
 from edgeser.files import write_json
 from edgeser.progress import iterate
+from edgeser.signals import work_kept
 
 
 @dataclass
@@ -595,6 +596,7 @@ class Trainer:
             # left to run kept an older best.pt for good. Saved again from the same state, it is the
             # file the epoch would have written (whether or not a re-run epoch reproduces exactly)
             save_atomic(self.state(), self.out / "best.pt")
+        work_kept()
         self.log(f"resumed from {path} after epoch {self.epoch}")
 
     def fit(self, train_clips: Sequence[Clip], train_audio: Sequence[np.ndarray],
@@ -725,6 +727,7 @@ class Trainer:
                     self.bad_epochs += 1
                 st = self.state()
                 save_atomic(st, last)
+                work_kept()
                 if improved:        # a kill before this line is mended by resume()
                     save_atomic(st, self.out / "best.pt")
                 self.save_summary(len(val_clips) > 0)
