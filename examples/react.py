@@ -5,7 +5,7 @@
     python examples/react.py examples/03a01Wa.flac    # a recording, heard as the microphone would be
     python examples/react.py --model runs/NAME        # your own export instead of the bundled model
 
-Needs `pip install "edgeser[tflite,audio]"` (or `[onnx,audio]`); no torch. Replace `on_emotion`
+Needs `pip install "edgeser[tflite]"` (or `[onnx]`), and `[audio]` for a microphone; no torch. Replace `on_emotion`
 with what your device should do: light an LED, move a servo, publish to MQTT, log to a file.
 """
 from __future__ import annotations
