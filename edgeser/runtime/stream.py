@@ -32,6 +32,13 @@ from ..resample import StreamResampler, to_float32
 from ..speed import DEFAULT_SPEEDS, SpeedChanger, check_speeds
 from ..vad import FRAME_MS, FrameVad, Gate, VadConfig, frame_power
 
+# the DC offset, followed over DC_TIME_S from none: long beside a voice's lowest pitch period
+# (~12 ms), short beside the silence before a live session's first word. From none, not from the
+# first frame (a clip starting mid-waveform took that frame's swing for the offset), and the same
+# whatever silence came first: an utterance gets one answer wherever it starts
+DC_TIME_S = 0.5
+DC_STEP = FRAME_MS / 1000 / DC_TIME_S
+
 
 @dataclass
 class Result:
@@ -221,6 +228,7 @@ class Stream:
         self._raw: deque = deque()                 # (VAD frame, its power) awaiting the gate's decision
         self._frames_in = 0                        # VAD frames seen (stream clock)
         self._peak_power = 0.0                     # loudest VAD frame so far (mean square)
+        self._dc = 0.0                             # the input's DC offset as tracked so far
         self._finished = False
         self._feeding = threading.Lock()
 
@@ -309,7 +317,7 @@ class Stream:
         self._tail = y[n * self.vad_frame:].copy()
         out: List[Result] = []
         for i in range(n):
-            f = y[i * self.vad_frame:(i + 1) * self.vad_frame]
+            f = self._without_dc(y[i * self.vad_frame:(i + 1) * self.vad_frame])
             self._frames_in += 1
             power = frame_power(f)
             self._peak_power = max(self._peak_power, power)
@@ -320,6 +328,14 @@ class Stream:
                 decided = self.gate.push(self.vad(f, power))
             out += self._decide(decided)
         return out
+
+    def _without_dc(self, f: np.ndarray) -> np.ndarray:
+        """The frame less the input's DC offset, tracked over DC_TIME_S. A microphone's offset
+        (I2S MEMS ones carry one) counted as level: the utterance was scaled down by it and its
+        answer changed (the bundled model on 40 clips of a held-out speaker: 10 answers of 40 at an
+        offset of 0.02, 33 at 0.1); the training corpora have none."""
+        self._dc += DC_STEP * (float(np.mean(f, dtype=np.float64)) - self._dc)
+        return (f - np.float32(self._dc)).astype(np.float32, copy=False)
 
     def _decide(self, decided) -> List[Result]:
         out: List[Result] = []
