@@ -16,6 +16,12 @@ class SessionError(RuntimeError):
     """The device did not answer as the protocol requires; names the port."""
 
 
+def printable(text: str) -> str:
+    """A device's text as one line of itself: its escape codes and line breaks shown, not obeyed (a
+    LOG could clear the terminal or forge an `Error:` line of the host's)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2")
 
@@ -44,25 +50,27 @@ class Host:
             while time.monotonic() < until and self.device is None:
                 self._process(wait_frames(self.link, until))
             if self.device is not None:
-                d = self.device
-                if d.version != P.VERSION:
-                    raise SessionError(f"{self.link.port}: the device speaks protocol version {d.version}, this host "
-                                       f"version {P.VERSION}: update the one that is behind")
-                try:
-                    check_rate(d.sample_rate)       # the one rule for a rate, the manifest's and a stream's
-                    usable = len(d.labels) >= 2
-                except ValueError:
-                    usable = False
-                if not usable:
-                    raise SessionError(f"{self.link.port}: the device's HELLO is unusable: sample rate {d.sample_rate} Hz, "
-                                       f"{len(d.labels)} label(s)")
-                return d
+                self._check_hello(self.device)
+                return self.device
         other = self.link.decoder.other_version
         if other is not None:
             raise SessionError(f"{self.link.port}: the device speaks protocol version {other}, this host "
                                f"version {P.VERSION}: update the one that is behind")
         raise SessionError(f"{self.link.port}: no HELLO from a device within {timeout:g} s (is it running the "
                            f"edgeser bridge firmware, at this baud rate?)")
+
+    def _check_hello(self, d: P.Hello) -> None:
+        if d.version != P.VERSION:
+            raise SessionError(f"{self.link.port}: the device speaks protocol version {d.version}, this host "
+                               f"version {P.VERSION}: update the one that is behind")
+        try:
+            check_rate(d.sample_rate)       # the one rule for a rate, the manifest's and a stream's
+            usable = len(d.labels) >= 2 and len(set(d.labels)) == len(d.labels)
+        except ValueError:
+            usable = False
+        if not usable:
+            raise SessionError(f"{self.link.port}: the device's HELLO is unusable: sample rate {d.sample_rate} Hz, "
+                               f"labels {', '.join(map(repr, d.labels)) or 'none'}")
 
     def poll(self, timeout: float = 0.0) -> None:
         self._process(self.link.read_frames(timeout=timeout))
@@ -84,18 +92,23 @@ class Host:
         """End the stream; wait while the device works through what it was sent, until its final STATUS."""
         self._eos = False
         self.link.send(P.Audio(self.sent & 0xFFFFFFFF))
-        last = time.monotonic()
+        last = sent = time.monotonic()
         while not self._eos:
             self._reset_seen = False
-            frames = wait_frames(self.link, time.monotonic() + 0.2)
-            self._process(frames)
-            if self._reset_seen and not self._eos:
-                self.link.send(P.Audio(self.sent & 0xFFFFFFFF))   # the reboot lost our end-of-stream
-            if frames:
-                last = time.monotonic()
-            elif time.monotonic() - last > idle_timeout:
-                raise SessionError(f"{self.link.port}: the device went quiet for {idle_timeout:g} s before "
-                                   f"confirming the end of the stream")
+            results = self.results
+            self._process(wait_frames(self.link, time.monotonic() + 0.2))
+            now = time.monotonic()
+            if self.results != results:
+                last = now      # answers to what was sent; a device's heartbeats and logs kept this waiting forever
+            if self._eos:
+                break
+            if self._reset_seen or now - sent > idle_timeout / 2:
+                # a reboot lost our end-of-stream, or a noisy line did: asked again (a device answers each)
+                self.link.send(P.Audio(self.sent & 0xFFFFFFFF))
+                sent = now
+            if now - last > idle_timeout:
+                raise SessionError(f"{self.link.port}: no answer from the device for {idle_timeout:g} s, and no "
+                                   f"confirmation of the end of the stream")
         return self.status
 
     def request_status(self, timeout: float = 2.0) -> Optional[P.Status]:
@@ -123,10 +136,17 @@ class Host:
             if isinstance(msg, P.Hello):
                 if msg.flags & P.FLAG_HOST:
                     continue   # our own HELLO looped back: an echoing port, nothing to learn
-                if self.device is not None and restarted:
-                    self.resets += 1
-                    self._reset_seen = True
-                    self.warn(f"{self.link.port}: the device restarted; resuming the stream")
+                if self.device is not None:
+                    self._check_hello(msg)
+                    same = (msg.sample_rate, msg.labels, msg.flags & P.FLAG_ACCEPTS_AUDIO) == (
+                        self.device.sample_rate, self.device.labels, self.device.flags & P.FLAG_ACCEPTS_AUDIO)
+                    if not same:    # reflashed: the audio sent and the answers read would be another model's
+                        raise SessionError(f"{self.link.port}: the device restarted as another model ({msg.sample_rate} "
+                                           f"Hz, labels {', '.join(msg.labels)}): start the session again")
+                    if restarted:
+                        self.resets += 1
+                        self._reset_seen = True
+                        self.warn(f"{self.link.port}: the device restarted; resuming the stream")
                 self.device = msg
             elif isinstance(msg, P.Result):
                 self.results += 1
@@ -142,10 +162,10 @@ class Host:
                     self._eos = True
             elif isinstance(msg, P.Log):
                 if msg.level >= P.WARNING:
-                    self.warn(f"device {P.LEVEL_NAMES.get(msg.level, msg.level)}: {msg.text}")
+                    self.warn(f"device {P.LEVEL_NAMES.get(msg.level, msg.level)}: {printable(msg.text)}")
             elif isinstance(msg, P.Error):
                 self.device_errors += 1
-                self.warn(f"device error ({P.ERROR_NAMES.get(msg.code, msg.code)}): {msg.text}")
+                self.warn(f"device error ({P.ERROR_NAMES.get(msg.code, msg.code)}): {printable(msg.text)}")
 
     def runtime_result(self, m: P.Result):
         """The runtime's Result for a device's; None for one that names no label of the HELLO's (or

@@ -269,8 +269,67 @@ def test_a_device_result_naming_no_label_is_skipped_with_a_warning_not_a_crash(e
         f"ignored a RESULT frame (label 200 of {len(engine.labels)}, {len(engine.labels)} probabilities)"]
 
 
+def test_a_device_that_restarts_as_another_model_ends_the_session(engine, clip16):
+    # a reflashed device's HELLO (8 kHz, two labels) was taken mid-stream: 16 kHz audio went on to
+    # it and its answers were printed under the new names
+    from edgeser.firmware_bridge.host import SessionError
+
+    def act(dev, k, wire):
+        if k == 2:
+            reflashed = dev.hello()
+            reflashed.labels = ["x", "y"]
+            return wire + P.encode_frame(P.HELLO, 0, reflashed.pack())
+        return wire
+
+    with pytest.raises(SessionError, match=r"the device restarted as another model \(16000 Hz, labels x, y\): "
+                                           r"start the session again"):
+        _host_session(engine, _Results(act), clip16)
+
+
+def test_a_device_that_talks_on_but_never_ends_the_stream_times_out(engine, clip16):
+    # STATUS heartbeats without END_OF_STREAM kept `finish` waiting forever (any frame reset its clock)
+    from edgeser.firmware_bridge.host import SessionError
+
+    def no_end(dev, ftype, wire):
+        if ftype == P.STATUS:
+            return _rewritten(wire, lambda m: setattr(m, "flags", m.flags & ~P.STATUS_END_OF_STREAM))
+        return wire
+
+    srv = _Serving(engine, no_end)
+    t0 = time.monotonic()
+    try:
+        with Link(srv.host_port) as link:
+            host = Host(link, lambda r: None, lambda w: None)
+            host.handshake(5)
+            host.send_audio(clip16.astype(np.float32) / 32768)
+            with pytest.raises(SessionError, match="no answer from the device for 2 s, and no confirmation"):
+                host.finish(2)
+    finally:
+        srv.close()
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_device_log_is_printed_as_text_not_obeyed(engine, clip16):
+    # escape codes cleared the host's terminal; a line break forged an "Error:" line of the host's
+    def act(dev, k, wire):
+        if k == 1:
+            return wire + P.encode_frame(P.LOG, 1000, P.Log(P.WARNING, "\x1b[2Jpwned\r\nError: fake").pack())
+        return wire
+
+    _, _, _, warned, _, _ = _host_session(engine, _Results(act), clip16)
+    (said,) = [w for w in warned if "pwned" in w]
+    assert said == "device warning: \\x1b[2Jpwned\\r\\nError: fake" and "\n" not in said
+
+
+def test_a_baud_rate_pyserial_cannot_take_is_refused_as_the_line_is_read():
+    r = subprocess.run([sys.executable, "-m", "edgeser", "bridge", "--port", "/dev/null", "--baud", str(2 ** 31),
+                        "--input", str(CLIP)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--baud" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("field,value,said", [
-    ("sample_rate", 0, "the device's HELLO is unusable: sample rate 0 Hz, {n} label(s)"),
+    ("sample_rate", 0, "the device's HELLO is unusable: sample rate 0 Hz, labels {labels}"),
+    ("labels", ["a", "a"], "the device's HELLO is unusable: sample rate 16000 Hz, labels 'a', 'a'"),
     ("version", 2, "the device speaks protocol version 2, this host version 1: update the one that is behind"),
     # every frame's header says version 3: the decoder drops them all, so no HELLO ever arrives;
     # "no HELLO within 5 s" sent the user looking at cables and baud rates
@@ -289,7 +348,7 @@ def test_a_device_hello_the_host_cannot_work_with_is_one_clear_line(engine, fiel
     finally:
         srv.close()
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        f"Error: {srv.host_port}: " + said.format(n=len(engine.labels))], r.stderr
+        f"Error: {srv.host_port}: " + said.format(labels=", ".join(map(repr, engine.labels)))], r.stderr
 
 
 def test_a_reboot_whose_hello_was_lost_is_counted_as_a_restart(engine, clip16):

@@ -82,8 +82,9 @@ long ebp_cobs_decode(const uint8_t *in, size_t len, uint8_t *out) {
     return (long)o;
 }
 
-size_t ebp_encode_frame(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t len,
+size_t ebp_encode_frame(uint8_t type, uint16_t seq, const uint8_t *payload, size_t len,
                         uint8_t *out, size_t cap) {
+    /* size_t: a 16-bit length took a 65553-byte payload for a 17-byte one, with a valid CRC */
     if (len > EBP_MAX_PAYLOAD || cap < 1) return 0;
     uint8_t head[EBP_HEADER_SIZE] = {EBP_VERSION, type, (uint8_t)seq, (uint8_t)(seq >> 8),
                                      (uint8_t)len, (uint8_t)(len >> 8)};
@@ -177,7 +178,7 @@ static void put(writer_t *w, const void *src, size_t n) {
         w->overflow = 1;
         return;
     }
-    memcpy(w->out + w->pos, src, n);
+    if (n) memcpy(w->out + w->pos, src, n); /* src may be NULL when n is 0 (an empty string) */
     w->pos += n;
 }
 
@@ -200,7 +201,8 @@ static void put_str8(writer_t *w, const char *s) {
     put(w, s, n);
 }
 
-static size_t done(writer_t *w) { return w->overflow ? 0 : w->pos; }
+/* a payload over EBP_MAX_PAYLOAD no frame can carry: refused here, not cut short later */
+static size_t done(writer_t *w) { return w->overflow || w->pos > EBP_MAX_PAYLOAD ? 0 : w->pos; }
 
 size_t ebp_pack_hello(const ebp_hello_t *h, uint8_t *out, size_t cap) {
     writer_t w = {out, cap, 0, 0};

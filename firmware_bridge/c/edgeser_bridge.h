@@ -85,7 +85,7 @@ size_t ebp_cobs_encode(const uint8_t *in, size_t len, uint8_t *out, size_t cap);
 long ebp_cobs_decode(const uint8_t *in, size_t len, uint8_t *out);
 
 /* COBS(frame) + 0x00 into out; 0 when len > EBP_MAX_PAYLOAD or cap is too small. */
-size_t ebp_encode_frame(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t len,
+size_t ebp_encode_frame(uint8_t type, uint16_t seq, const uint8_t *payload, size_t len,
                         uint8_t *out, size_t cap);
 
 /* buf should hold EBP_MAX_ENCODED bytes to accept every legal frame. */

@@ -152,6 +152,17 @@ static void test_payloads(void) {
     uint8_t v, fl;
     CHECK(ebp_unpack_hello_head(p, n, &v, &fl) == 0 && v == EBP_VERSION && fl == 0x02);
     CHECK(ebp_pack_hello(&h, p, 10) == 0);
+    /* a HELLO no frame can carry (7 labels of 255 bytes) is refused even where the buffer holds it */
+    static char long_label[256];
+    static uint8_t roomy[4096];
+    memset(long_label, 'x', 255);
+    const char *many[7] = {long_label, long_label, long_label, long_label, long_label, long_label, long_label};
+    ebp_hello_t big = {0x02, 16000, 48000, 8000, 510, NULL, 7, many};
+    CHECK(ebp_pack_hello(&big, roomy, sizeof roomy) == 0);
+    static uint8_t wire[EBP_MAX_WIRE];
+    CHECK(ebp_encode_frame(EBP_HELLO, 0, roomy, 65553, wire, sizeof wire) == 0); /* not taken as 17 */
+    ebp_hello_t unnamed = {0x02, 16000, 48000, 8000, 510, NULL, 2, labels};   /* NULL: an empty name */
+    CHECK(ebp_pack_hello(&unnamed, p, sizeof p) == n - 1);
     float probs[2] = {0.25f, 0.75f};
     CHECK(ebp_pack_result(0, 3000, EBP_RESULT_SPEECH, 1, probs, 2, p, sizeof p) == 19);
     CHECK(ebp_pack_result(0, 500, 0, EBP_NO_LABEL, NULL, 0, p, sizeof p) == 11);
