@@ -156,8 +156,12 @@ def _open(folder: Path, a: mf.Artifact, m: mf.Manifest, threads: int):
     took = time.perf_counter() - t0
     problem = mf.shape_problem(m, a.role, b.inputs, b.outputs)
     if problem:
-        raise BenchError(f"{folder / a.file}: {problem}")
+        raise _NotAsListed(f"{a.file}: {problem}")
     return b, took
+
+
+class _NotAsListed(BenchError):
+    """A file whose tensors are not the manifest's geometry: skipped, as a damaged one is."""
 
 
 def _size(folder: Path, a: mf.Artifact) -> int:
@@ -323,14 +327,17 @@ def run_bench(folder, backends: Sequence[str] = BACKENDS, precisions: Sequence[s
             r: Dict = {"backend": c.backend, "precision": c.precision, "threads": c.threads, "window": None, "stream": None}
             tag = f"{c.backend} {c.precision} threads={c.threads}"
             a = m.artifact("window", c.backend, c.precision, folder) if c.window else None
-            if a is not None:
-                r["window"] = measure_window(folder, a, m, x, c.threads, runs, warmup)
-            bar.step(f"{tag} window")
             sa, ha = (m.artifact("frontend_step", c.backend, c.precision, folder),
                       m.artifact("head", c.backend, c.precision, folder))
-            if c.stream and sa is not None and ha is not None:
-                r["stream"] = measure_stream(folder, sa, ha, m, x, c.threads, runs, warmup)
-            bar.step(f"{tag} stream")
+            for part, measure in (("window", lambda: measure_window(folder, a, m, x, c.threads, runs, warmup)
+                                   if a is not None else None),
+                                  ("stream", lambda: measure_stream(folder, sa, ha, m, x, c.threads, runs, warmup)
+                                   if c.stream and sa is not None and ha is not None else None)):
+                try:
+                    r[part] = measure()
+                except _NotAsListed as e:
+                    skipped.append({"backend": c.backend, "precision": c.precision, "role": part, "reason": str(e)})
+                bar.step(f"{tag} {part}")
             for part in ("window", "stream"):
                 if r[part] is None:
                     continue
@@ -344,6 +351,9 @@ def run_bench(folder, backends: Sequence[str] = BACKENDS, precisions: Sequence[s
         raise BenchError(str(e)) from None
     finally:
         bar.close()
+    if not any(r["window"] or r["stream"] for r in results):
+        raise BenchError(f"{folder}: nothing to benchmark (" + "; ".join(
+            f"{s['backend']} {s['precision']} {s['role']}: {s['reason']}" for s in skipped if s["role"] != "all") + ")")
     th_after = thermal(facts_root)
 
     best = best_stream(results, threads=1)

@@ -104,7 +104,7 @@ def cli():
 
 
 def main(argv=None):
-    from .signals import any_work_kept, stop_status, terminate_as_interrupt, terminated
+    from .signals import any_work_kept, stop_status, stopped_by_sigterm, terminate_as_interrupt
 
     args = sys.argv[1:] if argv is None else list(argv)
     terminate_as_interrupt()
@@ -138,8 +138,8 @@ def main(argv=None):
 
         click.echo(f"Error: {error_line(e)}", err=True)
         sys.exit(1)
-    except Exception:
-        if not terminated():    # SIGTERM raised inside an import can come out as any exception
+    except Exception as e:
+        if not stopped_by_sigterm(e):    # SIGTERM raised inside an import can come out as another exception
             raise
         click.echo(f"terminated{RESUMABLE.get(command, '') if any_work_kept() else ''}", err=True)
         sys.exit(143)

@@ -197,11 +197,13 @@ FULL_BELOW_BYTES = 4 << 20
 
 
 def _disk_full(e: BaseException, where: Path) -> Optional[str]:
-    """Why a write failed, where the disk filled up: writers say so in their own ways (ENOSPC, numpy's
-    "16000 requested and 12256 written", onnxruntime's "Protobuf serialization failed")."""
+    """Why a write failed, where the disk filled up: writers say so in their own ways (ENOSPC; numpy's
+    "Not enough free space to write …" or "… requested and … written" with no errno; onnxruntime's
+    "Protobuf serialization failed"). Only a write's error on a disk that is (nearly) full: any other
+    error stays itself."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left on the disk ({e.strerror})"
-    if not isinstance(e, Exception):
+    if not ((isinstance(e, OSError) and e.errno is None) or "serializ" in str(e).lower()):
         return None
     try:
         free = shutil.disk_usage(where).free
@@ -231,12 +233,12 @@ def staged_dir(out: os.PathLike, marker: str, by: str) -> Iterator[Path]:
             os.replace(out, old)
         os.replace(tmp, out)
     except BaseException as e:
+        full = _disk_full(e, out.parent)        # before the half-written folder is deleted, freeing space
         # the good folder back first: interrupted again while the half-written one is deleted, it is whole
         if old.exists() and not out.exists():
             os.replace(old, out)
         shutil.rmtree(tmp, ignore_errors=True)
-        full = _disk_full(e, out.parent)
         if full:
-            raise OutputError(errno.ENOSPC, full, str(out)) from None
+            raise OutputError(errno.ENOSPC, full, str(out)) from e
         raise
     shutil.rmtree(old, ignore_errors=True)

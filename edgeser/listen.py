@@ -15,7 +15,7 @@ from typing import Optional
 import click
 import numpy as np
 
-from .framesync import HEADER_BYTES, compressed, frame_at
+from .framesync import bytes_to_decide, compressed
 from .options import PLOT_SUFFIXES, FiniteRange, Output, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
 from .signals import stop_status
 
@@ -377,10 +377,12 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
     else:
         pending += _read_exactly(read, 4)
         _refuse_compressed(pending)
-        frame = frame_at(pending)
-        if frame:           # or a PCM sample that looks like one: the next header decides
-            pending += _read_exactly(read, frame[1] + HEADER_BYTES - len(pending))
-            _refuse_compressed(pending, compressed(pending))
+        need = bytes_to_decide(pending)
+        while need:         # frame headers, or PCM samples that look like them: the next headers decide
+            more = _read_exactly(read, need - len(pending))
+            pending += more
+            need = bytes_to_decide(pending) if len(pending) == need else 0      # 0: the pipe ended first
+        _refuse_compressed(pending, compressed(pending))
     frame = 2 * channels
     want = frame * max(1, int(rate * block_s))
     heard = False

@@ -356,6 +356,7 @@ def parity_rows(folder: os.PathLike) -> Dict[str, Dict[str, Any]]:
 
 def write(m: Manifest, folder: os.PathLike) -> Path:
     """Atomic: a reader never sees half a manifest."""
-    from .files import write_json
+    from .files import write_text
 
-    return write_json(Path(folder) / MANIFEST, m.to_dict())
+    # allow_nan=False: a NaN written would make an export that every reader refuses; it fails here
+    return write_text(Path(folder) / MANIFEST, json.dumps(m.to_dict(), indent=2, allow_nan=False) + "\n")

@@ -15,9 +15,6 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, delivered where Ctrl-C would be."""
 
 
-_received = threading.Event()
-
-
 _kept = threading.Event()
 
 
@@ -31,11 +28,18 @@ def any_work_kept() -> bool:
     return _kept.is_set()
 
 
-def terminated() -> bool:
-    """Whether SIGTERM has arrived. Raised inside an import (the first moments of a command), the
-    exception may come out as another one (webrtcvad's import turned it into a NameError): the
-    process was still told to stop, and stops as told, not with a traceback."""
-    return _received.is_set()
+def stopped_by_sigterm(e: BaseException) -> bool:
+    """Whether `e` came of SIGTERM's Terminated: raised inside an import (a command's first moments),
+    it may come out as another exception (webrtcvad's import turned it into a NameError) whose
+    context is the Terminated. A later error of a command that handled SIGTERM and went on (listen
+    decides its last utterance, draws its plot) is that error."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, Terminated):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def terminate_as_interrupt() -> None:
@@ -45,7 +49,6 @@ def terminate_as_interrupt() -> None:
         return
 
     def handler(signum, frame):
-        _received.set()
         raise Terminated()
 
     signal.signal(signal.SIGTERM, handler)

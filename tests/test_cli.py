@@ -46,6 +46,13 @@ def test_a_training_stopped_before_its_first_epoch_does_not_promise_a_resume(dat
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 130 and r.stderr.strip().splitlines()[-1] == "interrupted", r.stderr[-2000:]
     assert not (tmp_path / "run" / "last.pt").exists()
+    # a --resume of a run whose last.pt is there, stopped at the same moment, can be continued again
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-c", code.replace("'--out'", "'--resume', '--out'")], capture_output=True,
+                       text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 130 and r.stderr.strip().splitlines()[-1].startswith("interrupted: every finished epoch"), \
+        r.stderr[-2000:]
 
 
 def test_sigterm_met_inside_an_import_still_ends_as_terminated():
@@ -69,6 +76,13 @@ def test_sigterm_met_inside_an_import_still_ends_as_terminated():
                                                             "KeyboardInterrupt")], capture_output=True, text=True,
                        timeout=120, cwd=ROOT)
     assert r.returncode == 1 and "Traceback" in r.stderr and "NameError" in r.stderr, r.stderr
+    # SIGTERM handled and the command gone on (as listen does, to decide its last utterance): a later
+    # error is that error, not "terminated"
+    later = code.replace('        raise NameError(\"name \'PackageNotFoundError\' is not defined\")\n',
+                         '        pass\n    raise NameError(\"a later bug\")\n')
+    assert later != code
+    r = subprocess.run([sys.executable, "-c", later], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 1 and "NameError: a later bug" in r.stderr, r.stderr
 
 
 def test_a_source_checkout_finds_its_subpackages_without_an_install():

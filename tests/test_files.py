@@ -121,13 +121,21 @@ def test_a_disk_filling_up_under_staged_dir_is_one_line_naming_the_folder(tmp_pa
     out = tmp_path / "export"
     with staged_dir(out, "edgeser.json", "test") as tmp:
         (tmp / "edgeser.json").write_text("{}")
-    for raised in (OSError(errno.ENOSPC, "No space left on device"), OSError("16000 requested and 12256 written")):
-        monkeypatch.setattr(files.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10 << 30, 10 << 30, 100 << 10))
+    def usage(p):       # full while the half-written folder is there: deleting it frees the space
+        staged = any(x.name.startswith(".export.tmp-") for x in tmp_path.iterdir())
+        return sh._ntuple_diskusage(10 << 30, 10 << 30, (100 << 10) if staged else (9 << 30))
+
+    monkeypatch.setattr(files.shutil, "disk_usage", usage)
+    for raised in (OSError(errno.ENOSPC, "No space left on device"), OSError("16000 requested and 12256 written"),
+                   OSError("Not enough free space to write 16777216 bytes after offset 128")):
         with pytest.raises(OutputError) as e:
             with staged_dir(out, "edgeser.json", "test"):
                 raise raised
         assert str(e.value).startswith(f"{out.resolve()}: no space left on the disk")
-        assert (out / "edgeser.json").read_text() == "{}"
+        assert e.value.__cause__ is raised and (out / "edgeser.json").read_text() == "{}"
+    with pytest.raises(KeyError):       # a bug of the writer's while the disk is full is that bug
+        with staged_dir(out, "edgeser.json", "test"):
+            raise KeyError("labels")
     monkeypatch.setattr(files.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10 << 30, 1 << 30, 9 << 30))
     with pytest.raises(OSError, match="requested and"):      # space enough: the writer's own error stays
         with staged_dir(out, "edgeser.json", "test"):

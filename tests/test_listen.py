@@ -264,8 +264,8 @@ def test_a_compressed_file_or_a_terminal_on_stdin_is_refused_not_heard_as_sample
                        ((adts + bytes(length - 7)) * 20, "AAC (ADTS)")):
         rc, lines, err = _pipe_pcm(model_dir, data)
         assert rc == 1 and err.strip().splitlines()[-1].startswith(f"Error: stdin: {name} data, not PCM"), err
-    # PCM whose first sample looks like a frame header is PCM
-    rc, lines, err = _pipe_pcm(model_dir, mp3.read_bytes()[:7] + sf.read(str(CLIP), dtype="int16")[0].tobytes())
+    # PCM whose first samples look like a frame header is PCM (8 bytes: whole samples, still PCM after)
+    rc, lines, err = _pipe_pcm(model_dir, mp3.read_bytes()[:8] + sf.read(str(CLIP), dtype="int16")[0].tobytes())
     assert rc == 0 and lines[-1]["kind"] == "end" and [u for u in lines if u["kind"] == "utterance"], err
     # typed at a prompt, nothing piped in: it waited without a word
     import pty

@@ -9,6 +9,7 @@ import click
 
 from edgeser.labels import LabelError
 from edgeser.options import FiniteRange, Output
+from edgeser.signals import work_kept
 
 
 def _fail(e: Exception):
@@ -291,6 +292,8 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
         out_p = Path(out) if out else _default_out(list(data) + list(extra), preset, init, qat)
         if not resume and (out_p / "last.pt").exists():
             raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
+        if resume and (out_p / "last.pt").exists():
+            work_kept()     # stopped while the corpus decodes, the same command still continues it
         merge = _inherited_merge(init, init_ck, merge)
         clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
         cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
@@ -397,6 +400,8 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     if not model_path and not resume and any(out_p.glob("fold*/last.pt")):
         raise click.ClickException(f"{out_p} holds an earlier cross-validation's fold checkpoints: --resume to "
                                    f"continue it, or another --out")
+    if resume and any(out_p.glob("fold*/last.pt")):
+        work_kept()
     if (adapt_steps or balance) and not speaker_adapt:
         raise click.UsageError(f"{'--adapt-steps' if adapt_steps else '--balance'} refines the --speaker-adapt "
                                "scores: give both")
