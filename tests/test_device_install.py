@@ -43,6 +43,9 @@ def test_the_device_install_has_no_torch_and_listens(device_env):
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
     (utt,) = [x for x in lines if x["kind"] == "utterance"]
     assert utt["label"] == "anger" and lines[-1]["backend"] == "tflite"
+    # the clip that comes with the wheel: the whole path before a microphone or a file is there
+    r = run(device_env, "listen", "--demo", "--json", "--no-hops")
+    assert r.returncode == 0 and '"label": "anger"' in r.stdout and "demo.flac" in r.stdout, r.stderr
     # a pipe, as from arecord: the voice detector comes with edgeser, PyAudio is for microphones only
     import soundfile as sf
 

@@ -684,6 +684,10 @@ def test_usage_errors(model_dir, tmp_path):
     one_line_error(r, str(tmp_path / "nope"), "no such model")
     r = listen(model_dir, "--fast")
     assert r.returncode == 2 and "--fast needs --input" in r.stderr
+    r = listen(model_dir, "--demo", "--input", CLIP)
+    assert r.returncode == 2 and "--demo is an --input of its own" in r.stderr
+    r = listen(model_dir, "--demo", "--json", "--no-hops")      # the clip that comes with edgeser
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["input"].endswith("demo.flac"), r.stderr
     from edgeser.runtime.recognizer import DEFAULT_MODEL
 
     if not (DEFAULT_MODEL / "edgeser.json").exists():
