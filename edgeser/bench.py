@@ -329,12 +329,13 @@ def run_bench(folder, backends: Sequence[str] = BACKENDS, precisions: Sequence[s
             a = m.artifact("window", c.backend, c.precision, folder) if c.window else None
             sa, ha = (m.artifact("frontend_step", c.backend, c.precision, folder),
                       m.artifact("head", c.backend, c.precision, folder))
-            for part, measure in (("window", lambda: measure_window(folder, a, m, x, c.threads, runs, warmup)
-                                   if a is not None else None),
-                                  ("stream", lambda: measure_stream(folder, sa, ha, m, x, c.threads, runs, warmup)
-                                   if c.stream and sa is not None and ha is not None else None)):
+            measures = {"window": a is not None
+                        and (lambda: measure_window(folder, a, m, x, c.threads, runs, warmup)),
+                        "stream": c.stream and sa is not None and ha is not None
+                        and (lambda: measure_stream(folder, sa, ha, m, x, c.threads, runs, warmup))}
+            for part, measure in measures.items():
                 try:
-                    r[part] = measure()
+                    r[part] = measure() if measure else None
                 except _NotAsListed as e:
                     skipped.append({"backend": c.backend, "precision": c.precision, "role": part, "reason": str(e)})
                 bar.step(f"{tag} {part}")

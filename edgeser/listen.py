@@ -361,7 +361,7 @@ def _stdin_reader(read):
 def _refuse_compressed(head: bytes, name: Optional[str] = None) -> None:
     from .audio import AudioError
 
-    name = name or next((name for at, magic, name in _CONTAINERS if head[at:at + len(magic)] == magic), None)
+    name = name or next((kind for at, magic, kind in _CONTAINERS if head[at:at + len(magic)] == magic), None)
     if name:
         raise AudioError(f"stdin: {name} data, not PCM: give the file as --input FILE, or decode it into "
                          f"the pipe (ffmpeg -i FILE -f s16le -ac 1 -ar 16000 -)")

@@ -166,11 +166,8 @@ def malformed(m: Manifest) -> Optional[str]:
     """What makes a manifest unusable, or None. A hand-edited one (a rate typed as "16000", labels
     cut to three) otherwise failed deep in a stream, a division by zero or an IndexError at the
     first hop, or passed the golden check and answered with the wrong names."""
-    def whole(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
     for name in ("sample_rate", "frame_samples", "window_frames", "hop_frames", "feature_dim"):
-        if not whole(getattr(m, name)):
+        if not _whole(getattr(m, name)):
             return f"{name} must be a whole number over 0, not {getattr(m, name)!r}"
     from .resample import check_rate      # the one rule for a rate, as a stream takes its input's
 
@@ -183,7 +180,7 @@ def malformed(m: Manifest) -> Optional[str]:
     if (not isinstance(m.labels, list) or len(m.labels) < 2 or not all(isinstance(x, str) and x for x in m.labels)
             or len(set(m.labels)) != len(m.labels)):
         return f"labels must be two or more different names, not {m.labels!r}"
-    if not isinstance(m.state_shapes, list) or not all(isinstance(s, list) and s and all(whole(n) for n in s)
+    if not isinstance(m.state_shapes, list) or not all(isinstance(s, list) and s and all(_whole(n) for n in s)
                                                        for s in m.state_shapes):
         return f"state_shapes must be lists of whole numbers over 0, not {m.state_shapes!r}"
     for check in (_normalization, _agrees_with_model_config, _vad_frames, _artifacts, _golden, _figures):
@@ -197,6 +194,10 @@ def malformed(m: Manifest) -> Optional[str]:
                 if isinstance(width, int) and width != len(m.labels):
                     return f"{a.file} answers {width} classes, but there are {len(m.labels)} labels"
     return None
+
+
+def _whole(v, least: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
 
 
 def _number(v) -> bool:
@@ -265,7 +266,7 @@ def _artifacts(m: Manifest) -> Optional[str]:
             tensors = getattr(a, key)
             if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
                 return f"{where}.{key} must be a list of objects, not {tensors!r}"
-        if not (isinstance(a.size_bytes, int) and not isinstance(a.size_bytes, bool) and a.size_bytes >= 0):
+        if not _whole(a.size_bytes, least=0):
             return f"{where}.size_bytes must be a whole number, not {a.size_bytes!r}"
         # what tells a damaged or swapped file from the one export wrote: empty, nothing would
         if not (isinstance(a.sha256, str) and re.fullmatch(r"[0-9a-f]{64}", a.sha256)):
@@ -289,7 +290,7 @@ def _golden(m: Manifest) -> Optional[str]:
 
 
 def _figures(m: Manifest) -> Optional[str]:
-    if not (isinstance(m.parameters, int) and not isinstance(m.parameters, bool) and m.parameters >= 0):
+    if not _whole(m.parameters, least=0):
         return f"parameters must be a whole number, not {m.parameters!r}"
     if not (isinstance(m.macs, dict) and all(_number(v) for v in m.macs.values())):
         return f"macs must map names to numbers, not {m.macs!r}"

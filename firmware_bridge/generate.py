@@ -120,11 +120,13 @@ def analyse(folder: Path, man: M.Manifest, log: Callable[[str], None]):
         # firmware carries the file's bytes: a damaged one, or one whose shapes are not the header's
         # geometry (a window read past its end on the device), is refused here
         problem = M.file_problem(folder, art)
+        if problem:
+            raise FirmwareError(f"{folder / art.file}: {problem}")
         try:
-            info = read_tflite(folder / art.file) if problem is None else None
+            info = read_tflite(folder / art.file)
         except ModelFileError as e:
             raise FirmwareError(str(e)) from None
-        problem = problem or M.shape_problem(man, role, info.inputs, info.outputs)
+        problem = M.shape_problem(man, role, info.inputs, info.outputs)
         if problem:
             raise FirmwareError(f"{folder / art.file}: {problem}")
         non_int = [t.name for t in info.inputs + info.outputs if t.dtype not in ("int8", "int16", "int32")]
