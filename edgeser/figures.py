@@ -101,12 +101,15 @@ def plot_timeline(results, labels: Sequence[str], path, title: str = "", min_con
     for k, lab in enumerate(labels):
         high = low + np.nan_to_num(np.repeat(probs[:, k], 2))
         if len(x):
-            top.fill_between(x, low, high, where=speech, color=colours[lab], linewidth=0, label=lab)
+            top.fill_between(x, low, high, where=speech, color=colours[lab], linewidth=0)
         low = high
     top.set_ylim(0, 1)
     top.set_ylabel("probability per hop" if len(spans) == len(s["spans"]) else
                    f"mean per {spans[0, 1] - spans[0, 0]:.0f} s", fontsize=9)
-    top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    # every label's colour, also for a session stopped before its first hop
+    from matplotlib.patches import Patch
+    top.legend(handles=[Patch(color=colours[lab], label=lab) for lab in labels], loc="upper left",
+               bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     top.set_title(title, fontsize=9)
     named = len(s["utterances"]) <= MAX_NAMED
     for start, stop, lab, conf in s["utterances"]:

@@ -16,7 +16,7 @@ import click
 import numpy as np
 
 from .framesync import bytes_to_decide, compressed
-from .options import PLOT_SUFFIXES, FiniteRange, Output, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
+from .options import PLOT_SUFFIXES, FiniteRange, Output, channel_option, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
 from .signals import stop_status
 
 DEMO_CLIP = Path(__file__).resolve().parent / "models" / "demo.flac"
@@ -156,13 +156,21 @@ def vad_gain_suggestion(peak_dbfs: float, vad_gain_db: float):
 
 
 def quiet_hint(utterances: int, audio_s: float, peak_dbfs: float, vad_gain_db: float,
-               min_utterance_s: float = 0.0):
+               min_utterance_s: float = 0.0, channel: Optional[int] = None):
     """Why nothing was heard, when the level says so: a voice peaking 15-60 dB under full scale
     is one the voice detector can miss (benchmarks/vad_level.py); silence or hiss lies lower. Or
-    when the length does: an input shorter than the shortest utterance gets hop lines only."""
+    when the length does: an input shorter than the shortest utterance gets hop lines only. Or
+    every sample was 0: from a microphone (`channel` heard), a muted one or the wrong channel."""
     if not utterances and 0 < audio_s < min_utterance_s:
         return (f"note: no utterance: the input is {audio_s:.2f} s long, and an utterance needs at least "
                 f"{min_utterance_s:g} s of speech")
+    if not utterances and audio_s >= 1.0 and peak_dbfs == -math.inf:
+        if channel is None:
+            return "note: no speech heard: every sample of the input is 0 (digital silence)"
+        other = 1 if channel == 0 else 0
+        return (f"note: no speech heard: every sample from the microphone's channel {channel} was 0 (digital "
+                f"silence): its capture is muted (alsamixer, F4 for capture), or it sends on another channel "
+                f"(an I2S microphone wired for the {'right' if other else 'left'} channel: --channel {other})")
     suggest = vad_gain_suggestion(peak_dbfs, vad_gain_db)
     if utterances or audio_s < 1.0 or suggest is None:
         return None
@@ -436,6 +444,7 @@ class _Recorder:
 @click.command("listen")
 @model_options
 @click.option("--device", default=None, metavar="N|NAME", help="Input device: index or part of its name.")
+@channel_option
 @click.option("--list-devices", is_flag=True, help="List input devices and exit.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per result on stdout; from a microphone or stdin each also says when it "
@@ -481,7 +490,7 @@ class _Recorder:
               help="At the end, draw the session: each emotion's probability hop by hop, and every utterance "
                    "with its label; with a labelled --input FOLDER, the confusion matrix of its files (needs "
                    "matplotlib: pip install \"edgeser[plot]\").")
-def listen(model, device, list_devices, as_json, input_file, fast, demo, backend, precision, threads, rate, normalize,
+def listen(model, device, channel, list_devices, as_json, input_file, fast, demo, backend, precision, threads, rate, normalize,
            gain, vad_mode, vad_gain_db, vad_noise_margin_db, denoise, speeds, hops, duration, save_audio, min_confidence,
            balance_file, plot_file):
     """Recognise emotion live from a microphone, or from a file (--input).
@@ -511,6 +520,10 @@ def listen(model, device, list_devices, as_json, input_file, fast, demo, backend
         input_file, fast = str(DEMO_CLIP), True
     if fast and not input_file:
         raise click.UsageError("--fast needs --input FILE")
+    if input_file and (device is not None or channel):
+        raise click.UsageError(f"{'--device' if device is not None else '--channel'} picks a microphone, and "
+                               f"{'--demo' if demo else '--input'} hears {'a clip' if demo else 'audio'} instead: "
+                               "give one of them")
     piped = input_file == "-"
     if piped and (sys.stdin is None or sys.stdin.isatty()):
         # typed at a prompt with nothing piped in, it waited without a word
@@ -579,7 +592,7 @@ def listen(model, device, list_devices, as_json, input_file, fast, demo, backend
         else:
             from .mic import Microphone
 
-            mic = Microphone(device, rate).__enter__()
+            mic = Microphone(device, rate, channel=channel).__enter__()
             info.update(device=mic.device.name, rate=mic.rate)
             started = True      # a device lost before its first block still gets a summary
             click.echo(f"listening on {mic.device.name!r} at {mic.rate} Hz with {rec.format} {rec.precision} "
@@ -620,7 +633,9 @@ def listen(model, device, list_devices, as_json, input_file, fast, demo, backend
         info["error"] = error
     if started or not error:
         out.summary(info)
-    hint = quiet_hint(out.utterances, stream.time_s, peak, vad_gain_db, stream_opts["vad"].min_utterance_s)
+    hint = None if status in ("interrupted", "terminated") and stream.time_s < 1.0 else \
+        quiet_hint(out.utterances, stream.time_s, peak, vad_gain_db, stream_opts["vad"].min_utterance_s,
+                   channel=None if mic is None else channel)
     if hint:
         click.echo(hint, err=True)
     if plot_file and started:

@@ -21,6 +21,8 @@ from typing import List, Optional, Union
 import numpy as np
 
 PREFERRED_RATES = (16000, 48000, 44100, 32000, 22050, 8000)
+POLL_S = 0.1        # how long blocks() waits on the queue at a time
+PAUSED_S = 1.0      # a wait this much longer than POLL_S: the process was not running
 
 
 class MicError(RuntimeError):
@@ -61,12 +63,34 @@ def _quiet_stderr():
         os.close(devnull)
 
 
+_alsa_handler = None
+
+
+def _quiet_alsa():
+    """ALSA prints "ALSA lib pcm.c:...(snd_pcm_recover) overrun occurred" on stderr in the middle of
+    a session, between listen's own lines; the overflows are counted (Microphone.overflows) instead."""
+    global _alsa_handler
+    if _alsa_handler is not None:
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        asound = ctypes.CDLL(ctypes.util.find_library("asound") or "libasound.so.2")
+        _alsa_handler = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                                         ctypes.c_char_p)(lambda *_: None)
+        asound.snd_lib_error_set_handler(_alsa_handler)
+    except (OSError, AttributeError):       # no ALSA (macOS, Windows): nothing to quiet
+        _alsa_handler = False
+
+
 def _pyaudio():
     try:
         import pyaudio
     except ImportError:
         raise MicError('microphone input needs PyAudio: pip install "edgeser[audio]" '
                        '(it builds against PortAudio: apt install portaudio19-dev)', "use --input FILE") from None
+    _quiet_alsa()
     with _quiet_stderr():
         return pyaudio, pyaudio.PyAudio()
 
@@ -105,19 +129,35 @@ def _choose(devs: List[Device], spec: Optional[Union[int, str]]) -> Device:
             if d.index == int(s):
                 return d
         raise MicError(f"no input device with index {s}; see `edgeser listen --list-devices`")
-    hits = [d for d in devs if s.lower() in d.name.lower()]
+    exact = [d for d in devs if d.name.lower() == s.lower()]
+    hits = exact or [d for d in devs if s.lower() in d.name.lower()]
     if not hits:
         raise MicError(f"no input device named like {s!r}; see `edgeser listen --list-devices`")
+    if len(hits) > 1:    # two USB microphones alike: taking either would be a guess
+        raise MicError(f"{len(hits)} input devices are named like {s!r} ("
+                       + "; ".join(f"{d.index}: {d.name}" for d in hits) + "): give its index or more of its name")
     return hits[0]
 
 
+def _same_device(devs: List[Device], device: Device) -> Device:
+    """The device a stream was first opened on, after its stream died: PortAudio numbers the
+    devices afresh when one goes, so an index or name fragment may now mean another microphone."""
+    same = [d for d in devs if d.name == device.name]
+    if not same:
+        raise MicError(f"input device {device.name!r} is gone")
+    return next((d for d in same if d.index == device.index), same[0])
+
+
 class Microphone:
-    """with Microphone(device, rate) as mic: for block in mic.blocks(): ...  (int16 mono)."""
+    """with Microphone(device, rate) as mic: for block in mic.blocks(): ...  (int16 mono: the
+    device's `channel`, 0 by default)."""
 
     def __init__(self, device: Optional[Union[int, str]] = None, rate: Optional[int] = None,
-                 block_s: float = 0.02, stall_s: float = 2.0, first_block_s: float = 5.0, reopen_s: float = 5.0):
+                 block_s: float = 0.02, stall_s: float = 2.0, first_block_s: float = 5.0, reopen_s: float = 5.0,
+                 channel: int = 0):
         self.spec = device
         self.req_rate = rate
+        self.channel = int(channel)     # an I2S microphone wired for the right channel sends on 1
         self.block_s = block_s
         self.stall_s = stall_s
         # PulseAudio's ALSA plugin delivers the first block ~1.8 s after opening (more under load)
@@ -142,18 +182,27 @@ class Microphone:
                 ok = False
             if ok:
                 return int(r)
-        raise MicError(f"input device {dev.index} ({dev.name}) supports none of the rates "
-                       f"{', '.join(map(str, rates))} Hz in mono 16-bit")
+        offers = f"; it offers {dev.default_rate} Hz: --rate {dev.default_rate}" if dev.default_rate not in rates else ""
+        raise MicError(f"input device {dev.index} ({dev.name}) takes none of the rates "
+                       f"{', '.join(map(str, rates))} Hz{offers}")
 
-    def _open(self, rate: Optional[int]):
+    def _open(self, rate: Optional[int], same: Optional[Device] = None):
         pyaudio, self.pa = _pyaudio()
-        self.device = _choose(_devices(self.pa), self.spec)
+        devs = _devices(self.pa)
+        self.device = _choose(devs, self.spec) if same is None else _same_device(devs, same)
+        channels = self.channel + 1
+        if channels > self.device.channels:
+            raise MicError(f"input device {self.device.index} ({self.device.name}) has {self.device.channels} "
+                           f"channel(s): no --channel {self.channel} (counted from 0)")
         self.rate = rate or self._pick_rate(pyaudio, self.device)
         frames = max(1, int(round(self.rate * self.block_s)))
+        pick = self.channel
 
         def callback(data, n, info, status):
             if status & pyaudio.paInputOverflow:
                 self.overflows += 1
+            if pick:        # interleaved int16 frames: keep the one channel
+                data = np.frombuffer(data, dtype="<i2")[pick::channels].tobytes()
             try:
                 self.q.put_nowait(data)
             except queue.Full:          # the consumer is stalled: drop, never block PortAudio
@@ -162,7 +211,7 @@ class Microphone:
 
         try:
             with _quiet_stderr():
-                self.stream = self.pa.open(format=pyaudio.paInt16, channels=1, rate=self.rate, input=True,
+                self.stream = self.pa.open(format=pyaudio.paInt16, channels=channels, rate=self.rate, input=True,
                                            input_device_index=self.device.index, frames_per_buffer=frames,
                                            stream_callback=callback)
         except (IOError, OSError) as e:
@@ -180,18 +229,18 @@ class Microphone:
     def _reopen(self, why: str):
         """The same device at the same rate after its stream died, tried for reopen_s (a sound
         server restarting takes a moment); MicError when it cannot be."""
-        name, rate = self.device.name, self.rate
+        device, rate = self.device, self.rate
         deadline = time.monotonic() + self.reopen_s
         while True:
             self.close()
             try:
-                self._open(rate)
+                self._open(rate, same=device)
                 break
             except MicError as e:
                 if time.monotonic() >= deadline:
                     self.close()
-                    raise MicError(f"microphone {name!r} stopped delivering audio ({why}) and cannot be "
-                                   f"reopened: {e} (disconnected, or its sound server stopped)") from None
+                    raise MicError(f"microphone {device.name!r} stopped delivering audio ({why}) and cannot be "
+                                   f"reopened: {e.bare} (disconnected, or its sound server stopped)") from None
             time.sleep(0.25)
         self.restarts += 1
 
@@ -199,24 +248,31 @@ class Microphone:
         """int16 blocks until the caller stops. A stream that ends, or delivers nothing for stall_s
         (first_block_s after opening), is reopened, as often as it delivers in between; MicError
         when reopening fails or a reopened stream delivers nothing either."""
-        opened = time.monotonic()
+        opened = polled = time.monotonic()
         last = None             # when the last block came; None: nothing since (re)opening
         reopened = False
         while True:
             try:
-                data = self.q.get(timeout=0.1)
+                data = self.q.get(timeout=POLL_S)
             except queue.Empty:
+                # a process stopped (SIGSTOP, a suspended terminal) or starved of CPU did not wait for
+                # the device: that time is not the device's silence, and its audio is still queued
+                now = time.monotonic()
+                lost = max(0.0, now - polled - PAUSED_S)
+                opened, polled = opened + lost, now
+                last = None if last is None else last + lost
                 active = self.stream is not None and self.stream.is_active()
-                quiet_s = time.monotonic() - (opened if last is None else last)
+                quiet_s = now - (opened if last is None else last)
                 if active and quiet_s <= (self.first_block_s if last is None else self.stall_s):
                     continue
                 if reopened and last is None:
                     raise MicError(f"microphone {self.device.name!r} stopped delivering audio "
                                    f"(disconnected, or its sound server stopped)")
                 self._reopen("its stream ended" if not active else f"nothing for {quiet_s:.1f} s")
-                opened, last, reopened = time.monotonic(), None, True
+                opened = polled = time.monotonic()
+                last, reopened = None, True
                 continue
-            last = time.monotonic()
+            last = polled = time.monotonic()
             yield np.frombuffer(data, dtype="<i2")
 
     def discard_queued(self) -> None:

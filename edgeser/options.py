@@ -144,6 +144,13 @@ def denoise_option(f):
     return click.option("--denoise", is_flag=True, help=DENOISE_HELP)(f)
 
 
+def channel_option(f):
+    """--channel: which of a microphone's channels to hear (edgeser.mic.Microphone)."""
+    return click.option("--channel", type=click.IntRange(0, 63), default=0, show_default=True, metavar="N",
+                        help="The microphone's channel to hear, counted from 0. An I2S microphone (INMP441, "
+                             "SPH0645) wired for the right channel sends on 1 and leaves 0 silent.")(f)
+
+
 def vad_config(vad_mode: int, vad_gain_db: float, vad_noise_margin_db: float = VadConfig.noise_margin_db):
     return VadConfig(mode=vad_mode, gain_db=vad_gain_db, noise_margin_db=vad_noise_margin_db)
 

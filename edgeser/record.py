@@ -16,7 +16,8 @@ import click
 import numpy as np
 
 from . import labels as L
-from .options import FiniteRange, vad_config, vad_options
+from .options import FiniteRange, channel_option, vad_config, vad_options
+from .signals import stop_status
 
 SAMPLE_RATE = 16000
 FRAME = SAMPLE_RATE // 50                 # 20 ms, the voice detector's frame
@@ -145,6 +146,7 @@ def _emotions(ctx, param, value):
                    "(docs/adapt.md, \"With labels, a personal model\").")
 @click.option("--device", default=None, metavar="N|NAME", help="Input device: index or part of its name "
                                                              "(`edgeser listen --list-devices`).")
+@channel_option
 @click.option("--rate", type=click.IntRange(8000, 192000), default=None,
               help="Capture rate (default: 16 kHz if the device offers it); takes are saved at 16 kHz.")
 @vad_options
@@ -156,7 +158,7 @@ def _emotions(ctx, param, value):
               help="Give up on a take after this long without speech (and ask again).")
 @click.option("--no-enter", is_flag=True,
               help="Do not wait for Enter before each take: record the next as soon as the last is saved.")
-def record(out, emotions, takes, device, rate, vad_mode, vad_gain_db, vad_noise_margin_db, end_silence_ms, max_s,
+def record(out, emotions, takes, device, channel, rate, vad_mode, vad_gain_db, vad_noise_margin_db, end_silence_ms, max_s,
            wait_s, no_enter):
     """Record your own labelled clips: TAKES takes of each emotion into OUT/EMOTION/takeN.wav.
 
@@ -194,7 +196,7 @@ def record(out, emotions, takes, device, rate, vad_mode, vad_gain_db, vad_noise_
     plan = [(e, k) for k in range(takes) for e in emotions]     # each round goes once through the emotions
     saved, stdin = [], click.get_text_stream("stdin")
     try:
-        with Microphone(device, rate) as mic:
+        with Microphone(device, rate, channel=channel) as mic:
             click.echo(f"recording from {mic.device.name!r} at {mic.rate} Hz into {root}/ "
                        f"({takes} take(s) of {', '.join(emotions)}); Ctrl-C stops", err=True)
             blocks = mic.blocks()
@@ -237,8 +239,8 @@ def record(out, emotions, takes, device, rate, vad_mode, vad_gain_db, vad_noise_
                 saved.append((emotion, path))
                 click.echo(f"  saved {path} ({len(x) / SAMPLE_RATE:.1f} s)", err=True)
                 i += 1
-    except KeyboardInterrupt:
-        click.echo("", err=True)
+    except KeyboardInterrupt as e:      # the way to stop a session early: what was saved stays
+        click.echo(f"\n{stop_status(e)}", err=True)
     except MicError as e:
         raise click.ClickException(e.bare)
     finally:

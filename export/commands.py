@@ -54,6 +54,8 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms
     from edgeser.train.data import DataError
     from edgeser.train.model import ModelConfig
 
+    from edgeser.runtime.backends import BackendError
+
     from .clips import ClipsError
     from .exporter import ExportError, export_model
     from .parity import format_table
@@ -82,6 +84,9 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms
                            calibration=calibration, check=False if no_check else check, progress=not quiet)
     except (CheckpointError, ClipsError, DataError, ExportError, FileExistsError) as e:
         raise click.ClickException(str(e)) from None
+    except BackendError as e:   # a file just converted that this machine's interpreter refuses
+        raise click.ClickException(f"{e}; nothing was written to {out} (a converter bug: please report it "
+                                   "with the preset and the options)") from None
     out_p = Path(out)
     parity = out_p / "parity.json"
     if parity.exists():

@@ -40,16 +40,27 @@ def zero_state(state_shapes: Sequence[Sequence[int]]) -> Feeds:
 
 
 def stream_features(step: Runner, window: np.ndarray, hop_samples: int, state_shapes,
-                    record: List[Feeds] = None) -> np.ndarray:
-    """Features of one window computed hop by hop from a zero state: (1, frames, D).
+                    record: List[Feeds] = None, state: Feeds = None) -> np.ndarray:
+    """Features of one window computed hop by hop from a zero state (or `state`): (1, frames, D).
 
     A window that is not a whole number of hops is zero-padded; the extra frames are dropped.
     `record` collects every step's inputs (calibration data for the step model).
     """
+    return _streamed(step, window, hop_samples, state_shapes, record, state)[0]
+
+
+def silence_state(step: Runner, window_samples: int, hop_samples: int, state_shapes) -> Feeds:
+    """The state after a window of silence from a zero state: where the runtime starts every
+    utterance (Recognizer.snapshot), so the state a step model meets is never all zeros."""
+    return _streamed(step, np.zeros(window_samples, np.float32), hop_samples, state_shapes)[1]
+
+
+def _streamed(step: Runner, window, hop_samples: int, state_shapes, record=None, state=None):
     x = np.asarray(window, dtype=np.float32).reshape(-1)
-    n_hops = -(-len(x) // hop_samples)
-    x = np.pad(x, (0, n_hops * hop_samples - len(x)))
-    state = zero_state(state_shapes)
+    n = len(x)
+    n_hops = -(-n // hop_samples)
+    x = np.pad(x, (0, n_hops * hop_samples - n))
+    state = zero_state(state_shapes) if state is None else state
     feats = []
     for k in range(n_hops):
         feeds = {"audio": x[k * hop_samples:(k + 1) * hop_samples][None], **state}
@@ -59,8 +70,8 @@ def stream_features(step: Runner, window: np.ndarray, hop_samples: int, state_sh
         feats.append(out["features"])
         state = {n: out[f"{n}_out"] for n in state}
     F = np.concatenate(feats, axis=1)
-    frames = len(np.asarray(window).reshape(-1)) * F.shape[1] // (n_hops * hop_samples)
-    return F[:, :frames]
+    frames = n * F.shape[1] // (n_hops * hop_samples)
+    return F[:, :frames], state
 
 
 def stream_probs(step: Runner, head: Runner, window: np.ndarray, hop_samples: int, state_shapes) -> np.ndarray:

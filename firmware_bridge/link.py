@@ -4,7 +4,9 @@ pyserial (extra `bridge`) is imported here only, when a port is opened.
 """
 from __future__ import annotations
 
+import errno
 import os
+import re
 import time
 from typing import List, Optional
 
@@ -17,13 +19,21 @@ class LinkError(RuntimeError):
     """A port that cannot be opened, or that failed or vanished while in use; names the port."""
 
 
+_GONE = {errno.EIO, errno.ENXIO, errno.ENODEV}   # what a USB serial adapter's vanished tty answers
+
+
 def _reason(e: Exception) -> str:
     msg = str(e).strip()
     if "exclusively lock" in msg:
         return "in use by another program"
     # pyserial nests the OS text ("could not open port X: [Errno 2] No such file ..."); the errno says it plainly
-    if isinstance(getattr(e, "errno", None), int):
-        return os.strerror(e.errno)
+    code = getattr(e, "errno", None)
+    if not isinstance(code, int):       # pyserial's own "write failed: [Errno 5] ..." carries it in the text
+        m = re.search(r"\[Errno (\d+)\]", msg)
+        code = int(m.group(1)) if m else None
+    if code is not None:
+        return (f"the device was unplugged or reset: {os.strerror(code)}" if code in _GONE
+                else os.strerror(code))
     if "Inappropriate ioctl" in msg:      # termios refused: a file or device that is no tty
         return "not a serial port"
     return msg.splitlines()[0] if msg else type(e).__name__

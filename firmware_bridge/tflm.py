@@ -106,6 +106,9 @@ def _runs(path, size: int, inputs, n_outputs) -> bool:
         return False
 
 
+ARENA_ALIGN = 16   # TFLM's buffer alignment (MicroArenaBufferAlignment)
+
+
 def measure(path, inputs: Sequence[np.ndarray], n_outputs: int, step: int = 256) -> ArenaReport:
     """Load with a large arena, run once, read the allocator's record, then search the smallest
     arena (to `step` bytes) with which the model still loads and runs."""
@@ -136,4 +139,5 @@ def measure(path, inputs: Sequence[np.ndarray], n_outputs: int, step: int = 256)
         t = time.perf_counter()
         invoke(interp, inputs, n_outputs, path)
         times.append((time.perf_counter() - t) * 1000)
+    hi = -(-hi // ARENA_ALIGN) * ARENA_ALIGN    # a larger arena runs too; firmware declares it alignas(16)
     return ArenaReport(str(path), used, hi, breakdown, float(np.median(times)))

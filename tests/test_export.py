@@ -494,3 +494,27 @@ def test_calibration_takes_a_folder_of_unlabelled_recordings(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ClipsError, match="no audio files"):
         calibration_paths({}, str(tmp_path / "empty"))
+
+
+def test_whole_window_hop_int8_step_model_loads_and_follows_the_float_model(exported):
+    """A hop of the whole window: each calibration window is one step, so calibrated from a zero
+    state the state path quantized to nothing and XNNPACK refused the file; calibrated from the
+    state the runtime starts an utterance in, it loads and streams as the float model does."""
+    from edgeser.export import calibration_data
+    from edgeser.export.clips import load_audio, windows
+    from edgeser.export.tflite_export import write_tflite
+    from edgeser.export.wrappers import state_shapes
+    from edgeser.train.checkpoint import load_model
+
+    model, _ = load_model(exported["ckpt"])
+    T, shapes = model.cfg.window_frames, state_shapes(model)
+    audio = load_audio([str(EMODB / f) for f in CAL])
+    cal = calibration_data.for_role(model, "frontend_step", windows(audio, model.cfg.window_samples), T, shapes)
+    assert all(np.abs(f[n]).max() > 0 for f in cal for n in f if n != "audio")
+    path = exported["root"] / "whole_window_step.int8.tflite"
+    write_tflite(*X.int8_tflite(model, "frontend_step", T, cal), path)
+    step = open_model(path)                 # the default interpreter, XNNPACK delegate included
+    ref = TorchRunner(model, "frontend_step", T)
+    feeds = cal[-1]
+    got, want = step.run(feeds)["features"], ref.run(feeds)["features"]
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.95

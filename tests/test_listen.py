@@ -3,6 +3,7 @@ from a PulseAudio virtual microphone (skipped, with the reason, where PulseAudio
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -335,6 +336,16 @@ def test_vad_gain_lets_listen_hear_a_quiet_voice(model_dir, data_dir):
     assert -50 < json_lines(r.stdout)[-1]["peak_dbfs"] < -45
     r = listen(model_dir, "--input", quiet, "--fast", "--vad-gain-db", "60")
     assert r.returncode == 2 and "--vad-gain-db" in r.stderr
+
+
+def test_digital_silence_is_said_and_from_a_microphone_the_channel_suggested():
+    from edgeser.listen import quiet_hint
+
+    assert "every sample of the input is 0" in quiet_hint(0, 5.0, -math.inf, 0.0)
+    mic = quiet_hint(0, 5.0, -math.inf, 0.0, channel=0)
+    assert "channel 0 was 0" in mic and "--channel 1" in mic and "alsamixer" in mic
+    assert "--channel 0" in quiet_hint(0, 5.0, -math.inf, 0.0, channel=1)
+    assert quiet_hint(2, 5.0, -math.inf, 0.0, channel=0) is None        # utterances heard: nothing to explain
 
 
 def test_a_folder_with_unheard_quiet_files_says_what_to_try(model_dir, data_dir, tmp_path):
@@ -686,6 +697,10 @@ def test_usage_errors(model_dir, tmp_path):
     assert r.returncode == 2 and "--fast needs --input" in r.stderr
     r = listen(model_dir, "--demo", "--input", CLIP)
     assert r.returncode == 2 and "--demo is an --input of its own" in r.stderr
+    r = listen(model_dir, "--demo", "--device", "99")            # not quietly ignored
+    assert r.returncode == 2 and "--device picks a microphone, and --demo hears a clip" in r.stderr
+    r = listen(model_dir, "--input", CLIP, "--channel", "1")
+    assert r.returncode == 2 and "--channel picks a microphone, and --input hears audio" in r.stderr
     r = listen(model_dir, "--demo", "--json", "--no-hops")      # the clip that comes with edgeser
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["input"].endswith("demo.flac"), r.stderr
     from edgeser.runtime.recognizer import DEFAULT_MODEL
@@ -786,7 +801,8 @@ def test_live_capture_reports_the_utterance_predict_clip_reports(model_dir, rec,
 
 @pytest.mark.audio
 def test_live_capture_at_48k_is_resampled_in_the_stream(model_dir, rec, vmic48):
-    rc, lines, err = _capture(model_dir, vmic48, "--rate", "48000")
+    # and heard on the second channel (PortAudio opened in stereo, the mono source on both)
+    rc, lines, err = _capture(model_dir, vmic48, "--rate", "48000", "--channel", "1")
     assert rc == 0, err
     assert lines[-1]["rate"] == 48000 and lines[-1]["overflows"] == 0
     utt = [u for u in lines if u["kind"] == "utterance"]

@@ -3,6 +3,7 @@ the real webrtcvad), and a real session on a PulseAudio virtual microphone whose
 then scores as a labelled folder."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -158,6 +159,22 @@ def test_no_speech_on_the_microphone_gives_up_and_end_of_input_stops(vmic, tmp_p
     r = subprocess.run([sys.executable, "-m", "edgeser", "record", str(tmp_path / "v"), "--emotions", "anger"],
                        env=vmic.env, cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode == 0 and "press Enter" in r.stderr and "no take saved" in r.stderr
+
+
+@pytest.mark.audio
+def test_a_session_stopped_by_sigterm_says_so_and_keeps_its_takes(vmic, tmp_path):
+    out = tmp_path / "v"
+    p = subprocess.Popen([sys.executable, "-m", "edgeser", "record", str(out), "--emotions", "anger,sadness",
+                          "--takes", "1", "--no-enter"], env=vmic.env, cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    _prompts(p, 1)
+    time.sleep(3.0)
+    vmic.play(ANGRY)
+    _prompts(p, 1)                                  # the anger take saved, sadness asked for
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 0 and "terminated" in stderr.splitlines(), stderr
+    assert "1 take(s) saved" in stdout and (out / "anger" / "take1.wav").is_file()
 
 
 @pytest.mark.audio
