@@ -42,9 +42,9 @@ class ResultPrinter:
     """Text: one line per hop (rewritten in place on a terminal), a permanent line per utterance.
     JSON: one object per result, flushed at once so a pipe sees it live."""
 
-    def __init__(self, as_json: bool, show_hops: bool, keep: bool = False, min_confidence: float = 0.0,
+    def __init__(self, as_json: bool, show_hops: bool, timeline=None, min_confidence: float = 0.0,
                  clock: bool = False):
-        self.kept = [] if keep else None     # every result, for --plot
+        self.timeline = timeline        # figures.Timeline gathering what --plot draws
         # live audio (microphone, stdin): each JSON object says when it was written, and each utterance
         # line the time of day, since a session's times count from its own start and a service's log
         # outlives many sessions
@@ -66,8 +66,8 @@ class ResultPrinter:
         sys.stdout.flush()
 
     def emit(self, r, file: str = None):
-        if self.kept is not None:
-            self.kept.append(r)
+        if self.timeline is not None:
+            self.timeline.add(r)
         unsure = self.unsure(r.confidence)
         if r.kind == "utterance":
             self.utterances += 1
@@ -414,11 +414,16 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
 
 
 class _Recorder:
-    """--save-audio: what was captured, at the capture rate, written aside and renamed at the end."""
+    """--save-audio: what was captured, at the capture rate, written aside and renamed at the end.
+    A WAV file's sizes are 32-bit: past 4 GiB (12.4 h at 48 kHz) its header lies and readers stop at
+    2^31 frames, so the recording stops there, said once; FLAC has no such limit."""
+
+    WAV_MAX_BYTES = 2 ** 32 - 1 - 4096      # the RIFF size field, less the header's chunks
 
     def __init__(self, path):
         self.path = Path(path) if path else None
         self.f = None
+        self.room = 0           # frames a WAV file still takes; None: no limit (FLAC)
 
     def write(self, rate, block):
         if self.path is None:
@@ -430,9 +435,20 @@ class _Recorder:
 
             self.staged = replacing(self.path)      # held open for the session
             tmp = self.staged.__enter__()
+            flac = self.path.suffix.lower() == ".flac"
             self.f = sf.SoundFile(str(tmp), "w", samplerate=int(rate), channels=1, subtype="PCM_16",
-                                  format="FLAC" if self.path.suffix.lower() == ".flac" else "WAV")
-        self.f.write(block if block.ndim == 1 else block.mean(axis=1))
+                                  format="FLAC" if flac else "WAV")
+            self.room = None if flac else self.WAV_MAX_BYTES // 2
+        x = block if block.ndim == 1 else block.mean(axis=1)
+        if self.room is not None:
+            if self.room and len(x) >= self.room:
+                click.echo(f"note: --save-audio: {self.path} is full (a WAV file holds 4 GiB, "
+                           f"{self.WAV_MAX_BYTES // 2 / rate / 3600:.1f} h at {rate} Hz); the rest of the session "
+                           f"is not saved: use a .flac file for longer sessions", err=True)
+            x = x[:self.room]
+            self.room -= len(x)
+        if len(x):
+            self.f.write(x)
 
     def close(self):
         if self.f is not None:
@@ -477,7 +493,7 @@ class _Recorder:
               help="Stop after S seconds of audio.")
 @click.option("--save-audio", type=Output(suffixes=(".wav", ".flac")), default=None, metavar="FILE",
               help="Also write the captured audio (capture rate, 16-bit) to a .wav or .flac file (FLAC: about "
-                   "half the size, for long sessions).")
+                   "half the size, for long sessions; a WAV file stops at 4 GiB, 12.4 h at 48 kHz).")
 @click.option("--min-confidence", type=FiniteRange(0, 1), default=0.0, show_default=True, metavar="P",
               help="Call an utterance 'unsure' when the model's top probability for it is under P (JSON: "
                    "\"unsure\": true beside the best guess), for a device that should act only when sure. On "
@@ -574,7 +590,10 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
     if folder:
         return listen_folder(rec, input_file, ResultPrinter(as_json, hops, min_confidence=min_confidence),
                              stream_opts, info, truth, plot_file)
-    out = ResultPrinter(as_json, hops, keep=bool(plot_file), min_confidence=min_confidence,
+    from .figures import Timeline
+
+    out = ResultPrinter(as_json, hops, timeline=Timeline(rec.labels) if plot_file else None,
+                        min_confidence=min_confidence,
                         clock=piped or not input_file)
     recorder = _Recorder(save_audio)
     mic = None
@@ -644,7 +663,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
         src = info.get("input") or info.get("device", "microphone")
         overall = f"; overall {overall_said(info)}" if info.get("label") else ""
         name = " + ".join(model) if model else "bundled model"
-        plot_timeline(out.kept, rec.labels, plot_file, min_confidence=min_confidence,
+        plot_timeline(out.timeline, rec.labels, plot_file, min_confidence=min_confidence,
                       title=f"{src}: {name} ({rec.format} {rec.precision}), {out.utterances} utterance(s){overall}")
         click.echo(f"plot: {plot_file}", err=True)
     if error:

@@ -133,7 +133,7 @@ def export_lines(info: Dict[str, Any]) -> List[str]:
         lines.append(f"  licence      {d.get('corpus')}: {d.get('licence')}")
     if tr.get("epochs"):
         best = tr.get("best") or {}
-        lines.append(f"weights        {tr.get('checkpoint', 'checkpoint')} after {tr['epochs']} epochs"
+        lines.append(f"weights        {tr.get('checkpoint', 'checkpoint')} after {tr['epochs']} epoch{'' if tr['epochs'] == 1 else 's'}"
                      + (" (quantization-aware)" if tr.get("qat") else "")
                      + _validation(best))
     if tr.get("parity"):
@@ -169,8 +169,9 @@ def export_lines(info: Dict[str, Any]) -> List[str]:
                    "Default: the bundled model.")
 @click.option("--preset", type=click.Choice(PRESETS), default=None,
               help="A preset's architecture instead (needs the train extra).")
-@click.option("--hop-s", default=0.5, show_default=True, type=FiniteRange(min=0, min_open=True), metavar="S",
-              help="Streaming hop for the MACs estimate of a preset or checkpoint.")
+@click.option("--hop-s", default=None, type=FiniteRange(min=0, min_open=True), metavar="S",
+              help="Streaming hop for the MACs estimate of a preset or checkpoint (default: export's, 0.5 s or the "
+                   "whole number of frames nearest it).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def model_info(model_path, preset, hop_s, as_json):
     """What a model is: labels, audio geometry, files, parity and licences (of an export, without torch);

@@ -94,7 +94,14 @@ def decode(clips: Sequence[Clip], where: str, what: str, progress: bool = False)
 
 def load_audio(paths: Sequence[str], progress: bool = False, where: str = "the clips given") -> List[np.ndarray]:
     """Calibration audio: decoded, silence-trimmed, RMS-normalised clips (`decode`)."""
-    return decode([Clip(p, "", "", "") for p in paths], where, "calibration clips", progress)[1]
+    return decoded_paths(paths, progress, where)[1]
+
+
+def decoded_paths(paths: Sequence[str], progress: bool = False,
+                  where: str = "the clips given") -> Tuple[List[str], List[np.ndarray]]:
+    """(the paths that decoded, their audio) of `load_audio`: a broken clip is skipped, not named as a source."""
+    kept, audio = decode([Clip(p, "", "", "") for p in paths], where, "calibration clips", progress)
+    return [c.path for c in kept], audio
 
 
 def windows(audio: Sequence[np.ndarray], window_samples: int, limit: int = 0) -> np.ndarray:

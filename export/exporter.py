@@ -27,6 +27,7 @@ STEMS = {"window": "model", "frontend_step": "frontend_step", "head": "head"}
 # self-test tolerance on probabilities: fp32 differs across CPUs only by rounding; int8 kernels
 # may round a requantisation differently on another architecture
 GOLDEN_ATOL = {"fp32": 1e-4, "int8": 0.05}
+MIN_CALIBRATION_WINDOWS = 16   # fewer, and the int8 ranges are one recording's (one 0.05 s clip: UA -62)
 PARITY_CLIPS = 400    # held-out clips scored per file at most (an even spread over speakers and labels)
 NORMALIZATION = {"type": "rms", "target_rms": 0.1, "trim_db": 40}
 
@@ -133,8 +134,12 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
     hop_samples = hop_frames * cfg.frame_samples
 
     cal_paths, cal_source = C.calibration_paths(ckpt, calibration)
-    cal_audio = C.load_audio(cal_paths, progress=progress, where=cal_source)
+    cal_paths, cal_audio = C.decoded_paths(cal_paths, progress=progress, where=cal_source)
     cal_windows = C.windows(cal_audio, cfg.window_samples)
+    if int8 and len(cal_windows) < MIN_CALIBRATION_WINDOWS:
+        print(f"warning: int8 ranges from {len(cal_windows)} window(s) of audio ({cal_source}): too little to "
+              f"cover speech, int8 answers may stray from the float model's; give --calibration a folder of a "
+              f"few minutes of speech", file=sys.stderr)
     golden = cal_windows[:1].copy()
     held = None
     if check is not False:
@@ -145,6 +150,11 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
             if check is not None:
                 raise
             print(f"warning: no parity report: {e}", file=sys.stderr)
+        seen = 0 if held is None else sum(c.speaker in trained_speakers(ckpt) for c in held.clips)
+        if seen:
+            print(f"note: {seen} of the {len(held.clips)} clips of the parity report ({held.source}) are of speakers "
+                  f"the model trained on: its UA column overstates what the model does for a voice it never "
+                  f"heard (the agreement columns are unaffected)", file=sys.stderr)
 
     precisions = ("fp32", "int8") if int8 else ("fp32",)
     plan = [(r, f, p) for r in ROLES for f in formats for p in precisions]
@@ -178,7 +188,7 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
                           "checkpoint": str(ckpt.get("_path", ckpt_path)),
                           "checkpoint_edgeser_version": ckpt.get("edgeser_version", ""),
                           "qat": bool((ckpt.get("train_config") or {}).get("qat")),
-                          "calibration": cal_source},
+                          "calibration": cal_source, "calibration_windows": len(cal_windows)},
                 golden={"input_file": GOLDEN_FILE, "source": Path(cal_paths[0]).name,
                         "expected": _golden_expected(tmp, artifacts, golden, hop_samples, shapes),
                         "atol": {a.file: GOLDEN_ATOL[a.precision] for a in artifacts}},

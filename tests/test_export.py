@@ -313,11 +313,19 @@ def test_bad_checkpoint_is_one_line_error(tmp_path, kind):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_default_hop_is_the_whole_number_of_frames_nearest_half_a_second():
+    from edgeser.train.config import preset
+
+    # the paper preset's 40 ms frames: 0.5 s is 12.5 of them, and export's default was refused
+    assert [(n, preset(n).default_hop_frames * preset(n).frame_ms) for n in ("paper", "edge", "tiny")] == \
+        [("paper", 480.0), ("edge", 500.0), ("tiny", 500.0)]
+
+
 def test_option_errors(tmp_path, exported):
     for hop in (("--hop-s", "0.25"), ("--hop-ms", "250")):        # seconds as elsewhere; ms as it was
         r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), *hop])
-        assert r.exit_code != 0 and f"Invalid value for {hop[0]}: 0.25 s is not a whole number of 0.1 s frames" \
-            in r.output, r.output
+        assert r.exit_code != 0 and f"Invalid value for {hop[0]}: 0.25 s is not a whole number of 0.1 s frames " \
+            "(try 0.2 or 0.3)" in r.output, r.output
     r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), "--hop-s", "0.25",
                                         "--hop-ms", "500"])           # the one was silently taken over the other
     assert r.exit_code == 2 and "--hop-s or --hop-ms, not both" in r.output
@@ -341,6 +349,11 @@ def test_low_int8_agreement_suggests_qat():
     # after QAT the same advice would go round in circles: point at the ONNX files instead
     done = qat_hint({"rows": rows}, "runs/a-qat/best.pt", qat_done=True)
     assert "already QAT" in done and "--qat" not in done and "90.0%" in done
+    # calibrated on a few windows: that is the cause to mend first, whatever training did
+    few = qat_hint({"rows": rows}, "runs/a/best.pt", calibration_windows=1)
+    assert "only 1 calibration window(s)" in few and "--calibration" in few and "--qat" not in few
+    # a figure under the bar is never printed as the bar
+    assert "(97.9%) agrees" in qat_hint({"rows": [{"artifact": "m.int8.tflite", "agreement": 0.97966}]}, "x.pt")
 
 
 def test_int8_step_state_carries_over_as_integer_codes(exported):
@@ -518,3 +531,31 @@ def test_whole_window_hop_int8_step_model_loads_and_follows_the_float_model(expo
     feeds = cal[-1]
     got, want = step.run(feeds)["features"], ref.run(feeds)["features"]
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.95
+
+
+def test_the_golden_inputs_source_is_a_clip_that_decoded(tmp_path):
+    """A silent first calibration clip is skipped; the golden input is cut from the next one, and
+    the manifest named the skipped one."""
+    import soundfile as sf
+    from edgeser.export.clips import decoded_paths
+
+    silent = tmp_path / "a_silence.wav"
+    sf.write(str(silent), np.zeros(16000, np.float32), 16000)
+    paths, audio = decoded_paths([str(silent), str(EMODB / CAL[0])])
+    assert paths == [str(EMODB / CAL[0])] and len(audio) == 1
+
+
+def test_a_check_on_training_speakers_and_a_calibration_of_few_windows_are_said(exported, tmp_path, capsys):
+    check = tmp_path / "check"                  # EmoDB's file names: its speakers, as training named them
+    check.mkdir()
+    for f in (CAL[2], CHECK[0]):                # speaker 03 trained, 16 held out
+        shutil.copy(EMODB / f, check / f)
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    shutil.copy(EMODB / CAL[0], cal / "one.flac")
+    man = X.export_model(exported["ckpt"], tmp_path / "out", formats=("onnx",), int8=True, check=str(check),
+                         calibration=str(cal), progress=False)
+    err = capsys.readouterr().err
+    assert "note: 1 of the 2 clips of the parity report" in err and "trained on" in err
+    n = man.training["calibration_windows"]
+    assert 0 < n < X.MIN_CALIBRATION_WINDOWS and f"warning: int8 ranges from {n} window(s)" in err

@@ -920,3 +920,20 @@ def test_a_live_session_says_the_time_of_day_of_each_utterance_and_a_file_does_n
     played = listen(model_dir, "--input", CLIP, "--fast")
     (utt,) = [line for line in played.stdout.splitlines() if "–" in line]
     assert utt.startswith("[")
+
+
+def test_save_audio_stops_a_wav_at_its_size_limit_and_says_so(tmp_path, monkeypatch, capsys):
+    """A WAV's 32-bit sizes: past 4 GiB its header lied and readers lost everything after 2^31
+    frames. Here the limit is made 1000 bytes."""
+    import soundfile as sf
+    from edgeser.listen import _Recorder
+
+    monkeypatch.setattr(_Recorder, "WAV_MAX_BYTES", 1000)
+    for name, frames in (("s.wav", 500), ("s.flac", 1200)):
+        r = _Recorder(tmp_path / name)
+        for _ in range(4):
+            r.write(16000, np.full(300, 0.1, np.float32))
+        r.close()
+        assert sf.info(str(tmp_path / name)).frames == frames
+    err = capsys.readouterr().err
+    assert err.count("is full") == 1 and "use a .flac file" in err and str(tmp_path / "s.wav") in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -548,8 +549,9 @@ def adapt(ckpt, data, out, steps, balance, cache_dir):
                    f"minute or more of it (docs/adapt.md): record a few minutes where the model will run", err=True)
 
 
-def architecture(preset: str = "edge", model_path=None, hop_s: float = 0.5):
-    """(info dict, text lines) for a preset or a checkpoint: `edgeser model-info`'s torch side."""
+def architecture(preset: str = "edge", model_path=None, hop_s: Optional[float] = None):
+    """(info dict, text lines) for a preset or a checkpoint: `edgeser model-info`'s torch side; the
+    head's MACs at one decision every hop_s (default: export's default hop for its frames)."""
     from .checkpoint import load_model
     from .config import PRESETS
     from .config import preset as get_preset
@@ -565,6 +567,8 @@ def architecture(preset: str = "edge", model_path=None, hop_s: float = 0.5):
         ck = None
         cfg = get_preset(preset)
         model = SERModel(cfg)
+    if hop_s is None:
+        hop_s = cfg.default_hop_frames * cfg.frame_ms / 1000
     lens = cfg.lengths()
     info = {
         "preset": preset,
@@ -584,7 +588,7 @@ def architecture(preset: str = "edge", model_path=None, hop_s: float = 0.5):
              if ck else f"preset         {preset}",
              f"parameters     {info['parameters']:,}",
              f"MACs / s audio {m['whole_window_per_s'] / 1e6:.1f} M (whole window), "
-             f"{m['streaming_per_s'] / 1e6:.1f} M (streaming, head every {hop_s} s)",
+             f"{m['streaming_per_s'] / 1e6:.1f} M (streaming, head every {hop_s:g} s)",
              f"  front end    {m['frontend_per_s'] / 1e6:.1f} M/s; head {m['head_per_window'] / 1e6:.2f} M per window",
              f"frame          {cfg.frame_ms:g} ms = {cfg.frame_samples} samples at {cfg.sample_rate} Hz",
              f"window         {cfg.window_s:g} s = {cfg.window_frames} frames (the receptive field of one decision)",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import List, Tuple
 
+DEFAULT_HOP_S = 0.5    # how often a stream decides, unless export is told otherwise
+
 
 @dataclass
 class ModelConfig:
@@ -37,6 +39,12 @@ class ModelConfig:
     @property
     def window_samples(self) -> int:
         return self.window_frames * self.frame_samples
+
+    @property
+    def default_hop_frames(self) -> int:
+        """Frames per streaming hop when none is asked for: the whole number nearest DEFAULT_HOP_S
+        (0.48 s for 40 ms frames), within the window."""
+        return max(1, min(self.window_frames, int(round(DEFAULT_HOP_S * 1000 / self.frame_ms))))
 
     @property
     def n_classes(self) -> int:

@@ -120,8 +120,8 @@ def pick_streaming_pair(man: M.Manifest, folder: Path, file: Optional[str], back
     wanted = [(f, p) for f, p in pairs if backend in (None, f) and precision in (None, p)]
     if not wanted:
         have = ", ".join(f"{f} {p}" for f, p in pairs)
-        raise RecognizerError(f"{folder}: no streaming models for {backend or 'any'} {precision or 'any'} "
-                              f"(the folder has: {have})")
+        asked = " ".join(x for x in (backend, precision) if x)
+        raise RecognizerError(f"{folder}: no {asked} streaming models (the folder has: {have})")
     installed = B.available()
     usable = [(f, p) for f, p in wanted if f in installed]
     if not usable:
