@@ -104,6 +104,7 @@ def cli():
 
 
 def main(argv=None):
+    from .figures import PlotUnavailable
     from .signals import any_work_kept, stop_status, stopped_by_sigterm, terminate_as_interrupt
 
     args = sys.argv[1:] if argv is None else list(argv)
@@ -137,6 +138,10 @@ def main(argv=None):
         from .files import error_line
 
         click.echo(f"Error: {error_line(e)}", err=True)
+        sys.exit(1)
+    except PlotUnavailable as e:
+        # matplotlib found at the start (require_plotting) but broken when the picture is drawn
+        click.echo(f"Error: {e}", err=True)
         sys.exit(1)
     except Exception as e:
         if not stopped_by_sigterm(e):    # SIGTERM raised inside an import can come out as another exception

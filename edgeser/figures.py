@@ -15,6 +15,7 @@ import numpy as np
 from .files import replacing
 
 PLOT_EXTRA = 'pip install "edgeser[plot]"'
+PLOT_MISSING = f"plotting needs matplotlib: {PLOT_EXTRA}"
 
 
 class PlotUnavailable(RuntimeError):
@@ -26,7 +27,7 @@ def pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise PlotUnavailable(f"plotting needs matplotlib: {PLOT_EXTRA}") from None
+        raise PlotUnavailable(PLOT_MISSING) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -71,8 +72,8 @@ class Timeline:
             self.utterances.append((float(get("start_s")), float(get("end_s")), get("label"), float(get("confidence"))))
 
     def series(self) -> Dict:
-        spans = np.frombuffer(self._spans, np.float64).reshape(-1, 2)
-        probs = np.frombuffer(self._probs, np.float32).reshape(-1, len(self.labels)).astype(np.float64)
+        spans = np.array(self._spans, np.float64).reshape(-1, 2)       # copies: the session may go on adding
+        probs = np.array(self._probs, np.float64).reshape(-1, len(self.labels))
         return {"spans": spans, "probs": probs, "utterances": list(self.utterances)}
 
 

@@ -156,21 +156,25 @@ def vad_gain_suggestion(peak_dbfs: float, vad_gain_db: float):
 
 
 def quiet_hint(utterances: int, audio_s: float, peak_dbfs: float, vad_gain_db: float,
-               min_utterance_s: float = 0.0, channel: Optional[int] = None):
+               min_utterance_s: float = 0.0, channel: Optional[int] = None, channels: int = 1):
     """Why nothing was heard, when the level says so: a voice peaking 15-60 dB under full scale
     is one the voice detector can miss (benchmarks/vad_level.py); silence or hiss lies lower. Or
     when the length does: an input shorter than the shortest utterance gets hop lines only. Or
-    every sample was 0: from a microphone (`channel` heard), a muted one or the wrong channel."""
+    every sample was 0: from a microphone (`channel` heard of its `channels`), a muted one or the
+    wrong channel."""
     if not utterances and 0 < audio_s < min_utterance_s:
         return (f"note: no utterance: the input is {audio_s:.2f} s long, and an utterance needs at least "
                 f"{min_utterance_s:g} s of speech")
     if not utterances and audio_s >= 1.0 and peak_dbfs == -math.inf:
         if channel is None:
             return "note: no speech heard: every sample of the input is 0 (digital silence)"
+        said = (f"note: no speech heard: every sample from the microphone's channel {channel} was 0 (digital "
+                f"silence): its capture is muted (alsamixer, F4 for capture)")
+        if channels < 2:
+            return said
         other = 1 if channel == 0 else 0
-        return (f"note: no speech heard: every sample from the microphone's channel {channel} was 0 (digital "
-                f"silence): its capture is muted (alsamixer, F4 for capture), or it sends on another channel "
-                f"(an I2S microphone wired for the {'right' if other else 'left'} channel: --channel {other})")
+        return (said + f", or it sends on another channel (an I2S microphone wired for the "
+                f"{'right' if other else 'left'} channel: --channel {other})")
     suggest = vad_gain_suggestion(peak_dbfs, vad_gain_db)
     if utterances or audio_s < 1.0 or suggest is None:
         return None
@@ -654,7 +658,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
         out.summary(info)
     hint = None if status in ("interrupted", "terminated") and stream.time_s < 1.0 else \
         quiet_hint(out.utterances, stream.time_s, peak, vad_gain_db, stream_opts["vad"].min_utterance_s,
-                   channel=None if mic is None else channel)
+                   channel=None if mic is None else channel, channels=1 if mic is None else mic.device.channels)
     if hint:
         click.echo(hint, err=True)
     if plot_file and started:

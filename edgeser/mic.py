@@ -22,7 +22,7 @@ import numpy as np
 
 PREFERRED_RATES = (16000, 48000, 44100, 32000, 22050, 8000)
 POLL_S = 0.1        # how long blocks() waits on the queue at a time
-PAUSED_S = 1.0      # a wait this much longer than POLL_S: the process was not running
+PAUSED_S = 1.0      # a wait on the queue this long (ten times POLL_S): the process was not running
 
 
 class MicError(RuntimeError):
@@ -134,8 +134,9 @@ def _choose(devs: List[Device], spec: Optional[Union[int, str]]) -> Device:
     if not hits:
         raise MicError(f"no input device named like {s!r}; see `edgeser listen --list-devices`")
     if len(hits) > 1:    # two USB microphones alike: taking either would be a guess
+        more = "" if exact else " or more of its name"
         raise MicError(f"{len(hits)} input devices are named like {s!r} ("
-                       + "; ".join(f"{d.index}: {d.name}" for d in hits) + "): give its index or more of its name")
+                       + "; ".join(f"{d.index}: {d.name}" for d in hits) + f"): give its index{more}")
     return hits[0]
 
 
@@ -170,13 +171,13 @@ class Microphone:
         self.pa = None
         self.stream = None
 
-    def _pick_rate(self, pyaudio, dev: Device) -> int:
+    def _pick_rate(self, pyaudio, dev: Device, channels: int = 1) -> int:
         rates = [self.req_rate] if self.req_rate else list(dict.fromkeys((*PREFERRED_RATES[:1], dev.default_rate,
                                                                            *PREFERRED_RATES[1:])))
         for r in rates:
             try:
                 with _quiet_stderr():
-                    ok = self.pa.is_format_supported(r, input_device=dev.index, input_channels=1,
+                    ok = self.pa.is_format_supported(r, input_device=dev.index, input_channels=channels,
                                                      input_format=pyaudio.paInt16)
             except ValueError:
                 ok = False
@@ -184,7 +185,7 @@ class Microphone:
                 return int(r)
         offers = f"; it offers {dev.default_rate} Hz: --rate {dev.default_rate}" if dev.default_rate not in rates else ""
         raise MicError(f"input device {dev.index} ({dev.name}) takes none of the rates "
-                       f"{', '.join(map(str, rates))} Hz{offers}")
+                       f"{', '.join(map(str, rates))} Hz in 16-bit{offers}")
 
     def _open(self, rate: Optional[int], same: Optional[Device] = None):
         pyaudio, self.pa = _pyaudio()
@@ -194,7 +195,7 @@ class Microphone:
         if channels > self.device.channels:
             raise MicError(f"input device {self.device.index} ({self.device.name}) has {self.device.channels} "
                            f"channel(s): no --channel {self.channel} (counted from 0)")
-        self.rate = rate or self._pick_rate(pyaudio, self.device)
+        self.rate = rate or self._pick_rate(pyaudio, self.device, channels)
         frames = max(1, int(round(self.rate * self.block_s)))
         pick = self.channel
 
@@ -256,9 +257,9 @@ class Microphone:
                 data = self.q.get(timeout=POLL_S)
             except queue.Empty:
                 # a process stopped (SIGSTOP, a suspended terminal) or starved of CPU did not wait for
-                # the device: that time is not the device's silence, and its audio is still queued
+                # the device: that time is not the device's silence (the stream resumes after it)
                 now = time.monotonic()
-                lost = max(0.0, now - polled - PAUSED_S)
+                lost = now - polled - POLL_S if now - polled > PAUSED_S else 0.0
                 opened, polled = opened + lost, now
                 last = None if last is None else last + lost
                 active = self.stream is not None and self.stream.is_active()

@@ -178,7 +178,7 @@ def require_plotting():
     imported: matplotlib loaded at the start held 32 MB through a whole listening session."""
     import importlib.util
 
-    from .figures import PLOT_EXTRA
+    from .figures import PLOT_MISSING
 
     if importlib.util.find_spec("matplotlib") is None:
-        raise click.ClickException(f"plotting needs matplotlib: {PLOT_EXTRA}")
+        raise click.ClickException(PLOT_MISSING)

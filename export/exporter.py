@@ -28,6 +28,7 @@ STEMS = {"window": "model", "frontend_step": "frontend_step", "head": "head"}
 # may round a requantisation differently on another architecture
 GOLDEN_ATOL = {"fp32": 1e-4, "int8": 0.05}
 MIN_CALIBRATION_WINDOWS = 16   # fewer, and the int8 ranges are one recording's (one 0.05 s clip: UA -62)
+CALIBRATION_ADVICE = "give --calibration a folder of a few minutes of speech"
 PARITY_CLIPS = 400    # held-out clips scored per file at most (an even spread over speakers and labels)
 NORMALIZATION = {"type": "rms", "target_rms": 0.1, "trim_db": 40}
 
@@ -108,7 +109,7 @@ def _golden_expected(folder: Path, artifacts: List[M.Artifact], golden: np.ndarr
 
 
 def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
-                 formats: Sequence[str] = FORMATS, int8: bool = True, hop_frames: int = 5,
+                 formats: Sequence[str] = FORMATS, int8: bool = True, hop_frames: Optional[int] = None,
                  calibration: Optional[str] = None, check: Union[None, bool, str] = None,
                  progress: bool = True) -> M.Manifest:
     """Export a checkpoint (file or run folder) into `out_dir`; returns the manifest written there.
@@ -127,6 +128,7 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
         raise ExportError(f"unknown format(s) {', '.join(bad) or '(none)'} (known: {', '.join(FORMATS)})")
     model, ckpt = load_model(ckpt_path)
     cfg = model.cfg
+    hop_frames = cfg.default_hop_frames if hop_frames is None else hop_frames
     if not 1 <= hop_frames <= cfg.window_frames:
         raise ExportError(f"hop of {hop_frames} frames: must be 1..{cfg.window_frames} "
                           f"(frames of {cfg.frame_ms:g} ms; the window is {cfg.window_frames})")
@@ -138,8 +140,7 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
     cal_windows = C.windows(cal_audio, cfg.window_samples)
     if int8 and len(cal_windows) < MIN_CALIBRATION_WINDOWS:
         print(f"warning: int8 ranges from {len(cal_windows)} window(s) of audio ({cal_source}): too little to "
-              f"cover speech, int8 answers may stray from the float model's; give --calibration a folder of a "
-              f"few minutes of speech", file=sys.stderr)
+              f"cover speech, int8 answers may stray from the float model's; {CALIBRATION_ADVICE}", file=sys.stderr)
     golden = cal_windows[:1].copy()
     held = None
     if check is not False:
@@ -150,7 +151,8 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
             if check is not None:
                 raise
             print(f"warning: no parity report: {e}", file=sys.stderr)
-        seen = 0 if held is None else sum(c.speaker in trained_speakers(ckpt) for c in held.clips)
+        trained = trained_speakers(ckpt)
+        seen = 0 if held is None else sum(c.speaker in trained for c in held.clips)
         if seen:
             print(f"note: {seen} of the {len(held.clips)} clips of the parity report ({held.source}) are of speakers "
                   f"the model trained on: its UA column overstates what the model does for a voice it never "

@@ -22,7 +22,9 @@ class LinkError(RuntimeError):
 _GONE = {errno.EIO, errno.ENXIO, errno.ENODEV}   # what a USB serial adapter's vanished tty answers
 
 
-def _reason(e: Exception) -> str:
+def _reason(e: Exception, in_use: bool = False) -> str:
+    """Why a port failed, plainly; `in_use`: it was open and working (an EIO then means unplugged,
+    where at opening it means a UART that is not there)."""
     msg = str(e).strip()
     if "exclusively lock" in msg:
         return "in use by another program"
@@ -32,7 +34,7 @@ def _reason(e: Exception) -> str:
         m = re.search(r"\[Errno (\d+)\]", msg)
         code = int(m.group(1)) if m else None
     if code is not None:
-        return (f"the device was unplugged or reset: {os.strerror(code)}" if code in _GONE
+        return (f"the device was unplugged or reset: {os.strerror(code)}" if in_use and code in _GONE
                 else os.strerror(code))
     if "Inappropriate ioctl" in msg:      # termios refused: a file or device that is no tty
         return "not a serial port"
@@ -63,7 +65,7 @@ class Link:
         try:
             self.ser.write(data)
         except self._serial_error as e:
-            raise LinkError(f"{self.port}: connection lost ({_reason(e)})") from None
+            raise LinkError(f"{self.port}: connection lost ({_reason(e, in_use=True)})") from None
 
     def send(self, msg) -> None:
         self.write(P.encode_frame(msg.TYPE, self.tx_seq, msg.pack()))
@@ -78,7 +80,7 @@ class Link:
             if self.ser.in_waiting:
                 data += self.ser.read(self.ser.in_waiting)
         except self._serial_error as e:
-            raise LinkError(f"{self.port}: connection lost ({_reason(e)})") from None
+            raise LinkError(f"{self.port}: connection lost ({_reason(e, in_use=True)})") from None
         return data
 
     def read_frames(self, timeout: Optional[float] = None) -> List[P.Frame]:

@@ -322,10 +322,12 @@ def test_the_default_hop_is_the_whole_number_of_frames_nearest_half_a_second():
 
 
 def test_option_errors(tmp_path, exported):
-    for hop in (("--hop-s", "0.25"), ("--hop-ms", "250")):        # seconds as elsewhere; ms as it was
+    for hop, near in ((("--hop-s", "0.25"), "0.2 or 0.3"), (("--hop-ms", "250"), "200 or 300")):
         r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), *hop])
         assert r.exit_code != 0 and f"Invalid value for {hop[0]}: 0.25 s is not a whole number of 0.1 s frames " \
-            "(try 0.2 or 0.3)" in r.output, r.output
+            f"(try {near})" in r.output, r.output
+    r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), "--hop-s", "1.05"])
+    assert "(try 1)" in r.output, r.output           # never a hop longer than the 1 s window
     r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), "--hop-s", "0.25",
                                         "--hop-ms", "500"])           # the one was silently taken over the other
     assert r.exit_code == 2 and "--hop-s or --hop-ms, not both" in r.output
@@ -353,7 +355,7 @@ def test_low_int8_agreement_suggests_qat():
     few = qat_hint({"rows": rows}, "runs/a/best.pt", calibration_windows=1)
     assert "only 1 calibration window(s)" in few and "--calibration" in few and "--qat" not in few
     # a figure under the bar is never printed as the bar
-    assert "(97.9%) agrees" in qat_hint({"rows": [{"artifact": "m.int8.tflite", "agreement": 0.97966}]}, "x.pt")
+    assert "(97.97%) agrees" in qat_hint({"rows": [{"artifact": "m.int8.tflite", "agreement": 0.97966}]}, "x.pt")
 
 
 def test_int8_step_state_carries_over_as_integer_codes(exported):

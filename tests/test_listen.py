@@ -342,9 +342,11 @@ def test_digital_silence_is_said_and_from_a_microphone_the_channel_suggested():
     from edgeser.listen import quiet_hint
 
     assert "every sample of the input is 0" in quiet_hint(0, 5.0, -math.inf, 0.0)
-    mic = quiet_hint(0, 5.0, -math.inf, 0.0, channel=0)
+    mic = quiet_hint(0, 5.0, -math.inf, 0.0, channel=0, channels=2)
     assert "channel 0 was 0" in mic and "--channel 1" in mic and "alsamixer" in mic
-    assert "--channel 0" in quiet_hint(0, 5.0, -math.inf, 0.0, channel=1)
+    assert "--channel 0" in quiet_hint(0, 5.0, -math.inf, 0.0, channel=1, channels=2)
+    mono = quiet_hint(0, 5.0, -math.inf, 0.0, channel=0, channels=1)       # no other channel to offer
+    assert "alsamixer" in mono and "--channel" not in mono
     assert quiet_hint(2, 5.0, -math.inf, 0.0, channel=0) is None        # utterances heard: nothing to explain
 
 
