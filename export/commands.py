@@ -32,8 +32,9 @@ def _formats(ctx, param, value):
 @click.option("--format", "formats", default="onnx,tflite", show_default=True, callback=_formats,
               metavar="onnx,tflite", help="Formats to write.")
 @click.option("--calibration", type=click.Path(), default=None, metavar="DATA",
-              help="Corpus folder, or any folder of recordings (no labels needed), for int8 calibration "
-                   "(default: the checkpoint's own training clips).")
+              help="Corpus folder, or any folder of recordings (no labels needed), for the int8 TFLite files' "
+                   "activation ranges (default: the checkpoint's own training clips; int8 ONNX files quantize "
+                   "weights only and need none).")
 @click.option("--check", type=click.Path(), default=None, metavar="DATA",
               help="Corpus folder for the parity report (default: the checkpoint's held-out speakers).")
 @click.option("--no-check", is_flag=True, help="Skip the parity report.")
@@ -89,6 +90,9 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms
                 raise click.BadParameter(f"{hop_ms / 1000:g} s is not a whole number of {cfg.frame_ms / 1000:g} s "
                                          f"frames (try {' or '.join(f'{n * cfg.frame_ms / unit:g}' for n in near)})",
                                          param_hint=hint)
+        if calibration and not (int8 and "tflite" in formats):
+            click.echo(f"note: --calibration changes nothing here but the golden input: "
+                       f"{'int8 ONNX files quantize weights only' if int8 else 'no int8 files are written'}", err=True)
         man = export_model(ckpt, out, formats=formats, int8=int8, hop_frames=int(round(frames)),
                            calibration=calibration, check=False if no_check else check, progress=not quiet)
     except (CheckpointError, ClipsError, DataError, ExportError, FileExistsError) as e:

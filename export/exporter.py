@@ -138,7 +138,7 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
     cal_paths, cal_source = C.calibration_paths(ckpt, calibration)
     cal_paths, cal_audio = C.decoded_paths(cal_paths, progress=progress, where=cal_source)
     cal_windows = C.windows(cal_audio, cfg.window_samples)
-    if int8 and len(cal_windows) < MIN_CALIBRATION_WINDOWS:
+    if int8 and "tflite" in formats and len(cal_windows) < MIN_CALIBRATION_WINDOWS:
         print(f"warning: int8 ranges from {len(cal_windows)} window(s) of audio ({cal_source}): too little to "
               f"cover speech, int8 answers may stray from the float model's; {CALIBRATION_ADVICE}", file=sys.stderr)
     golden = cal_windows[:1].copy()

@@ -160,4 +160,7 @@ def format_table(rep: Dict) -> str:
     lines.append(f"streaming (PyTorch frontend_step hops + head vs window): max|dp| "
                  f"{s['pytorch_step_vs_window_max_abs_diff']:.1e} "
                  f"{'ok' if s['ok'] else 'ABOVE'} tolerance {s['tolerance']:g}")
+    # a full agreement beside a moved UA reads as a contradiction without this
+    lines.append("agree: windows whose top label is the float model's; UA: per clip, from the mean of its windows' "
+                 "probabilities, so it can move where every window agrees; ms: median per call, 1 thread")
     return "\n".join(lines)

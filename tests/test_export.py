@@ -328,6 +328,13 @@ def test_option_errors(tmp_path, exported):
             f"(try {near})" in r.output, r.output
     r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), "--hop-s", "1.05"])
     assert "(try 1)" in r.output, r.output           # never a hop longer than the 1 s window
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    shutil.copy(EMODB / CAL[0], cal / "one.flac")
+    r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "onnx"), "--format", "onnx",
+                                        "--no-check", "--quiet", "--calibration", str(cal)])
+    assert r.exit_code == 0 and "--calibration changes nothing here but the golden input: int8 ONNX files " \
+        "quantize weights only" in r.output, r.output
     r = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(tmp_path / "o"), "--hop-s", "0.25",
                                         "--hop-ms", "500"])           # the one was silently taken over the other
     assert r.exit_code == 2 and "--hop-s or --hop-ms, not both" in r.output
@@ -547,7 +554,8 @@ def test_the_golden_inputs_source_is_a_clip_that_decoded(tmp_path):
     assert paths == [str(EMODB / CAL[0])] and len(audio) == 1
 
 
-def test_a_check_on_training_speakers_and_a_calibration_of_few_windows_are_said(exported, tmp_path, capsys):
+def test_a_check_on_training_speakers_and_a_calibration_of_few_windows_are_said(exported, tmp_path, capsys,
+                                                                                 monkeypatch):
     check = tmp_path / "check"                  # EmoDB's file names: its speakers, as training named them
     check.mkdir()
     for f in (CAL[2], CHECK[0]):                # speaker 03 trained, 16 held out
@@ -555,9 +563,19 @@ def test_a_check_on_training_speakers_and_a_calibration_of_few_windows_are_said(
     cal = tmp_path / "cal"
     cal.mkdir()
     shutil.copy(EMODB / CAL[0], cal / "one.flac")
-    man = X.export_model(exported["ckpt"], tmp_path / "out", formats=("onnx",), int8=True, check=str(check),
-                         calibration=str(cal), progress=False)
+
+    class Converting(Exception):
+        pass
+
+    def convert(*a, **k):                       # both are said before the first file is converted
+        raise Converting()
+
+    monkeypatch.setattr(X, "_convert", convert)
+    with pytest.raises(Converting):
+        X.export_model(exported["ckpt"], tmp_path / "out", formats=("onnx", "tflite"), int8=True, check=str(check),
+                       calibration=str(cal), progress=False)
     err = capsys.readouterr().err
     assert "note: 1 of the 2 clips of the parity report" in err and "trained on" in err
-    n = man.training["calibration_windows"]
-    assert 0 < n < X.MIN_CALIBRATION_WINDOWS and f"warning: int8 ranges from {n} window(s)" in err
+    n = int(err.split("warning: int8 ranges from ")[1].split(" window(s)")[0])
+    assert 0 < n < X.MIN_CALIBRATION_WINDOWS and "--calibration a folder" in err
+    assert not (tmp_path / "out").exists()
