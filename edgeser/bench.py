@@ -9,7 +9,6 @@ on a shared machine wall time carries other processes' load, CPU time much less 
 from __future__ import annotations
 
 import gc
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from edgeser.benchreport import (SCHEMA, BenchReportError, best_stream, format_c
 from edgeser.benchstats import (current_rss_bytes, latency_stats, load_average, peak_rss_bytes,
                                 real_time_factor, reset_peak_rss)
 from edgeser.devicefacts import collect, runtime_versions, thermal, throttling_during
-from edgeser.files import write_json
+from edgeser.files import json_line, write_json
 from edgeser.options import PLOT_SUFFIXES, Output, one_model
 
 BACKENDS = ("onnx", "tflite")
@@ -478,7 +477,7 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
     to_stdout = json_out == "-"
     click.echo(format_report(rep), err=to_stdout)
     if to_stdout:
-        click.echo(json.dumps(rep, indent=2))
+        click.echo(json_line(rep, indent=2))
     elif json_out:
         p = write_json(json_out, rep)
         click.echo(f"report: {p}", err=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import time
@@ -89,6 +90,21 @@ def write_text(path: os.PathLike, text: str) -> Path:
     with replacing(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def json_line(obj: Any, indent: Optional[int] = None) -> str:
+    """JSON for a reader that is not Python: NaN and infinities (a diverged loss, a damaged parity
+    report) as null, where json.dumps wrote the bare NaN that JSON parsers refuse."""
+    def finite(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: finite(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [finite(v) for v in x]
+        return x
+
+    return json.dumps(finite(obj), indent=indent, allow_nan=False)
 
 
 def write_json(path: os.PathLike, obj: Any, indent: int = 2) -> Path:

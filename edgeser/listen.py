@@ -4,7 +4,6 @@ Imports only click and numpy here; the recognizer, the interpreters and PyAudio 
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Optional
 import click
 import numpy as np
 
+from .files import json_line
 from .framesync import bytes_to_decide, compressed
 from .options import PLOT_SUFFIXES, FiniteRange, Output, channel_option, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
 from .signals import stop_status
@@ -62,7 +62,7 @@ class ResultPrinter:
     def write(self, obj: dict):
         if self.clock:
             obj = {**obj, "at": wall_time()}
-        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.write(json_line(obj) + "\n")
         sys.stdout.flush()
 
     def emit(self, r, file: str = None):
@@ -218,48 +218,18 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
         rec.labels, dict(training.get("merges") or {}), min_confidence=out.min_confidence,
         trained_on=frozenset(training.get("speakers") or []))
     cpu0 = time.process_time()
-    files, audio_s, skipped, unheard = Counter(), 0.0, 0, []
-    for path in paths:
-        try:
-            clip = rec.predict_clip(path, **stream_opts)
-        except AudioError as e:
-            click.echo(f"skipped: {e}", err=True)
-            skipped += 1
-            continue
-        audio_s += clip.duration_s
-        for r in clip.results:
-            out.emit(r, file=path)
-        s = clip.summary
-        if not s:
-            unheard.append(clip.peak_dbfs)
-        unsure = bool(s) and out.unsure(s.confidence)
-        files[(UNSURE if unsure else s.label) if s else None] += 1
-        line = {"kind": "file", "file": path, "duration_s": round(clip.duration_s, 3),
-                "utterances": len(clip.utterances), "label": s.label if s else None,
-                "confidence": round(s.confidence, 4) if s else 0.0,
-                **({"unsure": unsure} if out.min_confidence > 0 and s else {})}
-        mark = ""
-        if score is not None:
-            labelled, speaker = truth.get(path, (None, ""))
-            right = score.add(labelled, speaker, s.label if s else None, s.confidence if s else 0.0)
-            line.update(truth=score.truth(labelled), right=right)
-            if right is not None:
-                mark = f"  {'✓' if right else '✗ ' + labelled}"
-            elif labelled is not None:
-                mark = f"  ({labelled}: {'no answer' if line['truth'] else 'not a label of the model'})"
-        if out.json:
-            out.write(line)
-        else:
-            if not s:
-                said = "no speech"
-            elif unsure:
-                said = f"{UNSURE:<10} {s.confidence:.2f}  (best guess {s.label}; {line['utterances']} utterance(s))"
-            else:
-                said = f"{s.label:<10} {s.confidence:.2f}  ({line['utterances']} utterance(s))"
-            click.echo(f"{path}  {said}{mark}")
-    if skipped == len(paths):
+    files, audio_s, skipped, unheard = Counter(), 0.0, [], []
+    status = "end of input"
+    try:
+        for path in paths:
+            audio_s += _listen_file(rec, path, out, stream_opts, score, truth, files, skipped, unheard)
+    except KeyboardInterrupt as e:      # Ctrl-C or SIGTERM: the files heard so far are summed up, as a FILE's audio is
+        status = stop_status(e)
+    if status == "end of input" and len(skipped) == len(paths):
         raise click.ClickException(f"{folder}: none of its {len(paths)} audio file(s) could be read")
-    info.update(status="end of input", input=folder, files=len(paths) - skipped, skipped_files=skipped,
+    heard = sum(files.values())
+    info.update(status=status, input=folder, files=heard, skipped_files=len(skipped),
+                **({"skipped": skipped} if skipped else {}),
                 audio_s=round(audio_s, 3), utterances=out.utterances, cpu_s=round(time.process_time() - cpu0, 3),
                 file_labels={("no speech" if k is None else k): v for k, v in files.most_common()},
                 labels=dict(out.labels))     # no overall label: the files are separate recordings
@@ -274,6 +244,8 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
         click.echo(hint, err=True)
     if plot_file:
         if not rep["n"]:
+            if status != "end of input":
+                return
             raise click.ClickException(f"{folder}: no file was scored against its label, so there is no "
                                        f"confusion matrix to draw in {plot_file}")
         from edgeser.train.metrics import plot_confusion
@@ -281,6 +253,51 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
         plot_confusion(rep, Path(plot_file), title=f"{folder}: {rep['n']} files, UA {rep['UA']:.1%}, WA {rep['WA']:.1%}"
                                                    f"\n{rec.name} ({rec.format} {rec.precision})")
         click.echo(f"plot: {plot_file}", err=True)
+
+
+def _listen_file(rec, path: str, out: "ResultPrinter", stream_opts: dict, score, truth, files: Counter,
+                 skipped: list, unheard: list) -> float:
+    """One file of listen_folder: its results and its line (and its score); its seconds of audio.
+    An unreadable one is said and added to `skipped` (file and why, for the end object)."""
+    from .audio import AudioError
+
+    try:
+        clip = rec.predict_clip(path, **stream_opts)
+    except AudioError as e:
+        click.echo(f"skipped: {e}", err=True)
+        skipped.append({"file": path, "error": str(e)})
+        return 0.0
+    for r in clip.results:
+        out.emit(r, file=path)
+    s = clip.summary
+    if not s:
+        unheard.append(clip.peak_dbfs)
+    unsure = bool(s) and out.unsure(s.confidence)
+    files[(UNSURE if unsure else s.label) if s else None] += 1
+    line = {"kind": "file", "file": path, "duration_s": round(clip.duration_s, 3),
+            "utterances": len(clip.utterances), "label": s.label if s else None,
+            "confidence": round(s.confidence, 4) if s else 0.0,
+            **({"unsure": unsure} if out.min_confidence > 0 and s else {})}
+    mark = ""
+    if score is not None:
+        labelled, speaker = truth.get(path, (None, ""))
+        right = score.add(labelled, speaker, s.label if s else None, s.confidence if s else 0.0)
+        line.update(truth=score.truth(labelled), right=right)
+        if right is not None:
+            mark = f"  {'✓' if right else '✗ ' + labelled}"
+        elif labelled is not None:
+            mark = f"  ({labelled}: {'no answer' if line['truth'] else 'not a label of the model'})"
+    if out.json:
+        out.write(line)
+    else:
+        if not s:
+            said = "no speech"
+        elif unsure:
+            said = f"{UNSURE:<10} {s.confidence:.2f}  (best guess {s.label}; {line['utterances']} utterance(s))"
+        else:
+            said = f"{s.label:<10} {s.confidence:.2f}  ({line['utterances']} utterance(s))"
+        click.echo(f"{path}  {said}{mark}")
+    return clip.duration_s
 
 
 def file_blocks(path: str, fast: bool, block_s: float = 0.1):
@@ -654,7 +671,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
                 **out.overall())
     if error:
         info["error"] = error
-    if started or not error:
+    if started or not error or out.json:     # a script reading stdout always gets its end object
         out.summary(info)
     hint = None if status in ("interrupted", "terminated") and stream.time_s < 1.0 else \
         quiet_hint(out.utterances, stream.time_s, peak, vad_gain_db, stream_opts["vad"].min_utterance_s,

@@ -7,7 +7,6 @@ would run here. A preset or a checkpoint needs the train extra (the model is bui
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -15,6 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from . import manifest as M
+from .files import json_line
 from .options import FiniteRange, one_model
 from .runs import EXPORT, checkpoint_in, stale_export
 from .train.config import PRESETS
@@ -212,6 +212,6 @@ def model_info(model_path, preset, hop_s, as_json):
             raise click.ClickException(str(e)) from None
         lines = export_lines(info)
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json_line(info, indent=2))
     else:
         click.echo("\n".join(lines))

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 import click
 
 from . import manifest as M
+from .files import json_line
 from .options import given
 from .runs import (CV_REPORT, EXPORT, RUNS, TEST_REPORT, checkpoint_in, is_evaluation, run_folders,
                    stale_export, training_run_folders)
@@ -140,6 +141,6 @@ def runs(root, as_json):
     # no runs/ here (a device, another folder): nothing trained here, which is an answer, not an error
     found, evals = (training_runs(root_p), evaluations(root_p)) if root_p.is_dir() else ([], [])
     if as_json:
-        click.echo(json.dumps({"runs": found, "evaluations": evals}, indent=2))
+        click.echo(json_line({"runs": found, "evaluations": evals}, indent=2))
     else:
         click.echo(format_listing(found, evals, root_p))

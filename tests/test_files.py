@@ -219,3 +219,13 @@ def test_main_turns_a_file_error_into_one_line(monkeypatch, capsys):
         main(["fails-on-a-file"])
     assert e.value.code == 1
     assert capsys.readouterr().err == "Error: /nonexistent/edgeser-input.wav: No such file or directory\n"
+
+
+def test_json_for_other_readers_has_no_nan():
+    import json as _json
+
+    from edgeser.files import json_line
+
+    text = json_line({"loss": float("nan"), "rows": [{"ms": float("inf")}, 1.5], "labels": ("a", "b")})
+    assert "NaN" not in text and "Infinity" not in text
+    assert _json.loads(text) == {"loss": None, "rows": [{"ms": None}, 1.5], "labels": ["a", "b"]}

@@ -338,6 +338,21 @@ def test_vad_gain_lets_listen_hear_a_quiet_voice(model_dir, data_dir):
     assert r.returncode == 2 and "--vad-gain-db" in r.stderr
 
 
+def test_a_folder_stopped_by_sigterm_still_ends_with_its_summary(model_dir, data_dir):
+    p = subprocess.Popen([sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--input",
+                          str(data_dir / "emodb"), "--json", "--no-hops"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    first = p.stdout.readline()
+    while '"kind": "file"' not in first:
+        first = p.stdout.readline()
+        assert first, p.stderr.read()[-1000:]
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    end = json.loads(out.splitlines()[-1])
+    assert p.returncode == 0, err
+    assert end["kind"] == "end" and end["status"] == "terminated" and 1 <= end["files"] < 535, end
+
+
 def test_digital_silence_is_said_and_from_a_microphone_the_channel_suggested():
     from edgeser.listen import quiet_hint
 
@@ -522,6 +537,9 @@ def test_a_folder_is_heard_file_by_file_as_predict_clip_hears_each(model_dir, re
             [{**x.to_dict(), "file": f["file"]} for x in clip.results]
     assert (end["files"], end["skipped_files"], end["status"]) == (4, 1, "end of input")
     assert f"skipped: {folder / 'broken.wav'}: cannot decode" in r.stderr
+    # which file, and why, for a script that reads only stdout
+    assert [x["file"] for x in end["skipped"]] == [str(folder / "broken.wav")] and "cannot decode" in \
+        end["skipped"][0]["error"]
     text = listen(model_dir, "--input", folder)
     assert text.returncode == 0 and [line.split()[0] for line in text.stdout.splitlines()[:4]] == want
     (summary,) = [line for line in text.stdout.splitlines() if line.startswith("summary: ")]
