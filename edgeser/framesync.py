@@ -44,27 +44,27 @@ def frame_at(b: bytes) -> Optional[Tuple[str, int]]:
 FRAMES = 3
 
 
+def _walk(head: bytes) -> Tuple[Optional[str], int]:
+    """(the format where `head` starts with FRAMES frames of it back to back, else None; the bytes
+    from the start still needed to tell, or 0 where `head` tells already)."""
+    at, name = 0, None
+    for _ in range(FRAMES):
+        if len(head) < at + HEADER_BYTES:
+            return None, at + HEADER_BYTES
+        f = frame_at(head[at:at + HEADER_BYTES])
+        if f is None or (name is not None and f[0] != name):
+            return None, 0
+        name, at = f[0], at + f[1]
+    return name, 0
+
+
 def bytes_to_decide(head: bytes) -> int:
     """How many bytes from the start `compressed` needs to decide, more than `head` holds; 0 where
     `head` decides already (no frame header at its start, a frame followed by something else, or
     FRAMES frames)."""
-    at, name = 0, None
-    for _ in range(FRAMES):
-        if len(head) < at + HEADER_BYTES:
-            return at + HEADER_BYTES
-        f = frame_at(head[at:at + HEADER_BYTES])
-        if f is None or (name is not None and f[0] != name):
-            return 0
-        name, at = f[0], at + f[1]
-    return 0
+    return _walk(head)[1]
 
 
 def compressed(head: bytes) -> Optional[str]:
     """The format of `head` where it starts with FRAMES frames of one format back to back."""
-    at, name = 0, None
-    for _ in range(FRAMES):
-        f = frame_at(head[at:at + HEADER_BYTES])
-        if f is None or (name is not None and f[0] != name):
-            return None
-        name, at = f[0], at + f[1]
-    return name
+    return _walk(head)[0]
