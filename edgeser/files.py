@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,12 +48,22 @@ def prepare(path: os.PathLike, folder: bool = False) -> Path:
         raise OutputError(errno.ENOTDIR, "exists and is not a folder", str(path))
     if folder and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
         # a run folder made read-only: `train --resume` decoded the corpus and trained an epoch first
-        raise OutputError(errno.EACCES, "cannot write in it (permission denied)", str(path))
+        raise OutputError(errno.EACCES, f"cannot write in it ({_why_not_writable(path)})", str(path))
     if not folder and path.is_dir():
         raise OutputError(errno.EISDIR, "is a folder (name a file)", str(path))
     if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise OutputError(errno.EACCES, f"cannot write in {path.parent} (permission denied)", str(path))
+        raise OutputError(errno.EACCES, f"cannot write in {path.parent} ({_why_not_writable(path.parent)})", str(path))
     return path
+
+
+def _why_not_writable(folder: Path) -> str:
+    """A Pi's read-only root (overlayfs) or a container's is not a question of permissions."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except (OSError, AttributeError):
+        pass
+    return "permission denied"
 
 
 def _fsync(path: Path) -> None:
@@ -111,6 +122,45 @@ def write_json(path: os.PathLike, obj: Any, indent: int = 2) -> Path:
     return write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in a few words, from its st_mode."""
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+
+
+def open_regular(path: os.PathLike):
+    """`path` opened to read bytes, only if it is a regular file (links followed); else ValueError
+    saying what it is. A downloaded model folder's file linked to /dev/zero, or a FIFO, hung every
+    reader of it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)     # a FIFO's open would wait for a writer
+    try:
+        mode = os.fstat(fd).st_mode     # of what was opened: no swap between a check and the read
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"not a regular file: {file_kind(mode)}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+MAX_JSON_BYTES = 16 << 20     # far over anything edgeser writes; a bigger file is not ours
+
+
+def read_json(path: os.PathLike, max_bytes: int = MAX_JSON_BYTES, **loads_kw) -> Any:
+    """The JSON in a regular file of at most `max_bytes`. OSError where it cannot be read; ValueError
+    (one line) where it is not a regular file, too big, not JSON, or nested too deeply for the parser."""
+    with open_regular(path) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"larger than {max_bytes >> 20} MiB")
+    try:
+        # bytes: json finds UTF-8 with or without a byte-order mark, and UTF-16 (a Windows editor's)
+        return json.loads(data, **loads_kw)
+    except RecursionError:      # not a ValueError: `[` * 100000 crashed every reader
+        raise ValueError("nested too deeply") from None
+
+
 # the names a staged_dir wrote, inside the folder: a file put there since (the user's main.cc beside
 # generated firmware sources) is then known not to be the writer's, and is never replaced away
 WRITTEN = ".edgeser-files"
@@ -120,6 +170,10 @@ def replaceable(out: os.PathLike, marker: str, by: str) -> Path:
     """`out`, a folder that may be replaced whole: absent, empty, or holding `marker` (so written by
     `by` before) and nothing its WRITTEN list does not name. Else OutputError: `--out .` must never
     delete a user's own files."""
+    if os.path.islink(out):
+        # a downloaded run folder's `firmware -> ~/project` had the link's target replaced whole
+        raise OutputError(errno.ELOOP, f"is a symbolic link (to {os.readlink(out)}), and replacing it would "
+                                       f"replace what it points to: refused; name a folder that is no link", str(out))
     out = prepare(out, folder=True)
     if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
         raise OutputError(errno.ENOTEMPTY, f"holds other files, not a folder written by {by}, and would be "
@@ -232,7 +286,7 @@ def _disk_full(e: BaseException, where: Path) -> Optional[str]:
 def staged_dir(out: os.PathLike, marker: str, by: str) -> Iterator[Path]:
     """Yields an empty temp folder beside `out`; on a clean exit it replaces `out` whole, so a
     previous good folder stays usable until the new one is finished. `out` must be `replaceable`."""
-    out = replaceable(Path(out).resolve(), marker, by)
+    out = replaceable(out, marker, by).resolve()     # a link is refused before it is resolved away
     _sweep_stale(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     old = out.parent / f".{out.name}.old-{os.getpid()}"

@@ -10,9 +10,13 @@ import json
 import math
 import os
 import re
+import stat
+import unicodedata
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+
+from .files import file_kind, open_regular, read_json
 
 MANIFEST = "edgeser.json"
 WRITER = "`edgeser export`"     # the command whose folders hold a MANIFEST
@@ -121,8 +125,7 @@ def read(path: os.PathLike) -> Manifest:
             raise ManifestError(f"{p}: no such model folder")
         if p.is_dir():
             p = p / MANIFEST
-        # bytes: json finds UTF-8 with or without a byte-order mark, and UTF-16 (a Windows editor's)
-        d = json.loads(p.read_bytes(), object_pairs_hook=_object, parse_constant=_no_constant)
+        d = read_json(p, object_pairs_hook=_object, parse_constant=_no_constant)
     except FileNotFoundError:
         raise ManifestError(f"{p}: no manifest (is this a folder written by `edgeser export`?)") from None
     except UnicodeDecodeError as e:
@@ -142,7 +145,22 @@ def read(path: os.PathLike) -> Manifest:
         problem = malformed(m)
     if problem:
         raise ManifestError(f"{p}: malformed manifest: {problem}")
+    _refuse_odd_files(p.parent, m)
     return m
+
+
+def _refuse_odd_files(folder: Path, m: Manifest) -> None:
+    """Files the manifest names that are there but are no regular file: a model file linked to
+    /dev/zero, or a FIFO, hung whatever read it (the sha256, np.load, an interpreter)."""
+    names = [a.file for a in m.artifacts] + ([m.golden["input_file"]] if "input_file" in m.golden else [])
+    for name in names:
+        f = folder / name
+        try:
+            mode = f.stat().st_mode      # stat, unlike open, does not wait on a FIFO
+        except OSError:
+            continue                     # absent (a device copy holds only what it runs) or unreadable: said where read
+        if not stat.S_ISREG(mode):
+            raise ManifestError(f"{f}: not a regular file ({file_kind(mode)}), refused: a model's files must be files")
 
 
 def _structure(d: Dict[str, Any]) -> Optional[str]:
@@ -177,6 +195,11 @@ def malformed(m: Manifest) -> Optional[str]:
         return str(e)
     if m.hop_frames > m.window_frames:
         return f"hop_frames {m.hop_frames} is more than window_frames {m.window_frames}"
+    if isinstance(m.labels, list):
+        for i, label in enumerate(m.labels):
+            problem = _label_problem(label)
+            if problem:
+                return f"labels[{i}] {problem}"
     if (not isinstance(m.labels, list) or len(m.labels) < 2 or not all(isinstance(x, str) and x for x in m.labels)
             or len(set(m.labels)) != len(m.labels)):
         return f"labels must be two or more different names, not {m.labels!r}"
@@ -193,6 +216,28 @@ def malformed(m: Manifest) -> Optional[str]:
                 width = (o.get("shape") or [None])[-1] if isinstance(o, dict) else None
                 if isinstance(width, int) and width != len(m.labels):
                     return f"{a.file} answers {width} classes, but there are {len(m.labels)} labels"
+    return None
+
+
+MAX_LABEL_CHARS = 64
+
+# Cc: C0, DEL and C1 (an ANSI escape, a newline); Cs: a lone surrogate, which no terminal encoding
+# can print; Zl/Zp: line breaks; Cf: invisible format characters, bidi overrides among them
+_UNPRINTABLE = {"Cc": "a control character", "Cs": "a lone surrogate", "Zl": "a line break", "Zp": "a line break",
+                "Cf": "an invisible format character"}
+
+
+def _label_problem(label) -> Optional[str]:
+    """Why a label cannot be a name printed on a terminal, in a log or in C, or None. Each answer
+    prints its label: one with an escape or a newline forged lines, a lone surrogate crashed print."""
+    if not isinstance(label, str) or not label:
+        return f"must be a name, not {label!r}"
+    if len(label) > MAX_LABEL_CHARS:
+        return f"is {len(label)} characters long, more than {MAX_LABEL_CHARS}"
+    for c in label:
+        what = _UNPRINTABLE.get(unicodedata.category(c))
+        if what:
+            return f"holds {what} (U+{ord(c):04X}): a label must be printable text"
     return None
 
 
@@ -307,11 +352,13 @@ def file_problem(folder: os.PathLike, art: Artifact) -> Optional[str]:
     self-test: 64 bytes flipped in an int8 head moved answers by 0.1 and passed its int8 tolerance."""
     h = hashlib.sha256()
     try:
-        with open(Path(folder) / art.file, "rb") as f:
+        with open_regular(Path(folder) / art.file) as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     except OSError as e:
         return f"cannot be read ({e.strerror or e})"
+    except ValueError as e:     # a FIFO or /dev/zero: the read never ended
+        return f"{e}, refused"
     if h.hexdigest() != art.sha256:
         return f"damaged or replaced (its sha256 is not the one {MANIFEST} lists): copy it again, or export again"
     return None
@@ -349,9 +396,9 @@ def parity_rows(folder: os.PathLike) -> Dict[str, Dict[str, Any]]:
     """The export's parity rows by artifact ("model.int8.tflite", "frontend_step.int8.tflite +
     head.int8.tflite", ...); empty where the folder has no readable report (it is optional)."""
     try:
-        rows = json.loads((Path(folder) / PARITY).read_text()).get("rows", [])
+        rows = read_json(Path(folder) / PARITY).get("rows", [])
         return {r["artifact"]: r for r in rows if isinstance(r, dict) and "artifact" in r}
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError, AttributeError, TypeError):    # read_json's ValueError: too deep, too big, a FIFO
         return {}
 
 

@@ -3,7 +3,6 @@ runs/experiments/NAME), read from the JSON each command leaves (history.json, cv
 edgeser.json): light, no torch, so it runs anywhere."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -11,7 +10,7 @@ from typing import Any, Dict, List, Optional
 import click
 
 from . import manifest as M
-from .files import json_line
+from .files import json_line, read_json
 from .options import given
 from .runs import (CV_REPORT, EXPORT, RUNS, TEST_REPORT, checkpoint_in, is_evaluation, run_folders,
                    stale_export, training_run_folders)
@@ -19,10 +18,21 @@ from .runs import (CV_REPORT, EXPORT, RUNS, TEST_REPORT, checkpoint_in, is_evalu
 
 def _json(path: Path) -> Optional[Dict[str, Any]]:
     try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError):
+        d = read_json(path)
+    except (OSError, ValueError):   # read_json's ValueError: not JSON, too deep, too big, a FIFO
         return None
     return d if isinstance(d, dict) else None
+
+
+def _dict(v) -> Dict[str, Any]:
+    """A field that should be an object: a downloaded run's file may hold anything there."""
+    return v if isinstance(v, dict) else {}
+
+
+def _text(v) -> str:
+    """What a run's files (or a folder's name) say, safe to print in a table row: a newline or an
+    escape in a preset or a corpus name forged rows and recoloured the terminal."""
+    return "".join(c if c.isprintable() else "?" for c in str(v))
 
 
 def _when(path: Path) -> str:
@@ -35,9 +45,9 @@ def training_runs(root: Path) -> List[Dict[str, Any]]:
     for folder in training_run_folders(root):
         ck = checkpoint_in(folder)
         hist = _json(folder / "history.json") or {}
-        run = hist.get("run") or {}
+        run = _dict(hist.get("run"))
         man = _json(folder / EXPORT / M.MANIFEST)
-        best = hist.get("best") or {}
+        best = _dict(hist.get("best"))
         rows.append({
             "run": str(folder), "checkpoint": ck.name, "written": _when(ck), "mtime": ck.stat().st_mtime,
             "preset": run.get("preset") or (man or {}).get("preset"),
@@ -63,13 +73,13 @@ def evaluations(root: Path) -> List[Dict[str, Any]]:
             rep = _json(report)
             if rep is None:
                 continue
-            pooled = rep.get("pooled", rep)
+            pooled = _dict(rep.get("pooled", rep))
             rows.append({
                 "folder": str(report.parent), "kind": kind, "written": _when(report),
                 "protocol": rep.get("protocol", "speaker-independent") if kind == "cv" else "trained model",
-                "folds": len(rep.get("folds") or []) or None,
+                "folds": len(rep["folds"]) or None if isinstance(rep.get("folds"), list) else None,
                 "UA": pooled.get("UA"), "WA": pooled.get("WA"), "F1": pooled.get("macro_F1"), "clips": pooled.get("n"),
-                "enrolled_UA": (rep.get("enrolled") or {}).get("UA"),
+                "enrolled_UA": _dict(rep.get("enrolled")).get("UA"),
             })
     # a cross-validation still running, or stopped before its report: how far its folds got
     for folder in (f for f in folders if not (f / CV_REPORT).exists()):
@@ -89,11 +99,11 @@ def _pct(x) -> str:
 def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root: Path) -> str:
     lines = []
     if runs:
-        w = max(len(r["run"]) for r in runs)
+        w = max(len(_text(r["run"])) for r in runs)
         lines.append(f"{'run':{w}}  {'preset':10} {'data':16} {'epochs':>7}  {'best val UA':>13}  "
                      f"{'export':6}  written")
         for r in runs:
-            epochs = f"{r['epochs_run'] or '?'}/{r['epochs'] or '?'}" if r["epochs_run"] else "-"
+            epochs = _text(f"{r['epochs_run'] or '?'}/{r['epochs'] or '?'}") if r["epochs_run"] else "-"
             if r["finished"] is False:
                 epochs += "*"
             if r["adapted"]:
@@ -101,8 +111,9 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
             elif r["validated"] is False:
                 best = "no val"
             else:
-                best = f"{_pct(r['best_UA'])} @ {r['best_epoch']}" if r["best_UA"] is not None else "-"
-            lines.append(f"{r['run']:{w}}  {r['preset'] or '?':10} {'+'.join(r['corpora'] or ['?']):16} "
+                best = f"{_pct(r['best_UA'])} @ {_text(r['best_epoch'])}" if r["best_UA"] is not None else "-"
+            corpora = r["corpora"] if isinstance(r["corpora"], list) and r["corpora"] else ["?"]
+            lines.append(f"{_text(r['run']):{w}}  {_text(r['preset'] or '?'):10} {_text('+'.join(map(str, corpora))):16} "
                          f"{epochs:>7}  {best:>13}  {r['export'] or '-':6}  {r['written']}")
         if any(r["finished"] is False for r in runs):
             lines.append("* unfinished: still training, or stopped before its last epoch (the same command with "
@@ -110,13 +121,14 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
     else:
         lines.append(f"no training runs under {root}/ (`edgeser train --data DIR` makes one)")
     if evals:
-        w = max(len(e["folder"]) for e in evals)
+        w = max(len(_text(e["folder"])) for e in evals)
         lines += ["", f"{'evaluation':{w}}  {'protocol':21} {'folds':>5}  {'UA':>6} {'WA':>6} {'F1':>6}  "
                       f"{'clips':>5}  {'enrolled':>8}  written"]
         for e in evals:
-            proto = "random (speaker-dep.)" if e["protocol"].startswith("random") else e["protocol"]
-            lines.append(f"{e['folder']:{w}}  {proto:21} {e['folds'] or '-':>5}  {_pct(e['UA']):>6} "
-                         f"{_pct(e['WA']):>6} {_pct(e['F1']):>6}  {e['clips'] or '-':>5}  "
+            proto = _text(e["protocol"])
+            proto = "random (speaker-dep.)" if proto.startswith("random") else proto
+            lines.append(f"{_text(e['folder']):{w}}  {proto:21} {e['folds'] or '-':>5}  {_pct(e['UA']):>6} "
+                         f"{_pct(e['WA']):>6} {_pct(e['F1']):>6}  {_text(e['clips'] or '-'):>5}  "
                          f"{_pct(e['enrolled_UA']):>8}  {e['written']}")
     return "\n".join(lines)
 

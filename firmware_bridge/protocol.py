@@ -263,7 +263,8 @@ class SeqTracker:
 # ---------------------------------------------------------------- messages
 
 def _str8(s: str) -> bytes:
-    b = s.encode("utf-8")[:255]
+    # cut on a character boundary: half a UTF-8 character arrived as U+FFFD at the other end
+    b = s.encode("utf-8", "replace")[:255].decode("utf-8", "ignore").encode("utf-8")
     return bytes([len(b)]) + b
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -31,13 +33,22 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a .pt is a pickle, and a full unpickle runs whatever code a downloaded file names
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
+            raise CheckpointError(f"{path}: not a plain edgeser checkpoint: {_what_it_holds(str(e))}, refused") from None
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path}: not an edgeser checkpoint (no model_config/model)")
     ckpt["_path"] = str(path)
     return ckpt
+
+
+def _what_it_holds(message: str) -> str:
+    """Torch's refusal in a few words: the module.function the pickle would have called, where it names one."""
+    m = re.search(r"GLOBAL ([\w.]+)", message)
+    return f"it holds code ({m.group(1)})" if m else "it holds objects other than tensors and plain data"
 
 
 def trained_speakers(ckpt: Dict[str, Any]) -> set:

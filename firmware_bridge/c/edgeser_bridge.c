@@ -196,7 +196,11 @@ static void put_u32(writer_t *w, uint32_t v) {
 
 static void put_str8(writer_t *w, const char *s) {
     size_t n = s ? strlen(s) : 0;
-    if (n > 255) n = 255;
+    if (n > 255) {
+        /* cut on a UTF-8 character boundary: back off while the first byte left out continues a character */
+        n = 255;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
+    }
     put_u8(w, (uint8_t)n);
     put(w, s, n);
 }
