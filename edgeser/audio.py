@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import soundfile as sf
@@ -58,11 +58,42 @@ def open_sound(path: Union[str, Path]) -> "sf.SoundFile":
     try:
         f = sf.SoundFile(str(path))
     except Exception as e:  # soundfile raises several types for broken files
+        if not os.access(path, os.R_OK):    # libsndfile says only "System error."
+            raise AudioError(f"{path}: permission denied (cannot read it)") from None
         raise decode_error(path, e) from None
     if f.frames == 0:
         f.close()
         raise AudioError(f"{path}: empty clip (0 samples)")
+    from .resample import MAX_RATE, MIN_RATE
+
+    if not MIN_RATE <= f.samplerate <= MAX_RATE:
+        # refused here, not part-way through a stream, so that every reader says it with the file's name
+        f.close()
+        raise AudioError(f"{path}: sample rate {f.samplerate} Hz (edgeser reads {MIN_RATE} to {MAX_RATE} Hz)")
     return f
+
+
+def read_blocks(f: "sf.SoundFile", path, n: int, notes: Optional[List[str]] = None):
+    """The float32 (frames, channels) blocks of `n` frames of an open sound file, to where its audio
+    really ends, each checked for NaN and infinity; AudioError naming the file for damaged data.
+    A file that ends before its header says (a download cut short) is said in `notes`, if given."""
+    done = 0
+    while True:
+        try:
+            # not f.blocks(): past the real end of a cut MP3 it yielded its last buffer again and
+            # again, up to the length the header claims
+            block = f.read(n, dtype="float32", always_2d=True)
+        except RuntimeError as e:   # libsndfile: truncated or damaged data
+            raise decode_error(path, e) from None
+        if len(block):
+            check_finite(path, block, done, f.samplerate)
+            yield block
+            done += len(block)
+        if len(block) < n:
+            break
+    if notes is not None and f.seekable() and done < f.frames:
+        notes.append(f"{path}: ends at {done / f.samplerate:.2f} s though its header says "
+                     f"{f.frames / f.samplerate:.2f} s (cut short?)")
 
 
 def read_clip(path: Union[str, Path], sample_rate: int = SAMPLE_RATE,

@@ -15,31 +15,45 @@ MIN_RATE, MAX_RATE = 4000, 384000       # telephone-band recordings to the faste
 MAX_CHANNELS = 64                       # more is a (channels, frames) block passed the wrong way round
 
 
+# Integer PCM as microphones and files deliver it: (dtype kind, bytes) -> (offset, full scale).
+# 8-bit WAV is unsigned (offset binary); PortAudio's paInt8 is signed.
+INT_PCM = {("i", 1): (0, 128.0), ("u", 1): (128, 128.0), ("i", 2): (0, 32768.0), ("i", 4): (0, 2.0 ** 31)}
+# Float samples are held within this, ~100 dB above full scale: floats holding int16 values
+# (not divided by 32768, peak 32767) still pass, as the level normaliser makes them work, while
+# one corrupt sample of 1e20 no longer overflows the resampler's or the denoiser's float32 sums
+# (NaN from then on) nor throws the DC tracker off by more than it sheds in a few seconds.
+FLOAT_LIMIT = 1e5
+
+
 def to_float32(samples) -> np.ndarray:
-    """int16 full scale -> [-1, 1); float stays as is; multi-channel (frames, ch) is averaged."""
+    """Integer PCM (int16, int32, int8, uint8; either byte order) -> [-1, 1); float stays as is,
+    within +-FLOAT_LIMIT; multi-channel (frames, ch) is averaged."""
     x = np.asarray(samples)
     if x.dtype.kind not in "iuf":
         raise ValueError(f"samples must be numbers, not {x.dtype}" + (" (raw 16-bit PCM bytes: np.frombuffer(data, "
                                                                       "np.int16))" if x.dtype.kind == "S" else ""))
     if x.ndim not in (1, 2):
         raise ValueError(f"samples must be 1-D (or frames x channels), got shape {x.shape}")
-    if x.dtype == np.int16:
-        x = x.astype(np.float32) / 32768.0
-    elif x.dtype.kind in "iu":
-        raise ValueError(f"integer samples must be int16, got {x.dtype} (np.asarray(samples, np.int16) for "
-                         f"16-bit PCM)")
+    if x.dtype.kind in "iu":
+        pcm = INT_PCM.get((x.dtype.kind, x.dtype.itemsize))
+        if pcm is None:
+            # a list of Python ints arrives as int64, of no known scale
+            hint = " (np.asarray(samples, np.int16) if they are 16-bit values)" if x.dtype.itemsize == 8 else ""
+            raise ValueError(f"integer samples must be int16, int32, int8 or uint8 PCM, not {x.dtype.name}{hint}")
+        offset, full = pcm
+        x = (x.astype(np.float32) - np.float32(offset)) / np.float32(full)     # astype copies
     else:
-        # a copy, always: the stream keeps samples it has not framed yet, and a caller refilling one
-        # buffer (an audio callback's) changed them under it: wrong answers, no error
-        x = x.astype(np.float32, copy=True)
+        if x.size and not np.all(np.isfinite(x)):
+            raise ValueError("samples contain NaN or infinite values")
+        # a copy, always (clip makes one): the stream keeps samples it has not framed yet, and a
+        # caller refilling one buffer (an audio callback's) changed them under it: wrong answers, no error
+        x = np.clip(x.astype(np.float64), -FLOAT_LIMIT, FLOAT_LIMIT).astype(np.float32)
     if x.ndim == 2:
         if x.shape[1] > MAX_CHANNELS:
             # (channels, frames) averaged as if (frames, channels) was a few samples of noise, silently
             raise ValueError(f"samples of shape {x.shape}: expected (frames, channels), and {x.shape[1]} "
                              f"channels is more than any microphone has (pass samples.T)")
         x = x.mean(axis=1, dtype=np.float32)
-    if x.size and not np.all(np.isfinite(x)):
-        raise ValueError("samples contain NaN or infinite values")
     return x
 
 

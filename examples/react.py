@@ -30,10 +30,11 @@ def audio_blocks(path, device, rate):
     """(sample rate, samples) pairs: a file in 20 ms float blocks (int16 would not scale a float
     file's samples, and would hide its NaNs), or the microphone's int16 as it delivers."""
     if path:
-        from edgeser.audio import open_sound
+        from edgeser.audio import open_sound, read_blocks
 
-        with open_sound(path) as f:         # AudioError naming the file: missing, undecodable, empty
-            for block in f.blocks(blocksize=f.samplerate // 50, dtype="float32"):
+        # AudioError naming the file: missing, unreadable, undecodable, empty, damaged, NaN samples
+        with open_sound(path) as f:
+            for block in read_blocks(f, path, f.samplerate // 50):
                 yield f.samplerate, block   # any rate, any channels: the stream resamples and mixes
         return
     from edgeser.mic import Microphone
@@ -45,7 +46,7 @@ def audio_blocks(path, device, rate):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)   # python -OO drops it
     ap.add_argument("file", nargs="?", help="a recording to hear instead of the microphone")
     ap.add_argument("--model", help="an export folder or run folder (default: the bundled model)")
     ap.add_argument("--device", help="microphone index or name (default: the system's)")

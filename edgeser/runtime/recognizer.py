@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import manifest as M
-from ..audio import AudioError, check_finite, decode_error, open_sound
+from ..audio import AudioError, open_sound, read_blocks
 from ..runs import EXPORT, checkpoint_in, default_export_folder, stale_export
 from ..speed import DEFAULT_SPEEDS, check_speeds
 from . import backends as B
@@ -324,27 +324,23 @@ class Recognizer:
             raise ValueError(f"chunk must be a whole number of samples from 1, not {chunk!r}")
         path = Path(path)
         results: List[Result] = []
+        warnings: List[str] = []
         n = 0
         with open_sound(path) as f:
             s = self.create_stream(**stream_opts)
             try:
-                for block in f.blocks(blocksize=chunk, dtype="float32", always_2d=True):
-                    check_finite(path, block, n, f.samplerate)      # the sample's time, as `listen` says it
+                for block in read_blocks(f, path, chunk, warnings):    # a file cut short: said in warnings
                     n += len(block)
                     results += s.accept_waveform(f.samplerate, block)
             except AudioError:
                 raise
             except ValueError as e:
                 raise AudioError(f"{path}: {e} (at {n / f.samplerate:.2f} s)") from None
-            except RuntimeError as e:   # libsndfile: truncated or damaged data
-                raise decode_error(path, e) from None
             results += s.input_finished()
             sr = f.samplerate
-        warnings = []
-        if s.stats["clipped_samples"]:
-            share = s.stats["clipped_samples"] / max(1, s.stats["samples_in"])
-            if share > 1e-3:
-                warnings.append(f"{path}: {100 * share:.1f}% of samples at full scale (clipped recording)")
+        clipped = s.clipping_note(path)
+        if clipped:
+            warnings.append(clipped)
         utts = [r for r in results if r.kind == "utterance"]
         if not utts:
             warnings.append(f"{path}: no speech found")
