@@ -2,6 +2,7 @@
 
 The runtime imports only numpy, click and soundfile; backends load on first use.
 """
+import os as _os
 from pathlib import Path as _Path
 
 __version__ = "0.1.0"
@@ -13,6 +14,12 @@ __version__ = "0.1.0"
 _ROOT = _Path(__file__).resolve().parent.parent
 if (_ROOT / "pyproject.toml").is_file() and (_ROOT / "firmware_bridge" / "__init__.py").is_file():
     __path__.append(str(_ROOT))
+
+# onnxruntime's official Linux wheels (1.29 on) keep a device id and a queue of usage events under
+# ~/.cache/Microsoft and may upload them: an emotion recognizer on someone's desk should not, and a
+# service with a read-only home printed a coloured warning per session. Set before onnxruntime
+# makes its environment; ORT_DISABLE_TELEMETRY=0 in the environment keeps theirs.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def load(path=None, **kwargs):

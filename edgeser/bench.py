@@ -403,18 +403,18 @@ def _csv(choices: Optional[Sequence[str]] = None, integer: bool = False):
             return None
         items = [v.strip() for v in value.split(",") if v.strip()]
         if not items:
-            raise click.ClickException(f"--{param.name}: empty list")
+            raise click.BadParameter("empty list")
         if integer:
             try:
                 vals = [int(v) for v in items]
             except ValueError:
-                raise click.ClickException(f"--{param.name}: {value!r} is not a list of whole numbers (e.g. 1,2,4)") from None
+                raise click.BadParameter(f"{value!r} is not a list of whole numbers (e.g. 1,2,4)") from None
             if any(v < 1 for v in vals):
-                raise click.ClickException(f"--{param.name}: thread counts must be >= 1 (got {value!r})")
+                raise click.BadParameter(f"thread counts must be >= 1 (got {value!r})")
             return list(dict.fromkeys(vals))
         bad = [v for v in items if v not in choices]
         if bad:
-            raise click.ClickException(f"--{param.name}: unknown {', '.join(map(repr, bad))} (choose from {', '.join(choices)})")
+            raise click.BadParameter(f"unknown {', '.join(map(repr, bad))} (choose from {', '.join(choices)})")
         return list(dict.fromkeys(items))
     return parse
 

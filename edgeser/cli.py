@@ -103,11 +103,76 @@ def cli():
     """
 
 
+# what a terminal in a legacy 8-bit locale cannot show, in its ASCII look-alike; other characters '?'
+ASCII_LOOKALIKE = {"█": "#", "–": "-", "—": "-", "·": ".", "…": "...", "×": "x", "→": "->", "←": "<-",
+                   "≥": ">=", "≤": "<=", "±": "+/-", "✓": "ok", "✗": "x", "θ": "theta", "µ": "u", "°": " deg"}
+
+
+def _ascii_lookalike(e: UnicodeEncodeError):
+    return "".join(ASCII_LOOKALIKE.get(c, "?") for c in e.object[e.start:e.end]), e.end
+
+
+def standard_streams():
+    """Output that always has somewhere to go and can always be encoded: a daemon started with
+    stdout or stderr closed got a traceback from the first print, and a terminal in a Latin-1 or
+    ASCII locale one from the first bar of `listen`."""
+    import codecs
+    import io
+    import os
+
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:     # closed: hold the number with /dev/null, so no file opened later takes it
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, io.TextIOWrapper(os.fdopen(fd, "wb", closefd=False), encoding="utf-8",
+                                                line_buffering=True))
+            continue
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        if codecs.lookup(encoding).name != "utf-8" and hasattr(stream, "reconfigure"):
+            try:
+                codecs.lookup_error("edgeser-ascii")
+            except LookupError:
+                codecs.register_error("edgeser-ascii", _ascii_lookalike)
+            stream.reconfigure(errors="edgeser-ascii")
+
+
+def _stdout_full(e: OSError) -> bool:
+    """Whether `e` is stdout that cannot take more: a service's log on a full SD card (or
+    /dev/full). If so stdout is pointed at /dev/null, so that Python's own flush at exit does
+    not print a second error."""
+    import errno
+    import os
+    import stat
+
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return False
+    try:
+        st = os.fstat(1)
+        if stat.S_ISREG(st.st_mode):
+            vfs = os.fstatvfs(1)
+            full = vfs.f_bavail * vfs.f_frsize < 1 << 20
+        else:
+            full = stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat("/dev/full").st_rdev
+        if full:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.close(null)
+        return full
+    except OSError:
+        return False
+
+
 def main(argv=None):
-    from .figures import PlotUnavailable
     from .signals import any_work_kept, stop_status, stopped_by_sigterm, terminate_as_interrupt
 
     args = sys.argv[1:] if argv is None else list(argv)
+    standard_streams()
     terminate_as_interrupt()
     command = next((a for a in args if a in COMMANDS), "edgeser")
     try:
@@ -134,14 +199,12 @@ def main(argv=None):
         # a file that cannot be read or written (an output in a folder that is a file, a full
         # disk, no permission): the file and why, in one line, not a traceback
         if not e.filename:
-            raise
+            if not _stdout_full(e):
+                raise
+            e.filename = "stdout"    # a service's log on a full SD card, or /dev/full
         from .files import error_line
 
         click.echo(f"Error: {error_line(e)}", err=True)
-        sys.exit(1)
-    except PlotUnavailable as e:
-        # matplotlib found at the start (require_plotting) but broken when the picture is drawn
-        click.echo(f"Error: {e}", err=True)
         sys.exit(1)
     except Exception as e:
         if not stopped_by_sigterm(e):    # SIGTERM raised inside an import can come out as another exception

@@ -10,6 +10,7 @@ from array import array
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
+import click
 import numpy as np
 
 from .files import replacing
@@ -18,8 +19,9 @@ PLOT_EXTRA = 'pip install "edgeser[plot]"'
 PLOT_MISSING = f"plotting needs matplotlib: {PLOT_EXTRA}"
 
 
-class PlotUnavailable(RuntimeError):
-    """matplotlib is not installed; the message names the extra."""
+class PlotUnavailable(click.ClickException):
+    """matplotlib is not installed; the message names the extra. A ClickException: a command
+    that meets it ends with its one line."""
 
 
 def pyplot():

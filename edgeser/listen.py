@@ -209,10 +209,16 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
     unread = [] if (Path(folder) / "manifest.csv").is_file() else audio_files_under(folder, UNREAD_AUDIO_EXT)
     if unread:
         click.echo(f"note: {convert_hint(unread)}", err=True)
+    def fail(error: str, skipped=()):
+        if out.json:        # a script reading stdout gets its end object, as for a FILE that fails
+            out.summary({**info, "status": "error", "input": folder, "files": 0, "skipped_files": len(skipped),
+                         **({"skipped": list(skipped)} if skipped else {}), "error": error})
+        raise click.ClickException(error)
+
     try:
         paths = audio_paths([folder])
     except AudioError as e:
-        raise click.ClickException(str(e))
+        fail(str(e))
     training = rec.manifest.training
     score = None if truth is None else FolderScore(
         rec.labels, dict(training.get("merges") or {}), min_confidence=out.min_confidence,
@@ -226,7 +232,7 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
     except KeyboardInterrupt as e:      # Ctrl-C or SIGTERM: the files heard so far are summed up, as a FILE's audio is
         status = stop_status(e)
     if status == "end of input" and len(skipped) == len(paths):
-        raise click.ClickException(f"{folder}: none of its {len(paths)} audio file(s) could be read")
+        fail(f"{folder}: none of its {len(paths)} audio file(s) could be read", skipped)
     heard = sum(files.values())
     info.update(status=status, input=folder, files=heard, skipped_files=len(skipped),
                 **({"skipped": skipped} if skipped else {}),
@@ -269,6 +275,11 @@ def _listen_file(rec, path: str, out: "ResultPrinter", stream_opts: dict, score,
         return 0.0
     for r in clip.results:
         out.emit(r, file=path)
+    for warning in clip.warnings:
+        if warning.endswith("(clipped recording)"):
+            click.echo(f"note: {warning}: {CLIPPING_ADVICE}", err=True)
+        elif not warning.endswith("no speech found"):     # said on the file's own line
+            click.echo(f"note: {warning}", err=True)
     s = clip.summary
     if not s:
         unheard.append(clip.peak_dbfs)
@@ -300,25 +311,22 @@ def _listen_file(rec, path: str, out: "ResultPrinter", stream_opts: dict, score,
     return clip.duration_s
 
 
-def file_blocks(path: str, fast: bool, block_s: float = 0.1):
-    """(rate, float32 block) from a file, paced at real time unless fast."""
-    from .audio import check_finite, decode_error, open_sound
+def file_blocks(path: str, fast: bool, block_s: float = 0.1, notes: Optional[list] = None):
+    """(rate, float32 block) from a file, paced at real time unless fast; a file that ends before its
+    header says is added to `notes`."""
+    from .audio import open_sound, read_blocks
 
     with open_sound(path) as f:
         n = max(1, int(f.samplerate * block_s))
         t0 = time.monotonic()
         done = 0
-        try:
-            for block in f.blocks(blocksize=n, dtype="float32", always_2d=True):
-                check_finite(path, block, done, f.samplerate)
-                yield f.samplerate, block
-                done += len(block)
-                if not fast:
-                    ahead = done / f.samplerate - (time.monotonic() - t0)
-                    if ahead > 0:
-                        time.sleep(ahead)
-        except RuntimeError as e:   # libsndfile: truncated or damaged data
-            raise decode_error(path, e) from None
+        for block in read_blocks(f, path, n, notes):    # to the real end of a file cut short; AudioError if damaged
+            yield f.samplerate, block
+            done += len(block)
+            if not fast:
+                ahead = done / f.samplerate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
 
 
 def _read_exactly(read, n: int) -> bytes:
@@ -331,10 +339,16 @@ def _read_exactly(read, n: int) -> bytes:
     return out
 
 
+# data sizes that say "unknown": a stream's writer cannot know it (arecord and sox write their
+# largest, ffmpeg 0xFFFFFFFF, others 0)
+_WAV_SIZE_UNKNOWN = 0x7FFF0000
+
+
 def _wav_header(read):
-    """(rate, channels) of a WAV stream whose first 4 bytes (b"RIFF") are read; the reader is
-    left at the first sample. A stream's data size is unknown to its writer (arecord writes its
-    largest): it is not used, the samples run to the end of the input."""
+    """(rate, channels, data bytes or None) of a WAV stream whose first 4 bytes (b"RIFF") are read;
+    the reader is left at the first sample. None where the header cannot know the size (a live
+    stream): the samples run to the end of the input. A file's true size is kept to: the chunks
+    after its data (LIST tags, cue points) are not sound."""
     from .audio import AudioError
     from .resample import MAX_CHANNELS, check_rate
 
@@ -364,7 +378,7 @@ def _wav_header(read):
             raise ValueError(f"{channels} channels")
     except ValueError as e:
         raise AudioError(f"stdin: WAV header unusable: {e}") from None
-    return rate, channels
+    return rate, channels, (size if 0 < size < _WAV_SIZE_UNKNOWN else None)
 
 
 # the first bytes of the containers people pipe by mistake (`cat clip.flac |`): read as samples
@@ -401,9 +415,9 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
     (`arecord -t raw`, `ffmpeg -f s16le`), or a WAV stream (arecord's default), whose header
     gives rate and channels. A pipe is paced by whoever writes into it."""
     read = _stdin_reader(getattr(src, "read1", src.read))   # read1: what is there now, not a full block later
-    pending, channels = _read_exactly(read, 4), 1
+    pending, channels, left = _read_exactly(read, 4), 1, None      # left: data bytes the WAV header gives
     if pending == b"RIFF":
-        rate, channels = _wav_header(read)
+        rate, channels, left = _wav_header(read)
         pending = b""
     else:
         pending += _read_exactly(read, 4)
@@ -418,7 +432,9 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
     want = frame * max(1, int(rate * block_s))
     heard = False
     while True:
-        data = read(want)
+        data = read(want if left is None else min(want, left))    # read(0) at the data's end: b"", the end
+        if left is not None:
+            left -= len(data)
         pending += data
         whole = len(pending) - len(pending) % frame     # a sample split across reads waits for its rest
         if whole:
@@ -432,6 +448,10 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
         from .audio import AudioError
 
         raise AudioError("stdin: no audio arrived (did the program writing into the pipe fail?)")
+
+
+CLIPPING_ADVICE = ("lower the input's level (a microphone's capture gain: alsamixer); answers on clipped "
+                   "speech are less sure")
 
 
 class _Recorder:
@@ -469,13 +489,41 @@ class _Recorder:
             x = x[:self.room]
             self.room -= len(x)
         if len(x):
-            self.f.write(x)
+            try:
+                self.f.write(x)
+            except Exception as e:     # a full SD card: listening goes on, what was saved is kept
+                import soundfile as sf
+
+                if not isinstance(e, (OSError, sf.LibsndfileError)):
+                    raise
+                saved_s = self.f.frames / self.f.samplerate
+                click.echo(f"note: --save-audio: {self.path}: cannot write more ({_write_error(e, self.path)}) after "
+                           f"{saved_s:.1f} s; the session goes on without saving, the first {saved_s:.1f} s are kept",
+                           err=True)
+                self.close()
+                self.path = None
 
     def close(self):
         if self.f is not None:
-            self.f.close()
-            self.f = None
+            f, self.f = self.f, None
+            try:
+                f.close()
+            except Exception as e:     # the last buffer did not fit: the header and what is written stand
+                click.echo(f"note: --save-audio: {self.path}: its end was not written ({_write_error(e, self.path)})", err=True)
             self.staged.__exit__(None, None, None)    # kept even when the session ended in an error
+
+
+def _write_error(e: Exception, path: Path) -> str:
+    """Why a write failed. libsndfile says only "System error." for a full disk; the free space
+    is what a user can act on."""
+    import shutil
+
+    why = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    try:
+        full = shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        full = False
+    return "no space left on the device" if full else why
 
 
 @click.command("listen")
@@ -486,7 +534,7 @@ class _Recorder:
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per result on stdout; from a microphone or stdin each also says when it "
                    "was written (\"at\": local time with its UTC offset).")
-@click.option("--input", "input_file", type=click.Path(), default=None, metavar="FILE|FOLDER|-",
+@click.option("--input", "input_file", type=click.Path(readable=False), default=None, metavar="FILE|FOLDER|-",
               help="Stream a file instead of the microphone (real-time pace); a folder: every audio file in "
                    "it as its own stream, as fast as possible, one line per file, and where the folder labels its "
                    "files (a manifest.csv with an emotion column, RAVDESS or EmoDB file names, folders named by "
@@ -617,6 +665,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
                         min_confidence=min_confidence,
                         clock=piped or not input_file)
     recorder = _Recorder(save_audio)
+    notes = []      # what the input's reading found wrong with it, said after the summary
     mic = None
     status = "end of input"
     error = None
@@ -627,7 +676,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
             info.update(input="stdin", rate=rate or 16000)
             source = pcm_blocks(sys.stdin.buffer, rate or 16000)
         elif input_file:
-            source = file_blocks(input_file, fast)
+            source = file_blocks(input_file, fast, notes=notes)
             info["input"] = input_file
         else:
             from .mic import Microphone
@@ -673,6 +722,9 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
         info["error"] = error
     if started or not error or out.json:     # a script reading stdout always gets its end object
         out.summary(info)
+    clipped = stream.clipping_note(info.get("input") or f"microphone {info.get('device', '')!r}")
+    for note in notes + ([f"{clipped}: {CLIPPING_ADVICE}"] if clipped else []):
+        click.echo(f"note: {note}", err=True)
     hint = None if status in ("interrupted", "terminated") and stream.time_s < 1.0 else \
         quiet_hint(out.utterances, stream.time_s, peak, vad_gain_db, stream_opts["vad"].min_utterance_s,
                    channel=None if mic is None else channel, channels=1 if mic is None else mic.device.channels)

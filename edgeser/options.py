@@ -182,3 +182,41 @@ def require_plotting():
 
     if importlib.util.find_spec("matplotlib") is None:
         raise click.ClickException(PLOT_MISSING)
+    _matplotlib_cache()
+
+
+def _matplotlib_cache():
+    """Give matplotlib a writable folder for its font cache where its own (~/.config/matplotlib,
+    ~/.cache/matplotlib) is not: a service user without a home, a read-only root. Left to itself it
+    warns twice per run into the journal, or, with no temporary folder either, fails only after
+    the session, when the picture is drawn."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    home = Path(os.path.expanduser("~"))
+    own = [Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "matplotlib",
+           Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / "matplotlib"]
+
+    def writable(d: Path) -> bool:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(d, os.W_OK)
+
+    if all(writable(d) for d in own):
+        return
+    try:
+        scratch = tempfile.mkdtemp(prefix="edgeser-matplotlib-")
+    except OSError:
+        raise click.ClickException(f"--plot: matplotlib needs a writable folder for its cache and has none "
+                                   f"({own[0]} cannot be written, nor a temporary folder): set MPLCONFIGDIR "
+                                   f"to one") from None
+    import atexit
+    import shutil
+
+    os.environ["MPLCONFIGDIR"] = scratch
+    atexit.register(shutil.rmtree, scratch, True)

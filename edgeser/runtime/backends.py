@@ -138,24 +138,44 @@ def _tflite_interpreter_class():
     return None, None
 
 
+def _scratch_file():
+    """A file for a runtime's log, or None: in memory where Linux offers it (no temporary folder
+    needed, as on a read-only root or a full /tmp), else in the temporary folder."""
+    import tempfile
+
+    if hasattr(os, "memfd_create"):
+        try:
+            return os.fdopen(os.memfd_create("edgeser-log"), "w+b")
+        except OSError:
+            pass
+    try:
+        return tempfile.TemporaryFile()
+    except OSError:
+        return None
+
+
 @contextlib.contextmanager
 def c_stderr_kept_for_errors():
     """Hold what C++ code writes to fd 2; show it only if the block fails."""
-    import tempfile
-
-    sys.stderr.flush()
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    log = _scratch_file()
     try:
-        saved = os.dup(2)
+        saved = os.dup(2) if log is not None else None
     except OSError:     # no fd 2 (embedded, daemon): nothing to hold
+        saved = None
+    if saved is None:   # or nowhere to hold it: the runtime's lines go where they would anyway
+        if log is not None:
+            log.close()
         yield
         return
-    with tempfile.TemporaryFile() as log:
+    with log:
         os.dup2(log.fileno(), 2)
         try:
             yield
         except BaseException as e:
             os.dup2(saved, 2)
-            if not isinstance(e, KeyboardInterrupt):     # an interrupt is the user's, not the library's failure
+            if not isinstance(e, KeyboardInterrupt) and sys.stderr is not None:     # an interrupt is the user's, not the library's failure
                 log.seek(0)
                 sys.stderr.write(log.read()[-4000:].decode(errors="replace"))
             raise
