@@ -17,8 +17,10 @@ if (_ROOT / "pyproject.toml").is_file() and (_ROOT / "firmware_bridge" / "__init
 
 # onnxruntime's official Linux wheels (1.29 on) keep a device id and a queue of usage events under
 # ~/.cache/Microsoft and may upload them: an emotion recognizer on someone's desk should not, and a
-# service with a read-only home printed a coloured warning per session. Set before onnxruntime
-# makes its environment; ORT_DISABLE_TELEMETRY=0 in the environment keeps theirs.
+# service with a read-only home printed a coloured warning per session. onnxruntime reads this when
+# it is first imported, so it holds where edgeser is imported first (the CLI, a program importing
+# edgeser before onnxruntime); ORT_DISABLE_TELEMETRY=0 in the environment keeps theirs. It is an
+# environment variable, so programs this process starts inherit it.
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 

@@ -116,10 +116,10 @@ def write(bal: ClassBalance, path: os.PathLike) -> Path:
 
 
 def read(path: os.PathLike) -> ClassBalance:
-    from .benchreport import read_json
+    from .benchreport import read_json_as
 
     p = Path(path)
-    d = read_json(p, BalanceError, "balance file", " (make one with `edgeser enrol`)")
+    d = read_json_as(p, BalanceError, "balance file", " (make one with `edgeser enrol`)")
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise BalanceError(f"{p}: not a balance file (format {d.get('format') if isinstance(d, dict) else None!r}, "
                            f"expected {FORMAT!r})")

@@ -1,7 +1,6 @@
 """The `edgeser bench` report: JSON schema, checks, derived ratios, text tables, side-by-side compare."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -95,20 +94,24 @@ def latency_title(rep: Dict, what: str) -> str:
 
 # ---------------------------------------------------------------- files
 
-def read_json(path: os.PathLike, error: type, what: str, missing_hint: str = ""):
-    """The JSON in `path`, or `error` naming the file: "no such WHAT" or "unreadable WHAT (why)"."""
+def read_json_as(path: os.PathLike, error: type, what: str, missing_hint: str = ""):
+    """The JSON in `path` (files.read_json: a regular file, not too big or deep), or `error` naming the
+    file: "no such WHAT" or "unreadable WHAT (why)"."""
+    from .files import read_json
+
     p = Path(path)
     try:
-        return json.loads(p.read_text())
+        return read_json(p)
     except FileNotFoundError:
         raise error(f"{p}: no such {what}{missing_hint}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise error(f"{p}: unreadable {what} ({str(e).splitlines()[0]})") from None
+    except (OSError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [type(e).__name__])[0]
+        raise error(f"{p}: unreadable {what} ({why})") from None
 
 
 def load_report(path: os.PathLike) -> Dict:
     p = Path(path)
-    d = read_json(p, BenchReportError, "report")
+    d = read_json_as(p, BenchReportError, "report")
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
         got = d.get("schema") if isinstance(d, dict) else type(d).__name__
         raise BenchReportError(f"{p}: not an edgeser bench report (schema {got!r}, expected {SCHEMA!r})")

@@ -42,8 +42,15 @@ COMMAND_EXTRA = {"train": "train", "evaluate": "train", "adapt": "train", "expor
 TORCH_CPU = 'pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu'
 
 
+# extras whose packages (torch 2.13, litert-torch, ai-edge-quantizer, tflite-micro) publish nothing for 3.9
+NEEDS_PY310 = ("train", "export", "firmware")
+
+
 def install_line(extra: str) -> str:
     """The line that installs `extra`; torch first from the CPU index where the extra holds torch."""
+    if extra in NEEDS_PY310 and sys.version_info < (3, 10):
+        return (f"it needs Python 3.10 or newer, and this is {sys.version_info[0]}.{sys.version_info[1]} "
+                f"(torch, litert-torch and tflite-micro publish nothing for it); the runtime works here")
     line = f'pip install "edgeser[{extra}]"'
     if extra in ("train", "export") and importlib.util.find_spec("torch") is None:
         return f"{TORCH_CPU}, then {line}"
@@ -150,13 +157,15 @@ def _stdout_full(e: OSError) -> bool:
     import os
     import stat
 
+    from .files import nearly_full
+
     if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return False
     try:
         st = os.fstat(1)
         if stat.S_ISREG(st.st_mode):
-            vfs = os.fstatvfs(1)
-            full = vfs.f_bavail * vfs.f_frsize < 1 << 20
+            # a quota or a file size limit (EDQUOT, EFBIG) leaves the disk's space as it is
+            full = e.errno != errno.ENOSPC or nearly_full(1)
         else:
             full = stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat("/dev/full").st_rdev
         if full:
@@ -172,7 +181,8 @@ def main(argv=None):
     from .signals import any_work_kept, stop_status, stopped_by_sigterm, terminate_as_interrupt
 
     args = sys.argv[1:] if argv is None else list(argv)
-    standard_streams()
+    if argv is None:    # the program itself: a caller running main() in its own process keeps its streams
+        standard_streams()
     terminate_as_interrupt()
     command = next((a for a in args if a in COMMANDS), "edgeser")
     try:

@@ -209,7 +209,7 @@ def check_extras() -> List[Check]:
             ("training", "torch", install_line("train"), "`train`, `evaluate`, `adapt`"),
             ("export", "litert-torch", install_line("export"), "`edgeser export`"),
             # pre-releases only, which pip takes where no release exists: no --pre (it would reach every package)
-            ("firmware", "tflite-micro", 'pip install "edgeser[firmware]"', "`edgeser firmware generate`")):
+            ("firmware", "tflite-micro", install_line("firmware"), "`edgeser firmware generate`")):
         v = _version(dist)
         if v:
             out.append(Check(name, OK, f"{dist} {v} ({what})"))

@@ -144,6 +144,12 @@ def open_regular(path: os.PathLike):
         raise
 
 
+def printable(v) -> str:
+    """Text from a file (a downloaded run's or model's), safe to print on a line: a newline or an
+    escape in a preset, a licence or a corpus name forged lines and recoloured the terminal."""
+    return "".join(c if c.isprintable() else "?" for c in str(v))
+
+
 MAX_JSON_BYTES = 16 << 20     # far over anything edgeser writes; a bigger file is not ours
 
 
@@ -170,9 +176,10 @@ def replaceable(out: os.PathLike, marker: str, by: str) -> Path:
     """`out`, a folder that may be replaced whole: absent, empty, or holding `marker` (so written by
     `by` before) and nothing its WRITTEN list does not name. Else OutputError: `--out .` must never
     delete a user's own files."""
-    if os.path.islink(out):
+    bare = os.path.normpath(out)     # `link/` (a shell's completion) and `link/.` name the link as well
+    if os.path.islink(bare):
         # a downloaded run folder's `firmware -> ~/project` had the link's target replaced whole
-        raise OutputError(errno.ELOOP, f"is a symbolic link (to {os.readlink(out)}), and replacing it would "
+        raise OutputError(errno.ELOOP, f"is a symbolic link (to {os.readlink(bare)}), and replacing it would "
                                        f"replace what it points to: refused; name a folder that is no link", str(out))
     out = prepare(out, folder=True)
     if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
@@ -266,6 +273,23 @@ def _finished(folder: Path) -> bool:
 FULL_BELOW_BYTES = 4 << 20
 
 
+def free_bytes(where) -> Optional[int]:
+    """Free bytes on the file system of `where` (a path, or an open file descriptor); None if unknown."""
+    try:
+        if isinstance(where, int):
+            vfs = os.fstatvfs(where)
+            return vfs.f_bavail * vfs.f_frsize
+        return shutil.disk_usage(where).free
+    except OSError:
+        return None
+
+
+def nearly_full(where) -> bool:
+    """Whether a failed write on `where`'s file system is explained by its free space."""
+    free = free_bytes(where)
+    return free is not None and free < FULL_BELOW_BYTES
+
+
 def _disk_full(e: BaseException, where: Path) -> Optional[str]:
     """Why a write failed, where the disk filled up: writers say so in their own ways (ENOSPC; numpy's
     "Not enough free space to write …" or "… requested and … written" with no errno; onnxruntime's
@@ -275,11 +299,7 @@ def _disk_full(e: BaseException, where: Path) -> Optional[str]:
         return f"no space left on the disk ({e.strerror})"
     if not ((isinstance(e, OSError) and e.errno is None) or "serializ" in str(e).lower()):
         return None
-    try:
-        free = shutil.disk_usage(where).free
-    except OSError:
-        return None
-    return f"no space left on the disk ({free // 1024} KB free)" if free < FULL_BELOW_BYTES else None
+    return f"no space left on the disk ({free_bytes(where) // 1024} KB free)" if nearly_full(where) else None
 
 
 @contextmanager

@@ -381,6 +381,12 @@ def _wav_header(read):
     return rate, channels, (size if 0 < size < _WAV_SIZE_UNKNOWN else None)
 
 
+def _chunk_head(b: bytes) -> bool:
+    """Whether 8 bytes after a WAV's samples are a chunk's head (LIST, id3, cue...): a four-letter id
+    and a size. Two 16-bit samples rarely pass: both bytes of each printable, and a small size."""
+    return len(b) == 8 and all(0x20 <= c < 0x7F for c in b[:4]) and int.from_bytes(b[4:], "little") < 1 << 28
+
+
 # the first bytes of the containers people pipe by mistake (`cat clip.flac |`): read as samples
 # they gave a confident emotion for noise
 _CONTAINERS = ((0, b"fLaC", "FLAC"), (0, b"OggS", "Ogg (Vorbis, Opus)"), (0, b"ID3", "MP3"),
@@ -432,9 +438,15 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
     want = frame * max(1, int(rate * block_s))
     heard = False
     while True:
-        data = read(want if left is None else min(want, left))    # read(0) at the data's end: b"", the end
+        data = read(want if left is None else min(want, left))     # read(0) once left is 0: the end
         if left is not None:
             left -= len(data)
+            if left == 0 and data:      # the header's last sample just read: what follows it?
+                after = _read_exactly(read, 8)
+                if after and not _chunk_head(after):
+                    # samples, not a chunk: the header's size was only its writer's first block (Python's
+                    # wave module streaming into a pipe): heard to the end of the pipe
+                    data, left = data + after, None
         pending += data
         whole = len(pending) - len(pending) % frame     # a sample split across reads waits for its rest
         if whole:
@@ -516,14 +528,10 @@ class _Recorder:
 def _write_error(e: Exception, path: Path) -> str:
     """Why a write failed. libsndfile says only "System error." for a full disk; the free space
     is what a user can act on."""
-    import shutil
+    from .files import nearly_full
 
     why = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
-    try:
-        full = shutil.disk_usage(path.parent).free < 1 << 20
-    except OSError:
-        full = False
-    return "no space left on the device" if full else why
+    return "no space left on the device" if nearly_full(path.parent) else why
 
 
 @click.command("listen")

@@ -222,9 +222,12 @@ def malformed(m: Manifest) -> Optional[str]:
 MAX_LABEL_CHARS = 64
 
 # Cc: C0, DEL and C1 (an ANSI escape, a newline); Cs: a lone surrogate, which no terminal encoding
-# can print; Zl/Zp: line breaks; Cf: invisible format characters, bidi overrides among them
-_UNPRINTABLE = {"Cc": "a control character", "Cs": "a lone surrogate", "Zl": "a line break", "Zp": "a line break",
-                "Cf": "an invisible format character"}
+# can print; Zl/Zp: line breaks
+_UNPRINTABLE = {"Cc": "a control character", "Cs": "a lone surrogate", "Zl": "a line break", "Zp": "a line break"}
+# of the invisible format characters (Cf) only the bidi embeddings, overrides and isolates, which
+# reorder the rest of a printed line; the joiners of emoji (U+200D) and of Persian or Indic words
+# (U+200C), a soft hyphen, are parts of real names
+_BIDI_CONTROLS = {*range(0x202A, 0x202F), *range(0x2066, 0x206A)}
 
 
 def _label_problem(label) -> Optional[str]:
@@ -235,7 +238,7 @@ def _label_problem(label) -> Optional[str]:
     if len(label) > MAX_LABEL_CHARS:
         return f"is {len(label)} characters long, more than {MAX_LABEL_CHARS}"
     for c in label:
-        what = _UNPRINTABLE.get(unicodedata.category(c))
+        what = _UNPRINTABLE.get(unicodedata.category(c)) or ("a bidi control" if ord(c) in _BIDI_CONTROLS else None)
         if what:
             return f"holds {what} (U+{ord(c):04X}): a label must be printable text"
     return None

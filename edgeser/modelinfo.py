@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from . import manifest as M
-from .files import json_line
+from .files import json_line, printable
 from .options import FiniteRange, one_model
 from .runs import EXPORT, checkpoint_in, stale_export
 from .train.config import PRESETS
@@ -214,4 +214,4 @@ def model_info(model_path, preset, hop_s, as_json):
     if as_json:
         click.echo(json_line(info, indent=2))
     else:
-        click.echo("\n".join(lines))
+        click.echo("\n".join(map(printable, lines)))     # a manifest's licence or summary is the writer's text

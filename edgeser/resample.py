@@ -18,11 +18,12 @@ MAX_CHANNELS = 64                       # more is a (channels, frames) block pas
 # Integer PCM as microphones and files deliver it: (dtype kind, bytes) -> (offset, full scale).
 # 8-bit WAV is unsigned (offset binary); PortAudio's paInt8 is signed.
 INT_PCM = {("i", 1): (0, 128.0), ("u", 1): (128, 128.0), ("i", 2): (0, 32768.0), ("i", 4): (0, 2.0 ** 31)}
-# Float samples are held within this, ~100 dB above full scale: floats holding int16 values
-# (not divided by 32768, peak 32767) still pass, as the level normaliser makes them work, while
-# one corrupt sample of 1e20 no longer overflows the resampler's or the denoiser's float32 sums
-# (NaN from then on) nor throws the DC tracker off by more than it sheds in a few seconds.
-FLOAT_LIMIT = 1e5
+# Float samples are held within this: floats holding integer PCM values that were never divided
+# by full scale (int16's 32767, int24's 8.4e6, int32's 2.1e9: scipy and pydub hand out integers,
+# then `.astype(float)`) still pass, as the level normaliser makes them work, while one corrupt
+# sample of 1e20 no longer overflows the resampler's or the denoiser's float32 sums (NaN from
+# then on); the DC tracker takes no single outlier (stream.py).
+FLOAT_LIMIT = 2.0 ** 32
 
 
 def to_float32(samples) -> np.ndarray:

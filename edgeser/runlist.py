@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 import click
 
 from . import manifest as M
-from .files import json_line, read_json
+from .files import json_line, printable, read_json
 from .options import given
 from .runs import (CV_REPORT, EXPORT, RUNS, TEST_REPORT, checkpoint_in, is_evaluation, run_folders,
                    stale_export, training_run_folders)
@@ -27,12 +27,6 @@ def _json(path: Path) -> Optional[Dict[str, Any]]:
 def _dict(v) -> Dict[str, Any]:
     """A field that should be an object: a downloaded run's file may hold anything there."""
     return v if isinstance(v, dict) else {}
-
-
-def _text(v) -> str:
-    """What a run's files (or a folder's name) say, safe to print in a table row: a newline or an
-    escape in a preset or a corpus name forged rows and recoloured the terminal."""
-    return "".join(c if c.isprintable() else "?" for c in str(v))
 
 
 def _when(path: Path) -> str:
@@ -99,11 +93,11 @@ def _pct(x) -> str:
 def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root: Path) -> str:
     lines = []
     if runs:
-        w = max(len(_text(r["run"])) for r in runs)
+        w = max(len(printable(r["run"])) for r in runs)
         lines.append(f"{'run':{w}}  {'preset':10} {'data':16} {'epochs':>7}  {'best val UA':>13}  "
                      f"{'export':6}  written")
         for r in runs:
-            epochs = _text(f"{r['epochs_run'] or '?'}/{r['epochs'] or '?'}") if r["epochs_run"] else "-"
+            epochs = printable(f"{r['epochs_run'] or '?'}/{r['epochs'] or '?'}") if r["epochs_run"] else "-"
             if r["finished"] is False:
                 epochs += "*"
             if r["adapted"]:
@@ -111,9 +105,9 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
             elif r["validated"] is False:
                 best = "no val"
             else:
-                best = f"{_pct(r['best_UA'])} @ {_text(r['best_epoch'])}" if r["best_UA"] is not None else "-"
+                best = f"{_pct(r['best_UA'])} @ {printable(r['best_epoch'])}" if r["best_UA"] is not None else "-"
             corpora = r["corpora"] if isinstance(r["corpora"], list) and r["corpora"] else ["?"]
-            lines.append(f"{_text(r['run']):{w}}  {_text(r['preset'] or '?'):10} {_text('+'.join(map(str, corpora))):16} "
+            lines.append(f"{printable(r['run']):{w}}  {printable(r['preset'] or '?'):10} {printable('+'.join(map(str, corpora))):16} "
                          f"{epochs:>7}  {best:>13}  {r['export'] or '-':6}  {r['written']}")
         if any(r["finished"] is False for r in runs):
             lines.append("* unfinished: still training, or stopped before its last epoch (the same command with "
@@ -121,14 +115,14 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
     else:
         lines.append(f"no training runs under {root}/ (`edgeser train --data DIR` makes one)")
     if evals:
-        w = max(len(_text(e["folder"])) for e in evals)
+        w = max(len(printable(e["folder"])) for e in evals)
         lines += ["", f"{'evaluation':{w}}  {'protocol':21} {'folds':>5}  {'UA':>6} {'WA':>6} {'F1':>6}  "
                       f"{'clips':>5}  {'enrolled':>8}  written"]
         for e in evals:
-            proto = _text(e["protocol"])
+            proto = printable(e["protocol"])
             proto = "random (speaker-dep.)" if proto.startswith("random") else proto
-            lines.append(f"{_text(e['folder']):{w}}  {proto:21} {e['folds'] or '-':>5}  {_pct(e['UA']):>6} "
-                         f"{_pct(e['WA']):>6} {_pct(e['F1']):>6}  {_text(e['clips'] or '-'):>5}  "
+            lines.append(f"{printable(e['folder']):{w}}  {proto:21} {e['folds'] or '-':>5}  {_pct(e['UA']):>6} "
+                         f"{_pct(e['WA']):>6} {_pct(e['F1']):>6}  {printable(e['clips'] or '-'):>5}  "
                          f"{_pct(e['enrolled_UA']):>8}  {e['written']}")
     return "\n".join(lines)
 

@@ -119,3 +119,15 @@ def test_commands_of_one_model_refuse_a_second_instead_of_taking_it_silently():
         res = CliRunner().invoke(cli, [command, "--model", "a", "--model", "b"])
         assert res.exit_code == 2 and res.output.splitlines()[-1] == (
             "Error: Invalid value for '--model': one model at a time, not 2 (`edgeser listen` hears several as one)")
+
+
+def test_install_advice_on_a_python_the_tools_do_not_support(monkeypatch):
+    """Python 3.9 (Raspberry Pi OS Bullseye): torch 2.13, litert-torch and tflite-micro publish
+    nothing for it, and the pip line advised ended in "No matching distribution"."""
+    from edgeser import cli as cli_module
+
+    monkeypatch.setattr(cli_module.sys, "version_info", (3, 9, 18, "final", 0))
+    for extra in ("train", "export", "firmware"):
+        assert cli_module.install_line(extra).startswith("it needs Python 3.10 or newer, and this is 3.9")
+    assert cli_module.install_line("onnx") == 'pip install "edgeser[onnx]"'
+    assert "needs Python 3.10" in cli_module.missing_package_message("train", "torch")

@@ -65,7 +65,7 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_and_runs_nothing(tmp_pat
     assert res.exit_code != 0 and not marker.exists()
     out = res.output.strip()
     assert "Traceback" not in out and len(out.splitlines()) == 1, out
-    assert str(bad) in out and "not a plain edgeser checkpoint: it holds code" in out and "refused" in out, out
+    assert str(bad) in out and "not a plain edgeser checkpoint: it holds a Python object (" in out and "loading one can run code, refused" in out, out
 
 
 def test_the_bundled_checkpoint_still_loads():
@@ -152,6 +152,28 @@ def test_an_output_folder_that_is_a_symbolic_link_is_refused(tmp_path, dangling)
     assert link.is_symlink() and (list(target.iterdir()) == [] if not dangling else not target.exists())
 
 
+@pytest.mark.parametrize("spelled", ["{}/", "{}/."])
+def test_a_linked_output_folder_is_refused_however_it_is_spelled(tmp_path, spelled):
+    """A shell's completion adds the slash: `link/` passed the check and replaced the target."""
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "firmware").symlink_to(target)
+    with pytest.raises(OutputError, match="is a symbolic link"):
+        with staged_dir(spelled.format(tmp_path / "firmware"), "firmware.json", "test") as tmp:
+            (tmp / "firmware.json").write_text("{}")
+    assert list(target.iterdir()) == []
+
+
+def test_a_folder_inside_a_linked_parent_is_written(tmp_path):
+    """runs/ a link to an SD card or a USB disk: only the output folder itself may not be a link."""
+    card = tmp_path / "card"
+    card.mkdir()
+    (tmp_path / "runs").symlink_to(card)
+    with staged_dir(tmp_path / "runs" / "fw", "firmware.json", "test") as tmp:
+        (tmp / "firmware.json").write_text("{}")
+    assert (card / "fw" / "firmware.json").is_file()
+
+
 def test_firmware_generate_into_a_downloaded_runs_linked_folder_is_refused(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "dl"
     shutil.copytree(BUNDLED, run / "export")
@@ -211,7 +233,7 @@ def test_a_manifest_that_is_no_plain_small_file_is_one_line(tmp_path, kind):
 @pytest.mark.parametrize("label,problem", [
     ("a\nb", "holds a control character (U+000A)"), ("\x1b[31mred", "holds a control character (U+001B)"),
     ("del\x7f", "holds a control character (U+007F)"), ("c1\x85", "holds a control character (U+0085)"),
-    ("\ud800", "holds a lone surrogate (U+D800)"), ("rtl\u202e", "holds an invisible format character (U+202E)"),
+    ("\ud800", "holds a lone surrogate (U+D800)"), ("rtl\u202e", "holds a bidi control (U+202E)"),
     ("line\u2028", "holds a line break (U+2028)"), ("", "must be a name, not ''"),
     ("x" * 65, "is 65 characters long, more than 64")])
 def test_labels_that_would_forge_or_crash_printing_are_refused(tmp_path, label, problem):
@@ -229,7 +251,9 @@ def test_labels_that_would_forge_or_crash_printing_are_refused(tmp_path, label, 
 def test_printable_labels_in_any_script_are_kept(tmp_path):
     folder = _copy(tmp_path)
     d = json.loads((folder / M.MANIFEST).read_text())
-    labels = ["col\u00e8re", "\u5e78\u305b", "\U0001F600", *d["labels"][3:]]
+    # an emoji joined by U+200D, a Persian word with its U+200C non-joiner: invisible, but parts of the name
+    labels = ["col\u00e8re", "\u5e78\u305b", "\U0001F600", "\U0001F926\u200d\u2640\ufe0f",
+              "\u0645\u06cc\u200c\u062a\u0631\u0633\u0645", *d["labels"][5:]]
     _edit_manifest(folder, labels=labels, model_config={**d["model_config"], "labels": labels})
     assert M.read(folder).labels == labels
 

@@ -88,7 +88,8 @@ def test_one_huge_sample_at_48khz_does_not_silence_the_stream(rec, clip):
     x[0] = 3e38
     s = rec.create_stream()
     utts = feed(s, x, 48000, chunk=4800)
-    assert heard_after(utts, 1.0) == ["anger"] * 4
+    # the first utterance holds the spike, and may be misheard; the four after it are heard as before
+    assert heard_after(utts, 3.0) == ["anger"] * 4
     assert np.isfinite(s._dc) and np.isfinite(s.peak_dbfs)
 
 
@@ -99,12 +100,14 @@ def test_one_huge_sample_just_before_speech_costs_nothing(rec, clip):
     assert [u.label for u in utts] == ["anger"] * 5
 
 
-def test_floats_are_held_within_the_limit_and_int16_valued_floats_still_work(rec, clip):
+@pytest.mark.parametrize("full_scale", [2 ** 15, 2 ** 23, 2 ** 31], ids=["int16", "int24", "int32"])
+def test_floats_are_held_within_the_limit_and_integer_valued_floats_still_work(rec, clip, full_scale):
     assert to_float32(np.array([3e38, -1e20, 0.5], np.float32)).tolist() == [FLOAT_LIMIT, -FLOAT_LIMIT, 0.5]
     assert to_float32(np.array([1e300], np.float64)).tolist() == [FLOAT_LIMIT]
-    # np.int16 data cast to float without /32768: the level normaliser makes it the scaled clip
+    # integer PCM cast to float without dividing by its full scale (scipy reads 24- and 32-bit WAV as
+    # int32): the level normaliser makes it the scaled clip; a limit of 1e5 clipped int24 and int32
     scaled = feed(rec.create_stream(), clip, 16000)
-    unscaled = feed(rec.create_stream(), np.round(clip * 32767).astype(np.float32), 16000)
+    unscaled = feed(rec.create_stream(), np.round(clip.astype(np.float64) * (full_scale - 1)), 16000)
     assert [u.label for u in unscaled] == [u.label for u in scaled] == ["anger"]
     assert unscaled[0].confidence == pytest.approx(scaled[0].confidence, abs=0.01)
 

@@ -46,9 +46,12 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
 
 
 def _what_it_holds(message: str) -> str:
-    """Torch's refusal in a few words: the module.function the pickle would have called, where it names one."""
+    """Torch's refusal in a few words: the Python object the pickle would have built, where it names
+    one. It may be harmless data (a numpy scalar) or code (os.system): unpickling cannot tell, and
+    edgeser's own checkpoints hold neither."""
     m = re.search(r"GLOBAL ([\w.]+)", message)
-    return f"it holds code ({m.group(1)})" if m else "it holds objects other than tensors and plain data"
+    what = f" ({m.group(1)})" if m else ""
+    return f"it holds a Python object{what} besides tensors and plain data, and loading one can run code"
 
 
 def trained_speakers(ckpt: Dict[str, Any]) -> set:
