@@ -17,7 +17,7 @@ import click
 import numpy as np
 
 from . import __version__
-from .options import FiniteRange
+from .options import FiniteRange, channel_option
 
 OK, MISSING, WARN, FAIL = "ok", "missing", "warn", "FAIL"
 
@@ -131,9 +131,10 @@ def check_vad() -> Check:
 
 
 def check_microphone(device=None, seconds: float = 1.0, vad_gain_db: float = 0.0,
-                     on_open: Optional[Callable[[str], None]] = None) -> Check:
-    """Open the input device `listen` would, read `seconds` of it, and say how loud it was and
-    how much of it the voice detector took for speech. on_open(device name): the reading starts."""
+                     on_open: Optional[Callable[[str], None]] = None, channel: int = 0) -> Check:
+    """Open the input device `listen` would, read `seconds` of its `channel`, and say how loud it
+    was and how much of it the voice detector took for speech. on_open(device name): the reading
+    starts."""
     from .mic import MicError, Microphone, list_devices
 
     try:
@@ -149,7 +150,7 @@ def check_microphone(device=None, seconds: float = 1.0, vad_gain_db: float = 0.0
     if seconds <= 0:
         return Check("microphone", OK, f"{len(devs)} input device(s): {names}{more} (not opened: --mic-s 0)")
     try:
-        with Microphone(device) as mic:
+        with Microphone(device, channel=channel) as mic:
             if on_open:
                 on_open(mic.device.name)
             want = int(mic.rate * seconds)
@@ -165,12 +166,16 @@ def check_microphone(device=None, seconds: float = 1.0, vad_gain_db: float = 0.0
         return Check("microphone", FAIL, str(e), "`edgeser listen --list-devices`, then --device N")
     x = np.concatenate(got).astype(np.float32) / 32768.0
     level = _level(x, rate, vad_gain_db)
-    detail = f"device {dev.index} {dev.name!r} at {rate} Hz, {n / rate:.1f} s read: loudest 20 ms {level['peak_dbfs']:.0f} dBFS"
+    heard = f", channel {channel}" if channel else ""
+    detail = (f"device {dev.index} {dev.name!r}{heard} at {rate} Hz, {n / rate:.1f} s read: loudest 20 ms "
+              f"{level['peak_dbfs']:.0f} dBFS")
     if np.isfinite(level["speech_share"]):
         detail += f", the voice detector heard speech in {level['speech_share']:.0%} of it"
     if level["peak_dbfs"] == float("-inf"):
+        # an I2S microphone wired for the right channel leaves channel 0 all zeros
+        other = f", or another channel (--channel {1 if channel == 0 else 0})" if dev.channels >= 2 else ""
         return Check("microphone", WARN, detail + ": digital silence (muted, or the wrong device?)",
-                     "unmute it (alsamixer / pavucontrol), or pick another with --device")
+                     f"unmute it (alsamixer / pavucontrol), or pick another with --device{other}")
     from .listen import vad_gain_suggestion
 
     gain = vad_gain_suggestion(level["peak_dbfs"], vad_gain_db)
@@ -231,9 +236,9 @@ def machine_line() -> str:
 
 
 def run_checks(model=None, device=None, mic_s: float = 1.0, vad_gain_db: float = 0.0,
-               on_mic_open: Optional[Callable[[str], None]] = None) -> List[Check]:
+               on_mic_open: Optional[Callable[[str], None]] = None, channel: int = 0) -> List[Check]:
     return [*check_backends(), *check_model(model), check_vad(),
-            check_microphone(device, mic_s, vad_gain_db, on_mic_open), *check_extras()]
+            check_microphone(device, mic_s, vad_gain_db, on_mic_open, channel), *check_extras()]
 
 
 def verdict(checks: Sequence[Check]) -> Dict[str, bool]:
@@ -273,13 +278,14 @@ def format_checks(checks: Sequence[Check], ready: Dict[str, bool], header: str) 
 @click.option("--model", default=None, type=click.Path(), metavar="PATH",
               help="Export folder (a file in one, or a run folder: its export) to check. Default: the bundled model.")
 @click.option("--device", default=None, metavar="N|NAME", help="Input device to read: index or part of its name.")
+@channel_option
 @click.option("--mic-s", default=1.0, show_default=True, type=FiniteRange(0, 30), metavar="S",
               help="Seconds to read from the microphone (speak during them to see what the voice detector "
                    "hears); 0: list the devices, open none.")
 @click.option("--vad-gain-db", default=0.0, show_default=True, type=FiniteRange(-20, 40), metavar="DB",
               help="Judge the microphone as `listen --vad-gain-db DB` would hear it.")
 @click.option("--json", "as_json", is_flag=True, help="The checks and the verdict as one JSON object.")
-def doctor(model, device, mic_s, vad_gain_db, as_json):
+def doctor(model, device, channel, mic_s, vad_gain_db, as_json):
     """Check that this machine can run edgeser, and say what to install where it cannot.
 
     Loads the model on every installed interpreter and runs its golden input, reads the
@@ -291,7 +297,7 @@ def doctor(model, device, mic_s, vad_gain_db, as_json):
     def speak_now(name):
         click.echo(f"reading {name!r} for {mic_s:g} s: speak now", err=True)
 
-    checks = run_checks(model, device, mic_s, vad_gain_db, speak_now)
+    checks = run_checks(model, device, mic_s, vad_gain_db, speak_now, channel)
     ready = verdict(checks)
     if as_json:
         click.echo(json.dumps({"machine": machine_line(), "checks": [asdict(c) for c in checks], **ready},

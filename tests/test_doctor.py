@@ -180,6 +180,9 @@ def test_the_microphone_is_read_and_hears_the_speech_played_into_it(vmic):
     r, rep = doctor("--mic-s", "1", env=vmic.env)                      # nothing playing: zeros
     mic = by_name(rep)[("", "microphone")]
     assert mic["status"] == "warn" and "digital silence" in mic["detail"], mic
+    r, rep = doctor("--mic-s", "1", "--channel", "1", env=vmic.env)    # the channel listen --channel 1 hears
+    mic = by_name(rep)[("", "microphone")]
+    assert "channel 1 at" in mic["detail"] and "--channel 0" in mic["fix"], mic
 
     out = {}
 

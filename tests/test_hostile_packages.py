@@ -54,6 +54,20 @@ class _Payload:
         return (open, (self.path, "w"))     # a full unpickle creates the file
 
 
+def test_an_export_folder_given_for_a_checkpoint_says_what_it_is(tmp_path):
+    """`evaluate --model`, `export`, `adapt` on an export folder said "not a readable checkpoint
+    (IsADirectoryError)"."""
+    pytest.importorskip("torch")
+    from edgeser.train.checkpoint import CheckpointError, load_checkpoint
+
+    res = CliRunner().invoke(cli, ["export", str(BUNDLED), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1, res.output
+    assert res.output.strip() == (f"Error: {BUNDLED}: an export folder, not a checkpoint: give a run folder or "
+                                  f"its .pt file (`edgeser runs` lists them)")
+    with pytest.raises(CheckpointError, match="a folder with no best.pt or last.pt, not a checkpoint"):
+        load_checkpoint(tmp_path)
+
+
 def test_a_checkpoint_whose_pickle_runs_code_is_refused_and_runs_nothing(tmp_path):
     torch = pytest.importorskip("torch")
     marker = tmp_path / "pwned"

@@ -32,6 +32,11 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
                 break
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
+    if path.is_dir():
+        # an export folder given where the float model is needed: "IsADirectoryError" said nothing
+        what = "an export folder" if (path / "edgeser.json").is_file() else "a folder with no best.pt or last.pt"
+        raise CheckpointError(f"{path}: {what}, not a checkpoint: give a run folder or its .pt file "
+                              f"(`edgeser runs` lists them)")
     try:
         # weights_only: a .pt is a pickle, and a full unpickle runs whatever code a downloaded file names
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
