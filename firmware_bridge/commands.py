@@ -66,14 +66,21 @@ def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duratio
     from .host import Host, SessionError
     from .link import Link, LinkError
 
+    out = ResultPrinter(as_json, hops, clock=input_spec is None or input_spec == "mic")    # live: stamped
+
+    def fail(error: str):
+        if as_json:     # a script reading stdout gets its end object, as from `listen --json`
+            out.summary({"status": "error", "port": port, "input": input_spec or "device microphone",
+                         "utterances": out.utterances, "error": error})
+        raise click.ClickException(error)
+
     if input_spec not in (None, "mic"):
         from edgeser.audio import open_sound
 
         try:
             open_sound(input_spec).close()      # a missing file is said before connecting, not after
         except AudioError as e:
-            raise click.ClickException(str(e))
-    out = ResultPrinter(as_json, hops, clock=input_spec is None or input_spec == "mic")    # live: stamped
+            fail(str(e))
     warn = lambda msg: click.echo(msg, err=True)  # noqa: E731
     try:
         with Link(port, baud) as link:
@@ -89,7 +96,7 @@ def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duratio
             info = {"status": status, "audio_s": round(host.sent / dev.sample_rate, 3), "utterances": out.utterances,
                     **out.overall(), **host.stats()}
     except (LinkError, SessionError, AudioError, MicError) as e:
-        raise click.ClickException(str(e))
+        fail(str(e))
     out.summary(info)
     if not as_json:
         warn(f"link: {info['frames']} frames, {info['bad_frames']} dropped, {info['seq_gaps']} missing, "

@@ -445,3 +445,17 @@ def test_host_microphone_streams_to_the_device(engine, clip16, tmp_path):
     (ref,) = [r for r in _direct(engine, clip16) if r.kind == "utterance"]
     assert len(utt) == 1 and utt[0]["label"] == ref.label
     assert utt[0]["end_s"] - utt[0]["start_s"] == pytest.approx(ref.end_s - ref.start_s, abs=0.1)
+
+
+def test_a_host_session_that_fails_still_ends_with_its_json_end_object(tmp_path):
+    """As `listen --json`: a script reading stdout learns why the session ended, before a port opened
+    (a missing clip) or at it (no such port)."""
+    from click.testing import CliRunner
+
+    from edgeser.cli import cli
+
+    for clip, needle in ((tmp_path / "nope.wav", "no such file"), (CLIP, "cannot open serial port")):
+        res = CliRunner().invoke(cli, ["bridge", "--port", str(tmp_path / "ttyNONE"), "--input", str(clip), "--json"])
+        assert res.exit_code == 1
+        end = json.loads(res.stdout.splitlines()[0])
+        assert end["kind"] == "end" and end["status"] == "error" and needle in end["error"], end
