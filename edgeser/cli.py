@@ -119,6 +119,15 @@ def _ascii_lookalike(e: UnicodeEncodeError):
     return "".join(ASCII_LOOKALIKE.get(c, "?") for c in e.object[e.start:e.end]), e.end
 
 
+def _devnull_onto(fd: int) -> None:
+    import os
+
+    null = os.open(os.devnull, os.O_RDWR)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
+
+
 def standard_streams():
     """Output that always has somewhere to go and can always be encoded: a daemon started with
     stdout or stderr closed got a traceback from the first print, and a terminal in a Latin-1 or
@@ -131,10 +140,7 @@ def standard_streams():
         try:
             os.fstat(fd)
         except OSError:     # closed: hold the number with /dev/null, so no file opened later takes it
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
+            _devnull_onto(fd)
         stream = getattr(sys, name)
         if stream is None:
             setattr(sys, name, io.TextIOWrapper(os.fdopen(fd, "wb", closefd=False), encoding="utf-8",
@@ -169,9 +175,7 @@ def _stdout_full(e: OSError) -> bool:
         else:
             full = stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat("/dev/full").st_rdev
         if full:
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, 1)
-            os.close(null)
+            _devnull_onto(1)
         return full
     except OSError:
         return False

@@ -276,9 +276,7 @@ def _listen_file(rec, path: str, out: "ResultPrinter", stream_opts: dict, score,
     for r in clip.results:
         out.emit(r, file=path)
     for warning in clip.warnings:
-        if warning.endswith("(clipped recording)"):
-            click.echo(f"note: {warning}: {CLIPPING_ADVICE}", err=True)
-        elif not warning.endswith("no speech found"):     # said on the file's own line
+        if not warning.endswith("no speech found"):     # said on the file's own line
             click.echo(f"note: {warning}", err=True)
     s = clip.summary
     if not s:
@@ -462,10 +460,6 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
         raise AudioError("stdin: no audio arrived (did the program writing into the pipe fail?)")
 
 
-CLIPPING_ADVICE = ("lower the input's level (a microphone's capture gain: alsamixer); answers on clipped "
-                   "speech are less sure")
-
-
 class _Recorder:
     """--save-audio: what was captured, at the capture rate, written aside and renamed at the end.
     A WAV file's sizes are 32-bit: past 4 GiB (12.4 h at 48 kHz) its header lies and readers stop at
@@ -503,11 +497,9 @@ class _Recorder:
         if len(x):
             try:
                 self.f.write(x)
-            except Exception as e:     # a full SD card: listening goes on, what was saved is kept
-                import soundfile as sf
-
-                if not isinstance(e, (OSError, sf.LibsndfileError)):
-                    raise
+            # a full SD card (soundfile's LibsndfileError is a RuntimeError): listening goes on, what was
+            # saved is kept
+            except (OSError, RuntimeError) as e:
                 saved_s = self.f.frames / self.f.samplerate
                 click.echo(f"note: --save-audio: {self.path}: cannot write more ({_write_error(e, self.path)}) after "
                            f"{saved_s:.1f} s; the session goes on without saving, the first {saved_s:.1f} s are kept",
@@ -731,7 +723,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
     if started or not error or out.json:     # a script reading stdout always gets its end object
         out.summary(info)
     clipped = stream.clipping_note(info.get("input") or f"microphone {info.get('device', '')!r}")
-    for note in notes + ([f"{clipped}: {CLIPPING_ADVICE}"] if clipped else []):
+    for note in notes + ([clipped] if clipped else []):
         click.echo(f"note: {note}", err=True)
     hint = None if status in ("interrupted", "terminated") and stream.time_s < 1.0 else \
         quiet_hint(out.utterances, stream.time_s, peak, vad_gain_db, stream_opts["vad"].min_utterance_s,
