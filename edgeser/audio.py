@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -73,6 +73,59 @@ def open_sound(path: Union[str, Path]) -> "sf.SoundFile":
     return f
 
 
+# data sizes that say "unknown": a stream's writer cannot know it (arecord and sox write their
+# largest, ffmpeg 0xFFFFFFFF, others 0)
+WAV_SIZE_UNKNOWN = 0x7FFF0000
+
+
+def read_exactly(read: Callable[[int], bytes], n: int) -> bytes:
+    """`n` bytes from a reader that may give fewer at a time (a pipe); fewer only at its end."""
+    out = b""
+    while len(out) < n:
+        data = read(n - len(out))
+        if not data:
+            break
+        out += data
+    return out
+
+
+def wav_chunks(read: Callable[[int], bytes], source, skip: Optional[Callable[[int], object]] = None
+               ) -> Tuple[Optional[bytes], int]:
+    """(the fmt chunk's body, or None if none came before the data; the data chunk's declared size)
+    of a WAV whose 12-byte RIFF/WAVE head has been read; the reader is left at the first sample.
+    `skip` passes over other chunks without reading them (a file's seek)."""
+    fmt = None
+    while True:
+        head = read_exactly(read, 8)
+        if len(head) < 8:
+            raise AudioError(f"{source}: WAV header without a data chunk")
+        cid, size = head[:4], int.from_bytes(head[4:], "little")
+        if cid == b"data":
+            return fmt, size
+        if cid == b"fmt " or skip is None:
+            body = read_exactly(read, size + size % 2)
+            fmt = body if cid == b"fmt " else fmt
+        else:
+            skip(size + size % 2)
+
+
+def _wav_claimed_frames(f: "sf.SoundFile", path) -> int:
+    """The frames a WAV file's header says it holds, 0 if it cannot say: libsndfile counts only
+    those that are there, so a download cut short would otherwise pass unnoticed."""
+    if f.format not in ("WAV", "WAVEX"):
+        return 0
+    try:
+        with open(path, "rb") as raw:
+            head = raw.read(12)
+            if head[:4] != b"RIFF" or head[8:] != b"WAVE":
+                return 0
+            fmt, size = wav_chunks(raw.read, path, skip=lambda n: raw.seek(n, os.SEEK_CUR))
+    except (OSError, AudioError):
+        return 0
+    align = int.from_bytes(fmt[12:14], "little") if fmt is not None and len(fmt) >= 14 else 0
+    return size // align if align and 0 < size < WAV_SIZE_UNKNOWN else 0
+
+
 def read_blocks(f: "sf.SoundFile", path, n: int, notes: Optional[List[str]] = None):
     """The float32 (frames, channels) blocks of `n` frames of an open sound file, to where its audio
     really ends, each checked for NaN and infinity; AudioError naming the file for damaged data.
@@ -91,9 +144,11 @@ def read_blocks(f: "sf.SoundFile", path, n: int, notes: Optional[List[str]] = No
             done += len(block)
         if len(block) < n:
             break
-    if notes is not None and f.seekable() and done < f.frames:
-        notes.append(f"{path}: ends at {done / f.samplerate:.2f} s though its header says "
-                     f"{f.frames / f.samplerate:.2f} s (cut short?)")
+    if notes is not None and f.seekable():
+        claimed = max(f.frames, _wav_claimed_frames(f, path))
+        if done < claimed:
+            notes.append(f"{path}: ends at {done / f.samplerate:.2f} s though its header says "
+                         f"{claimed / f.samplerate:.2f} s (cut short?)")
 
 
 def read_clip(path: Union[str, Path], sample_rate: int = SAMPLE_RATE,

@@ -327,42 +327,17 @@ def file_blocks(path: str, fast: bool, block_s: float = 0.1, notes: Optional[lis
                     time.sleep(ahead)
 
 
-def _read_exactly(read, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        data = read(n - len(out))
-        if not data:
-            break
-        out += data
-    return out
-
-
-# data sizes that say "unknown": a stream's writer cannot know it (arecord and sox write their
-# largest, ffmpeg 0xFFFFFFFF, others 0)
-_WAV_SIZE_UNKNOWN = 0x7FFF0000
-
-
 def _wav_header(read):
     """(rate, channels, data bytes or None) of a WAV stream whose first 4 bytes (b"RIFF") are read;
     the reader is left at the first sample. None where the header cannot know the size (a live
     stream): the samples run to the end of the input. A file's true size is kept to: the chunks
     after its data (LIST tags, cue points) are not sound."""
-    from .audio import AudioError
+    from .audio import WAV_SIZE_UNKNOWN, AudioError, read_exactly, wav_chunks
     from .resample import MAX_CHANNELS, check_rate
 
-    if _read_exactly(read, 8)[4:] != b"WAVE":
+    if read_exactly(read, 8)[4:] != b"WAVE":
         raise AudioError("stdin: RIFF but not WAVE data")
-    fmt = None
-    while True:
-        head = _read_exactly(read, 8)
-        if len(head) < 8:
-            raise AudioError("stdin: WAV header without a data chunk")
-        cid, size = head[:4], int.from_bytes(head[4:], "little")
-        if cid == b"data":
-            break
-        body = _read_exactly(read, size + size % 2)
-        if cid == b"fmt ":
-            fmt = body
+    fmt, size = wav_chunks(read, "stdin")
     if fmt is None:
         raise AudioError("stdin: WAV data before its fmt chunk")
     tag, channels, rate = (int.from_bytes(fmt[a:b], "little") for a, b in ((0, 2), (2, 4), (4, 8)))
@@ -376,7 +351,7 @@ def _wav_header(read):
             raise ValueError(f"{channels} channels")
     except ValueError as e:
         raise AudioError(f"stdin: WAV header unusable: {e}") from None
-    return rate, channels, (size if 0 < size < _WAV_SIZE_UNKNOWN else None)
+    return rate, channels, (size if 0 < size < WAV_SIZE_UNKNOWN else None)
 
 
 def _chunk_head(b: bytes) -> bool:
@@ -414,21 +389,24 @@ def _refuse_compressed(head: bytes, name: Optional[str] = None) -> None:
                          f"the pipe (ffmpeg -i FILE -f s16le -ac 1 -ar 16000 -)")
 
 
-def pcm_blocks(src, rate: int, block_s: float = 0.02):
+def pcm_blocks(src, rate: int, block_s: float = 0.02, notes: Optional[list] = None):
     """(rate, float32 block) from 16-bit PCM as it arrives: raw signed little-endian mono at `rate`
     (`arecord -t raw`, `ffmpeg -f s16le`), or a WAV stream (arecord's default), whose header
-    gives rate and channels. A pipe is paced by whoever writes into it."""
+    gives rate and channels. A pipe is paced by whoever writes into it. A WAV whose samples end
+    before its header says is added to `notes`."""
+    from .audio import read_exactly
+
     read = _stdin_reader(getattr(src, "read1", src.read))   # read1: what is there now, not a full block later
-    pending, channels, left = _read_exactly(read, 4), 1, None      # left: data bytes the WAV header gives
+    pending, channels, left = read_exactly(read, 4), 1, None      # left: data bytes the WAV header gives
     if pending == b"RIFF":
         rate, channels, left = _wav_header(read)
-        pending = b""
+        declared, pending = left, b""
     else:
-        pending += _read_exactly(read, 4)
+        pending += read_exactly(read, 4)
         _refuse_compressed(pending)
         need = bytes_to_decide(pending)
         while need:         # frame headers, or PCM samples that look like them: the next headers decide
-            more = _read_exactly(read, need - len(pending))
+            more = read_exactly(read, need - len(pending))
             pending += more
             need = bytes_to_decide(pending) if len(pending) == need else 0      # 0: the pipe ended first
         _refuse_compressed(pending, compressed(pending))
@@ -440,7 +418,7 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
         if left is not None:
             left -= len(data)
             if left == 0 and data:      # the header's last sample just read: what follows it?
-                after = _read_exactly(read, 8)
+                after = read_exactly(read, 8)
                 if after and not _chunk_head(after):
                     # samples, not a chunk: the header's size was only its writer's first block (Python's
                     # wave module streaming into a pipe): heard to the end of the pipe
@@ -458,6 +436,9 @@ def pcm_blocks(src, rate: int, block_s: float = 0.02):
         from .audio import AudioError
 
         raise AudioError("stdin: no audio arrived (did the program writing into the pipe fail?)")
+    if left and notes is not None:
+        seconds = (declared - left) // frame / rate, declared // frame / rate
+        notes.append("stdin: the WAV ends at {:.2f} s though its header says {:.2f} s (cut short?)".format(*seconds))
 
 
 class _Recorder:
@@ -674,7 +655,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
     try:
         if piped:
             info.update(input="stdin", rate=rate or 16000)
-            source = pcm_blocks(sys.stdin.buffer, rate or 16000)
+            source = pcm_blocks(sys.stdin.buffer, rate or 16000, notes=notes)
         elif input_file:
             source = file_blocks(input_file, fast, notes=notes)
             info["input"] = input_file

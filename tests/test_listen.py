@@ -307,6 +307,21 @@ def test_pcm_blocks_rejoin_samples_split_between_reads():
     assert np.array_equal(np.round(got * 32768).astype("<i2"), samples)
 
 
+def test_pcm_blocks_say_a_piped_wav_cut_short(tmp_path):
+    import io
+
+    from edgeser.listen import pcm_blocks
+
+    path = tmp_path / "s.wav"
+    sf.write(str(path), np.zeros((16000, 2), np.float32) + 0.1, 16000, subtype="PCM_16")     # 1 s, stereo
+    data = path.read_bytes()
+    notes = []
+    got = sum(len(b) for _, b in pcm_blocks(io.BytesIO(data[:44 + 4 * 4000]), 16000, notes=notes))
+    assert got == 4000 and notes == ["stdin: the WAV ends at 0.25 s though its header says 1.00 s (cut short?)"]
+    notes = []
+    assert sum(len(b) for _, b in pcm_blocks(io.BytesIO(data), 16000, notes=notes)) == 16000 and notes == []
+
+
 def test_file_plays_at_real_time_pace_with_readable_lines(model_dir, rec):
     dur = sf.info(str(CLIP)).duration
     t = time.monotonic()

@@ -170,6 +170,40 @@ def test_a_whole_mp3_gets_no_cut_short_warning(rec, clip, tmp_path):
     assert not [w for w in c.warnings if "cut short" in w] and c.summary.label == "anger"
 
 
+@pytest.mark.parametrize("subtype,channels", [("PCM_16", 1), ("PCM_24", 2)])
+def test_a_truncated_wav_is_said_to_be_cut(rec, clip, tmp_path, subtype, channels):
+    # libsndfile counts only the frames that are there: the header's own size has to be read
+    full = tmp_path / "full.wav"
+    sf.write(str(full), np.stack([clip] * channels, axis=1), 16000, subtype=subtype)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[:len(data) // 2])
+    real = sf.info(str(cut)).frames
+    c = rec.predict_clip(cut)
+    assert c.duration_s == pytest.approx(real / 16000)
+    assert [w for w in c.warnings if "cut short" in w] == \
+        [f"{cut}: ends at {real / 16000:.2f} s though its header says 1.88 s (cut short?)"]
+    whole = rec.predict_clip(full)
+    assert not [w for w in whole.warnings if "cut short" in w] and whole.summary.label == "anger"
+
+
+def test_a_wav_with_chunks_around_its_data_is_not_called_cut(rec, clip, tmp_path):
+    # a LIST chunk before the samples and one after them: the data chunk's size is what counts
+    pcm = (clip * 32767).astype("<i2").tobytes()
+    fmt = (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (16000).to_bytes(4, "little") + \
+        (32000).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    tag = b"INFOISFT" + (5).to_bytes(4, "little") + b"test\0\0"
+    chunks = b"fmt " + len(fmt).to_bytes(4, "little") + fmt + b"LIST" + len(tag).to_bytes(4, "little") + tag + \
+        b"data" + len(pcm).to_bytes(4, "little") + pcm + b"LIST" + len(tag).to_bytes(4, "little") + tag
+    path = tmp_path / "tagged.wav"
+    path.write_bytes(b"RIFF" + (4 + len(chunks)).to_bytes(4, "little") + b"WAVE" + chunks)
+    c = rec.predict_clip(path)
+    assert c.duration_s == pytest.approx(len(clip) / 16000)
+    assert not [w for w in c.warnings if "cut short" in w] and c.summary.label == "anger"
+    path.write_bytes(path.read_bytes()[:-len(tag) - 8 - 16000])     # and cut inside the samples: said
+    assert [w for w in rec.predict_clip(path).warnings if "cut short" in w]
+
+
 def odd_files(clip, tmp_path):
     """(path, what the error must say) of files react.py gave tracebacks for."""
     nan = clip.copy()
