@@ -167,10 +167,18 @@ def _size(folder: Path, a: mf.Artifact) -> int:
     return (folder / a.file).stat().st_size
 
 
+def _memory(fresh_peak: bool, rss0: Optional[int], rss1: Optional[int]) -> Dict:
+    """A model's peak and load-time growth of resident memory; null where this system cannot say:
+    without /proc (macOS, Windows) the peak cannot start afresh, and would be the largest of every
+    model measured before, which looked like each model's own."""
+    return {"peak_rss_bytes": peak_rss_bytes() if fresh_peak else None,
+            "rss_delta_bytes": rss1 - rss0 if rss0 and rss1 else None}
+
+
 def measure_window(folder: Path, a: mf.Artifact, m: mf.Manifest, audio: np.ndarray, threads: int,
                    runs: int, warmup: int) -> Dict:
     gc.collect()
-    reset_peak_rss()
+    fresh = reset_peak_rss()
     rss0 = current_rss_bytes()
     b, load_s = _open(folder, a, m, threads)
     rss1 = current_rss_bytes()
@@ -192,7 +200,7 @@ def measure_window(folder: Path, a: mf.Artifact, m: mf.Manifest, audio: np.ndarr
         "latency_ms": lat, "cpu_ms": latency_stats(cpu), "_wall": wall,
         "rtf": real_time_factor(lat["mean"] / 1000.0, window_s),
         "windows_per_s": 1000.0 / lat["mean"], "audio_s_per_s": window_s * 1000.0 / lat["mean"],
-        "peak_rss_bytes": peak_rss_bytes(), "rss_delta_bytes": (rss1 - rss0) if rss0 and rss1 else 0,
+        **_memory(fresh, rss0, rss1),
     }
     return res
 
@@ -200,7 +208,7 @@ def measure_window(folder: Path, a: mf.Artifact, m: mf.Manifest, audio: np.ndarr
 def measure_stream(folder: Path, step_a: mf.Artifact, head_a: mf.Artifact, m: mf.Manifest, audio: np.ndarray,
                    threads: int, runs: int, warmup: int) -> Dict:
     gc.collect()
-    reset_peak_rss()
+    fresh = reset_peak_rss()
     rss0 = current_rss_bytes()
     step, t_step = _open(folder, step_a, m, threads)
     head, t_head = _open(folder, head_a, m, threads)
@@ -259,7 +267,7 @@ def measure_stream(folder: Path, step_a: mf.Artifact, head_a: mf.Artifact, m: mf
         "wall_ms_per_audio_s": sum(wall) * 1000.0 / audio_s,
         "rtf": real_time_factor(lat["mean"] / 1000.0, hop_s),
         "hops_per_s": 1000.0 / lat["mean"],
-        "peak_rss_bytes": peak_rss_bytes(), "rss_delta_bytes": (rss1 - rss0) if rss0 and rss1 else 0,
+        **_memory(fresh, rss0, rss1),
     }
     del step, head
     return res

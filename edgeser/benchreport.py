@@ -59,7 +59,8 @@ def validate(report: Dict) -> List[str]:
             for k in stats:
                 problems += _check_stats(part.get(k), f"{tag}.{role}.{k}")
             for k in ("size_bytes", "peak_rss_bytes"):
-                if not (isinstance(part.get(k), int) and part.get(k) > 0):
+                v = part.get(k)
+                if not (isinstance(v, int) and v > 0 or k == "peak_rss_bytes" and v is None):    # null: unknown here
                     problems.append(f"{tag}.{role}.{k}: not a positive integer")
             for k in ("load_s", "rtf"):
                 if not (isinstance(part.get(k), (int, float)) and part.get(k) > 0):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import sys
 from typing import Dict, Optional, Sequence
 
@@ -62,11 +61,16 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident set since the last reset_peak_rss(), else since the process started."""
+def peak_rss_bytes() -> Optional[int]:
+    """Peak resident set since the last reset_peak_rss(), else since the process started; None
+    where the system does not say (Windows)."""
     kib = _status_kib("VmHWM")
     if kib is not None:
         return kib * 1024
+    try:
+        import resource     # Unix only
+    except ImportError:
+        return None
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # ru_maxrss is bytes on macOS, KiB on Linux and the BSDs
     return int(ru if sys.platform == "darwin" else ru * 1024)

@@ -136,12 +136,13 @@ def check_microphone(device=None, seconds: float = 1.0, vad_gain_db: float = 0.0
     was and how much of it the voice detector took for speech. on_open(device name): the reading
     starts."""
     from .mic import MicError, Microphone, list_devices
+    from .platformhelp import install_pyaudio, unmute_capture
 
     try:
         devs = list_devices()
     except MicError:        # only raised here when PyAudio cannot be imported
         return Check("microphone", MISSING, "PyAudio not installed: a microphone needs it (files do not)",
-                     'apt install portaudio19-dev, then pip install "edgeser[audio]"')
+                     install_pyaudio())
     if not devs:
         return Check("microphone", WARN, "PyAudio works but finds no input device; `listen --input FILE` still works",
                      "plug in a microphone (or check the sound server), then `edgeser listen --list-devices`")
@@ -175,7 +176,7 @@ def check_microphone(device=None, seconds: float = 1.0, vad_gain_db: float = 0.0
         # an I2S microphone wired for the right channel leaves channel 0 all zeros
         other = f", or another channel (--channel {1 if channel == 0 else 0})" if dev.channels >= 2 else ""
         return Check("microphone", WARN, detail + ": digital silence (muted, or the wrong device?)",
-                     f"unmute it (alsamixer / pavucontrol), or pick another with --device{other}")
+                     f"unmute it ({unmute_capture()}), or pick another with --device{other}")
     from .listen import vad_gain_suggestion
 
     gain = vad_gain_suggestion(level["peak_dbfs"], vad_gain_db)

@@ -67,7 +67,7 @@ def _why_not_writable(folder: Path) -> str:
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDWR)       # Windows refuses to flush a read-only descriptor
     try:
         os.fsync(fd)
     finally:
@@ -132,12 +132,14 @@ def open_regular(path: os.PathLike):
     """`path` opened to read bytes, only if it is a regular file (links followed); else ValueError
     saying what it is. A downloaded model folder's file linked to /dev/zero, or a FIFO, hung every
     reader of it."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)     # a FIFO's open would wait for a writer
+    nonblock = getattr(os, "O_NONBLOCK", 0)     # a FIFO's open would wait for a writer; Windows has none
+    fd = os.open(path, os.O_RDONLY | nonblock)
     try:
         mode = os.fstat(fd).st_mode     # of what was opened: no swap between a check and the read
         if not stat.S_ISREG(mode):
             raise ValueError(f"not a regular file: {file_kind(mode)}")
-        os.set_blocking(fd, True)
+        if nonblock:
+            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -201,6 +203,9 @@ def replaceable(out: os.PathLike, marker: str, by: str) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    if os.name == "nt":
+        # signal 0 there is CTRL_C_EVENT, not a probe: a temp is left rather than a live one swept
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -277,6 +282,8 @@ def free_bytes(where) -> Optional[int]:
     """Free bytes on the file system of `where` (a path, or an open file descriptor); None if unknown."""
     try:
         if isinstance(where, int):
+            if not hasattr(os, "fstatvfs"):     # Windows
+                return None
             vfs = os.fstatvfs(where)
             return vfs.f_bavail * vfs.f_frsize
         return shutil.disk_usage(where).free

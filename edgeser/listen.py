@@ -166,10 +166,12 @@ def quiet_hint(utterances: int, audio_s: float, peak_dbfs: float, vad_gain_db: f
         return (f"note: no utterance: the input is {audio_s:.2f} s long, and an utterance needs at least "
                 f"{min_utterance_s:g} s of speech")
     if not utterances and audio_s >= 1.0 and peak_dbfs == -math.inf:
+        from .platformhelp import unmute_capture
+
         if channel is None:
             return "note: no speech heard: every sample of the input is 0 (digital silence)"
         said = (f"note: no speech heard: every sample from the microphone's channel {channel} was 0 (digital "
-                f"silence): its capture is muted (alsamixer, F4 for capture)")
+                f"silence): its capture is muted ({unmute_capture()})")
         if channels < 2:
             return said
         other = 1 if channel == 0 else 0
@@ -495,7 +497,12 @@ class _Recorder:
                 f.close()
             except Exception as e:     # the last buffer did not fit: the header and what is written stand
                 click.echo(f"note: --save-audio: {self.path}: its end was not written ({_write_error(e, self.path)})", err=True)
-            self.staged.__exit__(None, None, None)    # kept even when the session ended in an error
+            from .files import OutputError
+
+            try:
+                self.staged.__exit__(None, None, None)    # kept even when the session ended in an error
+            except OutputError as e:    # the session's results still come
+                click.echo(f"note: --save-audio: {e}; the recording is not kept", err=True)
 
 
 def _write_error(e: Exception, path: Path) -> str:

@@ -88,8 +88,9 @@ def _pyaudio():
     try:
         import pyaudio
     except ImportError:
-        raise MicError('microphone input needs PyAudio: pip install "edgeser[audio]" '
-                       '(it builds against PortAudio: apt install portaudio19-dev)', "use --input FILE") from None
+        from .platformhelp import install_pyaudio
+
+        raise MicError(f"microphone input needs PyAudio: {install_pyaudio()}", "use --input FILE") from None
     _quiet_alsa()
     with _quiet_stderr():
         return pyaudio, pyaudio.PyAudio()

@@ -1,6 +1,7 @@
 """`edgeser bridge` (host and device simulator over the serial protocol) and `edgeser firmware`."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -160,6 +161,9 @@ def simulate(port, make_pty, baud, model, duration):
         raise click.ClickException(str(e))
     cable = None
     if make_pty:
+        if not hasattr(os, "openpty"):
+            raise click.UsageError("--pty needs pseudo-terminals (Linux, macOS); on Windows serve a virtual "
+                                   "COM pair (com0com) with --port COMx")
         from .ptypair import NullModem
 
         cable = NullModem()

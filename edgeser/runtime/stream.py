@@ -307,8 +307,10 @@ class Stream:
         share = self.stats["clipped_samples"] / max(1, self.stats["samples_in"])
         if share <= 1e-3 or self.stats["over_full_scale"]:
             return None
+        from ..platformhelp import capture_level
+
         return (f"{source}: {100 * share:.1f}% of samples at full scale (clipped recording): lower the input's "
-                f"level (a microphone's capture gain: alsamixer); answers on clipped speech are less sure")
+                f"level ({capture_level()}); answers on clipped speech are less sure")
 
     @property
     def peak_dbfs(self) -> float:
