@@ -5,7 +5,7 @@ The runtime imports only numpy, click and soundfile; backends load on first use.
 import os as _os
 from pathlib import Path as _Path
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # In a source checkout, edgeser.train, edgeser.export and edgeser.firmware_bridge are the top-level
 # folders train/, export/ and firmware_bridge/ (pyproject's package-dir does this for an install).

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rtmodel import edgeser_cmd  # noqa: E402
@@ -67,6 +68,42 @@ def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec,
     assert [lab for lab, _ in angry.rare()] == [lab for lab in rec.labels if lab != "anger"]
     assert angry.rare()[0][1] == pytest.approx((1 / len(rec.labels)) / 0.02)
     assert ClassBalance(rec.labels, [1 / len(rec.labels)] * len(rec.labels), 1, 1.0).rare() == []
+
+
+def test_enrolling_leaves_the_balance_other_streams_use(rec, data_dir):
+    # enrol took the recognizer's balance away while it ran (and two at once lost it for good):
+    # a stream on another thread answered unbalanced meanwhile
+    from edgeser.balance import ClassBalance
+
+    clips = voice(data_dir)[:2]
+    plain, _ = rec.enrol(clips, speeds=(1,))
+    angry = ClassBalance(rec.labels, [0.96 if lab == "anger" else 0.02 for lab in rec.labels], 10, 30.0)
+    rec.use_balance(angry)
+    try:
+        other = rec.create_stream(speeds=(1,))
+        x = sf.read(str(CLIP), dtype="float32")[0]
+        before = [r.probs["anger"] for r in other.accept_waveform(16000, x[:16000]) if r.probs]
+        seen = []
+        real = rec.predict_clip
+
+        def predict_clip(path, **kw):      # what other streams hear while enrol runs
+            seen.append(rec.balance)
+            return real(path, **kw)
+        rec.predict_clip = predict_clip
+        try:
+            during, _ = rec.enrol(clips, speeds=(1,))
+        finally:
+            del rec.predict_clip
+        assert seen == [angry] * len(clips) and rec.balance is angry
+        # enrol heard the voice unbalanced all the same
+        np.testing.assert_allclose(during.mean, plain.mean, atol=1e-6)
+        # and a stream made before it still divides by the balance
+        after = [r.probs["anger"] for r in other.accept_waveform(16000, x[16000:]) if r.probs]
+        unbalanced = rec.create_stream(speeds=(1,), balanced=False)
+        raw = [r.probs["anger"] for r in unbalanced.accept_waveform(16000, x) if r.probs]
+        assert before + after and raw and max(before + after) < min(raw)
+    finally:
+        rec.use_balance(None)
 
 
 def test_enrol_and_listen_at_playback_speeds(model_dir, rec, data_dir, tmp_path):

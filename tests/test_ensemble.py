@@ -90,3 +90,16 @@ def test_listen_and_enrol_take_several_models(members, tmp_path, ens):
     assert r.returncode == 0, r.stderr[-1500:]
     bal = json.loads(out.read_text())
     assert bal["model"] == end["model"] and bal["labels"] == ens.labels
+
+
+def test_an_int8_model_beside_a_float_one_answers_their_mean():
+    # an int8 TFLite member's features are integer codes between its files; joined with a float
+    # member's they became floats, and its head refused them at the first utterance
+    default = Path(R.__file__).resolve().parents[1] / "models" / "default"
+    a, b = R.load(default), R.load(default / "frontend_step.onnx")
+    assert a.precision == "int8" and b.precision == "fp32"
+    mixed = R.load([default, default / "frontend_step.onnx"])
+    pa, pb, pe = (hop_probs(r, CLIPS[0], speeds=(1,)) for r in (a, b, mixed))
+    assert len(pe) > 3 and pe.shape == pa.shape
+    np.testing.assert_allclose(pe, (pa + pb) / 2, atol=1e-5)
+    assert mixed.predict_clip(CLIPS[0]).summary.label == "anger"

@@ -96,3 +96,33 @@ def test_bridge_pty_needs_pseudo_terminals(monkeypatch):
     monkeypatch.delattr(os, "openpty")
     r = CliRunner().invoke(cli, ["bridge", "simulate", "--pty", "--duration", "1"])
     assert r.exit_code == 2 and "--pty needs pseudo-terminals" in r.output and "COM" in r.output, r.output
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_child_forked_mid_hop_starts_with_its_locks_free():
+    # another thread held the recognizer's lock at the fork: the child's first hop hung for good
+    import time
+
+    rec = edgeser.load()
+    rec._lock.acquire()        # as a streaming thread does for each model call
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                code = 0 if rec.predict_clip(CLIP).summary.label == "anger" else 1
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on a lock held in its parent")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        rec._lock.release()

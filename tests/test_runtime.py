@@ -809,3 +809,18 @@ def test_odd_api_arguments_are_clear_errors(rec, model_dir):
     with pytest.raises(BalanceError, match="mean answer must be one non-negative number per label"):
         rec.use_balance(broken, "mine")                          # every answer was NaN
     assert rec.balance is None
+
+
+def test_models_loaded_on_several_threads_give_stderr_back():
+    # each TFLite load holds fd 2 in a scratch file; two at once each "restored" the other's
+    # redirect, and the process's stderr stayed in the scratch file for good
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgeser.runtime.recognizer import load
+
+    before = os.fstat(2)
+    with ThreadPoolExecutor(4) as pool:
+        recs = list(pool.map(lambda _: load(backend="tflite", precision="fp32"), range(8)))
+    after = os.fstat(2)
+    assert len(recs) == 8 and (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,8 +41,8 @@ def _limits(dtype: str):
 
 def same_codes(out: Optional[TensorInfo], inp: Optional[TensorInfo]) -> bool:
     """An output's integer codes mean the same as an input's: they can be handed over unchanged."""
-    return (out is not None and inp is not None and inp.scale != 0.0 and inp.dtype == out.dtype
-            and np.float32(inp.scale) == np.float32(out.scale) and inp.zero_point == out.zero_point)
+    return bool(out is not None and inp is not None and inp.scale != 0.0 and inp.dtype == out.dtype
+                and np.float32(inp.scale) == np.float32(out.scale) and inp.zero_point == out.zero_point)
 
 
 # Plain ufuncs with `out=`: a streaming hop quantizes a dozen small state tensors, where the
@@ -154,9 +155,22 @@ def _scratch_file():
         return None
 
 
+# fd 2 is the process's: two threads loading models at once each saved the other's redirect and
+# "restored" it, and stderr stayed in a scratch file for good
+_FD2 = threading.RLock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: globals().update(_FD2=threading.RLock()))
+
+
 @contextlib.contextmanager
 def c_stderr_kept_for_errors():
-    """Hold what C++ code writes to fd 2; show it only if the block fails."""
+    """Hold what C++ code writes to fd 2; show it only if the block fails. One thread at a time."""
+    with _FD2, _c_stderr_held():
+        yield
+
+
+@contextlib.contextmanager
+def _c_stderr_held():
     if sys.stderr is not None:
         sys.stderr.flush()
     log = _scratch_file()
@@ -241,6 +255,11 @@ class StepModel:
             next((o for o in backend.outputs if o.name == "features"), None),
             next((i for i in head.inputs if i.name == "features"), None))
         self._raw_run = self.raw | {"features"} if self.features_raw else self.raw
+
+    def hand_over_floats(self) -> None:
+        """Features leave `step` as floats even where the head takes the step's codes unchanged."""
+        self.features_raw = False
+        self._raw_run = self.raw
 
     @property
     def native_state(self) -> bool:

@@ -45,6 +45,12 @@ class Ensemble(Recognizer):
         self.notes = [n for r in members for n in r.notes]
         self._n_state = [len(r.manifest.state_shapes) for r in members]
         self._bounds = np.cumsum([0] + [r.manifest.feature_dim for r in members])
+        if len({r.snapshot()[1].dtype for r in members}) > 1:
+            # an int8 member's features stay integer codes from its step file to its head; beside a
+            # float member's they became floats in one array, and its head refused them
+            for r in members:
+                r._stepper.hand_over_floats()
+                r._snapshot = r._prefill()
         # the members' own pre-filled snapshots, side by side: prefilling again would repeat them
         snaps = [r.snapshot() for r in members]
         self._snapshot = ([s for state, _ in snaps for s in state],

@@ -11,6 +11,7 @@ import hashlib
 import math
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -157,6 +158,20 @@ def _check_file(folder: Path, art: M.Artifact) -> None:
         raise RecognizerError(f"{folder / art.file}: {problem}")
 
 
+# a fork while another thread held a recognizer's lock (mid-hop) left the child's copy held for
+# good: the child's first hop hung. Each child starts with its locks free.
+_LOCKED = weakref.WeakSet()
+
+
+def _free_locks_in_child():
+    for r in list(_LOCKED):
+        r._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):     # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_free_locks_in_child)
+
+
 class Recognizer:
     def __init__(self, folder: Path, man: M.Manifest, step_art: M.Artifact, head_art: M.Artifact,
                  threads: int = 1, self_test: bool = True):
@@ -182,6 +197,7 @@ class Recognizer:
         # a TFLite interpreter holds its tensors between set and get: streams on several
         # threads take turns (state lives in the streams, so turns are all they need)
         self._lock = threading.Lock()
+        _LOCKED.add(self)
         self._stepper = B.StepModel(self._step, self._head)
         self.balance = None     # a ClassBalance (use_balance): every answer divided by a user's mean answer
         self.notes: List[str] = []   # for the user, not errors: an export older than its run's checkpoint
@@ -253,16 +269,13 @@ class Recognizer:
             raise ValueError(f"prior_s must be a number of seconds from 0, not {prior_s!r}")
         # one file named is one file, not its path's characters; a generator is read once
         paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-        kept, self.balance = self.balance, None
         utts, skipped = [], []
-        try:
-            for path in iterate(paths, "enrolling", unit="file", enabled=progress):
-                try:
-                    utts += self.predict_clip(path, **stream_opts).utterances
-                except AudioError as e:
-                    skipped.append(str(e))
-        finally:
-            self.balance = kept
+        # the recognizer's balance is left alone: other threads' streams go on using it
+        for path in iterate(paths, "enrolling", unit="file", enabled=progress):
+            try:
+                utts += self.predict_clip(path, **stream_opts, balanced=False).utterances
+            except AudioError as e:
+                skipped.append(str(e))
         mean = summarize(utts, self.labels)     # the duration-weighted mean, as for a clip's summary
         if mean is None:
             unreadable = (f" ({skipped[0]})" if len(skipped) == 1 else
@@ -300,7 +313,7 @@ class Recognizer:
 
     # ------------------------------------------------------------------ streams
     def create_stream(self, vad="default", normalize: str = "utterance", gain: float = 1.0,
-                      speeds=DEFAULT_SPEEDS, denoise: bool = False) -> Stream:
+                      speeds=DEFAULT_SPEEDS, denoise: bool = False, balanced: bool = True) -> Stream:
         """vad: "default" (webrtcvad, VadConfig()), a VadConfig, or None (no gate: all speech).
         normalize: "utterance" (each utterance brought to training's level by its own running
         estimate), "adaptive" (one running estimate over the stream's speech) or "fixed"
@@ -308,7 +321,9 @@ class Recognizer:
         speeds: playback speeds (0.5..2) the model hears each utterance at, answers averaged; each
         costs one more pass of the model; (1,) hears the audio once, as it is.
         denoise: steady noise (a fan, hum, hiss) subtracted before the detector and the model hear
-        it (edgeser.denoise); from 3 s into the stream, when its noise is known."""
+        it (edgeser.denoise); from 3 s into the stream, when its noise is known.
+        balanced: False hears this stream's answers without the recognizer's balance (use_balance),
+        as enrol hears a voice, while other streams keep it."""
         from ..vad import VadConfig
 
         if vad is not None and not (isinstance(vad, str) and vad == "default") and not isinstance(vad, VadConfig):
@@ -316,7 +331,7 @@ class Recognizer:
         if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
             raise ValueError(f"gain must be a finite number over 0, not {gain!r}")     # as --gain takes it
         cfg = VadConfig() if vad == "default" else vad
-        return Stream(self, vad=cfg, normalize=normalize, gain=gain, speeds=speeds, denoise=denoise)
+        return Stream(self, vad=cfg, normalize=normalize, gain=gain, speeds=speeds, denoise=denoise, balanced=balanced)
 
     def predict_clip(self, path, chunk: int = 4096, **stream_opts) -> ClipResult:
         """Replay a file through the streaming path (any rate, channels averaged)."""

@@ -146,9 +146,10 @@ class _Lane:
     `speed` times faster), cut into hops on a grid of its own, and the front-end state, feature
     ring and window answers (`_Utterance`) that follow from it. Speed 1 hears the audio as is."""
 
-    def __init__(self, rec, speed: float):
+    def __init__(self, rec, speed: float, balanced: bool = True):
         m = rec.manifest
         self.rec = rec
+        self.classify = rec.classify if balanced else rec._probs
         self.player = SpeedChanger(speed) if speed != 1.0 else None
         self.hop_samples = m.hop_samples
         self.frame_samples = m.frame_samples
@@ -183,7 +184,7 @@ class _Lane:
         real = np.clip(n_real - np.arange(hf) * self.frame_samples, 0, self.frame_samples)
         self.ring = np.concatenate([self.ring[hf:], feats], axis=0)
         self.ring_real = np.concatenate([self.ring_real[hf:], real])
-        self.probs = self.rec.classify(self.ring)
+        self.probs = self.classify(self.ring)
         self.in_view = int(self.ring_real.sum())
         self.utt.add(self.in_view, self.probs)
 
@@ -195,9 +196,10 @@ class Stream:
     """
 
     def __init__(self, recognizer, vad: Optional[VadConfig], normalize: str = "utterance", gain: float = 1.0,
-                 speeds=DEFAULT_SPEEDS, denoise: bool = False):
+                 speeds=DEFAULT_SPEEDS, denoise: bool = False, balanced: bool = True):
         self.rec = recognizer
         self.speeds = check_speeds(speeds)
+        self.balanced = balanced
         m = recognizer.manifest
         self.sr = m.sample_rate
         self.vad_frame = self.sr * FRAME_MS // 1000
@@ -397,7 +399,7 @@ class Stream:
 
     # ------------------------------------------------------------------ speech
     def _begin_utterance(self, k: int):
-        self._lanes = [_Lane(self.rec, v) for v in self.speeds]
+        self._lanes = [_Lane(self.rec, v, self.balanced) for v in self.speeds]
         self._utt_first = self._utt_last = k
         self.norm.utterance_start()
         self._hop = []
