@@ -53,8 +53,12 @@ class ClassBalance:
 
     def model_note(self, model_id: str, source: str) -> Optional[str]:
         """A note when the balance was measured on other weights: another model's bias is not this one's."""
-        if not self.model_id or self.model_id == model_id:
+        if self.model_id == model_id:
             return None
+        if not self.model_id:       # files from before model ids: the bundled model changed since
+            return (f"note: {source} was made by an older edgeser and does not say which model it was enrolled "
+                    f"with ({self.model or 'unnamed'}): if not this one, its balance fits another model's bias; "
+                    f"enrol again with this model")
         return (f"note: {source} was enrolled with another model ({self.model or 'unnamed'}): its balance fits "
                 f"that model's bias, not this one's; enrol again with this model")
 

@@ -16,7 +16,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .files import file_kind, open_regular, read_json
+from .files import file_kind, open_regular, printable, read_json
 
 MANIFEST = "edgeser.json"
 WRITER = "`edgeser export`"     # the command whose folders hold a MANIFEST
@@ -138,7 +138,10 @@ def read(path: os.PathLike) -> Manifest:
     if not isinstance(d, dict):
         raise ManifestError(f"{p}: malformed manifest: a JSON {type(d).__name__}, not an object")
     if d.get("format") != FORMAT:
-        raise ManifestError(f"{p}: unknown manifest format {d.get('format')!r} (expected {FORMAT})")
+        newer = isinstance(d.get("format"), str) and d["format"].startswith("edgeser-manifest-")
+        raise ManifestError(f"{p}: unknown manifest format {d.get('format')!r} (expected {FORMAT})"
+                            + (f": written by a newer edgeser ({printable(d.get('edgeser_version', '?'))}); upgrade "
+                               f"edgeser" if newer else ""))
     problem = _structure(d)
     if problem is None:
         m = Manifest.from_dict(d)
@@ -309,7 +312,8 @@ def _artifacts(m: Manifest) -> Optional[str]:
             return f"{where}.file must be a file name beside {MANIFEST}, not {a.file!r}"
         for key, allowed in (("format", FORMATS), ("precision", PRECISIONS), ("role", ROLES)):
             if getattr(a, key) not in allowed:
-                return f"{where}.{key} must be {' or '.join(allowed)}, not {getattr(a, key)!r}"
+                newer = " (a newer edgeser's? upgrade edgeser)" if isinstance(getattr(a, key), str) else ""
+                return f"{where}.{key} must be {' or '.join(allowed)}, not {getattr(a, key)!r}{newer}"
         for key in ("inputs", "outputs"):
             tensors = getattr(a, key)
             if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):

@@ -152,6 +152,17 @@ def test_enrol_and_listen_at_playback_speeds(model_dir, rec, data_dir, tmp_path)
         "not this one's; enrol again with this model"), r.stderr
 
 
+def test_a_balance_file_that_names_no_model_gets_a_note():
+    # files from before model ids were applied to whatever model was loaded: the bundled one changed
+    from edgeser.balance import ClassBalance
+
+    old = ClassBalance(["anger", "neutral"], [0.5, 0.5], 3, 4.0, model="edgeser/models/default")
+    note = old.model_note("0123456789abcdef", "me.json")
+    assert note.startswith("note: me.json was made by an older edgeser and does not say which model") and \
+        note.endswith("enrol again with this model")
+    assert ClassBalance(["a"], [1.0], 1, 1.0, model_id="0123456789abcdef").model_note("0123456789abcdef", "x") is None
+
+
 def test_enrol_runtime_scores_enrolment_on_fewer_clips(rec, data_dir, monkeypatch):
     """benchmarks/enrol_runtime.py --enrol-clips: the same protocol on N clips of each enrolment
     half; N at least the half is the full enrolment, fewer are drawn from the half only."""

@@ -82,6 +82,26 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_and_runs_nothing(tmp_pat
     assert str(bad) in out and "not a plain edgeser checkpoint: it holds a Python object (" in out and "loading one can run code, refused" in out, out
 
 
+def test_a_checkpoint_from_a_newer_edgeser_says_upgrade(tmp_path):
+    # an older version dropped a setting it did not know and scored the model 5 points lower, silently
+    import torch
+
+    from edgeser.train.checkpoint import CheckpointError, load_checkpoint
+
+    ck = torch.load(BUNDLE_PT, map_location="cpu", weights_only=True)
+    newer = dict(ck, model_config=dict(ck["model_config"], future_knob=0.5, future_off=None))
+    torch.save(newer, tmp_path / "knob.pt")
+    with pytest.raises(CheckpointError, match=r"knob\.pt: model setting\(s\) future_knob unknown to this edgeser "
+                                              r"\(made by edgeser .*\): upgrade edgeser$"):
+        load_checkpoint(tmp_path / "knob.pt")
+    torch.save(dict(ck, format="edgeser-checkpoint-2"), tmp_path / "fmt.pt")
+    with pytest.raises(CheckpointError, match=r"fmt\.pt: checkpoint format 'edgeser-checkpoint-2' .*upgrade edgeser$"):
+        load_checkpoint(tmp_path / "fmt.pt")
+    # off, or a setting since retired at its off value (checkpoints of its time): they change nothing
+    torch.save(dict(ck, model_config=dict(ck["model_config"], future_off=None, feature_norm="none")), tmp_path / "off.pt")
+    assert load_checkpoint(tmp_path / "off.pt")["model_config"]["future_off"] is None
+
+
 def test_the_bundled_checkpoint_still_loads():
     pytest.importorskip("torch")
     from edgeser.train.checkpoint import load_checkpoint
@@ -331,3 +351,24 @@ def test_a_long_label_is_cut_on_a_character_boundary_for_the_bridge():
     b = _str8("\u00e9" * 200)       # 400 bytes of two-byte characters
     assert b[0] == len(b) - 1 == 254 and b[1:].decode("utf-8") == "\u00e9" * 127
     assert _str8("abc") == b"\x03abc"
+
+
+def test_a_manifest_from_a_newer_edgeser_says_upgrade(tmp_path):
+    import json
+    import shutil
+
+    from edgeser.manifest import ManifestError, read
+
+    folder = tmp_path / "m"
+    shutil.copytree(BUNDLED, folder)
+    d = json.loads((folder / "edgeser.json").read_text())
+    (folder / "edgeser.json").write_text(json.dumps(dict(d, format="edgeser-manifest-2", edgeser_version="9.0")))
+    with pytest.raises(ManifestError, match=r"unknown manifest format 'edgeser-manifest-2' \(expected "
+                                            r"edgeser-manifest-1\): written by a newer edgeser \(9\.0\); upgrade edgeser$"):
+        read(folder)
+    arts = [dict(a) for a in d["artifacts"]]
+    arts[0]["precision"] = "int16"
+    (folder / "edgeser.json").write_text(json.dumps(dict(d, artifacts=arts)))
+    with pytest.raises(ManifestError, match=r"precision must be fp32 or int8, not 'int16' \(a newer edgeser's\? "
+                                            r"upgrade edgeser\)$"):
+        read(folder)

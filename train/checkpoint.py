@@ -9,9 +9,13 @@ from typing import Any, Dict, Tuple
 
 import torch
 
+import edgeser
 from edgeser.files import replacing
 
 from .model import ModelConfig, SERModel
+
+
+FORMAT = "edgeser-checkpoint-1"      # what every checkpoint says it is; a newer layout changes it
 
 
 class CheckpointError(ValueError):
@@ -46,6 +50,16 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path}: not an edgeser checkpoint (no model_config/model)")
+    made_by = f"made by edgeser {ckpt.get('edgeser_version', '(unknown)')}, this is {edgeser.__version__}"
+    if ckpt.get("format", FORMAT) != FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {ckpt.get('format')!r} ({made_by}, which reads "
+                              f"{FORMAT}): upgrade edgeser")
+    if not isinstance(ckpt["model_config"], dict):
+        raise CheckpointError(f"{path}: not an edgeser checkpoint (model_config is not a mapping)")
+    unknown = ModelConfig.unknown_settings(ckpt["model_config"])
+    if unknown:
+        raise CheckpointError(f"{path}: model setting(s) {', '.join(unknown)} unknown to this edgeser ({made_by}): "
+                              f"upgrade edgeser")
     ckpt["_path"] = str(path)
     return ckpt
 

@@ -8,6 +8,10 @@ from typing import List, Tuple
 DEFAULT_HOP_S = 0.5    # how often a stream decides, unless export is told otherwise
 
 
+# settings earlier versions saved and this one no longer has, with the value that meant "off"
+RETIRED_SETTINGS = {"feature_norm": "none"}
+
+
 @dataclass
 class ModelConfig:
     sample_rate: int = 16000
@@ -70,6 +74,15 @@ class ModelConfig:
         d["channels"] = list(self.channels)
         d["labels"] = list(self.labels)
         return d
+
+    @classmethod
+    def unknown_settings(cls, d: dict) -> list:
+        """Settings of a saved config this version does not know and that are switched on: a newer
+        edgeser's model, which this one would build differently (an older version dropped one such
+        setting and scored 5 points lower without a word). Off (None, False, or a retired setting's
+        own off value) they change nothing."""
+        return sorted(k for k, v in d.items() if k not in cls.__dataclass_fields__ and v not in (None, False)
+                      and not (k in RETIRED_SETTINGS and RETIRED_SETTINGS[k] == v))
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":

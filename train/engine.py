@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import CheckpointError, load_checkpoint, save_atomic
 from .data import Augment, Clip, eval_windows, train_window
 from .losses import CenterLoss, SpeakerAdversary
@@ -545,7 +546,7 @@ class Trainer:
 
     def state(self) -> dict:
         return {
-            "format": "edgeser-checkpoint-1",
+            "format": CHECKPOINT_FORMAT,
             "edgeser_version": edgeser.__version__,
             "model_config": self.cfg.to_dict(),
             "train_config": self.tcfg.to_dict(),
