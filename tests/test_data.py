@@ -234,6 +234,9 @@ def test_broken_clips_are_reported_and_skipped(data_dir, tmp_path, capsys):
                       ("nan.wav", "NaN"), ("gone.wav", "such file")]:
         assert any(name in s and why in s for s in skipped), (name, skipped)
     assert "6 of 7 clips skipped" in err
+    # each clip said on its own line, with its path, as it is skipped
+    said = [line for line in err.splitlines() if line.startswith("skipped: ")]
+    assert sorted(said) == sorted(f"skipped: {s}" for s in skipped) and all(str(tmp_path) in s for s in said)
 
 
 def test_cache_decodes_once(data_dir, tmp_path, monkeypatch):

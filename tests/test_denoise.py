@@ -11,9 +11,9 @@ import pytest
 from edgeser.denoise import NoiseSuppressor, suppress
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import beside_a_fan  # noqa: E402
+from conftest import DATA, beside_a_fan  # noqa: E402
 
-EMODB = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"
+EMODB = DATA / "emodb"     # conftest: EDGESER_DATA, else ../shared/data
 
 
 @pytest.mark.parametrize("n", [0, 100, 511, 40001])

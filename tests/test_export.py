@@ -24,16 +24,17 @@ from edgeser.export import exporter as X  # noqa: E402
 from edgeser.export.commands import export as export_cmd  # noqa: E402
 from edgeser.export.streaming import TorchRunner, stream_probs  # noqa: E402
 from edgeser.runtime.backends import open_model  # noqa: E402
+from conftest import DATA  # noqa: E402
 
 torch.set_num_threads(1)
 
-EMODB = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"
+EMODB = DATA / "emodb"     # conftest: EDGESER_DATA, else ../shared/data
 LABELS = ("neutral", "happiness", "sadness", "anger")
 CAL = ["03a01Fa.flac", "03a01Nc.flac", "03a01Wa.flac", "03a02Ta.flac", "08a01Na.flac", "08a02Fe.flac"]
 CHECK = ["16a01Wb.flac", "16a01Fc.flac", "16a02Nb.flac", "16a01Tb.flac", "15a01Wa.flac", "15a01Nb.flac"]
 ROLES = ("window", "frontend_step", "head")
 
-pytestmark = pytest.mark.skipif(not EMODB.is_dir(), reason="EmoDB clips not found at ../shared/data/emodb")
+pytestmark = pytest.mark.skipif(not EMODB.is_dir(), reason=f"EmoDB clips not found at {EMODB} (set EDGESER_DATA)")
 
 
 def _tiny_checkpoint(folder: Path, calibration=None) -> Path:

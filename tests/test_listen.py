@@ -972,3 +972,15 @@ def test_save_audio_stops_a_wav_at_its_size_limit_and_says_so(tmp_path, monkeypa
         assert sf.info(str(tmp_path / name)).frames == frames
     err = capsys.readouterr().err
     assert err.count("is full") == 1 and "use a .flac file" in err and str(tmp_path / "s.wav") in err
+
+
+def test_a_file_that_fails_before_any_audio_still_ends_its_json(model_dir, tmp_path):
+    # a script reading stdout always gets its end object, also when the input never started
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"garbage")
+    for path, why in ((tmp_path / "missing.wav", "no such file"), (bad, "cannot decode audio")):
+        r = listen(model_dir, "--input", path, "--json")
+        one_line_error(r, str(path), why)
+        *before, end = json_lines(r.stdout)
+        assert not before and end["kind"] == "end" and end["status"] == "error", r.stdout
+        assert end["input"] == str(path) and end["error"].startswith(f"{path}: {why}")

@@ -3,7 +3,6 @@ the step-by-step GRU of the TFLite head, the float energy island of a filterbank
 head in the TensorFlow Lite Micro interpreter."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,9 @@ torch = pytest.importorskip("torch")
 from edgeser.export.gru import StepwiseGRU, time_mean_max  # noqa: E402
 from edgeser.train.config import preset  # noqa: E402
 from edgeser.train.model import SERModel  # noqa: E402
+from conftest import DATA  # noqa: E402
 
-EMODB = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"
+EMODB = DATA / "emodb"     # conftest: EDGESER_DATA, else ../shared/data
 CLIPS = ["03a01Fa.flac", "03a01Nc.flac", "03a01Wa.flac", "08a02Fe.flac", "16a01Wb.flac"]
 
 
@@ -328,3 +328,33 @@ def test_a_bound_applies_to_a_tensor_in_no_group():
     _tie(qsvs, [["a", "b"]], {"gate": (-6.2, 6.2)})
     assert float(qsvs["gate"]["min"]) == pytest.approx(-6.2) and float(qsvs["gate"]["max"]) == pytest.approx(6.2)
     assert float(qsvs["a"]["min"]) == -1.0 and float(qsvs["b"]["max"]) == 3.0
+
+
+def test_weight_only_int8_uses_the_full_code_range_per_channel(tmp_path):
+    # each output channel's largest weight is code 127 and every weight within half a step of its
+    # float value; a scale too small saturates the largest weights and no agreement test saw it
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeser.export.quantize import weight_only_int8
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((16, 8)) * np.geomspace(0.01, 3, 16)[:, None]).astype(np.float32)     # per row: own range
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], [numpy_helper.from_array(w, "w")])
+    fp32 = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+    weight_only_int8(fp32, tmp_path / "m.int8.onnx")
+    q = onnx.load(str(tmp_path / "m.int8.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    (deq,) = [n for n in q.graph.node if n.op_type == "DequantizeLinear"]
+    codes, scale = inits[deq.input[0]], inits[deq.input[1]]
+    np.testing.assert_allclose(scale, np.abs(w).max(axis=1) / 127, rtol=1e-6)
+    assert (np.abs(codes).max(axis=1) == 127).all()
+    assert (np.abs(codes * scale[:, None] - w) <= scale[:, None] / 2 + 1e-7).all()
+    x = rng.standard_normal((1, 8)).astype(np.float32)
+    y = ort.InferenceSession(str(tmp_path / "m.int8.onnx")).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, x @ w.T, atol=float(scale.max()) * 8)

@@ -153,6 +153,19 @@ def test_gate_decides_every_frame_once_in_order_and_covers_speech(bits, on, off)
         assert not gate.any()
 
 
+@pytest.mark.parametrize("on,off", [(3, 15), (1, 6)])
+def test_gate_closes_after_exactly_off_frames_of_silence(on, off):
+    # a pause of off_frames ends the utterance; one frame shorter does not (the end-of-utterance
+    # latency the docs give is off_frames frames)
+    def segments(pause):
+        g = Gate(VadConfig(on_frames=on, off_frames=off, preroll=2, postroll=3))
+        for b in [True] * on + [False] * pause + [True] * on:
+            g.push(b)
+        g.finish()
+        return len(g.segments)
+    assert segments(off) == 2 and segments(off - 1) == 1
+
+
 def test_level_normalizer_adapts_to_speech_level_and_fixed_is_constant():
     rng = np.random.default_rng(0)
     n = LevelNormalizer("adaptive", target_rms=0.1)
@@ -824,3 +837,16 @@ def test_models_loaded_on_several_threads_give_stderr_back():
         recs = list(pool.map(lambda _: load(backend="tflite", precision="fp32"), range(8)))
     after = os.fstat(2)
     assert len(recs) == 8 and (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+def test_same_codes_is_a_plain_bool_that_json_writes():
+    # a numpy bool from the scale comparison ended bench --json with a TypeError after the whole run
+    import json
+
+    from edgeser.runtime.backends import TensorInfo, same_codes
+
+    out = TensorInfo("features", [1, 40], "int8", 0.05, -3)
+    for inp, want in ((TensorInfo("features", [1, 40], "int8", 0.05, -3), True),
+                      (TensorInfo("features", [1, 40], "int8", 0.07, -3), False), (None, False)):
+        got = same_codes(out, inp)
+        assert type(got) is bool and got is want and json.loads(json.dumps({"v": got}))["v"] is want

@@ -899,3 +899,13 @@ def test_shot_pseudo_labels_follow_the_embedding_clusters_where_the_answers_err(
     P[torch.arange(60), answered] = 0.8
     assert (P.argmax(1) != truth).sum() == 15
     assert torch.equal(pseudo_labels(emb, P), truth)
+
+
+def test_ua_is_the_mean_recall_not_the_accuracy():
+    # on balanced test sets the two agree, which hid a UA computed as WA
+    from edgeser.train.metrics import report
+
+    r = report([0, 0, 0, 1], [0, 0, 0, 0], ["a", "b"])
+    assert r["WA"] == 0.75 and r["UA"] == 0.5 and r["per_class"]["b"]["recall"] == 0.0
+    r = report([0, 1, 1, 1, 2], [0, 1, 0, 0, 1], ["a", "b", "c", "d"])     # d absent: no recall to average
+    assert r["UA"] == pytest.approx((1 + 1 / 3 + 0) / 3) and r["WA"] == pytest.approx(2 / 5)
