@@ -182,7 +182,7 @@ def _stdout_full(e: OSError) -> bool:
 
 
 def main(argv=None):
-    from .signals import any_work_kept, stop_status, stopped_by_sigterm, terminate_as_interrupt
+    from .signals import stop_behind, terminate_as_interrupt
 
     args = sys.argv[1:] if argv is None else list(argv)
     if argv is None:    # the program itself: a caller running main() in its own process keeps its streams
@@ -198,10 +198,7 @@ def main(argv=None):
         e.show()
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt) as e:
-        how = stop_status(e.__cause__ if isinstance(e, click.Abort) else e)     # Ctrl-C, or SIGTERM
-        kept = RESUMABLE.get(command, "") if any_work_kept() else ""
-        click.echo(f"{how}{kept}", err=True)
-        sys.exit(143 if how == "terminated" else 130)
+        _stopped(command, e.__cause__ if isinstance(e, click.Abort) else e)     # Ctrl-C, or SIGTERM
     except ModuleNotFoundError as e:
         # a command that imports an extra only when it runs (torch for export, pyaudio for the
         # microphone, ...): one line naming what to install, not a traceback
@@ -221,10 +218,19 @@ def main(argv=None):
         click.echo(f"Error: {error_line(e)}", err=True)
         sys.exit(1)
     except Exception as e:
-        if not stopped_by_sigterm(e):    # SIGTERM raised inside an import can come out as another exception
+        stop = stop_behind(e)     # a stop raised inside an import can come out as another exception
+        if stop is None:
             raise
-        click.echo(f"terminated{RESUMABLE.get(command, '') if any_work_kept() else ''}", err=True)
-        sys.exit(143)
+        _stopped(command, stop)
+
+
+def _stopped(command: str, e: KeyboardInterrupt) -> None:
+    from .signals import any_work_kept, stop_status
+
+    how = stop_status(e)
+    kept = RESUMABLE.get(command, "") if any_work_kept() else ""
+    click.echo(f"{how}{kept}", err=True)
+    sys.exit(143 if how == "terminated" else 130)
 
 
 if __name__ == "__main__":

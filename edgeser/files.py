@@ -339,3 +339,41 @@ def staged_dir(out: os.PathLike, marker: str, by: str) -> Iterator[Path]:
             raise OutputError(errno.ENOSPC, full, str(out)) from e
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def folder_held(folder: os.PathLike, option: str = "--out") -> Iterator[Path]:
+    """`folder` (made if need be) held by this process while the block runs: a second edgeser
+    writing the same folder is refused in one line. Two trainings into one run folder both
+    succeeded and left one's best.pt beside the other's last.pt and history. A folder this made and
+    the block left empty is removed. Where the system has no flock (Windows) nothing is held."""
+    folder = Path(folder)
+    made = not folder.exists()
+    prepare(folder, folder=True)
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as e:
+        raise OutputError(e.errno, f"cannot create it ({e.strerror})", str(folder)) from None
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    fd = os.open(folder, os.O_RDONLY) if fcntl is not None else None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OutputError(errno.EBUSY, f"another edgeser is writing in it: wait for it to end, or give "
+                                               f"another {option}", str(folder)) from None
+            except OSError:     # a file system without locks: written unheld, as before
+                pass
+        yield folder
+    finally:
+        if fd is not None:
+            os.close(fd)        # releases the hold
+        if made:
+            try:
+                folder.rmdir()  # only if nothing was written
+            except OSError:
+                pass

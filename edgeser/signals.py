@@ -28,18 +28,19 @@ def any_work_kept() -> bool:
     return _kept.is_set()
 
 
-def stopped_by_sigterm(e: BaseException) -> bool:
-    """Whether `e` came of SIGTERM's Terminated: raised inside an import (a command's first moments),
-    it may come out as another exception (webrtcvad's import turned it into a NameError) whose
-    context is the Terminated. A later error of a command that handled SIGTERM and went on (listen
-    decides its last utterance, draws its plot) is that error."""
+def stop_behind(e: BaseException):
+    """The Ctrl-C or SIGTERM (Terminated) that `e` came of, or None: raised inside an import (a
+    command's first moments), a stop may come out as another exception whose cause or context it
+    is (webrtcvad's import turned SIGTERM into a NameError; Python 3.11 a Ctrl-C in a class body's
+    __set_name__ into a RuntimeError). A later error of a command that handled the stop and went
+    on (listen decides its last utterance, draws its plot) is that error."""
     seen = set()
     while e is not None and id(e) not in seen:
-        if isinstance(e, Terminated):
-            return True
+        if isinstance(e, KeyboardInterrupt):
+            return e
         seen.add(id(e))
         e = e.__cause__ or e.__context__
-    return False
+    return None
 
 
 def terminate_as_interrupt() -> None:

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import small_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,3 +133,29 @@ def test_install_advice_on_a_python_the_tools_do_not_support(monkeypatch):
         assert cli_module.install_line(extra).startswith("it needs Python 3.10 or newer, and this is 3.9")
     assert cli_module.install_line("onnx") == 'pip install "edgeser[onnx]"'
     assert "needs Python 3.10" in cli_module.missing_package_message("train", "torch")
+
+
+@pytest.mark.parametrize("stop,code,word", [("KeyboardInterrupt", 130, "interrupted"), ("Terminated", 143, "terminated")])
+def test_a_stop_inside_an_import_ends_as_a_stop(monkeypatch, capsys, stop, code, word):
+    # Python 3.11 turns a Ctrl-C in a class body's __set_name__ into a RuntimeError (export's imports):
+    # it ended with two tracebacks and status 1
+    from edgeser import cli as C
+    from edgeser import signals
+
+    def importing(**kw):
+        try:
+            raise getattr(signals, stop, KeyboardInterrupt)()
+        except KeyboardInterrupt as e:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance") from e
+    monkeypatch.setattr(C.cli, "main", importing)
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as e:
+            C.main(["export"])
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert e.value.code == code and capsys.readouterr().err.strip() == word
+    monkeypatch.setattr(C.cli, "main", lambda **kw: (_ for _ in ()).throw(RuntimeError("a real error")))
+    with pytest.raises(RuntimeError, match="a real error"):
+        C.main(["export"])
+    signal.signal(signal.SIGTERM, old)

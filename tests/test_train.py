@@ -909,3 +909,38 @@ def test_ua_is_the_mean_recall_not_the_accuracy():
     assert r["WA"] == 0.75 and r["UA"] == 0.5 and r["per_class"]["b"]["recall"] == 0.0
     r = report([0, 1, 1, 1, 2], [0, 1, 0, 0, 1], ["a", "b", "c", "d"])     # d absent: no recall to average
     assert r["UA"] == pytest.approx((1 + 1 / 3 + 0) / 3) and r["WA"] == pytest.approx(2 / 5)
+
+
+def test_a_run_folder_another_training_writes_is_refused(corpus, tmp_path):
+    # two trainings into one --out both succeeded and left one's best.pt beside the other's history
+    from edgeser.cli import main
+    from edgeser.files import folder_held
+
+    out = tmp_path / "run"
+    with folder_held(out):
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--data", str(corpus), "--preset", "tiny", "--epochs", "1", "--out", str(out)])
+        assert e.value.code == 1
+        assert out.is_dir() and not any(out.iterdir())     # nothing written by the refused run
+    assert not out.exists()     # made for the hold, left empty: removed
+    with folder_held(out):      # free again once its holder is done
+        pass
+    new = tmp_path / "new"
+    with pytest.raises(OSError, match="boom"):
+        with folder_held(new):
+            raise OSError("boom")
+    assert not new.exists()     # a folder made for a run that wrote nothing is not left behind
+
+
+def test_the_hold_is_said_in_one_line(tmp_path, capfd):
+    import subprocess
+    import sys
+
+    from edgeser.files import folder_held
+
+    out = tmp_path / "run"
+    with folder_held(out):
+        r = subprocess.run([sys.executable, "-m", "edgeser", "train", "--data", str(tmp_path), "--out", str(out)],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.strip() == \
+        f"Error: {out}: another edgeser is writing in it: wait for it to end, or give another --out", r.stderr

@@ -280,43 +280,50 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     Validation uses whole held-out training speakers; best.pt keeps the epoch with the best
     validation UA. Works unchanged under `torchrun --nproc_per_node=2` (DDP on CPU, gloo).
     """
+    import contextlib
+
+    from edgeser.files import folder_held
+
     from .checkpoint import CheckpointError, load_checkpoint
     from .data import DataError
     from .pipeline import save_history, train_run
 
-    try:
-        init_ck = load_checkpoint(init) if init else None   # read once: config, merges, held-out speakers
-        # the folder is said, and a finished run in it refused, before the corpora are decoded (minutes
-        # the first time): its name needs only the command line
-        if not data and not extra:
-            raise click.UsageError("give at least one corpus with --data PATH")
-        out_p = Path(out) if out else _default_out(list(data) + list(extra), preset, init, qat)
-        if not resume and (out_p / "last.pt").exists():
-            raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
-        if resume and (out_p / "last.pt").exists():
-            work_kept()     # stopped while the corpus decodes, the same command still continues it
-        merge = _inherited_merge(init, init_ck, merge)
-        clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
-        cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
-                                         ", ".join(list(data) + list(extra)), **train_opts)
-        keep = _init_held_out(init_ck, clips) if init and val_fraction > 0 else []
-        if keep and int(os.environ.get("RANK", "0")) == 0:
-            click.echo(f"validation: {', '.join(keep)}, the speakers {init} held out, so the fine-tuned model "
-                       f"never hears them either", err=True)
-        res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
-                        _run_meta(merges, preset, qat, init, init_ck, list(data) + list(extra)),
-                        stop_after=stop_after, val_speakers=keep)
-    except (DataError, LabelError, CheckpointError) as e:
-        _fail(e)
-    if int(os.environ.get("RANK", "0")) == 0:
-        save_history(res, out_p)
-        if not res["validated"]:   # no validation speakers: every epoch is kept as the best
-            click.echo(f"no validation (every training speaker trained): epoch {res['best']['epoch']} kept; "
-                       f"checkpoint {out_p / 'best.pt'}")
-        else:
-            click.echo(f"best validation UA {res['best']['UA']:.1%} at epoch {res['best']['epoch']}; "
-                       f"checkpoint {out_p / 'best.pt'}")
-        click.echo(f"next: edgeser export {out_p}    (for the device: int8 and fp32, ONNX and TFLite)", err=True)
+    with contextlib.ExitStack() as held:
+        try:
+            init_ck = load_checkpoint(init) if init else None   # read once: config, merges, held-out speakers
+            # the folder is said, and a finished run in it refused, before the corpora are decoded (minutes
+            # the first time): its name needs only the command line
+            if not data and not extra:
+                raise click.UsageError("give at least one corpus with --data PATH")
+            out_p = Path(out) if out else _default_out(list(data) + list(extra), preset, init, qat)
+            if int(os.environ.get("RANK", "0")) == 0:   # DDP's other processes write nothing there
+                held.enter_context(folder_held(out_p))
+            if not resume and (out_p / "last.pt").exists():
+                raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
+            if resume and (out_p / "last.pt").exists():
+                work_kept()     # stopped while the corpus decodes, the same command still continues it
+            merge = _inherited_merge(init, init_ck, merge)
+            clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
+            cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
+                                             ", ".join(list(data) + list(extra)), **train_opts)
+            keep = _init_held_out(init_ck, clips) if init and val_fraction > 0 else []
+            if keep and int(os.environ.get("RANK", "0")) == 0:
+                click.echo(f"validation: {', '.join(keep)}, the speakers {init} held out, so the fine-tuned model "
+                           f"never hears them either", err=True)
+            res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
+                            _run_meta(merges, preset, qat, init, init_ck, list(data) + list(extra)),
+                            stop_after=stop_after, val_speakers=keep)
+        except (DataError, LabelError, CheckpointError) as e:
+            _fail(e)
+        if int(os.environ.get("RANK", "0")) == 0:
+            save_history(res, out_p)
+            if not res["validated"]:   # no validation speakers: every epoch is kept as the best
+                click.echo(f"no validation (every training speaker trained): epoch {res['best']['epoch']} kept; "
+                           f"checkpoint {out_p / 'best.pt'}")
+            else:
+                click.echo(f"best validation UA {res['best']['UA']:.1%} at epoch {res['best']['epoch']}; "
+                           f"checkpoint {out_p / 'best.pt'}")
+            click.echo(f"next: edgeser export {out_p}    (for the device: int8 and fp32, ONNX and TFLite)", err=True)
 
 
 @click.command()
