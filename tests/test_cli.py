@@ -73,10 +73,15 @@ def test_sigterm_met_inside_an_import_still_ends_as_terminated():
             "main(['doctor', '--mic-s', '0'])\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 143 and r.stderr.strip() == "terminated", r.stderr
-    # without a SIGTERM the same error is a bug, and its traceback stays
+    # a Ctrl-C met there is an interrupt
     r = subprocess.run([sys.executable, "-c", code.replace("os.kill(os.getpid(), signal.SIGTERM)", "raise "
                                                             "KeyboardInterrupt")], capture_output=True, text=True,
                        timeout=120, cwd=ROOT)
+    assert r.returncode == 130 and r.stderr.strip() == "interrupted", r.stderr
+    # without a stop the same error is a bug, and its traceback stays
+    bug = code.replace("os.kill(os.getpid(), signal.SIGTERM)", "raise ValueError('x')").replace(
+        "except KeyboardInterrupt:", "except (KeyboardInterrupt, ValueError):")
+    r = subprocess.run([sys.executable, "-c", bug], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 1 and "Traceback" in r.stderr and "NameError" in r.stderr, r.stderr
     # SIGTERM handled and the command gone on (as listen does, to decide its last utterance): a later
     # error is that error, not "terminated"
