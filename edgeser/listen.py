@@ -710,8 +710,8 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
         info["error"] = error
     if started or not error or out.json:     # a script reading stdout always gets its end object
         out.summary(info)
-    clipped = stream.clipping_note(info.get("input") or f"microphone {info.get('device', '')!r}")
-    for note in notes + ([clipped] if clipped else []):
+    source = info.get("input") or f"microphone {info.get('device', '')!r}"
+    for note in notes + [n for n in (stream.clipping_note(source), stream.tone_note(source)) if n]:
         click.echo(f"note: {note}", err=True)
     hint = None if status in ("interrupted", "terminated") and stream.time_s < 1.0 else \
         quiet_hint(out.utterances, stream.time_s, peak, vad_gain_db, stream_opts["vad"].min_utterance_s,

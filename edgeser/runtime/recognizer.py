@@ -353,9 +353,7 @@ class Recognizer:
                 raise AudioError(f"{path}: {e} (at {n / f.samplerate:.2f} s)") from None
             results += s.input_finished()
             sr = f.samplerate
-        clipped = s.clipping_note(path)
-        if clipped:
-            warnings.append(clipped)
+        warnings += [n for n in (s.clipping_note(path), s.tone_note(path)) if n]
         utts = [r for r in results if r.kind == "utterance"]
         if not utts:
             warnings.append(f"{path}: no speech found")

@@ -31,6 +31,7 @@ import numpy as np
 from ..resample import StreamResampler, to_float32
 from ..speed import DEFAULT_SPEEDS, SpeedChanger, check_speeds
 from ..vad import FRAME_MS, FrameVad, Gate, VadConfig, frame_power
+from ..tone import ToneCheck
 
 # the DC offset, followed over DC_TIME_S from none: long beside a voice's lowest pitch period
 # (~12 ms), short beside the silence before a live session's first word. From none, not from the
@@ -242,8 +243,9 @@ class Stream:
         self._hop_start = 0
         self._idle_frames = 0
         self._idle_start = 0
+        self.tone = ToneCheck(self.sr)
         self.stats = {"hops": 0, "utterances": 0, "model_calls": 0, "clipped_samples": 0, "samples_in": 0,
-                      "over_full_scale": 0}
+                      "over_full_scale": 0, "tones": 0}
 
     # ------------------------------------------------------------------ input
     @contextmanager
@@ -314,6 +316,14 @@ class Stream:
         return (f"{source}: {100 * share:.1f}% of samples at full scale (clipped recording): lower the input's "
                 f"level ({capture_level()}); answers on clipped speech are less sure")
 
+    def tone_note(self, source) -> Optional[str]:
+        """What `source` held that was passed over as no voice, if anything."""
+        n = self.stats["tones"]
+        if not n:
+            return None
+        return (f"{source}: {n} steady tone(s) (a beep, an alarm, a whistle) heard and not judged: the voice "
+                f"detector passed them, but a sound holding one pitch is no voice")
+
     @property
     def peak_dbfs(self) -> float:
         """The loudest 20 ms of input so far, in dBFS (-inf before any): tells a silent room
@@ -370,6 +380,7 @@ class Stream:
                     self._idle_frames = 0   # a partial hop of silence is not reported
                     self._begin_utterance(k)
                 self.norm.update(f, power)
+                self.tone.push(f)
                 self._utt_last = k
                 self._hop.append(f)
             elif self._lanes is not None:
@@ -402,6 +413,7 @@ class Stream:
         self._lanes = [_Lane(self.rec, v, self.balanced) for v in self.speeds]
         self._utt_first = self._utt_last = k
         self.norm.utterance_start()
+        self.tone.reset()
         self._hop = []
         self._hop_start = k
 
@@ -439,7 +451,9 @@ class Stream:
         else:
             first, last, min_s = self._utt_first, self._utt_last, 0.0
         start, end = first * f, (last + 1) * f
-        if answers and end - start >= min_s:
+        if answers and end - start >= min_s and self.gate is not None and self.tone.steady():
+            self.stats["tones"] += 1        # a beep or an alarm: no emotion to answer
+        elif answers and end - start >= min_s:
             self.stats["utterances"] += 1
             length = (self._utt_last - self._utt_first + 1) * self.vad_frame
             out.append(self._result("utterance", start, end, np.mean(answers, axis=0), min(1.0, length / capacity)))

@@ -1,0 +1,71 @@
+"""How steady a voice's strongest frequency is against a tone's: per clip, the share of its loud
+64 ms frames whose strongest frequency lies within 1% of one of the clip's two commonest
+(edgeser.tone.steady_share), over whole corpora and a set of made tones. The runtime passes over
+an utterance at edgeser.tone.STEADY_SHARE or more as a tone (a beep, an alarm), not a voice.
+
+    python benchmarks/steady_tones.py ../shared/data/ravdess ../shared/data/emodb --json benchmarks/results/steady_tones.json
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import corpora_parser, write_json  # noqa: E402
+
+RATE = 16000
+
+
+def made_sounds():
+    """(name, 2 s of audio) of the non-speech a room has, and a sung note for the other side."""
+    t = np.arange(2 * RATE) / RATE
+    sweep = lambda f: np.sin(2 * np.pi * np.cumsum(f) / RATE)        # noqa: E731
+    rng = np.random.default_rng(0)
+    return [("sine 1 kHz", np.sin(2 * np.pi * 1000 * t)), ("sine 440 Hz", np.sin(2 * np.pi * 440 * t)),
+            ("square 1 kHz", np.sign(np.sin(2 * np.pi * 1000 * t))),
+            ("beeps 2 kHz, 4 per s", np.sin(2 * np.pi * 2000 * t) * ((t * 4) % 1 < 0.5)),
+            ("two-tone alarm 800/1000 Hz", np.sin(2 * np.pi * np.where((t * 2) % 1 < 0.5, 800, 1000) * t)),
+            ("chord C-E-G", sum(np.sin(2 * np.pi * f * t) for f in (262, 330, 392))),
+            ("sine 1 kHz in noise (SNR 7 dB)", np.sin(2 * np.pi * 1000 * t) + 0.3 * rng.standard_normal(len(t))),
+            ("siren 400-1000 Hz", sweep(700 + 300 * np.sin(2 * np.pi * 0.5 * t))),
+            ("sung note 440 Hz, vibrato 3%", sweep(440 * (1 + 0.03 * np.sin(2 * np.pi * 5.5 * t))))]
+
+
+def main(argv=None) -> int:
+    args = corpora_parser(__doc__).parse_args(argv)
+    from edgeser.audio import AudioError, read_clip
+    from edgeser.progress import iterate
+    from edgeser.tone import STEADY_SHARE, peak_frequencies, steady_share
+    from edgeser.train.data import read_corpus
+
+    out = {"threshold": STEADY_SHARE, "corpora": {}, "made": {}}
+    for corpus in args.corpora:
+        shares = []
+        for c in iterate(read_corpus(corpus), "tones", "clip"):
+            try:
+                shares.append((steady_share(*peak_frequencies(read_clip(c.path), RATE)), c.path))
+            except AudioError as e:
+                print(f"skipped: {e}", file=sys.stderr)
+        v = np.array([s for s, _ in shares])
+        top = max(shares)
+        print(f"{corpus}: {len(v)} clips; steady share median {np.median(v):.2f}, 99th percentile "
+              f"{np.percentile(v, 99):.2f}, most {top[0]:.2f} ({top[1]}); at or over {STEADY_SHARE:g}: "
+              f"{int((v >= STEADY_SHARE).sum())}")
+        out["corpora"][corpus] = {"clips": len(v), "median": round(float(np.median(v)), 3),
+                                  "p99": round(float(np.percentile(v, 99)), 3), "max": round(top[0], 3),
+                                  "max_clip": top[1], "at_or_over_threshold": int((v >= STEADY_SHARE).sum())}
+    print(f"\n{'made sound':32s} {'steady share':>12s}  judged")
+    for name, y in made_sounds():
+        s = steady_share(*peak_frequencies((0.3 * y).astype(np.float32), RATE))
+        print(f"{name:32s} {s:12.2f}  {'tone' if s >= STEADY_SHARE else 'voice'}")
+        out["made"][name] = round(s, 3)
+    if args.json:
+        write_json({"command": "python " + " ".join(sys.argv), **out}, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
