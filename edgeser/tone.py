@@ -3,10 +3,11 @@ loud and in the voice's band), and the model, which never heard one, gave them c
 (a 1 kHz beep: anger 0.79). A voice's strongest frequency moves from one 64 ms frame to the next
 (its pitch and the harmonic nearest a formant change); a tone's stays put.
 
-Measured over every clip of RAVDESS and EmoDB (`benchmarks/steady_tones.py`): at most 52% of a
+Measured over every clip of RAVDESS and EmoDB (`benchmarks/steady_tones.py`): at most 44% of a
 clip's frames share their strongest frequency within 1% with the clip's two commonest ones; a
-pure, square, pulsed or noisy tone, a chord and a two-tone alarm 100%, a sung note with vibrato 82%
-(a voice: judged). A siren's sweep (18%) is not caught: its pitch moves as a voice's does.
+pure, square, pulsed or noisy tone and a two-tone alarm 100%, a sung note with vibrato 82% (a
+voice: judged). Not caught: a siren's sweep (18%: its pitch moves as a voice's does) and a steady
+pitch under TONE_FROM_HZ (hum; a C-major chord, whose strongest note is 262 Hz).
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ KEEP_DB = 30.0          # frames this far under the loudest are its echoes and p
 STEADY_SHARE = 0.9      # a sound whose frames are this steady is a tone, not a voice
 MIN_FRAMES = 5          # 200 ms: shorter sounds are not judged
 JUDGED_S = 5.0          # an utterance is judged on its first seconds: memory and time stay bounded
-LOWEST_HZ = 60.0        # under it: hum and rumble, never a voice's strongest partial
+LOWEST_HZ = 60.0        # under it: rumble, never a voice's strongest partial
+TONE_FROM_HZ = 300.0    # a steady pitch under it is mains hum and its harmonics (50-250 Hz), which
+                        # louder than a voice took 13 of 44 EmoDB utterances for tones; beeps lie higher
 
 
 def peak_frequencies(x: np.ndarray, sample_rate: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -44,13 +47,17 @@ def peak_frequencies(x: np.ndarray, sample_rate: int) -> Tuple[np.ndarray, np.nd
 
 def steady_share(freqs: np.ndarray, power: np.ndarray) -> float:
     """The share of loud frames whose strongest frequency is, within TOLERANCE, one of the two
-    the frames hold most often (two: a two-tone alarm); 0 for fewer than MIN_FRAMES."""
+    the frames hold most often (two: a two-tone alarm); 0 for fewer than MIN_FRAMES, or where the
+    commonest lies under TONE_FROM_HZ."""
     loud = power > power.max(initial=0.0) * 10 ** (-KEEP_DB / 10)
     f = np.log(freqs[loud & (freqs > 0)])
     if len(f) < MIN_FRAMES:
         return 0.0
     near = np.abs(f[:, None] - f[None, :]) <= np.log1p(TOLERANCE)
-    first = near[near.sum(axis=1).argmax()]
+    i = near.sum(axis=1).argmax()
+    if np.exp(f[i]) < TONE_FROM_HZ:
+        return 0.0
+    first = near[i]
     rest = ~first
     second = near[np.flatnonzero(rest)[near[rest][:, rest].sum(axis=1).argmax()]] if rest.any() else first
     return float(np.mean(first | second))
