@@ -19,6 +19,15 @@ from common import corpora_parser, write_json  # noqa: E402
 RATE = 16000
 
 
+def held_vowel(f0: float, drift: float, seconds: float = 2.0) -> np.ndarray:
+    """A vowel held on one pitch (formants 700 and 1200 Hz, pitch drifting by `drift`): its
+    strongest partial is a harmonic near a formant, steady as a tone's, over a harmonic series."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + drift * np.sin(2 * np.pi * 0.7 * t))) / RATE
+    return sum((sum(np.exp(-((h * f0 - f) / 120) ** 2) for f in (700, 1200)) + 0.05 / h) * np.sin(h * phase)
+               for h in range(1, int(7000 / f0)))
+
+
 def made_sounds():
     """(name, 2 s of audio) of the non-speech a room has, and a sung note for the other side."""
     t = np.arange(2 * RATE) / RATE
@@ -31,7 +40,9 @@ def made_sounds():
             ("chord C-E-G", sum(np.sin(2 * np.pi * f * t) for f in (262, 330, 392))),
             ("sine 1 kHz in noise (SNR 7 dB)", np.sin(2 * np.pi * 1000 * t) + 0.3 * rng.standard_normal(len(t))),
             ("siren 400-1000 Hz", sweep(700 + 300 * np.sin(2 * np.pi * 0.5 * t))),
-            ("sung note 440 Hz, vibrato 3%", sweep(440 * (1 + 0.03 * np.sin(2 * np.pi * 5.5 * t))))]
+            ("sung note 440 Hz, vibrato 3%", sweep(440 * (1 + 0.03 * np.sin(2 * np.pi * 5.5 * t)))),
+            ("held vowel 120 Hz, drift 0.5%", held_vowel(120, 0.005)),
+            ("held vowel 330 Hz, drift 0.5%", held_vowel(330, 0.005))]
 
 
 def main(argv=None) -> int:
@@ -59,7 +70,7 @@ def main(argv=None) -> int:
                                   "max_clip": top[1], "at_or_over_threshold": int((v >= STEADY_SHARE).sum())}
     print(f"\n{'made sound':32s} {'steady share':>12s}  judged")
     for name, y in made_sounds():
-        s = steady_share(*peak_frequencies((0.3 * y).astype(np.float32), RATE))
+        s = steady_share(*peak_frequencies((0.3 * y / np.abs(y).max()).astype(np.float32), RATE))
         print(f"{name:32s} {s:12.2f}  {'tone' if s >= STEADY_SHARE else 'voice'}")
         out["made"][name] = round(s, 3)
     # a voice over mains hum (50 Hz and its harmonics), through the stream as listen hears it: no

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from . import __version__
+
 # name -> (module, attribute, one-line help); the module is imported only when the command runs
 COMMANDS = {
     "model-info": ("edgeser.modelinfo", "model_info", "What a model is: labels, files, parity, licences; or a preset's size."),
@@ -97,7 +99,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="edgeser")
+@click.version_option(version=__version__, prog_name="edgeser")     # the code's, not a stale install's metadata
 def cli():
     """edgeser: speech emotion recognition from the raw waveform, from training to a small device.
 

@@ -67,7 +67,8 @@ def _why_not_writable(folder: Path) -> str:
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDWR)       # Windows refuses to flush a read-only descriptor
+    # Windows refuses to flush a read-only descriptor; elsewhere a temp made under umask 0277 opens only so
+    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -97,6 +97,10 @@ def test_a_checkpoint_from_a_newer_edgeser_says_upgrade(tmp_path):
     torch.save(dict(ck, format="edgeser-checkpoint-2"), tmp_path / "fmt.pt")
     with pytest.raises(CheckpointError, match=r"fmt\.pt: checkpoint format 'edgeser-checkpoint-2' .*upgrade edgeser$"):
         load_checkpoint(tmp_path / "fmt.pt")
+    torch.save(dict(ck, model_config=dict(ck["model_config"], feature_norm="window")), tmp_path / "retired.pt")
+    with pytest.raises(CheckpointError, match=r"trained with feature_norm on, a setting edgeser no longer has .*"
+                                              r"train the model again$"):
+        load_checkpoint(tmp_path / "retired.pt")
     # off, or a setting since retired at its off value (checkpoints of its time): they change nothing
     torch.save(dict(ck, model_config=dict(ck["model_config"], future_off=None, feature_norm="none")), tmp_path / "off.pt")
     assert load_checkpoint(tmp_path / "off.pt")["model_config"]["future_off"] is None

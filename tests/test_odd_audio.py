@@ -302,3 +302,18 @@ def test_the_tone_check_holds_only_an_utterances_first_seconds():
     for _ in range(3000):       # 60 s of one utterance
         t.push(np.zeros(320, np.float32))
     assert t.held <= JUDGED_S * 16000 + 320 and not t.steady()     # silence is no tone
+
+
+@pytest.mark.parametrize("f0", [120, 330])
+def test_a_held_vowel_is_a_voice_not_a_tone(f0):
+    # its strongest partial, a harmonic near a formant, is as steady as a beep's; the series of
+    # partials under it is what tells a voice
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from steady_tones import held_vowel
+
+    from edgeser.tone import STEADY_SHARE, peak_frequencies, steady_share
+
+    x = held_vowel(f0, 0.005)
+    freqs, power, series = peak_frequencies((0.3 * x / np.abs(x).max()).astype(np.float32), 16000)
+    assert series.mean() > 0.9 and steady_share(freqs, power, series) < STEADY_SHARE
+    assert steady_share(freqs, power, np.zeros_like(series)) >= STEADY_SHARE     # without the series: a tone

@@ -23,20 +23,25 @@ def test_a_model_loads_without_nonblocking_opens(monkeypatch):
     assert rec.predict_clip(CLIP).summary.label == "anger"
 
 
-def test_a_written_file_is_flushed_through_a_writable_descriptor(monkeypatch, tmp_path):
-    # Windows' fsync refuses a read-only descriptor: every output failed with "Bad file descriptor"
+def test_a_written_file_is_flushed_through_a_writable_descriptor_on_windows(monkeypatch, tmp_path):
+    # Windows' fsync refuses a read-only descriptor: every output failed with "Bad file descriptor";
+    # elsewhere a read-only open is kept (a temp made under umask 0277 opens only so)
+    import fcntl
+
     real_fsync, seen = os.fsync, []
 
-    def windows_fsync(fd):
-        import fcntl
-
+    def fsync(fd):
         seen.append(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE)
-        if seen[-1] == os.O_RDONLY:
-            raise OSError(9, "Bad file descriptor")
         real_fsync(fd)
-    monkeypatch.setattr(os, "fsync", windows_fsync)
-    files.write_text(tmp_path / "x.json", "{}")
-    assert (tmp_path / "x.json").read_text() == "{}" and seen and os.O_RDONLY not in seen
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "x.json"
+    path.write_text("{}")
+    monkeypatch.setattr(os, "name", "nt")
+    files._fsync(path)
+    monkeypatch.setattr(os, "name", "posix")
+    path.chmod(0o400)
+    files._fsync(path)
+    assert seen == [os.O_RDWR, os.O_RDONLY]
 
 
 def test_no_process_probe_by_signal_on_windows(monkeypatch):

@@ -10,8 +10,9 @@ from typing import Any, Dict, Tuple
 import torch
 
 import edgeser
-from edgeser.files import replacing
+from edgeser.files import printable, replacing
 
+from .config import RETIRED_SETTINGS
 from .model import ModelConfig, SERModel
 
 
@@ -50,16 +51,20 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path}: not an edgeser checkpoint (no model_config/model)")
-    made_by = f"made by edgeser {ckpt.get('edgeser_version', '(unknown)')}, this is {edgeser.__version__}"
+    made_by = f"made by edgeser {printable(ckpt.get('edgeser_version', '(unknown)'))}, this is {edgeser.__version__}"
     if ckpt.get("format", FORMAT) != FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {ckpt.get('format')!r} ({made_by}, which reads "
                               f"{FORMAT}): upgrade edgeser")
     if not isinstance(ckpt["model_config"], dict):
         raise CheckpointError(f"{path}: not an edgeser checkpoint (model_config is not a mapping)")
     unknown = ModelConfig.unknown_settings(ckpt["model_config"])
+    retired = [k for k in unknown if k in RETIRED_SETTINGS]
+    if retired:     # no newer edgeser reads it either
+        raise CheckpointError(f"{path}: trained with {', '.join(retired)} on, a setting edgeser no longer has "
+                              f"({made_by}): train the model again")
     if unknown:
-        raise CheckpointError(f"{path}: model setting(s) {', '.join(unknown)} unknown to this edgeser ({made_by}): "
-                              f"upgrade edgeser")
+        raise CheckpointError(f"{path}: model setting(s) {printable(', '.join(unknown))} unknown to this edgeser "
+                              f"({made_by}): upgrade edgeser")
     ckpt["_path"] = str(path)
     return ckpt
 

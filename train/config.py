@@ -81,7 +81,7 @@ class ModelConfig:
         edgeser's model, which this one would build differently (an older version dropped one such
         setting and scored 5 points lower without a word). Off (None, False, or a retired setting's
         own off value) they change nothing."""
-        return sorted(k for k, v in d.items() if k not in cls.__dataclass_fields__ and v not in (None, False)
+        return sorted(str(k) for k, v in d.items() if k not in cls.__dataclass_fields__ and not (v is None or v is False)
                       and not (k in RETIRED_SETTINGS and RETIRED_SETTINGS[k] == v))
 
     @classmethod

@@ -273,7 +273,7 @@ class Recognizer:
         # the recognizer's balance is left alone: other threads' streams go on using it
         for path in iterate(paths, "enrolling", unit="file", enabled=progress):
             try:
-                utts += self.predict_clip(path, **stream_opts, balanced=False).utterances
+                utts += self.predict_clip(path, **{**stream_opts, "balanced": False}).utterances
             except AudioError as e:
                 skipped.append(str(e))
         mean = summarize(utts, self.labels)     # the duration-weighted mean, as for a clip's summary
