@@ -39,6 +39,12 @@ def _fmt(v, spec=".2f"):
     return "-" if v is None else format(v, spec)
 
 
+def _peak_mb(*rows: Dict):
+    """The larger peak of the rows, None where none was measured (a platform without it: not 0 MB)."""
+    peaks = [r["peak_rss_bytes"] for r in rows if r.get("peak_rss_bytes") is not None]
+    return max(peaks) / 2**20 if peaks else None
+
+
 def markdown(info: Dict) -> str:
     L = ["# edgeser benchmark summary", "",
          f"Run {info['created']} on {info['machine']['cpu_model']} ({info['machine']['cpus']} CPUs"
@@ -68,7 +74,7 @@ def markdown(info: Dict) -> str:
                      f"{_fmt(wl.get('p99'))} | {_fmt(wl.get('max'))} | {_fmt(w.get('rtf'), '.4f')} | "
                      f"{_fmt((s.get('hop_ms') or {}).get('p50'))} | {_fmt((s.get('frontend_ms') or {}).get('p50'))} | "
                      f"{_fmt((s.get('head_ms') or {}).get('p50'))} | {_fmt(s.get('cpu_ms_per_audio_s'), '.3f')} | "
-                     f"{_fmt(max(w.get('peak_rss_bytes') or 0, s.get('peak_rss_bytes') or 0) / 2**20, '.0f')} |")
+                     f"{_fmt(_peak_mb(w, s), '.0f')} |")
         L.append("")
         L.append("Size: window file / frontend_step + head files. Window: one call on a whole window; hop: one "
                  f"frontend_step call ({m['hop_s']} s of audio) plus one head call.")

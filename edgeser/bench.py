@@ -29,7 +29,7 @@ from edgeser.benchstats import (current_rss_bytes, latency_stats, load_average, 
                                 real_time_factor, reset_peak_rss)
 from edgeser.devicefacts import collect, runtime_versions, thermal, throttling_during
 from edgeser.files import json_line, write_json
-from edgeser.options import PLOT_SUFFIXES, Output, one_model
+from edgeser.options import PLOT_SUFFIXES, Output, cores, one_model
 
 BACKENDS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "int8")
@@ -417,9 +417,9 @@ def _csv(choices: Optional[Sequence[str]] = None, integer: bool = False):
                 vals = [int(v) for v in items]
             except ValueError:
                 raise click.BadParameter(f"{value!r} is not a list of whole numbers (e.g. 1,2,4)") from None
-            if any(v < 1 for v in vals):
-                raise click.BadParameter(f"thread counts must be >= 1 (got {value!r})")
-            return list(dict.fromkeys(vals))
+            if any(v < 0 for v in vals):
+                raise click.BadParameter(f"thread counts must be >= 0 (0: one per core; got {value!r})")
+            return list(dict.fromkeys(v or cores() for v in vals))
         bad = [v for v in items if v not in choices]
         if bad:
             raise click.BadParameter(f"unknown {', '.join(map(repr, bad))} (choose from {', '.join(choices)})")
@@ -432,7 +432,7 @@ def _csv(choices: Optional[Sequence[str]] = None, integer: bool = False):
               help="Export folder with edgeser.json, or a run folder (its export). Default: the bundled model.")
 @click.option("--backend", default="onnx,tflite", show_default=True, callback=_csv(BACKENDS), help="Backends to measure.")
 @click.option("--precision", default="fp32,int8", show_default=True, callback=_csv(PRECISIONS), help="Precisions to measure.")
-@click.option("--threads", default="1", show_default=True, callback=_csv(integer=True), help="Thread counts, e.g. 1,2,4.")
+@click.option("--threads", default="1", show_default=True, callback=_csv(integer=True), help="Thread counts, e.g. 1,2,4 (0: one per core).")
 @click.option("--runs", default=100, show_default=True, type=click.IntRange(2), help="Timed calls per model.")
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(0),
               help="Untimed calls first (and at least 0.25 s of them).")

@@ -19,8 +19,11 @@ from .options import FiniteRange, Output, denoise_option, model_options, speeds_
               help="Seconds of speech an even answer is worth beside the measured one: the balance moves "
                    "answers less the less speech it rests on. For enrolment on under about 15 s of speech "
                    "(10 is a good value); 0 trusts the measurement fully, best with more speech.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object on stdout: {"out", "balance": what the file holds, "skipped", "notes"}; '
+                   "progress stays on stderr.")
 def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gain_db, vad_noise_margin_db, denoise,
-          speeds, prior_s):
+          speeds, prior_s, as_json):
     """Balance the model's answers for one user's voice, without labels and without torch.
 
     RECORDINGS are audio files or folders of them (a folder with a manifest.csv: its `path`
@@ -46,15 +49,21 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
         write(bal, out)
     except (AudioError, BalanceError, RecognizerError, VadUnavailable, OSError) as e:
         raise click.ClickException(str(e))
-    top = sorted(zip(bal.mean, bal.labels), reverse=True)
-    click.echo(f"enrolled on {bal.utterances} utterance(s) ({speech_said(bal.seconds)} of speech"
-               + (f", {len(skipped)} unreadable files skipped" if skipped else "") + f") with {rec.format} "
-               f"{rec.precision}; the model's mean answer: " + ", ".join(f"{lab} {p:.0%}" for p, lab in top)
-               + f"; balance file {out}")
-    note = bal.short_note()
-    if note:
+    notes = [n for n in [bal.short_note()] if n]
+    notes += [f"note: the model rarely heard {lab} in these recordings and the balance lifts it {lift:.0f}-fold: right "
+              f"if they hold some {lab}, wrong if they hold none (then enrol on recordings that do)."
+              for lab, lift in bal.rare()]
+    if as_json:
+        import json
+        from dataclasses import asdict
+
+        click.echo(json.dumps({"out": str(out), "balance": asdict(bal), "skipped": list(skipped),
+                               "notes": [n.removeprefix("note: ") for n in notes]}))
+    else:
+        top = sorted(zip(bal.mean, bal.labels), reverse=True)
+        click.echo(f"enrolled on {bal.utterances} utterance(s) ({speech_said(bal.seconds)} of speech"
+                   + (f", {len(skipped)} unreadable files skipped" if skipped else "") + f") with {rec.format} "
+                   f"{rec.precision}; the model's mean answer: " + ", ".join(f"{lab} {p:.0%}" for p, lab in top)
+                   + f"; balance file {out}")
+    for note in notes:
         click.echo(note, err=True)
-    for lab, lift in bal.rare():
-        click.echo(f"note: the model rarely heard {lab} in these recordings and the balance lifts it "
-                   f"{lift:.0f}-fold: right if they hold some {lab}, wrong if they hold none (then enrol on "
-                   "recordings that do).", err=True)

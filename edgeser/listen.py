@@ -546,7 +546,7 @@ def _write_error(e: Exception, path: Path) -> str:
 @denoise_option
 @speeds_option
 @click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line (with --json, an object) per hop, not only per utterance.")
-@click.option("--duration", type=FiniteRange(min=0, min_open=True), default=None, metavar="S",
+@click.option("--duration-s", "--duration", "duration", type=FiniteRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds of audio.")
 @click.option("--save-audio", type=Output(suffixes=(".wav", ".flac")), default=None, metavar="FILE",
               help="Also write the captured audio (capture rate, 16-bit) to a .wav or .flac file (FLAC: about "
@@ -605,7 +605,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
                                f"arecord -f S16_LE -r 16000 -c 1 | edgeser listen --input -")
     folder = bool(input_file) and not piped and Path(input_file).is_dir()
     if folder and (save_audio or duration):
-        raise click.UsageError("--save-audio and --duration take one --input FILE, not a folder")
+        raise click.UsageError("--save-audio and --duration-s take one --input FILE, not a folder")
     truth = None
     if folder:
         from .scoring import LabelsUnreadable, folder_truth

@@ -12,7 +12,6 @@ delivers nothing once reopened (unplugged, server gone), raises MicError instead
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import time
 from dataclasses import dataclass
@@ -45,22 +44,11 @@ class Device:
     is_default: bool = False
 
 
-@contextlib.contextmanager
 def _quiet_stderr():
     """PortAudio's ALSA probing prints pages of harmless errors on fd 2; hide them."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    from . import fdredirect
+
+    return fdredirect.silenced((2,))
 
 
 _alsa_handler = None

@@ -104,6 +104,17 @@ def one_model(ctx, param, value):
     return value[0] if value else None
 
 
+def cores() -> int:
+    """What a thread count of 0 means to the runtime commands: one thread per core."""
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _cores_for_zero(ctx, param, value):
+    return cores() if value == 0 else value
+
+
 def model_options(f):
     """--model (repeatable), --backend, --precision, --threads."""
     for opt in reversed((
@@ -114,8 +125,8 @@ def model_options(f):
                      help="Default: best installed."),
         click.option("--precision", type=click.Choice(["int8", "fp32"]), default=None,
                      help="Default: int8 if exported."),
-        click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
-                     help="Interpreter threads."),
+        click.option("--threads", default=1, show_default=True, type=click.IntRange(0), callback=_cores_for_zero,
+                     help="Interpreter threads (0: one per core, as train's 0 is automatic)."),
     )):
         f = opt(f)
     return f

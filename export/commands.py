@@ -45,7 +45,10 @@ def _formats(ctx, param, value):
 # its name before the other commands' seconds: kept for scripts that use it
 @click.option("--hop-ms", default=None, type=FiniteRange(min=0, min_open=True), hidden=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms, quiet):
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object on stdout: {"folder", "checkpoint", "files": [{file, role, format, '
+                   'precision, size_bytes}], "parity": parity.json or null, "notes"}; progress and notes stay on stderr.')
+def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms, quiet, as_json):
     """Export a checkpoint to ONNX and TFLite, fp32 and int8, with a parity report.
 
     CKPT is a checkpoint file or a run folder (best.pt is used); without it, the newest run
@@ -101,19 +104,24 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms
         bug = "; a converter bug: please report it with the preset and the options" if "cannot load it" in str(e) else ""
         raise click.ClickException(f"{e}; nothing was written to {out}{bug}") from None
     out_p = Path(out)
-    parity = out_p / "parity.json"
-    if parity.exists():
-        click.echo(format_table(json.loads(parity.read_text())))
-    for a in man.artifacts:
-        click.echo(f"{a.file:28s} {a.role:14s} {a.format:7s} {a.precision:5s} {a.size_bytes / 1024:8.1f} KiB")
-    click.echo(f"wrote {len(man.artifacts)} model files, edgeser.json"
-               f"{', parity.json' if parity.exists() else ''} to {out_p}")
+    parity_path = out_p / "parity.json"
+    parity = json.loads(parity_path.read_text()) if parity_path.exists() else None
+    hint = parity and qat_hint(parity, ckpt, bool(man.training.get("qat")), man.training.get("calibration_windows"))
+    if as_json:
+        click.echo(json.dumps({"folder": str(out_p), "checkpoint": str(ckpt),
+                               "files": [{"file": a.file, "role": a.role, "format": a.format, "precision": a.precision,
+                                          "size_bytes": a.size_bytes} for a in man.artifacts],
+                               "parity": parity, "notes": [hint] if hint else []}))
+    else:
+        if parity is not None:
+            click.echo(format_table(parity))
+        for a in man.artifacts:
+            click.echo(f"{a.file:28s} {a.role:14s} {a.format:7s} {a.precision:5s} {a.size_bytes / 1024:8.1f} KiB")
+        click.echo(f"wrote {len(man.artifacts)} model files, edgeser.json"
+                   f"{', parity.json' if parity is not None else ''} to {out_p}")
     click.echo(f"next: edgeser listen --model {out_p}    (or bench, doctor, enrol)", err=True)
-    if parity.exists():
-        hint = qat_hint(json.loads(parity.read_text()), ckpt, bool(man.training.get("qat")),
-                        man.training.get("calibration_windows"))
-        if hint:
-            click.echo(hint, err=True)
+    if hint:
+        click.echo(hint, err=True)
 
 
 def _default_checkpoint() -> str:

@@ -42,9 +42,9 @@ def _source(input_spec, fast, mic_device):
 @click.option("--mic-device", default=None, metavar="N|NAME", help="With --input mic: input device.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
 @click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line (with --json, an object) per hop, not only per utterance.")
-@click.option("--duration", type=FiniteRange(min=0, min_open=True), default=None, metavar="S",
+@click.option("--duration-s", "--duration", "duration", type=FiniteRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds (of audio sent, or of listening).")
-@click.option("--timeout", default=5.0, show_default=True, type=FiniteRange(min=0.1),
+@click.option("--timeout-s", "--timeout", "timeout", default=5.0, show_default=True, type=FiniteRange(min=0.1),
               help="Seconds to wait for the device's HELLO, and for it to finish after the input ends.")
 @click.pass_context
 def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duration, timeout):
@@ -105,7 +105,7 @@ def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duratio
 
 
 def _run_session(host, dev, input_spec, fast, mic_device, duration, warn) -> str:
-    """Send the input (or just listen) until it ends, --duration passes, or Ctrl-C; returns why it stopped."""
+    """Send the input (or just listen) until it ends, --duration-s passes, or Ctrl-C; returns why it stopped."""
     from edgeser.resample import StreamResampler, to_float32
 
     t0 = time.monotonic()
@@ -141,7 +141,7 @@ def _run_session(host, dev, input_spec, fast, mic_device, duration, warn) -> str
 @click.option("--model", default=None, type=click.Path(), metavar="DIR",
               help="Export folder (or a run folder: its export) whose int8 model the simulated device runs. "
                    "Default: the bundled model.")
-@click.option("--duration", type=FiniteRange(min=0, min_open=True), default=None, metavar="S",
+@click.option("--duration-s", "--duration", "duration", type=FiniteRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds (default: until Ctrl-C).")
 def simulate(port, make_pty, baud, model, duration):
     """A simulated device: the exported int8 model behind the serial protocol."""
@@ -205,7 +205,10 @@ def firmware():
                    "(with --parity).")
 @click.option("--parity/--no-parity", default=True, show_default=True,
               help="Compare TFLM's integer outputs with ai-edge-litert's.")
-def generate(model, out, clips, parity):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report (what firmware.json in --out holds) on stdout as one JSON object instead "
+                   "of fit_report.md.")
+def generate(model, out, clips, parity, as_json):
     """TFLite Micro sources: model arrays, op resolver, model header, measured arena, fit report."""
     from edgeser.audio import AudioError
     from edgeser.runs import default_firmware_folder
@@ -224,7 +227,12 @@ def generate(model, out, clips, parity):
         rep = run(model, out, clips, parity, log=lambda m: click.echo(m, err=True))
     except (FirmwareError, TFLMError, AudioError, RecognizerError) as e:
         raise click.ClickException(str(e))
-    click.echo((Path(out) / "fit_report.md").read_text())
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rep))
+    else:
+        click.echo((Path(out) / "fit_report.md").read_text())
     bad = [f"{b['file']} ({b['error']})" for b in rep["models"].values() if not b["loads"]]
     if bad:
         click.echo("warning: not loadable in TFLM: " + "; ".join(bad), err=True)

@@ -7,10 +7,7 @@ model that will not load.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import List, Sequence
@@ -24,23 +21,11 @@ class TFLMError(RuntimeError):
     """TFLM missing, or a model it cannot load or run; names the file and gives TFLM's reason."""
 
 
-@contextlib.contextmanager
 def captured_stderr():
     """Everything written to fd 2 (C and Python) inside the block, as `.text` afterwards."""
-    class Out:
-        text = ""
+    from edgeser import fdredirect
 
-    out = Out()
-    with tempfile.TemporaryFile(mode="w+b") as f:
-        saved = os.dup(2)
-        try:
-            os.dup2(f.fileno(), 2)
-            yield out
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            f.seek(0)
-            out.text = f.read().decode("utf-8", errors="replace")
+    return fdredirect.held((2,), replay_on_error=False)
 
 
 def _runtime():

@@ -293,10 +293,19 @@ def test_bad_model_path_is_a_one_line_error(tmp_path):
     assert r.returncode != 0 and "no manifest" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_zero_threads_is_one_per_core_as_in_train():
+    import os
+
+    from edgeser.bench import _csv
+
+    cores = os.cpu_count() or 1
+    assert _csv(integer=True)(None, None, "0,1,0") == list(dict.fromkeys([cores, 1]))
+
+
 def test_bad_flags_and_bad_reports_are_errors(tmp_path):
     runner = CliRunner()
     for args, needle in ((["--backend", "onnx,coreml"], "coreml"), (["--precision", "fp16"], "fp16"),
-                         (["--threads", "0"], ">= 1"), (["--threads", "two"], "whole numbers")):
+                         (["--threads", "-1"], ">= 0"), (["--threads", "two"], "whole numbers")):
         res = runner.invoke(cli, ["bench", *args])
         assert res.exit_code == 2 and needle in res.output      # a usage error, as listen's --backend
     bogus = tmp_path / "x.json"

@@ -155,7 +155,7 @@ def test_device_refuses_bad_requests_with_error_frames(engine):
 # ------------------------------------------------------------------ over pseudo-terminals
 
 def test_cli_host_and_simulator_over_a_pty_give_the_direct_results(model_dir, engine, clip16):
-    sim = _edgeser("bridge", "simulate", "--pty", "--model", model_dir, "--duration", "120")
+    sim = _edgeser("bridge", "simulate", "--pty", "--model", model_dir, "--duration-s", "120")
     try:
         port = sim.stdout.readline().strip()
         assert port.startswith("/dev/"), sim.stderr.read() if sim.poll() is not None else port
@@ -386,7 +386,7 @@ def test_a_missing_input_is_said_before_connecting():
 
 def test_silent_port_times_out_with_one_line():
     with NullModem() as cable:
-        r = subprocess.run([sys.executable, "-m", "edgeser", "bridge", "--port", cable.ports[1], "--timeout", "0.5"],
+        r = subprocess.run([sys.executable, "-m", "edgeser", "bridge", "--port", cable.ports[1], "--timeout-s", "0.5"],
                            capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode != 0
     err = r.stderr.strip().splitlines()

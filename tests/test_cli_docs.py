@@ -53,3 +53,14 @@ def test_every_number_option_refuses_nan_and_inf():
     for path, flag in [(("listen",), "--gain"), (("train",), "--lr")]:
         res = CliRunner().invoke(cli, [*path, flag, "nan"])
         assert res.exit_code == 2 and f"Invalid value for '{flag}': 'nan' is not a finite number" in res.output
+
+
+def test_options_in_seconds_say_so_in_their_name():
+    # units in option names (--hop-s, --prior-s, --mic-s): --duration and --timeout were the two
+    # without; their old names stay as aliases for scripts
+    from edgeser.cli import COMMANDS, cli
+
+    seconds = [(path, opt) for name in COMMANDS for path, opt in _options(cli.get_command(None, name), (name,))
+               if opt.metavar == "S" or "seconds" in (opt.help or "").lower().split(".")[0].split(" ")[:4]]
+    unnamed = [(path, opt.opts) for path, opt in seconds if not any(o.endswith(("-s", "-ms")) for o in opt.opts)]
+    assert len(seconds) >= 6 and unnamed == []

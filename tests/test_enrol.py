@@ -231,6 +231,12 @@ def test_enrol_on_little_speech_says_so_and_a_prior_makes_it_cautious(model_dir,
     assert np.abs(cautious.divisor() - even).sum() < np.abs(bal.divisor() - even).sum()
     r = edgeser_cmd("enrol", *clips, "--model", model_dir, "--out", out, "--prior-s", "-1")
     assert r.returncode == 2 and "--prior-s" in r.stderr
+    r = edgeser_cmd("enrol", *clips, "--model", model_dir, "--out", out, "--speeds", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    said = json.loads(r.stdout)         # --json: one object, the same balance as the file, the note kept
+    assert said["out"] == str(out) and said["skipped"] == []
+    assert said["balance"] == {k: v for k, v in json.loads(out.read_text()).items() if k != "format"}
+    assert [n for n in said["notes"] if n.startswith("the balance rests on only")] and "rests on only" in r.stderr
 
 
 def read_plain(model_dir, clips, tmp_path):

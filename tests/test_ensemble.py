@@ -103,3 +103,18 @@ def test_an_int8_model_beside_a_float_one_answers_their_mean():
     assert len(pe) > 3 and pe.shape == pa.shape
     np.testing.assert_allclose(pe, (pa + pb) / 2, atol=1e-5)
     assert mixed.predict_clip(CLIPS[0]).summary.label == "anger"
+
+
+def test_an_ensemble_leaves_the_models_it_was_made_of_as_they_were():
+    # joining an int8 model with a float one switched the int8 model itself to float features:
+    # a stream it had already begun went on with integer codes its head then read as floats
+    default = Path(R.__file__).resolve().parents[1] / "models" / "default"
+    a, b = R.load(default), R.load(default / "frontend_step.onnx")
+    alone = hop_probs(a, CLIPS[0], speeds=(1,))
+    ring_dtype = a.snapshot()[1].dtype
+    ens = Ensemble([a, b])
+    assert a.snapshot()[1].dtype == ring_dtype and ring_dtype != np.float32
+    np.testing.assert_array_equal(hop_probs(a, CLIPS[0], speeds=(1,)), alone)
+    assert ens.members[0] is not a and ens.members[0]._lock is a._lock
+    np.testing.assert_allclose(hop_probs(ens, CLIPS[0], speeds=(1,)),
+                               (alone + hop_probs(b, CLIPS[0], speeds=(1,))) / 2, atol=1e-5)

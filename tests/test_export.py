@@ -347,6 +347,19 @@ def test_option_errors(tmp_path, exported):
     assert not (tmp_path / "o").exists()
 
 
+def test_export_json_is_one_object_naming_every_file_written(tmp_path, exported):
+    out = tmp_path / "o"
+    res = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(out), "--format", "onnx", "--no-int8",
+                                          "--no-check", "--quiet", "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)            # stdout holds the object alone: notes and "next:" went to stderr
+    assert got["folder"] == str(out) and got["checkpoint"] == str(exported["ckpt"]) and got["parity"] is None
+    on_disk = {p.name: p.stat().st_size for p in out.glob("*.onnx")}
+    assert {f["file"]: f["size_bytes"] for f in got["files"]} == on_disk and len(on_disk) >= 3
+    assert {(f["format"], f["precision"]) for f in got["files"]} == {("onnx", "fp32")}
+    assert "next: edgeser listen" in res.stderr
+
+
 def test_low_int8_agreement_suggests_qat():
     from edgeser.export.commands import qat_hint
 

@@ -235,9 +235,10 @@ def test_bad_inputs_are_one_line_errors(tmp_path, model_dir):
 
 def test_a_runs_sources_go_beside_its_export_by_default(model_dir, tmp_path):
     shutil.copytree(model_dir, tmp_path / "runs" / "me" / "export")
-    r = subprocess.run([sys.executable, "-m", "edgeser", "firmware", "generate", "--model", "runs/me", "--no-parity"],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run([sys.executable, "-m", "edgeser", "firmware", "generate", "--model", "runs/me", "--no-parity",
+                        "--json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "output folder: runs/me/firmware" in r.stderr
     report = json.loads((tmp_path / "runs" / "me" / "firmware" / "firmware.json").read_text())
+    assert json.loads(r.stdout) == report       # --json: the report alone on stdout
     assert set(report["files"]) >= {"model_data.cc", "edgeser_model.h", "fit_report.md"}

@@ -87,6 +87,16 @@ def test_file_fast_json_is_exactly_what_predict_clip_gives(model_dir, rec):
     assert len(utt) == 1 and end["label"] == utt[0]["label"] and end["utterances"] == 1
 
 
+def test_zero_threads_runs_one_per_core_and_hears_the_same(model_dir):
+    # train's --threads 0 is automatic; listen refused 0 as a usage error
+    one = json_lines(listen(model_dir, "--input", CLIP, "--fast", "--json").stdout)
+    r = listen(model_dir, "--input", CLIP, "--fast", "--json", "--threads", "0")
+    assert r.returncode == 0, r.stderr
+    assert json_lines(r.stdout)[-1]["label"] == one[-1]["label"]
+    r = listen(model_dir, "--input", CLIP, "--threads", "-1")
+    assert r.returncode == 2 and "-1" in r.stderr
+
+
 def test_the_session_answer_is_the_clip_summary_even_when_int8_probabilities_do_not_sum_to_one(capsys):
     # int8 softmax outputs sum to about 0.99: dividing by their sum instead of by the durations made
     # one utterance's 0.4531 a session's 0.4567, unsure in one line and sure in the next

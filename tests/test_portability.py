@@ -73,6 +73,17 @@ def test_bench_memory_is_unknown_where_the_peak_cannot_start_afresh(monkeypatch)
     assert [p for p in problems if "peak_rss_bytes: not a positive integer" in p], problems
 
 
+def test_the_benchmark_summary_says_unknown_not_zero_for_an_unmeasured_peak():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import summary
+    finally:
+        sys.path.pop(0)
+    assert summary._peak_mb({"peak_rss_bytes": None}, {}) is None
+    assert summary._peak_mb({"peak_rss_bytes": 3 << 20}, {"peak_rss_bytes": None}) == 3.0
+    assert summary._fmt(summary._peak_mb({}, {"peak_rss_bytes": None}), ".0f") == "-"
+
+
 @pytest.mark.parametrize("platform,install,unmute,level", [
     ("linux", "apt install portaudio19-dev", "alsamixer", "alsamixer"),
     ("darwin", "brew install portaudio", "Privacy & Security > Microphone", "System Settings > Sound"),

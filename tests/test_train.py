@@ -45,9 +45,14 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, e
     half = run(["train", "--data", str(corpus), "--epochs", "2", "--stop-after", "1", "--out", str(tmp_path / "half"), *opts])
     assert half.exit_code == 0 and load_checkpoint(tmp_path / "half" / "last.pt")["epoch"] == 1
     assert json.loads((tmp_path / "half" / "history.json").read_text())["finished"] is False
-    res = run(["train", "--data", str(corpus), "--epochs", "2", "--resume", "--out", str(tmp_path / "half"), *opts])
-    assert res.exit_code == 0 and "resumed from" in res.output
-    assert json.loads((tmp_path / "half" / "history.json").read_text())["finished"] is True
+    res = run(["train", "--data", str(corpus), "--epochs", "2", "--resume", "--out", str(tmp_path / "half"), *opts,
+               "--json"])
+    assert res.exit_code == 0 and "resumed from" in res.stderr
+    hist = json.loads((tmp_path / "half" / "history.json").read_text())
+    assert hist["finished"] is True
+    said = json.loads(res.stdout)       # --json: one object on stdout, the epochs' lines on stderr
+    assert said == {"run": str(tmp_path / "half"), "checkpoint": str(tmp_path / "half" / "best.pt"),
+                    **{k: hist[k] for k in ("best", "epochs_run", "validated", "finished")}}
     full_ck, half_ck = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "half" / "last.pt")
     ema, adv = "--ema-epochs" in extra, "--speaker-adversary" in extra
     for key in ("model",) + (("train_model",) if ema else ()) + (("adversary",) if adv else ()):
@@ -336,9 +341,10 @@ def test_two_process_ddp_training(corpus, tmp_path):
 def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     out = tmp_path / "cv"
     res = run(["evaluate", "--data", str(corpus), "--cv", "speaker", "--folds", "2", "--epochs", "2",
-               "--speaker-adapt", "--out", str(out), *TINY])
+               "--speaker-adapt", "--out", str(out), "--json", *TINY])
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "cv.json").read_text())
+    assert json.loads(res.stdout) == rep        # --json: the report alone on stdout, progress on stderr
     assert len(rep["fold_UA"]) == 2 and 0.0 <= rep["pooled"]["UA"] <= 1.0
     pooled = rep["pooled"]
     assert pooled["n"] == sum(sum(r) for r in pooled["confusion"])
@@ -385,11 +391,13 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     (tmp_path / "other" / "cv.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="folds differ"):
         cv_rescore.main([str(out), str(tmp_path / "other")])
-    # a fold model tested on another corpus scores only the labels it knows
+    # a fold model tested on another corpus scores only the labels it knows; --json prints the
+    # report alone on stdout, the tables on stderr
     res = run(["evaluate", "--model", str(out / "fold0" / "best.pt"), "--data", str(data_dir / "emodb"),
-               "--speaker-adapt", "--out", str(tmp_path / "x")])
+               "--speaker-adapt", "--out", str(tmp_path / "x"), "--json"])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "x" / "test.json").read_text())
+    assert json.loads(res.stdout) == rep and "UA per test speaker" in res.stderr
     assert rep["scored_labels"] == ["neutral", "sadness", "anger"]
     assert rep["skipped_unknown_label"] == 535 - (79 + 62 + 127)
     assert rep["n"] == 79 + 62 + 127

@@ -272,9 +272,12 @@ def _prepare_default(out: Path) -> None:
 @click.option("--cell-clip", type=FiniteRange(0), default=None, metavar="C",
               help="Clamp every ConvLSTM cell state to +-C (0: unbounded, the presets' default); with --init "
                    "it changes the checkpoint's config. A bounded state gets a finer int8 grid.")
+@click.option("--json", "as_json", is_flag=True,
+              help='At the end print one JSON object on stdout: {"run", "checkpoint", "best", "epochs_run", '
+                   '"validated", "finished"} (history.json holds every epoch); progress goes to stderr.')
 @_train_options
 def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, window_s, labels, merge, val_fraction,
-          cache_dir, **train_opts):
+          cache_dir, as_json, **train_opts):
     """Train a model on one or more corpora.
 
     Validation uses whole held-out training speakers; best.pt keeps the epoch with the best
@@ -282,13 +285,19 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     """
     import contextlib
 
+    import json
+
+    from edgeser import fdredirect
     from edgeser.files import folder_held
 
     from .checkpoint import CheckpointError, load_checkpoint
     from .data import DataError
     from .pipeline import save_history, train_run
 
+    main = int(os.environ.get("RANK", "0")) == 0     # DDP's other processes write and print nothing of their own
     with contextlib.ExitStack() as held:
+        if as_json:
+            held.enter_context(fdredirect.stdout_onto_stderr())
         try:
             init_ck = load_checkpoint(init) if init else None   # read once: config, merges, held-out speakers
             # the folder is said, and a finished run in it refused, before the corpora are decoded (minutes
@@ -296,7 +305,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
             if not data and not extra:
                 raise click.UsageError("give at least one corpus with --data PATH")
             out_p = Path(out) if out else _default_out(list(data) + list(extra), preset, init, qat)
-            if int(os.environ.get("RANK", "0")) == 0:   # DDP's other processes write nothing there
+            if main:
                 held.enter_context(folder_held(out_p))
             if not resume and (out_p / "last.pt").exists():
                 raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
@@ -307,7 +316,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
             cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
                                              ", ".join(list(data) + list(extra)), **train_opts)
             keep = _init_held_out(init_ck, clips) if init and val_fraction > 0 else []
-            if keep and int(os.environ.get("RANK", "0")) == 0:
+            if keep and main:
                 click.echo(f"validation: {', '.join(keep)}, the speakers {init} held out, so the fine-tuned model "
                            f"never hears them either", err=True)
             res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
@@ -315,7 +324,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
                             stop_after=stop_after, val_speakers=keep)
         except (DataError, LabelError, CheckpointError) as e:
             _fail(e)
-        if int(os.environ.get("RANK", "0")) == 0:
+        if main:
             save_history(res, out_p)
             if not res["validated"]:   # no validation speakers: every epoch is kept as the best
                 click.echo(f"no validation (every training speaker trained): epoch {res['best']['epoch']} kept; "
@@ -324,6 +333,9 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
                 click.echo(f"best validation UA {res['best']['UA']:.1%} at epoch {res['best']['epoch']}; "
                            f"checkpoint {out_p / 'best.pt'}")
             click.echo(f"next: edgeser export {out_p}    (for the device: int8 and fp32, ONNX and TFLite)", err=True)
+    if as_json and main:
+        click.echo(json.dumps({"run": str(out_p), "checkpoint": str(out_p / "best.pt"),
+                               **{k: res[k] for k in ("best", "epochs_run", "validated", "finished")}}))
 
 
 @click.command()
@@ -379,17 +391,37 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
 @click.option("--qat", is_flag=True, help="Train every fold with simulated int8 activations (see train --qat).")
 @click.option("--cell-clip", type=FiniteRange(0), default=None, metavar="C",
               help="Clamp every ConvLSTM cell state to +-C (see train --cell-clip).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report (what --out's cv.json, or test.json with --model, holds) on stdout as one "
+                   "JSON object; the tables and training's progress go to stderr.")
 @_train_options
 def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance, speeds, init,
              train_also,
              train_speakers, qat, cell_clip,
-             preset, window_s, labels, merge, val_fraction, cache_dir, **train_opts):
+             preset, window_s, labels, merge, val_fraction, cache_dir, as_json, **train_opts):
     """Speaker-independent cross-validation, or test a trained model on any corpus.
 
     Reports WA (accuracy), UA (mean per-class recall), macro-F1, per-class precision and
     recall, the UA of every test speaker, a confusion matrix and a bar chart of the speakers
     (PNG), and all of it as JSON in --out.
     """
+    import contextlib
+    import json
+
+    from edgeser import fdredirect
+
+    reports = []
+    with fdredirect.stdout_onto_stderr() if as_json else contextlib.nullcontext():
+        _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance,
+                  speeds, init, train_also, train_speakers, qat, cell_clip, preset, window_s, labels, merge,
+                  val_fraction, cache_dir, **train_opts)
+    if as_json and reports:
+        click.echo(json.dumps(reports[0]))
+
+
+def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance,
+              speeds, init, train_also, train_speakers, qat, cell_clip, preset, window_s, labels, merge, val_fraction,
+              cache_dir, **train_opts):
     from .checkpoint import CheckpointError, load_checkpoint
     from .data import DataError
     from .engine import Adaptation
@@ -428,6 +460,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
             rep = test_model(ckpt, clips, audio, speaker_adapt, how, speeds)
             rep["command"] = " ".join(sys.argv)
             save_report(rep, out_p, "test", f"{Path(model_path).name} on {', '.join(list(data) + list(extra))}")
+            reports.append(rep)
             click.echo(format_report(rep))
             click.echo(format_speakers(rep["per_speaker"]))
             if speaker_adapt:
@@ -453,6 +486,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
         res["command"] = " ".join(sys.argv)
         res["merges"] = merges
         save_report(res, out_p, "cv")
+        reports.append(res)
         click.echo(format_report(res["pooled"]))
         click.echo(format_speakers(res["per_speaker"]))
         if speaker_adapt:
@@ -467,7 +501,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
 
 # what `evaluate --model` uses: the test data and how it is scored; --threads and --device say only how
 TEST_OPTIONS = {"data", "extra", "model_path", "out", "speaker_adapt", "adapt_steps", "balance", "speeds", "labels",
-                "merge", "cache_dir", "threads", "device"}
+                "merge", "cache_dir", "threads", "device", "as_json"}
 
 
 def _refuse_fold_options() -> None:

@@ -6,10 +6,7 @@ file's own scale and zero point, so callers never see integer tensors.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -139,63 +136,11 @@ def _tflite_interpreter_class():
     return None, None
 
 
-def _scratch_file():
-    """A file for a runtime's log, or None: in memory where Linux offers it (no temporary folder
-    needed, as on a read-only root or a full /tmp), else in the temporary folder."""
-    import tempfile
-
-    if hasattr(os, "memfd_create"):
-        try:
-            return os.fdopen(os.memfd_create("edgeser-log"), "w+b")
-        except OSError:
-            pass
-    try:
-        return tempfile.TemporaryFile()
-    except OSError:
-        return None
-
-
-# fd 2 is the process's: two threads loading models at once each saved the other's redirect and
-# "restored" it, and stderr stayed in a scratch file for good
-_FD2 = threading.RLock()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: globals().update(_FD2=threading.RLock()))
-
-
-@contextlib.contextmanager
 def c_stderr_kept_for_errors():
     """Hold what C++ code writes to fd 2; show it only if the block fails. One thread at a time."""
-    with _FD2, _c_stderr_held():
-        yield
+    from .. import fdredirect
 
-
-@contextlib.contextmanager
-def _c_stderr_held():
-    if sys.stderr is not None:
-        sys.stderr.flush()
-    log = _scratch_file()
-    try:
-        saved = os.dup(2) if log is not None else None
-    except OSError:     # no fd 2 (embedded, daemon): nothing to hold
-        saved = None
-    if saved is None:   # or nowhere to hold it: the runtime's lines go where they would anyway
-        if log is not None:
-            log.close()
-        yield
-        return
-    with log:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        except BaseException as e:
-            os.dup2(saved, 2)
-            if not isinstance(e, KeyboardInterrupt) and sys.stderr is not None:     # an interrupt is the user's, not the library's failure
-                log.seek(0)
-                sys.stderr.write(log.read()[-4000:].decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    return fdredirect.held((2,))
 
 
 class TFLiteBackend(Backend):

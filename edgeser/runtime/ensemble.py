@@ -34,7 +34,6 @@ class Ensemble(Recognizer):
                 if a != b:
                     raise RecognizerError(f"{r.folder}: {key} {b} differs from {first.folder}'s {a}; "
                                           f"an ensemble's models must hear and answer alike")
-        self.members = list(members)
         self.folder = first.folder
         self.manifest = first.manifest
         self.labels = list(first.labels)
@@ -45,14 +44,13 @@ class Ensemble(Recognizer):
         self.notes = [n for r in members for n in r.notes]
         self._n_state = [len(r.manifest.state_shapes) for r in members]
         self._bounds = np.cumsum([0] + [r.manifest.feature_dim for r in members])
+        self.members = list(members)
         if len({r.snapshot()[1].dtype for r in members}) > 1:
             # an int8 member's features stay integer codes from its step file to its head; beside a
             # float member's they became floats in one array, and its head refused them
-            for r in members:
-                r._stepper.hand_over_floats()
-                r._snapshot = r._prefill()
+            self.members = [r._float_features() for r in members]
         # the members' own pre-filled snapshots, side by side: prefilling again would repeat them
-        snaps = [r.snapshot() for r in members]
+        snaps = [r.snapshot() for r in self.members]
         self._snapshot = ([s for state, _ in snaps for s in state],
                           np.ascontiguousarray(np.concatenate([ring for _, ring in snaps], axis=1)))
 

@@ -164,8 +164,9 @@ _LOCKED = weakref.WeakSet()
 
 
 def _free_locks_in_child():
+    fresh = {}      # recognizers that shared a lock (a model and its ensemble's view of it) still do
     for r in list(_LOCKED):
-        r._lock = threading.Lock()
+        r._lock = fresh.setdefault(id(r._lock), threading.Lock())
 
 
 if hasattr(os, "register_at_fork"):     # not on Windows, which has no fork
@@ -210,6 +211,18 @@ class Recognizer:
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name} {self.format} {self.precision} {self.labels}>"
+
+    def _float_features(self) -> "Recognizer":
+        """This model, its features handed on as floats (beside another precision's in an
+        ensemble); the same files and lock, so the model itself is left as it was."""
+        import copy
+
+        view = copy.copy(self)
+        view._stepper = copy.copy(self._stepper)
+        view._stepper.hand_over_floats()
+        view._snapshot = view._prefill()
+        _LOCKED.add(view)
+        return view
 
     # ------------------------------------------------------------------ model calls
     def zero_state(self) -> List[np.ndarray]:
