@@ -278,7 +278,8 @@ def format_checks(checks: Sequence[Check], ready: Dict[str, bool], header: str) 
 @click.command("doctor")
 @click.option("--model", default=None, type=click.Path(), metavar="PATH",
               help="Export folder (a file in one, or a run folder: its export) to check. Default: the bundled model.")
-@click.option("--device", default=None, metavar="N|NAME", help="Input device to read: index or part of its name.")
+@click.option("--device", "--mic-device", "device", default=None, metavar="N|NAME",
+              help="Input device (microphone) to read: index or part of its name.")
 @channel_option
 @click.option("--mic-s", default=1.0, show_default=True, type=FiniteRange(0, 30), metavar="S",
               help="Seconds to read from the microphone (speak during them to see what the voice detector "

@@ -54,10 +54,11 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
               f"if they hold some {lab}, wrong if they hold none (then enrol on recordings that do)."
               for lab, lift in bal.rare()]
     if as_json:
-        import json
         from dataclasses import asdict
 
-        click.echo(json.dumps({"out": str(out), "balance": asdict(bal), "skipped": list(skipped),
+        from .files import json_line
+
+        click.echo(json_line({"out": str(out), "balance": asdict(bal), "skipped": list(skipped),
                                "notes": [n.removeprefix("note: ") for n in notes]}))
     else:
         top = sorted(zip(bal.mean, bal.labels), reverse=True)

@@ -44,10 +44,48 @@ def scratch_file():
 
 
 def _flush() -> None:
+    """Python's buffers and the C library's: text printed before a swap lands where it was meant to."""
     for f in (sys.stdout, sys.stderr):
         if f is not None:
             with contextlib.suppress(ValueError, OSError):     # closed by a daemon's set-up
                 f.flush()
+    libc = _libc()
+    if libc is not None:
+        libc.fflush(None)
+
+
+_LIBC = []
+
+
+def _libc():
+    """The C library, for fflush(NULL): a C extension's printf waits in its buffer otherwise and is
+    written at exit, after a --json command's object. None where there is none to load (Windows)."""
+    if not _LIBC:
+        try:
+            import ctypes
+
+            _LIBC.append(ctypes.CDLL(None))
+            _LIBC[0].fflush.argtypes = [ctypes.c_void_p]
+        except (OSError, AttributeError, TypeError, ImportError):
+            _LIBC.append(None)
+    return _LIBC[0]
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait while descriptors are put back: an interrupt between a restore's steps
+    left stderr in a scratch file or /dev/null for good. They are delivered right after."""
+    import signal
+
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or threading.current_thread() is not threading.main_thread():
+        yield       # only the main thread runs Python's handlers
+        return
+    old = block(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, old)
 
 
 def _saved(fds: Sequence[int]) -> Optional[Dict[int, int]]:
@@ -63,11 +101,14 @@ def _saved(fds: Sequence[int]) -> Optional[Dict[int, int]]:
 
 
 def _restore(saved: Dict[int, int]) -> None:
-    _flush()
-    for fd in list(saved):
-        dup = saved.pop(fd)
-        os.dup2(dup, fd)
-        os.close(dup)
+    """Put the saved descriptors back (and forget each only once it is back), whatever interrupts."""
+    try:
+        _flush()
+    finally:
+        with _signals_held():
+            for fd in list(saved):
+                os.dup2(saved[fd], fd)
+                os.close(saved.pop(fd))
 
 
 @contextlib.contextmanager
@@ -78,11 +119,11 @@ def held(fds: Sequence[int] = (2,), replay_on_error: bool = True) -> Iterator[He
     out = Held()
     with _LOCK:
         _flush()
-        log = scratch_file()
-        saved = _saved(fds) if log is not None else None
-        if saved is None:
-            if log is not None:
-                log.close()
+        saved = _saved(fds)     # first: a scratch file opened with fd 2 closed would be fd 2 itself
+        log = scratch_file() if saved is not None else None
+        if log is None:
+            if saved:
+                _restore(saved)     # only closes the copies: nothing was moved
             yield out
             return
         with log:
@@ -112,17 +153,22 @@ def silenced(fds: Sequence[int] = (2,)) -> Iterator[None]:
     with _LOCK:
         _flush()
         saved = _saved(fds)
-        if saved is None:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY) if saved is not None else None
+        except OSError:
+            devnull = None
+        if devnull is None:
+            if saved:
+                _restore(saved)
             yield
             return
-        devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             for fd in fds:
                 os.dup2(devnull, fd)
+            os.close(devnull)
             yield
         finally:
             _restore(saved)
-            os.close(devnull)
 
 
 def _read(log) -> str:
@@ -133,24 +179,30 @@ def _read(log) -> str:
 
 @contextlib.contextmanager
 def stdout_onto_stderr() -> Iterator[None]:
-    """For the block, what is written to stdout goes to stderr (child processes' too), so that a
-    `--json` command's stdout holds its one object and a long run's progress lines stay in view.
-    The lock is held only while the descriptors change: the block may run for hours, and redirects
-    on other threads inside it save and restore the swapped descriptor whole."""
+    """For the block, what is written to stdout goes to stderr (child processes' and C code's too),
+    so that a `--json` command's stdout holds its one object and a long run's progress lines stay in
+    view. The lock is held only while the descriptors change: the block may run for hours, and
+    redirects on other threads inside it save and restore the swapped descriptor whole."""
     with _LOCK:
         _flush()
-        saved = _saved((1,))
-        if saved is not None:
-            try:
+        saved = None
+        try:
+            os.fstat(2)     # a closed fd 2 would be taken by the copy of stdout, and C's stderr go to stdout
+            saved = _saved((1,))
+            if saved is not None:
                 os.dup2(2, 1)
-            except OSError:     # no stderr to send it to: stdout stays where it was
+        except OSError:     # no stderr to send it to: stdout stays where it was
+            if saved:
                 _restore(saved)
-                saved = None
-    try:
+            saved = None
         # sys.stdout too: where it is not fd 1 (a test runner's capture, an embedding program's)
-        with contextlib.redirect_stdout(sys.stderr if sys.stderr is not None else sys.stdout):
-            yield
+        python_stdout = sys.stdout
+        if sys.stderr is not None:
+            sys.stdout = sys.stderr
+    try:
+        yield
     finally:
-        if saved is not None:
-            with _LOCK:
+        with _LOCK:
+            sys.stdout = python_stdout
+            if saved:
                 _restore(saved)

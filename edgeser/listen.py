@@ -516,7 +516,8 @@ def _write_error(e: Exception, path: Path) -> str:
 
 @click.command("listen")
 @model_options
-@click.option("--device", default=None, metavar="N|NAME", help="Input device: index or part of its name.")
+@click.option("--device", "--mic-device", "device", default=None, metavar="N|NAME",
+              help="Input device (microphone): index or part of its name.")
 @channel_option
 @click.option("--list-devices", is_flag=True, help="List input devices and exit.")
 @click.option("--json", "as_json", is_flag=True,

@@ -105,9 +105,12 @@ def one_model(ctx, param, value):
 
 
 def cores() -> int:
-    """What a thread count of 0 means to the runtime commands: one thread per core."""
+    """What a thread count of 0 means to the runtime commands: one thread per core this process may
+    use (a service pinned with taskset or a container's cpuset has fewer than the machine)."""
     import os
 
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
 
 

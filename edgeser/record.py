@@ -144,7 +144,7 @@ def _emotions(ctx, param, value):
 @click.option("--takes", type=click.IntRange(1, 100), default=4, show_default=True,
               help="Takes of each emotion. Four of each made the bundled model 6 points better on a new voice "
                    "(docs/adapt.md, \"With labels, a personal model\").")
-@click.option("--device", default=None, metavar="N|NAME", help="Input device: index or part of its name "
+@click.option("--device", "--mic-device", "device", default=None, metavar="N|NAME", help="Input device (microphone): index or part of its name "
                                                              "(`edgeser listen --list-devices`).")
 @channel_option
 @click.option("--rate", type=click.IntRange(8000, 192000), default=None,

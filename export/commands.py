@@ -46,8 +46,9 @@ def _formats(ctx, param, value):
 @click.option("--hop-ms", default=None, type=FiniteRange(min=0, min_open=True), hidden=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print one JSON object on stdout: {"folder", "checkpoint", "files": [{file, role, format, '
-                   'precision, size_bytes}], "parity": parity.json or null, "notes"}; progress and notes stay on stderr.')
+              help='Print one JSON object on stdout: {"folder", "checkpoint" (the file exported), "files": [{file, '
+                   'role, format, precision, size_bytes}], "parity": parity.json or null, "notes"}; progress and '
+                   'notes stay on stderr.')
 def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms, quiet, as_json):
     """Export a checkpoint to ONNX and TFLite, fp32 and int8, with a parity report.
 
@@ -57,6 +58,19 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms
     manifest the runtime reads), a golden input with the expected output of every file, and
     parity.json (every file against PyTorch on held-out clips).
     """
+    if check and no_check:
+        raise click.UsageError("--check DATA and --no-check exclude each other")
+    if as_json:     # whatever a converter or library prints must not land beside the object
+        from edgeser import fdredirect
+
+        with fdredirect.stdout_onto_stderr():
+            ck, man, out = _export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms, quiet)
+    else:
+        ck, man, out = _export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms, quiet)
+    _said(ck, man, Path(out), as_json)
+
+
+def _export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms, quiet):
     from edgeser.train.checkpoint import CheckpointError
     from edgeser.train.data import DataError
     from edgeser.train.model import ModelConfig
@@ -65,10 +79,7 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms
 
     from .clips import ClipsError
     from .exporter import ExportError, export_model
-    from .parity import format_table
 
-    if check and no_check:
-        raise click.UsageError("--check DATA and --no-check exclude each other")
     ckpt = ckpt or _default_checkpoint()
     if out is None:
         out = str(Output(replaces=(MANIFEST, WRITER)).default(default_export_folder(ckpt), say=False))
@@ -103,15 +114,23 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms
     except BackendError as e:   # no interpreter installed, or a file just converted that it refuses
         bug = "; a converter bug: please report it with the preset and the options" if "cannot load it" in str(e) else ""
         raise click.ClickException(f"{e}; nothing was written to {out}{bug}") from None
-    out_p = Path(out)
+    return ck, man, out
+
+
+def _said(ck, man, out_p: Path, as_json: bool) -> None:
+    """What an export wrote: the parity table and the files, or all of it as one JSON object."""
+    from .parity import format_table
+
     parity_path = out_p / "parity.json"
     parity = json.loads(parity_path.read_text()) if parity_path.exists() else None
-    hint = parity and qat_hint(parity, ckpt, bool(man.training.get("qat")), man.training.get("calibration_windows"))
+    hint = parity and qat_hint(parity, ck["_path"], bool(man.training.get("qat")), man.training.get("calibration_windows"))
     if as_json:
-        click.echo(json.dumps({"folder": str(out_p), "checkpoint": str(ckpt),
-                               "files": [{"file": a.file, "role": a.role, "format": a.format, "precision": a.precision,
-                                          "size_bytes": a.size_bytes} for a in man.artifacts],
-                               "parity": parity, "notes": [hint] if hint else []}))
+        from edgeser.files import json_line
+
+        click.echo(json_line({"folder": str(out_p), "checkpoint": str(ck["_path"]),
+                              "files": [{"file": a.file, "role": a.role, "format": a.format, "precision": a.precision,
+                                         "size_bytes": a.size_bytes} for a in man.artifacts],
+                              "parity": parity, "notes": [hint.removeprefix("note: ")] if hint else []}))
     else:
         if parity is not None:
             click.echo(format_table(parity))

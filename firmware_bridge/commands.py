@@ -39,7 +39,8 @@ def _source(input_spec, fast, mic_device):
               help="Stream a file (real-time pace) or the host microphone to the device. "
                    "Default: send nothing, print what the device hears on its own microphone.")
 @click.option("--fast", is_flag=True, help="With --input FILE: as fast as the link allows.")
-@click.option("--mic-device", default=None, metavar="N|NAME", help="With --input mic: input device.")
+@click.option("--mic-device", default=None, metavar="N|NAME",
+              help="With --input mic: the input device (microphone), index or part of its name.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
 @click.option("--hops/--no-hops", default=True, show_default=True, help="Print a line (with --json, an object) per hop, not only per utterance.")
 @click.option("--duration-s", "--duration", "duration", type=FiniteRange(min=0, min_open=True), default=None, metavar="S",
@@ -228,9 +229,9 @@ def generate(model, out, clips, parity, as_json):
     except (FirmwareError, TFLMError, AudioError, RecognizerError) as e:
         raise click.ClickException(str(e))
     if as_json:
-        import json
+        from edgeser.files import json_line
 
-        click.echo(json.dumps(rep))
+        click.echo(json_line(rep))
     else:
         click.echo((Path(out) / "fit_report.md").read_text())
     bad = [f"{b['file']} ({b['error']})" for b in rep["models"].values() if not b["loads"]]

@@ -293,13 +293,16 @@ def test_bad_model_path_is_a_one_line_error(tmp_path):
     assert r.returncode != 0 and "no manifest" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_zero_threads_is_one_per_core_as_in_train():
+def test_zero_threads_is_one_per_usable_core_as_in_train(monkeypatch):
     import os
 
+    from edgeser import options
     from edgeser.bench import _csv
 
-    cores = os.cpu_count() or 1
-    assert _csv(integer=True)(None, None, "0,1,0") == list(dict.fromkeys([cores, 1]))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)   # taskset -c 0-2
+    assert options.cores() == 3
+    assert _csv(integer=True)(None, None, "0,1,0") == [3, 1]
+    assert options._cores_for_zero(None, None, 0) == 3 and options._cores_for_zero(None, None, 2) == 2
 
 
 def test_bad_flags_and_bad_reports_are_errors(tmp_path):

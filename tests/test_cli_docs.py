@@ -64,3 +64,18 @@ def test_options_in_seconds_say_so_in_their_name():
                if opt.metavar == "S" or "seconds" in (opt.help or "").lower().split(".")[0].split(" ")[:4]]
     unnamed = [(path, opt.opts) for path, opt in seconds if not any(o.endswith(("-s", "-ms")) for o in opt.opts)]
     assert len(seconds) >= 6 and unnamed == []
+
+
+def test_the_microphone_is_mic_device_in_every_command_that_opens_one():
+    # bridge called it --mic-device and listen, record and doctor --device (which train and evaluate
+    # use for the torch device): --mic-device now works in all four, --device stays for scripts
+    from click.testing import CliRunner
+
+    from edgeser.cli import COMMANDS, cli
+
+    mic = {path: opt.opts for name in COMMANDS for path, opt in _options(cli.get_command(None, name), (name,))
+           if opt.name in ("device", "mic_device") and "microphone" in (opt.help or "") + " ".join(opt.opts)}
+    assert set(mic) == {("listen",), ("record",), ("doctor",), ("bridge",)}, mic
+    assert all("--mic-device" in opts for opts in mic.values()), mic
+    res = CliRunner().invoke(cli, ["listen", "--mic-device", "0", "--input", "x.wav"])
+    assert res.exit_code == 2 and "--input" in res.output      # taken as the microphone: refused beside a file

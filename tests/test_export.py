@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -348,16 +350,19 @@ def test_option_errors(tmp_path, exported):
 
 
 def test_export_json_is_one_object_naming_every_file_written(tmp_path, exported):
+    # a real process (CliRunner sees only sys.stdout), through the TFLite converter, which prints
+    # from C++ on fd 1 and 2
     out = tmp_path / "o"
-    res = CliRunner().invoke(export_cmd, [str(exported["ckpt"]), "--out", str(out), "--format", "onnx", "--no-int8",
-                                          "--no-check", "--quiet", "--json"])
-    assert res.exit_code == 0, res.output
-    got = json.loads(res.stdout)            # stdout holds the object alone: notes and "next:" went to stderr
-    assert got["folder"] == str(out) and got["checkpoint"] == str(exported["ckpt"]) and got["parity"] is None
-    on_disk = {p.name: p.stat().st_size for p in out.glob("*.onnx")}
+    run = exported["ckpt"].parent           # a run folder: the object names the checkpoint file it took
+    r = subprocess.run([sys.executable, "-m", "edgeser", "export", str(run), "--out", str(out), "--format", "tflite",
+                        "--no-int8", "--no-check", "--quiet", "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout)              # stdout holds the object alone: notes and "next:" went to stderr
+    assert got["folder"] == str(out) and got["checkpoint"] == str(run / "best.pt") and got["parity"] is None
+    on_disk = {p.name: p.stat().st_size for p in out.glob("*.tflite")}
     assert {f["file"]: f["size_bytes"] for f in got["files"]} == on_disk and len(on_disk) >= 3
-    assert {(f["format"], f["precision"]) for f in got["files"]} == {("onnx", "fp32")}
-    assert "next: edgeser listen" in res.stderr
+    assert {(f["format"], f["precision"]) for f in got["files"]} == {("tflite", "fp32")}
+    assert "next: edgeser listen" in r.stderr
 
 
 def test_low_int8_agreement_suggests_qat():

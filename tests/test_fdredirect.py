@@ -65,15 +65,63 @@ def test_redirects_from_many_threads_at_once_give_both_descriptors_back():
 
 
 def test_with_no_stderr_at_all_the_block_runs_unredirected():
-    # a daemon started with 2>&-: there is no descriptor to save, and that is no error
-    code = ("from edgeser import fdredirect\n"
-            "with fdredirect.held((2,)) as out: pass\n"
-            "with fdredirect.silenced((2,)): pass\n"
-            "print('ran', repr(out.text))\n")
-    r = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL, capture_output=False,
-                       stdout=subprocess.PIPE, stderr=None, text=True, pass_fds=(), close_fds=True,
+    # a daemon started with 2>&-: there is no descriptor to save, and that is no error; nor may the
+    # scratch file or a saved copy of stdout take the free number 2 (C's stderr then went to stdout)
+    code = ("import os\n"
+            "from edgeser import fdredirect\n"
+            "def fd2():\n"
+            "    try:\n"
+            "        os.fstat(2); return 'open'\n"
+            "    except OSError: return 'closed'\n"
+            "with fdredirect.held((2,)) as out: a = fd2()\n"
+            "with fdredirect.silenced((2,)): b = fd2()\n"
+            "with fdredirect.stdout_onto_stderr(): c = fd2()\n"
+            "print(a, b, c, repr(out.text))\n")
+    r = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                        preexec_fn=lambda: os.close(2))
-    assert r.returncode == 0 and r.stdout == "ran ''\n"
+    assert r.returncode == 0 and r.stdout == "closed closed closed ''\n"
+
+
+def test_a_json_commands_stdout_holds_its_object_alone():
+    # what stdout_onto_stderr is for: Python's prints, raw writes, a child process and a C
+    # library's buffered printf inside the block all go to stderr; the object after it to stdout
+    code = ("import ctypes, json, os, subprocess, sys\n"
+            "from edgeser import fdredirect\n"
+            "libc = ctypes.CDLL(None)\n"
+            "with fdredirect.stdout_onto_stderr():\n"
+            "    print('epoch 1/2')\n"
+            "    os.write(1, b'raw\\n')\n"
+            "    subprocess.run(['echo', 'child'])\n"
+            "    libc.printf(b'from C\\n')\n"
+            "print(json.dumps({'UA': 0.5}))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == '{"UA": 0.5}\n'
+    assert all(s in r.stderr for s in ("epoch 1/2", "raw", "child", "from C")), r.stderr
+
+
+@pytest.mark.parametrize("kind", ["held", "silenced", "onto_stderr"])
+def test_an_interrupt_while_putting_descriptors_back_still_puts_them_back(monkeypatch, kind):
+    # Ctrl-C met in the flush before the restore (stdout a full pipe) skipped it: stderr stayed
+    # in the scratch file or /dev/null for good
+    before = (_ids(1), _ids(2))
+    calls = []
+    real = fdredirect._flush
+
+    def flush():
+        calls.append(1)
+        if len(calls) == 2:         # the flush of the restore, not the one before the swap
+            raise KeyboardInterrupt
+        real()
+
+    monkeypatch.setattr(fdredirect, "_flush", flush)
+    block = {"held": lambda: fdredirect.held((1, 2)), "silenced": lambda: fdredirect.silenced((2,)),
+             "onto_stderr": fdredirect.stdout_onto_stderr}[kind]
+    with pytest.raises(KeyboardInterrupt):
+        with block():
+            os.write(2, b"x")
+    assert (_ids(1), _ids(2)) == before and len(calls) >= 2
 
 
 def test_every_redirect_of_the_package_goes_through_the_one_lock():

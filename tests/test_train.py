@@ -586,6 +586,10 @@ def test_augmentation_options_reach_the_run_and_a_missing_device_is_an_error(cor
                "--device", "no-such-device"])
     assert bad.exit_code != 0 and "--device" in bad.output and "no-such-device" in bad.output
     assert not (tmp_path / "b" / "last.pt").exists()
+    # testing a model takes --device too (it was accepted and the model scored on the CPU regardless)
+    bad = run(["evaluate", "--model", str(tmp_path / "a" / "last.pt"), "--data", str(corpus), "--device",
+               "no-such-device", "--out", str(tmp_path / "c")])
+    assert bad.exit_code == 2 and "no-such-device" in bad.output
 
 
 def test_label_smoothing_reaches_the_loss(corpus, tmp_path):

@@ -101,13 +101,8 @@ def _train_options(f):
     return f
 
 
-def _configs(preset, labels_found, window_s=None, **train):
-    """Model config from the preset, training config from the options of `_train_options`."""
-    from .engine import TrainConfig
-    from .config import preset as get_preset
-
-    cfg = get_preset(preset, labels=tuple(labels_found), **({"window_s": window_s} if window_s else {}))
-    dev = train.get("device", "cpu")
+def _check_device(dev: str) -> None:
+    """A usage error now for a torch device this machine lacks, not a traceback at the first batch."""
     if dev != "cpu":
         import torch
 
@@ -115,6 +110,15 @@ def _configs(preset, labels_found, window_s=None, **train):
             torch.empty(1, device=dev)
         except (RuntimeError, AssertionError) as e:
             raise click.BadParameter(f"{dev}: {str(e).splitlines()[0]}", param_hint="--device") from None
+
+
+def _configs(preset, labels_found, window_s=None, **train):
+    """Model config from the preset, training config from the options of `_train_options`."""
+    from .engine import TrainConfig
+    from .config import preset as get_preset
+
+    cfg = get_preset(preset, labels=tuple(labels_found), **({"window_s": window_s} if window_s else {}))
+    _check_device(train.get("device", "cpu"))
     # checkpoints named as the files they are: a --resume typed from another folder (../R/best.pt)
     # names the same ones
     train = {**train, "teachers": tuple(str(Path(t).resolve()) for t in train.get("teachers") or ())}
@@ -285,10 +289,8 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     """
     import contextlib
 
-    import json
-
     from edgeser import fdredirect
-    from edgeser.files import folder_held
+    from edgeser.files import folder_held, json_line
 
     from .checkpoint import CheckpointError, load_checkpoint
     from .data import DataError
@@ -334,7 +336,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
                            f"checkpoint {out_p / 'best.pt'}")
             click.echo(f"next: edgeser export {out_p}    (for the device: int8 and fp32, ONNX and TFLite)", err=True)
     if as_json and main:
-        click.echo(json.dumps({"run": str(out_p), "checkpoint": str(out_p / "best.pt"),
+        click.echo(json_line({"run": str(out_p), "checkpoint": str(out_p / "best.pt"),
                                **{k: res[k] for k in ("best", "epochs_run", "validated", "finished")}}))
 
 
@@ -406,7 +408,6 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     (PNG), and all of it as JSON in --out.
     """
     import contextlib
-    import json
 
     from edgeser import fdredirect
 
@@ -416,7 +417,9 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
                   speeds, init, train_also, train_speakers, qat, cell_clip, preset, window_s, labels, merge,
                   val_fraction, cache_dir, **train_opts)
     if as_json and reports:
-        click.echo(json.dumps(reports[0]))
+        from edgeser.files import json_line
+
+        click.echo(json_line(reports[0]))
 
 
 def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance,
@@ -457,7 +460,8 @@ def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, sp
         merge = _inherited_merge(init, init_ck, merge)
         clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
         if model_path:
-            rep = test_model(ckpt, clips, audio, speaker_adapt, how, speeds)
+            _check_device(train_opts["device"])
+            rep = test_model(ckpt, clips, audio, speaker_adapt, how, speeds, device=train_opts["device"])
             rep["command"] = " ".join(sys.argv)
             save_report(rep, out_p, "test", f"{Path(model_path).name} on {', '.join(list(data) + list(extra))}")
             reports.append(rep)

@@ -337,15 +337,15 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
 
 
 def test_model(ckpt: Dict, clips: Sequence[Clip], audio: Sequence[np.ndarray], speaker_adapt: bool = False,
-               how=None, speeds: Sequence[float] = (1.0,)) -> Dict:
+               how=None, speeds: Sequence[float] = (1.0,), device: str = "cpu") -> Dict:
     """Score a trained model (a checkpoint read by load_checkpoint) on any corpus: only clips whose
     label the model knows, and only predictions among the labels that the test set has
-    (cross-corpus); as the mean over `speeds`."""
+    (cross-corpus); as the mean over `speeds`, on the torch `device`."""
     from .checkpoint import model_from_checkpoint
     from .engine import Adaptation
 
     how = how or Adaptation()
-    model = model_from_checkpoint(ckpt)
+    model = model_from_checkpoint(ckpt).to(device)
     known = list(model.cfg.labels)
     merges = ckpt.get("meta", {}).get("merges", {})
     pairs = [(i, L.apply(c.label, merges, known)) for i, c in enumerate(clips)]
