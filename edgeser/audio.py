@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -48,6 +49,18 @@ def check_finite(path, block: np.ndarray, start: int, sample_rate: int) -> None:
         raise AudioError(f"{path}: NaN or infinite samples at {(start + i) / sample_rate:.2f} s")
 
 
+def _sound_name(path: Path):
+    """The name to give libsndfile: a file named in another encoding than the system's (a Latin-1
+    name on a UTF-8 system) holds undecodable bytes, which soundfile could not encode and called
+    the audio undecodable; those go as the bytes they are."""
+    name = str(path)
+    try:
+        name.encode(sys.getfilesystemencoding())
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return name
+
+
 def open_sound(path: Union[str, Path]) -> "sf.SoundFile":
     """An open, non-empty sound file, or AudioError naming the file: missing, undecodable, empty."""
     path = Path(path)
@@ -56,7 +69,7 @@ def open_sound(path: Union[str, Path]) -> "sf.SoundFile":
     if path.is_dir():
         raise AudioError(f"{path}: a folder, not an audio file")
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(_sound_name(path))
     except Exception as e:  # soundfile raises several types for broken files
         if not os.access(path, os.R_OK):    # libsndfile says only "System error."
             raise AudioError(f"{path}: permission denied (cannot read it)") from None

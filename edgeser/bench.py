@@ -485,7 +485,7 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
     to_stdout = json_out == "-"
     click.echo(format_report(rep), err=to_stdout)
     if to_stdout:
-        click.echo(json_line(rep, indent=2))
+        click.echo(json_line(rep))
     elif json_out:
         p = write_json(json_out, rep)
         click.echo(f"report: {p}", err=True)

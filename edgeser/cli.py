@@ -183,6 +183,9 @@ def _stdout_full(e: OSError) -> bool:
         return False
 
 
+SIGPIPE_STATUS = 141
+
+
 def main(argv=None):
     from .signals import stop_behind, terminate_as_interrupt
 
@@ -196,6 +199,12 @@ def main(argv=None):
         # a service manager or a script expects 130 (143 for SIGTERM) and a word on what was kept
         code = cli.main(args=args, prog_name="edgeser", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
+    except SystemExit as e:
+        if e.code == 1 and isinstance(sys.stdout, click.utils.PacifyFlushWrapper):
+            # click's answer to a reader that closed the pipe (`| head -1`): status 1, which says the
+            # command failed; 141 (128 + SIGPIPE) is what other tools end with there, `yes | head`
+            sys.exit(SIGPIPE_STATUS)
+        raise
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -212,6 +212,6 @@ def model_info(model_path, preset, hop_s, as_json):
             raise click.ClickException(str(e)) from None
         lines = export_lines(info)
     if as_json:
-        click.echo(json_line(info, indent=2))
+        click.echo(json_line(info))
     else:
         click.echo("\n".join(map(printable, lines)))     # a manifest's licence or summary is the writer's text

@@ -147,6 +147,6 @@ def runs(root, as_json):
     # no runs/ here (a device, another folder): nothing trained here, which is an answer, not an error
     found, evals = (training_runs(root_p), evaluations(root_p)) if root_p.is_dir() else ([], [])
     if as_json:
-        click.echo(json_line({"runs": found, "evaluations": evals}, indent=2))
+        click.echo(json_line({"runs": found, "evaluations": evals}))
     else:
         click.echo(format_listing(found, evals, root_p))

@@ -994,3 +994,22 @@ def test_a_file_that_fails_before_any_audio_still_ends_its_json(model_dir, tmp_p
         *before, end = json_lines(r.stdout)
         assert not before and end["kind"] == "end" and end["status"] == "error", r.stdout
         assert end["input"] == str(path) and end["error"].startswith(f"{path}: {why}")
+    # and when the model or the balance file cannot be read, before any input is opened
+    for opt, path, why in (("--model", tmp_path / "nomodel", "no such model folder or file"),
+                           ("--balance", tmp_path / "nobalance.json", "no such")):
+        args = ["--input", CLIP, "--json", opt, path] + ([] if opt == "--model" else ["--model", model_dir])
+        r = subprocess.run([sys.executable, "-m", "edgeser", "listen", *map(str, args)], capture_output=True,
+                           text=True, timeout=120)
+        one_line_error(r, str(path), why)
+        *before, end = json_lines(r.stdout)
+        assert not before and end["kind"] == "end" and end["status"] == "error" and str(path) in end["error"]
+
+
+def test_a_reader_that_closes_the_pipe_ends_listen_as_sigpipe_ends_other_tools(model_dir):
+    # `edgeser listen --json | head -1`: click ended it with status 1, which reads as a failure
+    # under `set -o pipefail`; 141 (128 + SIGPIPE) is what `yes | head -1` ends with
+    p = subprocess.Popen([sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--input", str(CLIP),
+                          "--fast", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.close()            # the reader is gone before the first line is written
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 141 and "Traceback" not in err, err

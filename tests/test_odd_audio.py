@@ -317,3 +317,15 @@ def test_a_held_vowel_is_a_voice_not_a_tone(f0):
     freqs, power, series = peak_frequencies((0.3 * x / np.abs(x).max()).astype(np.float32), 16000)
     assert series.mean() > 0.9 and steady_share(freqs, power, series) < STEADY_SHARE
     assert steady_share(freqs, power, np.zeros_like(series)) >= STEADY_SHARE     # without the series: a tone
+
+
+@pytest.mark.skipif(os.name == "nt" or sys.getfilesystemencoding().lower() not in ("utf-8", "utf8"),
+                    reason="a file name that is not valid in the system's encoding: POSIX with UTF-8")
+def test_a_file_named_in_another_encoding_is_heard(tmp_path):
+    # a Latin-1 "é" copied from an old camera or a Windows share: soundfile could not encode the
+    # name and the clip was skipped as "cannot decode audio"
+    from edgeser.audio import read_clip
+
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.flac"))
+    odd.write_bytes(CLIP.read_bytes())
+    assert np.array_equal(read_clip(odd), read_clip(CLIP)) and len(read_clip(odd)) > 16000

@@ -956,3 +956,57 @@ def test_the_hold_is_said_in_one_line(tmp_path, capfd):
                            capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and r.stderr.strip() == \
         f"Error: {out}: another edgeser is writing in it: wait for it to end, or give another --out", r.stderr
+
+
+def test_a_run_that_diverges_stops_with_one_line_and_keeps_no_broken_checkpoint(corpus, tmp_path):
+    # --lr far too high: the loss turned NaN, best.pt kept the NaN weights (their UA tied at chance),
+    # train exited 0, and export then died with a traceback
+    out = tmp_path / "nan"
+    res = CliRunner().invoke(cli, ["train", "--data", str(corpus), "--epochs", "3", "--lr", "1e12", "--out", str(out),
+                                   *TINY])
+    assert res.exit_code == 1, res.output
+    err = res.output.strip().splitlines()[-1]
+    assert err.startswith(f"Error: {out}: training diverged in epoch ") and "lower --lr (this run: 1e+12)" in err
+    hist = json.loads((out / "history.json").read_text())["history"] if (out / "history.json").exists() else []
+    assert all(np.isfinite(h["loss"]) for h in hist)
+    for name in ("best.pt", "last.pt"):
+        if (out / name).exists():
+            assert all(torch.isfinite(v).all() for v in load_checkpoint(out / name)["model"].values()
+                       if v.is_floating_point())
+
+
+def test_a_checkpoint_with_weights_that_are_not_numbers_is_refused_in_one_line(corpus, tmp_path):
+    from edgeser.train.checkpoint import save_atomic
+
+    run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(tmp_path / "ok"), *TINY])
+    ck = load_checkpoint(tmp_path / "ok" / "best.pt")
+    ck.pop("_path")
+    name = next(k for k, v in ck["model"].items() if v.is_floating_point() and v.numel() > 1)
+    ck["model"][name][0] = float("nan")
+    save_atomic(ck, tmp_path / "nan.pt")
+    res = CliRunner().invoke(cli, ["evaluate", "--model", str(tmp_path / "nan.pt"), "--data", str(corpus),
+                                   "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == (
+        f"Error: {tmp_path / 'nan.pt'}: its weights are not finite numbers ({name}): its training diverged; "
+        "train again with a lower --lr"), res.output
+
+
+def test_evaluate_stopped_with_folds_in_parallel_says_resume_continues(corpus, tmp_path):
+    # with --jobs 2 the epochs are saved by the fold processes, and the stop line said only
+    # "terminated", though the same command with --resume continues from them
+    import signal
+    import time
+
+    out = tmp_path / "cv"
+    p = subprocess.Popen([sys.executable, "-m", "edgeser", "evaluate", "--data", str(corpus), "--cv", "speaker",
+                          "--folds", "2", "--jobs", "2", "--epochs", "200", "--out", str(out), *TINY],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not list(out.glob("fold*/last.pt")) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.5)
+    assert list(out.glob("fold*/last.pt")), "no fold saved an epoch"
+    p.send_signal(signal.SIGTERM)
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 143, err[-1500:]
+    assert err.strip().splitlines()[-1] == ("terminated: every fold's finished epochs are kept; "
+                                            "the same command with --resume continues"), err[-1500:]

@@ -43,6 +43,15 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
         raise CheckpointError(f"{path}: {what}, not a checkpoint: give a run folder or its .pt file "
                               f"(`edgeser runs` lists them)")
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror or type(e).__name__})") from None
+    # torch.save writes a zip archive (a legacy file: a pickle from protocol 2 on); anything else
+    # drew "a Python object ... refused" or "(KeyError)" from the unpickler
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (a .pt file that `edgeser train` writes)")
+    try:
         # weights_only: a .pt is a pickle, and a full unpickle runs whatever code a downloaded file names
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -105,5 +114,10 @@ def model_from_checkpoint(ckpt: Dict[str, Any]) -> SERModel:
         model.load_state_dict(ckpt["model"])
     except Exception as e:
         raise CheckpointError(f"{ckpt['_path']}: incompatible checkpoint ({str(e).splitlines()[0][:200]})") from None
+    broken = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:      # a run that diverged before training stopped for it: every answer would be class 0
+        raise CheckpointError(f"{ckpt['_path']}: its weights are not finite numbers ({broken[0]}"
+                              f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}): its training diverged; "
+                              f"train again with a lower --lr")
     model.eval()
     return model

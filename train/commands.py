@@ -277,8 +277,9 @@ def _prepare_default(out: Path) -> None:
               help="Clamp every ConvLSTM cell state to +-C (0: unbounded, the presets' default); with --init "
                    "it changes the checkpoint's config. A bounded state gets a finer int8 grid.")
 @click.option("--json", "as_json", is_flag=True,
-              help='At the end print one JSON object on stdout: {"run", "checkpoint", "best", "epochs_run", '
-                   '"validated", "finished"} (history.json holds every epoch); progress goes to stderr.')
+              help='At the end print one JSON object on stdout: {"run", "checkpoint", "best": {"UA" (null without '
+                   'validation), "epoch"}, "epochs_run", "validated", "finished"} (history.json holds every epoch); '
+                   'progress goes to stderr.')
 @_train_options
 def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, window_s, labels, merge, val_fraction,
           cache_dir, as_json, **train_opts):
@@ -294,6 +295,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
 
     from .checkpoint import CheckpointError, load_checkpoint
     from .data import DataError
+    from .engine import DivergedError
     from .pipeline import save_history, train_run
 
     main = int(os.environ.get("RANK", "0")) == 0     # DDP's other processes write and print nothing of their own
@@ -324,7 +326,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
             res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
                             _run_meta(merges, preset, qat, init, init_ck, list(data) + list(extra)),
                             stop_after=stop_after, val_speakers=keep)
-        except (DataError, LabelError, CheckpointError) as e:
+        except (DataError, LabelError, CheckpointError, DivergedError) as e:
             _fail(e)
         if main:
             save_history(res, out_p)
@@ -336,8 +338,9 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
                            f"checkpoint {out_p / 'best.pt'}")
             click.echo(f"next: edgeser export {out_p}    (for the device: int8 and fp32, ONNX and TFLite)", err=True)
     if as_json and main:
-        click.echo(json_line({"run": str(out_p), "checkpoint": str(out_p / "best.pt"),
-                               **{k: res[k] for k in ("best", "epochs_run", "validated", "finished")}}))
+        best = {**res["best"], **({} if res["validated"] else {"UA": None})}   # history.json's -1: no validation
+        click.echo(json_line({"run": str(out_p), "checkpoint": str(out_p / "best.pt"), "best": best,
+                              **{k: res[k] for k in ("epochs_run", "validated", "finished")}}))
 
 
 @click.command()
@@ -427,7 +430,7 @@ def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, sp
               cache_dir, **train_opts):
     from .checkpoint import CheckpointError, load_checkpoint
     from .data import DataError
-    from .engine import Adaptation
+    from .engine import Adaptation, DivergedError
     from .metrics import format_report, format_speakers
     from .pipeline import cross_validate, save_report, test_model
     from edgeser.speed import parse_speeds
@@ -499,7 +502,7 @@ def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, sp
         kind = f"{cv} CV" + (" (speaker-dependent)" if cv == "random" else "")
         click.echo(f"{kind}, {k} folds: UA per fold " + " ".join(f"{u:.1%}" for u in res["fold_UA"])
                    + f"; mean {res['fold_UA_mean']:.1%} ± {res['fold_UA_std']:.1%}; report in {out_p / 'cv.json'}")
-    except (DataError, LabelError, CheckpointError) as e:
+    except (DataError, LabelError, CheckpointError, DivergedError) as e:
         _fail(e)
 
 

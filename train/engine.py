@@ -27,6 +27,10 @@ from edgeser.progress import iterate
 from edgeser.signals import work_kept
 
 
+class DivergedError(RuntimeError):
+    """Training whose loss or weights stopped being finite numbers (a learning rate too high)."""
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 80
@@ -700,8 +704,17 @@ class Trainer:
             if bar is not None:
                 bar.close()
             self.sched.step()
+            loss_now = float(np.mean(losses))
+            finite = bool(np.isfinite(loss_now)) and all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+            if self.dist.broadcast_flag(self.dist.main and not finite):
+                # before any save: a run whose weights turned to NaN kept "best.pt" (its UA tied at chance) and
+                # exited 0; export then failed with a traceback
+                kept = (f"{last} (epoch {self.epoch}) is kept as it was" if self.epoch and last.exists()
+                        else "no checkpoint was written")
+                raise DivergedError(f"{self.out}: training diverged in epoch {ep + 1} (loss {loss_now:g}; the weights are no "
+                                    f"longer finite numbers): {kept}; train again with a lower --lr (this run: {t.lr:g})")
             self.epoch = ep + 1
-            rec = {"epoch": self.epoch, "loss": float(np.mean(losses)), "seconds": round(time.time() - t0, 2)}
+            rec = {"epoch": self.epoch, "loss": loss_now, "seconds": round(time.time() - t0, 2)}
             if speaker_losses:   # near log(speakers) while the embedding hides who speaks
                 rec["speaker_loss"] = float(np.mean(speaker_losses))
             improved = False

@@ -307,12 +307,20 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent) as ex:
-            futs = [ex.submit(_fold_worker, t) for t in tasks]
-            for f in as_completed(futs):
-                r = f.result()
-                results.append(r)
-                _print_fold(r, model_cfg.labels, random_clips)
+        try:
+            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent) as ex:
+                futs = [ex.submit(_fold_worker, t) for t in tasks]
+                for f in as_completed(futs):
+                    r = f.result()
+                    results.append(r)
+                    _print_fold(r, model_cfg.labels, random_clips)
+        except KeyboardInterrupt:
+            # the epochs were saved by the fold processes, whose work_kept() the stop line never heard
+            if any(Path(out, f"fold{t[0]}", "last.pt").exists() for t in tasks):
+                from edgeser.signals import work_kept
+
+                work_kept()
+            raise
     results.sort(key=lambda r: r["fold"])
     y_true = sum((r["y_true"] for r in results), [])
     y_pred = sum((r["y_pred"] for r in results), [])
