@@ -11,22 +11,13 @@ torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device", allow_module_level=True)
 
-from click.testing import CliRunner  # noqa: E402
-
-from conftest import small_corpus  # noqa: E402
-from edgeser.cli import cli  # noqa: E402
 from edgeser.train.checkpoint import load_checkpoint  # noqa: E402
-
-TINY = ["--preset", "tiny", "--batch-size", "8", "--threads", "1"]
-
-
-@pytest.fixture(scope="module")
-def corpus(data_dir, tmp_path_factory):
-    return small_corpus(data_dir, tmp_path_factory.mktemp("corpus"), per_speaker=6)
+from test_train import TINY, corpus  # noqa: E402,F401  (a fixture)
+from test_train import run as invoke  # noqa: E402
 
 
 def run(args):
-    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    res = invoke(args)
     assert res.exit_code == 0, res.output
     return res
 
