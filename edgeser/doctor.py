@@ -302,8 +302,10 @@ def doctor(model, device, channel, mic_s, vad_gain_db, as_json):
     checks = run_checks(model, device, mic_s, vad_gain_db, speak_now, channel)
     ready = verdict(checks)
     if as_json:
-        click.echo(json.dumps({"machine": machine_line(), "checks": [asdict(c) for c in checks], **ready},
-                              allow_nan=False, default=str))
+        from .files import schema_of
+
+        click.echo(json.dumps({"schema": schema_of("doctor"), "machine": machine_line(),
+                               "checks": [asdict(c) for c in checks], **ready}, allow_nan=False, default=str))
     else:
         click.echo(format_checks(checks, ready, machine_line()))
     if not ready["listen_files"]:

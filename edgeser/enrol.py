@@ -56,9 +56,9 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
     if as_json:
         from dataclasses import asdict
 
-        from .files import json_line
+        from .files import result_line
 
-        click.echo(json_line({"out": str(out), "balance": asdict(bal), "skipped": list(skipped),
+        click.echo(result_line("enrol", {"out": str(out), "balance": asdict(bal), "skipped": list(skipped),
                                "notes": [n.removeprefix("note: ") for n in notes]}))
     else:
         top = sorted(zip(bal.mean, bal.labels), reverse=True)

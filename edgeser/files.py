@@ -119,6 +119,17 @@ def json_line(obj: Any, indent: Optional[int] = None) -> str:
     return json.dumps(finite(obj), indent=indent, allow_nan=False)
 
 
+def result_line(command: str, obj: dict) -> str:
+    """A command's `--json` object on one line, saying first which layout it has: `schema`
+    (edgeser-COMMAND-1, raised when a key changes meaning), as bench's report does."""
+    return json_line({"schema": schema_of(command), **obj})
+
+
+def schema_of(command: str) -> str:
+    """What a command's --json object calls its layout (bench's report has its own, edgeser-bench-1)."""
+    return f"edgeser-{command}-1"
+
+
 def write_json(path: os.PathLike, obj: Any, indent: int = 2) -> Path:
     return write_text(path, json.dumps(obj, indent=indent) + "\n")
 

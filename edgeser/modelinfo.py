@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from . import manifest as M
-from .files import json_line, printable
+from .files import printable, result_line
 from .options import FiniteRange, one_model
 from .runs import EXPORT, checkpoint_in, stale_export
 from .train.config import PRESETS
@@ -212,6 +212,6 @@ def model_info(model_path, preset, hop_s, as_json):
             raise click.ClickException(str(e)) from None
         lines = export_lines(info)
     if as_json:
-        click.echo(json_line(info))
+        click.echo(result_line("model-info", info))
     else:
         click.echo("\n".join(map(printable, lines)))     # a manifest's licence or summary is the writer's text

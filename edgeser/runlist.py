@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 import click
 
 from . import manifest as M
-from .files import json_line, printable, read_json
+from .files import printable, read_json, result_line
 from .options import given
 from .runs import (CV_REPORT, EXPORT, RUNS, TEST_REPORT, checkpoint_in, is_evaluation, run_folders,
                    stale_export, training_run_folders)
@@ -147,6 +147,6 @@ def runs(root, as_json):
     # no runs/ here (a device, another folder): nothing trained here, which is an answer, not an error
     found, evals = (training_runs(root_p), evaluations(root_p)) if root_p.is_dir() else ([], [])
     if as_json:
-        click.echo(json_line({"runs": found, "evaluations": evals}))
+        click.echo(result_line("runs", {"runs": found, "evaluations": evals}))
     else:
         click.echo(format_listing(found, evals, root_p))

@@ -125,9 +125,9 @@ def _said(ck, man, out_p: Path, as_json: bool) -> None:
     parity = json.loads(parity_path.read_text()) if parity_path.exists() else None
     hint = parity and qat_hint(parity, ck["_path"], bool(man.training.get("qat")), man.training.get("calibration_windows"))
     if as_json:
-        from edgeser.files import json_line
+        from edgeser.files import result_line
 
-        click.echo(json_line({"folder": str(out_p), "checkpoint": str(ck["_path"]),
+        click.echo(result_line("export", {"folder": str(out_p), "checkpoint": str(ck["_path"]),
                               "files": [{"file": a.file, "role": a.role, "format": a.format, "precision": a.precision,
                                          "size_bytes": a.size_bytes} for a in man.artifacts],
                               "parity": parity, "notes": [hint.removeprefix("note: ")] if hint else []}))

@@ -229,9 +229,9 @@ def generate(model, out, clips, parity, as_json):
     except (FirmwareError, TFLMError, AudioError, RecognizerError) as e:
         raise click.ClickException(str(e))
     if as_json:
-        from edgeser.files import json_line
+        from edgeser.files import result_line
 
-        click.echo(json_line(rep))
+        click.echo(result_line("firmware-generate", rep))
     else:
         click.echo((Path(out) / "fit_report.md").read_text())
     bad = [f"{b['file']} ({b['error']})" for b in rep["models"].values() if not b["loads"]]

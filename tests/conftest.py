@@ -95,3 +95,9 @@ def beside_a_fan(x, snr_db: float, lead_s: float = 4.0, seed: int = 0):
 
     y = np.concatenate([np.zeros(int(lead_s * 16000), np.float32), x])
     return add_noise(y, pink(len(y), np.random.default_rng(seed)), snr_db, float(np.mean(trim_silence(x) ** 2)))
+
+
+def unstamped(obj: dict, command: str) -> dict:
+    """A command's --json object less the key that says which layout it has, checked here."""
+    assert obj.pop("schema") == f"edgeser-{command}-1", obj
+    return obj

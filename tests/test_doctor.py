@@ -156,6 +156,7 @@ def test_without_pyaudio_files_are_ready_and_the_microphone_names_its_install():
             "main(['doctor', '--json'])\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     rep = json.loads(r.stdout)
+    assert rep["schema"] == "edgeser-doctor-1" and len(r.stdout.strip().splitlines()) == 1
     mic = by_name(rep)[("", "microphone")]
     assert r.returncode == 0 and mic["status"] == "missing" and "portaudio19-dev" in mic["fix"]
     assert rep["listen_files"] is True and rep["listen_microphone"] is False

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import unstamped  # noqa: E402
 from rtmodel import edgeser_cmd  # noqa: E402
 from test_listen import CLIP, json_lines, model_dir, one_line_error, rec  # noqa: E402,F401  (fixtures)
 
@@ -233,7 +234,7 @@ def test_enrol_on_little_speech_says_so_and_a_prior_makes_it_cautious(model_dir,
     assert r.returncode == 2 and "--prior-s" in r.stderr
     r = edgeser_cmd("enrol", *clips, "--model", model_dir, "--out", out, "--speeds", "1", "--json")
     assert r.returncode == 0, r.stderr
-    said = json.loads(r.stdout)         # --json: one object, the same balance as the file, the note kept
+    said = unstamped(json.loads(r.stdout), "enrol")     # --json: one object, the balance of the file, the note
     assert said["out"] == str(out) and said["skipped"] == []
     assert said["balance"] == {k: v for k, v in json.loads(out.read_text()).items() if k != "format"}
     assert [n for n in said["notes"] if n.startswith("the balance rests on only")] and "rests on only" in r.stderr

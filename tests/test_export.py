@@ -26,7 +26,7 @@ from edgeser.export import exporter as X  # noqa: E402
 from edgeser.export.commands import export as export_cmd  # noqa: E402
 from edgeser.export.streaming import TorchRunner, stream_probs  # noqa: E402
 from edgeser.runtime.backends import open_model  # noqa: E402
-from conftest import DATA  # noqa: E402
+from conftest import DATA, unstamped  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -357,7 +357,7 @@ def test_export_json_is_one_object_naming_every_file_written(tmp_path, exported)
     r = subprocess.run([sys.executable, "-m", "edgeser", "export", str(run), "--out", str(out), "--format", "tflite",
                         "--no-int8", "--no-check", "--quiet", "--json"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads(r.stdout)              # stdout holds the object alone: notes and "next:" went to stderr
+    got = unstamped(json.loads(r.stdout), "export")   # the object alone: notes and "next:" went to stderr
     assert got["folder"] == str(out) and got["checkpoint"] == str(run / "best.pt") and got["parity"] is None
     on_disk = {p.name: p.stat().st_size for p in out.glob("*.tflite")}
     assert {f["file"]: f["size_bytes"] for f in got["files"]} == on_disk and len(on_disk) >= 3

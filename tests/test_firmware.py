@@ -21,6 +21,7 @@ from edgeser.firmware_bridge.generate import FirmwareError, generate  # noqa: E4
 from edgeser.firmware_bridge.tflite_info import TFLM_ADD, read  # noqa: E402
 
 import rtmodel  # noqa: E402
+from conftest import unstamped  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "edgeser" / "models" / "default"
@@ -240,5 +241,5 @@ def test_a_runs_sources_go_beside_its_export_by_default(model_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "output folder: runs/me/firmware" in r.stderr
     report = json.loads((tmp_path / "runs" / "me" / "firmware" / "firmware.json").read_text())
-    assert json.loads(r.stdout) == report       # --json: the report alone on stdout
+    assert unstamped(json.loads(r.stdout), "firmware-generate") == report     # --json: the report alone on stdout
     assert set(report["files"]) >= {"model_data.cc", "edgeser_model.h", "fit_report.md"}

@@ -47,6 +47,7 @@ def test_the_bundled_model_is_described_from_its_manifest_and_parity_report():
 def test_the_device_copy_it_names_is_all_a_device_needs(tmp_path):
     info = json.loads(run(["model-info", "--json"]).output)
     rec = edgeser.load()
+    assert info["schema"] == "edgeser-model-info-1" and info["edgeser_version"] == rec.manifest.edgeser_version
     assert info["device_files"] == [M.MANIFEST, "golden_input.npy", *rec.files]
     copy = tmp_path / "device"
     copy.mkdir()

@@ -172,7 +172,9 @@ def test_runs_lists_trainings_and_evaluations_from_their_reports(tmp_path):
     assert going.split()[1:3] == ["unfinished", "2"]
     seeds = next(line for line in lines if line.startswith(str(grouped / "s1")))
     assert "52.0%" in seeds and " 4 " in seeds
-    data = json.loads(CliRunner().invoke(runs_cmd, ["--root", str(root), "--json"]).output)
+    said = CliRunner().invoke(runs_cmd, ["--root", str(root), "--json"]).output
+    data = json.loads(said)
+    assert data["schema"] == "edgeser-runs-1" and len(said.strip().splitlines()) == 1    # one line: readers by line
     assert [r["run"] for r in data["runs"]] == [str(new), str(old), str(adapted)] and len(data["evaluations"]) == 4
     assert [r["adapted"] for r in data["runs"]] == [False, False, True]
     bad = CliRunner().invoke(runs_cmd, ["--root", str(tmp_path / "nope")])

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from edgeser.cli import cli
 from edgeser.train.checkpoint import load_checkpoint, load_model
 
-from conftest import small_corpus
+from conftest import small_corpus, unstamped
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TINY = ["--preset", "tiny", "--batch-size", "8", "--threads", "1"]
@@ -50,7 +50,7 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, e
     assert res.exit_code == 0 and "resumed from" in res.stderr
     hist = json.loads((tmp_path / "half" / "history.json").read_text())
     assert hist["finished"] is True
-    said = json.loads(res.stdout)       # --json: one object on stdout, the epochs' lines on stderr
+    said = unstamped(json.loads(res.stdout), "train")   # --json: one object on stdout, the epochs' lines on stderr
     assert said == {"run": str(tmp_path / "half"), "checkpoint": str(tmp_path / "half" / "best.pt"),
                     **{k: hist[k] for k in ("best", "epochs_run", "validated", "finished")}}
     full_ck, half_ck = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "half" / "last.pt")
@@ -344,7 +344,7 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
                "--speaker-adapt", "--out", str(out), "--json", *TINY])
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "cv.json").read_text())
-    assert json.loads(res.stdout) == rep        # --json: the report alone on stdout, progress on stderr
+    assert unstamped(json.loads(res.stdout), "evaluate") == rep   # --json: the report alone, progress on stderr
     assert len(rep["fold_UA"]) == 2 and 0.0 <= rep["pooled"]["UA"] <= 1.0
     pooled = rep["pooled"]
     assert pooled["n"] == sum(sum(r) for r in pooled["confusion"])
@@ -397,7 +397,7 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
                "--speaker-adapt", "--out", str(tmp_path / "x"), "--json"])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "x" / "test.json").read_text())
-    assert json.loads(res.stdout) == rep and "UA per test speaker" in res.stderr
+    assert unstamped(json.loads(res.stdout), "evaluate") == rep and "UA per test speaker" in res.stderr
     assert rep["scored_labels"] == ["neutral", "sadness", "anger"]
     assert rep["skipped_unknown_label"] == 535 - (79 + 62 + 127)
     assert rep["n"] == 79 + 62 + 127

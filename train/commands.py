@@ -291,7 +291,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     import contextlib
 
     from edgeser import fdredirect
-    from edgeser.files import folder_held, json_line
+    from edgeser.files import folder_held, result_line
 
     from .checkpoint import CheckpointError, load_checkpoint
     from .data import DataError
@@ -339,7 +339,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
             click.echo(f"next: edgeser export {out_p}    (for the device: int8 and fp32, ONNX and TFLite)", err=True)
     if as_json and main:
         best = {**res["best"], **({} if res["validated"] else {"UA": None})}   # history.json's -1: no validation
-        click.echo(json_line({"run": str(out_p), "checkpoint": str(out_p / "best.pt"), "best": best,
+        click.echo(result_line("train", {"run": str(out_p), "checkpoint": str(out_p / "best.pt"), "best": best,
                               **{k: res[k] for k in ("epochs_run", "validated", "finished")}}))
 
 
@@ -420,9 +420,9 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
                   speeds, init, train_also, train_speakers, qat, cell_clip, preset, window_s, labels, merge,
                   val_fraction, cache_dir, **train_opts)
     if as_json and reports:
-        from edgeser.files import json_line
+        from edgeser.files import result_line
 
-        click.echo(json_line(reports[0]))
+        click.echo(result_line("evaluate", reports[0]))
 
 
 def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance,
