@@ -58,7 +58,9 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
 
         from .files import result_line
 
-        click.echo(result_line("enrol", {"out": str(out), "balance": asdict(bal), "skipped": list(skipped),
+        import os
+
+        click.echo(result_line("enrol", {"out": os.path.abspath(out), "balance": asdict(bal), "skipped": list(skipped),
                                "notes": [n.removeprefix("note: ") for n in notes]}))
     else:
         top = sorted(zip(bal.mean, bal.labels), reverse=True)

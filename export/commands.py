@@ -127,7 +127,9 @@ def _said(ck, man, out_p: Path, as_json: bool) -> None:
     if as_json:
         from edgeser.files import result_line
 
-        click.echo(result_line("export", {"folder": str(out_p), "checkpoint": str(ck["_path"]),
+        import os
+
+        click.echo(result_line("export", {"folder": os.path.abspath(out_p), "checkpoint": os.path.abspath(ck["_path"]),
                               "files": [{"file": a.file, "role": a.role, "format": a.format, "precision": a.precision,
                                          "size_bytes": a.size_bytes} for a in man.artifacts],
                               "parity": parity, "notes": [hint.removeprefix("note: ")] if hint else []}))

@@ -207,8 +207,8 @@ def firmware():
 @click.option("--parity/--no-parity", default=True, show_default=True,
               help="Compare TFLM's integer outputs with ai-edge-litert's.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the report (what firmware.json in --out holds) on stdout as one JSON object instead "
-                   "of fit_report.md.")
+              help="Print the report (what firmware.json in --out holds, and \"folder\": --out) on stdout as one "
+                   "JSON object instead of fit_report.md.")
 def generate(model, out, clips, parity, as_json):
     """TFLite Micro sources: model arrays, op resolver, model header, measured arena, fit report."""
     from edgeser.audio import AudioError
@@ -231,7 +231,9 @@ def generate(model, out, clips, parity, as_json):
     if as_json:
         from edgeser.files import result_line
 
-        click.echo(result_line("firmware-generate", rep))
+        import os
+
+        click.echo(result_line("firmware-generate", {"folder": os.path.abspath(out), **rep}))
     else:
         click.echo((Path(out) / "fit_report.md").read_text())
     bad = [f"{b['file']} ({b['error']})" for b in rep["models"].values() if not b["loads"]]

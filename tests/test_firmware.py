@@ -241,5 +241,6 @@ def test_a_runs_sources_go_beside_its_export_by_default(model_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "output folder: runs/me/firmware" in r.stderr
     report = json.loads((tmp_path / "runs" / "me" / "firmware" / "firmware.json").read_text())
-    assert unstamped(json.loads(r.stdout), "firmware-generate") == report     # --json: the report alone on stdout
+    said = unstamped(json.loads(r.stdout), "firmware-generate")     # --json: the report and where it is
+    assert said.pop("folder") == str(tmp_path / "runs" / "me" / "firmware") and said == report
     assert set(report["files"]) >= {"model_data.cc", "edgeser_model.h", "fit_report.md"}

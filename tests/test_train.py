@@ -344,7 +344,8 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
                "--speaker-adapt", "--out", str(out), "--json", *TINY])
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "cv.json").read_text())
-    assert unstamped(json.loads(res.stdout), "evaluate") == rep   # --json: the report alone, progress on stderr
+    said = unstamped(json.loads(res.stdout), "evaluate")    # --json: the report and its file, progress on stderr
+    assert said.pop("report") == str(out / "cv.json") and said == rep
     assert len(rep["fold_UA"]) == 2 and 0.0 <= rep["pooled"]["UA"] <= 1.0
     pooled = rep["pooled"]
     assert pooled["n"] == sum(sum(r) for r in pooled["confusion"])
@@ -397,7 +398,8 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
                "--speaker-adapt", "--out", str(tmp_path / "x"), "--json"])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "x" / "test.json").read_text())
-    assert unstamped(json.loads(res.stdout), "evaluate") == rep and "UA per test speaker" in res.stderr
+    said = unstamped(json.loads(res.stdout), "evaluate")
+    assert said.pop("report") == str(tmp_path / "x" / "test.json") and said == rep and "UA per test speaker" in res.stderr
     assert rep["scored_labels"] == ["neutral", "sadness", "anger"]
     assert rep["skipped_unknown_label"] == 535 - (79 + 62 + 127)
     assert rep["n"] == 79 + 62 + 127

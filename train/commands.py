@@ -339,7 +339,8 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
             click.echo(f"next: edgeser export {out_p}    (for the device: int8 and fp32, ONNX and TFLite)", err=True)
     if as_json and main:
         best = {**res["best"], **({} if res["validated"] else {"UA": None})}   # history.json's -1: no validation
-        click.echo(result_line("train", {"run": str(out_p), "checkpoint": str(out_p / "best.pt"), "best": best,
+        click.echo(result_line("train", {"run": os.path.abspath(out_p), "checkpoint": os.path.abspath(out_p / "best.pt"),
+                                         "best": best,
                               **{k: res[k] for k in ("epochs_run", "validated", "finished")}}))
 
 
@@ -397,8 +398,8 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
 @click.option("--cell-clip", type=FiniteRange(0), default=None, metavar="C",
               help="Clamp every ConvLSTM cell state to +-C (see train --cell-clip).")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the report (what --out's cv.json, or test.json with --model, holds) on stdout as one "
-                   "JSON object; the tables and training's progress go to stderr.")
+              help="Print the report (what --out's cv.json, or test.json with --model, holds, and \"report\": that "
+                   "file) on stdout as one JSON object; the tables and training's progress go to stderr.")
 @_train_options
 def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance, speeds, init,
              train_also,
@@ -422,7 +423,7 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     if as_json and reports:
         from edgeser.files import result_line
 
-        click.echo(result_line("evaluate", reports[0]))
+        click.echo(result_line("evaluate", {"report": os.path.abspath(reports[1]), **reports[0]}))
 
 
 def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance,
@@ -467,7 +468,7 @@ def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, sp
             rep = test_model(ckpt, clips, audio, speaker_adapt, how, speeds, device=train_opts["device"])
             rep["command"] = " ".join(sys.argv)
             save_report(rep, out_p, "test", f"{Path(model_path).name} on {', '.join(list(data) + list(extra))}")
-            reports.append(rep)
+            reports += [rep, out_p / "test.json"]
             click.echo(format_report(rep))
             click.echo(format_speakers(rep["per_speaker"]))
             if speaker_adapt:
@@ -493,7 +494,7 @@ def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, sp
         res["command"] = " ".join(sys.argv)
         res["merges"] = merges
         save_report(res, out_p, "cv")
-        reports.append(res)
+        reports += [res, out_p / "cv.json"]
         click.echo(format_report(res["pooled"]))
         click.echo(format_speakers(res["per_speaker"]))
         if speaker_adapt:
