@@ -54,6 +54,8 @@ def _sound_name(path: Path):
     name on a UTF-8 system) holds undecodable bytes, which soundfile could not encode and called
     the audio undecodable; those go as the bytes they are."""
     name = str(path)
+    if os.name == "nt":     # wide-character names there; bytes would take the ANSI code page
+        return name
     try:
         name.encode(sys.getfilesystemencoding())
     except UnicodeEncodeError:

@@ -200,7 +200,8 @@ def main(argv=None):
         code = cli.main(args=args, prog_name="edgeser", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except SystemExit as e:
-        if e.code == 1 and isinstance(sys.stdout, click.utils.PacifyFlushWrapper):
+        # by the wrapper's name (click 8.2 renamed it _PacifyFlushWrapper and deprecates the old name)
+        if e.code == 1 and type(sys.stdout).__name__.lstrip("_") == "PacifyFlushWrapper":
             # click's answer to a reader that closed the pipe (`| head -1`): status 1, which says the
             # command failed; 141 (128 + SIGPIPE) is what other tools end with there, `yes | head`
             sys.exit(SIGPIPE_STATUS)

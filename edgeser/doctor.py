@@ -302,10 +302,12 @@ def doctor(model, device, channel, mic_s, vad_gain_db, as_json):
     checks = run_checks(model, device, mic_s, vad_gain_db, speak_now, channel)
     ready = verdict(checks)
     if as_json:
-        from .files import schema_of
+        from .files import result_line
 
-        click.echo(json.dumps({"schema": schema_of("doctor"), "machine": machine_line(),
-                               "checks": [asdict(c) for c in checks], **ready}, allow_nan=False, default=str))
+        # through plain JSON first: a check's value may be a path (str) or a level that is not a number (null)
+        click.echo(result_line("doctor", json.loads(json.dumps({"machine": machine_line(),
+                                                                "checks": [asdict(c) for c in checks], **ready},
+                                                               default=str))))
     else:
         click.echo(format_checks(checks, ready, machine_line()))
     if not ready["listen_files"]:

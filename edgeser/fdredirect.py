@@ -71,23 +71,6 @@ def _libc():
     return _LIBC[0]
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait while descriptors are put back: an interrupt between a restore's steps
-    left stderr in a scratch file or /dev/null for good. They are delivered right after."""
-    import signal
-
-    block = getattr(signal, "pthread_sigmask", None)
-    if block is None or threading.current_thread() is not threading.main_thread():
-        yield       # only the main thread runs Python's handlers
-        return
-    old = block(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        block(signal.SIG_SETMASK, old)
-
-
 def _saved(fds: Sequence[int]) -> Optional[Dict[int, int]]:
     saved: Dict[int, int] = {}
     try:
@@ -101,14 +84,24 @@ def _saved(fds: Sequence[int]) -> Optional[Dict[int, int]]:
 
 
 def _restore(saved: Dict[int, int]) -> None:
-    """Put the saved descriptors back (and forget each only once it is back), whatever interrupts."""
+    """Put the saved descriptors back, and finish doing so whatever interrupts: a Ctrl-C met in the
+    flush before (stdout a full pipe) or between two of the steps left stderr in a scratch file or
+    /dev/null for good. The interrupt is raised once every descriptor is back. (Blocking the
+    signals would not do: another thread takes them, and Python raises them here all the same.)"""
+    stop = None
     try:
         _flush()
-    finally:
-        with _signals_held():
-            for fd in list(saved):
-                os.dup2(saved[fd], fd)
-                os.close(saved.pop(fd))
+    except KeyboardInterrupt as e:
+        stop = e
+    while saved:
+        fd = next(iter(saved))
+        try:
+            os.dup2(saved[fd], fd)      # again after an interrupt: the same descriptor, no harm
+            os.close(saved.pop(fd))
+        except KeyboardInterrupt as e:
+            stop = e
+    if stop is not None:
+        raise stop
 
 
 @contextlib.contextmanager

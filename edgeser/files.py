@@ -122,6 +122,7 @@ def json_line(obj: Any, indent: Optional[int] = None) -> str:
 def result_line(command: str, obj: dict) -> str:
     """A command's `--json` object on one line, saying first which layout it has: `schema`
     (edgeser-COMMAND-1, raised when a key changes meaning), as bench's report does."""
+    assert "schema" not in obj, f"{command}: its object has a key of its own named schema"
     return json_line({"schema": schema_of(command), **obj})
 
 

@@ -4,6 +4,7 @@ Imports only click and numpy here; the recognizer, the interpreters and PyAudio 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -641,9 +642,10 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
         stream = rec.create_stream(**stream_opts)
     except (RecognizerError, VadUnavailable, ValueError) as e:     # BalanceError is a ValueError
         if as_json:     # a script reading stdout gets its end object, also when the model cannot load
-            ResultPrinter(True, False).summary({
-                "model": " + ".join(model) if model else None, "input": "stdin" if piped else input_file,
-                "status": "error", "audio_s": 0.0, "utterances": 0, "label": None, "error": str(e)})
+            with contextlib.suppress(OSError):      # a reader already gone: the error line still comes
+                ResultPrinter(True, False).summary({
+                    "model": " + ".join(model) if model else None, "input": "stdin" if piped else input_file,
+                    "status": "error", "audio_s": 0.0, "utterances": 0, "label": None, "error": str(e)})
         raise click.ClickException(str(e))
 
     info = {"model": rec.name, "backend": rec.format, "precision": rec.precision,

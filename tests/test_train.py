@@ -991,24 +991,32 @@ def test_a_checkpoint_with_weights_that_are_not_numbers_is_refused_in_one_line(c
     assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == (
         f"Error: {tmp_path / 'nan.pt'}: its weights are not finite numbers ({name}): its training diverged; "
         "train again with a lower --lr"), res.output
+    # a run started from it is refused the same way (it "diverged" at once and blamed its own --lr)
+    res = CliRunner().invoke(cli, ["train", "--data", str(corpus), "--init", str(tmp_path / "nan.pt"), "--epochs", "1",
+                                   "--out", str(tmp_path / "from_nan"), *TINY])
+    assert res.exit_code == 1 and "its weights are not finite numbers" in res.output.strip().splitlines()[-1]
 
 
-def test_evaluate_stopped_with_folds_in_parallel_says_resume_continues(corpus, tmp_path):
-    # with --jobs 2 the epochs are saved by the fold processes, and the stop line said only
-    # "terminated", though the same command with --resume continues from them
+def test_evaluate_stopped_with_folds_in_parallel_stops_them_and_says_resume_continues(corpus, tmp_path):
+    # with --jobs 2 the pool waited for every fold, the queued ones too, before the stop took effect
+    # (SIGTERM reached no fold process), and the stop line said only "terminated", though the same
+    # command with --resume continues from the epochs the fold processes saved
     import signal
     import time
 
     out = tmp_path / "cv"
     p = subprocess.Popen([sys.executable, "-m", "edgeser", "evaluate", "--data", str(corpus), "--cv", "speaker",
-                          "--folds", "2", "--jobs", "2", "--epochs", "200", "--out", str(out), *TINY],
+                          "--folds", "3", "--jobs", "2", "--epochs", "400", "--out", str(out), *TINY],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not list(out.glob("fold*/last.pt")) and time.time() < deadline and p.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert list(out.glob("fold*/last.pt")), "no fold saved an epoch"
     p.send_signal(signal.SIGTERM)
+    t0 = time.time()
     err = p.stderr.read()
     assert p.wait(timeout=120) == 143, err[-1500:]
+    assert time.time() - t0 < 30, "the folds trained on after the stop"
+    assert not (out / "fold2" / "last.pt").exists()         # the queued fold never started
     assert err.strip().splitlines()[-1] == ("terminated: every fold's finished epochs are kept; "
                                             "the same command with --resume continues"), err[-1500:]

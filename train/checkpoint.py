@@ -5,7 +5,7 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 
@@ -114,10 +114,22 @@ def model_from_checkpoint(ckpt: Dict[str, Any]) -> SERModel:
         model.load_state_dict(ckpt["model"])
     except Exception as e:
         raise CheckpointError(f"{ckpt['_path']}: incompatible checkpoint ({str(e).splitlines()[0][:200]})") from None
-    broken = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if broken:      # a run that diverged before training stopped for it: every answer would be class 0
+    check_finite(ckpt)
+    model.eval()
+    return model
+
+
+def not_finite(state: Dict[str, Any]) -> List[str]:
+    """The names of a state dict's float tensors that hold a NaN or an infinity."""
+    return [name for name, t in state.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
+
+
+def check_finite(ckpt: Dict[str, Any]) -> None:
+    """CheckpointError for weights that are not numbers (a run that diverged before training stopped
+    for it): every answer would be class 0, an export fails, and a run started from them "diverges"."""
+    broken = not_finite(ckpt["model"]) + not_finite(ckpt.get("train_model") or {})
+    if broken:
         raise CheckpointError(f"{ckpt['_path']}: its weights are not finite numbers ({broken[0]}"
                               f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}): its training diverged; "
                               f"train again with a lower --lr")
-    model.eval()
-    return model

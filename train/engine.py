@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
-from .checkpoint import CheckpointError, load_checkpoint, save_atomic
+from .checkpoint import CheckpointError, check_finite, load_checkpoint, not_finite, save_atomic
 from .data import Augment, Clip, eval_windows, train_window
 from .losses import CenterLoss, SpeakerAdversary
 from .metrics import report
@@ -25,6 +25,9 @@ import edgeser
 from edgeser.files import write_json
 from edgeser.progress import iterate
 from edgeser.signals import work_kept
+
+
+DIVERGED_LOSS = 1e6   # a run at --lr 1e12 reached 3e24 with finite weights a million times their size
 
 
 class DivergedError(RuntimeError):
@@ -480,6 +483,7 @@ class Trainer:
         self.center = CenterLoss(cfg.n_classes, cfg.embed_dim)
         if tcfg.init:
             ck = load_checkpoint(tcfg.init)
+            check_finite(ck)        # else the run "diverges" at once and blames the learning rate
             if list(ck["model_config"].get("labels", [])) == list(cfg.labels):
                 self.model.load_state_dict(ck["model"])
                 if "center" in ck:   # a checkpoint rebuilt from exported files has none: centers start afresh
@@ -528,6 +532,13 @@ class Trainer:
         with torch.no_grad():
             target = torch.stack([F.softmax(t(X)[0] / T, -1) for t in self.teachers]).mean(0)
         return F.kl_div(F.log_softmax(logits / T, -1), target, reduction="batchmean") * T * T
+
+    def _diverged(self, loss: float) -> bool:
+        """A loss past any a learning model reaches (epoch means start near 2 and fall), or weights, running
+        statistics or their average that stopped being numbers."""
+        if not np.isfinite(loss) or loss > DIVERGED_LOSS:
+            return True
+        return bool(not_finite(self.model.state_dict()) or not_finite(self.eval_model.state_dict()))
 
     @property
     def eval_model(self) -> SERModel:
@@ -583,6 +594,7 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         ck = load_checkpoint(path)
+        check_finite(ck)
         # before any state is loaded: another preset's weights would not even fit
         check_resumable(ck, self.out, self.cfg, self.tcfg, self.meta, self.dist.world)
         self.model.load_state_dict(ck.get("train_model", ck["model"]))
@@ -705,14 +717,13 @@ class Trainer:
                 bar.close()
             self.sched.step()
             loss_now = float(np.mean(losses))
-            finite = bool(np.isfinite(loss_now)) and all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-            if self.dist.broadcast_flag(self.dist.main and not finite):
+            if self.dist.broadcast_flag(self.dist.main and self._diverged(loss_now)):
                 # before any save: a run whose weights turned to NaN kept "best.pt" (its UA tied at chance) and
                 # exited 0; export then failed with a traceback
-                kept = (f"{last} (epoch {self.epoch}) is kept as it was" if self.epoch and last.exists()
+                kept = (f"its checkpoints, up to epoch {self.epoch}, are kept as they were" if self.epoch and last.exists()
                         else "no checkpoint was written")
-                raise DivergedError(f"{self.out}: training diverged in epoch {ep + 1} (loss {loss_now:g}; the weights are no "
-                                    f"longer finite numbers): {kept}; train again with a lower --lr (this run: {t.lr:g})")
+                raise DivergedError(f"{self.out}: training diverged in epoch {ep + 1} (loss {loss_now:g}): {kept}; "
+                                    f"train again with a lower --lr (this run: {t.lr:g})")
             self.epoch = ep + 1
             rec = {"epoch": self.epoch, "loss": loss_now, "seconds": round(time.time() - t0, 2)}
             if speaker_losses:   # near log(speakers) while the embedding hides who speaks

@@ -161,6 +161,24 @@ def fold_split(clips: Sequence[Clip], test: Sequence[str], by_clip: bool) -> Tup
     return tr, te, test_spk, {"test_clips": sorted(test)} if by_clip else {"test_speakers": list(test_spk)}
 
 
+def _stop_folds(ex, futs, out, tasks) -> None:
+    """Ctrl-C or SIGTERM while fold processes train: end them now. Leaving the pool waited for every
+    fold, the queued ones too (a worker hit by Ctrl-C took the next fold; SIGTERM reached none); each
+    finished epoch is already in its fold's last.pt, written whole, so --resume continues."""
+    import contextlib
+
+    for f in futs:
+        f.cancel()
+    for p in list((getattr(ex, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            p.terminate()
+    ex.shutdown(wait=True, cancel_futures=True)
+    if any(Path(out, f"fold{t[0]}", "last.pt").exists() for t in tasks):
+        from edgeser.signals import work_kept
+
+        work_kept()     # the fold processes said it, where the stop line cannot hear
+
+
 def _fold_worker(args) -> Dict:
     """One cross-validation fold in its own process (one thread: small recurrent ops run faster so)."""
     (fold, test, by_clip, clips, model_cfg, tcfg, out, val_fraction, cache_dir, resume, speaker_adapt, how, speeds,
@@ -307,20 +325,16 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        try:
-            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent) as ex:
-                futs = [ex.submit(_fold_worker, t) for t in tasks]
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent) as ex:
+            futs = [ex.submit(_fold_worker, t) for t in tasks]
+            try:
                 for f in as_completed(futs):
                     r = f.result()
                     results.append(r)
                     _print_fold(r, model_cfg.labels, random_clips)
-        except KeyboardInterrupt:
-            # the epochs were saved by the fold processes, whose work_kept() the stop line never heard
-            if any(Path(out, f"fold{t[0]}", "last.pt").exists() for t in tasks):
-                from edgeser.signals import work_kept
-
-                work_kept()
-            raise
+            except KeyboardInterrupt:
+                _stop_folds(ex, futs, out, tasks)
+                raise
     results.sort(key=lambda r: r["fold"])
     y_true = sum((r["y_true"] for r in results), [])
     y_pred = sum((r["y_pred"] for r in results), [])
