@@ -520,7 +520,9 @@ def _write_error(e: Exception, path: Path) -> str:
 @click.option("--device", "--mic-device", "device", default=None, metavar="N|NAME",
               help="Input device (microphone): index or part of its name.")
 @channel_option
-@click.option("--list-devices", is_flag=True, help="List input devices and exit.")
+@click.option("--list-devices", is_flag=True,
+              help='List input devices and exit (with --json: {"devices": [{index, name, channels, default_rate, '
+                   'host_api, is_default}]}).')
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per result on stdout; from a microphone or stdin each also says when it "
                    "was written (\"at\": local time with its UTC offset).")
@@ -583,9 +585,15 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
             devs = _list()
         except MicError as e:
             raise click.ClickException(str(e))
+        if as_json:     # for a set-up script choosing the microphone: {"devices": [{index, name, ...}]}
+            from dataclasses import asdict
+
+            from .files import result_line
+
+            click.echo(result_line("devices", {"devices": [asdict(d) for d in devs]}))
         if not devs:
             raise click.ClickException("no input devices found (no microphone); use --input FILE")
-        for d in devs:
+        for d in devs if not as_json else ():
             click.echo(f"{'*' if d.is_default else ' '} {d.index:3d}  {d.name}  ({d.channels} ch, "
                        f"{d.default_rate} Hz, {d.host_api})")
         return

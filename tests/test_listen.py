@@ -885,6 +885,9 @@ def test_a_session_outlives_its_sound_server_restarting(model_dir, rec, vmic):
 def test_list_devices_and_a_microphone_that_disappears(model_dir, vmic):
     r = edgeser_cmd("listen", "--list-devices", env=vmic.env, timeout=60)
     assert r.returncode == 0 and "default" in r.stdout
+    r = edgeser_cmd("listen", "--list-devices", "--json", env=vmic.env, timeout=60)
+    devices = json.loads(r.stdout)["devices"]       # a set-up script picks the microphone from it
+    assert r.returncode == 0 and [d["name"] for d in devices if d["is_default"]] == ["default"], r.stdout
     p = subprocess.Popen([sys.executable, "-m", "edgeser", "listen", "--model", str(model_dir), "--json"],
                          env=vmic.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_listening(p)
@@ -1013,3 +1016,23 @@ def test_a_reader_that_closes_the_pipe_ends_listen_as_sigpipe_ends_other_tools(m
     p.stdout.close()            # the reader is gone before the first line is written
     err = p.stderr.read()
     assert p.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
+def test_list_devices_json_is_one_object_also_when_there_are_none(monkeypatch):
+    # it printed the text table whatever --json said (the vmic test above lists a real device)
+    from click.testing import CliRunner
+
+    from edgeser import mic
+    from edgeser.cli import cli
+
+    two = [mic.Device(0, "USB PnP Sound Device", 1, 48000, "ALSA"), mic.Device(5, "default", 32, 44100, "ALSA", True)]
+    monkeypatch.setattr(mic, "list_devices", lambda: two)
+    r = CliRunner().invoke(cli, ["listen", "--list-devices", "--json"])
+    got = json.loads(r.stdout)
+    assert r.exit_code == 0 and got["schema"] == "edgeser-devices-1"
+    assert got["devices"][1] == {"index": 5, "name": "default", "channels": 32, "default_rate": 44100,
+                                 "host_api": "ALSA", "is_default": True}
+    monkeypatch.setattr(mic, "list_devices", lambda: [])
+    r = CliRunner().invoke(cli, ["listen", "--list-devices", "--json"])
+    assert r.exit_code == 1 and json.loads(r.stdout) == {"schema": "edgeser-devices-1", "devices": []}
+    assert "no input devices found" in r.stderr
