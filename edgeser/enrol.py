@@ -1,6 +1,8 @@
 """`edgeser enrol`: one user's class balance from unlabelled recordings, on the device itself."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from .balance import PRIOR_S
@@ -57,8 +59,6 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
         from dataclasses import asdict
 
         from .files import result_line
-
-        import os
 
         click.echo(result_line("enrol", {"out": os.path.abspath(out), "balance": asdict(bal), "skipped": list(skipped),
                                "notes": [n.removeprefix("note: ") for n in notes]}))

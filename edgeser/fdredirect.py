@@ -9,6 +9,7 @@ one lock.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -54,33 +55,36 @@ def _flush() -> None:
         libc.fflush(None)
 
 
-_LIBC = []
-
-
+@functools.lru_cache(maxsize=None)
 def _libc():
     """The C library, for fflush(NULL): a C extension's printf waits in its buffer otherwise and is
     written at exit, after a --json command's object. None where there is none to load (Windows)."""
-    if not _LIBC:
-        try:
-            import ctypes
+    try:
+        import ctypes
 
-            _LIBC.append(ctypes.CDLL(None))
-            _LIBC[0].fflush.argtypes = [ctypes.c_void_p]
-        except (OSError, AttributeError, TypeError, ImportError):
-            _LIBC.append(None)
-    return _LIBC[0]
+        libc = ctypes.CDLL(None)
+        libc.fflush.argtypes = [ctypes.c_void_p]
+        return libc
+    except (OSError, AttributeError, TypeError, ImportError):
+        return None
 
 
 def _saved(fds: Sequence[int]) -> Optional[Dict[int, int]]:
+    """A copy of each descriptor, to put back; None where one is missing (embedded, daemon)."""
     saved: Dict[int, int] = {}
     try:
         for fd in fds:
             saved[fd] = os.dup(fd)
-    except OSError:     # no such descriptor (embedded, daemon): nothing to redirect
-        for dup in saved.values():
-            os.close(dup)
+    except OSError:
+        _forget(saved)
         return None
     return saved
+
+
+def _forget(saved: Dict[int, int]) -> None:
+    """Close the copies of descriptors that were never moved."""
+    while saved:
+        os.close(saved.popitem()[1])
 
 
 def _restore(saved: Dict[int, int]) -> None:
@@ -115,8 +119,7 @@ def held(fds: Sequence[int] = (2,), replay_on_error: bool = True) -> Iterator[He
         saved = _saved(fds)     # first: a scratch file opened with fd 2 closed would be fd 2 itself
         log = scratch_file() if saved is not None else None
         if log is None:
-            if saved:
-                _restore(saved)     # only closes the copies: nothing was moved
+            _forget(saved or {})
             yield out
             return
         with log:
@@ -151,8 +154,7 @@ def silenced(fds: Sequence[int] = (2,)) -> Iterator[None]:
         except OSError:
             devnull = None
         if devnull is None:
-            if saved:
-                _restore(saved)
+            _forget(saved or {})
             yield
             return
         try:
@@ -185,8 +187,7 @@ def stdout_onto_stderr() -> Iterator[None]:
             if saved is not None:
                 os.dup2(2, 1)
         except OSError:     # no stderr to send it to: stdout stays where it was
-            if saved:
-                _restore(saved)
+            _forget(saved or {})
             saved = None
         # sys.stdout too: where it is not fd 1 (a test runner's capture, an embedding program's)
         python_stdout = sys.stdout

@@ -1,8 +1,10 @@
 """`edgeser export`: the click command over export_model."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from typing import Optional
 from pathlib import Path
 
@@ -60,12 +62,10 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms
     """
     if check and no_check:
         raise click.UsageError("--check DATA and --no-check exclude each other")
-    if as_json:     # whatever a converter or library prints must not land beside the object
-        from edgeser import fdredirect
+    from edgeser import fdredirect
 
-        with fdredirect.stdout_onto_stderr():
-            ck, man, out = _export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms, quiet)
-    else:
+    # with --json, whatever a converter or library prints must not land beside the object
+    with fdredirect.stdout_onto_stderr() if as_json else contextlib.nullcontext():
         ck, man, out = _export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms, quiet)
     _said(ck, man, Path(out), as_json)
 
@@ -126,8 +126,6 @@ def _said(ck, man, out_p: Path, as_json: bool) -> None:
     hint = parity and qat_hint(parity, ck["_path"], bool(man.training.get("qat")), man.training.get("calibration_windows"))
     if as_json:
         from edgeser.files import result_line
-
-        import os
 
         click.echo(result_line("export", {"folder": os.path.abspath(out_p), "checkpoint": os.path.abspath(ck["_path"]),
                               "files": [{"file": a.file, "role": a.role, "format": a.format, "precision": a.precision,

@@ -231,8 +231,6 @@ def generate(model, out, clips, parity, as_json):
     if as_json:
         from edgeser.files import result_line
 
-        import os
-
         click.echo(result_line("firmware-generate", {"folder": os.path.abspath(out), **rep}))
     else:
         click.echo((Path(out) / "fit_report.md").read_text())

@@ -415,20 +415,20 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
 
     from edgeser import fdredirect
 
-    reports = []
     with fdredirect.stdout_onto_stderr() if as_json else contextlib.nullcontext():
-        _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance,
-                  speeds, init, train_also, train_speakers, qat, cell_clip, preset, window_s, labels, merge,
-                  val_fraction, cache_dir, **train_opts)
-    if as_json and reports:
+        rep, path = _evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps,
+                              balance, speeds, init, train_also, train_speakers, qat, cell_clip, preset, window_s,
+                              labels, merge, val_fraction, cache_dir, **train_opts)
+    if as_json:
         from edgeser.files import result_line
 
-        click.echo(result_line("evaluate", {"report": os.path.abspath(reports[1]), **reports[0]}))
+        click.echo(result_line("evaluate", {"report": os.path.abspath(path), **rep}))
 
 
-def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance,
+def _evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps, balance,
               speeds, init, train_also, train_speakers, qat, cell_clip, preset, window_s, labels, merge, val_fraction,
               cache_dir, **train_opts):
+    """The body of `evaluate`: (the report, the file it was saved to)."""
     from .checkpoint import CheckpointError, load_checkpoint
     from .data import DataError
     from .engine import Adaptation, DivergedError
@@ -468,7 +468,6 @@ def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, sp
             rep = test_model(ckpt, clips, audio, speaker_adapt, how, speeds, device=train_opts["device"])
             rep["command"] = " ".join(sys.argv)
             save_report(rep, out_p, "test", f"{Path(model_path).name} on {', '.join(list(data) + list(extra))}")
-            reports += [rep, out_p / "test.json"]
             click.echo(format_report(rep))
             click.echo(format_speakers(rep["per_speaker"]))
             if speaker_adapt:
@@ -478,7 +477,7 @@ def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, sp
             click.echo(f"scored labels: {', '.join(rep['scored_labels'])}"
                        + (f" ({left} clip(s) of labels the model does not know left out)" if left else "")
                        + f"; report in {out_p / 'test.json'}")
-            return
+            return rep, out_p / "test.json"
         train_opts["threads"] = train_opts["threads"] or 1
         cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
                                          ", ".join(list(data) + list(extra)), **train_opts)
@@ -494,7 +493,6 @@ def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, sp
         res["command"] = " ".join(sys.argv)
         res["merges"] = merges
         save_report(res, out_p, "cv")
-        reports += [res, out_p / "cv.json"]
         click.echo(format_report(res["pooled"]))
         click.echo(format_speakers(res["per_speaker"]))
         if speaker_adapt:
@@ -503,6 +501,7 @@ def _evaluate(reports, data, extra, model_path, cv, folds, jobs, out, resume, sp
         kind = f"{cv} CV" + (" (speaker-dependent)" if cv == "random" else "")
         click.echo(f"{kind}, {k} folds: UA per fold " + " ".join(f"{u:.1%}" for u in res["fold_UA"])
                    + f"; mean {res['fold_UA_mean']:.1%} ± {res['fold_UA_std']:.1%}; report in {out_p / 'cv.json'}")
+        return res, out_p / "cv.json"
     except (DataError, LabelError, CheckpointError, DivergedError) as e:
         _fail(e)
 
