@@ -104,19 +104,20 @@ def write_text(path: os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
 def json_line(obj: Any, indent: Optional[int] = None) -> str:
     """JSON for a reader that is not Python: NaN and infinities (a diverged loss, a damaged parity
     report) as null, where json.dumps wrote the bare NaN that JSON parsers refuse."""
-    def finite(x):
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {k: finite(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [finite(v) for v in x]
-        return x
-
-    return json.dumps(finite(obj), indent=indent, allow_nan=False)
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)
 
 
 def result_line(command: str, obj: dict) -> str:
@@ -132,7 +133,9 @@ def schema_of(command: str) -> str:
 
 
 def write_json(path: os.PathLike, obj: Any, indent: int = 2) -> Path:
-    return write_text(path, json.dumps(obj, indent=indent) + "\n")
+    """`obj` saved atomically as JSON that jq and browsers read too: a number that is not finite
+    (a class never predicted, a fold that diverged) is null, as in every --json line."""
+    return write_text(path, json_line(obj, indent=indent) + "\n")
 
 
 def file_kind(mode: int) -> str:

@@ -23,6 +23,15 @@ def test_write_json_replaces_whole_and_leaves_no_temp(tmp_path):
     assert sorted(x.name for x in p.parent.iterdir()) == ["r.json"]
 
 
+def test_saved_reports_hold_no_nan_a_strict_reader_refuses(tmp_path):
+    p = write_json(tmp_path / "cv.json", {"fold_UA": [0.5, float("nan")], "loss": float("inf"), "n": 3})
+
+    def refuse(word):
+        raise ValueError(word)
+
+    assert json.loads(p.read_text(), parse_constant=refuse) == {"fold_UA": [0.5, None], "loss": None, "n": 3}
+
+
 def test_a_failed_write_keeps_the_old_file(tmp_path):
     p = tmp_path / "best.pt"
     p.write_text("good")
