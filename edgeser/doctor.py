@@ -294,8 +294,6 @@ def doctor(model, device, channel, mic_s, vad_gain_db, as_json):
     microphone for --mic-s seconds, and lists the optional extras. Exit status 1 when `edgeser
     listen` cannot run here even on a file.
     """
-    import json
-
     def speak_now(name):
         click.echo(f"reading {name!r} for {mic_s:g} s: speak now", err=True)
 
@@ -304,10 +302,7 @@ def doctor(model, device, channel, mic_s, vad_gain_db, as_json):
     if as_json:
         from .files import result_line
 
-        # through plain JSON first: a check's value may be a path (str) or a level that is not a number (null)
-        click.echo(result_line("doctor", json.loads(json.dumps({"machine": machine_line(),
-                                                                "checks": [asdict(c) for c in checks], **ready},
-                                                               default=str))))
+        click.echo(result_line("doctor", {"machine": machine_line(), "checks": [asdict(c) for c in checks], **ready}))
     else:
         click.echo(format_checks(checks, ready, machine_line()))
     if not ready["listen_files"]:
