@@ -238,8 +238,9 @@ class Decoder:
 class SeqTracker:
     """Counts frames missing from a peer's sequence numbers and notices when the peer restarted.
 
-    A restart is a HELLO with sequence 0 (every boot starts there) or a jump backwards by more
-    than half the sequence space (a reboot whose HELLO was lost)."""
+    A restart is a HELLO with sequence 0 (every boot starts there) or a sequence number behind
+    the expected one, in the half of the sequence space behind it (a reboot whose HELLO was lost);
+    a step back further than half the space reads as a forward gap across the wrap."""
 
     def __init__(self):
         self.last: Optional[int] = None

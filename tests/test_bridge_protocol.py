@@ -32,6 +32,18 @@ def test_crc_is_ccitt_false():
         assert P.crc16(bytes.fromhex(v["data"])) == v["crc"]
 
 
+@pytest.mark.parametrize("last,seq,restarts,gaps", [
+    (100, 101, 0, 0), (100, 105, 0, 4), (65535, 0, 0, 0), (65534, 1, 0, 2),   # forward, across the wrap
+    (100, 50, 1, 0), (100, 100, 1, 0), (0, 32769, 1, 0),    # 1 to 32768 behind the expected: a restart
+    (0, 32768, 0, 32767), (40000, 10, 0, 25545),      # further back reads as a forward gap across the wrap (docs/bridge.md)
+])
+def test_a_step_back_in_sequence_numbers_is_a_restart_as_the_spec_says(last, seq, restarts, gaps):
+    t = P.SeqTracker()
+    t.see(P.Frame(P.AUDIO, last, b""))
+    assert t.see(P.Frame(P.AUDIO, seq, b"")) == bool(restarts)
+    assert (t.restarts, t.gaps) == (restarts, gaps)
+
+
 def test_python_matches_vectors():
     for v in VECTORS["cobs"]:
         data, enc = bytes.fromhex(v["data"]), bytes.fromhex(v["encoded"])
