@@ -69,11 +69,14 @@ def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duratio
     from .link import Link, LinkError
 
     out = ResultPrinter(as_json, hops, clock=input_spec is None or input_spec == "mic")    # live: stamped
+    host = None
 
     def fail(error: str):
         if as_json:     # a script reading stdout gets its end object, as from `listen --json`
+            # with the link's counters once the port opened: a failing link is when they are wanted
+            link = {} if host is None else {**_heard(host, out), **host.stats()}
             out.summary({"status": "error", "port": port, "input": input_spec or "device microphone",
-                         "utterances": out.utterances, "error": error})
+                         "utterances": out.utterances, **link, "error": error})
         raise click.ClickException(error)
 
     if input_spec not in (None, "mic"):
@@ -95,14 +98,19 @@ def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duratio
                     host.finish(timeout)      # also after Ctrl-C: the open utterance is still decided
                 except KeyboardInterrupt as e:
                     status = stop_status(e)
-            info = {"status": status, "audio_s": round(host.sent / dev.sample_rate, 3), "utterances": out.utterances,
-                    **out.overall(), **host.stats()}
+            info = {"status": status, "utterances": out.utterances, **_heard(host, out), **host.stats()}
     except (LinkError, SessionError, AudioError, MicError) as e:
         fail(str(e))
     out.summary(info)
     if not as_json:
         warn(f"link: {info['frames']} frames, {info['bad_frames']} dropped, {info['seq_gaps']} missing, "
              f"{info['device_resets']} device restart(s), {info['device_errors']} device error(s)")
+
+
+def _heard(host, out) -> dict:
+    """The audio sent and the session's overall answer, as far as the session came."""
+    rate = host.device.sample_rate if host.device else 0
+    return {"audio_s": round(host.sent / rate, 3) if rate else 0.0, **out.overall()}
 
 
 def _run_session(host, dev, input_spec, fast, mic_device, duration, warn) -> str:

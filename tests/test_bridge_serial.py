@@ -396,7 +396,7 @@ def test_silent_port_times_out_with_one_line():
 def test_port_vanishing_mid_stream_is_one_clear_line(engine):
     srv = _Serving(engine)
     try:
-        host = _edgeser("bridge", "--port", srv.host_port, "--input", CLIP)    # real-time pace: 1.9 s
+        host = _edgeser("bridge", "--port", srv.host_port, "--input", CLIP, "--json")   # real-time: 1.9 s
         deadline = time.monotonic() + 30
         while srv.sim.device.status.samples == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -410,6 +410,10 @@ def test_port_vanishing_mid_stream_is_one_clear_line(engine):
     assert lines[-1].startswith("Error: ") and srv.host_port in lines[-1], err
     assert "unplugged" in lines[-1] or "disconnected" in lines[-1], err     # what happened, not an errno
     assert "Traceback" not in err
+    # the end object keeps the link's counters as far as the session came: when they are wanted
+    end = json.loads(out.splitlines()[-1])
+    assert end["kind"] == "end" and end["status"] == "error" and end["frames"] > 0, end
+    assert 0 < end["audio_s"] < 2 and end["model_id"] and "seq_gaps" in end and "device_errors" in end, end
 
 
 # ------------------------------------------------------------------ the host's microphone
