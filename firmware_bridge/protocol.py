@@ -411,6 +411,9 @@ class Status:
 
     @classmethod
     def unpack(cls, data: bytes) -> "Status":
+        size = struct.calcsize("<B8I")
+        if len(data) != size:   # "truncated" misled for a request that carried bytes it should not
+            raise ProtocolError(f"STATUS payload of {len(data)} bytes: a request has none, a status {size}")
         vals = _Reader(data, "STATUS").take("<B8I")
         return cls(*vals)
 
