@@ -2,6 +2,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,22 @@ def test_resume_compares_what_shapes_training_and_nothing_else():
     assert resume_differences(old, cfg, TrainConfig(epochs=2, lr=0.1), other, 2) == []
 
 
+def test_a_run_stopped_by_sigterm_draws_its_curve_so_far(corpus, tmp_path):
+    out = tmp_path / "stopped"
+    train = subprocess.Popen([sys.executable, "-m", "edgeser", "train", "--data", str(corpus), "--epochs", "50",
+                              "--out", str(out), *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in train.stdout:
+            if line.startswith("epoch 2/50"):
+                break
+        train.send_signal(signal.SIGTERM)       # a service stopped, a job scheduler's time limit
+        _, err = train.communicate(timeout=120)
+    finally:
+        train.kill()
+    assert train.returncode == 143 and "--resume continues" in err, err
+    assert (out / "history.png").stat().st_size > 0 and json.loads((out / "history.json").read_text())["epochs_run"] >= 2
+
+
 def test_an_interrupted_run_has_its_history_and_is_listed_with_the_epochs_it_reached(corpus, tmp_path):
     """history.json is written every epoch, not when training ends: a run killed (or still going)
     keeps its record, and `edgeser runs` shows how far it came."""
@@ -253,6 +270,7 @@ def test_model_info_of_a_preset_counts_what_the_model_holds():
     info = json.loads(res.output)
     cfg = preset("edge")
     assert info["parameters"] == count_params(SERModel(cfg)) and info["checkpoint"] is None
+    assert info["schema"] == "edgeser-model-info-architecture-1"     # not an export's layout
     assert info["window_frames"] * info["frame_samples"] == round(info["window_s"] * info["sample_rate"])
     # streaming runs the head every hop: a shorter hop costs more per second of audio
     fast = json.loads(run(["model-info", "--preset", "edge", "--json", "--hop-s", "0.25"]).output)
@@ -1001,7 +1019,6 @@ def test_evaluate_stopped_with_folds_in_parallel_stops_them_and_says_resume_cont
     # with --jobs 2 the pool waited for every fold, the queued ones too, before the stop took effect
     # (SIGTERM reached no fold process), and the stop line said only "terminated", though the same
     # command with --resume continues from the epochs the fold processes saved
-    import signal
     import time
 
     out = tmp_path / "cv"

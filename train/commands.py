@@ -299,6 +299,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     from .pipeline import save_history, train_run
 
     main = int(os.environ.get("RANK", "0")) == 0     # DDP's other processes write and print nothing of their own
+    out_p = None
     with contextlib.ExitStack() as held:
         if as_json:
             held.enter_context(fdredirect.stdout_onto_stderr())
@@ -328,6 +329,10 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
                             stop_after=stop_after, val_speakers=keep)
         except (DataError, LabelError, CheckpointError, DivergedError) as e:
             _fail(e)
+        except KeyboardInterrupt:      # Ctrl-C or SIGTERM: the curve so far, as history.json has it
+            if main and out_p is not None:
+                _plot_so_far(out_p)
+            raise
         if main:
             save_history(res, out_p)
             if not res["validated"]:   # no validation speakers: every epoch is kept as the best
@@ -342,6 +347,19 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
         click.echo(result_line("train", {"run": os.path.abspath(out_p), "checkpoint": os.path.abspath(out_p / "best.pt"),
                                          "best": best,
                               **{k: res[k] for k in ("epochs_run", "validated", "finished")}}))
+
+
+def _plot_so_far(out_p: Path) -> None:
+    """history.png of a run stopped mid-way, from the history.json its last epoch wrote; a run
+    stopped before its first epoch has none, and a picture that cannot be drawn does not hide why
+    the run stopped."""
+    import contextlib
+    import json
+
+    from .pipeline import save_history
+
+    with contextlib.suppress(Exception):
+        save_history(json.loads((out_p / "history.json").read_text()), out_p)
 
 
 @click.command()
@@ -620,7 +638,7 @@ def architecture(preset: str = "edge", model_path=None, hop_s: Optional[float] =
     lens = cfg.lengths()
     info = {
         "preset": preset,
-        "checkpoint": ck["_path"] if ck else None,
+        "checkpoint": os.path.abspath(ck["_path"]) if ck else None,
         "parameters": count_params(model),
         "macs": macs_per_second(cfg, hop_s),
         "sample_rate": cfg.sample_rate,
