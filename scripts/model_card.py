@@ -2,8 +2,10 @@
 the evaluation reports in docs/results/, so every figure in the card comes from a saved run.
 
     python scripts/model_card.py
+    python scripts/model_card.py --check   # exit 1 if the card is not what its sources say
 """
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +166,12 @@ def main():
               "Train them again from the corpora:", "",
               "```bash", "bash scripts/build_default_model.sh", "python scripts/model_card.py", "```", ""]
     out = ROOT / "edgeser" / "models" / "MODEL_CARD.md"
-    out.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    if "--check" in sys.argv:
+        if out.read_text() != text:
+            sys.exit(f"{out} is stale: python scripts/model_card.py")
+        return
+    out.write_text(text)
     print(f"wrote {out}")
 
 

@@ -11,6 +11,13 @@ def test_cli_reference_is_generated_from_the_current_help():
     assert p.returncode == 0, "docs/cli.md is stale: run python scripts/gen_cli_docs.py"
 
 
+def test_the_model_card_says_what_its_saved_runs_say():
+    # the card ships in the wheel; it is written from the reports in docs/results and benchmarks/results
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "model_card.py"), "--check"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr
+
+
 def test_every_command_has_help_and_a_bad_flag_is_a_usage_error():
     from click.testing import CliRunner
 
