@@ -33,3 +33,17 @@ def load(path=None, **kwargs):
     from .runtime.recognizer import load as _load
 
     return _load(path, **kwargs)
+
+
+# the errors a program of its own catches, importable from here without loading their modules (and
+# soundfile) until asked for: AudioError (a ValueError: a file or samples that cannot be heard),
+# RecognizerError (a RuntimeError: a model folder that cannot serve)
+_ERRORS = {"AudioError": ".audio", "RecognizerError": ".runtime.recognizer"}
+
+
+def __getattr__(name):
+    if name in _ERRORS:
+        import importlib
+
+        return getattr(importlib.import_module(_ERRORS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

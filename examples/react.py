@@ -54,9 +54,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     device = int(args.device) if args.device and args.device.isdigit() else args.device
 
-    from edgeser.audio import AudioError
+    from edgeser import AudioError, RecognizerError
     from edgeser.mic import MicError
-    from edgeser.runtime.recognizer import RecognizerError
 
     try:
         rec = edgeser.load(args.model)  # checks the model against its golden answer first

@@ -850,3 +850,15 @@ def test_same_codes_is_a_plain_bool_that_json_writes():
                       (TensorInfo("features", [1, 40], "int8", 0.07, -3), False), (None, False)):
         got = same_codes(out, inp)
         assert type(got) is bool and got is want and json.loads(json.dumps({"v": got}))["v"] is want
+
+
+def test_a_program_catches_the_apis_errors_from_edgeser_itself_without_loading_them_early():
+    code = ("import sys, edgeser\n"
+            "assert 'soundfile' not in sys.modules and 'numpy' not in sys.modules\n"
+            "from edgeser import AudioError, RecognizerError\n"
+            "import edgeser.audio, edgeser.runtime.recognizer as r\n"
+            "assert AudioError is edgeser.audio.AudioError and RecognizerError is r.RecognizerError\n"
+            "assert issubclass(AudioError, ValueError)   # one `except ValueError` also takes the stream's refusals\n"
+            "try:\n    edgeser.NoSuchError\nexcept AttributeError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "has no attribute 'NoSuchError'" in r.stdout, r.stderr
