@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -214,7 +215,7 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
         click.echo(f"note: {convert_hint(unread)}", err=True)
     def fail(error: str, skipped=()):
         if out.json:        # a script reading stdout gets its end object, as for a FILE that fails
-            out.summary({**info, "status": "error", "input": folder, "files": 0, "skipped_files": len(skipped),
+            out.summary({**info, "status": "error", "input": os.path.abspath(folder), "files": 0, "skipped_files": len(skipped),
                          **({"skipped": list(skipped)} if skipped else {}), "error": error})
         raise click.ClickException(error)
 
@@ -237,7 +238,7 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
     if status == "end of input" and len(skipped) == len(paths):
         fail(f"{folder}: none of its {len(paths)} audio file(s) could be read", skipped)
     heard = sum(files.values())
-    info.update(status=status, input=folder, files=heard, skipped_files=len(skipped),
+    info.update(status=status, input=os.path.abspath(folder), files=heard, skipped_files=len(skipped),
                 **({"skipped": skipped} if skipped else {}),
                 audio_s=round(audio_s, 3), utterances=out.utterances, cpu_s=round(time.process_time() - cpu0, 3),
                 file_labels={("no speech" if k is None else k): v for k, v in files.most_common()},
@@ -248,6 +249,8 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
     out.summary(info)
     if rep is not None and not out.json:
         click.echo(score.describe(rep))
+    elif rep is not None and score.trained_note(rep):
+        click.echo(score.trained_note(rep), err=True)     # --json: the end object counts them, this says why
     hint = folder_quiet_hint([p for p in unheard if math.isfinite(p)], stream_opts["vad"].gain_db)
     if hint:
         click.echo(hint, err=True)
@@ -604,7 +607,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
     if fast and not input_file:
         raise click.UsageError("--fast needs --input FILE")
     if input_file and (device is not None or channel):
-        raise click.UsageError(f"{'--device' if device is not None else '--channel'} picks a microphone, and "
+        raise click.UsageError(f"{'--device/--mic-device' if device is not None else '--channel'} picks a microphone, and "
                                f"{'--demo' if demo else '--input'} hears {'a clip' if demo else 'audio'} instead: "
                                "give one of them")
     piped = input_file == "-"
@@ -652,7 +655,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
         if as_json:     # a script reading stdout gets its end object, also when the model cannot load
             with contextlib.suppress(OSError):      # a reader already gone: the error line still comes
                 ResultPrinter(True, False).summary({
-                    "model": " + ".join(model) if model else None, "input": "stdin" if piped else input_file,
+                    "model": " + ".join(model) if model else None, "input": "stdin" if piped else input_file and os.path.abspath(input_file),
                     "status": "error", "audio_s": 0.0, "utterances": 0, "label": None, "error": str(e)})
         raise click.ClickException(str(e))
 
@@ -680,7 +683,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
             source = pcm_blocks(sys.stdin.buffer, rate or 16000, notes=notes)
         elif input_file:
             source = file_blocks(input_file, fast, notes=notes)
-            info["input"] = input_file
+            info["input"] = os.path.abspath(input_file)
         else:
             from .mic import Microphone
 
@@ -718,7 +721,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
     except KeyboardInterrupt:
         pass
     peak = stream.peak_dbfs
-    info.update(status=status, audio_s=round(stream.time_s, 3), utterances=out.utterances,
+    info.update(status=status, audio_s=round(stream.audio_s, 3), utterances=out.utterances,
                 cpu_s=round(time.process_time() - cpu0, 3), peak_dbfs=round(peak, 1) if math.isfinite(peak) else None,
                 **out.overall())
     if error:

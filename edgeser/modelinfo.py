@@ -8,6 +8,7 @@ would run here. A preset or a checkpoint needs the train extra (the model is bui
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -79,7 +80,7 @@ def export_info(folder: Path, bundled: bool = False) -> Dict[str, Any]:
     card = folder.parent / "MODEL_CARD.md"
     stale = stale_export(folder, M.MANIFEST)
     return {
-        "model": str(folder), "bundled": bundled, "format": man.format, "edgeser_version": man.edgeser_version,
+        "model": os.path.abspath(folder), "bundled": bundled, "format": man.format, "edgeser_version": man.edgeser_version,
         "preset": man.preset or None, "parameters": man.parameters or None, "macs": man.macs or None,
         "sample_rate": man.sample_rate, "frame_samples": man.frame_samples,
         "window_s": man.window_samples / man.sample_rate, "hop_s": man.hop_samples / man.sample_rate,
@@ -185,7 +186,8 @@ def model_info(model_path, preset, hop_s, as_json):
     """
     if preset and model_path:
         raise click.UsageError("--preset or --model, not both")
-    if preset or (model_path is not None and _is_checkpoint(model_path)):
+    export_layout = not (preset or (model_path is not None and _is_checkpoint(model_path)))
+    if not export_layout:
         try:
             from edgeser.train.commands import architecture
         except ImportError as e:
@@ -200,7 +202,7 @@ def model_info(model_path, preset, hop_s, as_json):
             raise click.ClickException(str(e)) from None
         export = model_path / EXPORT if model_path is not None and model_path.is_dir() else None
         if export is not None and (export / M.MANIFEST).exists():
-            info["export"] = str(export)
+            info["export"] = os.path.abspath(export)
             lines.append(f"export         {export} (`edgeser model-info --model {export}`: its files and parity)")
     else:
         from .runtime.recognizer import RecognizerError, model_location
@@ -212,6 +214,7 @@ def model_info(model_path, preset, hop_s, as_json):
             raise click.ClickException(str(e)) from None
         lines = export_lines(info)
     if as_json:
-        click.echo(result_line("model-info", info))
+        # an architecture (preset, checkpoint) and an export are two layouts: two schemas
+        click.echo(result_line("model-info" if export_layout else "model-info-architecture", info))
     else:
         click.echo("\n".join(map(printable, lines)))     # a manifest's licence or summary is the writer's text

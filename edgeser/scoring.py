@@ -96,6 +96,15 @@ class FolderScore:
                            **{k: part[k] for k in ("WA", "UA", "macro_F1")}}
         return rep
 
+    @staticmethod
+    def trained_note(rep: Dict) -> Optional[str]:
+        """The warning that files of voices the model trained on were scored, or None."""
+        seen = rep.get("trained_speaker_files", 0)
+        if not seen or not rep["n"]:
+            return None
+        return (f"note: {seen} of the {rep['n']} scored files are of speakers the model trained on: "
+                "their scores overstate what it does for a voice it never heard")
+
     def describe(self, rep: Dict) -> str:
         """The report in lines for people: what was scored, the scores, per-class recall."""
         from edgeser.train.metrics import format_report, format_speakers
@@ -112,10 +121,7 @@ class FolderScore:
         if not rep["n"]:
             return head
         lines = [head, format_report(rep)] + ([format_speakers(rep["speakers"], who="speaker")] if "speakers" in rep else [])
-        seen = rep.get("trained_speaker_files", 0)
-        if seen:
-            lines.append(f"note: {seen} of the {rep['n']} scored files are of speakers the model trained on: "
-                         "their scores overstate what it does for a voice it never heard")
+        lines += [n for n in [self.trained_note(rep)] if n]
         if "sure" in rep:
             s = rep["sure"]
             lines.append(f"answers at confidence >= {s['min_confidence']:g}: {s['n']} of {rep['n']} files"

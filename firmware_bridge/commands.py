@@ -70,12 +70,14 @@ def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duratio
 
     out = ResultPrinter(as_json, hops, clock=input_spec is None or input_spec == "mic")    # live: stamped
     host = None
+    source = "device microphone" if input_spec is None else input_spec if input_spec == "mic" else \
+        os.path.abspath(input_spec)
 
     def fail(error: str):
         if as_json:     # a script reading stdout gets its end object, as from `listen --json`
             # with the link's counters once the port opened: a failing link is when they are wanted
             link = {} if host is None else {**_heard(host, out), **host.stats()}
-            out.summary({"status": "error", "port": port, "input": input_spec or "device microphone",
+            out.summary({"status": "error", "port": port, "input": source,
                          "utterances": out.utterances, **link, "error": error})
         raise click.ClickException(error)
 
@@ -98,7 +100,8 @@ def bridge(ctx, port, baud, input_spec, fast, mic_device, as_json, hops, duratio
                     host.finish(timeout)      # also after Ctrl-C: the open utterance is still decided
                 except KeyboardInterrupt as e:
                     status = stop_status(e)
-            info = {"status": status, "utterances": out.utterances, **_heard(host, out), **host.stats()}
+            info = {"status": status, "input": source, "utterances": out.utterances, **_heard(host, out),
+                    **host.stats()}
     except (LinkError, SessionError, AudioError, MicError) as e:
         fail(str(e))
     out.summary(info)

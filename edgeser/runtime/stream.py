@@ -301,8 +301,14 @@ class Stream:
 
     @property
     def time_s(self) -> float:
-        """Stream time: 16 kHz audio consumed so far, in seconds."""
+        """Stream time: 16 kHz audio consumed so far, in seconds (whole 20 ms frames)."""
         return self._frames_in * self.vad_frame / self.sr
+
+    @property
+    def audio_s(self) -> float:
+        """Seconds of audio given to the stream so far, at its own rate: a clip's length, where
+        time_s leaves out a last partial frame."""
+        return self.stats["samples_in"] / self._rate_in if self._rate_in else 0.0
 
     def clipping_note(self, source) -> Optional[str]:
         """A line saying the input was clipped, where more than 0.1% of its samples sit at full scale
