@@ -172,18 +172,38 @@ def test_resume_compares_what_shapes_training_and_nothing_else():
     assert resume_differences(old, cfg, TrainConfig(epochs=2, lr=0.1), other, 2) == []
 
 
-def test_a_run_stopped_by_sigterm_draws_its_curve_so_far(corpus, tmp_path):
-    out = tmp_path / "stopped"
+def _training_past_epoch_2(corpus, out):
+    """A 50-epoch `edgeser train` process, returned once its second epoch is done; its stderr goes to
+    a file (`train.stderr_file`), which no unread pipe can fill and block."""
+    import tempfile
+
+    log = tempfile.TemporaryFile("w+")
     train = subprocess.Popen([sys.executable, "-m", "edgeser", "train", "--data", str(corpus), "--epochs", "50",
-                              "--out", str(out), *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              "--out", str(out), *TINY], stdout=subprocess.PIPE, stderr=log, text=True)
+    train.stderr_file = log
     try:
         for line in train.stdout:
             if line.startswith("epoch 2/50"):
-                break
+                return train
+    except BaseException:
+        train.kill()
+        raise
+    train.kill()
+    train.communicate()
+    log.seek(0)
+    raise AssertionError(f"training ended before its second epoch: {log.read()}")
+
+
+def test_a_run_stopped_by_sigterm_draws_its_curve_so_far(corpus, tmp_path):
+    out = tmp_path / "stopped"
+    train = _training_past_epoch_2(corpus, out)
+    try:
         train.send_signal(signal.SIGTERM)       # a service stopped, a job scheduler's time limit
-        _, err = train.communicate(timeout=120)
+        train.communicate(timeout=120)
     finally:
         train.kill()
+    train.stderr_file.seek(0)
+    err = train.stderr_file.read()
     assert train.returncode == 143 and "--resume continues" in err, err
     assert (out / "history.png").stat().st_size > 0 and json.loads((out / "history.json").read_text())["epochs_run"] >= 2
 
@@ -192,15 +212,9 @@ def test_an_interrupted_run_has_its_history_and_is_listed_with_the_epochs_it_rea
     """history.json is written every epoch, not when training ends: a run killed (or still going)
     keeps its record, and `edgeser runs` shows how far it came."""
     out = tmp_path / "runs" / "killed"
-    train = subprocess.Popen([sys.executable, "-m", "edgeser", "train", "--data", str(corpus), "--epochs", "50",
-                              "--out", str(out), *TINY], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        for line in train.stdout:
-            if line.startswith("epoch 2/50"):
-                break
-    finally:
-        train.kill()      # as a crash or a lost machine would: nothing runs at the end
-        train.wait()
+    train = _training_past_epoch_2(corpus, out)
+    train.kill()      # as a crash or a lost machine would: nothing runs at the end
+    train.communicate()
     ck, hist = load_checkpoint(out / "last.pt"), json.loads((out / "history.json").read_text())
     assert hist["epochs_run"] == ck["epoch"] >= 2 and hist["history"] == ck["history"]
     assert hist["run"]["epochs"] == 50 and not (out / "history.png").exists()    # the picture: at the end
