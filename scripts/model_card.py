@@ -65,7 +65,9 @@ def main():
         "",
         "**These weights are licensed CC BY-NC-SA 4.0** (non-commercial, share-alike), because they were "
         "trained on RAVDESS, which is CC BY-NC-SA 4.0. EmoDB is free for any use. The edgeser code is "
-        "Apache-2.0; a model you train on your own data carries your data's terms.",
+        "Apache-2.0; a model you train on your own data carries your data's terms, and one fine-tuned from these "
+        "weights (`edgeser train --init`, a personal model) carries theirs too: its checkpoint, export and "
+        "`edgeser model-info` list RAVDESS as learnt through --init.",
         "",
         "## What it is",
         "",
@@ -87,7 +89,7 @@ def main():
         "",
     ]
     for d in man.get("training", {}).get("data", []):
-        lines.append(f"- {d['corpus']}: {d['licence']}")
+        lines.append(f"- {d['corpus']}: {d['licence']}" + (f" (learnt through --init {d['via']})" if d.get("via") else ""))
     tr = man.get("training", {})
     if tr.get("summary"):
         lines.append(f"- {tr['summary']}")

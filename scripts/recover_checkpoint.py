@@ -171,7 +171,7 @@ def check_against_onnx(model, export_dir: Path, man: dict) -> float:
 
 def rebuild_meta(args, cfg):
     from edgeser.train.commands import _load
-    from edgeser.train.data import corpus_licence, split_validation, summary
+    from edgeser.train.data import corpus_licences, split_validation, summary
     from edgeser.train.pipeline import calibration_sample
 
     clips, _, merges, _, _ = _load(args.data, [], args.labels, args.merge, None)
@@ -181,7 +181,7 @@ def rebuild_meta(args, cfg):
     cal = calibration_sample(tr, seed=args.seed)
     root = Path.cwd()
     cal = [os.path.relpath(p, root) for p in cal]  # relative: found from the repo root wherever it lives
-    return {"data": [{"corpus": c, "licence": corpus_licence(c)} for c in sorted({c.corpus for c in clips})],
+    return {"data": corpus_licences(clips),
             "train_speakers": tr_spk, "val_speakers": val_spk, "calibration": cal, "summary": summary(clips),
             "merges": merges, "preset": args.preset, "qat": args.qat,
             "command": "python " + " ".join(sys.argv), "recovered_from": str(args.export_dir)}

@@ -138,6 +138,27 @@ def test_fit_report_adds_up(model_dir, fw):
     assert json.loads((out / "firmware.json").read_text())["fit"] == f
 
 
+def test_the_sources_carry_the_training_datas_terms_and_the_files_identities(model_dir, fw):
+    """The firmware ships without the export folder beside it: RAVDESS's non-commercial share-alike
+    terms, and which files the arrays hold, travel in the sources themselves."""
+    from edgeser import manifest as M
+
+    out, rep = fw
+    man = M.read(model_dir)
+    data = man.training["data"]
+    assert data and rep["training_data"] == [{k: d[k] for k in ("corpus", "licence")} for d in data]
+    assert json.loads((out / "firmware.json").read_text())["training_data"] == rep["training_data"]
+    for name in ("edgeser_model.h", "model_data.h", "model_data.cc"):
+        text = (out / name).read_text()
+        head = text[:text.index("#")]                    # the comment block before the first directive
+        for d in data:
+            assert f"//   {d['corpus']}: {d['licence']}" in head, (name, head)
+        sha = {a.file: a.sha256 for a in man.artifacts}
+        for r, b in rep["models"].items():
+            if b["loads"]:
+                assert f"// {b['file']}: sha256 {sha[b['file']]}" in head and b["sha256"] == sha[b["file"]], head
+
+
 def test_the_hint_for_a_missed_target_fits_the_model():
     from edgeser.firmware_bridge.generate import smaller_model_hint
 

@@ -498,6 +498,21 @@ def test_plurality_vote_breaks_ties_toward_the_first_run():
                       [1, 2, 0, 1]]) == [1, 1, 0, 3]   # majority; majority; majority; three-way tie: run 1's
 
 
+def test_a_corpus_is_known_by_its_clips_names_not_only_its_folders():
+    from edgeser.train.data import Clip, corpus_licences
+
+    rav = [Clip(f"/x/rav_sub/03-01-05-01-01-01-{a}.wav", f"rav_sub:{a}", "anger", "rav_sub") for a in ("01", "02")]
+    mine = [Clip("/x/mixed/me_happy.wav", "mixed:me", "happiness", "mixed")]
+    emo = [Clip("/x/mixed/03a01Wa.flac", "mixed:03", "anger", "mixed")]
+    named = [Clip("/d/ravdess/whatever.flac", "ravdess:01", "anger", "ravdess")]
+    assert corpus_licences(rav + mine + emo + named) == [
+        {"corpus": "mixed", "licence": "free for any use (CC0 per its audb packaging) for its 1 EmoDB clip(s), known "
+                                       "by their file names; see the corpus's own terms for the other 1"},
+        {"corpus": "rav_sub", "licence": "CC BY-NC-SA 4.0 for its 2 RAVDESS clip(s), known by their file names"},
+        {"corpus": "ravdess", "licence": "CC BY-NC-SA 4.0"}]
+    assert corpus_licences(mine) == [{"corpus": "mixed", "licence": "see the corpus's own terms"}]
+
+
 def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
     """--init starts from a run's weights and config; --qat trains with simulated int8 activations
     and still saves an ordinary float checkpoint; with other labels than the checkpoint's (another
@@ -527,12 +542,17 @@ def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
     assert load_checkpoint(tmp_path / "reseeded" / "last.pt")["meta"]["val_speakers"] == a["meta"]["val_speakers"]
     # a fold's checkpoint (evaluate --cv) never heard its test speakers either: they stay out too
     from edgeser.train.checkpoint import save_atomic
-    fold = {**a, "meta": {**a["meta"], "test_speakers": a["meta"]["train_speakers"][:1]}}
+    assert b["meta"]["data"] == a["meta"]["data"]          # the same corpus through --init: listed once
+    # the start also learnt from RAVDESS: its terms come along, saying through which start
+    rav = {"corpus": "ravdess", "licence": "CC BY-NC-SA 4.0"}
+    fold = {**a, "meta": {**a["meta"], "test_speakers": a["meta"]["train_speakers"][:1],
+                          "data": a["meta"]["data"] + [rav]}}
     save_atomic({k: v for k, v in fold.items() if not k.startswith("_")}, tmp_path / "fold.pt")
     res = run(["train", "--data", str(corpus), "--init", str(tmp_path / "fold.pt"), "--epochs", "1",
                "--out", str(tmp_path / "from_fold"), "--threads", "1", "--batch-size", "8"])
     assert res.exit_code == 0, res.output
     held = load_checkpoint(tmp_path / "from_fold" / "last.pt")["meta"]
+    assert held["data"] == a["meta"]["data"] + [{**rav, "via": str(tmp_path / "fold.pt")}]
     assert held["val_speakers"] == sorted(a["meta"]["val_speakers"] + a["meta"]["train_speakers"][:1])
     assert a["meta"]["train_speakers"][0] not in held["train_speakers"]
     other = tmp_path / "other"

@@ -178,7 +178,8 @@ def _run_meta(merges, preset, qat, init, init_ck, folders) -> dict:
 
     return {"merges": merges, "preset": preset, "command": " ".join(sys.argv), "qat": qat, "init": str(init or ""),
             "data_folders": [str(Path(f).resolve()) for f in folders],
-            **({"init_speakers": sorted(trained_speakers(init_ck))} if init_ck else {})}
+            **({"init_speakers": sorted(trained_speakers(init_ck)),
+                "init_data": list((init_ck.get("meta") or {}).get("data") or [])} if init_ck else {})}
 
 
 def _run_configs(preset, labels_found, window_s, init, init_ck, qat, cell_clip, labels_chosen=False, where="",

@@ -179,8 +179,35 @@ def read_corpus(path: str) -> List[Clip]:
     return clips
 
 
-def corpus_licence(name: str) -> str:
-    return LICENCES.get(name.lower(), "see the corpus's own terms")
+CORPUS_NAMES = {"ravdess": "RAVDESS", "emodb": "EmoDB"}
+UNKNOWN_TERMS = "see the corpus's own terms"
+
+
+def known_source(clip: Clip) -> Optional[str]:
+    """The public corpus a clip comes from, by its folder's name or else its file name (RAVDESS's
+    seven number pairs, EmoDB's `03a01Wa`): a subset copied to `rav_sub/` is still RAVDESS, whose
+    terms a model trained on it inherits."""
+    if clip.corpus.lower() in LICENCES:
+        return clip.corpus.lower()
+    stem = Path(clip.path).stem
+    return "ravdess" if RAVDESS_RE.match(stem) else "emodb" if EMODB_RE.match(stem) else None
+
+
+def corpus_licences(clips: Sequence[Clip]) -> List[Dict[str, str]]:
+    """Each corpus of a run with the terms of its clips: {"corpus", "licence"}, as a checkpoint's
+    meta, an export's manifest and model-info carry them."""
+    out = []
+    for corpus in sorted({c.corpus for c in clips}):
+        if corpus.lower() in LICENCES:
+            out.append({"corpus": corpus, "licence": LICENCES[corpus.lower()]})
+            continue
+        sources = Counter(known_source(c) for c in clips if c.corpus == corpus)
+        parts = [f"{LICENCES[s]} for its {n} {CORPUS_NAMES[s]} clip(s), known by their file names"
+                 for s, n in sorted(sources.items(), key=lambda kv: -kv[1]) if s]
+        if sources.get(None):
+            parts.append(UNKNOWN_TERMS + (f" for the other {sources[None]}" if parts else ""))
+        out.append({"corpus": corpus, "licence": "; ".join(parts)})
+    return out
 
 
 def distinct_corpora(paths: Sequence[str]) -> List[str]:

@@ -13,7 +13,7 @@ import numpy as np
 from edgeser import labels as L
 from edgeser.files import write_json
 
-from .data import AudioCache, Clip, DataError, clip_folds, corpus_licence, evenly_spaced, speaker_folds, \
+from .data import AudioCache, Clip, DataError, clip_folds, corpus_licences, evenly_spaced, speaker_folds, \
     same_file, split_validation, summary
 from .metrics import per_speaker, plot_confusion, plot_history, plot_speakers, report
 
@@ -111,14 +111,28 @@ def plan_run(clips: Sequence[Clip], tcfg, val_fraction: float = 0.15, val_speake
         tr_spk, val_spk = split_validation(speakers, val_fraction, tcfg.seed) if val_fraction > 0 else (speakers, [])
     tr = [i for i, c in enumerate(clips) if c.speaker in set(tr_spk)]
     va = [i for i, c in enumerate(clips) if c.speaker in set(val_spk)]
+    extra_meta = dict(extra_meta or {})
     meta = {
-        "data": [{"corpus": c, "licence": corpus_licence(c)} for c in sorted({c.corpus for c in clips})],
+        "data": with_inherited(corpus_licences(clips), extra_meta.pop("init_data", None), extra_meta.get("init")),
         "train_speakers": tr_spk, "val_speakers": val_spk,
         "calibration": calibration_sample([clips[i] for i in tr], seed=tcfg.seed),
         "summary": summary(clips), "data_sha1": data_sha1(clips),
-        **(extra_meta or {}),
+        **extra_meta,
     }
     return tr, va, meta
+
+
+def with_inherited(own: List[Dict], inherited: Optional[Sequence[Dict]], init: Optional[str]) -> List[Dict]:
+    """A run's corpora and their terms, with those of the checkpoint it started from (--init): its
+    weights learnt from them, so their terms (RAVDESS's non-commercial share-alike) hold for it too.
+    Inherited entries say `via`, the start it came through (the earliest, over a chain of starts)."""
+    out = list(own)
+    seen = {(d["corpus"], d["licence"]) for d in own}
+    for d in inherited or []:
+        if (d.get("corpus"), d.get("licence")) not in seen:
+            seen.add((d.get("corpus"), d.get("licence")))
+            out.append({**d, "via": d.get("via") or str(init or "") or "--init"})
+    return out
 
 
 def run_record(meta: Dict, labels: Sequence[str], epochs: int) -> Dict:
