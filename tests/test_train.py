@@ -498,6 +498,22 @@ def test_plurality_vote_breaks_ties_toward_the_first_run():
                       [1, 2, 0, 1]]) == [1, 1, 0, 3]   # majority; majority; majority; three-way tie: run 1's
 
 
+def test_a_label_no_training_clip_is_left_for_is_refused_in_a_run_and_said_of_a_fold(capsys):
+    from edgeser.train.data import Clip, DataError
+    from edgeser.train.pipeline import _check_every_label_trains
+
+    clips = [Clip(f"/c/{s}_{lab}.wav", s, lab, "c") for s in ("a", "b") for lab in ("anger", "neutral")]
+    clips.append(Clip("/c/b_sad.wav", "b", "sadness", "c"))        # only speaker b was ever sad
+    trains_a = [i for i, c in enumerate(clips) if c.speaker == "a"]
+    labels = ["anger", "neutral", "sadness"]
+    with pytest.raises(DataError, match=r"^sadness: no clip left to train on: its 1 clip\(s\) are of b, held out"):
+        _check_every_label_trains(clips, trains_a, labels, "")
+    _check_every_label_trains(clips, trains_a, labels, "fold 0: ")       # a fold goes on, and says so
+    assert "fold 0: note: no sadness clip trains in this fold (held out for validation: b)" in capsys.readouterr().err
+    _check_every_label_trains(clips, range(len(clips)), labels, "")     # every label trains: nothing said
+    assert capsys.readouterr().err == ""
+
+
 def test_a_corpus_is_known_by_its_clips_names_not_only_its_folders():
     from edgeser.train.data import Clip, corpus_licences
 

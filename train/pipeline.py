@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -144,6 +145,25 @@ def run_record(meta: Dict, labels: Sequence[str], epochs: int) -> Dict:
             **{k: meta[k] for k in ("preset", "qat", "init") if k in meta}}
 
 
+def _check_every_label_trains(clips: Sequence[Clip], tr: Sequence[int], labels: Sequence[str], fold: str) -> None:
+    """A label whose clips are all of held-out speakers would be an output the model never learnt,
+    shipped without a word: refused in a run (DataError), said of a cross-validation fold (`fold`:
+    its log prefix), whose other labels still score."""
+    trained = {clips[i].label for i in tr}
+    for lab in labels:
+        if lab in trained:
+            continue
+        who = sorted({c.speaker for c in clips if c.label == lab})
+        n = sum(c.label == lab for c in clips)
+        if fold:
+            where = f"held out for validation: {', '.join(who)}" if who else "all of them are its test speakers'"
+            print(f"{fold}note: no {lab} clip trains in this fold ({where}): the fold cannot learn {lab}, and its "
+                  f"test clips of {lab} count against it", file=sys.stderr)
+            continue
+        raise DataError(f"{lab}: no clip left to train on: its {n} clip(s) are of {', '.join(who)}, held out for "
+                        f"validation; give --val-fraction 0 or another --seed, or leave {lab} out with --labels")
+
+
 def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcfg, out: Path,
               val_fraction: float = 0.15, resume: bool = False, extra_meta: Optional[dict] = None,
               progress: bool = True, stop_after: Optional[int] = None,
@@ -152,6 +172,7 @@ def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcf
     from .engine import Trainer
 
     tr, va, meta = plan_run(clips, tcfg, val_fraction, val_speakers, extra_meta)
+    _check_every_label_trains(clips, tr, model_cfg.labels, log_prefix)
     trainer = Trainer(model_cfg, tcfg, out, meta, progress=progress, log_prefix=log_prefix,
                       record=run_record(meta, model_cfg.labels, tcfg.epochs))
     return trainer.fit([clips[i] for i in tr], [audio[i] for i in tr],
