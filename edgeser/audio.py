@@ -9,7 +9,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import soundfile as sf
 
-from .csvfile import CsvError, read_csv
+from .csvfile import CsvError, listed_path, read_csv
 
 SAMPLE_RATE = 16000
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
@@ -259,7 +259,7 @@ def audio_paths(paths: Sequence[Union[str, Path]]) -> List[str]:
                 raise AudioError(str(e)) from None
             if "path" not in columns:
                 raise AudioError(f"{p / 'manifest.csv'}: no 'path' column")
-            out += [str(p / row["path"]) for _, row in rows]
+            out += [listed_path(p, row["path"]) for _, row in rows]
         elif p.is_dir():
             out += [str(f) for f in audio_files_under(p)]
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 from typing import Dict, List, Tuple
 
 
@@ -39,3 +40,15 @@ def read_csv(path: os.PathLike) -> Tuple[List[str], List[Tuple[int, Dict[str, st
     except csv.Error as e:
         raise CsvError(f"{path}: not a CSV table ({e})") from None
     return columns, rows
+
+
+def listed_path(folder: os.PathLike, cell: str) -> str:
+    """A manifest's `path` cell as a path: relative to the manifest's folder, and written on Windows
+    (`wav48\\clip.wav`) read as the file it names here, where `\\` is no separator and such clips
+    were "missing" though they were there."""
+    path = Path(folder) / cell
+    if os.sep == "/" and "\\" in cell and not path.exists():
+        posix = Path(folder) / cell.replace("\\", "/")
+        if posix.exists():
+            return str(posix)
+    return str(path)

@@ -135,6 +135,17 @@ def test_hidden_files_and_folders_are_not_clips(data_dir, tmp_path):
         ("anger", "take1.flac"), ("sadness", "take1.flac")]
 
 
+def test_a_manifest_written_on_windows_finds_its_clips_here(data_dir, tmp_path):
+    from edgeser.audio import audio_paths
+
+    (tmp_path / "wav48").mkdir()
+    shutil.copy(data_dir / "emodb" / "03a01Wa.flac", tmp_path / "wav48" / "03a01Wa.flac")
+    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\r\nwav48\\03a01Wa.flac,03,anger\r\n")
+    (clip,) = read_corpus(str(tmp_path))
+    assert clip.path == str(tmp_path / "wav48" / "03a01Wa.flac") and clip.label == "anger"
+    assert audio_paths([str(tmp_path)]) == [clip.path]          # listen and enrol read it so too
+
+
 def test_manifest_missing_columns_names_the_file(tmp_path):
     (tmp_path / "manifest.csv").write_text("file,emotion\na.wav,angry\n")
     with pytest.raises(DataError, match="manifest.csv.*speaker"):

@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgeser import labels as L
-from edgeser.csvfile import CsvError, read_csv
+from edgeser.csvfile import CsvError, listed_path, read_csv
 from edgeser.files import replacing
 from edgeser.progress import iterate
 from edgeser.speed import change_speed
@@ -83,7 +83,7 @@ def read_manifest(root: Path, need_speaker: bool = True) -> List[Clip]:
                 raise DataError(f"{mpath}:{i}: empty speaker (each clip needs its speaker, so that no voice is "
                                 "both trained and tested on)")
             speaker = name
-        clips.append(Clip(str(root / row["path"]), f"{name}:{speaker}", lab, name))
+        clips.append(Clip(listed_path(root, row["path"]), f"{name}:{speaker}", lab, name))
     return clips
 
 
