@@ -146,6 +146,17 @@ def test_a_manifest_written_on_windows_finds_its_clips_here(data_dir, tmp_path):
     assert audio_paths([str(tmp_path)]) == [clip.path]          # listen and enrol read it so too
 
 
+def test_phone_recordings_in_an_emotion_folder_are_named_not_passed_over_in_silence(data_dir, tmp_path, capsys):
+    for emotion, clip in (("angry", "03a01Wa.flac"), ("neutral", "03a01Nc.flac")):
+        (tmp_path / emotion).mkdir()
+        shutil.copy(data_dir / "emodb" / clip, tmp_path / emotion / clip)
+    (tmp_path / "sad").mkdir()
+    (tmp_path / "sad" / "voice memo.m4a").write_bytes(b"\0\0\0\x20ftypM4A ")
+    assert {c.label for c in read_corpus(str(tmp_path))} == {"anger", "neutral"}
+    err = capsys.readouterr().err
+    assert "note: 1 file(s) in a format edgeser does not read (.m4a;" in err and "ffmpeg -i" in err, err
+
+
 def test_manifest_missing_columns_names_the_file(tmp_path):
     (tmp_path / "manifest.csv").write_text("file,emotion\na.wav,angry\n")
     with pytest.raises(DataError, match="manifest.csv.*speaker"):

@@ -18,8 +18,8 @@ from edgeser.csvfile import CsvError, listed_path, read_csv
 from edgeser.files import replacing
 from edgeser.progress import iterate
 from edgeser.speed import change_speed
-from edgeser.audio import (AUDIO_EXT, SAMPLE_RATE, AudioError, audio_files_under, hidden_below, read_clip,
-                           rms_normalize, trim_silence)
+from edgeser.audio import (AUDIO_EXT, SAMPLE_RATE, UNREAD_AUDIO_EXT, AudioError, audio_files_under, convert_hint,
+                           hidden_below, read_clip, rms_normalize, trim_silence)
 
 from .room import in_room
 
@@ -174,6 +174,9 @@ def read_corpus(path: str) -> List[Clip]:
         # folders named by emotion are the user's own labels, so they come before file-name patterns:
         # `my_voice/happy/` holding clips copied from EmoDB (names saying anger, say) is happiness
         clips = read_emotion_folders(root) or read_ravdess(root) or read_emodb(root)
+        unread = audio_files_under(root, UNREAD_AUDIO_EXT)
+        if unread:      # a folder of phone recordings (.m4a) took its emotion out of the model without a word
+            print(f"note: {convert_hint(unread)}", file=sys.stderr)
     if not clips:
         raise NoLabels(f"{root}: no manifest.csv, no RAVDESS or EmoDB file names and no folders named by emotion")
     return clips
