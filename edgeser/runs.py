@@ -24,7 +24,9 @@ SEARCH_DEPTH = 3      # runs are looked for in runs/NAME, runs/GROUP/NAME and ru
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-.") or "run"
+    # letters of any script stay: dropping them made `Ärger` and `rger` one run folder, and `情感`
+    # and `感情` both `run` (one evaluate report overwrote the other)
+    return re.sub(r"[^\w.]+", "-", text).strip("-.") or "run"
 
 
 def _corpora(data: Iterable[os.PathLike]) -> str:

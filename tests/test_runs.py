@@ -23,6 +23,10 @@ def test_run_folders_are_named_after_their_corpora_and_preset():
     assert runs.default_run_folder(["my voice"], "edge", init="runs/emodb-edge/best.pt", qat=True) \
         == Path("runs/my-voice-from-emodb-edge-qat")
     assert runs.default_run_folder(["me"], "edge", init="models/bundle-qat.pt") == Path("runs/me-from-bundle-qat")
+    # names in any script keep their letters: two corpora are two folders
+    assert runs.default_run_folder(["d/Ärger"], "tiny") == Path("runs/Ärger-tiny") != \
+        runs.default_run_folder(["d/rger"], "tiny")
+    assert runs.default_run_folder(["情感"], "edge") != runs.default_run_folder(["感情"], "edge")
 
 
 def test_evaluations_are_named_after_corpora_and_protocol_or_model():
