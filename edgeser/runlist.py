@@ -48,7 +48,7 @@ def training_runs(root: Path) -> List[Dict[str, Any]]:
             "corpora": run.get("corpora"), "labels": run.get("labels") or (man or {}).get("labels"),
             "epochs_run": hist.get("epochs_run"), "epochs": run.get("epochs"),
             "finished": hist.get("finished"),     # None: a history from before it was recorded
-            "validated": hist.get("validated"), "best_UA": best.get("UA"), "best_epoch": best.get("epoch"),
+            "validated": hist.get("validated"), "best_UA": None if hist.get("validated") is False else best.get("UA"), "best_epoch": best.get("epoch"),
             "export": ("stale" if stale_export(folder / EXPORT, M.MANIFEST) else "yes") if man else None,
             "adapted": bool(run.get("adapted")),    # `edgeser adapt`'s: a trained run's weights, not validated again
         })

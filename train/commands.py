@@ -344,9 +344,8 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
                            f"checkpoint {out_p / 'best.pt'}")
             click.echo(f"next: edgeser export {out_p}    (for the device: int8 and fp32, ONNX and TFLite)", err=True)
     if as_json and main:
-        best = {**res["best"], **({} if res["validated"] else {"UA": None})}   # history.json's -1: no validation
         click.echo(result_line("train", {"run": os.path.abspath(out_p), "checkpoint": os.path.abspath(out_p / "best.pt"),
-                                         "best": best,
+                                         "best": res["best"],
                               **{k: res[k] for k in ("epochs_run", "validated", "finished")}}))
 
 

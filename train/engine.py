@@ -583,7 +583,9 @@ class Trainer:
     def summary(self, validated: bool) -> Dict:
         """What fit returns and history.json holds; `finished`: every epoch run, or stopped early (a run
         still going, killed, or ended by --stop-after is not, and `edgeser runs` says so)."""
-        return {"best": self.best, "history": self.history, "epochs_run": self.epoch, "validated": validated,
+        # UA null without validation (the -1 kept for comparing epochs is no score a reader should average)
+        best = self.best if validated else {**self.best, "UA": None}
+        return {"best": best, "history": self.history, "epochs_run": self.epoch, "validated": validated,
                 "finished": self.epoch >= self.tcfg.epochs or self.stopped_early,
                 **({"run": self.record} if self.record is not None else {})}
 
