@@ -99,13 +99,16 @@ def export_info(folder: Path, bundled: bool = False) -> Dict[str, Any]:
     }
 
 
-def _validation(best: Dict[str, Any]) -> str:
+def _validation(best: Dict[str, Any], epochs: Any = None) -> str:
     """The weights' validation figure; a run that held out no speakers records UA -1 (it printed
-    "best validation UA -100.0%")."""
+    "best validation UA -100.0%"). Weights of another epoch than the best (a last.pt exported) are
+    not what that figure scored."""
     if not isinstance(best.get("UA"), (int, float)):
         return ""
     if best["UA"] < 0:
         return "; no validation speakers (every training speaker trained)"
+    if epochs is not None and best.get("epoch") not in (None, epochs):
+        return f"; the run's best validation UA, {best['UA']:.1%}, was epoch {best['epoch']}'s, not these weights'"
     return f"; best validation UA {best['UA']:.1%} at epoch {best['epoch']}"
 
 
@@ -137,7 +140,7 @@ def export_lines(info: Dict[str, Any]) -> List[str]:
         best = tr.get("best") or {}
         lines.append(f"weights        {tr.get('checkpoint', 'checkpoint')} after {tr['epochs']} epoch{'' if tr['epochs'] == 1 else 's'}"
                      + (" (quantization-aware)" if tr.get("qat") else "")
-                     + _validation(best))
+                     + _validation(best, tr["epochs"]))
     if tr.get("parity"):
         lines.append(f"parity         {tr['parity'].get('clips')} clips: {tr['parity'].get('source')}")
     lines.append(f"exported by    edgeser {info['edgeser_version'] or '?'} ({info['format']})")
