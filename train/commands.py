@@ -262,7 +262,8 @@ def _prepare_default(out: Path) -> None:
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint, as it was started: an option that "
                    "changes training (data, labels, preset, --lr, --epochs, --seed…) must be as it was; "
-                   "--threads, --device and --stop-after may change.")
+                   "--threads, --device and --stop-after may change (bit-identical weights need the same "
+                   "threads and device).")
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="End this invocation after N epochs in total (for time-limited jobs; continue with --resume).")
 @click.option("--init", "init", type=click.Path(), default=None, metavar="CKPT",
