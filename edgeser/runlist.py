@@ -48,6 +48,7 @@ def training_runs(root: Path) -> List[Dict[str, Any]]:
             "corpora": run.get("corpora"), "labels": run.get("labels") or (man or {}).get("labels"),
             "epochs_run": hist.get("epochs_run"), "epochs": run.get("epochs"),
             "finished": hist.get("finished"),     # None: a history from before it was recorded
+            "diverged": _dict(hist.get("diverged")).get("epoch"),    # the epoch it diverged in, or None
             "validated": hist.get("validated"), "best_UA": None if hist.get("validated") is False else best.get("UA"), "best_epoch": best.get("epoch"),
             "export": ("stale" if stale_export(folder / EXPORT, M.MANIFEST) else "yes") if man else None,
             "adapted": bool(run.get("adapted")),    # `edgeser adapt`'s: a trained run's weights, not validated again
@@ -98,7 +99,9 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
                      f"{'export':6}  written")
         for r in runs:
             epochs = printable(f"{r['epochs_run'] or '?'}/{r['epochs'] or '?'}") if r["epochs_run"] else "-"
-            if r["finished"] is False:
+            if r["diverged"]:
+                epochs += "!"
+            elif r["finished"] is False:
                 epochs += "*"
             if r["adapted"]:
                 best = "adapted"
@@ -109,9 +112,12 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
             corpora = r["corpora"] if isinstance(r["corpora"], list) and r["corpora"] else ["?"]
             lines.append(f"{printable(r['run']):{w}}  {printable(r['preset'] or '?'):10} {printable('+'.join(map(str, corpora))):16} "
                          f"{epochs:>7}  {best:>13}  {r['export'] or '-':6}  {r['written']}")
-        if any(r["finished"] is False for r in runs):
+        if any(r["finished"] is False and not r["diverged"] for r in runs):
             lines.append("* unfinished: still training, or stopped before its last epoch (the same command with "
                          "--resume continues it)")
+        if any(r["diverged"] for r in runs):
+            lines.append("! diverged: its loss or weights stopped being numbers; --resume would diverge again: "
+                         "train again with a lower --lr")
     else:
         lines.append(f"no training runs under {root}/ (`edgeser train --data DIR` makes one)")
     if evals:

@@ -1037,12 +1037,23 @@ def test_a_run_that_diverges_stops_with_one_line_and_keeps_no_broken_checkpoint(
     assert res.exit_code == 1, res.output
     err = res.output.strip().splitlines()[-1]
     assert err.startswith(f"Error: {out}: training diverged in epoch ") and "lower --lr (this run: 1e+12)" in err
-    hist = json.loads((out / "history.json").read_text())["history"] if (out / "history.json").exists() else []
-    assert all(np.isfinite(h["loss"]) for h in hist)
+    record = json.loads((out / "history.json").read_text())
+    assert all(np.isfinite(h["loss"]) for h in record["history"])
+    assert record["diverged"]["epoch"] == record["epochs_run"] + 1 and record["finished"] is False
     for name in ("best.pt", "last.pt"):
         if (out / name).exists():
             assert all(torch.isfinite(v).all() for v in load_checkpoint(out / name)["model"].values()
                        if v.is_floating_point())
+    # `edgeser runs` says so of a run that had checkpoints, rather than that --resume continues it
+    # (it would diverge again); this one diverged in its first epoch, so one is put beside its record
+    listed = tmp_path / "runs" / "diverged"
+    listed.mkdir(parents=True)
+    (listed / "last.pt").write_bytes(b"")            # runs reads no checkpoint, only that one is there
+    (listed / "history.json").write_text(json.dumps(record))
+    listing = run(["runs", "--root", str(tmp_path / "runs")]).output
+    assert "! diverged" in listing and "--resume continues it" not in listing, listing
+    assert json.loads(run(["runs", "--root", str(tmp_path / "runs"), "--json"]).output)["runs"][0]["diverged"] == \
+        record["diverged"]["epoch"]
 
 
 def test_a_checkpoint_with_weights_that_are_not_numbers_is_refused_in_one_line(corpus, tmp_path):

@@ -724,6 +724,9 @@ class Trainer:
                 # exited 0; export then failed with a traceback
                 kept = (f"its checkpoints, up to epoch {self.epoch}, are kept as they were" if self.epoch and last.exists()
                         else "no checkpoint was written")
+                if self.dist.main:      # `edgeser runs` then says diverged, not "--resume continues it"
+                    write_json(self.out / "history.json", {**self.summary(bool(len(val_clips))),
+                                                           "diverged": {"epoch": ep + 1, "loss": loss_now}})
                 raise DivergedError(f"{self.out}: training diverged in epoch {ep + 1} (loss {loss_now:g}): {kept}; "
                                     f"train again with a lower --lr (this run: {t.lr:g})")
             self.epoch = ep + 1
