@@ -45,6 +45,15 @@ def folder_truth(folder: str) -> Optional[Dict[str, Tuple[str, str]]]:
     return {os.path.abspath(c.path): (c.label, c.speaker) for c in clips}
 
 
+def trained_note(seen: int, n: int, what: str = "clips") -> Optional[str]:
+    """The warning that `seen` of the `n` scored files or clips are of voices the model trained on
+    (listen --input FOLDER, evaluate --model), or None."""
+    if not seen or not n:
+        return None
+    return (f"note: {seen} of the {n} scored {what} are of speakers the model trained on: "
+            "their scores overstate what it does for a voice it never heard")
+
+
 @dataclass
 class FolderScore:
     """Each file's answer against its label, as the model names it (the export's merges applied)."""
@@ -99,11 +108,7 @@ class FolderScore:
     @staticmethod
     def trained_note(rep: Dict) -> Optional[str]:
         """The warning that files of voices the model trained on were scored, or None."""
-        seen = rep.get("trained_speaker_files", 0)
-        if not seen or not rep["n"]:
-            return None
-        return (f"note: {seen} of the {rep['n']} scored files are of speakers the model trained on: "
-                "their scores overstate what it does for a voice it never heard")
+        return trained_note(rep.get("trained_speaker_files", 0), rep["n"], "files")
 
     def describe(self, rep: Dict) -> str:
         """The report in lines for people: what was scored, the scores, per-class recall."""

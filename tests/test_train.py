@@ -450,6 +450,12 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     assert res.exit_code == 0, res.output
     im = json.loads((tmp_path / "im" / "test.json").read_text())
     assert im["adapt_steps"] == 2 and "2 steps of information maximisation" in im["enrolled"]["note"]
+    # the fold model's own training voices are among the clips: counted, and said to flatter it
+    from edgeser.train.data import read_corpus
+    heard = set(load_checkpoint(out / "fold0" / "best.pt")["meta"]["train_speakers"])
+    n_heard = sum(c.speaker in heard for c in read_corpus(str(corpus)))
+    assert im["trained_speaker_clips"] == n_heard > 0
+    assert f"note: {n_heard} of the {im['n']} scored clips are of speakers the model trained on" in res.stderr
     assert "clips, 2 fine-tuning steps): " in res.output
     assert cv_rescore.main(["--model", str(out / "fold0" / "best.pt"), "--data", str(corpus), "--adapt-steps", "2",
                             "--json", str(tmp_path / "im.json")]) == 0

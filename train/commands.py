@@ -453,6 +453,7 @@ def _evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_ada
     from .engine import Adaptation, DivergedError
     from .metrics import format_report, format_speakers
     from .pipeline import cross_validate, save_report, test_model
+    from edgeser.scoring import trained_note
     from edgeser.speed import parse_speeds
 
     if model_path:
@@ -496,6 +497,9 @@ def _evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_ada
             click.echo(f"scored labels: {', '.join(rep['scored_labels'])}"
                        + (f" ({left} clip(s) of labels the model does not know left out)" if left else "")
                        + f"; report in {out_p / 'test.json'}")
+            flattered = trained_note(rep["trained_speaker_clips"], rep["n"])
+            if flattered:
+                click.echo(flattered, err=True)
             return rep, out_p / "test.json"
         train_opts["threads"] = train_opts["threads"] or 1
         cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,

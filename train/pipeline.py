@@ -398,7 +398,7 @@ def test_model(ckpt: Dict, clips: Sequence[Clip], audio: Sequence[np.ndarray], s
     """Score a trained model (a checkpoint read by load_checkpoint) on any corpus: only clips whose
     label the model knows, and only predictions among the labels that the test set has
     (cross-corpus); as the mean over `speeds`, on the torch `device`."""
-    from .checkpoint import model_from_checkpoint
+    from .checkpoint import model_from_checkpoint, trained_speakers
     from .engine import Adaptation
 
     how = how or Adaptation()
@@ -424,6 +424,9 @@ def test_model(ckpt: Dict, clips: Sequence[Clip], audio: Sequence[np.ndarray], s
     rep["per_speaker"] = per_speaker(y, decide(probs, allowed), speakers, known)
     rep["scored_labels"] = test_labels
     rep["skipped_unknown_label"] = len(clips) - len(pairs)
+    # voices the weights learnt from (their start's too): scored, they flatter the model, as listen says
+    heard = trained_speakers(ckpt)
+    rep["trained_speaker_clips"] = sum(s in heard for s in speakers)
     for key, p in scored.items():
         rep[key] = report(y, decide(p, allowed), known)
         rep[key]["note"] = adapted_note(key, how)
