@@ -206,10 +206,18 @@ def test_a_written_manifest_reads_back_and_scoring_needs_no_speakers(data_dir, t
         read_manifest(tmp_path)
 
 
-def test_unknown_label_names_file_and_line(tmp_path):
+def test_unknown_label_names_file_and_line(tmp_path, capsys):
     (tmp_path / "manifest.csv").write_text("path,speaker,emotion\na.wav,1,angry\nb.wav,1,contempt\n")
     with pytest.raises(DataError, match=r"manifest.csv:3.*contempt"):
         read_corpus(str(tmp_path))
+    # a run whose --labels names what it keeps leaves such rows out, and says how many
+    from edgeser.train.data import gather
+    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\na.wav,1,angry\nb.wav,1,contempt\n"
+                                           "c.wav,2,sad\nd.wav,2,Contempt\ne.wav,2,excited\n")
+    clips, _, keep = gather([str(tmp_path)], "anger,sadness", None)
+    assert [c.label for c in clips] == ["anger", "sadness"] and set(keep) == {"anger", "sadness"}
+    assert f"note: {tmp_path}: 3 clip(s) of labels edgeser does not know left out (contempt 2, excited 1); " \
+           f"--labels keeps {','.join(keep)}" in capsys.readouterr().err
     # an empty speaker cell was a speaker named '': clips of many voices as one, across the folds
     (tmp_path / "manifest.csv").write_text("path,speaker,emotion\na.wav,1,angry\nb.wav,,sad\n")
     with pytest.raises(DataError, match=r"manifest.csv:3: empty speaker"):

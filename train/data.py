@@ -54,9 +54,11 @@ def corpus_name(root: Path) -> str:
     return Path(os.path.abspath(root)).name
 
 
-def read_manifest(root: Path, need_speaker: bool = True) -> List[Clip]:
+def read_manifest(root: Path, need_speaker: bool = True, unknown: Optional[Counter] = None) -> List[Clip]:
     """need_speaker=False: a manifest without a speaker column is one speaker named after the
-    folder (as folders named by emotion are): enough to score a model, not to split speakers."""
+    folder (as folders named by emotion are): enough to score a model, not to split speakers.
+    `unknown`: rows whose label edgeser does not know are counted in it by label and left out (a
+    run whose --labels names what it keeps), where they are otherwise an error naming the row."""
     mpath = root / "manifest.csv"
     name = corpus_name(root)
     try:
@@ -72,7 +74,10 @@ def read_manifest(root: Path, need_speaker: bool = True) -> List[Clip]:
         try:
             lab = L.normalize(row["emotion"])
         except L.LabelError as e:
-            raise DataError(f"{mpath}:{i}: {e}") from None
+            if unknown is None:
+                raise DataError(f"{mpath}:{i}: {e}") from None
+            unknown[row["emotion"].strip().lower()] += 1
+            continue
         if not row["path"]:
             raise DataError(f"{mpath}:{i}: empty path")
         # an empty cell is no speaker name: read as one, every such clip became one speaker, and
@@ -160,14 +165,14 @@ def _emotion(name: str) -> Optional[str]:
         return None
 
 
-def read_corpus(path: str) -> List[Clip]:
+def read_corpus(path: str, unknown: Optional[Counter] = None) -> List[Clip]:
     """A folder with manifest.csv, one voice's recordings in folders named by emotion, or a RAVDESS
-    or EmoDB folder recognised by its file names."""
+    or EmoDB folder recognised by its file names. `unknown`: as read_manifest takes it."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
     if (root / "manifest.csv").exists():
-        clips = read_manifest(root)
+        clips = read_manifest(root, unknown=unknown)
         if not clips:
             raise DataError(f"{root / 'manifest.csv'}: lists no clips")
     else:
@@ -279,7 +284,14 @@ def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str],
                            + f"; name {','.join(sorted({merges[k] for k in gone}))} in --labels instead")
     clips: List[Clip] = []
     for d in distinct_corpora(data):
-        clips += read_corpus(d)
+        # with --labels, a manifest's rows of labels outside the vocabulary are left out, said: the
+        # run keeps what it names (without it they are an error naming the row)
+        unknown = Counter() if keep is not None else None
+        clips += read_corpus(d, unknown)
+        if unknown:
+            print(f"note: {d}: {sum(unknown.values())} clip(s) of labels edgeser does not know left out ("
+                  + ", ".join(f"{k} {n}" for k, n in unknown.most_common()) + f"); --labels keeps {','.join(keep)}",
+                  file=sys.stderr)
     clips = select(one_per_file(clips), merges, keep)
     if every_label:
         need_labels(keep, clips, ", ".join(map(str, data)))
