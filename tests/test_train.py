@@ -504,6 +504,17 @@ def test_plurality_vote_breaks_ties_toward_the_first_run():
                       [1, 2, 0, 1]]) == [1, 1, 0, 3]   # majority; majority; majority; three-way tie: run 1's
 
 
+def test_two_voices_are_told_that_validation_takes_half_their_clips(data_dir, tmp_path):
+    two = small_corpus(data_dir, tmp_path / "two", per_speaker=6, speakers=["03", "08"])
+    res = run(["train", "--data", str(two), "--epochs", "1", "--out", str(tmp_path / "r"), *TINY])
+    assert res.exit_code == 0, res.output
+    assert "note: validation holds out 1 of the 2 speakers, a third of the clips or more" in res.stderr
+    assert "--val-fraction 0 trains on all of them" in res.stderr
+    res = run(["train", "--data", str(two), "--epochs", "1", "--val-fraction", "0", "--out", str(tmp_path / "all"),
+               *TINY])
+    assert res.exit_code == 0 and "validation holds out" not in res.stderr, res.output
+
+
 def test_a_label_no_training_clip_is_left_for_is_refused_in_a_run_and_said_of_a_fold(capsys):
     from edgeser.train.data import Clip, DataError
     from edgeser.train.pipeline import _check_every_label_trains

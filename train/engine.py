@@ -654,6 +654,13 @@ class Trainer:
         n = self.cfg.window_samples
         self.log(f"model: {count_params(self.model):,} parameters; train {len(train_clips)} clips, "
                  f"validation {len(val_clips)} clips; {self.dist.world} process(es)")
+        if self.dist.main and len(val_clips) * 3 >= len(train_clips) + len(val_clips) > 0:
+            # two or three voices: whole held-out speakers are a third of the data or more
+            val_spk = len({c.speaker for c in val_clips})
+            print(f"{self.log_prefix}note: validation holds out {val_spk} of the "
+                  f"{val_spk + len({c.speaker for c in train_clips})} speakers, a third of the clips or more, which "
+                  "never train; with this few voices --val-fraction 0 trains on all of them (the last epoch is kept)",
+                  file=sys.stderr)
         stop = self.bad_epochs >= t.patience  # a resumed run that had already stopped early stays stopped
         self.stopped_early = stop
         if resumed and self.dist.main:
