@@ -162,6 +162,17 @@ def open_regular(path: os.PathLike):
         raise
 
 
+def sha256_of(path: os.PathLike) -> str:
+    """The hex sha256 of a regular file's bytes (open_regular: OSError, or ValueError for a FIFO)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open_regular(path) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def printable(v) -> str:
     """Text from a file (a downloaded run's or model's), safe to print on a line: a newline or an
     escape in a preset, a licence or a corpus name forged lines and recoloured the terminal."""

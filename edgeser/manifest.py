@@ -5,7 +5,6 @@ Written by `edgeser export` beside the model files; read by the runtime, `bench`
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -16,7 +15,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .files import file_kind, open_regular, printable, read_json
+from .files import file_kind, printable, read_json, sha256_of
 
 MANIFEST = "edgeser.json"
 WRITER = "`edgeser export`"     # the command whose folders hold a MANIFEST
@@ -357,16 +356,13 @@ def _figures(m: Manifest) -> Optional[str]:
 def file_problem(folder: os.PathLike, art: Artifact) -> Optional[str]:
     """Why `art`'s file in `folder` is not the one export wrote, or None. The sha256, not the golden
     self-test: 64 bytes flipped in an int8 head moved answers by 0.1 and passed its int8 tolerance."""
-    h = hashlib.sha256()
     try:
-        with open_regular(Path(folder) / art.file) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        digest = sha256_of(Path(folder) / art.file)
     except OSError as e:
         return f"cannot be read ({e.strerror or e})"
     except ValueError as e:     # a FIFO or /dev/zero: the read never ended
         return f"{e}, refused"
-    if h.hexdigest() != art.sha256:
+    if digest != art.sha256:
         return f"damaged or replaced (its sha256 is not the one {MANIFEST} lists): copy it again, or export again"
     return None
 

@@ -131,14 +131,34 @@ def default_firmware_folder(export: os.PathLike, bundled: bool = False) -> Path:
 
 
 def stale_export(folder: Path, marker: str) -> Optional[str]:
-    """A run's export older than the run's checkpoint (trained on with --resume, or adapted, after
-    exporting): the device would hear the old weights. The line that says so, or None."""
+    """A run's export of other weights than the run's checkpoint holds now (trained on with
+    --resume, or adapted, after exporting): the device would hear the old weights. The line that
+    says so, or None. By the checkpoint's sha256 where the manifest (`marker`) records it: a copied
+    or touched run keeps its export, another checkpoint copied in with an old date is told;
+    by modification times for an export made before it was recorded."""
+    from .files import read_json, sha256_of
+
     folder = Path(folder)
-    ck = checkpoint_in(folder.parent) if folder.name == EXPORT else None
+    if folder.name != EXPORT:
+        return None
     try:
-        if ck is None or ck.stat().st_mtime <= (folder / marker).stat().st_mtime:
+        training = (read_json(folder / marker) or {}).get("training") or {}
+    except (OSError, ValueError, AttributeError):
+        training = {}
+    recorded = training.get("checkpoint_sha256") if isinstance(training, dict) else None
+    named = folder.parent / Path(str(training.get("checkpoint") or "")).name if recorded else None
+    ck = named if named is not None and named.is_file() else checkpoint_in(folder.parent)
+    try:
+        if ck is None:
             return None
-    except OSError:
+        if recorded:
+            if sha256_of(ck) == recorded:
+                return None
+            return (f"{ck} is not the checkpoint its export {folder} was made from: this is the model as "
+                    f"exported; `edgeser export {folder.parent}` to hear the new weights")
+        if ck.stat().st_mtime <= (folder / marker).stat().st_mtime:
+            return None
+    except (OSError, ValueError):
         return None
     return (f"{ck} is newer than its export {folder}: this is the model as exported; "
             f"`edgeser export {folder.parent}` to hear the new weights")

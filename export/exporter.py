@@ -4,7 +4,6 @@ report against PyTorch. The folder is staged and swapped in whole (see edgeser/f
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from dataclasses import asdict
@@ -17,7 +16,7 @@ import edgeser
 from edgeser import manifest as M
 
 from . import clips as C
-from edgeser.files import staged_dir
+from edgeser.files import sha256_of, staged_dir
 from .streaming import stream_probs
 from .wrappers import ROLES, build, state_shapes
 
@@ -37,16 +36,25 @@ class ExportError(RuntimeError):
     """An export that cannot proceed; the message names the file or option at fault."""
 
 
+TOOLS = ("torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
+
+
+def tool_versions() -> Dict[str, str]:
+    """The converters and runtimes an export was made with: another version can write other bytes
+    (an int8 scale's last digit) from the same checkpoint."""
+    from importlib import metadata
+
+    out = {}
+    for name in TOOLS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def artifact_file(role: str, fmt: str, precision: str) -> str:
     return f"{STEMS[role]}{'.int8' if precision == 'int8' else ''}.{fmt}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _describe(path: Path, role: str, fmt: str, precision: str):
@@ -56,7 +64,7 @@ def _describe(path: Path, role: str, fmt: str, precision: str):
     b = open_model(path, threads=1)
     return M.Artifact(file=path.name, format=fmt, precision=precision, role=role,
                       inputs=[asdict(t) for t in b.inputs], outputs=[asdict(t) for t in b.outputs],
-                      size_bytes=path.stat().st_size, sha256=_sha256(path))
+                      size_bytes=path.stat().st_size, sha256=sha256_of(path))
 
 
 def _progress(total: int, enabled: bool):
@@ -188,7 +196,12 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
                           "speakers": sorted(trained_speakers(ckpt)),   # whose scores say little of new voices
                           "best": ckpt.get("best", {}), "epochs": ckpt.get("epoch"),
                           "checkpoint": str(ckpt.get("_path", ckpt_path)),
+                          # which weights, by their bytes: a run trained on after exporting is told
+                          # from one copied or touched (edgeser.runs.stale_export)
+                          "checkpoint_sha256": sha256_of(ckpt.get("_path", ckpt_path)),
                           "checkpoint_edgeser_version": ckpt.get("edgeser_version", ""),
+                          "command": str(meta.get("command", "")), "init": str(meta.get("init") or ""),
+                          "seed": (ckpt.get("train_config") or {}).get("seed"), "tools": tool_versions(),
                           "qat": bool((ckpt.get("train_config") or {}).get("qat")),
                           "calibration": cal_source, "calibration_windows": len(cal_windows)},
                 golden={"input_file": GOLDEN_FILE, "source": Path(cal_paths[0]).name,

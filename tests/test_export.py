@@ -119,6 +119,9 @@ def test_every_artifact_and_manifest(exported):
     assert man.training["qat"] is False  # the export note after QAT reads this, not the checkpoint
     assert man.training["merges"] == {"boredom": "neutral"}     # what a device scoring a corpus needs
     assert man.training["speakers"] == ["emodb:03", "emodb:08"]   # and whose voices it learned from
+    # which weights, by their bytes, and what made the files (another converter: other bytes)
+    assert man.training["checkpoint_sha256"] == _sha(Path(exported["ckpt"]))
+    assert man.training["tools"]["torch"].startswith("2.") and "onnx" in man.training["tools"]
     step = man.artifact("frontend_step", "onnx", "fp32")
     assert [i["name"] for i in step.inputs] == ["audio", "h0", "c0", "h1", "c1"]
     assert [o["name"] for o in step.outputs] == ["features", "h0_out", "c0_out", "h1_out", "c1_out"]

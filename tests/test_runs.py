@@ -106,6 +106,22 @@ def test_a_run_folder_stands_for_its_export(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgeser", "listen", "--model", str(run), "--input",
                         str(EXAMPLE), "--fast"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and f"note: {note}" in r.stderr and "summary:" in r.stdout
+    # an export that records its checkpoint's sha256 is judged by the bytes, not the dates: a run
+    # copied or touched keeps its export, another checkpoint copied in with an old date does not
+    import hashlib
+    import json
+
+    from edgeser.runs import stale_export
+    man = json.loads((run / "export" / "edgeser.json").read_text())
+    man["training"].update(checkpoint="runs/me/best.pt",
+                           checkpoint_sha256=hashlib.sha256((run / "best.pt").read_bytes()).hexdigest())
+    (run / "export" / "edgeser.json").write_text(json.dumps(man))
+    os.utime(run / "best.pt")
+    assert stale_export(run / "export", "edgeser.json") is None and R.load(run).notes == []
+    (run / "best.pt").write_bytes(b"other weights")
+    os.utime(run / "best.pt", (1000, 1000))
+    assert stale_export(run / "export", "edgeser.json").startswith(
+        f"{run / 'best.pt'} is not the checkpoint its export {run / 'export'} was made from")
 
 
 def test_export_without_a_checkpoint_takes_the_newest_run_else_the_bundled_one(tmp_path, monkeypatch):
