@@ -37,6 +37,11 @@ def to_mono(x: np.ndarray) -> np.ndarray:
 def decode_error(path, e: Exception) -> AudioError:
     """The one-line error for a file libsndfile cannot read (on opening or part-way)."""
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    try:
+        if os.path.getsize(path) == 0:      # libsndfile calls it "Format not recognised"
+            return AudioError(f"{path}: an empty file (0 bytes): nothing to decode")
+    except (OSError, TypeError, ValueError):
+        pass
     return AudioError(f"{path}: cannot decode audio ({msg})")
 
 

@@ -174,7 +174,7 @@ def rebuild_meta(args, cfg):
     from edgeser.train.data import corpus_licences, split_validation, summary
     from edgeser.train.pipeline import calibration_sample
 
-    clips, _, merges, _, _ = _load(args.data, [], args.labels, args.merge, None)
+    clips, _, merges, _, _, _ = _load(args.data, [], args.labels, args.merge, None)
     speakers = sorted({c.speaker for c in clips})
     tr_spk, val_spk = split_validation(speakers, args.val_fraction, args.seed)
     tr = [c for c in clips if c.speaker in set(tr_spk)]

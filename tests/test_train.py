@@ -53,7 +53,7 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, e
     assert hist["finished"] is True
     said = unstamped(json.loads(res.stdout), "train")   # --json: one object on stdout, the epochs' lines on stderr
     assert said == {"run": str(tmp_path / "half"), "checkpoint": str(tmp_path / "half" / "best.pt"),
-                    **{k: hist[k] for k in ("best", "epochs_run", "validated", "finished")}}
+                    **{k: hist[k] for k in ("best", "epochs_run", "validated", "finished")}, "skipped": []}
     full_ck, half_ck = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "half" / "last.pt")
     ema, adv = "--ema-epochs" in extra, "--speaker-adversary" in extra
     for key in ("model",) + (("train_model",) if ema else ()) + (("adversary",) if adv else ()):
@@ -378,7 +378,7 @@ def test_end_to_end_train_then_evaluate(corpus, tmp_path, data_dir):
     rep = json.loads((out / "cv.json").read_text())
     said = unstamped(json.loads(res.stdout), "evaluate")    # --json: the report and its file, progress on stderr
     assert said.pop("report") == str(out / "cv.json") and said == rep
-    assert len(rep["fold_UA"]) == 2 and 0.0 <= rep["pooled"]["UA"] <= 1.0
+    assert len(rep["fold_UA"]) == 2 and 0.0 <= rep["pooled"]["UA"] <= 1.0 and rep["skipped"] == []
     pooled = rep["pooled"]
     assert pooled["n"] == sum(sum(r) for r in pooled["confusion"])
     assert rep["speaker_adapted"]["n"] == rep["enrolled"]["n"] == pooled["n"]
@@ -506,10 +506,15 @@ def test_plurality_vote_breaks_ties_toward_the_first_run():
 
 def test_two_voices_are_told_that_validation_takes_half_their_clips(data_dir, tmp_path):
     two = small_corpus(data_dir, tmp_path / "two", per_speaker=6, speakers=["03", "08"])
-    res = run(["train", "--data", str(two), "--epochs", "1", "--out", str(tmp_path / "r"), *TINY])
+    with open(two / "manifest.csv", "a") as f:
+        f.write("gone.wav,03,anger\n")           # listed, never copied: skipped, and the reports say so
+    res = run(["train", "--data", str(two), "--epochs", "1", "--out", str(tmp_path / "r"), "--json", *TINY])
     assert res.exit_code == 0, res.output
     assert "note: validation holds out 1 of the 2 speakers, a third of the clips or more" in res.stderr
     assert "--val-fraction 0 trains on all of them" in res.stderr
+    gone = [{"file": str(two / "gone.wav"), "error": "No such file or directory"}]
+    assert json.loads(res.stdout)["skipped"] == gone
+    assert json.loads((tmp_path / "r" / "history.json").read_text())["run"]["skipped"] == gone
     res = run(["train", "--data", str(two), "--epochs", "1", "--val-fraction", "0", "--out", str(tmp_path / "all"),
                *TINY])
     assert res.exit_code == 0 and "validation holds out" not in res.stderr, res.output

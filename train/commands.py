@@ -220,7 +220,7 @@ def _load(data, extra, labels, merge, cache_dir):
     clips, audio, skipped = cache.load_usable(clips, where)
     need_labels(keep, clips, where, len(skipped))
     click.echo(f"data: {summary(clips)}", err=True)
-    return clips, audio, merges, L.ordered(c.label for c in clips), cache
+    return clips, audio, merges, L.ordered(c.label for c in clips), cache, skipped
 
 
 def _load_train_also(paths, labels, merge, found, cache):
@@ -280,8 +280,8 @@ def _prepare_default(out: Path) -> None:
                    "it changes the checkpoint's config. A bounded state gets a finer int8 grid.")
 @click.option("--json", "as_json", is_flag=True,
               help='At the end print one JSON object on stdout: {"run", "checkpoint", "best": {"UA" (null without '
-                   'validation), "epoch"}, "epochs_run", "validated", "finished"} (history.json holds every epoch); '
-                   'progress goes to stderr.')
+                   'validation), "epoch"}, "epochs_run", "validated", "finished", "skipped": [{"file", "error"}] '
+                   'of clips that could not be used} (history.json holds every epoch); progress goes to stderr.')
 @_train_options
 def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, window_s, labels, merge, val_fraction,
           cache_dir, as_json, **train_opts):
@@ -319,7 +319,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
             if resume and (out_p / "last.pt").exists():
                 work_kept()     # stopped while the corpus decodes, the same command still continues it
             merge = _inherited_merge(init, init_ck, merge)
-            clips, audio, merges, found, _ = _load(data, extra, labels, merge, cache_dir)
+            clips, audio, merges, found, _, skipped = _load(data, extra, labels, merge, cache_dir)
             cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
                                              ", ".join(list(data) + list(extra)), **train_opts)
             keep = _init_held_out(init_ck, clips) if init and val_fraction > 0 else []
@@ -327,7 +327,8 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
                 click.echo(f"validation: {', '.join(keep)}, the speakers {init} held out, so the fine-tuned model "
                            f"never hears them either", err=True)
             res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
-                            _run_meta(merges, preset, qat, init, init_ck, list(data) + list(extra)),
+                            {**_run_meta(merges, preset, qat, init, init_ck, list(data) + list(extra)),
+                             "skipped": skipped},
                             stop_after=stop_after, val_speakers=keep)
         except (DataError, LabelError, CheckpointError, DivergedError) as e:
             _fail(e)
@@ -347,7 +348,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     if as_json and main:
         click.echo(result_line("train", {"run": os.path.abspath(out_p), "checkpoint": os.path.abspath(out_p / "best.pt"),
                                          "best": res["best"],
-                              **{k: res[k] for k in ("epochs_run", "validated", "finished")}}))
+                              **{k: res[k] for k in ("epochs_run", "validated", "finished")}, "skipped": skipped}))
 
 
 def _plot_so_far(out_p: Path) -> None:
@@ -482,11 +483,12 @@ def _evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_ada
         ckpt = load_checkpoint(model_path) if model_path else None
         init_ck = load_checkpoint(init) if init else None   # read once: config, merges, held-out speakers
         merge = _inherited_merge(init, init_ck, merge)
-        clips, audio, merges, found, cache = _load(data, extra, labels, merge, cache_dir)
+        clips, audio, merges, found, cache, skipped = _load(data, extra, labels, merge, cache_dir)
         if model_path:
             _check_device(train_opts["device"])
             rep = test_model(ckpt, clips, audio, speaker_adapt, how, speeds, device=train_opts["device"])
             rep["command"] = " ".join(sys.argv)
+            rep["skipped"] = skipped        # the clips a reader of the report should know were not scored
             save_report(rep, out_p, "test", f"{Path(model_path).name} on {', '.join(list(data) + list(extra))}")
             click.echo(format_report(rep))
             click.echo(format_speakers(rep["per_speaker"]))
@@ -515,6 +517,7 @@ def _evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_ada
                              meta=_run_meta(merges, preset, qat, init, init_ck, list(data) + list(extra)), random_clips=cv == "random")
         res["command"] = " ".join(sys.argv)
         res["merges"] = merges
+        res["skipped"] = skipped
         save_report(res, out_p, "cv")
         click.echo(format_report(res["pooled"]))
         click.echo(format_speakers(res["per_speaker"]))

@@ -361,25 +361,29 @@ class AudioCache:
         return x
 
     def load_usable(self, clips: Sequence[Clip], where: str, what: str = "clips",
-                    progress: bool = True) -> Tuple[List[Clip], List[np.ndarray], List[str]]:
+                    progress: bool = True) -> Tuple[List[Clip], List[np.ndarray], List[Dict[str, str]]]:
         """`load`, and a DataError naming `where` when not one clip decodes (each was said on stderr)."""
         kept, audio, skipped = self.load(clips, progress)
         if not kept:
             raise DataError(f"{where}: no usable {what} ({len(skipped)} skipped, see above)")
         return kept, audio, skipped
 
-    def load(self, clips: Sequence[Clip], progress: bool = True) -> Tuple[List[Clip], List[np.ndarray], List[str]]:
-        """Decode every clip; broken ones are reported by path and skipped."""
+    def load(self, clips: Sequence[Clip], progress: bool = True) -> Tuple[List[Clip], List[np.ndarray], List[Dict[str, str]]]:
+        """Decode every clip; broken ones are reported by path and skipped: (clips kept, their audio,
+        [{"file", "error"}] of those skipped, as listen --json lists a folder's)."""
         kept, audio, skipped = [], [], []
         for c in iterate(clips, "decode", "clip", progress):
             try:
                 audio.append(self.get(c.path))
                 kept.append(c)
             except AudioError as e:
-                skipped.append(str(e))
+                said = str(e)
+                why = said[len(c.path) + 2:] if said.startswith(f"{c.path}: ") else said
+                skipped.append({"file": os.path.abspath(c.path), "error": why})
                 print(f"skipped: {e}", file=sys.stderr)
         if skipped:
-            print(f"{len(skipped)} of {len(clips)} clips skipped (unreadable, empty, NaN or silent)", file=sys.stderr)
+            print(f"{len(skipped)} of {len(clips)} clips skipped (missing, unreadable, empty, NaN or silent)",
+                  file=sys.stderr)
         return kept, audio, skipped
 
 

@@ -142,7 +142,7 @@ def run_record(meta: Dict, labels: Sequence[str], epochs: int) -> Dict:
     return {"corpora": [d["corpus"] for d in meta.get("data") or []], "labels": list(labels), "epochs": epochs,
             "speakers": {"train": len(meta.get("train_speakers") or []),
                          "validation": len(meta.get("val_speakers") or [])},
-            **{k: meta[k] for k in ("preset", "qat", "init") if k in meta}}
+            **{k: meta[k] for k in ("preset", "qat", "init", "skipped") if k in meta}}
 
 
 def _check_every_label_trains(clips: Sequence[Clip], tr: Sequence[int], labels: Sequence[str], fold: str) -> None:
