@@ -157,6 +157,28 @@ def test_phone_recordings_in_an_emotion_folder_are_named_not_passed_over_in_sile
     assert "note: 1 file(s) in a format edgeser does not read (.m4a;" in err and "ffmpeg -i" in err, err
 
 
+def test_a_copy_of_a_recording_under_another_name_is_heard_once(data_dir, tmp_path, capsys):
+    from edgeser.train.data import one_per_recording
+
+    src = data_dir / "emodb" / "03a01Wa.flac"
+    (tmp_path / "angry").mkdir()
+    shutil.copy(src, tmp_path / "angry" / "03a01Wa.flac")
+    x, sr = sf.read(str(src))
+    sf.write(tmp_path / "angry" / "copy of 03a01Wa.wav", x, sr, subtype="PCM_16")   # converted, same samples
+    shutil.copy(data_dir / "emodb" / "03a01Nc.flac", tmp_path / "angry" / "other.flac")
+    clips = read_corpus(str(tmp_path))
+    kept, audio, _ = AudioCache(str(tmp_path / "cache")).load(clips, progress=False)
+    once, heard = one_per_recording(kept, audio)
+    assert len(kept) == 3 and [Path(c.path).name for c in once] == ["03a01Wa.flac", "other.flac"]
+    assert len(heard) == 2 and "note: 1 clip(s) hold the same audio as another" in capsys.readouterr().err
+    # a copy given another label or another speaker is no duplicate to drop: one of them is wrong
+    from dataclasses import replace
+    for change, said in (({"label": "sadness"}, "labelled anger there and sadness here"),
+                         ({"speaker": "someone"}, "under speakers")):
+        with pytest.raises(DataError, match=said):
+            one_per_recording([kept[0], replace(kept[1], **change)], audio[:2])
+
+
 def test_manifest_missing_columns_names_the_file(tmp_path):
     (tmp_path / "manifest.csv").write_text("file,emotion\na.wav,angry\n")
     with pytest.raises(DataError, match="manifest.csv.*speaker"):

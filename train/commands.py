@@ -209,7 +209,7 @@ def _run_configs(preset, labels_found, window_s, init, init_ck, qat, cell_clip, 
 def _load(data, extra, labels, merge, cache_dir):
     from edgeser import labels as L
 
-    from .data import AudioCache, gather, need_labels, summary
+    from .data import AudioCache, gather, need_labels, one_per_recording, summary
 
     paths = list(data) + list(extra)
     if not paths:
@@ -218,6 +218,7 @@ def _load(data, extra, labels, merge, cache_dir):
     cache = AudioCache(cache_dir)
     where = ", ".join(map(str, paths))
     clips, audio, skipped = cache.load_usable(clips, where)
+    clips, audio = one_per_recording(clips, audio)
     need_labels(keep, clips, where, len(skipped))
     click.echo(f"data: {summary(clips)}", err=True)
     return clips, audio, merges, L.ordered(c.label for c in clips), cache, skipped

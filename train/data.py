@@ -237,6 +237,35 @@ def same_file(path: str) -> str:
     return os.path.realpath(path)
 
 
+def one_per_recording(clips: Sequence[Clip], audio: Sequence[np.ndarray]) -> Tuple[List[Clip], List[np.ndarray]]:
+    """`clips` and their decoded `audio` with each recording once: a copy under another file name
+    (`copy of 11a01Wc.wav`, a converted WAV beside its FLAC) decodes to the same samples, and counted
+    twice it trained in a fold that tested the other (random folds), or under two speakers in the
+    folds of both. Copies of one label and speaker are heard once, said on stderr; copies given two
+    labels, or two speakers, are a DataError naming both files."""
+    first: Dict[str, Clip] = {}
+    kept_c, kept_a, again = [], [], []
+    for c, x in zip(clips, audio):
+        key = f"{hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()}:{x.shape}"
+        seen = first.setdefault(key, c)
+        if seen is c:
+            kept_c.append(c)
+            kept_a.append(x)
+        elif seen.label != c.label:
+            raise DataError(f"{c.path}: the same audio as {seen.path}, labelled {seen.label} there and {c.label} "
+                            f"here; one recording, one label")
+        elif seen.speaker != c.speaker:
+            raise DataError(f"{c.path}: the same audio as {seen.path}, under speakers {seen.speaker} and {c.speaker}: "
+                            f"one recording could train and test in one fold")
+        else:
+            again.append((c, seen))
+    if again:
+        c, seen = again[0]
+        print(f"note: {len(again)} clip(s) hold the same audio as another ({c.path} is {seen.path}): each recording "
+              f"is heard once", file=sys.stderr)
+    return kept_c, kept_a
+
+
 def one_per_file(clips: Sequence[Clip]) -> List[Clip]:
     """`clips` with each file once. A file listed again (a duplicate row, or two manifests or a
     manifest and a corpus folder listing the same files) is read once, said on stderr: counted twice
