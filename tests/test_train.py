@@ -38,17 +38,22 @@ AUG = ["--speed-perturb", "0.1", "--mixup", "0.4"]
 
 @pytest.mark.parametrize("extra", [[], ["--ema-epochs", "1"], ["--speaker-adversary", "0.5"]],
                          ids=["plain", "weight-average", "speaker-adversary"])
-def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, extra):
+def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path, extra, monkeypatch):
     opts = [*TINY, *AUG, *extra]
     full = run(["train", "--data", str(corpus), "--epochs", "2", "--out", str(tmp_path / "full"), *opts])
     assert full.exit_code == 0, full.output
     # the same run, ended after epoch 1 as if killed there, then resumed
-    half = run(["train", "--data", str(corpus), "--epochs", "2", "--stop-after", "1", "--out", str(tmp_path / "half"), *opts])
+    first = ["train", "--data", str(corpus), "--epochs", "2", "--stop-after", "1", "--out", str(tmp_path / "half"), *opts]
+    monkeypatch.setattr(sys, "argv", ["edgeser", *first])        # what the checkpoint records as its command
+    half = run(first)
     assert half.exit_code == 0 and load_checkpoint(tmp_path / "half" / "last.pt")["epoch"] == 1
     assert json.loads((tmp_path / "half" / "history.json").read_text())["finished"] is False
-    res = run(["train", "--data", str(corpus), "--epochs", "2", "--resume", "--out", str(tmp_path / "half"), *opts,
-               "--json"])
+    again = ["train", "--data", str(corpus), "--epochs", "2", "--resume", "--out", str(tmp_path / "half"), *opts, "--json"]
+    monkeypatch.setattr(sys, "argv", ["edgeser", *again])
+    res = run(again)
     assert res.exit_code == 0 and "resumed from" in res.stderr
+    meta = load_checkpoint(tmp_path / "half" / "last.pt")["meta"]   # the run's command, and what continued it
+    assert meta["command"] == " ".join(["edgeser", *first]) and meta["resumed_by"] == [" ".join(["edgeser", *again])]
     hist = json.loads((tmp_path / "half" / "history.json").read_text())
     assert hist["finished"] is True
     said = unstamped(json.loads(res.stdout), "train")   # --json: one object on stdout, the epochs' lines on stderr

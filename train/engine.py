@@ -610,6 +610,11 @@ class Trainer:
             self.adv_opt.load_state_dict(ck["adversary_optimizer"])
         self.epoch, self.best = ck["epoch"], ck["best"]
         self.bad_epochs, self.history = ck["bad_epochs"], ck["history"]
+        # the command that started the run stays its command; each that continued it is added
+        was = ck.get("meta") or {}
+        if was.get("command") and was["command"] != self.meta.get("command"):
+            self.meta["resumed_by"] = list(was.get("resumed_by") or []) + [self.meta.get("command", "")]
+            self.meta["command"] = was["command"]
         if self.dist.main and self.epoch and self.best.get("epoch") == self.epoch:
             # killed between last.pt and best.pt of an epoch that was the best: a run with no epoch
             # left to run kept an older best.pt for good. Saved again from the same state, it is the
