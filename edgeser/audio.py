@@ -245,8 +245,10 @@ def audio_files_under(root: Path, extensions=AUDIO_EXT) -> List[Path]:
 def convert_hint(paths: Sequence[Path]) -> str:
     """One line naming recordings that cannot be read and the command that converts them."""
     kinds = ", ".join(sorted({p.suffix.lower() for p in paths}))
+    import shlex
+
     return (f"{len(paths)} file(s) in a format edgeser does not read ({kinds}; first: {paths[0]}) passed over: "
-            f"convert them, e.g. ffmpeg -i {paths[0].name} {paths[0].stem}.wav")
+            f"convert them, e.g. ffmpeg -i {shlex.quote(paths[0].name)} {shlex.quote(paths[0].stem + '.wav')}")
 
 
 def audio_paths(paths: Sequence[Union[str, Path]]) -> List[str]:

@@ -32,6 +32,16 @@ def normalize(label: str) -> str:
     raise LabelError(f"unknown emotion label {label!r} (known: {', '.join(CANONICAL)})")
 
 
+def misspelt(label: str) -> Optional[str]:
+    """The known spelling an unknown label is a typo of ('angery' -> 'angry'), or None: a typo is
+    a mistake to name, where a label of another vocabulary ('contempt') can be left out."""
+    import difflib
+
+    key = str(label).strip().lower().replace("-", "").replace("_", "")
+    close = difflib.get_close_matches(key, list(_ALIASES), n=1, cutoff=0.8)
+    return close[0] if close and len(key) > 3 else None
+
+
 def parse_merge(spec: Optional[str]) -> Dict[str, str]:
     """'calm=neutral,boredom=neutral' -> {'calm': 'neutral', 'boredom': 'neutral'}."""
     merges: Dict[str, str] = {}

@@ -29,6 +29,11 @@ def _dict(v) -> Dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
+def _score(ua) -> Optional[float]:
+    """A best UA as recorded: -1 (older runs' "no validation") and anything not a score are None."""
+    return ua if isinstance(ua, (int, float)) and 0 <= ua <= 1 else None
+
+
 def _when(path: Path) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
 
@@ -49,7 +54,7 @@ def training_runs(root: Path) -> List[Dict[str, Any]]:
             "epochs_run": hist.get("epochs_run"), "epochs": run.get("epochs"),
             "finished": hist.get("finished"),     # None: a history from before it was recorded
             "diverged": _dict(hist.get("diverged")).get("epoch"),    # the epoch it diverged in, or None
-            "validated": hist.get("validated"), "best_UA": None if hist.get("validated") is False else best.get("UA"), "best_epoch": best.get("epoch"),
+            "validated": hist.get("validated"), "best_UA": _score(best.get("UA")) if hist.get("validated") is not False else None, "best_epoch": best.get("epoch"),
             "export": ("stale" if stale_export(folder / EXPORT, M.MANIFEST) else "yes") if man else None,
             "adapted": bool(run.get("adapted")),    # `edgeser adapt`'s: a trained run's weights, not validated again
         })
@@ -117,7 +122,7 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
                          "--resume continues it)")
         if any(r["diverged"] for r in runs):
             lines.append("! diverged: its loss or weights stopped being numbers; --resume would diverge again: "
-                         "train again with a lower --lr")
+                         "train again with a lower --lr and another --out")
     else:
         lines.append(f"no training runs under {root}/ (`edgeser train --data DIR` makes one)")
     if evals:
@@ -126,7 +131,8 @@ def format_listing(runs: List[Dict[str, Any]], evals: List[Dict[str, Any]], root
                       f"{'clips':>5}  {'enrolled':>8}  written"]
         for e in evals:
             proto = printable(e["protocol"])
-            proto = "random (speaker-dep.)" if proto.startswith("random") else proto
+            proto = ("random (speaker-dep.)" if proto.startswith("random") else
+                     "leave one speaker out" if proto.endswith("leave one speaker out") else proto)
             lines.append(f"{printable(e['folder']):{w}}  {proto:21} {e['folds'] or '-':>5}  {_pct(e['UA']):>6} "
                          f"{_pct(e['WA']):>6} {_pct(e['F1']):>6}  {printable(e['clips'] or '-'):>5}  "
                          f"{_pct(e['enrolled_UA']):>8}  {e['written']}")
@@ -141,9 +147,9 @@ def runs(root, as_json):
     """What has been trained and evaluated here, newest run first: under --root and the folders in it,
     three deep (runs/NAME, runs/GROUP/NAME, runs/GROUP/SUB/NAME).
 
-    For each training run: its preset, corpora, epochs run of those asked for (`*`: unfinished), best validation UA
-    (on held-out training speakers) and whether it is exported (`stale`: the checkpoint is newer
-    than its export). For each evaluation: its protocol, UA, WA and macro-F1 (and UA enrolled,
+    For each training run: its preset, corpora, epochs run of those asked for (`*`: unfinished, `!`:
+    diverged), best validation UA (on held-out training speakers) and whether it is exported
+    (`stale`: the checkpoint is not the one exported). For each evaluation: its protocol, UA, WA and macro-F1 (and UA enrolled,
     with --speaker-adapt), or `unfinished` with the folds begun so far (still running, or to
     continue with `evaluate … --resume`). Read from the JSON the commands leave; no torch needed.
     """

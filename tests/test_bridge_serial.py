@@ -144,12 +144,13 @@ def test_device_refuses_bad_requests_with_error_frames(engine):
              (P.encode_frame(P.AUDIO, 4, P.Audio(0, bytes(2 * (dev.max_audio_samples + 1))).pack()), P.E_PAYLOAD),
              (P.encode_frame(P.HELLO, 5, P.Hello(version=2, flags=P.FLAG_HOST).pack()), P.E_VERSION),
              (P.encode_frame(P.STATUS, 6, b"\x01"), P.E_PAYLOAD)]       # a request carries no bytes
+    texts = []
     for wire, code in cases:
         (f,), _ = _frames_of(dev.receive(wire))
         m = P.parse(f)
         assert isinstance(m, P.Error) and m.code == code, (m, code)
-        assert m.text
-    assert "a request has none" in m.text, m.text      # too long, not "truncated"
+        texts.append(m.text)
+    assert all(texts) and "a request has none" in texts[-1], texts     # STATUS with bytes: too long, not "truncated"
     (f,), _ = _frames_of(dev.receive(P.encode_frame(P.STATUS, 7, b"")))
     assert P.parse(f).frames == 7
 

@@ -152,9 +152,11 @@ def test_phone_recordings_in_an_emotion_folder_are_named_not_passed_over_in_sile
         shutil.copy(data_dir / "emodb" / clip, tmp_path / emotion / clip)
     (tmp_path / "sad").mkdir()
     (tmp_path / "sad" / "voice memo.m4a").write_bytes(b"\0\0\0\x20ftypM4A ")
-    assert {c.label for c in read_corpus(str(tmp_path))} == {"anger", "neutral"}
+    from edgeser.train.data import gather
+    assert {c.label for c in gather([str(tmp_path)], None, None)[0]} == {"anger", "neutral"}
     err = capsys.readouterr().err
-    assert "note: 1 file(s) in a format edgeser does not read (.m4a;" in err and "ffmpeg -i" in err, err
+    assert "note: 1 file(s) in a format edgeser does not read (.m4a;" in err, err
+    assert "ffmpeg -i 'voice memo.m4a' 'voice memo.wav'" in err, err      # a line to paste, spaces and all
 
 
 def test_a_copy_of_a_recording_under_another_name_is_heard_once(data_dir, tmp_path, capsys):
@@ -240,6 +242,10 @@ def test_unknown_label_names_file_and_line(tmp_path, capsys):
     assert [c.label for c in clips] == ["anger", "sadness"] and set(keep) == {"anger", "sadness"}
     assert f"note: {tmp_path}: 3 clip(s) of labels edgeser does not know left out (contempt 2, excited 1); " \
            f"--labels keeps {','.join(keep)}" in capsys.readouterr().err
+    # a typo is no label of another vocabulary: still an error, with the spelling it missed
+    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\na.wav,1,angry\nb.wav,1,angery\n")
+    with pytest.raises(DataError, match=r"manifest.csv:3: unknown emotion label 'angery' .*; a typo of 'angry'\?"):
+        gather([str(tmp_path)], "anger", None)
     # an empty speaker cell was a speaker named '': clips of many voices as one, across the folds
     (tmp_path / "manifest.csv").write_text("path,speaker,emotion\na.wav,1,angry\nb.wav,,sad\n")
     with pytest.raises(DataError, match=r"manifest.csv:3: empty speaker"):

@@ -27,6 +27,16 @@ def test_run_folders_are_named_after_their_corpora_and_preset():
     assert runs.default_run_folder(["d/Ärger"], "tiny") == Path("runs/Ärger-tiny") != \
         runs.default_run_folder(["d/rger"], "tiny")
     assert runs.default_run_folder(["情感"], "edge") != runs.default_run_folder(["感情"], "edge")
+    import unicodedata
+    assert runs.default_run_folder([unicodedata.normalize("NFD", "d/Ärger")], "tiny") == Path("runs/Ärger-tiny")
+    assert runs.default_run_folder(["हिन्दी"], "edge") == Path("runs/हिन्दी-edge")     # vowel signs kept
+
+
+def test_a_run_begun_under_an_older_ascii_name_is_found_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runs.default_run_folder(["d/Ärger"], "tiny") == Path("runs/Ärger-tiny")
+    (tmp_path / "runs" / "rger-tiny").mkdir(parents=True)        # as 0.2.0 named it: --resume goes on there
+    assert runs.default_run_folder(["d/Ärger"], "tiny") == Path("runs/rger-tiny")
 
 
 def test_evaluations_are_named_after_corpora_and_protocol_or_model():
@@ -167,7 +177,7 @@ def test_runs_lists_trainings_and_evaluations_from_their_reports(tmp_path):
     (root / "eval-emodb-loso").mkdir()
     (root / "eval-emodb-loso" / "cv.json").write_text(json.dumps(
         {"pooled": {"UA": 0.718, "WA": 0.72, "macro_F1": 0.7, "n": 535}, "folds": [{}] * 10,
-         "protocol": "speaker-independent"}))
+         "protocol": "speaker-independent, leave one speaker out"}))
     (root / "eval-x-on-emodb").mkdir()
     (root / "eval-x-on-emodb" / "test.json").write_text(json.dumps({"UA": 0.36, "WA": 0.4, "n": 300}))
     for fold in ("fold0", "fold1"):               # a cross-validation stopped after two folds began
@@ -185,7 +195,9 @@ def test_runs_lists_trainings_and_evaluations_from_their_reports(tmp_path):
     assert lines[2].split()[1:5] == ["?", "?", "10/?", "50.0%"] and lines[2].split()[7] == "-"
     assert lines[3].split()[:6] == [str(adapted), "edge", "ravdess", "69/80", "adapted", "-"]
     cv = next(line for line in lines if line.startswith(str(root / "eval-emodb-loso")))
-    assert "speaker-independent" in cv and " 10 " in cv and "71.8%" in cv and "535" in cv
+    assert "leave one speaker out" in cv and " 10 " in cv and "71.8%" in cv and "535" in cv
+    folds = next(line for line in lines if line.startswith(str(grouped / "s1")))
+    assert "speaker-independent" in folds and " 4 " in folds      # k speaker folds, told from leave-one-out
     test = next(line for line in lines if line.startswith(str(root / "eval-x-on-emodb")))
     assert "trained model" in test and "36.0%" in test
     going = next(line for line in lines if line.startswith(str(root / "eval-ravdess-speaker4")))

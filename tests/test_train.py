@@ -536,8 +536,16 @@ def test_a_label_no_training_clip_is_left_for_is_refused_in_a_run_and_said_of_a_
     with pytest.raises(DataError, match=r"^sadness: no clip left to train on: its 1 clip\(s\) are of b, held out"):
         _check_every_label_trains(clips, trains_a, labels, "")
     _check_every_label_trains(clips, trains_a, labels, "fold 0: ")       # a fold goes on, and says so
-    assert "fold 0: note: no sadness clip trains in this fold (held out for validation: b)" in capsys.readouterr().err
+    assert "fold 0: note: no sadness clip trains in this fold (its clips here are of validation speakers b)" \
+        in capsys.readouterr().err
+    no_neutral = [c for c in clips if c.label != "neutral"]              # every neutral clip is a test clip
+    _check_every_label_trains(no_neutral, range(len(no_neutral)), labels, "fold 1: ", tested=["neutral"])
+    assert "fold 1: note: no neutral clip trains in this fold (all of it is tested)" in capsys.readouterr().err
     _check_every_label_trains(clips, range(len(clips)), labels, "")     # every label trains: nothing said
+    # a label no clip has (a fine-tune keeps its start's labels: a user recorded two emotions) is no
+    # label held out: it keeps what the start learnt
+    _check_every_label_trains(clips, range(len(clips)), labels + ["fear"], "")
+    _check_every_label_trains(clips, range(len(clips)), labels + ["fear"], "fold 2: ", tested=["anger"])
     assert capsys.readouterr().err == ""
 
 

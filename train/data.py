@@ -74,8 +74,9 @@ def read_manifest(root: Path, need_speaker: bool = True, unknown: Optional[Count
         try:
             lab = L.normalize(row["emotion"])
         except L.LabelError as e:
-            if unknown is None:
-                raise DataError(f"{mpath}:{i}: {e}") from None
+            typo = L.misspelt(row["emotion"])
+            if unknown is None or typo:
+                raise DataError(f"{mpath}:{i}: {e}" + (f"; a typo of {typo!r}?" if typo else "")) from None
             unknown[row["emotion"].strip().lower()] += 1
             continue
         if not row["path"]:
@@ -179,9 +180,6 @@ def read_corpus(path: str, unknown: Optional[Counter] = None) -> List[Clip]:
         # folders named by emotion are the user's own labels, so they come before file-name patterns:
         # `my_voice/happy/` holding clips copied from EmoDB (names saying anger, say) is happiness
         clips = read_emotion_folders(root) or read_ravdess(root) or read_emodb(root)
-        unread = audio_files_under(root, UNREAD_AUDIO_EXT)
-        if unread:      # a folder of phone recordings (.m4a) took its emotion out of the model without a word
-            print(f"note: {convert_hint(unread)}", file=sys.stderr)
     if not clips:
         raise NoLabels(f"{root}: no manifest.csv, no RAVDESS or EmoDB file names and no folders named by emotion")
     return clips
@@ -317,6 +315,9 @@ def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str],
         # run keeps what it names (without it they are an error naming the row)
         unknown = Counter() if keep is not None else None
         clips += read_corpus(d, unknown)
+        unread = [] if (Path(d) / "manifest.csv").exists() else audio_files_under(d, UNREAD_AUDIO_EXT)
+        if unread:      # a folder of phone recordings (.m4a) took its emotion out of the model without a word
+            print(f"note: {convert_hint(unread)}", file=sys.stderr)
         if unknown:
             print(f"note: {d}: {sum(unknown.values())} clip(s) of labels edgeser does not know left out ("
                   + ", ".join(f"{k} {n}" for k, n in unknown.most_common()) + f"); --labels keeps {','.join(keep)}",

@@ -442,8 +442,8 @@ def resume_differences(ck: Dict, cfg: ModelConfig, tcfg: TrainConfig, meta: Dict
     if len(out) == before and was_meta.get("data") and meta.get("data"):
         # a corpus names its speakers after its folder: the same clips through a link of another name
         # are other speakers, and the message should say why
-        differ("corpus names", [d.get("corpus") for d in was_meta["data"]],
-               [d.get("corpus") for d in meta["data"]])
+        differ("corpus names", *([d.get("corpus") for d in m["data"] if not d.get("via")]   # read, not inherited
+                                 for m in (was_meta, meta)))
     if len(out) == before and was_meta.get("data_sha1") and was_meta["data_sha1"] != meta.get("data_sha1"):
         out.append(f"the data held \"{was_meta.get('summary', '?')}\", now \"{meta.get('summary', '?')}\""
                    if was_meta.get("summary") != meta.get("summary") else
@@ -659,13 +659,12 @@ class Trainer:
         n = self.cfg.window_samples
         self.log(f"model: {count_params(self.model):,} parameters; train {len(train_clips)} clips, "
                  f"validation {len(val_clips)} clips; {self.dist.world} process(es)")
-        if self.dist.main and len(val_clips) * 3 >= len(train_clips) + len(val_clips) > 0:
-            # two or three voices: whole held-out speakers are a third of the data or more
-            val_spk = len({c.speaker for c in val_clips})
-            print(f"{self.log_prefix}note: validation holds out {val_spk} of the "
-                  f"{val_spk + len({c.speaker for c in train_clips})} speakers, a third of the clips or more, which "
-                  "never train; with this few voices --val-fraction 0 trains on all of them (the last epoch is kept)",
-                  file=sys.stderr)
+        val_spk, voices = len({c.speaker for c in val_clips}), len({c.speaker for c in (*train_clips, *val_clips)})
+        if self.dist.main and not resumed and voices <= 4 and len(val_clips) * 3 >= len(train_clips) + len(val_clips) > 0:
+            # two to four voices: whole held-out speakers are a third of the data or more
+            print(f"{self.log_prefix}note: validation holds out {val_spk} of the {voices} speakers, a third of the "
+                  "clips or more, which never train; with this few voices --val-fraction 0 trains on all of them "
+                  "(the last epoch is kept)", file=sys.stderr)
         stop = self.bad_epochs >= t.patience  # a resumed run that had already stopped early stays stopped
         self.stopped_early = stop
         if resumed and self.dist.main:
@@ -738,9 +737,10 @@ class Trainer:
                         else "no checkpoint was written")
                 if self.dist.main:      # `edgeser runs` then says diverged, not "--resume continues it"
                     write_json(self.out / "history.json", {**self.summary(bool(len(val_clips))),
-                                                           "diverged": {"epoch": ep + 1, "loss": loss_now}})
+                                                           "diverged": {"epoch": ep + 1, "loss": loss_now if
+                                                                        np.isfinite(loss_now) else str(loss_now)}})
                 raise DivergedError(f"{self.out}: training diverged in epoch {ep + 1} (loss {loss_now:g}): {kept}; "
-                                    f"train again with a lower --lr (this run: {t.lr:g})")
+                                    f"train again with a lower --lr (this run: {t.lr:g}) and another --out")
             self.epoch = ep + 1
             rec = {"epoch": self.epoch, "loss": loss_now, "seconds": round(time.time() - t0, 2)}
             if speaker_losses:   # near log(speakers) while the embedding hides who speaks

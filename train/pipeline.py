@@ -128,51 +128,57 @@ def with_inherited(own: List[Dict], inherited: Optional[Sequence[Dict]], init: O
     weights learnt from them, so their terms (RAVDESS's non-commercial share-alike) hold for it too.
     Inherited entries say `via`, the start it came through (the earliest, over a chain of starts)."""
     out = list(own)
-    seen = {(d["corpus"], d["licence"]) for d in own}
+    seen = {d["corpus"] for d in own}       # a corpus this run reads again says its own terms
     for d in inherited or []:
-        if (d.get("corpus"), d.get("licence")) not in seen:
-            seen.add((d.get("corpus"), d.get("licence")))
-            out.append({**d, "via": d.get("via") or str(init or "") or "--init"})
+        if isinstance(d, dict) and d.get("corpus") not in seen:
+            seen.add(d.get("corpus"))
+            out.append({**d, "via": d.get("via") or (os.path.abspath(init) if init else "--init")})
     return out
 
 
 def run_record(meta: Dict, labels: Sequence[str], epochs: int) -> Dict:
     """What `edgeser runs` lists of a run, from its checkpoint's meta: kept in history.json, readable
     without torch."""
-    return {"corpora": [d["corpus"] for d in meta.get("data") or []], "labels": list(labels), "epochs": epochs,
+    return {"corpora": [d["corpus"] for d in meta.get("data") or [] if not d.get("via")], "labels": list(labels),
+            "epochs": epochs,
             "speakers": {"train": len(meta.get("train_speakers") or []),
                          "validation": len(meta.get("val_speakers") or [])},
             **{k: meta[k] for k in ("preset", "qat", "init", "skipped") if k in meta}}
 
 
-def _check_every_label_trains(clips: Sequence[Clip], tr: Sequence[int], labels: Sequence[str], fold: str) -> None:
-    """A label whose clips are all of held-out speakers would be an output the model never learnt,
-    shipped without a word: refused in a run (DataError), said of a cross-validation fold (`fold`:
-    its log prefix), whose other labels still score."""
+def _check_every_label_trains(clips: Sequence[Clip], tr: Sequence[int], labels: Sequence[str], fold: str,
+                              tested: Sequence[str] = ()) -> None:
+    """A label the data has whose clips are all of held-out speakers would be an output the model
+    never learnt, shipped without a word: refused in a run (DataError), said of a cross-validation
+    fold (`fold`: its log prefix; `tested`: the labels of its test clips), whose other labels still
+    score. A label no clip has (kept from an --init checkpoint: a user who recorded three emotions)
+    keeps what its start learnt and is not this check's."""
     trained = {clips[i].label for i in tr}
     for lab in labels:
         if lab in trained:
             continue
         who = sorted({c.speaker for c in clips if c.label == lab})
-        n = sum(c.label == lab for c in clips)
+        if not who and lab not in tested:
+            continue
         if fold:
-            where = f"held out for validation: {', '.join(who)}" if who else "all of them are its test speakers'"
+            where = f"its clips here are of validation speakers {', '.join(who)}" if who else "all of it is tested"
             print(f"{fold}note: no {lab} clip trains in this fold ({where}): the fold cannot learn {lab}, and its "
                   f"test clips of {lab} count against it", file=sys.stderr)
             continue
+        n = sum(c.label == lab for c in clips)
         raise DataError(f"{lab}: no clip left to train on: its {n} clip(s) are of {', '.join(who)}, held out for "
-                        f"validation; give --val-fraction 0 or another --seed, or leave {lab} out with --labels")
+                        f"validation; give --val-fraction 0, or leave {lab} out with --labels")
 
 
 def train_run(clips: Sequence[Clip], audio: Sequence[np.ndarray], model_cfg, tcfg, out: Path,
               val_fraction: float = 0.15, resume: bool = False, extra_meta: Optional[dict] = None,
               progress: bool = True, stop_after: Optional[int] = None,
-              val_speakers: Optional[Sequence[str]] = None, log_prefix: str = "") -> Dict:
+              val_speakers: Optional[Sequence[str]] = None, log_prefix: str = "", tested: Sequence[str] = ()) -> Dict:
     """Split (plan_run), train, return the Trainer's summary, as history.json holds it."""
     from .engine import Trainer
 
     tr, va, meta = plan_run(clips, tcfg, val_fraction, val_speakers, extra_meta)
-    _check_every_label_trains(clips, tr, model_cfg.labels, log_prefix)
+    _check_every_label_trains(clips, tr, model_cfg.labels, log_prefix, tested)
     trainer = Trainer(model_cfg, tcfg, out, meta, progress=progress, log_prefix=log_prefix,
                       record=run_record(meta, model_cfg.labels, tcfg.epochs))
     return trainer.fit([clips[i] for i in tr], [audio[i] for i in tr],
@@ -229,7 +235,8 @@ def _fold_worker(args) -> Dict:
     fold_dir = Path(out) / f"fold{fold}"
     t0 = time.time()
     res = train_run([kept[i] for i in tr], [audio[i] for i in tr], model_cfg, tcfg, fold_dir,
-                    val_fraction, resume, {**meta, **tested}, progress=False, log_prefix=f"fold {fold}: ")
+                    val_fraction, resume, {**meta, **tested}, progress=False, log_prefix=f"fold {fold}: ",
+                    tested=sorted({kept[i].label for i in te}))
     save_history(res, fold_dir)
     model, _ = load_model(fold_dir / "best.pt")
     scored = scored_probs(model, [audio[i] for i in te], [kept[i].speaker for i in te], speaker_adapt, how, speeds)
@@ -309,6 +316,7 @@ def _print_fold(r: Dict, labels, random_clips: bool) -> None:
 
 
 RANDOM_PROTOCOL = "random clips (speaker-dependent: every test speaker also trained)"
+LOSO_PROTOCOL = "speaker-independent, leave one speaker out"
 
 
 def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int, jobs: int = 1,
@@ -388,7 +396,9 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
         res.update(how.fields())
     if train_speakers:
         res["train_speakers"] = train_speakers
-    res["protocol"] = RANDOM_PROTOCOL if random_clips else "speaker-independent"
+    # one speaker per fold is leave-one-speaker-out (the paper's EmoDB protocol), told apart in `runs`
+    loso = not random_clips and folds == len({c.speaker for c in clips})
+    res["protocol"] = RANDOM_PROTOCOL if random_clips else LOSO_PROTOCOL if loso else "speaker-independent"
     res.update(speeds_fields(speeds))
     return res
 
