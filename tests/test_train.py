@@ -234,6 +234,22 @@ def test_an_interrupted_run_has_its_history_and_is_listed_with_the_epochs_it_rea
     assert res.exit_code == 0 and json.loads((out / "history.json").read_text())["finished"] is False
 
 
+def test_evaluate_model_scores_a_folder_without_speakers_as_listen_does(corpus, tmp_path):
+    import csv
+    assert run(["train", "--data", str(corpus), "--epochs", "1", "--out", str(tmp_path / "m"), *TINY]).exit_code == 0
+    rows = list(csv.DictReader(open(corpus / "manifest.csv")))
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "manifest.csv").write_text(
+        "path,emotion\n" + "".join(f"{r['path']},{r['emotion']}\n" for r in rows))
+    res = run(["evaluate", "--model", str(tmp_path / "m" / "best.pt"), "--data", str(tmp_path / "plain"),
+               "--out", str(tmp_path / "t")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "t" / "test.json").read_text())["n"] == len(rows)
+    # cross-validation still needs them: folds are made of speakers
+    res = run(["evaluate", "--data", str(tmp_path / "plain"), "--folds", "2", "--out", str(tmp_path / "cv"), *TINY])
+    assert res.exit_code == 1 and "missing column(s) speaker" in res.output, res.output
+
+
 def test_evaluate_model_refuses_the_options_of_cross_validation(corpus, tmp_path):
     """--model tests a trained model: fold options given with it would be ignored, and the report read
     as if they had counted."""

@@ -206,7 +206,7 @@ def _run_configs(preset, labels_found, window_s, init, init_ck, qat, cell_clip, 
     return cfg, tcfg, preset
 
 
-def _load(data, extra, labels, merge, cache_dir):
+def _load(data, extra, labels, merge, cache_dir, need_speaker=True):
     from edgeser import labels as L
 
     from .data import AudioCache, gather, need_labels, one_per_recording, summary
@@ -214,7 +214,7 @@ def _load(data, extra, labels, merge, cache_dir):
     paths = list(data) + list(extra)
     if not paths:
         raise click.UsageError("give at least one corpus with --data PATH")
-    clips, merges, keep = gather(paths, labels, merge)
+    clips, merges, keep = gather(paths, labels, merge, need_speaker=need_speaker)
     cache = AudioCache(cache_dir)
     where = ", ".join(map(str, paths))
     clips, audio, skipped = cache.load_usable(clips, where)
@@ -484,7 +484,9 @@ def _evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_ada
         ckpt = load_checkpoint(model_path) if model_path else None
         init_ck = load_checkpoint(init) if init else None   # read once: config, merges, held-out speakers
         merge = _inherited_merge(init, init_ck, merge)
-        clips, audio, merges, found, cache, skipped = _load(data, extra, labels, merge, cache_dir)
+        # a trained model scores a folder of path,emotion as listen --input does: no speakers needed
+        clips, audio, merges, found, cache, skipped = _load(data, extra, labels, merge, cache_dir,
+                                                             need_speaker=model_path is None)
         if model_path:
             _check_device(train_opts["device"])
             rep = test_model(ckpt, clips, audio, speaker_adapt, how, speeds, device=train_opts["device"])

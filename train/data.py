@@ -166,14 +166,14 @@ def _emotion(name: str) -> Optional[str]:
         return None
 
 
-def read_corpus(path: str, unknown: Optional[Counter] = None) -> List[Clip]:
+def read_corpus(path: str, unknown: Optional[Counter] = None, need_speaker: bool = True) -> List[Clip]:
     """A folder with manifest.csv, one voice's recordings in folders named by emotion, or a RAVDESS
     or EmoDB folder recognised by its file names. `unknown`: as read_manifest takes it."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
     if (root / "manifest.csv").exists():
-        clips = read_manifest(root, unknown=unknown)
+        clips = read_manifest(root, need_speaker, unknown)
         if not clips:
             raise DataError(f"{root / 'manifest.csv'}: lists no clips")
     else:
@@ -293,9 +293,10 @@ def one_per_file(clips: Sequence[Clip]) -> List[Clip]:
 
 
 def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str],
-           every_label: bool = True) -> Tuple[List[Clip], Dict[str, str], Optional[List[str]]]:
+           every_label: bool = True, need_speaker: bool = True) -> Tuple[List[Clip], Dict[str, str], Optional[List[str]]]:
     """The clips of the corpora `data` with --merge and --labels applied, the merges and the labels kept
-    (None: all). `every_label`: each label --labels names must have clips."""
+    (None: all). `every_label`: each label --labels names must have clips. need_speaker=False: a
+    manifest may lack the speaker column (scoring a trained model needs no folds)."""
     try:
         merges = L.parse_merge(merge)
     except L.LabelError as e:
@@ -314,7 +315,7 @@ def gather(data: Sequence[str], labels: Optional[str], merge: Optional[str],
         # with --labels, a manifest's rows of labels outside the vocabulary are left out, said: the
         # run keeps what it names (without it they are an error naming the row)
         unknown = Counter() if keep is not None else None
-        clips += read_corpus(d, unknown)
+        clips += read_corpus(d, unknown, need_speaker)
         unread = [] if (Path(d) / "manifest.csv").exists() else audio_files_under(d, UNREAD_AUDIO_EXT)
         if unread:      # a folder of phone recordings (.m4a) took its emotion out of the model without a word
             print(f"note: {convert_hint(unread)}", file=sys.stderr)
