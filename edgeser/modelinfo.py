@@ -135,7 +135,7 @@ def export_lines(info: Dict[str, Any]) -> List[str]:
         lines.append(f"trained on     {tr['summary']}")
     for d in tr.get("data") or []:
         lines.append(f"  licence      {d.get('corpus')}: {d.get('licence')}"
-                     + (f" (learnt through --init {d['via']})" if d.get("via") else ""))
+                     + (f" (learnt through {d['via']})" if d.get("via") else ""))
     if tr.get("epochs"):
         best = tr.get("best") or {}
         lines.append(f"weights        {tr.get('checkpoint', 'checkpoint')} after {tr['epochs']} epoch{'' if tr['epochs'] == 1 else 's'}"

@@ -196,7 +196,7 @@ def provenance_comment(man: M.Manifest, builds: Sequence[ModelBuild]) -> List[st
     out = [f"// Weights exported by edgeser {_comment(man.edgeser_version or '?')}; their training data and its terms, "
            "which these weights carry:"]
     out += [f"//   {_comment(d.get('corpus', '?'))}: {_comment(d.get('licence', '?'))}"
-            + (f" (learnt through --init {_comment(d['via'])})" if d.get("via") else "") for d in training_terms(man)]
+            + (f" (learnt through {_comment(d['via'])})" if d.get("via") else "") for d in training_terms(man)]
     if len(out) == 1:
         out.append("//   not recorded in the export's manifest")
     out += [f"// {_comment(b.file)}: sha256 {sha.get(b.file) or '?'}" for b in builds]

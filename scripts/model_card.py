@@ -89,7 +89,7 @@ def main():
         "",
     ]
     for d in man.get("training", {}).get("data", []):
-        lines.append(f"- {d['corpus']}: {d['licence']}" + (f" (learnt through --init {d['via']})" if d.get("via") else ""))
+        lines.append(f"- {d['corpus']}: {d['licence']}" + (f" (learnt through {d['via']})" if d.get("via") else ""))
     tr = man.get("training", {})
     if tr.get("summary"):
         lines.append(f"- {tr['summary']}")

@@ -619,7 +619,13 @@ def test_qat_fine_tune_from_a_checkpoint(corpus, tmp_path):
                "--out", str(tmp_path / "from_fold"), "--threads", "1", "--batch-size", "8"])
     assert res.exit_code == 0, res.output
     held = load_checkpoint(tmp_path / "from_fold" / "last.pt")["meta"]
-    assert held["data"] == a["meta"]["data"] + [{**rav, "via": str(tmp_path / "fold.pt")}]
+    assert held["data"] == a["meta"]["data"] + [{**rav, "via": f"--init {tmp_path / 'fold.pt'}"}]
+    # a student learns its teacher's answers: the teacher's terms come along too
+    res = run(["train", "--data", str(corpus), "--teacher", str(tmp_path / "fold.pt"), "--epochs", "1",
+               "--out", str(tmp_path / "student"), *TINY])
+    assert res.exit_code == 0, res.output
+    taught = load_checkpoint(tmp_path / "student" / "last.pt")["meta"]["data"]
+    assert taught == a["meta"]["data"] + [{**rav, "via": f"--teacher {tmp_path / 'fold.pt'}"}]
     assert held["val_speakers"] == sorted(a["meta"]["val_speakers"] + a["meta"]["train_speakers"][:1])
     assert a["meta"]["train_speakers"][0] not in held["train_speakers"]
     other = tmp_path / "other"

@@ -169,17 +169,29 @@ def _inherited_merge(init, ck, merge):
     return spec
 
 
-def _run_meta(merges, preset, qat, init, init_ck, folders) -> dict:
+def _run_meta(merges, preset, qat, init, init_ck, folders, teachers=()) -> dict:
     """What a checkpoint records of the run that made it, beside its config: the label merges (an
     export's manifest carries them), the command, the corpus folders (where export finds the held-out
     speakers again), and the speakers a --init start had learned from (so that listen knows every
     voice the weights have heard)."""
-    from .checkpoint import trained_speakers
+    from .checkpoint import load_checkpoint, trained_speakers
 
     return {"merges": merges, "preset": preset, "command": " ".join(sys.argv), "qat": qat, "init": str(init or ""),
             "data_folders": [str(Path(f).resolve()) for f in folders],
-            **({"init_speakers": sorted(trained_speakers(init_ck)),
-                "init_data": list((init_ck.get("meta") or {}).get("data") or [])} if init_ck else {})}
+            **({"init_speakers": sorted(trained_speakers(init_ck))} if init_ck else {}),
+            "init_data": learnt_from(init_ck, f"--init {os.path.abspath(init)}" if init else "")
+            + [d for t in teachers for d in learnt_from(load_checkpoint(t), f"--teacher {os.path.abspath(t)}")]}
+
+
+def learnt_from(ck, via: str) -> list:
+    """The corpora and terms a checkpoint's weights learnt from, as a model made from it (--init, or a
+    --teacher's answers) inherits them, each saying `via` which; one whose record holds none says so,
+    rather than the new model reading as free of any terms."""
+    if not ck:
+        return []
+    data = [d for d in (ck.get("meta") or {}).get("data") or [] if isinstance(d, dict)]
+    return ([{**d, "via": d.get("via") or via} for d in data] if data else
+            [{"corpus": "?", "licence": "unknown: the checkpoint records no training data", "via": via}])
 
 
 def _run_configs(preset, labels_found, window_s, init, init_ck, qat, cell_clip, labels_chosen=False, where="",
@@ -328,7 +340,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
                 click.echo(f"validation: {', '.join(keep)}, the speakers {init} held out, so the fine-tuned model "
                            f"never hears them either", err=True)
             res = train_run(clips, audio, cfg, tcfg, out_p, val_fraction, resume,
-                            {**_run_meta(merges, preset, qat, init, init_ck, list(data) + list(extra)),
+                            {**_run_meta(merges, preset, qat, init, init_ck, list(data) + list(extra), tcfg.teachers),
                              "skipped": skipped},
                             stop_after=stop_after, val_speakers=keep)
         except (DataError, LabelError, CheckpointError, DivergedError) as e:

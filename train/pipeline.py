@@ -132,7 +132,7 @@ def with_inherited(own: List[Dict], inherited: Optional[Sequence[Dict]], init: O
     for d in inherited or []:
         if isinstance(d, dict) and d.get("corpus") not in seen:
             seen.add(d.get("corpus"))
-            out.append({**d, "via": d.get("via") or (os.path.abspath(init) if init else "--init")})
+            out.append({**d, "via": d.get("via") or (f"--init {os.path.abspath(init)}" if init else "--init")})
     return out
 
 
