@@ -11,17 +11,23 @@ from edgeser.benchreport import format_report, ratios
 
 
 def tag_of(model: Path) -> str:
+    """The name a model's results go under: the bundled one's `default`, an export by its run
+    (every `edgeser export` writes `<run>/export`: two runs' were one file, the first lost)."""
     p = Path(model).resolve()
-    return "default" if p.parts[-2:] == ("models", "default") else p.name
+    if p.parts[-2:] == ("models", "default"):
+        return "default"
+    return p.parent.name if p.name == "export" and p.parent.name else p.name
 
 
-def run_latency(model: Path, runs: int, warmup: int, threads: Sequence[int], repeat: int = 1) -> Dict:
-    """`repeat` whole passes over every artifact, and per artifact the best pass (best_of)."""
+def run_latency(model: Path, runs: int, warmup: int, threads: Sequence[int], repeat: int = 1,
+                out: Path = RESULTS, tag: str = "") -> Dict:
+    """`repeat` whole passes over every artifact, and per artifact the best pass (best_of); the
+    report is written to `out`/latency_<tag>.json."""
     reps = [run_bench(model, threads=threads, runs=runs, warmup=warmup, progress=True, keep_samples=True)
             for _ in range(max(1, repeat))]
     rep = best_of(reps)
     print(format_report(rep), flush=True)
-    write_json(rep, RESULTS / f"latency_{tag_of(model)}.json")
+    write_json(rep, Path(out) / f"latency_{tag or tag_of(model)}.json")
     return rep
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from common import RESULTS, Section, data_root, load_average, machine, write_json  # also puts the repo on sys.path
 
 from edgeser.bench import BenchError  # noqa: E402
-from edgeser.runtime.recognizer import DEFAULT_MODEL  # noqa: E402
+from edgeser.files import write_text  # noqa: E402
+from edgeser.runtime.recognizer import DEFAULT_MODEL, RecognizerError, model_location  # noqa: E402
 from edgeser.benchreport import latency_title, per_artifact  # noqa: E402
 from edgeser.figures import latency_png  # noqa: E402
 
@@ -42,29 +43,38 @@ def main(argv=None) -> int:
                     help="2 cores as two single-thread DDP processes, one 2-thread process, or both")
     ap.add_argument("--ravdess", type=Path, default=None, help="RAVDESS folder (default <data>/ravdess)")
     ap.add_argument("--ref-clips", type=int, default=60, help="EmoDB clips for the references (default 60)")
+    ap.add_argument("--out", type=Path, default=RESULTS,
+                    help="folder for the JSON, PNG and summary.md (default benchmarks/results, the record the docs "
+                         "cite: give another for a trial run)")
     args = ap.parse_args(argv)
+    out = args.out
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
     if parts - set(PARTS):
         ap.error(f"--only: unknown part(s) {', '.join(sorted(parts - set(PARTS)))}")
     threads = [int(t) for t in args.threads.split(",")]
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(["python"] + sys.argv),
             "machine": machine(), "load_start": load_average(), "latency": {}, "latency_skipped": {}, "plots": {},
             "epoch": {}, "references": {}, "sections": {}}
 
     if "latency" in parts:
         for model in args.model or [DEFAULT_MODEL]:
+            try:    # a run folder stands for its export, as for `edgeser bench --model`
+                model = model_location(model)[0]
+            except RecognizerError:
+                pass    # said by the benchmark below, as any folder it cannot measure
             tag = lat.tag_of(model)
+            tag = next(t for t in (tag, *(f"{tag}-{i}" for i in range(2, 100))) if t not in info["latency"])
             with Section(f"latency {tag}") as s:
                 try:
-                    rep = lat.run_latency(model, args.runs, args.warmup, threads, args.repeat)
+                    rep = lat.run_latency(model, args.runs, args.warmup, threads, args.repeat, out, tag)
                 except BenchError as e:
                     print(f"latency {tag}: {e}", flush=True)
                     info["latency_skipped"][tag] = str(e)
                     continue
             info["sections"][f"latency {tag}"] = s.info
             info["latency"][tag] = rep
-            png = latency_png(per_artifact(rep), latency_title(rep, f"edgeser {tag}"), RESULTS / f"latency_{tag}.png")
+            png = latency_png(per_artifact(rep), latency_title(rep, f"edgeser {tag}"), out / f"latency_{tag}.png")
             info["plots"][tag] = png.name
             print(f"plot: {png}", flush=True)
 
@@ -75,7 +85,7 @@ def main(argv=None) -> int:
             with Section(f"training epoch ({mode})") as s:
                 info["epoch"][mode] = train_epoch.run_epoch(ravdess, mode)
             info["sections"][f"train {mode}"] = s.info
-        write_json(info["epoch"], RESULTS / "train_epoch.json")
+        write_json(info["epoch"], out / "train_epoch.json")
 
     if "refs" in parts:
         emodb = data_root() / "emodb"
@@ -92,19 +102,20 @@ def main(argv=None) -> int:
                                      if "cpu_ms_per_audio_s" in r else r.get("skipped", "?")), flush=True)
         info["sections"]["references"] = s.info
         write_json({**info["references"], "clips": f"first {args.ref_clips} EmoDB clips", **s.info},
-                   RESULTS / "references.json")
+                   out / "references.json")
 
     info["load_end"] = load_average()
     info["targets"] = summary.targets(info["latency"], info["epoch"])
     print("\n== targets")
     for t in info["targets"]:
         print(f"{summary._verdict(t['ok']):4}  {t['target']}: {t['measured']}")
-    md = summary.markdown(info)
-    tmp = RESULTS / ".summary.md.tmp"
-    tmp.write_text(md)
-    tmp.replace(RESULTS / "summary.md")
-    write_json({k: v for k, v in info.items() if k != "latency"}, RESULTS / "summary.json")
-    print(f"\nsummary: {RESULTS / 'summary.md'}")
+    measured = info["latency"] or info["epoch"] or any("cpu_ms_per_audio_s" in r for r in info["references"].values())
+    if not measured:    # a summary of nothing would replace the record the docs cite
+        print(f"\nnothing was measured: {out / 'summary.md'} left as it was", file=sys.stderr)
+        return 1
+    write_text(out / "summary.md", summary.markdown(info))
+    write_json({k: v for k, v in info.items() if k != "latency"}, out / "summary.json")
+    print(f"\nsummary: {out / 'summary.md'}")
     return 0
 
 

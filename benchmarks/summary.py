@@ -45,6 +45,16 @@ def _peak_mb(*rows: Dict):
     return max(peaks) / 2**20 if peaks else None
 
 
+def _kb(row: Dict) -> str:
+    """A file's size in KB, `-` where the export has no such file (the bundled model has no window
+    files: it printed 0 KB)."""
+    return _fmt(row["size_bytes"] / 1024 if row.get("size_bytes") is not None else None, ".0f")
+
+
+def _ms(seconds) -> Optional[float]:
+    return None if seconds is None else seconds * 1000
+
+
 def markdown(info: Dict) -> str:
     L = ["# edgeser benchmark summary", "",
          f"Run {info['created']} on {info['machine']['cpu_model']} ({info['machine']['cpus']} CPUs"
@@ -69,8 +79,8 @@ def markdown(info: Dict) -> str:
             w, s = r.get("window") or {}, r.get("stream") or {}
             wl = w.get("latency_ms") or {}
             L.append(f"| {r['backend']} | {r['precision']} | {r['threads']} | "
-                     f"{_fmt((w.get('size_bytes') or 0) / 1024, '.0f')} / {_fmt((s.get('size_bytes') or 0) / 1024, '.0f')} | "
-                     f"{_fmt((w.get('load_s') or 0) * 1000, '.0f')} | {_fmt(wl.get('p50'))} | {_fmt(wl.get('p95'))} | "
+                     f"{_kb(w)} / {_kb(s)} | "
+                     f"{_fmt(_ms(w.get('load_s')), '.0f')} | {_fmt(wl.get('p50'))} | {_fmt(wl.get('p95'))} | "
                      f"{_fmt(wl.get('p99'))} | {_fmt(wl.get('max'))} | {_fmt(w.get('rtf'), '.4f')} | "
                      f"{_fmt((s.get('hop_ms') or {}).get('p50'))} | {_fmt((s.get('frontend_ms') or {}).get('p50'))} | "
                      f"{_fmt((s.get('head_ms') or {}).get('p50'))} | {_fmt(s.get('cpu_ms_per_audio_s'), '.3f')} | "
@@ -117,3 +127,31 @@ def markdown(info: Dict) -> str:
                              f"{s['wall_ms_per_audio_s']:.2f} | {round(s['hop_ms']['n'] * rep['model']['hop_s'], 2)} | "
                              "frontend_step + head per hop, golden input |")
     return "\n".join(L) + "\n"
+
+
+def main(argv=None) -> int:
+    """Write summary.md again from a results folder's summary.json and the latency_<tag>.json beside
+    it (`run_all.py` writes all three): after a change to this layout, without measuring again."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description=main.__doc__.split(":")[0])
+    ap.add_argument("folder", nargs="?", type=Path, default=Path(__file__).resolve().parent / "results",
+                    help="the results folder (default benchmarks/results)")
+    args = ap.parse_args(argv)
+    try:
+        info = json.loads((args.folder / "summary.json").read_text())
+        tags = [k.split(" ", 1)[1] for k in info.get("sections", {}) if k.startswith("latency ")]
+        info["latency"] = {t: json.loads((args.folder / f"latency_{t}.json").read_text()) for t in tags}
+    except (OSError, ValueError) as e:
+        print(f"{args.folder}: {e}", file=sys.stderr)
+        return 1
+    (args.folder / "summary.md").write_text(markdown(info))
+    print(f"summary: {args.folder / 'summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
