@@ -85,7 +85,13 @@ def run_listen(model, stream: Path, extra) -> dict:
     samples = []
     errs = []
     threading.Thread(target=lambda: errs.append(p.stderr.read()), daemon=True).start()
-    while p.poll() is None:
+    while True:
+        # reaped here, with the rusage of this child alone: its own peak RSS (RUSAGE_CHILDREN is the
+        # largest of every child so far, and 1 Hz samples of a short run caught it before it loaded)
+        pid, status, own = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            break
         samples.append((time.monotonic() - t0, rss_kb(p.pid)))
         time.sleep(1.0)
     wall = time.monotonic() - t0
@@ -98,7 +104,7 @@ def run_listen(model, stream: Path, extra) -> dict:
         raise SystemExit(f"edgeser listen failed (exit {p.returncode}): {''.join(errs)[-1500:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_s": wall, "cpu_s": cpu, "cpu_in_loop_s": lines[-1]["cpu_s"], "end": lines[-1],
-            "peak_rss_mb": (after.ru_maxrss) / 1024, "rss_samples": samples,
+            "peak_rss_mb": (after.ru_maxrss) / 1024, "own_peak_rss_mb": own.ru_maxrss / 1024, "rss_samples": samples,
             "utterances": sum(1 for x in lines if x["kind"] == "utterance")}
 
 
@@ -109,7 +115,7 @@ def startup(model, extra, tmpdir: Path) -> dict:
     p = tmpdir / "silence.wav"
     sf.write(p, np.zeros(16000, np.float32), 16000)
     r = run_listen(model, p, extra)
-    return {"cpu_s": r["cpu_s"], "rss_mb": max((s for _, s in r["rss_samples"]), default=0) / 1024}
+    return {"cpu_s": r["cpu_s"], "rss_mb": r["own_peak_rss_mb"]}
 
 
 def latency(model, stream: Path, backend, precision, threads, seconds: float, speeds) -> dict:
@@ -188,7 +194,7 @@ def main(argv=None):
     # after start-up (10 % of the run, at least 2 s) memory must stay where it is
     settled = max(2.0, 0.1 * run["wall_s"])
     tail = [r / 1024 for w, r in samples if r and w >= settled]
-    flat_growth = (max(tail) - tail[0]) if tail else 0.0
+    flat_growth = (max(tail) - tail[0]) if tail else None     # a run too short to sample after start-up
     lat = latency(a.model, stream, a.backend, a.precision, a.threads, a.latency_s, a.speeds)
 
     res = {
@@ -199,10 +205,10 @@ def main(argv=None):
         "threads": a.threads, "speeds": a.speeds, "stream": meta, "audio_s": audio_s, "utterances": run["utterances"],
         "wall_s": round(run["wall_s"], 2), "cpu_s": round(run["cpu_s"], 3), "startup_cpu_s": round(st["cpu_s"], 3),
         "cpu_share_of_real_time": cpu_share, "cpu_share_excluding_startup": cpu_share_net,
-        "rss_mb_peak": round(run["peak_rss_mb"], 1), "rss_mb_startup": round(st["rss_mb"], 1),
-        "rss_mb_growth_after_startup": round(flat_growth, 2), "rss_samples": rss_table,
+        "rss_mb_peak": round(run["own_peak_rss_mb"], 1), "rss_mb_startup": round(st["rss_mb"], 1),
+        "rss_mb_growth_after_startup": None if flat_growth is None else round(flat_growth, 2), "rss_samples": rss_table,
         "latency": lat, "targets": TARGETS,
-        "meets": {"cpu": cpu_share_net <= TARGETS["cpu_share"], "rss": run["peak_rss_mb"] <= TARGETS["rss_mb"],
+        "meets": {"cpu": cpu_share_net <= TARGETS["cpu_share"], "rss": run["own_peak_rss_mb"] <= TARGETS["rss_mb"],
                   "latency": bool(lat["latency_s"]["max"] is not None
                                   and lat["latency_s"]["max"] <= lat["hop_s"] + 0.05)},
     }
@@ -212,8 +218,10 @@ def main(argv=None):
          f"<= {100 * TARGETS['cpu_share']:.0f} %"),
         ("start-up CPU", f"{st['cpu_s']:.2f} s", ""),
         ("wall time", f"{run['wall_s']:.1f} s ({audio_s / run['wall_s']:.0f}x real time)", ""),
-        ("peak RSS", f"{run['peak_rss_mb']:.1f} MB", f"<= {TARGETS['rss_mb']:.0f} MB"),
-        ("RSS growth after start-up", f"{flat_growth:+.2f} MB", "flat"),
+        ("peak RSS", f"{run['own_peak_rss_mb']:.1f} MB (start-up alone {st['rss_mb']:.1f} MB)",
+         f"<= {TARGETS['rss_mb']:.0f} MB"),
+        ("RSS growth after start-up", "not sampled (too short a run)" if flat_growth is None else
+         f"{flat_growth:+.2f} MB", "flat"),
         ("utterances", f"{run['utterances']}", ""),
         ("decision latency p50/p95/max",
          " / ".join(f"{1000 * lat['latency_s'][q]:.0f}" for q in ("p50", "p95", "max")) + " ms",
