@@ -12,7 +12,8 @@ import os
 import sys
 from dataclasses import replace
 
-from edgeser.train import config as M
+import common  # noqa: F401  (the checkout this script is in comes first on sys.path: its edgeser is measured)
+from edgeser.train import config as M  # noqa: E402
 
 overrides = json.loads(os.environ.get("XP_MODEL", "{}"))
 if "channels" in overrides:
