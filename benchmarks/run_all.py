@@ -61,8 +61,10 @@ def main(argv=None) -> int:
         for model in args.model or [DEFAULT_MODEL]:
             try:    # a run folder stands for its export, as for `edgeser bench --model`
                 model = model_location(model)[0]
-            except RecognizerError:
-                pass    # said by the benchmark below, as any folder it cannot measure
+            except RecognizerError as e:    # a run not exported yet: said with the command that exports it
+                print(f"latency {lat.tag_of(model)}: {e}", flush=True)
+                info["latency_skipped"][lat.tag_of(model)] = str(e)
+                continue
             tag = lat.tag_of(model)
             tag = next(t for t in (tag, *(f"{tag}-{i}" for i in range(2, 100))) if t not in info["latency"])
             with Section(f"latency {tag}") as s:

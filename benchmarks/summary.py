@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as e:
         print(f"{args.folder}: {e}", file=sys.stderr)
         return 1
-    (args.folder / "summary.md").write_text(markdown(info))
+    (args.folder / "summary.md").write_text(markdown(info), encoding="utf-8")
     print(f"summary: {args.folder / 'summary.md'}")
     return 0
 

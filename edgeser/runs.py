@@ -34,29 +34,24 @@ def _slug(text: str) -> str:
     return re.sub(r"\s+", "-", kept.strip()).strip("-.") or "run"
 
 
-def _ascii_slug(text: str) -> str:
-    """A name as edgeser wrote it before it kept letters of every script: a run begun then is found
-    again by --resume."""
-    return re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-.") or "run"
 
-
-def _corpora(data: Iterable[os.PathLike], slug=_slug) -> str:
+def _corpora(data: Iterable[os.PathLike]) -> str:
     """emodb, ravdess+emodb; single recordings by their stems; many of them cut short (a+b+3-more)."""
     names = []
     for p in data:
         p = Path(os.path.abspath(p))
-        names.append(slug(p.stem if p.suffix.lower() in AUDIO_EXT else p.name))
+        names.append(_slug(p.stem if p.suffix.lower() in AUDIO_EXT else p.name))
     if len(names) > 3:
         names = names[:2] + [f"{len(names) - 2}-more"]
     return "+".join(names)[:80]
 
 
-def _model_name(ckpt: os.PathLike, slug=_slug) -> str:
+def _model_name(ckpt: os.PathLike) -> str:
     """runs/NAME/best.pt and runs/NAME -> NAME; models/bundle-qat.pt -> bundle-qat."""
     p = Path(ckpt)
     if p.name in CHECKPOINTS:
         p = p.parent
-    return slug(p.stem if p.suffix == ".pt" else p.name)
+    return _slug(p.stem if p.suffix == ".pt" else p.name)
 
 
 def default_run_folder(data: Iterable[os.PathLike], preset: str, init: Optional[os.PathLike] = None,
@@ -64,13 +59,8 @@ def default_run_folder(data: Iterable[os.PathLike], preset: str, init: Optional[
     """runs/<corpora>-<preset> (e.g. runs/emodb-edge, runs/ravdess+emodb-edge-small), or
     runs/<corpora>-from-<start> for a fine-tune. The same for the same command line, so that every
     torchrun process, and `--resume` later, finds the same folder."""
-    def named(slug):
-        what = f"from-{_model_name(init, slug)}" if init is not None else slug(preset)
-        return RUNS / f"{_corpora(data, slug)}-{what}{'-qat' if qat else ''}"
-
-    new, old = named(_slug), named(_ascii_slug)
-    # a run begun under the ASCII-only name (non-Latin letters dropped) is continued where it is
-    return old if old != new and old.exists() and not new.exists() else new
+    what = f"from-{_model_name(init)}" if init is not None else _slug(preset)
+    return RUNS / f"{_corpora(data)}-{what}{'-qat' if qat else ''}"
 
 
 def default_adapted_checkpoint(ckpt: os.PathLike, data: Iterable[os.PathLike]) -> Path:

@@ -179,6 +179,11 @@ def test_a_copy_of_a_recording_under_another_name_is_heard_once(data_dir, tmp_pa
                          ({"speaker": "someone"}, "under speakers")):
         with pytest.raises(DataError, match=said):
             one_per_recording([kept[0], replace(kept[1], **change)], audio[:2])
+    # a --train-also corpus holding a copy of a --data clip: it would train in the fold testing it
+    from edgeser.train.data import not_again
+    with pytest.raises(DataError, match=r"copy of 03a01Wa.wav \(--train-also\) is the same recording as .*03a01Wa.flac"):
+        not_again([kept[1]], [audio[1]], [kept[0], kept[2]], [audio[0], audio[2]], "--train-also")
+    not_again([kept[2]], [audio[2]], [kept[0]], [audio[0]], "--train-also")      # another recording: fine
 
 
 def test_manifest_missing_columns_names_the_file(tmp_path):

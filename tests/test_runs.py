@@ -32,12 +32,6 @@ def test_run_folders_are_named_after_their_corpora_and_preset():
     assert runs.default_run_folder(["हिन्दी"], "edge") == Path("runs/हिन्दी-edge")     # vowel signs kept
 
 
-def test_a_run_begun_under_an_older_ascii_name_is_found_again(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert runs.default_run_folder(["d/Ärger"], "tiny") == Path("runs/Ärger-tiny")
-    (tmp_path / "runs" / "rger-tiny").mkdir(parents=True)        # as 0.2.0 named it: --resume goes on there
-    assert runs.default_run_folder(["d/Ärger"], "tiny") == Path("runs/rger-tiny")
-
 
 def test_evaluations_are_named_after_corpora_and_protocol_or_model():
     assert runs.default_eval_folder(["data/emodb"], "loso", 4) == Path("runs/eval-emodb-loso")

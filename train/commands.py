@@ -236,9 +236,10 @@ def _load(data, extra, labels, merge, cache_dir, need_speaker=True):
     return clips, audio, merges, L.ordered(c.label for c in clips), cache, skipped
 
 
-def _load_train_also(paths, labels, merge, found, cache):
-    """The --train-also clips that the folds can use: decodable, and labelled with a label of --data."""
-    from .data import gather, summary
+def _load_train_also(paths, labels, merge, found, cache, data_clips, data_audio):
+    """The --train-also clips that the folds can use: decodable, and labelled with a label of --data;
+    a DataError where one is a recording of --data under another name."""
+    from .data import gather, not_again, summary
 
     clips, _, _ = gather(list(paths), labels, merge, every_label=False)
     known = set(found)
@@ -246,7 +247,8 @@ def _load_train_also(paths, labels, merge, found, cache):
     if not kept:
         raise click.UsageError(f"--train-also {', '.join(paths)}: none of its clips has a label of --data "
                                f"({', '.join(found)})")
-    kept, _, _ = cache.load_usable(kept, f"--train-also {', '.join(paths)}")
+    kept, kept_audio, _ = cache.load_usable(kept, f"--train-also {', '.join(paths)}")
+    not_again(kept, kept_audio, data_clips, data_audio, "--train-also")
     click.echo(f"training also on: {summary(kept)}" + (f" ({len(clips) - len(kept)} clips with other labels or "
                                                        "unreadable left out)" if len(kept) < len(clips) else ""), err=True)
     return kept
@@ -496,9 +498,10 @@ def _evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_ada
         ckpt = load_checkpoint(model_path) if model_path else None
         init_ck = load_checkpoint(init) if init else None   # read once: config, merges, held-out speakers
         merge = _inherited_merge(init, init_ck, merge)
-        # a trained model scores a folder of path,emotion as listen --input does: no speakers needed
+        # a trained model scores a folder of path,emotion as listen --input does: no speakers needed,
+        # but for --speaker-adapt, which adapts to each voice
         clips, audio, merges, found, cache, skipped = _load(data, extra, labels, merge, cache_dir,
-                                                             need_speaker=model_path is None)
+                                                             need_speaker=model_path is None or speaker_adapt)
         if model_path:
             _check_device(train_opts["device"])
             rep = test_model(ckpt, clips, audio, speaker_adapt, how, speeds, device=train_opts["device"])
@@ -521,7 +524,7 @@ def _evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_ada
         train_opts["threads"] = train_opts["threads"] or 1
         cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
                                          ", ".join(list(data) + list(extra)), **train_opts)
-        also = _load_train_also(train_also, labels, merge, found, cache) if train_also else []
+        also = _load_train_also(train_also, labels, merge, found, cache, clips, audio) if train_also else []
         k = len({c.speaker for c in clips}) if cv == "loso" else folds
         if cv == "random":
             click.echo("random folds: speaker-dependent (every test speaker also trains), so the figures "

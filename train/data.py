@@ -235,6 +235,25 @@ def same_file(path: str) -> str:
     return os.path.realpath(path)
 
 
+def recording_key(x: np.ndarray) -> str:
+    """What two copies of one recording share: their decoded samples (a copy under another name, a
+    WAV converted from its FLAC), as the cache holds them (trimmed, levelled)."""
+    return f"{hashlib.sha1(memoryview(np.ascontiguousarray(x)).cast('B')).hexdigest()}:{x.shape}"
+
+
+def not_again(also: Sequence[Clip], also_audio: Sequence[np.ndarray], clips: Sequence[Clip],
+              audio: Sequence[np.ndarray], what: str) -> None:
+    """DataError where a clip of `also` (--train-also) is a recording of `clips` (--data): it would
+    train in the fold that tests its twin."""
+    have = {recording_key(x): c for c, x in zip(clips, audio)}
+    for c, x in zip(also, also_audio):
+        twin = have.get(recording_key(x))
+        # the same file listed in both is refused by cross_validate, which counts them
+        if twin is not None and same_file(twin.path) != same_file(c.path):
+            raise DataError(f"{c.path} ({what}) is the same recording as {twin.path}: it would train in the fold "
+                            f"that tests it; leave it out of one of them")
+
+
 def one_per_recording(clips: Sequence[Clip], audio: Sequence[np.ndarray]) -> Tuple[List[Clip], List[np.ndarray]]:
     """`clips` and their decoded `audio` with each recording once: a copy under another file name
     (`copy of 11a01Wc.wav`, a converted WAV beside its FLAC) decodes to the same samples, and counted
@@ -244,8 +263,7 @@ def one_per_recording(clips: Sequence[Clip], audio: Sequence[np.ndarray]) -> Tup
     first: Dict[str, Clip] = {}
     kept_c, kept_a, again = [], [], []
     for c, x in zip(clips, audio):
-        key = f"{hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()}:{x.shape}"
-        seen = first.setdefault(key, c)
+        seen = first.setdefault(recording_key(x), c)
         if seen is c:
             kept_c.append(c)
             kept_a.append(x)

@@ -615,13 +615,21 @@ class Trainer:
         if was.get("command") and was["command"] != self.meta.get("command"):
             self.meta["resumed_by"] = list(was.get("resumed_by") or []) + [self.meta.get("command", "")]
             self.meta["command"] = was["command"]
-        if self.dist.main and self.epoch and self.best.get("epoch") == self.epoch:
+        if self.dist.main and self.epoch and self.best.get("epoch") == self.epoch and not self._best_saved():
             # killed between last.pt and best.pt of an epoch that was the best: a run with no epoch
             # left to run kept an older best.pt for good. Saved again from the same state, it is the
             # file the epoch would have written (whether or not a re-run epoch reproduces exactly)
             save_atomic(self.state(), self.out / "best.pt")
         work_kept()
         self.log(f"resumed from {path} after epoch {self.epoch}")
+
+    def _best_saved(self) -> bool:
+        """Whether best.pt already holds this epoch: then a resume leaves it as it is (saved again,
+        its bytes changed with the resume's record, and its export read as stale)."""
+        try:
+            return load_checkpoint(self.out / "best.pt").get("epoch") == self.epoch
+        except (CheckpointError, OSError):
+            return False
 
     def fit(self, train_clips: Sequence[Clip], train_audio: Sequence[np.ndarray],
             val_clips: Sequence[Clip], val_audio: Sequence[np.ndarray], resume: bool = False,

@@ -128,11 +128,17 @@ def with_inherited(own: List[Dict], inherited: Optional[Sequence[Dict]], init: O
     weights learnt from them, so their terms (RAVDESS's non-commercial share-alike) hold for it too.
     Inherited entries say `via`, the start it came through (the earliest, over a chain of starts)."""
     out = list(own)
-    seen = {d["corpus"] for d in own}       # a corpus this run reads again says its own terms
+    # the same corpus and terms read again are listed once; a name alike with other terms (two
+    # folders called `data`) or another route (a second teacher) is kept: terms are never dropped
+    read = {(d["corpus"], d["licence"]) for d in own}
+    listed = set()
     for d in inherited or []:
-        if isinstance(d, dict) and d.get("corpus") not in seen:
-            seen.add(d.get("corpus"))
-            out.append({**d, "via": d.get("via") or (f"--init {os.path.abspath(init)}" if init else "--init")})
+        if not isinstance(d, dict) or (d.get("corpus"), d.get("licence")) in read:
+            continue
+        d = {**d, "via": d.get("via") or (f"--init {os.path.abspath(init)}" if init else "--init")}
+        if (d.get("corpus"), d.get("licence"), d["via"]) not in listed:
+            listed.add((d.get("corpus"), d.get("licence"), d["via"]))
+            out.append(d)
     return out
 
 
