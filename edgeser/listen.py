@@ -249,8 +249,10 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
     out.summary(info)
     if rep is not None and not out.json:
         click.echo(score.describe(rep))
-    elif rep is not None and score.trained_note(rep):
-        click.echo(score.trained_note(rep), err=True)     # --json: the end object counts them, this says why
+    elif rep is not None:
+        flattered = score.trained_note(rep)     # --json: the end object counts them, this says why
+        if flattered:
+            click.echo(flattered, err=True)
     hint = folder_quiet_hint([p for p in unheard if math.isfinite(p)], stream_opts["vad"].gain_db)
     if hint:
         click.echo(hint, err=True)

@@ -54,7 +54,9 @@ def training_runs(root: Path) -> List[Dict[str, Any]]:
             "epochs_run": hist.get("epochs_run"), "epochs": run.get("epochs"),
             "finished": hist.get("finished"),     # None: a history from before it was recorded
             "diverged": _dict(hist.get("diverged")).get("epoch"),    # the epoch it diverged in, or None
-            "validated": hist.get("validated"), "best_UA": _score(best.get("UA")) if hist.get("validated") is not False else None, "best_epoch": best.get("epoch"),
+            "validated": hist.get("validated"),
+            "best_UA": _score(best.get("UA")) if hist.get("validated") is not False else None,
+            "best_epoch": best.get("epoch"),
             "export": ("stale" if stale_export(folder / EXPORT, M.MANIFEST) else "yes") if man else None,
             "adapted": bool(run.get("adapted")),    # `edgeser adapt`'s: a trained run's weights, not validated again
         })

@@ -34,7 +34,6 @@ def _slug(text: str) -> str:
     return re.sub(r"\s+", "-", kept.strip()).strip("-.") or "run"
 
 
-
 def _corpora(data: Iterable[os.PathLike]) -> str:
     """emodb, ravdess+emodb; single recordings by their stems; many of them cut short (a+b+3-more)."""
     names = []

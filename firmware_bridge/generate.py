@@ -188,11 +188,16 @@ def training_terms(man: M.Manifest) -> List[Dict[str, str]]:
             for d in (man.training or {}).get("data") or [] if isinstance(d, dict)]
 
 
+def file_sha256(man: M.Manifest) -> Dict[str, str]:
+    """Each model file's sha256, as the manifest records it."""
+    return {a.file: a.sha256 for a in man.artifacts}
+
+
 def provenance_comment(man: M.Manifest, builds: Sequence[ModelBuild]) -> List[str]:
     """What a source file holding the weights says of them: the firmware is what ships without the
     export folder beside it, so the training data's terms (RAVDESS's non-commercial share-alike)
     and the files' identities travel in it."""
-    sha = {a.file: a.sha256 for a in man.artifacts}
+    sha = file_sha256(man)
     out = [f"// Weights exported by edgeser {_comment(man.edgeser_version or '?')}; their training data and its terms, "
            "which these weights carry:"]
     out += [f"//   {_comment(d.get('corpus', '?'))}: {_comment(d.get('licence', '?'))}"
@@ -415,7 +420,7 @@ def generate(model_dir, out_dir, clips: Sequence[str] = (), parity: bool = True,
     par = check_parity(folder, man, infos, builds, clips, log) if parity else {}
     fitr = fit(man, builds)
     emitted = [b for b in builds.values() if b.loads]
-    sha = {a.file: a.sha256 for a in man.artifacts}
+    sha = file_sha256(man)
     report = {"model_dir": os.path.abspath(folder), "edgeser_version": man.edgeser_version,
               "training_data": training_terms(man), "labels": man.labels,
               "models": {r: {**asdict(b), "sha256": sha.get(b.file, "")} for r, b in builds.items()},

@@ -114,7 +114,7 @@ def plan_run(clips: Sequence[Clip], tcfg, val_fraction: float = 0.15, val_speake
     va = [i for i, c in enumerate(clips) if c.speaker in set(val_spk)]
     extra_meta = dict(extra_meta or {})
     meta = {
-        "data": with_inherited(corpus_licences(clips), extra_meta.pop("init_data", None), extra_meta.get("init")),
+        "data": with_inherited(corpus_licences(clips), extra_meta.pop("init_data", None)),
         "train_speakers": tr_spk, "val_speakers": val_spk,
         "calibration": calibration_sample([clips[i] for i in tr], seed=tcfg.seed),
         "summary": summary(clips), "data_sha1": data_sha1(clips),
@@ -123,21 +123,19 @@ def plan_run(clips: Sequence[Clip], tcfg, val_fraction: float = 0.15, val_speake
     return tr, va, meta
 
 
-def with_inherited(own: List[Dict], inherited: Optional[Sequence[Dict]], init: Optional[str]) -> List[Dict]:
-    """A run's corpora and their terms, with those of the checkpoint it started from (--init): its
-    weights learnt from them, so their terms (RAVDESS's non-commercial share-alike) hold for it too.
-    Inherited entries say `via`, the start it came through (the earliest, over a chain of starts)."""
+def with_inherited(own: List[Dict], inherited: Optional[Sequence[Dict]]) -> List[Dict]:
+    """A run's corpora and their terms, with those of the checkpoints its weights learnt from (--init,
+    --teacher; each entry's `via` says which, commands.learnt_from): their terms (RAVDESS's
+    non-commercial share-alike) hold for it too."""
     out = list(own)
     # the same corpus and terms read again are listed once; a name alike with other terms (two
     # folders called `data`) or another route (a second teacher) is kept: terms are never dropped
     read = {(d["corpus"], d["licence"]) for d in own}
     listed = set()
     for d in inherited or []:
-        if not isinstance(d, dict) or (d.get("corpus"), d.get("licence")) in read:
-            continue
-        d = {**d, "via": d.get("via") or (f"--init {os.path.abspath(init)}" if init else "--init")}
-        if (d.get("corpus"), d.get("licence"), d["via"]) not in listed:
-            listed.add((d.get("corpus"), d.get("licence"), d["via"]))
+        key = (d.get("corpus"), d.get("licence"), d.get("via"))
+        if key[:2] not in read and key not in listed:
+            listed.add(key)
             out.append(d)
     return out
 
