@@ -22,6 +22,13 @@ class AudioError(ValueError):
     """A clip that cannot be used; the message names the file and the problem."""
 
 
+def left_out(path: Union[str, os.PathLike], error: Union[Exception, str]) -> dict:
+    """A file a command did not use, as every report lists one (train, evaluate, listen, enrol):
+    {"file": its absolute path, "error": why, without the path the message began with}."""
+    said, named = str(error), f"{path}: "
+    return {"file": os.path.abspath(path), "error": said[len(named):] if said.startswith(named) else said}
+
+
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     if sr_in == sr_out:
         return x

@@ -22,8 +22,8 @@ from .options import FiniteRange, Output, denoise_option, model_options, speeds_
                    "answers less the less speech it rests on. For enrolment on under about 15 s of speech "
                    "(10 is a good value); 0 trusts the measurement fully, best with more speech.")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print one JSON object on stdout: {"out", "balance": what the file holds, "skipped", "notes"}; '
-                   "progress stays on stderr.")
+              help='Print one JSON object on stdout: {"out", "balance": what the file holds, "skipped": '
+                   '[{"file", "error"}] of unreadable files, "notes"}; progress stays on stderr.')
 def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gain_db, vad_noise_margin_db, denoise,
           speeds, prior_s, as_json):
     """Balance the model's answers for one user's voice, without labels and without torch.
@@ -46,8 +46,8 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
             click.echo(f"note: {note}", err=True)
         bal, skipped = rec.enrol(files, progress=True, prior_s=prior_s, vad=vad_config(vad_mode, vad_gain_db, vad_noise_margin_db),
                                  speeds=speeds, denoise=denoise)
-        for msg in skipped:
-            click.echo(f"skipped: {msg}", err=True)
+        for gone in skipped:
+            click.echo(f"skipped: {gone['file']}: {gone['error']}", err=True)
         write(bal, out)
     except (AudioError, BalanceError, RecognizerError, VadUnavailable, OSError) as e:
         raise click.ClickException(str(e))

@@ -273,13 +273,13 @@ def _listen_file(rec, path: str, out: "ResultPrinter", stream_opts: dict, score,
                  skipped: list, unheard: list) -> float:
     """One file of listen_folder: its results and its line (and its score); its seconds of audio.
     An unreadable one is said and added to `skipped` (file and why, for the end object)."""
-    from .audio import AudioError
+    from .audio import AudioError, left_out
 
     try:
         clip = rec.predict_clip(path, **stream_opts)
     except AudioError as e:
         click.echo(f"skipped: {e}", err=True)
-        skipped.append({"file": path, "error": str(e)})
+        skipped.append(left_out(path, e))
         return 0.0
     for r in clip.results:
         out.emit(r, file=path)

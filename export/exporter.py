@@ -198,7 +198,7 @@ def export_model(ckpt_path: Union[str, os.PathLike], out_dir: Union[str, os.Path
                           "checkpoint": str(ckpt.get("_path", ckpt_path)),
                           # which weights, by their bytes: a run trained on after exporting is told
                           # from one copied or touched (edgeser.runs.stale_export)
-                          "checkpoint_sha256": sha256_of(ckpt.get("_path", ckpt_path)),
+                          "checkpoint_sha256": ckpt["_sha256"],
                           "checkpoint_edgeser_version": ckpt.get("edgeser_version", ""),
                           "command": str(meta.get("command", "")), "init": str(meta.get("init") or ""),
                           "seed": (ckpt.get("train_config") or {}).get("seed"), "tools": tool_versions(),

@@ -170,8 +170,10 @@ def test_a_copy_of_a_recording_under_another_name_is_heard_once(data_dir, tmp_pa
     shutil.copy(data_dir / "emodb" / "03a01Nc.flac", tmp_path / "angry" / "other.flac")
     clips = read_corpus(str(tmp_path))
     kept, audio, _ = AudioCache(str(tmp_path / "cache")).load(clips, progress=False)
-    once, heard = one_per_recording(kept, audio)
+    once, heard, copies = one_per_recording(kept, audio)
     assert len(kept) == 3 and [Path(c.path).name for c in once] == ["03a01Wa.flac", "other.flac"]
+    assert copies == [{"file": str(tmp_path / "angry" / "copy of 03a01Wa.wav"),
+                       "error": f"the same audio as {tmp_path / 'angry' / '03a01Wa.flac'}"}]
     assert len(heard) == 2 and "note: 1 clip(s) hold the same audio as another" in capsys.readouterr().err
     # a copy given another label or another speaker is no duplicate to drop: one of them is wrong
     from dataclasses import replace

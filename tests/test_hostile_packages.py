@@ -110,8 +110,25 @@ def test_the_bundled_checkpoint_still_loads():
     pytest.importorskip("torch")
     from edgeser.train.checkpoint import load_checkpoint
 
+    from edgeser.files import sha256_of
+
     ck = load_checkpoint(BUNDLE_PT)
     assert ck["model_config"]["labels"] and ck["model"]
+    # the sha256 of the very bytes it was built from (what an export records of its weights)
+    assert ck["_sha256"] == sha256_of(BUNDLE_PT)
+
+
+def test_a_checkpoint_saved_again_leaves_what_loading_noted_of_the_old_file(tmp_path):
+    pytest.importorskip("torch")
+    from edgeser.files import sha256_of
+    from edgeser.train.checkpoint import load_checkpoint, save_atomic
+
+    save_atomic(load_checkpoint(BUNDLE_PT), tmp_path / "copy.pt")
+    again = load_checkpoint(tmp_path / "copy.pt")
+    assert again["_path"] == str(tmp_path / "copy.pt")
+    assert again["_sha256"] == sha256_of(tmp_path / "copy.pt")
+    import torch
+    assert not [k for k in torch.load(tmp_path / "copy.pt", weights_only=True) if k.startswith("_")]
 
 
 # ------------------------------------------------------------------ 2. C sources from model text

@@ -7,6 +7,7 @@ onnxruntime / LiteRT interpreters.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -814,6 +815,10 @@ def test_odd_api_arguments_are_clear_errors(rec, model_dir):
     # enrol: one path is one file (its characters were 32 "files"); a generator is fine
     bal, _ = rec.enrol(str(CLIP))
     assert bal.utterances == 1 and rec.enrol(p for p in [CLIP])[0].mean == bal.mean
+    # an unreadable file is listed as every report lists one: its absolute path, and why without it
+    _, skipped = rec.enrol([CLIP, os.path.relpath(__file__)])
+    assert skipped == [{"file": os.path.abspath(__file__), "error": skipped[0]["error"]}]
+    assert skipped[0]["error"] and __file__ not in skipped[0]["error"]
     with pytest.raises(ValueError, match="prior_s must be a number of seconds from 0"):
         rec.enrol([CLIP], prior_s=float("nan"))                 # written, then refused by balance.read
     with pytest.raises(TypeError, match="use_balance takes a ClassBalance"):
@@ -827,7 +832,6 @@ def test_odd_api_arguments_are_clear_errors(rec, model_dir):
 def test_models_loaded_on_several_threads_give_stderr_back():
     # each TFLite load holds fd 2 in a scratch file; two at once each "restored" the other's
     # redirect, and the process's stderr stayed in the scratch file for good
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
     from edgeser.runtime.recognizer import load

@@ -333,11 +333,21 @@ def test_distillation_learns_from_the_teachers_of_the_same_fold(corpus, tmp_path
     cv = ["evaluate", "--data", str(corpus), "--cv", "speaker", "--folds", "2", "--epochs", "1", *TINY]
     assert run([*cv, "--seed", "1", "--out", str(teach)]).exit_code == 0
     assert run([*cv, "--out", str(plain)]).exit_code == 0
+    # the teachers also learnt from RAVDESS (as if through their own --init): each fold's student
+    # carries those terms, saying through which teacher
+    from edgeser.train.checkpoint import save_atomic
+    rav = {"corpus": "ravdess", "licence": "CC BY-NC-SA 4.0"}
+    for fold in (0, 1):
+        t = load_checkpoint(teach / f"fold{fold}" / "best.pt")
+        t["meta"]["data"] = t["meta"]["data"] + [rav]
+        save_atomic({k: v for k, v in t.items() if not k.startswith("_")}, teach / f"fold{fold}" / "best.pt")
     res = run([*cv, "--teacher", str(teach), "--out", str(student)])
     assert res.exit_code == 0, res.output
     for fold in (0, 1):
         ck = load_checkpoint(student / f"fold{fold}" / "best.pt")
         assert list(ck["train_config"]["teachers"]) == [str(teach / f"fold{fold}" / "best.pt")]
+        own = load_checkpoint(plain / f"fold{fold}" / "best.pt")["meta"]["data"]
+        assert ck["meta"]["data"] == own + [{**rav, "via": f"--teacher {teach / f'fold{fold}' / 'best.pt'}"}]
     a, b = load_checkpoint(plain / "fold0" / "best.pt")["model"], load_checkpoint(student / "fold0" / "best.pt")["model"]
     assert any(not torch.equal(a[k], b[k]) for k in a)      # the teacher moved the student
     # with no weight on it the same seed trains the same model: the term is all the teacher adds

@@ -55,7 +55,7 @@ def adapt_checkpoint(ckpt_path: str, paths: Sequence[str], out: str, cache_dir=N
     meta["adapted"] = {"from": str(ckpt["_path"]), "clips": len(kept), "seconds": round(seconds, 1),
                        "skipped": len(skipped), "steady": steady, "steps": steps, "balance": balance, "sources": [str(p) for p in paths]}
     meta["calibration"] = [kept[i].path for i in sorted(set(pick.tolist()))]
-    new = {k: v for k, v in ckpt.items() if k not in ("_path", "optimizer", "scheduler", "train_model")}
+    new = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "train_model")}
     new["model"] = adapted.state_dict()
     new["meta"] = meta
     save_atomic(new, Path(out))

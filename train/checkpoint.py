@@ -1,6 +1,8 @@
 """Atomic checkpoint files: written aside, fsynced, then renamed over the old one."""
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
 import re
@@ -10,7 +12,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 import edgeser
-from edgeser.files import printable, replacing
+from edgeser.files import open_regular, printable, replacing
 
 from .config import RETIRED_SETTINGS
 from .model import ModelConfig, SERModel
@@ -24,8 +26,10 @@ class CheckpointError(ValueError):
 
 
 def save_atomic(obj: Dict[str, Any], path: os.PathLike) -> None:
+    # keys from "_" on are what load_checkpoint noted of the file it read (its path, its sha256): a
+    # checkpoint read and saved again under another name must not carry the old file's
     with replacing(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save({k: v for k, v in obj.items() if not k.startswith("_")}, tmp)
 
 
 def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
@@ -43,17 +47,20 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
         raise CheckpointError(f"{path}: {what}, not a checkpoint: give a run folder or its .pt file "
                               f"(`edgeser runs` lists them)")
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read it ({e.strerror or type(e).__name__})") from None
+        # read once, hashed and loaded from the same bytes: the sha256 an export records is that of the
+        # weights it converted, even where a run still training replaces the file meanwhile
+        with open_regular(path) as f:
+            raw = f.read()
+    except (OSError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise CheckpointError(f"{path}: cannot read it ({why})") from None
     # torch.save writes a zip archive (a legacy file: a pickle from protocol 2 on); anything else
     # drew "a Python object ... refused" or "(KeyError)" from the unpickler
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+    if not (raw.startswith(b"PK\x03\x04") or raw[:1] == b"\x80"):
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (a .pt file that `edgeser train` writes)")
     try:
         # weights_only: a .pt is a pickle, and a full unpickle runs whatever code a downloaded file names
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as e:
         if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
             raise CheckpointError(f"{path}: not a plain edgeser checkpoint: {_what_it_holds(str(e))}, refused") from None
@@ -75,6 +82,7 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
         raise CheckpointError(f"{path}: model setting(s) {printable(', '.join(unknown))} unknown to this edgeser "
                               f"({made_by}): upgrade edgeser")
     ckpt["_path"] = str(path)
+    ckpt["_sha256"] = hashlib.sha256(raw).hexdigest()
     return ckpt
 
 

@@ -175,23 +175,13 @@ def _run_meta(merges, preset, qat, init, init_ck, folders, teachers=()) -> dict:
     speakers again), and the speakers a --init start had learned from (so that listen knows every
     voice the weights have heard)."""
     from .checkpoint import load_checkpoint, trained_speakers
+    from .pipeline import learnt_from
 
     return {"merges": merges, "preset": preset, "command": " ".join(sys.argv), "qat": qat, "init": str(init or ""),
             "data_folders": [str(Path(f).resolve()) for f in folders],
             **({"init_speakers": sorted(trained_speakers(init_ck))} if init_ck else {}),
             "init_data": learnt_from(init_ck, f"--init {os.path.abspath(init)}" if init else "")
             + [d for t in teachers for d in learnt_from(load_checkpoint(t), f"--teacher {os.path.abspath(t)}")]}
-
-
-def learnt_from(ck, via: str) -> list:
-    """The corpora and terms a checkpoint's weights learnt from, as a model made from it (--init, or a
-    --teacher's answers) inherits them, each saying `via` which; one whose record holds none says so,
-    rather than the new model reading as free of any terms."""
-    if not ck:
-        return []
-    data = [d for d in (ck.get("meta") or {}).get("data") or [] if isinstance(d, dict)]
-    return ([{**d, "via": d.get("via") or via} for d in data] if data else
-            [{"corpus": "?", "licence": "unknown: the checkpoint records no training data", "via": via}])
 
 
 def _run_configs(preset, labels_found, window_s, init, init_ck, qat, cell_clip, labels_chosen=False, where="",
@@ -230,8 +220,9 @@ def _load(data, extra, labels, merge, cache_dir, need_speaker=True):
     cache = AudioCache(cache_dir)
     where = ", ".join(map(str, paths))
     clips, audio, skipped = cache.load_usable(clips, where)
-    clips, audio = one_per_recording(clips, audio)
+    clips, audio, copies = one_per_recording(clips, audio)
     need_labels(keep, clips, where, len(skipped))
+    skipped += copies       # a report names every file it did not use, and why
     click.echo(f"data: {summary(clips)}", err=True)
     return clips, audio, merges, L.ordered(c.label for c in clips), cache, skipped
 
@@ -296,7 +287,8 @@ def _prepare_default(out: Path) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help='At the end print one JSON object on stdout: {"run", "checkpoint", "best": {"UA" (null without '
                    'validation), "epoch"}, "epochs_run", "validated", "finished", "skipped": [{"file", "error"}] '
-                   'of clips that could not be used} (history.json holds every epoch); progress goes to stderr.')
+                   'of clips left out (unreadable, or a copy of another)} (history.json holds every epoch); '
+                   'progress goes to stderr.')
 @_train_options
 def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, window_s, labels, merge, val_fraction,
           cache_dir, as_json, **train_opts):

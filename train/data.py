@@ -19,7 +19,7 @@ from edgeser.files import replacing
 from edgeser.progress import iterate
 from edgeser.speed import change_speed
 from edgeser.audio import (AUDIO_EXT, SAMPLE_RATE, UNREAD_AUDIO_EXT, AudioError, audio_files_under, convert_hint,
-                           hidden_below, read_clip, rms_normalize, trim_silence)
+                           hidden_below, left_out, read_clip, rms_normalize, trim_silence)
 
 from .room import in_room
 
@@ -254,12 +254,13 @@ def not_again(also: Sequence[Clip], also_audio: Sequence[np.ndarray], clips: Seq
                             f"that tests it; leave it out of one of them")
 
 
-def one_per_recording(clips: Sequence[Clip], audio: Sequence[np.ndarray]) -> Tuple[List[Clip], List[np.ndarray]]:
+def one_per_recording(clips: Sequence[Clip], audio: Sequence[np.ndarray]) -> Tuple[List[Clip], List[np.ndarray], List[Dict]]:
     """`clips` and their decoded `audio` with each recording once: a copy under another file name
     (`copy of 11a01Wc.wav`, a converted WAV beside its FLAC) decodes to the same samples, and counted
     twice it trained in a fold that tested the other (random folds), or under two speakers in the
     folds of both. Copies of one label and speaker are heard once, said on stderr; copies given two
-    labels, or two speakers, are a DataError naming both files."""
+    labels, or two speakers, are a DataError naming both files. Third: the copies left out, as
+    [{"file", "error"}] beside the unreadable clips a report lists (AudioCache.load)."""
     first: Dict[str, Clip] = {}
     kept_c, kept_a, again = [], [], []
     for c, x in zip(clips, audio):
@@ -279,7 +280,7 @@ def one_per_recording(clips: Sequence[Clip], audio: Sequence[np.ndarray]) -> Tup
         c, seen = again[0]
         print(f"note: {len(again)} clip(s) hold the same audio as another ({c.path} is {seen.path}): each recording "
               f"is heard once", file=sys.stderr)
-    return kept_c, kept_a
+    return kept_c, kept_a, [left_out(c.path, f"the same audio as {os.path.abspath(seen.path)}") for c, seen in again]
 
 
 def one_per_file(clips: Sequence[Clip]) -> List[Clip]:
@@ -426,9 +427,7 @@ class AudioCache:
                 audio.append(self.get(c.path))
                 kept.append(c)
             except AudioError as e:
-                said = str(e)
-                why = said[len(c.path) + 2:] if said.startswith(f"{c.path}: ") else said
-                skipped.append({"file": os.path.abspath(c.path), "error": why})
+                skipped.append(left_out(c.path, e))
                 print(f"skipped: {e}", file=sys.stderr)
         if skipped:
             print(f"{len(skipped)} of {len(clips)} clips skipped (missing, unreadable, empty, NaN or silent)",

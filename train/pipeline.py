@@ -123,9 +123,20 @@ def plan_run(clips: Sequence[Clip], tcfg, val_fraction: float = 0.15, val_speake
     return tr, va, meta
 
 
+def learnt_from(ck, via: str) -> list:
+    """The corpora and terms a checkpoint's weights learnt from, as a model made from it (--init, or a
+    --teacher's answers) inherits them, each saying `via` which; one whose record holds none says so,
+    rather than the new model reading as free of any terms."""
+    if not ck:
+        return []
+    data = [d for d in (ck.get("meta") or {}).get("data") or [] if isinstance(d, dict)]
+    return ([{**d, "via": d.get("via") or via} for d in data] if data else
+            [{"corpus": "?", "licence": "unknown: the checkpoint records no training data", "via": via}])
+
+
 def with_inherited(own: List[Dict], inherited: Optional[Sequence[Dict]]) -> List[Dict]:
     """A run's corpora and their terms, with those of the checkpoints its weights learnt from (--init,
-    --teacher; each entry's `via` says which, commands.learnt_from): their terms (RAVDESS's
+    --teacher; each entry's `via` says which, learnt_from): their terms (RAVDESS's
     non-commercial share-alike) hold for it too."""
     out = list(own)
     # the same corpus and terms read again are listed once; a name alike with other terms (two
@@ -282,23 +293,26 @@ def _die_with_parent() -> None:
         pass  # not Linux: Ctrl-C still reaches the workers through the process group
 
 
-def fold_teachers(runs: Sequence[str], fold: int, test_speakers: Sequence[str]) -> Tuple[str, ...]:
+def fold_teachers(runs: Sequence[str], fold: int, test_speakers: Sequence[str]) -> Tuple[Tuple[str, ...], List[Dict]]:
     """The teachers of one fold: each teacher run's model of the same fold, which must have been
-    tested on the same speakers (a teacher that trained on this fold's test speakers would leak them)."""
+    tested on the same speakers (a teacher that trained on this fold's test speakers would leak them);
+    and the corpora and terms their answers pass on (learnt_from)."""
     from .checkpoint import CheckpointError, load_checkpoint
 
-    out = []
+    out, terms = [], []
     for run in runs:
         path = Path(run) / f"fold{fold}" / "best.pt"
         if not path.is_file():
             raise DataError(f"{run}: no fold{fold}/best.pt (a teacher for --cv is the --out folder of a finished "
                             f"`edgeser evaluate --cv` run with the same folds)")
-        theirs = load_checkpoint(path).get("meta", {}).get("test_speakers")
+        ck = load_checkpoint(path)
+        theirs = ck.get("meta", {}).get("test_speakers")
         if sorted(theirs or []) != sorted(test_speakers):
             raise CheckpointError(f"{path}: tested on speakers {','.join(theirs or ['?'])}, this fold tests "
                                   f"{','.join(test_speakers)}: a teacher needs the same folds")
         out.append(str(path))
-    return tuple(out)
+        terms += learnt_from(ck, f"--teacher {os.path.abspath(path)}")
+    return tuple(out), terms
 
 
 def fold_clips(clips: Sequence[Clip], test_speakers: Sequence[str], train_speakers: int = 0) -> List[Clip]:
@@ -355,10 +369,15 @@ def cross_validate(clips: Sequence[Clip], model_cfg, tcfg, out: Path, folds: int
     if shared:      # under another corpus's speaker names: every fold would train on clips it tests
         raise DataError(f"{len(shared)} clip(s) of the training-only data are clips of the folds (first: {shared[0]}): "
                         f"they would train on what they test")
-    tasks = [(k, g, random_clips, fold_clips(clips, g, train_speakers) + list(train_also), model_cfg,
-              replace(tcfg, teachers=fold_teachers(tcfg.teachers, k, g)),
-              str(out), val_fraction, cache_dir, resume, speaker_adapt, how, tuple(speeds), dict(meta or {}))
-             for k, g in enumerate(groups)]
+    meta = dict(meta or {})
+    tasks = []
+    for k, g in enumerate(groups):
+        teachers, taught = fold_teachers(tcfg.teachers, k, g)
+        # the fold's weights learnt from its teachers' answers: their corpora's terms hold for it too
+        fold_meta = {**meta, "init_data": list(meta.get("init_data") or []) + taught}
+        tasks.append((k, g, random_clips, fold_clips(clips, g, train_speakers) + list(train_also), model_cfg,
+                      replace(tcfg, teachers=teachers), str(out), val_fraction, cache_dir, resume, speaker_adapt,
+                      how, tuple(speeds), fold_meta))
     if resume:
         for t in tasks:
             _check_fold_resume(t)

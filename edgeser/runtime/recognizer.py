@@ -272,10 +272,11 @@ class Recognizer:
     def enrol(self, paths, progress: bool = False, prior_s: Optional[float] = None, **stream_opts):
         """(ClassBalance, skipped): the balance for the voice in the audio files `paths`, this model's
         duration-weighted mean answer over their utterances (unbalanced), replayed through the
-        streaming path as listen hears them; and a message per unreadable file, skipped.
+        streaming path as listen hears them; and the unreadable files, skipped, as
+        [{"file", "error"}] (audio.left_out).
         prior_s: seconds of speech an even answer is worth beside it (None: balance.PRIOR_S)."""
         from .. import balance as BAL
-        from ..audio import AudioError
+        from ..audio import AudioError, left_out
         from ..progress import iterate
 
         if prior_s is not None and not (isinstance(prior_s, (int, float)) and math.isfinite(prior_s) and prior_s >= 0):
@@ -288,11 +289,12 @@ class Recognizer:
             try:
                 utts += self.predict_clip(path, **{**stream_opts, "balanced": False}).utterances
             except AudioError as e:
-                skipped.append(str(e))
+                skipped.append(left_out(path, e))
         mean = summarize(utts, self.labels)     # the duration-weighted mean, as for a clip's summary
         if mean is None:
-            unreadable = (f" ({skipped[0]})" if len(skipped) == 1 else
-                          f" ({len(skipped)} unreadable; the first: {skipped[0]})" if skipped else "")
+            first = f"{skipped[0]['file']}: {skipped[0]['error']}" if skipped else ""
+            unreadable = (f" ({first})" if len(skipped) == 1 else
+                          f" ({len(skipped)} unreadable; the first: {first})" if skipped else "")
             raise RecognizerError(f"{len(paths)} file(s): no speech to enrol on{unreadable}")
         return BAL.ClassBalance(self.labels, [mean.probs[lab] for lab in self.labels], len(utts),
                                 float(sum(u.end_s - u.start_s for u in utts)), self.name,
