@@ -194,6 +194,9 @@ def main(argv=None):
         standard_streams()
     terminate_as_interrupt()
     command = next((a for a in args if a in COMMANDS), "edgeser")
+    from . import jsonend
+
+    jsonend.forget()
     try:
         # not standalone: click's own mode ends Ctrl-C with "Aborted!" and status 1, where a shell,
         # a service manager or a script expects 130 (143 for SIGTERM) and a word on what was kept
@@ -208,6 +211,7 @@ def main(argv=None):
         raise
     except click.ClickException as e:
         e.show()
+        jsonend.settle("error", e.format_message())
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt) as e:
         _stopped(command, e.__cause__ if isinstance(e, click.Abort) else e)     # Ctrl-C, or SIGTERM
@@ -216,7 +220,9 @@ def main(argv=None):
         # microphone, ...): one line naming what to install, not a traceback
         if not e.name or e.name.split(".")[0] not in EXTRA_OF:
             raise
-        click.echo(f"Error: {missing_package_message(command, e.name)}", err=True)
+        said = missing_package_message(command, e.name)
+        click.echo(f"Error: {said}", err=True)
+        jsonend.settle("error", said)
         sys.exit(1)
     except OSError as e:
         # a file that cannot be read or written (an output in a folder that is a file, a full
@@ -228,10 +234,12 @@ def main(argv=None):
         from .files import error_line
 
         click.echo(f"Error: {error_line(e)}", err=True)
+        jsonend.settle("error", error_line(e))
         sys.exit(1)
     except Exception as e:
         stop = stop_behind(e)     # a stop raised inside an import can come out as another exception
         if stop is None:
+            jsonend.settle("error", f"{type(e).__name__}: {e}")    # a bug: its traceback follows on stderr
             raise
         _stopped(command, stop)
 
@@ -239,9 +247,12 @@ def main(argv=None):
 def _stopped(command: str, e: KeyboardInterrupt) -> None:
     from .signals import any_work_kept, stop_status
 
+    from . import jsonend
+
     how = stop_status(e)
     kept = RESUMABLE.get(command, "") if any_work_kept() else ""
     click.echo(f"{how}{kept}", err=True)
+    jsonend.settle(how, resumable=any_work_kept() if command in RESUMABLE else None)
     sys.exit(143 if how == "terminated" else 130)
 
 

@@ -294,6 +294,11 @@ def doctor(model, device, channel, mic_s, vad_gain_db, as_json):
     microphone for --mic-s seconds, and lists the optional extras. Exit status 1 when `edgeser
     listen` cannot run here even on a file.
     """
+    if as_json:
+        from . import jsonend
+
+        jsonend.owe("doctor")
+
     def speak_now(name):
         click.echo(f"reading {name!r} for {mic_s:g} s: speak now", err=True)
 

@@ -39,6 +39,10 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
     from .runtime.recognizer import RecognizerError, load
     from .vad import VadUnavailable
 
+    if as_json:
+        from . import jsonend
+
+        jsonend.owe("enrol", out=os.path.abspath(out))
     try:
         files = audio_paths(recordings)
         rec = load(model, backend=backend, precision=precision, threads=threads)

@@ -124,6 +124,9 @@ def result_line(command: str, obj: dict) -> str:
     """A command's `--json` object on one line, saying first which layout it has: `schema`
     (edgeser-COMMAND-1, raised when a key changes meaning), as bench's report does."""
     assert "schema" not in obj, f"{command}: its object has a key of its own named schema"
+    from . import jsonend
+
+    jsonend.paid(command)       # made to be printed: the command's end object is its own, not main's
     return json_line({"schema": schema_of(command), **obj})
 
 

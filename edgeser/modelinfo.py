@@ -188,6 +188,10 @@ def model_info(model_path, preset, hop_s, as_json):
       edgeser model-info --preset edge-small      # an architecture, before training it
       edgeser model-info --model runs/NAME        # a trained checkpoint
     """
+    if as_json:
+        from . import jsonend
+
+        jsonend.owe("model-info")
     if preset and model_path:
         raise click.UsageError("--preset or --model, not both")
     export_layout = not (preset or (model_path is not None and _is_checkpoint(model_path)))

@@ -155,6 +155,10 @@ def runs(root, as_json):
     with --speaker-adapt), or `unfinished` with the folds begun so far (still running, or to
     continue with `evaluate … --resume`). Read from the JSON the commands leave; no torch needed.
     """
+    if as_json:
+        from . import jsonend
+
+        jsonend.owe("runs")
     root_p = Path(root)
     if not root_p.is_dir() and given("root"):
         raise click.ClickException(f"{root_p}: no such folder (runs are made by `edgeser train`)")

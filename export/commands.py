@@ -62,8 +62,10 @@ def export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms
     """
     if check and no_check:
         raise click.UsageError("--check DATA and --no-check exclude each other")
-    from edgeser import fdredirect
+    from edgeser import fdredirect, jsonend
 
+    if as_json:
+        jsonend.owe("export")
     # with --json, whatever a converter or library prints must not land beside the object
     with fdredirect.stdout_onto_stderr() if as_json else contextlib.nullcontext():
         ck, man, out = _export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_ms, quiet)
@@ -83,6 +85,9 @@ def _export(ckpt, out, int8, formats, calibration, check, no_check, hop_s, hop_m
     ckpt = ckpt or _default_checkpoint()
     if out is None:
         out = str(Output(replaces=(MANIFEST, WRITER)).default(default_export_folder(ckpt), say=False))
+    from edgeser import jsonend
+
+    jsonend.know(folder=os.path.abspath(out))
     try:
         from edgeser.train.checkpoint import load_checkpoint
         ck = load_checkpoint(ckpt)

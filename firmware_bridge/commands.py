@@ -229,6 +229,10 @@ def generate(model, out, clips, parity, as_json):
     from .generate import FirmwareError, generate as run
     from .tflm import TFLMError
 
+    if as_json:
+        from edgeser import jsonend
+
+        jsonend.owe("firmware-generate")
     if clips and not parity:
         raise click.UsageError("--clip is what --parity compares on: drop --no-parity, or the clips")
     try:
@@ -236,6 +240,8 @@ def generate(model, out, clips, parity, as_json):
         if out is None:
             out = Output(replaces=(REPORT, WRITER)).default(
                 default_firmware_folder(model, bundled=model.resolve() == DEFAULT_MODEL.resolve()))
+        if as_json:
+            jsonend.know(folder=os.path.abspath(out))
         rep = run(model, out, clips, parity, log=lambda m: click.echo(m, err=True))
     except (FirmwareError, TFLMError, AudioError, RecognizerError) as e:
         raise click.ClickException(str(e))

@@ -2,6 +2,7 @@
 last words of an interrupted command."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -44,10 +45,14 @@ def test_a_training_stopped_before_its_first_epoch_does_not_promise_a_resume(dat
             "    raise KeyboardInterrupt\n"
             "d.AudioCache.load = stopped\n"
             "from edgeser.cli import main\n"
-            f"main(['train', '--data', {str(corpus)!r}, '--preset', 'tiny', '--out', {str(tmp_path / 'run')!r}])\n")
+            f"main(['train', '--data', {str(corpus)!r}, '--preset', 'tiny', '--out', {str(tmp_path / 'run')!r}, "
+            "'--json'])\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 130 and r.stderr.strip().splitlines()[-1] == "interrupted", r.stderr[-2000:]
     assert not (tmp_path / "run" / "last.pt").exists()
+    # --json: the object a script waits for, saying so too
+    assert json.loads(r.stdout) == {"schema": "edgeser-train-1", "run": str(tmp_path / "run"),
+                                    "status": "interrupted", "resumable": False}
     # a --resume of a run whose last.pt is there, stopped at the same moment, can be continued again
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "last.pt").write_bytes(b"")
@@ -55,6 +60,27 @@ def test_a_training_stopped_before_its_first_epoch_does_not_promise_a_resume(dat
                        text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 130 and r.stderr.strip().splitlines()[-1].startswith("interrupted: every finished epoch"), \
         r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args, known", [
+    (["train", "--data", "{missing}", "--out", "{tmp}/run"], {"run": "{tmp}/run"}),
+    (["evaluate", "--data", "{missing}", "--out", "{tmp}/cv"], {"folder": "{tmp}/cv"}),
+    (["export", "{missing}/best.pt", "--out", "{tmp}/exp"], {"folder": "{tmp}/exp"}),
+    (["enrol", "{missing}", "--out", "{tmp}/me.json"], {"out": "{tmp}/me.json"}),
+    (["model-info", "--model", "{missing}"], {}),
+    (["firmware", "generate", "--model", "{missing}", "--out", "{tmp}/fw"], {}),
+])
+def test_a_command_that_fails_under_json_still_ends_stdout_with_one_object(tmp_path, args, known):
+    # a script read nothing on stdout and had only the exit status and stderr's prose to go by
+    fill = {"missing": str(tmp_path / "missing"), "tmp": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "edgeser", *[a.format(**fill) for a in args], "--json"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr[-2000:]
+    said = r.stderr.strip().splitlines()[-1].removeprefix("Error: ")
+    command = "-".join(args[:2]) if args[0] == "firmware" else args[0]
+    assert json.loads(r.stdout) == {"schema": f"edgeser-{command}-1", **{k: v.format(**fill) for k, v in known.items()},
+                                    "status": "error", "error": said}
+    assert str(tmp_path / "missing") in said
 
 
 def test_sigterm_met_inside_an_import_still_ends_as_terminated():

@@ -1151,17 +1151,20 @@ def test_evaluate_stopped_with_folds_in_parallel_stops_them_and_says_resume_cont
 
     out = tmp_path / "cv"
     p = subprocess.Popen([sys.executable, "-m", "edgeser", "evaluate", "--data", str(corpus), "--cv", "speaker",
-                          "--folds", "3", "--jobs", "2", "--epochs", "400", "--out", str(out), *TINY],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          "--folds", "3", "--jobs", "2", "--epochs", "400", "--out", str(out), "--json", *TINY],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not list(out.glob("fold*/last.pt")) and time.time() < deadline and p.poll() is None:
         time.sleep(0.2)
     assert list(out.glob("fold*/last.pt")), "no fold saved an epoch"
     p.send_signal(signal.SIGTERM)
     t0 = time.time()
-    err = p.stderr.read()
-    assert p.wait(timeout=120) == 143, err[-1500:]
+    said, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err[-1500:]
     assert time.time() - t0 < 30, "the folds trained on after the stop"
+    # --json: a script reading stdout still gets one object, saying how it ended and that it continues
+    assert json.loads(said) == {"schema": "edgeser-evaluate-1", "folder": str(out), "status": "terminated",
+                                "resumable": True}
     assert not (out / "fold2" / "last.pt").exists()         # the queued fold never started
     assert err.strip().splitlines()[-1] == ("terminated: every fold's finished epochs are kept; "
                                             "the same command with --resume continues"), err[-1500:]

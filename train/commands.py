@@ -299,7 +299,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     """
     import contextlib
 
-    from edgeser import fdredirect
+    from edgeser import fdredirect, jsonend
     from edgeser.files import folder_held, result_line
 
     from .checkpoint import CheckpointError, load_checkpoint
@@ -309,6 +309,8 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
 
     main = int(os.environ.get("RANK", "0")) == 0     # DDP's other processes write and print nothing of their own
     out_p = None
+    if as_json and main:
+        jsonend.owe("train")
     with contextlib.ExitStack() as held:
         if as_json:
             held.enter_context(fdredirect.stdout_onto_stderr())
@@ -319,6 +321,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
             if not data and not extra:
                 raise click.UsageError("give at least one corpus with --data PATH")
             out_p = Path(out) if out else _default_out(list(data) + list(extra), preset, init, qat)
+            jsonend.know(run=os.path.abspath(out_p))
             if main:
                 held.enter_context(folder_held(out_p))
             if not resume and (out_p / "last.pt").exists():
@@ -440,8 +443,10 @@ def evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adap
     """
     import contextlib
 
-    from edgeser import fdredirect
+    from edgeser import fdredirect, jsonend
 
+    if as_json:
+        jsonend.owe("evaluate")
     with fdredirect.stdout_onto_stderr() if as_json else contextlib.nullcontext():
         rep, path = _evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_adapt, adapt_steps,
                               balance, speeds, init, train_also, train_speakers, qat, cell_clip, preset, window_s,
@@ -472,6 +477,9 @@ def _evaluate(data, extra, model_path, cv, folds, jobs, out, resume, speaker_ada
         out = default_eval_folder(list(data) + list(extra), cv, folds, model_path)
         _prepare_default(out)
     out_p = Path(out)
+    from edgeser import jsonend
+
+    jsonend.know(folder=os.path.abspath(out_p))
     if not model_path and not resume and any(out_p.glob("fold*/last.pt")):
         raise click.ClickException(f"{out_p} holds an earlier cross-validation's fold checkpoints: --resume to "
                                    f"continue it, or another --out")
