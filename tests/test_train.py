@@ -396,6 +396,7 @@ def test_two_process_ddp_training(corpus, tmp_path):
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "2 process(es)" in p.stdout
+    assert p.stderr.count("data: ") == 1, p.stderr[-2000:]     # the notes once, not once per process
     ck = load_checkpoint(out / "last.pt")
     assert ck["epoch"] == 1 and np.isfinite(ck["history"][0]["loss"]) and np.isfinite(ck["history"][0]["speaker_loss"])
     assert not any(k.startswith("module.") for k in ck["adversary"])   # saved unwrapped: resumable in one process

@@ -298,6 +298,7 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
     validation UA. Works unchanged under `torchrun --nproc_per_node=2` (DDP on CPU, gloo).
     """
     import contextlib
+    import io
 
     from edgeser import fdredirect, jsonend
     from edgeser.files import folder_held, result_line
@@ -328,10 +329,13 @@ def train(data, extra, out, resume, stop_after, init, qat, cell_clip, preset, wi
                 raise click.ClickException(f"{out_p / 'last.pt'} exists: use --resume to continue it, or another --out")
             if resume and (out_p / "last.pt").exists():
                 work_kept()     # stopped while the corpus decodes, the same command still continues it
-            merge = _inherited_merge(init, init_ck, merge)
-            clips, audio, merges, found, _, skipped = _load(data, extra, labels, merge, cache_dir)
-            cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip, labels is not None,
-                                             ", ".join(list(data) + list(extra)), **train_opts)
+            # torchrun's other processes read the same data and would say the same notes again; an
+            # error still ends each of them, on stderr, by main
+            with contextlib.nullcontext() if main else contextlib.redirect_stderr(io.StringIO()):
+                merge = _inherited_merge(init, init_ck, merge)
+                clips, audio, merges, found, _, skipped = _load(data, extra, labels, merge, cache_dir)
+                cfg, tcfg, preset = _run_configs(preset, found, window_s, init, init_ck, qat, cell_clip,
+                                                 labels is not None, ", ".join(list(data) + list(extra)), **train_opts)
             keep = _init_held_out(init_ck, clips) if init and val_fraction > 0 else []
             if keep and main:
                 click.echo(f"validation: {', '.join(keep)}, the speakers {init} held out, so the fine-tuned model "
