@@ -21,6 +21,14 @@ from .streaming import TorchRunner, stream_probs, zero_state
 FP32_STREAM_TOL = 1e-4
 
 
+def size_ratios(rows) -> None:
+    """Each int8 row's size as a share of the fp32 file of its role and format (`size_ratio`)."""
+    fp32_sizes = {(r["role"], r["format"]): r["size_bytes"] for r in rows if r["precision"] == "fp32" and r["size_bytes"]}
+    for r in rows:
+        if r["precision"] == "int8" and fp32_sizes.get((r["role"], r["format"])):
+            r["size_ratio"] = r["size_bytes"] / fp32_sizes[(r["role"], r["format"])]
+
+
 def _latency_ms(fn: Callable[[], object], budget_s: float = 1.0, min_runs: int = 5, max_runs: int = 50) -> float:
     fn()  # first call allocates
     times = []
@@ -121,10 +129,7 @@ def parity_report(model, folder: Path, artifacts, held, hop_frames: int, shapes,
             rows.append(row(name, "stream", fmt, prec, P, s.size_bytes + h.size_bytes, lat_s + lat_h))
             stream_files[name] = float(np.abs(P - ref).max())
 
-    fp32_sizes = {(r["role"], r["format"]): r["size_bytes"] for r in rows if r["precision"] == "fp32" and r["size_bytes"]}
-    for r in rows:
-        if r["precision"] == "int8" and fp32_sizes.get((r["role"], r["format"])):
-            r["size_ratio"] = r["size_bytes"] / fp32_sizes[(r["role"], r["format"])]
+    size_ratios(rows)
     fp32_streams = {k: v for k, v in stream_files.items() if ".int8." not in k}
     return {
         "source": held.source, "clips": len(held.clips), "windows": int(len(W)), "hop_frames": hop_frames,

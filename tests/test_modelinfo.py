@@ -36,6 +36,11 @@ def test_the_bundled_model_is_described_from_its_manifest_and_parity_report():
     assert {a.file for a in man.artifacts} <= set(files)
     for name, r in files.items():
         assert r["agreement"] == agreement.get(name)
+    # its sizes are those of the files bundled (tidied after the export, they had drifted a KB apart)
+    for r in parity:
+        parts = r["artifact"].split(" + ")
+        if all((DEFAULT_MODEL / f).is_file() for f in parts):
+            assert r["size_bytes"] == sum((DEFAULT_MODEL / f).stat().st_size for f in parts), r["artifact"]
     # the pair it names is the one listen (edgeser.load) opens
     rec = edgeser.load()
     assert info["listen"].startswith(" + ".join(rec.files))
