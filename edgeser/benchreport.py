@@ -267,6 +267,9 @@ def format_report(rep: Dict) -> str:
         if "stream_speedup" in r:
             parts.append(f"stream {r['stream_speedup']:.2f}x")
         lines.append(f"{r['what']} ({r['where']}): " + ", ".join(parts))
+    note = int8_note(rep)
+    if note:
+        lines.append(note)
     # one line per role and reason: the bundled model ships no window files, which said four lines
     grouped: Dict[Tuple, List[str]] = {}
     for sk in rep.get("skipped", []):
@@ -277,6 +280,26 @@ def format_report(rep: Dict) -> str:
     lines += thermal_lines(rep)
     lines += projection_lines(rep.get("projection") or {})
     return "\n".join(lines)
+
+
+X86_INT8_DOT = {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+def int8_note(rep: Dict) -> Optional[str]:
+    """Why int8 TFLite barely beat fp32, where the CPU says why: an x86 without int8 dot-product
+    instructions. XNNPACK's int8 kernels gain most from VNNI; on an AVX2-only EPYC the bundled pair
+    streamed at 0.84-1.14x fp32, against 1.63x on an AVX-512 VNNI one (docs/results.md, Latency)."""
+    dev = rep.get("device") or {}
+    simd = set(dev.get("simd") or [])
+    if dev.get("machine") not in ("x86_64", "AMD64") or not simd or simd & X86_INT8_DOT:
+        return None
+    slow = [r for r in rep.get("ratios", []) if r["what"] == "int8 vs fp32" and r["where"].startswith("tflite")
+            and (r.get("stream_speedup") or r.get("window_speedup") or 9) < 1.3]
+    if not slow:
+        return None
+    return ("note: this CPU has no int8 dot-product instructions (AVX-VNNI, AVX-512 VNNI), which XNNPACK's int8 "
+            "kernels gain most from: int8 runs about as fast as fp32 here (1.6x streaming where they exist); "
+            "its files are still a third of the size")
 
 
 def projection_lines(p: Dict) -> List[str]:
