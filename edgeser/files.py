@@ -376,9 +376,10 @@ def folder_held(folder: os.PathLike, option: str = "--out") -> Iterator[Path]:
     """`folder` (made if need be) held by this process while the block runs: a second edgeser
     writing the same folder is refused in one line. Two trainings into one run folder both
     succeeded and left one's best.pt beside the other's last.pt and history. A folder this made and
-    the block left empty is removed. Where the system has no flock (Windows) nothing is held."""
+    the block left empty is removed, with the folders made to hold it (a failed first run left an
+    empty runs/ behind). Where the system has no flock (Windows) nothing is held."""
     folder = Path(folder)
-    made = not folder.exists()
+    made = [p for p in [folder, *folder.absolute().parents] if not p.exists()]
     prepare(folder, folder=True)
     try:
         folder.mkdir(exist_ok=True)
@@ -402,8 +403,8 @@ def folder_held(folder: os.PathLike, option: str = "--out") -> Iterator[Path]:
     finally:
         if fd is not None:
             os.close(fd)        # releases the hold
-        if made:
+        for p in made:          # deepest first, each only if nothing was written in it
             try:
-                folder.rmdir()  # only if nothing was written
+                p.rmdir()
             except OSError:
-                pass
+                break

@@ -1075,11 +1075,16 @@ def test_a_run_folder_another_training_writes_is_refused(corpus, tmp_path):
     assert not out.exists()     # made for the hold, left empty: removed
     with folder_held(out):      # free again once its holder is done
         pass
-    new = tmp_path / "new"
+    new = tmp_path / "runs" / "group" / "new"
     with pytest.raises(OSError, match="boom"):
         with folder_held(new):
             raise OSError("boom")
-    assert not new.exists()     # a folder made for a run that wrote nothing is not left behind
+    # a folder made for a run that wrote nothing is not left behind, nor the folders made to hold it
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "runs").mkdir()
+    with folder_held(new):
+        (new / "last.pt").write_bytes(b"")
+    assert (new / "last.pt").exists()
 
 
 def test_the_hold_is_said_in_one_line(tmp_path, capfd):
