@@ -25,8 +25,10 @@ class AudioError(ValueError):
 def left_out(path: Union[str, os.PathLike], error: Union[Exception, str]) -> dict:
     """A file a command did not use, as every report lists one (train, evaluate, listen, enrol):
     {"file": its absolute path, "error": why, without the path the message began with}."""
-    said, named = str(error), f"{path}: "
-    return {"file": os.path.abspath(path), "error": said[len(named):] if said.startswith(named) else said}
+    said = str(error)
+    # the message names the path as given, or as Path() writes it ("./x.wav" as "x.wav")
+    named = next((f"{p}: " for p in (str(path), str(Path(path))) if said.startswith(f"{p}: ")), "")
+    return {"file": os.path.abspath(path), "error": said[len(named):]}
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

@@ -211,7 +211,8 @@ def main(argv=None):
         raise
     except click.ClickException as e:
         e.show()
-        jsonend.settle("error", e.format_message())
+        if not isinstance(e, click.UsageError):     # the command never ran: its usage line says why
+            jsonend.settle("error", e.format_message())
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt) as e:
         _stopped(command, e.__cause__ if isinstance(e, click.Abort) else e)     # Ctrl-C, or SIGTERM
@@ -219,6 +220,7 @@ def main(argv=None):
         # a command that imports an extra only when it runs (torch for export, pyaudio for the
         # microphone, ...): one line naming what to install, not a traceback
         if not e.name or e.name.split(".")[0] not in EXTRA_OF:
+            jsonend.settle("error", f"{type(e).__name__}: {e}")    # a bug: its traceback follows
             raise
         said = missing_package_message(command, e.name)
         click.echo(f"Error: {said}", err=True)
@@ -229,6 +231,7 @@ def main(argv=None):
         # disk, no permission): the file and why, in one line, not a traceback
         if not e.filename:
             if not _stdout_full(e):
+                jsonend.settle("error", f"{type(e).__name__}: {e}")
                 raise
             e.filename = "stdout"    # a service's log on a full SD card, or /dev/full
         from .files import error_line

@@ -31,12 +31,18 @@ def error_line(e: OSError) -> str:
     return str(e) if isinstance(e, OutputError) else f"{e.filename}: {e.strerror or e}"
 
 
+# the folders prepare() made in this process: a run that writes nothing takes those made for it
+# away again (folder_held), where the option's check had made them as the command line was read
+_MADE: set = set()
+
+
 def prepare(path: os.PathLike, folder: bool = False) -> Path:
     """`path` with its parent folder made; OutputError naming `path` where it cannot be written.
 
     Commands call it for their outputs before their long part, so that a mistyped --out is found
     in the first second and not after an hour of training."""
     path = Path(path)
+    missing = [p for p in path.absolute().parents if not p.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -44,6 +50,7 @@ def prepare(path: os.PathLike, folder: bool = False) -> Path:
         raise OutputError(errno.ENOTDIR, f"cannot write here: {blocker} is not a folder", str(path)) from None
     except OSError as e:
         raise OutputError(e.errno, f"cannot create its folder ({e.strerror})", str(path)) from None
+    _MADE.update(missing)
     if folder and path.exists() and not path.is_dir():
         raise OutputError(errno.ENOTDIR, "exists and is not a folder", str(path))
     if folder and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
@@ -126,8 +133,9 @@ def result_line(command: str, obj: dict) -> str:
     assert "schema" not in obj, f"{command}: its object has a key of its own named schema"
     from . import jsonend
 
-    jsonend.paid(command)       # made to be printed: the command's end object is its own, not main's
-    return json_line({"schema": schema_of(command), **obj})
+    line = json_line({"schema": schema_of(command), **obj})
+    jsonend.paid()      # made to be printed: the command's end object is its own, not main's
+    return line
 
 
 def schema_of(command: str) -> str:
@@ -371,6 +379,15 @@ def staged_dir(out: os.PathLike, marker: str, by: str) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _remove_if_empty(folders) -> None:
+    """Each folder in turn (deepest first) while it is empty: a folder written in ends the walk."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+
+
 @contextmanager
 def folder_held(folder: os.PathLike, option: str = "--out") -> Iterator[Path]:
     """`folder` (made if need be) held by this process while the block runs: a second edgeser
@@ -379,10 +396,11 @@ def folder_held(folder: os.PathLike, option: str = "--out") -> Iterator[Path]:
     the block left empty is removed, with the folders made to hold it (a failed first run left an
     empty runs/ behind). Where the system has no flock (Windows) nothing is held."""
     folder = Path(folder)
-    made = [p for p in [folder, *folder.absolute().parents] if not p.exists()]
+    made = not folder.exists()
     prepare(folder, folder=True)
     try:
-        folder.mkdir(exist_ok=True)
+        # parents too: another run's end may have taken away an empty runs/ since prepare made it
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(e.errno, f"cannot create it ({e.strerror})", str(folder)) from None
     try:
@@ -403,8 +421,5 @@ def folder_held(folder: os.PathLike, option: str = "--out") -> Iterator[Path]:
     finally:
         if fd is not None:
             os.close(fd)        # releases the hold
-        for p in made:          # deepest first, each only if nothing was written in it
-            try:
-                p.rmdir()
-            except OSError:
-                break
+        if made:
+            _remove_if_empty([folder.absolute(), *(p for p in folder.absolute().parents if p in _MADE)])

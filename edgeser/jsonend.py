@@ -5,8 +5,9 @@ success that is the command's own; a command that ends otherwise (an error, Ctrl
 crash) used to print nothing there, and the script learnt only an exit status. Every way out of a
 command passes through edgeser's `main`, which prints in its place {"schema", "status": "error",
 "interrupted" or "terminated", "error" (for an error: the message stderr shows), what the command
-knew by then (train's "run" folder…), and "resumable" for train and evaluate (whether the same
-command with --resume continues)}.
+knew by then (train's "run" folder…), and, when stopped, "resumable" for train and evaluate
+(whether the same command with --resume continues)}. A usage error (an option refused as the
+command line is read, or two that exclude each other) prints none: the command never ran.
 """
 from __future__ import annotations
 
@@ -27,10 +28,10 @@ def know(**fields) -> None:
         _owed["known"].update(fields)
 
 
-def paid(command: str) -> None:
-    """`command` printed its own object (files.result_line): nothing more is owed."""
-    if _owed.get("command") == command:
-        _owed.clear()
+def paid() -> None:
+    """The command printed its own object (files.result_line; model-info's schema depends on what it
+    describes): nothing more is owed."""
+    _owed.clear()
 
 
 def forget() -> None:

@@ -281,8 +281,9 @@ def _listen_file(rec, path: str, out: "ResultPrinter", stream_opts: dict, score,
         click.echo(f"skipped: {e}", err=True)
         skipped.append(left_out(path, e))
         return 0.0
+    named = os.path.abspath(path)      # as every path in a --json line (the text line: as found)
     for r in clip.results:
-        out.emit(r, file=path)
+        out.emit(r, file=named)
     for warning in clip.warnings:
         if not warning.endswith("no speech found"):     # said on the file's own line
             click.echo(f"note: {warning}", err=True)
@@ -291,7 +292,7 @@ def _listen_file(rec, path: str, out: "ResultPrinter", stream_opts: dict, score,
         unheard.append(clip.peak_dbfs)
     unsure = bool(s) and out.unsure(s.confidence)
     files[(UNSURE if unsure else s.label) if s else None] += 1
-    line = {"kind": "file", "file": path, "duration_s": round(clip.duration_s, 3),
+    line = {"kind": "file", "file": named, "duration_s": round(clip.duration_s, 3),
             "utterances": len(clip.utterances), "label": s.label if s else None,
             "confidence": round(s.confidence, 4) if s else 0.0,
             **({"unsure": unsure} if out.min_confidence > 0 and s else {})}

@@ -46,6 +46,7 @@ def refresh_sizes(folder: Path) -> None:
     (node names, opsets; the same outputs) is listed at its own size. Rows of files left out of the
     bundle (the window models) keep the export's figures."""
     from edgeser.export.parity import size_ratios
+    from edgeser.files import write_json
 
     path = folder / "parity.json"
     rep = json.loads(path.read_text())
@@ -54,7 +55,7 @@ def refresh_sizes(folder: Path) -> None:
         if all((folder / f).is_file() for f in parts):
             r["size_bytes"] = sum((folder / f).stat().st_size for f in parts)
     size_ratios(rep["rows"])
-    path.write_text(json.dumps(rep, indent=2))
+    write_json(path, rep)
 
 
 if __name__ == "__main__":

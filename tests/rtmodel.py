@@ -1,8 +1,9 @@
 """A real exported tiny model for the runtime and listen tests, built once per test session.
 
 Overfitted on purpose (three EmoDB emotions, high learning rate, no augmentation) so that its
-probabilities are decisive and level-sensitive, which the level and label tests need; exported with the project's exporter; the folder is cached under
-the session's base temp directory so test_runtime and test_listen share one build.
+probabilities are decisive and level-sensitive, which the level and label tests need; exported
+with the project's exporter; the folder is cached under the session's base temp directory, so the
+test files that one process runs share one build (under `pytest -n 2` each worker makes its own).
 """
 from __future__ import annotations
 

@@ -83,6 +83,33 @@ def test_a_command_that_fails_under_json_still_ends_stdout_with_one_object(tmp_p
     assert str(tmp_path / "missing") in said
 
 
+def test_a_usage_error_under_json_prints_no_object_and_a_finished_command_one(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edgeser", "model-info", "--preset", "edge", "--model", "x", "--json"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == "" and "not both" in r.stderr       # the command never ran
+    # model-info of an architecture prints its own schema's object, and nothing is owed after it
+    r = subprocess.run([sys.executable, "-m", "edgeser", "model-info", "--preset", "tiny", "--json"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 1
+    assert json.loads(r.stdout)["schema"] == "edgeser-model-info-architecture-1" and "status" not in r.stdout
+
+
+def test_an_object_printed_settles_what_was_owed_whatever_its_schema(capsys):
+    from edgeser import jsonend
+    from edgeser.files import result_line
+
+    jsonend.owe("model-info")
+    result_line("model-info-architecture", {"preset": "tiny"})      # printed by the command
+    jsonend.settle("interrupted")                                   # a stop just after: nothing more
+    assert capsys.readouterr().out == ""
+    jsonend.owe("train", run="/r")
+    jsonend.settle("terminated", resumable=True)
+    assert json.loads(capsys.readouterr().out) == {"schema": "edgeser-train-1", "run": "/r", "status": "terminated",
+                                                   "resumable": True}
+    jsonend.settle("error", "again")                                # owed once, printed once
+    assert capsys.readouterr().out == ""
+
+
 def test_sigterm_met_inside_an_import_still_ends_as_terminated():
     # stopped in its first 0.3 s, listen printed a NameError traceback and exited 1: SIGTERM's
     # exception, raised inside webrtcvad's import, came out of it as another one

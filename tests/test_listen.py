@@ -555,6 +555,10 @@ def test_a_folder_is_heard_file_by_file_as_predict_clip_hears_each(model_dir, re
     # separate recordings have no overall answer (it read as the folder's verdict); counts they have
     assert "label" not in end and "confidence" not in end and sum(end["labels"].values()) == end["utterances"]
     assert [f["file"] for f in files] == want
+    # a folder named relative to where listen runs: every path of the --json lines is absolute
+    rel = listen(model_dir, "--input", "examples", "--json")
+    named = [x["file"] for x in json_lines(rel.stdout) if "file" in x]
+    assert rel.returncode == 0 and named and all(Path(p).is_absolute() and Path(p).is_file() for p in named), rel.stdout
     for f in files:
         clip = rec.predict_clip(f["file"])
         assert (f["label"], f["utterances"]) == (clip.summary.label, len(clip.utterances))

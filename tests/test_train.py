@@ -1087,6 +1087,18 @@ def test_a_run_folder_another_training_writes_is_refused(corpus, tmp_path):
     assert (new / "last.pt").exists()
 
 
+def test_a_run_that_fails_before_writing_leaves_no_folders_behind(tmp_path):
+    # --out's check makes the folders as the command line is read; a first run refused for its data
+    # left an empty runs/g/ behind
+    res = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "missing"), "--out",
+                                   str(tmp_path / "runs" / "g" / "new")])
+    assert res.exit_code == 1 and "missing" in res.output
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "keep").mkdir()         # a folder that was there stays, empty or not
+    res = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "keep" / "r")])
+    assert res.exit_code == 1 and (tmp_path / "keep").is_dir() and not (tmp_path / "keep" / "r").exists()
+
+
 def test_the_hold_is_said_in_one_line(tmp_path, capfd):
     import subprocess
     import sys
