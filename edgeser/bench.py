@@ -463,6 +463,10 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
             raise click.ClickException(str(e))
         click.echo(format_compare(a, b))
         return
+    from . import jsonend
+
+    if json_out == "-":
+        jsonend.owe("bench")
     if plot_file:
         from .options import require_plotting
 
@@ -485,7 +489,9 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
     to_stdout = json_out == "-"
     click.echo(format_report(rep), err=to_stdout)
     if to_stdout:
-        click.echo(json_line(rep))
+        line = json_line(rep)
+        jsonend.paid()
+        click.echo(line)
     elif json_out:
         p = write_json(json_out, rep)
         click.echo(f"report: {p}", err=True)

@@ -587,6 +587,10 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
     if list_devices:
         from .mic import list_devices as _list
 
+        if as_json:
+            from . import jsonend
+
+            jsonend.owe("devices")
         try:
             devs = _list()
         except MicError as e:

@@ -69,6 +69,7 @@ def test_a_training_stopped_before_its_first_epoch_does_not_promise_a_resume(dat
     (["enrol", "{missing}", "--out", "{tmp}/me.json"], {"out": "{tmp}/me.json"}),
     (["model-info", "--model", "{missing}"], {}),
     (["firmware", "generate", "--model", "{missing}", "--out", "{tmp}/fw"], {}),
+    (["bench", "--model", "{missing}"], {}),
 ])
 def test_a_command_that_fails_under_json_still_ends_stdout_with_one_object(tmp_path, args, known):
     # a script read nothing on stdout and had only the exit status and stderr's prose to go by
