@@ -3,13 +3,15 @@
 Overfitted on purpose (three EmoDB emotions, high learning rate, no augmentation) so that its
 probabilities are decisive and level-sensitive, which the level and label tests need; exported
 with the project's exporter; the folder is cached under the session's base temp directory, so the
-test files that one process runs share one build (under `pytest -n 2` each worker makes its own).
+test files of one session share one build (under `pytest -n 2`, both workers: one builds, under a
+lock, while the other waits for it).
 """
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,11 +37,29 @@ def _train(data_dir: Path, run: Path, seed: int = 0):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+@contextmanager
+def _built_once(tmp_path_factory):
+    """The folder the tiny models are built in, held while one is built: pytest-xdist's workers
+    have sibling base temp folders in one session folder, and share the builds there."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "edgeser-tiny"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield root
+
+
 def exported(tmp_path_factory, data_dir: Path, formats=("onnx",), int8: bool = False, seed: int = 0) -> Path:
     """Export folder of the tiny model with `formats` (and int8 files when asked); another seed
     trains another model of the same labels and geometry (an ensemble member)."""
     pytest.importorskip("torch")
-    base = tmp_path_factory.getbasetemp() / "edgeser-tiny"
+    with _built_once(tmp_path_factory) as base:
+        return _export(base, data_dir, formats, int8, seed)
+
+
+def _export(base: Path, data_dir: Path, formats, int8: bool, seed: int) -> Path:
     tag = f"-seed{seed}" if seed else ""
     run = base / f"run{tag}"
     _train(data_dir, run, seed)
