@@ -465,7 +465,8 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
         return
     from . import jsonend
 
-    if json_out == "-":
+    to_stdout = json_out == "-"
+    if to_stdout:
         jsonend.owe("bench")
     if plot_file:
         from .options import require_plotting
@@ -486,11 +487,10 @@ def bench(model, backend, precision, threads, runs, warmup, audio, json_out, com
                         keep_samples=bool(plot_file))
     except BenchError as e:
         raise click.ClickException(str(e))
-    to_stdout = json_out == "-"
     click.echo(format_report(rep), err=to_stdout)
     if to_stdout:
         line = json_line(rep)
-        jsonend.paid()
+        jsonend.forget()
         click.echo(line)
     elif json_out:
         p = write_json(json_out, rep)

@@ -236,8 +236,9 @@ def main(argv=None):
             e.filename = "stdout"    # a service's log on a full SD card, or /dev/full
         from .files import error_line
 
-        click.echo(f"Error: {error_line(e)}", err=True)
-        jsonend.settle("error", error_line(e))
+        said = error_line(e)
+        click.echo(f"Error: {said}", err=True)
+        jsonend.settle("error", said)
         sys.exit(1)
     except Exception as e:
         stop = stop_behind(e)     # a stop raised inside an import can come out as another exception

@@ -134,7 +134,7 @@ def result_line(command: str, obj: dict) -> str:
     from . import jsonend
 
     line = json_line({"schema": schema_of(command), **obj})
-    jsonend.paid()      # made to be printed: the command's end object is its own, not main's
+    jsonend.forget()    # made to be printed: the command's end object is its own, not main's
     return line
 
 

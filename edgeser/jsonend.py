@@ -28,14 +28,9 @@ def know(**fields) -> None:
         _owed["known"].update(fields)
 
 
-def paid() -> None:
-    """The command printed its own object (files.result_line; model-info's schema depends on what it
-    describes): nothing more is owed."""
-    _owed.clear()
-
-
 def forget() -> None:
-    """A new command line in this process (main called again): nothing is owed from the last."""
+    """Nothing is owed any more: the command printed its own object (files.result_line; model-info's
+    schema depends on what it describes), or a new command line begins in this process (main)."""
     _owed.clear()
 
 
