@@ -168,6 +168,11 @@ def test_resume_compares_what_shapes_training_and_nothing_else():
                               1) == ["corpus names were small, now link"]
     other = {**meta, "data_sha1": "y", "summary": "8 clips", "train_speakers": ["a"]}
     assert resume_differences(ck, cfg, tcfg, other, 1) == ['the data held "9 clips", now "8 clips"']
+    # a run begun before copies were heard once: the line names the copy the count lost
+    copy = {"file": "/c/b.flac", "error": "the same audio as /c/a.flac"}
+    assert resume_differences({**ck, "meta": {**meta, "skipped": [{"file": "/c/x.flac", "error": "empty"}]}}, cfg, tcfg,
+                              {**other, "skipped": [{"file": "/c/x.flac", "error": "empty"}, copy]}, 1) == \
+        ['the data held "9 clips", now "8 clips" (left out now: /c/b.flac: the same audio as /c/a.flac)']
     # a fold: its test speakers first (other folds also change what it trains on)
     fold = {**meta, "test_speakers": ["d"]}
     assert resume_differences({**ck, "meta": fold}, cfg, tcfg, {**other, "test_speakers": ["c", "d"]}, 1) \

@@ -445,14 +445,26 @@ def resume_differences(ck: Dict, cfg: ModelConfig, tcfg: TrainConfig, meta: Dict
         differ("corpus names", *([d.get("corpus") for d in m["data"] if not d.get("via")]   # read, not inherited
                                  for m in (was_meta, meta)))
     if len(out) == before and was_meta.get("data_sha1") and was_meta["data_sha1"] != meta.get("data_sha1"):
-        out.append(f"the data held \"{was_meta.get('summary', '?')}\", now \"{meta.get('summary', '?')}\""
-                   if was_meta.get("summary") != meta.get("summary") else
-                   f"the data holds other clips than it did (as many: {meta.get('summary', '?')})")
+        out.append((f"the data held \"{was_meta.get('summary', '?')}\", now \"{meta.get('summary', '?')}\""
+                    if was_meta.get("summary") != meta.get("summary") else
+                    f"the data holds other clips than it did (as many: {meta.get('summary', '?')})")
+                   + _newly_left_out(was_meta, meta))
     if len(out) == before:
         for key in ("train_speakers", "val_speakers"):
             if key in was_meta:
                 differ(SPLIT_NAMES[key], was_meta[key], meta.get(key))
     return out
+
+
+def _newly_left_out(was_meta: Dict, meta: Dict, most: int = 2) -> str:
+    """The clips this load left out that the run's did not (a copy of another clip, since duplicates
+    are heard once), said beside the changed count so that the line names the files that changed it."""
+    was = {s.get("file") for s in was_meta.get("skipped") or [] if isinstance(s, dict)}
+    new = [s for s in meta.get("skipped") or [] if isinstance(s, dict) and s.get("file") not in was]
+    if not new:
+        return ""
+    named = ", ".join(f"{s['file']}: {s.get('error', '?')}" for s in new[:most])
+    return f" (left out now: {named}{f' and {len(new) - most} more' if len(new) > most else ''})"
 
 
 def check_resumable(ck: Dict, folder: Path, cfg: ModelConfig, tcfg: TrainConfig, meta: Dict, processes: int) -> None:
