@@ -12,6 +12,7 @@ alone, then all of them as one ensemble (`edgeser listen --model A --model B ..`
     python benchmarks/enrol_runtime.py --speeds 0.9,1,1.1 ..   # each utterance heard at three speeds (listen --speeds)
     python benchmarks/enrol_runtime.py --enrol-clips 4,8,15 ..  # enrolment on that many of the half's clips, drawn at random
     python benchmarks/enrol_runtime.py --vad-gain-db 12 ..     # the detector 12 dB more sensitive (quiet files)
+    python benchmarks/enrol_runtime.py --learn ..               # also: the balance learnt as it listens (listen --learn-voice)
 """
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ def main(argv=None) -> int:
     ap.add_argument("--vad-gain-db", type=float, default=0.0,
                     help="what the detector hears is this much louder (listen/enrol --vad-gain-db): each clip "
                          "is a fresh stream here, whose detector misses quiet clips a live session hears")
+    ap.add_argument("--learn", action="store_true",
+                    help="also score every clip with the balance learnt from the speaker's clips heard before "
+                         "it, in a random order (--enrol-seed): `listen --learn-voice` on a folder of the "
+                         "speaker's recordings, no separate enrolment")
     ap.add_argument("--pool", type=Path, nargs="+", default=None, metavar="REPORT",
                     help="pool these reports (one per cross-validation fold, models in the same order) "
                          "over all their clips instead of scoring")
@@ -75,9 +80,10 @@ def main(argv=None) -> int:
     out = []
     for rec in recs:
         t0 = time.time()
-        rows, preds = score(rec, paths, y, speakers, labels, sizes, args.enrol_seed, prior_s, speeds=args.speeds,
-                            vad=VadConfig(gain_db=args.vad_gain_db))
+        rows, preds = score(rec, paths, y, speakers, labels, sizes, args.enrol_seed, prior_s, args.learn,
+                            speeds=args.speeds, vad=VadConfig(gain_db=args.vad_gain_db))
         no_speech = int(sum(1 for v in preds["unbalanced"] if v < 0))
+        learnt_before = {"learnt_before_s": preds.pop("learnt_before_s")} if args.learn else {}
         print(f"{rec.name} ({rec.format} {rec.precision}) on {data.source}: {len(paths)} clips, "
               f"{len(set(speakers))} speakers, {time.time() - t0:.0f} s")
         for name, r in rows.items():
@@ -85,7 +91,7 @@ def main(argv=None) -> int:
         if no_speech:
             print(f"  ({no_speech} clips without speech count as wrong)")
         out.append({"model": rec.name, "backend": rec.format, "precision": rec.precision,
-                    "no_speech_clips": no_speech, "predictions": preds,
+                    "no_speech_clips": no_speech, "predictions": preds, **learnt_before,
                     "rows": {k: {m: v[m] for m in ("UA", "WA", "macro_F1")} for k, v in rows.items()}})
     if args.json:
         write_json({**(out[0] if len(out) == 1 else {"models": out}), "source": data.source,
@@ -114,10 +120,13 @@ def pool(reports, json_out=None) -> int:
     rows = {}
     for k in range(len(reps[0]["models"])):
         name = " | ".join(r["models"][k]["model"] for r in reps)
-        rows[name] = {}
-        for protocol in reps[0]["models"][k]["predictions"]:
-            pred = [v for r in reps for v in r["models"][k]["predictions"][protocol]]
-            rows[name][protocol] = {m: report(y, pred, labels)[m] for m in ("UA", "WA", "macro_F1")}
+        preds = {protocol: [v for r in reps for v in r["models"][k]["predictions"][protocol]]
+                 for protocol in reps[0]["models"][k]["predictions"]}
+        rows[name] = {protocol: {m: report(y, pred, labels)[m] for m in ("UA", "WA", "macro_F1")}
+                      for protocol, pred in preds.items()}
+        if "learnt" in preds:
+            before = [v for r in reps for v in r["models"][k]["learnt_before_s"]]
+            rows[name].update(learning_rows(y, preds["unbalanced"], preds["learnt"], before, labels))
         print(name)
         for protocol, r in rows[name].items():
             print(f"  {protocol:12s} UA {r['UA']:.1%}  WA {r['WA']:.1%}  macro-F1 {r['macro_F1']:.1%}")
@@ -127,10 +136,31 @@ def pool(reports, json_out=None) -> int:
     return 0
 
 
-def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, **stream_opts):
-    """({protocol: report}, {"unbalanced"|"enrolled"|"enrolled on N": label index per clip, -1 without
-    speech}); sizes: also enrol on only N clips of each enrolment half, drawn at random (seed);
-    prior_s as `Recognizer.enrol` takes it; stream_opts as `Recognizer.create_stream` (speeds=..)."""
+# seconds of the speaker's speech a learner had heard before a clip: the rows of the learning protocol
+LEARNT_FROM_S = (16.0, 60.0)
+
+
+def learning_rows(y, plain, learnt, before_s, labels) -> dict:
+    """Reports of the learning protocol on the clips heard after at least each of LEARNT_FROM_S
+    seconds of their speaker, learnt and unbalanced (the same clips: the pair tells the gain)."""
+    from edgeser.train.metrics import report
+
+    rows = {}
+    for t in LEARNT_FROM_S:
+        keep = [i for i, b in enumerate(before_s) if b >= t]
+        if keep:
+            for name, pred in (("learnt", learnt), ("unbalanced", plain)):
+                rows[f"{name}, {len(keep)} clips after >= {t:g} s learnt"] = {
+                    m: report([y[i] for i in keep], [pred[i] for i in keep], labels)[m] for m in ("UA", "WA", "macro_F1")}
+    return rows
+
+
+def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, learn=False, **stream_opts):
+    """({protocol: report}, {"unbalanced"|"enrolled"|"enrolled on N"|"learnt": label index per clip, -1
+    without speech, and with learn "learnt_before_s": per clip}); sizes: also enrol on only N clips of
+    each enrolment half, drawn at random (seed); prior_s as `Recognizer.enrol` takes it; learn: also
+    each speaker's clips in a random order (seed) through one VoiceLearner, every clip answered with
+    the balance of those before it; stream_opts as `Recognizer.create_stream` (speeds=..)."""
     import numpy as np
 
     from edgeser.runtime.recognizer import RecognizerError
@@ -138,9 +168,9 @@ def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, **str
     from edgeser.train.engine import enrolment_pairs
     from edgeser.train.metrics import report
 
-    def answer(path):
+    def answer(path, **more):
         """The index of the clip's summary label (-1 where no speech was found)."""
-        s = rec.predict_clip(path, **stream_opts).summary
+        s = rec.predict_clip(path, **stream_opts, **more).summary
         return labels.index(s.label) if s is not None else -1
 
     plain = [answer(p) for p in paths]
@@ -162,6 +192,21 @@ def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, **str
         preds[key] = balanced
         rows["enrolled (balance from the speaker's other clips)" if n is None else
              f"enrolled on {n} of the speaker's other clips"] = report(y, balanced, labels)
+    if learn:
+        from edgeser.balance import VoiceLearner
+        from edgeser.speed import DEFAULT_SPEEDS
+
+        learnt, before = list(plain), [0.0] * len(paths)
+        order = np.random.default_rng(seed)     # the same orders whatever was enrolled above
+        for spk in sorted(set(speakers)):
+            mine = [i for i, s in enumerate(speakers) if s == spk]
+            voice = VoiceLearner.for_model(rec, stream_opts.get("speeds", DEFAULT_SPEEDS))
+            for i in order.permutation(mine).tolist():
+                before[i] = voice.heard_s
+                learnt[i] = answer(paths[i], voice=voice)
+        preds["learnt"], preds["learnt_before_s"] = learnt, before
+        rows["learnt as it listens (balance from the speaker's clips before each)"] = report(y, learnt, labels)
+        rows.update(learning_rows(y, plain, learnt, before, labels))
     return rows, preds
 
 

@@ -112,6 +112,69 @@ class ClassBalance:
                                f"{', '.join(labels)}")
 
 
+# what an even answer is worth beside the speech a learner has heard: with it, a balance from a few
+# utterances moved no unseen voice below the unbalanced model (docs/results.md, "How much to enrol")
+LEARN_PRIOR_S = 10.0
+# a learner past this much speech forgets its oldest evenly, so that a new microphone or room still
+# moves the balance after days of use
+LEARN_MEMORY_S = 600.0
+
+
+class VoiceLearner:
+    """A user's balance learnt while listening, enrolment without a separate step: each utterance is
+    answered with the balance of the speech heard before it, then its own unbalanced answer joins
+    that speech. Shared by the streams of one voice (a session, a folder of one user's recordings),
+    thread-safe; `balance()` is what `write` saves and a later `VoiceLearner(start=…)` continues.
+
+    Like `enrol`, it assumes the voice's speech spans the emotions: a user who is sad all week
+    teaches it to distrust "sadness"."""
+
+    def __init__(self, labels: Sequence[str], model: str = "", model_id: str = "", speeds: Sequence[float] = (1.0,),
+                 start: Optional[ClassBalance] = None, prior_s: float = LEARN_PRIOR_S,
+                 memory_s: float = LEARN_MEMORY_S):
+        import threading
+
+        if not (math.isfinite(prior_s) and prior_s >= 0 and math.isfinite(memory_s) and memory_s > 0):
+            raise ValueError(f"prior_s must be from 0 and memory_s over 0 seconds, not {prior_s!r}, {memory_s!r}")
+        self.labels, self.model, self.model_id = list(labels), model, model_id
+        self.speeds = [float(v) for v in speeds]
+        self.prior_s, self.memory_s = float(prior_s), float(memory_s)
+        self._sum = np.zeros(len(self.labels))      # answers times their seconds of speech
+        self.seconds, self.utterances = 0.0, 0
+        self.heard_s = 0.0                          # speech heard by this learner (not by `start`)
+        self._lock = threading.Lock()
+        if start is not None:
+            start.check_labels(self.labels, "the balance to continue")
+            self._sum = np.asarray(start.mean, np.float64) * start.seconds
+            self.seconds, self.utterances = float(start.seconds), int(start.utterances)
+
+    @classmethod
+    def for_model(cls, rec, speeds: Sequence[float] = (1.0,), start: Optional[ClassBalance] = None,
+                  **opts) -> "VoiceLearner":
+        """A learner for the answers of recognizer `rec` heard at `speeds`."""
+        return cls(rec.labels, rec.name, rec.model_id, speeds, start, **opts)
+
+    def hear(self, probs: np.ndarray, seconds: float) -> None:
+        """One utterance's unbalanced answer, `seconds` of speech long."""
+        w = max(float(seconds), 1e-3)       # as summarize weighs utterances
+        with self._lock:
+            self._sum += w * np.asarray(probs, np.float64)
+            self.seconds += w
+            self.heard_s += w
+            self.utterances += 1
+            if self.seconds > self.memory_s:
+                self._sum *= self.memory_s / self.seconds
+                self.seconds = self.memory_s
+
+    def balance(self) -> Optional[ClassBalance]:
+        """The balance of the speech heard so far (None before any)."""
+        with self._lock:
+            if self.seconds <= 0:
+                return None
+            return ClassBalance(self.labels, [float(v) for v in self._sum / self.seconds], self.utterances,
+                                self.seconds, self.model, list(self.speeds), self.prior_s, self.model_id)
+
+
 def write(bal: ClassBalance, path: os.PathLike) -> Path:
     """Atomically: a half-written file never replaces a good one."""
     from .files import write_json

@@ -200,6 +200,40 @@ def folder_quiet_hint(peaks_dbfs, vad_gain_db: float):
             f"--vad-gain-db {suggest:g}.")
 
 
+def voice_learner(rec, path: str, speeds):
+    """The VoiceLearner of `listen --learn-voice PATH`: continuing PATH where it exists (BalanceError
+    where it is no balance file, or one for other labels), else learning from nothing."""
+    from .balance import BalanceError, VoiceLearner, read, speech_said
+
+    start = None
+    if Path(path).exists():
+        start = read(path)
+        start.check_labels(rec.labels, path)
+        for note in (start.model_note(rec.model_id, path), start.speeds_note(speeds, path)):
+            if note:
+                click.echo(note, err=True)
+        click.echo(f"learning the voice on from {path} ({speech_said(start.seconds)} of speech)", err=True)
+    try:
+        return VoiceLearner.for_model(rec, speeds, start)
+    except ValueError as e:
+        raise BalanceError(f"{path}: {e}") from None
+
+
+def save_voice(voice, path: Optional[str]) -> None:
+    """What `voice` learnt, into `path` (atomically), said in a line; nothing where it heard no speech."""
+    if voice is None or voice.heard_s <= 0:
+        return
+    from .balance import speech_said, write
+    from .files import error_line
+
+    try:
+        write(voice.balance(), path)
+    except OSError as e:
+        raise click.ClickException(f"the voice learnt was not saved: {error_line(e)}")
+    click.echo(f"voice: learnt from {speech_said(voice.heard_s)} of speech this time, {speech_said(voice.seconds)} "
+               f"in all: {path} (--learn-voice {path} goes on from it)", err=True)
+
+
 def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info: dict, truth=None,
                   plot_file=None):
     """Every audio file under `folder` (or its manifest.csv's `path`s) as its own fresh stream, as
@@ -569,13 +603,19 @@ def _write_error(e: Exception, path: Path) -> str:
 @click.option("--balance", "balance_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Divide every answer by the user's mean answer in FILE (made by `edgeser enrol` on their "
                    "recordings), so that no emotion dominates their voice.")
+@click.option("--learn-voice", "learn_file", type=Output(suffixes=(".json",)), default=None, metavar="FILE",
+              help="Learn the speaker's balance while listening, enrolment without a separate step: each "
+                   "utterance is answered balanced by the speech heard before it (the first cold), and at the "
+                   "end what was learnt is saved to FILE, which the next session with the same FILE "
+                   "continues (a file from `edgeser enrol` too). One voice per FILE; it assumes that voice's "
+                   "speech spans the emotions. On unseen voices: docs/listen.md, \"Learning a voice as it listens\".")
 @click.option("--plot", "plot_file", type=Output(suffixes=PLOT_SUFFIXES), default=None, metavar="PNG",
               help="At the end, draw the session: each emotion's probability hop by hop, and every utterance "
                    "with its label; with a labelled --input FOLDER, the confusion matrix of its files (needs "
                    "matplotlib: pip install \"edgeser[plot]\").")
 def listen(model, device, channel, list_devices, as_json, input_file, fast, demo, backend, precision, threads, rate, normalize,
            gain, vad_mode, vad_gain_db, vad_noise_margin_db, denoise, speeds, hops, duration, save_audio, min_confidence,
-           balance_file, plot_file):
+           balance_file, learn_file, plot_file):
     """Recognise emotion live from a microphone, or from a file (--input).
 
     Prints a line per hop (time, label, confidence) and one per utterance (a VAD speech
@@ -638,6 +678,9 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
             raise click.UsageError(f"--plot with --input FOLDER draws the files' answers against their labels, and "
                                    f"{input_file} has none (a manifest.csv with an emotion column, RAVDESS or EmoDB "
                                    f"file names, or folders named by emotion)")
+    if balance_file and learn_file:
+        raise click.UsageError("--balance uses a balance as it is and --learn-voice learns one as it listens: give "
+                               "one of them (--learn-voice FILE continues FILE)")
     if plot_file:
         require_plotting()      # before listening, not after an hour of it
 
@@ -657,6 +700,8 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
                     click.echo(note, err=True)
         stream_opts = dict(vad=vad_config(vad_mode, vad_gain_db, vad_noise_margin_db), normalize=normalize, gain=gain,
                            speeds=speeds, denoise=denoise)
+        if learn_file:
+            stream_opts["voice"] = voice_learner(rec, learn_file, speeds)
         stream = rec.create_stream(**stream_opts)
     except (RecognizerError, VadUnavailable, ValueError) as e:     # BalanceError is a ValueError
         if as_json:     # a script reading stdout gets its end object, also when the model cannot load
@@ -668,10 +713,14 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
 
     info = {"model": rec.name, "backend": rec.format, "precision": rec.precision,
             "speeds": list(speeds), "denoise": denoise,
-            **({"balance": balance_file} if balance_file else {})}
+            **({"balance": balance_file} if balance_file else {}),
+            **({"learn_voice": os.path.abspath(learn_file)} if learn_file else {})}
     if folder:
-        return listen_folder(rec, input_file, ResultPrinter(as_json, hops, min_confidence=min_confidence),
-                             stream_opts, info, truth, plot_file)
+        try:
+            return listen_folder(rec, input_file, ResultPrinter(as_json, hops, min_confidence=min_confidence),
+                                 stream_opts, info, truth, plot_file)
+        finally:
+            save_voice(stream_opts.get("voice"), learn_file)
     from .figures import Timeline
 
     out = ResultPrinter(as_json, hops, timeline=Timeline(rec.labels) if plot_file else None,
@@ -727,6 +776,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
             out.emit(r)
     except KeyboardInterrupt:
         pass
+    save_voice(stream_opts.get("voice"), learn_file)
     peak = stream.peak_dbfs
     info.update(status=status, audio_s=round(stream.audio_s, 3), utterances=out.utterances,
                 cpu_s=round(time.process_time() - cpu0, 3), peak_dbfs=round(peak, 1) if math.isfinite(peak) else None,

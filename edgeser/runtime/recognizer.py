@@ -328,7 +328,7 @@ class Recognizer:
 
     # ------------------------------------------------------------------ streams
     def create_stream(self, vad="default", normalize: str = "utterance", gain: float = 1.0,
-                      speeds=DEFAULT_SPEEDS, denoise: bool = False, balanced: bool = True) -> Stream:
+                      speeds=DEFAULT_SPEEDS, denoise: bool = False, balanced: bool = True, voice=None) -> Stream:
         """vad: "default" (webrtcvad, VadConfig()), a VadConfig, or None (no gate: all speech).
         normalize: "utterance" (each utterance brought to training's level by its own running
         estimate), "adaptive" (one running estimate over the stream's speech) or "fixed"
@@ -338,15 +338,28 @@ class Recognizer:
         denoise: steady noise (a fan, hum, hiss) subtracted before the detector and the model hear
         it (edgeser.denoise); from 3 s into the stream, when its noise is known.
         balanced: False hears this stream's answers without the recognizer's balance (use_balance),
-        as enrol hears a voice, while other streams keep it."""
+        as enrol hears a voice, while other streams keep it.
+        voice: an edgeser.balance.VoiceLearner (`VoiceLearner.for_model(rec)`) that learns the
+        speaker's balance from this stream's utterances (and from the other streams it is given to):
+        each utterance is answered balanced by the speech heard before it, in place of the
+        recognizer's balance."""
+        from ..balance import VoiceLearner
         from ..vad import VadConfig
+
+        if voice is not None:
+            if not isinstance(voice, VoiceLearner):
+                raise TypeError(f"voice takes an edgeser.balance.VoiceLearner, not {type(voice).__name__}")
+            if voice.labels != self.labels:
+                raise ValueError(f"the voice learner is for labels {', '.join(voice.labels)}, the model has "
+                                 f"{', '.join(self.labels)}")
 
         if vad is not None and not (isinstance(vad, str) and vad == "default") and not isinstance(vad, VadConfig):
             raise ValueError(f'vad must be "default", a VadConfig or None, not {vad!r}')
         if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
             raise ValueError(f"gain must be a finite number over 0, not {gain!r}")     # as --gain takes it
         cfg = VadConfig() if vad == "default" else vad
-        return Stream(self, vad=cfg, normalize=normalize, gain=gain, speeds=speeds, denoise=denoise, balanced=balanced)
+        return Stream(self, vad=cfg, normalize=normalize, gain=gain, speeds=speeds, denoise=denoise, balanced=balanced,
+                      voice=voice)
 
     def predict_clip(self, path, chunk: int = 4096, **stream_opts) -> ClipResult:
         """Replay a file through the streaming path (any rate, channels averaged)."""

@@ -147,10 +147,10 @@ class _Lane:
     `speed` times faster), cut into hops on a grid of its own, and the front-end state, feature
     ring and window answers (`_Utterance`) that follow from it. Speed 1 hears the audio as is."""
 
-    def __init__(self, rec, speed: float, balanced: bool = True):
+    def __init__(self, rec, speed: float, balance=None, keep_raw: bool = False):
         m = rec.manifest
         self.rec = rec
-        self.classify = rec.classify if balanced else rec._probs
+        self.balance = balance      # a ClassBalance every window's answer is divided by, or None
         self.player = SpeedChanger(speed) if speed != 1.0 else None
         self.hop_samples = m.hop_samples
         self.frame_samples = m.frame_samples
@@ -160,6 +160,8 @@ class _Lane:
         self.ring_real = np.zeros(len(ring), np.int64)      # utterance samples (not padding) per ring frame
         self.pending = np.zeros(0, np.float32)              # audio short of a hop
         self.utt = _Utterance(m.window_frames * m.frame_samples)
+        # the same windows unbalanced, for a stream that learns its voice from what it hears
+        self.utt_raw = _Utterance(self.utt.capacity) if keep_raw else None
         self.probs: Optional[np.ndarray] = None             # the latest window's answer
         self.in_view = 0
 
@@ -185,9 +187,12 @@ class _Lane:
         real = np.clip(n_real - np.arange(hf) * self.frame_samples, 0, self.frame_samples)
         self.ring = np.concatenate([self.ring[hf:], feats], axis=0)
         self.ring_real = np.concatenate([self.ring_real[hf:], real])
-        self.probs = self.classify(self.ring)
+        raw = self.rec._probs(self.ring)
+        self.probs = raw if self.balance is None else self.balance.apply(raw)
         self.in_view = int(self.ring_real.sum())
         self.utt.add(self.in_view, self.probs)
+        if self.utt_raw is not None:
+            self.utt_raw.add(self.in_view, raw)
 
 
 class Stream:
@@ -197,10 +202,11 @@ class Stream:
     """
 
     def __init__(self, recognizer, vad: Optional[VadConfig], normalize: str = "utterance", gain: float = 1.0,
-                 speeds=DEFAULT_SPEEDS, denoise: bool = False, balanced: bool = True):
+                 speeds=DEFAULT_SPEEDS, denoise: bool = False, balanced: bool = True, voice=None):
         self.rec = recognizer
         self.speeds = check_speeds(speeds)
         self.balanced = balanced
+        self.voice = voice          # a balance.VoiceLearner: answers balanced by what it has heard, and it hears them
         m = recognizer.manifest
         self.sr = m.sample_rate
         self.vad_frame = self.sr * FRAME_MS // 1000
@@ -416,7 +422,9 @@ class Stream:
 
     # ------------------------------------------------------------------ speech
     def _begin_utterance(self, k: int):
-        self._lanes = [_Lane(self.rec, v, self.balanced) for v in self.speeds]
+        # the balance an utterance is answered with is fixed as it begins: a learner's from the speech before it
+        bal = self.voice.balance() if self.voice is not None else self.rec.balance if self.balanced else None
+        self._lanes = [_Lane(self.rec, v, bal, keep_raw=self.voice is not None) for v in self.speeds]
         self._utt_first = self._utt_last = k
         self.norm.utterance_start()
         self.tone.reset()
@@ -448,6 +456,7 @@ class Stream:
             return []
         out = self._run_hop(final=True)
         answers = [p for p in (lane.utt.probs() for lane in self._lanes) if p is not None]
+        raw = [p for p in (lane.utt_raw.probs() for lane in self._lanes if lane.utt_raw is not None) if p is not None]
         capacity = self._lanes[0].utt.capacity
         self._lanes = None
         f = self.vad_frame / self.sr
@@ -463,6 +472,8 @@ class Stream:
             self.stats["utterances"] += 1
             length = (self._utt_last - self._utt_first + 1) * self.vad_frame
             out.append(self._result("utterance", start, end, np.mean(answers, axis=0), min(1.0, length / capacity)))
+            if raw:
+                self.voice.hear(np.mean(raw, axis=0), end - start)
         return out
 
     def _result(self, kind, start, end, probs, frac) -> Result:
