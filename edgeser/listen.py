@@ -219,23 +219,53 @@ def voice_learner(rec, path: str, speeds):
         raise BalanceError(f"{path}: {e}") from None
 
 
-def save_voice(voice, path: Optional[str]) -> None:
-    """What `voice` learnt, into `path` (atomically), said in a line; nothing where it heard no speech."""
-    if voice is None or voice.heard_s <= 0:
-        return
-    from .balance import speech_said, write
-    from .files import error_line
+# a session learning a voice saves it after each this much new speech, not only at its end: a Pi
+# listening as a service may lose its power rather than be stopped
+SAVE_VOICE_EVERY_S = 60.0
 
-    try:
-        write(voice.balance(), path)
-    except OSError as e:
-        raise click.ClickException(f"the voice learnt was not saved: {error_line(e)}")
-    click.echo(f"voice: learnt from {speech_said(voice.heard_s)} of speech this time, {speech_said(voice.seconds)} "
-               f"in all: {path} (--learn-voice {path} goes on from it)", err=True)
+
+class VoiceSaver:
+    """Saves what a VoiceLearner learnt into `path` (atomically): now and then while listening, and
+    at the end with a line saying how much."""
+
+    def __init__(self, voice, path: Optional[str]):
+        self.voice, self.path = voice, path
+        self.saved_s = 0.0
+
+    def now_and_then(self) -> None:
+        if self.voice is not None and self.voice.heard_s >= self.saved_s + SAVE_VOICE_EVERY_S:
+            try:
+                self._write()
+            except click.ClickException as e:   # the session goes on listening; its end tries again
+                click.echo(f"note: {e.format_message()} (tried again in a minute of speech, and at the end)", err=True)
+                self.saved_s = self.voice.heard_s
+
+    def at_end(self) -> None:
+        """The last save and its line; nothing where no speech was heard. ClickException where it
+        cannot be written (after the session's summary)."""
+        if self.voice is None or self.voice.heard_s <= 0:
+            return
+        from .balance import speech_said
+
+        self._write()
+        click.echo(f"voice: learnt from {speech_said(self.voice.heard_s)} of speech this time, "
+                   f"{speech_said(self.voice.seconds)} in all: {self.path} (--learn-voice {self.path} goes on "
+                   f"from it)", err=True)
+
+    def _write(self) -> None:
+        from .balance import write
+        from .files import error_line
+
+        heard = self.voice.heard_s
+        try:
+            write(self.voice.balance(), self.path)
+        except OSError as e:
+            raise click.ClickException(f"the voice learnt was not saved: {error_line(e)}")
+        self.saved_s = heard
 
 
 def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info: dict, truth=None,
-                  plot_file=None):
+                  plot_file=None, saver: Optional[VoiceSaver] = None):
     """Every audio file under `folder` (or its manifest.csv's `path`s) as its own fresh stream, as
     `listen --input FILE --fast` hears it: a line per file (JSON: its results, each with `file`,
     then a `file` object), unreadable files reported and skipped, and a summary over the files.
@@ -267,6 +297,8 @@ def listen_folder(rec, folder: str, out: ResultPrinter, stream_opts: dict, info:
     try:
         for path in paths:
             audio_s += _listen_file(rec, path, out, stream_opts, score, truth, files, skipped, unheard)
+            if saver is not None:
+                saver.now_and_then()
     except KeyboardInterrupt as e:      # Ctrl-C or SIGTERM: the files heard so far are summed up, as a FILE's audio is
         status = stop_status(e)
     if status == "end of input" and len(skipped) == len(paths):
@@ -716,17 +748,19 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
             **({"balance": balance_file} if balance_file else {}),
             **({"learn_voice": os.path.abspath(learn_file)} if learn_file else {})}
     if folder:
+        saver = VoiceSaver(stream_opts.get("voice"), learn_file)
         try:
             return listen_folder(rec, input_file, ResultPrinter(as_json, hops, min_confidence=min_confidence),
-                                 stream_opts, info, truth, plot_file)
+                                 stream_opts, info, truth, plot_file, saver)
         finally:
-            save_voice(stream_opts.get("voice"), learn_file)
+            saver.at_end()
     from .figures import Timeline
 
     out = ResultPrinter(as_json, hops, timeline=Timeline(rec.labels) if plot_file else None,
                         min_confidence=min_confidence,
                         clock=piped or not input_file)
     recorder = _Recorder(save_audio)
+    saver = VoiceSaver(stream_opts.get("voice"), learn_file)
     notes = []      # what the input's reading found wrong with it, said after the summary
     mic = None
     status = "end of input"
@@ -754,6 +788,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
             if piped:
                 info["rate"] = sr       # a WAV stream's own rate, whatever --rate said
             recorder.write(sr, block)
+            saver.now_and_then()
             for r in stream.accept_waveform(sr, block):
                 out.emit(r)
             if duration is not None and stream.time_s >= duration:
@@ -776,7 +811,6 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
             out.emit(r)
     except KeyboardInterrupt:
         pass
-    save_voice(stream_opts.get("voice"), learn_file)
     peak = stream.peak_dbfs
     info.update(status=status, audio_s=round(stream.audio_s, 3), utterances=out.utterances,
                 cpu_s=round(time.process_time() - cpu0, 3), peak_dbfs=round(peak, 1) if math.isfinite(peak) else None,
@@ -785,6 +819,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
         info["error"] = error
     if started or not error or out.json:     # a script reading stdout always gets its end object
         out.summary(info)
+    saver.at_end()
     source = info.get("input") or f"microphone {info.get('device', '')!r}"
     for note in notes + [n for n in (stream.clipping_note(source), stream.tone_note(source)) if n]:
         click.echo(f"note: {note}", err=True)

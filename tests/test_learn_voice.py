@@ -153,3 +153,40 @@ def test_enrol_runtime_scores_learning_in_order(rec, data_dir):
         firsts = [i for i, s in enumerate(speakers) if s == spk and before[i] == 0.0]
         assert all(preds["learnt"][i] == preds["unbalanced"][i] for i in firsts)
     assert "learnt as it listens (balance from the speaker's clips before each)" in rows
+
+
+def test_a_long_session_saves_now_and_then_and_a_failed_save_loses_no_summary(model_dir, data_dir, tmp_path,
+                                                                               monkeypatch):
+    import errno
+
+    from click.testing import CliRunner
+
+    from edgeser import balance, listen as L
+    from edgeser.cli import cli
+
+    folder = tmp_path / "voice"
+    folder.mkdir()
+    for c in voice(data_dir)[:3]:
+        (folder / c.name).symlink_to(c)
+    writes = []
+    real = balance.write
+    monkeypatch.setattr(balance, "write", lambda bal, path: writes.append(bal.utterances) or real(bal, path))
+    monkeypatch.setattr(L, "SAVE_VOICE_EVERY_S", 0.1)        # every file's speech is past it
+    me = tmp_path / "me.json"
+    args = ["listen", "--model", str(model_dir), "--input", str(folder), "--learn-voice", str(me), "--speeds", "1"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert len(writes) == 4 and writes[:3] == sorted(writes[:3]) and writes[-1] == writes[-2]   # per file, then the end
+    assert balance.read(me).utterances == writes[-1]
+
+    def full(bal, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(balance, "write", full)
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1
+    lines = res.output.splitlines()
+    assert any(x.startswith("summary: 3 file(s)") for x in lines), res.output      # said before the error
+    assert lines[-1] == f"Error: the voice learnt was not saved: {me}: No space left on device"
+    assert sum("tried again in a minute of speech" in x for x in lines) == 3
+    assert balance.read(me).utterances == writes[-1]      # the file saved before stays as it was
