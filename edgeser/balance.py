@@ -149,10 +149,13 @@ class VoiceLearner:
             self.seconds, self.utterances = float(start.seconds), int(start.utterances)
 
     @classmethod
-    def for_model(cls, rec, speeds: Sequence[float] = (1.0,), start: Optional[ClassBalance] = None,
+    def for_model(cls, rec, speeds: Optional[Sequence[float]] = None, start: Optional[ClassBalance] = None,
                   **opts) -> "VoiceLearner":
-        """A learner for the answers of recognizer `rec` heard at `speeds`."""
-        return cls(rec.labels, rec.name, rec.model_id, speeds, start, **opts)
+        """A learner for the answers of recognizer `rec` heard at `speeds` (default: a stream's)."""
+        from .speed import DEFAULT_SPEEDS, check_speeds
+
+        return cls(rec.labels, rec.name, rec.model_id, check_speeds(DEFAULT_SPEEDS if speeds is None else speeds),
+                   start, **opts)
 
     def hear(self, probs: np.ndarray, seconds: float) -> None:
         """One utterance's unbalanced answer, `seconds` of speech long."""

@@ -145,6 +145,8 @@ class ResultPrinter:
             parts.append(f"microphone stream reopened {info['restarts']} time(s), the gaps skipped")
         if info.get("balance"):
             parts.append(f"answers balanced by {info['balance']}")
+        if info.get("learn_voice"):
+            parts.append(f"answers balanced by the voice learnt so far, kept in {info['learn_voice']}")
         click.echo("summary: " + "; ".join(parts))
 
 
