@@ -13,6 +13,7 @@ alone, then all of them as one ensemble (`edgeser listen --model A --model B ..`
     python benchmarks/enrol_runtime.py --enrol-clips 4,8,15 ..  # enrolment on that many of the half's clips, drawn at random
     python benchmarks/enrol_runtime.py --vad-gain-db 12 ..     # the detector 12 dB more sensitive (quiet files)
     python benchmarks/enrol_runtime.py --learn ..               # also: the balance learnt as it listens (listen --learn-voice)
+    python benchmarks/enrol_runtime.py --pool F0.json F1.json .. --png curve.png   # with --learn: UA by speech learnt
 """
 from __future__ import annotations
 
@@ -55,9 +56,11 @@ def main(argv=None) -> int:
                     help="pool these reports (one per cross-validation fold, models in the same order) "
                          "over all their clips instead of scoring")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--png", type=Path, default=None,
+                    help="with --pool of --learn reports: UA learnt and unbalanced by the speech learnt before a clip")
     args = ap.parse_args(argv)
     if args.pool:
-        return pool(args.pool, args.json)
+        return pool(args.pool, args.json, args.png)
 
     from edgeser.export.clips import heldout
     from edgeser.runtime.recognizer import load
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def pool(reports, json_out=None) -> int:
+def pool(reports, json_out=None, png=None) -> int:
     """UA, WA and macro-F1 over the clips of all the reports, per model position (fold k's first
     model with the other folds' first models, ..., the ensembles together)."""
     import json
@@ -117,7 +120,7 @@ def pool(reports, json_out=None) -> int:
         raise SystemExit("--pool: reports of the same number of models each")
     labels = reps[0]["labels"]
     y = [v for r in reps for v in r["y_true"]]
-    rows = {}
+    rows, curves = {}, {}
     for k in range(len(reps[0]["models"])):
         name = " | ".join(r["models"][k]["model"] for r in reps)
         preds = {protocol: [v for r in reps for v in r["models"][k]["predictions"][protocol]]
@@ -127,13 +130,67 @@ def pool(reports, json_out=None) -> int:
         if "learnt" in preds:
             before = [v for r in reps for v in r["models"][k]["learnt_before_s"]]
             rows[name].update(learning_rows(y, preds["unbalanced"], preds["learnt"], before, labels))
+            curves[name] = learning_curve(y, preds["unbalanced"], preds["learnt"], before, labels)
         print(name)
         for protocol, r in rows[name].items():
             print(f"  {protocol:12s} UA {r['UA']:.1%}  WA {r['WA']:.1%}  macro-F1 {r['macro_F1']:.1%}")
     if json_out:
         write_json({"reports": [str(r) for r in reports], "clips": len(y), "labels": labels,
-                    "command": "python " + " ".join(sys.argv), "rows": rows}, json_out)
+                    "command": "python " + " ".join(sys.argv), "rows": rows,
+                    **({"learning_curves": curves} if curves else {})}, json_out)
+    if png and curves:
+        plot_curves(curves, png, len(y))
     return 0
+
+
+# bins of the speaker's speech a learner had heard before a clip, seconds
+CURVE_BINS = (0.0, 1e-9, 16.0, 32.0, 64.0, 128.0, float("inf"))
+
+
+def learning_curve(y, plain, learnt, before_s, labels) -> list:
+    """[{"from_s", "to_s", "clips", "UA_learnt", "UA_unbalanced"}] per bin of speech learnt before a clip."""
+    from edgeser.train.metrics import report
+
+    out = []
+    for lo, hi in zip(CURVE_BINS[:-1], CURVE_BINS[1:]):
+        keep = [i for i, b in enumerate(before_s) if lo <= b < hi]
+        if keep:
+            ua = {name: report([y[i] for i in keep], [pred[i] for i in keep], labels)["UA"]
+                  for name, pred in (("learnt", learnt), ("unbalanced", plain))}
+            out.append({"from_s": lo, "to_s": None if hi == float("inf") else hi, "clips": len(keep),
+                        "UA_learnt": ua["learnt"], "UA_unbalanced": ua["unbalanced"]})
+    return out
+
+
+def plot_curves(curves, png, clips) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # the clips of a bin differ from bin to bin (UA moves with them): the gain on the same clips is the figure
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    width = 0.8 / len(curves)
+    for k, (name, curve) in enumerate(curves.items()):
+        x = [i + (k - (len(curves) - 1) / 2) * width for i in range(len(curve))]
+        gain = [100 * (c["UA_learnt"] - c["UA_unbalanced"]) for c in curve]
+        tag = name if len(curves) == 1 else name.split(" | ")[0]
+        ax.bar(x, gain, width, color=f"C{k}", label=tag if len(tag) < 60 else "…" + tag[-57:])
+    ax.axhline(0, color="black", lw=0.8)
+    curve = next(iter(curves.values()))
+    ax.set_xticks(range(len(curve)))
+    ax.set_xticklabels([("first clip" if c["to_s"] is not None and c["to_s"] < 1e-6 else
+                         f"{c['from_s']:.0f}–{c['to_s']:.0f} s" if c["to_s"] else f"≥ {c['from_s']:.0f} s")
+                        + f"\n{c['clips']} clips" for c in curve], fontsize=8)
+    ax.set_ylabel("UA learnt − UA unbalanced (points)")
+    ax.set_xlabel("the speaker's speech heard before the clip")
+    ax.set_title(f"Learning a voice as it listens ({clips} clips, each speaker's in a random order)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    if len(curves) > 1:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"plot: {png}")
 
 
 # seconds of the speaker's speech a learner had heard before a clip: the rows of the learning protocol
