@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from rtmodel import edgeser_cmd  # noqa: E402
 from test_enrol import voice  # noqa: E402
 from test_listen import CLIP, json_lines, model_dir, one_line_error, rec  # noqa: E402,F401  (fixtures)
+from vmic import vmic  # noqa: E402,F401  (fixture)
 
 
 def test_a_learner_weighs_utterances_by_their_speech_and_forgets_past_its_memory():
@@ -190,3 +191,20 @@ def test_a_long_session_saves_now_and_then_and_a_failed_save_loses_no_summary(mo
     assert lines[-1] == f"Error: the voice learnt was not saved: {me}: No space left on device"
     assert sum("tried again in a minute of speech" in x for x in lines) == 3
     assert balance.read(me).utterances == writes[-1]      # the file saved before stays as it was
+
+
+@pytest.mark.audio
+def test_a_live_session_learns_from_the_microphone_and_keeps_it(model_dir, rec, vmic, tmp_path):
+    """Real PyAudio on a virtual microphone: the session's utterance is learnt and saved at Ctrl-C,
+    and the voice it saved is the answer the session gave, unbalanced (it was the first: cold)."""
+    from edgeser.balance import read
+    from test_listen import _capture
+
+    me = tmp_path / "me.json"
+    rc, lines, err = _capture(model_dir, vmic, "--learn-voice", me)
+    assert rc == 0, err
+    utt = [u for u in lines if u["kind"] == "utterance"]
+    assert len(utt) == 1 and lines[-1]["learn_voice"] == str(me) and "voice: learnt from" in err
+    v = read(me)
+    assert v.utterances == 1 and v.seconds == pytest.approx(utt[0]["end_s"] - utt[0]["start_s"], abs=0.02)
+    assert v.mean == pytest.approx([utt[0]["probs"][lab] for lab in rec.labels], abs=1e-4)
