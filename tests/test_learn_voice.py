@@ -91,7 +91,7 @@ def test_listen_learn_voice_saves_what_it_learnt_and_goes_on_from_it(model_dir, 
     r = edgeser_cmd("listen", "--model", model_dir, "--input", clips[0], "--fast", "--json", "--learn-voice", me,
                     "--speeds", "1")
     assert r.returncode == 0, r.stderr
-    assert json_lines(r.stdout)[-1]["learn_voice"] == str(me) and f"voice: learnt from" in r.stderr
+    assert json_lines(r.stdout)[-1]["learn_voice"] == str(me) and "voice: learnt from" in r.stderr
     once = read(me)
     assert once.labels == rec.labels and once.speeds == [1.0] and once.model_id == rec.model_id
     assert once.utterances == len(rec.predict_clip(clips[0], speeds=(1,)).utterances) > 0

@@ -147,10 +147,11 @@ class _Lane:
     `speed` times faster), cut into hops on a grid of its own, and the front-end state, feature
     ring and window answers (`_Utterance`) that follow from it. Speed 1 hears the audio as is."""
 
-    def __init__(self, rec, speed: float, balance=None, keep_raw: bool = False):
+    def __init__(self, rec, speed: float, classify, balance=None, keep_raw: bool = False):
         m = rec.manifest
         self.rec = rec
-        self.balance = balance      # a ClassBalance every window's answer is divided by, or None
+        self.classify = classify    # features -> class probabilities (the recognizer's, balanced or not)
+        self.balance = balance      # a learnt ClassBalance its answers are then divided by, or None
         self.player = SpeedChanger(speed) if speed != 1.0 else None
         self.hop_samples = m.hop_samples
         self.frame_samples = m.frame_samples
@@ -187,7 +188,7 @@ class _Lane:
         real = np.clip(n_real - np.arange(hf) * self.frame_samples, 0, self.frame_samples)
         self.ring = np.concatenate([self.ring[hf:], feats], axis=0)
         self.ring_real = np.concatenate([self.ring_real[hf:], real])
-        raw = self.rec._probs(self.ring)
+        raw = self.classify(self.ring)
         self.probs = raw if self.balance is None else self.balance.apply(raw)
         self.in_view = int(self.ring_real.sum())
         self.utt.add(self.in_view, self.probs)
@@ -422,9 +423,11 @@ class Stream:
 
     # ------------------------------------------------------------------ speech
     def _begin_utterance(self, k: int):
-        # the balance an utterance is answered with is fixed as it begins: a learner's from the speech before it
-        bal = self.voice.balance() if self.voice is not None else self.rec.balance if self.balanced else None
-        self._lanes = [_Lane(self.rec, v, bal, keep_raw=self.voice is not None) for v in self.speeds]
+        if self.voice is None:
+            classify, bal = self.rec.classify if self.balanced else self.rec._probs, None
+        else:   # the learner's balance of the speech before this utterance, in place of the recognizer's
+            classify, bal = self.rec._probs, self.voice.balance()
+        self._lanes = [_Lane(self.rec, v, classify, bal, keep_raw=self.voice is not None) for v in self.speeds]
         self._utt_first = self._utt_last = k
         self.norm.utterance_start()
         self.tone.reset()
