@@ -205,7 +205,7 @@ def folder_quiet_hint(peaks_dbfs, vad_gain_db: float):
 def voice_learner(rec, path: str, speeds):
     """The VoiceLearner of `listen --learn-voice PATH`: continuing PATH where it exists (BalanceError
     where it is no balance file, or one for other labels), else learning from nothing."""
-    from .balance import BalanceError, VoiceLearner, read, speech_said
+    from .balance import VoiceLearner, read, speech_said
 
     start = None
     if Path(path).exists():
@@ -215,10 +215,7 @@ def voice_learner(rec, path: str, speeds):
             if note:
                 click.echo(note, err=True)
         click.echo(f"learning the voice on from {path} ({speech_said(start.seconds)} of speech)", err=True)
-    try:
-        return VoiceLearner.for_model(rec, speeds, start)
-    except ValueError as e:
-        raise BalanceError(f"{path}: {e}") from None
+    return VoiceLearner.for_model(rec, speeds, start)
 
 
 # a session learning a voice saves it after each this much new speech, not only at its end: a Pi
@@ -749,8 +746,8 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
             "speeds": list(speeds), "denoise": denoise,
             **({"balance": balance_file} if balance_file else {}),
             **({"learn_voice": os.path.abspath(learn_file)} if learn_file else {})}
+    saver = VoiceSaver(stream_opts.get("voice"), learn_file)
     if folder:
-        saver = VoiceSaver(stream_opts.get("voice"), learn_file)
         try:
             return listen_folder(rec, input_file, ResultPrinter(as_json, hops, min_confidence=min_confidence),
                                  stream_opts, info, truth, plot_file, saver)
@@ -762,7 +759,6 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
                         min_confidence=min_confidence,
                         clock=piped or not input_file)
     recorder = _Recorder(save_audio)
-    saver = VoiceSaver(stream_opts.get("voice"), learn_file)
     notes = []      # what the input's reading found wrong with it, said after the summary
     mic = None
     status = "end of input"
