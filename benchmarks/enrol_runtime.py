@@ -13,6 +13,7 @@ alone, then all of them as one ensemble (`edgeser listen --model A --model B ..`
     python benchmarks/enrol_runtime.py --enrol-clips 4,8,15 ..  # enrolment on that many of the half's clips, drawn at random
     python benchmarks/enrol_runtime.py --vad-gain-db 12 ..     # the detector 12 dB more sensitive (quiet files)
     python benchmarks/enrol_runtime.py --learn ..               # also: the balance learnt as it listens (listen --learn-voice)
+    python benchmarks/enrol_runtime.py --learn --learn-prior-s 0,10,40 ..   # the learner's caution, compared
     python benchmarks/enrol_runtime.py --pool F0.json F1.json .. --png curve.png   # with --learn: UA by speech learnt
 """
 from __future__ import annotations
@@ -52,6 +53,10 @@ def main(argv=None) -> int:
                     help="also score every clip with the balance learnt from the speaker's clips heard before "
                          "it, in a random order (--enrol-seed): `listen --learn-voice` on a folder of the "
                          "speaker's recordings, no separate enrolment")
+    ap.add_argument("--learn-prior-s", default=None, metavar="P1,P2,..",
+                    help="with --learn: the learner's prior, seconds of speech an even answer is worth (default: "
+                         "edgeser.balance.LEARN_PRIOR_S); several: a learnt pass each, the same orders, the first "
+                         "reported as \"learnt\"")
     ap.add_argument("--pool", type=Path, nargs="+", default=None, metavar="REPORT",
                     help="pool these reports (one per cross-validation fold, models in the same order) "
                          "over all their clips instead of scoring")
@@ -80,10 +85,12 @@ def main(argv=None) -> int:
     y = data.y.tolist()
     speakers = [c.speaker for c in data.clips]
     sizes = [int(v) for v in args.enrol_clips.split(",")] if args.enrol_clips else []
+    learn_priors = ([float(v) for v in args.learn_prior_s.split(",")] if args.learn_prior_s
+                    else [balance.LEARN_PRIOR_S]) if args.learn else []
     out = []
     for rec in recs:
         t0 = time.time()
-        rows, preds = score(rec, paths, y, speakers, labels, sizes, args.enrol_seed, prior_s, args.learn,
+        rows, preds = score(rec, paths, y, speakers, labels, sizes, args.enrol_seed, prior_s, learn_priors,
                             speeds=args.speeds, vad=VadConfig(gain_db=args.vad_gain_db))
         no_speech = int(sum(1 for v in preds["unbalanced"] if v < 0))
         learnt_before = {"learnt_before_s": preds.pop("learnt_before_s")} if args.learn else {}
@@ -101,6 +108,7 @@ def main(argv=None) -> int:
                     "clips": len(paths), "speakers": sorted(set(speakers)), "labels": labels,
                     "speeds": list(args.speeds), "enrol_seed": args.enrol_seed,
                     "prior_s": prior_s, "vad_gain_db": args.vad_gain_db,
+                    **({"learn_prior_s": learn_priors} if learn_priors else {}),
                     "paths": [str(q) for q in paths], "y_true": y,
                     "command": "python " + " ".join(sys.argv)}, args.json)
     return 0
@@ -145,20 +153,27 @@ def pool(reports, json_out=None, png=None) -> int:
 
 # bins of the speaker's speech a learner had heard before a clip, seconds
 CURVE_BINS = (0.0, 1e-9, 16.0, 32.0, 64.0, 128.0, float("inf"))
+# seconds of the speaker's speech a learner had heard before a clip: the rows of the learning protocol
+LEARNT_FROM_S = (16.0, 60.0)
+
+
+def scored_on(keep, y, preds, labels) -> dict:
+    """{name: report} of each prediction list on the clips `keep` only: the same clips for every
+    name, so that the pair tells the gain."""
+    from edgeser.train.metrics import report
+
+    return {name: report([y[i] for i in keep], [pred[i] for i in keep], labels) for name, pred in preds.items()}
 
 
 def learning_curve(y, plain, learnt, before_s, labels) -> list:
     """[{"from_s", "to_s", "clips", "UA_learnt", "UA_unbalanced"}] per bin of speech learnt before a clip."""
-    from edgeser.train.metrics import report
-
     out = []
     for lo, hi in zip(CURVE_BINS[:-1], CURVE_BINS[1:]):
         keep = [i for i, b in enumerate(before_s) if lo <= b < hi]
         if keep:
-            ua = {name: report([y[i] for i in keep], [pred[i] for i in keep], labels)["UA"]
-                  for name, pred in (("learnt", learnt), ("unbalanced", plain))}
+            r = scored_on(keep, y, {"learnt": learnt, "unbalanced": plain}, labels)
             out.append({"from_s": lo, "to_s": None if hi == float("inf") else hi, "clips": len(keep),
-                        "UA_learnt": ua["learnt"], "UA_unbalanced": ua["unbalanced"]})
+                        "UA_learnt": r["learnt"]["UA"], "UA_unbalanced": r["unbalanced"]["UA"]})
     return out
 
 
@@ -193,31 +208,26 @@ def plot_curves(curves, png, clips) -> None:
     print(f"plot: {png}")
 
 
-# seconds of the speaker's speech a learner had heard before a clip: the rows of the learning protocol
-LEARNT_FROM_S = (16.0, 60.0)
-
-
 def learning_rows(y, plain, learnt, before_s, labels) -> dict:
     """Reports of the learning protocol on the clips heard after at least each of LEARNT_FROM_S
-    seconds of their speaker, learnt and unbalanced (the same clips: the pair tells the gain)."""
-    from edgeser.train.metrics import report
-
+    seconds of their speaker, learnt and unbalanced."""
     rows = {}
     for t in LEARNT_FROM_S:
         keep = [i for i, b in enumerate(before_s) if b >= t]
         if keep:
-            for name, pred in (("learnt", learnt), ("unbalanced", plain)):
+            for name, r in scored_on(keep, y, {"learnt": learnt, "unbalanced": plain}, labels).items():
                 rows[f"{name}, {len(keep)} clips after >= {t:g} s learnt"] = {
-                    m: report([y[i] for i in keep], [pred[i] for i in keep], labels)[m] for m in ("UA", "WA", "macro_F1")}
+                    m: r[m] for m in ("UA", "WA", "macro_F1")}
     return rows
 
 
-def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, learn=False, **stream_opts):
-    """({protocol: report}, {"unbalanced"|"enrolled"|"enrolled on N"|"learnt": label index per clip, -1
-    without speech, and with learn "learnt_before_s": per clip}); sizes: also enrol on only N clips of
-    each enrolment half, drawn at random (seed); prior_s as `Recognizer.enrol` takes it; learn: also
-    each speaker's clips in a random order (seed) through one VoiceLearner, every clip answered with
-    the balance of those before it; stream_opts as `Recognizer.create_stream` (speeds=..)."""
+def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, learn_priors=(), **stream_opts):
+    """({protocol: report}, {"unbalanced"|"enrolled"|"enrolled on N"|"learnt"|"learnt, prior P s": label
+    index per clip, -1 without speech, and with learn_priors "learnt_before_s": per clip}); sizes: also
+    enrol on only N clips of each enrolment half, drawn at random (seed); prior_s as `Recognizer.enrol`
+    takes it; learn_priors: also each speaker's clips in a random order (seed) through one VoiceLearner
+    of each of these priors, every clip answered with the balance of those before it (the first prior's
+    pass is "learnt"); stream_opts as `Recognizer.create_stream` (speeds=..)."""
     import numpy as np
 
     from edgeser.runtime.recognizer import RecognizerError
@@ -249,21 +259,25 @@ def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, learn
         preds[key] = balanced
         rows["enrolled (balance from the speaker's other clips)" if n is None else
              f"enrolled on {n} of the speaker's other clips"] = report(y, balanced, labels)
-    if learn:
+    for k, learn_prior in enumerate(learn_priors):
         from edgeser.balance import VoiceLearner
         from edgeser.speed import DEFAULT_SPEEDS
 
         learnt, before = list(plain), [0.0] * len(paths)
-        order = np.random.default_rng(seed)     # the same orders whatever was enrolled above
+        order = np.random.default_rng(seed)     # the same orders whatever was enrolled, for every prior
         for spk in sorted(set(speakers)):
             mine = [i for i, s in enumerate(speakers) if s == spk]
-            voice = VoiceLearner.for_model(rec, stream_opts.get("speeds", DEFAULT_SPEEDS))
+            voice = VoiceLearner.for_model(rec, stream_opts.get("speeds", DEFAULT_SPEEDS), prior_s=learn_prior)
             for i in order.permutation(mine).tolist():
                 before[i] = voice.heard_s
                 learnt[i] = answer(paths[i], voice=voice)
-        preds["learnt"], preds["learnt_before_s"] = learnt, before
-        rows["learnt as it listens (balance from the speaker's clips before each)"] = report(y, learnt, labels)
-        rows.update(learning_rows(y, plain, learnt, before, labels))
+        if k == 0:
+            preds["learnt"], preds["learnt_before_s"] = learnt, before
+            rows["learnt as it listens (balance from the speaker's clips before each)"] = report(y, learnt, labels)
+            rows.update(learning_rows(y, plain, learnt, before, labels))
+        else:
+            preds[f"learnt, prior {learn_prior:g} s"] = learnt
+            rows[f"learnt as it listens, prior {learn_prior:g} s"] = report(y, learnt, labels)
     return rows, preds
 
 

@@ -134,7 +134,7 @@ class VoiceLearner:
                  memory_s: float = LEARN_MEMORY_S):
         import threading
 
-        if not (math.isfinite(prior_s) and prior_s >= 0 and math.isfinite(memory_s) and memory_s > 0):
+        if not (math.isfinite(prior_s) and prior_s >= 0 and memory_s > 0):     # memory: inf forgets nothing
             raise ValueError(f"prior_s must be from 0 and memory_s over 0 seconds, not {prior_s!r}, {memory_s!r}")
         self.labels, self.model, self.model_id = list(labels), model, model_id
         self.speeds = [float(v) for v in speeds]
@@ -165,7 +165,7 @@ class VoiceLearner:
             self.seconds += w
             self.heard_s += w
             self.utterances += 1
-            if self.seconds > self.memory_s:
+            if self.seconds > self.memory_s:        # never with an unlimited memory (enrol's)
                 self._sum *= self.memory_s / self.seconds
                 self.seconds = self.memory_s
 

@@ -146,14 +146,16 @@ def test_enrol_runtime_scores_learning_in_order(rec, data_dir):
     paths = voice(data_dir)[:4] + sorted((data_dir / "emodb").glob("03*.flac"))[:4]
     speakers = ["16"] * 4 + ["03"] * 4
     y = [0] * len(paths)
-    rows, preds = score(rec, paths, y, speakers, rec.labels, seed=0, learn=True, speeds=(1.0,))
+    rows, preds = score(rec, paths, y, speakers, rec.labels, seed=0, learn_priors=(10.0, 0.0), speeds=(1.0,))
     before = preds["learnt_before_s"]
     for spk in ("16", "03"):
         mine = sorted(before[i] for i, s in enumerate(speakers) if s == spk)
         assert mine[0] == 0.0 and all(a < b for a, b in zip(mine, mine[1:]))     # heard one after another
         firsts = [i for i, s in enumerate(speakers) if s == spk and before[i] == 0.0]
-        assert all(preds["learnt"][i] == preds["unbalanced"][i] for i in firsts)
+        for key in ("learnt", "learnt, prior 0 s"):     # every prior's pass hears the same orders
+            assert all(preds[key][i] == preds["unbalanced"][i] for i in firsts)
     assert "learnt as it listens (balance from the speaker's clips before each)" in rows
+    assert "learnt as it listens, prior 0 s" in rows
 
 
 def test_a_long_session_saves_now_and_then_and_a_failed_save_loses_no_summary(model_dir, data_dir, tmp_path,

@@ -21,7 +21,7 @@ import numpy as np
 from .. import manifest as M
 from ..audio import AudioError, open_sound, read_blocks
 from ..runs import EXPORT, checkpoint_in, default_export_folder, stale_export
-from ..speed import DEFAULT_SPEEDS, check_speeds
+from ..speed import DEFAULT_SPEEDS
 from . import backends as B
 from .stream import Result, Stream
 
@@ -290,16 +290,19 @@ class Recognizer:
                 utts += self.predict_clip(path, **{**stream_opts, "balanced": False}).utterances
             except AudioError as e:
                 skipped.append(left_out(path, e))
-        mean = summarize(utts, self.labels)     # the duration-weighted mean, as for a clip's summary
-        if mean is None:
+        # enrolment is a learner that hears every utterance and forgets none: a file learnt as it
+        # listens and one enrolled on the same speech are the same balance
+        voice = BAL.VoiceLearner.for_model(self, stream_opts.get("speeds"),
+                                           prior_s=BAL.PRIOR_S if prior_s is None else prior_s, memory_s=math.inf)
+        for u in utts:
+            voice.hear([u.probs[lab] for lab in self.labels], u.end_s - u.start_s)
+        bal = voice.balance()
+        if bal is None:
             first = f"{skipped[0]['file']}: {skipped[0]['error']}" if skipped else ""
             unreadable = (f" ({first})" if len(skipped) == 1 else
                           f" ({len(skipped)} unreadable; the first: {first})" if skipped else "")
             raise RecognizerError(f"{len(paths)} file(s): no speech to enrol on{unreadable}")
-        return BAL.ClassBalance(self.labels, [mean.probs[lab] for lab in self.labels], len(utts),
-                                float(sum(u.end_s - u.start_s for u in utts)), self.name,
-                                list(check_speeds(stream_opts.get("speeds", DEFAULT_SPEEDS))),   # as the streams heard
-                                float(BAL.PRIOR_S if prior_s is None else prior_s), self.model_id), skipped
+        return bal, skipped
 
     def snapshot(self) -> Tuple[List[np.ndarray], np.ndarray]:
         """(state, feature ring) after window_frames of zeros from zero state; do not modify."""
