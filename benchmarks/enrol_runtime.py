@@ -14,6 +14,7 @@ alone, then all of them as one ensemble (`edgeser listen --model A --model B ..`
     python benchmarks/enrol_runtime.py --vad-gain-db 12 ..     # the detector 12 dB more sensitive (quiet files)
     python benchmarks/enrol_runtime.py --learn ..               # also: the balance learnt as it listens (listen --learn-voice)
     python benchmarks/enrol_runtime.py --learn --learn-prior-s 0,10,40 ..   # the learner's caution, compared
+    python benchmarks/enrol_runtime.py --learn --mostly neutral,calm --mostly-share 0.5 ..   # a voice that is mostly calm
     python benchmarks/enrol_runtime.py --pool F0.json F1.json .. --png curve.png   # with --learn: UA by speech learnt
 """
 from __future__ import annotations
@@ -57,6 +58,12 @@ def main(argv=None) -> int:
                     help="with --learn: the learner's prior, seconds of speech an even answer is worth (default: "
                          "edgeser.balance.LEARN_PRIOR_S); several: a learnt pass each, the same orders, the first "
                          "reported as \"learnt\"")
+    ap.add_argument("--mostly", default=None, metavar="LABEL,..",
+                    help="score a voice that mostly says these labels, as users mostly do (neutral, calm): of each "
+                         "speaker, every clip of them and only as many others, drawn at random (--enrol-seed), as "
+                         "make them --mostly-share of the speaker's clips. The balance assumes the speech spans "
+                         "the emotions; this measures what it costs where it does not")
+    ap.add_argument("--mostly-share", type=float, default=0.5, metavar="F")
     ap.add_argument("--pool", type=Path, nargs="+", default=None, metavar="REPORT",
                     help="pool these reports (one per cross-validation fold, models in the same order) "
                          "over all their clips instead of scoring")
@@ -84,6 +91,10 @@ def main(argv=None) -> int:
     paths = [c.path for c in data.clips]
     y = data.y.tolist()
     speakers = [c.speaker for c in data.clips]
+    if args.mostly:
+        keep = mostly(y, speakers, [labels.index(v) for v in args.mostly.split(",")], args.mostly_share,
+                      args.enrol_seed)
+        paths, y, speakers = ([v[i] for i in keep] for v in (paths, y, speakers))
     sizes = [int(v) for v in args.enrol_clips.split(",")] if args.enrol_clips else []
     learn_priors = ([float(v) for v in args.learn_prior_s.split(",")] if args.learn_prior_s
                     else [balance.LEARN_PRIOR_S]) if args.learn else []
@@ -109,9 +120,34 @@ def main(argv=None) -> int:
                     "speeds": list(args.speeds), "enrol_seed": args.enrol_seed,
                     "prior_s": prior_s, "vad_gain_db": args.vad_gain_db,
                     **({"learn_prior_s": learn_priors} if learn_priors else {}),
+                    **({"mostly": args.mostly.split(","), "mostly_share": args.mostly_share} if args.mostly else {}),
                     "paths": [str(q) for q in paths], "y_true": y,
                     "command": "python " + " ".join(sys.argv)}, args.json)
     return 0
+
+
+def summary(r: dict) -> dict:
+    """A report's UA, WA, macro-F1 and recall per class (what a skewed voice moves)."""
+    return {**{m: r[m] for m in ("UA", "WA", "macro_F1")},
+            "recall": {lab: c["recall"] for lab, c in r["per_class"].items()}}
+
+
+def mostly(y, speakers, classes, share, seed) -> list:
+    """Indices of the clips of a voice that mostly says `classes`: every clip of them per speaker,
+    and as many of the speaker's other clips, drawn at random, as leave them `share` of it."""
+    import numpy as np
+
+    if not 0 < share < 1:
+        raise SystemExit(f"--mostly-share is a fraction between 0 and 1, not {share}")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for spk in sorted(set(speakers)):
+        mine = [i for i, s in enumerate(speakers) if s == spk]
+        often = [i for i in mine if y[i] in classes]
+        rest = [i for i in mine if y[i] not in classes]
+        n = min(len(rest), round(len(often) * (1 - share) / share))
+        keep += often + rng.choice(rest, n, replace=False).tolist()
+    return sorted(keep)
 
 
 def pool(reports, json_out=None, png=None) -> int:
@@ -128,24 +164,27 @@ def pool(reports, json_out=None, png=None) -> int:
         raise SystemExit("--pool: reports of the same number of models each")
     labels = reps[0]["labels"]
     y = [v for r in reps for v in r["y_true"]]
-    rows, curves = {}, {}
+    rows, curves, by_prior = {}, {}, {}
     for k in range(len(reps[0]["models"])):
         name = " | ".join(r["models"][k]["model"] for r in reps)
         preds = {protocol: [v for r in reps for v in r["models"][k]["predictions"][protocol]]
                  for protocol in reps[0]["models"][k]["predictions"]}
-        rows[name] = {protocol: {m: report(y, pred, labels)[m] for m in ("UA", "WA", "macro_F1")}
-                      for protocol, pred in preds.items()}
+        rows[name] = {protocol: summary(report(y, pred, labels)) for protocol, pred in preds.items()}
         if "learnt" in preds:
             before = [v for r in reps for v in r["models"][k]["learnt_before_s"]]
             rows[name].update(learning_rows(y, preds["unbalanced"], preds["learnt"], before, labels))
             curves[name] = learning_curve(y, preds["unbalanced"], preds["learnt"], before, labels)
+            for other in (key for key in preds if key.startswith("learnt, prior")):    # --learn-prior-s: the same bins
+                by_prior.setdefault(name, {})[other] = learning_curve(y, preds["unbalanced"], preds[other],
+                                                                      before, labels)
         print(name)
         for protocol, r in rows[name].items():
             print(f"  {protocol:12s} UA {r['UA']:.1%}  WA {r['WA']:.1%}  macro-F1 {r['macro_F1']:.1%}")
     if json_out:
         write_json({"reports": [str(r) for r in reports], "clips": len(y), "labels": labels,
                     "command": "python " + " ".join(sys.argv), "rows": rows,
-                    **({"learning_curves": curves} if curves else {})}, json_out)
+                    **({"learning_curves": curves} if curves else {}),
+                    **({"learning_curves_by_prior": by_prior} if by_prior else {})}, json_out)
     if png and curves:
         plot_curves(curves, png, len(y))
     return 0
