@@ -158,6 +158,24 @@ def test_enrol_runtime_scores_learning_in_order(rec, data_dir):
     assert "learnt as it listens, prior 0 s" in rows
 
 
+def test_enrol_runtime_mostly_keeps_every_clip_of_the_common_labels_and_a_share_of_the_rest():
+    """benchmarks/enrol_runtime.py --mostly: a voice whose clips are mostly of some labels."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from enrol_runtime import mostly
+
+    y = [0, 1, 2, 3] * 6 + [0, 1, 2, 3, 3, 3]       # speaker a: 6 of each label; b: 1, 1, 1, 3
+    speakers = ["a"] * 24 + ["b"] * 6
+    keep = mostly(y, speakers, [0, 1], 0.75, seed=0)
+    a = [i for i in keep if speakers[i] == "a"]
+    assert [i for i in range(24) if y[i] in (0, 1)] == [i for i in a if y[i] in (0, 1)]     # all 12 of them
+    assert sum(1 for i in a if y[i] not in (0, 1)) == 4                                       # 12 / 0.75 - 12
+    assert [i for i in keep if speakers[i] == "b" and y[i] in (0, 1)] == [24, 25]
+    assert sum(1 for i in keep if speakers[i] == "b" and y[i] not in (0, 1)) == 1             # round(2 / 3)
+    assert keep == sorted(keep) and mostly(y, speakers, [0, 1], 0.75, seed=0) == keep
+    with pytest.raises(SystemExit, match="between 0 and 1"):
+        mostly(y, speakers, [0], 1.0, seed=0)
+
+
 def test_a_long_session_saves_now_and_then_and_a_failed_save_loses_no_summary(model_dir, data_dir, tmp_path,
                                                                                monkeypatch):
     import errno
