@@ -29,6 +29,11 @@ FLOOR = 1e-4   # a class the model never gives this voice is lifted at most 1/FL
 PRIOR_S = 0.0
 # under this much speech an unshrunk balance measured worse than none on unseen voices (same section)
 SHORT_S = 15.0
+# a class given this many even shares of a voice's speech: on unseen RAVDESS actors' speech of every
+# emotion one class took at most 2.6 (1 voice of 24 over 2.5), on speech three quarters neutral or calm
+# 1.7 to 6.1 (43 of 72 draws over 2.5; benchmarks/voice_dominance.py, docs/results.md, "A voice that is
+# mostly calm")
+DOMINANT = 2.5
 
 
 def speech_said(seconds: float) -> str:
@@ -97,6 +102,16 @@ class ClassBalance:
         the recordings simply lack them."""
         even = 1.0 / len(self.labels)
         return [(lab, even / max(m, FLOOR)) for lab, m in zip(self.labels, self.divisor()) if m < share * even]
+
+    def dominant_notes(self, factor: float = DOMINANT) -> List[str]:
+        """Notes on the classes the model gave over `factor` even shares of the speech: the balance
+        now answers them less often, which is right for a bias of the model on this voice and wrong
+        for a voice that simply is mostly that (a calm user)."""
+        even = 1.0 / len(self.labels)
+        return [f"note: the model heard {lab} in {m:.0%} of the speech and the balance answers it less often: "
+                f"right if the model over-hears {lab} in this voice, not if the voice is simply mostly {lab} "
+                f"(docs/listen.md, \"Learning a voice as it listens\")"
+                for lab, m in zip(self.labels, self.divisor()) if m >= factor * even]
 
     def short_note(self) -> Optional[str]:
         """A note when the balance rests on too little speech to trust without a prior."""

@@ -59,6 +59,7 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
     notes += [f"note: the model rarely heard {lab} in these recordings and the balance lifts it {lift:.0f}-fold: right "
               f"if they hold some {lab}, wrong if they hold none (then enrol on recordings that do)."
               for lab, lift in bal.rare()]
+    notes += bal.dominant_notes()
     if as_json:
         from dataclasses import asdict
 

@@ -250,6 +250,8 @@ class VoiceSaver:
         click.echo(f"voice: learnt from {speech_said(self.voice.heard_s)} of speech this time, "
                    f"{speech_said(self.voice.seconds)} in all: {self.path} (--learn-voice {self.path} goes on "
                    f"from it)", err=True)
+        for note in self.voice.balance().dominant_notes():
+            click.echo(note, err=True)
 
     def _write(self) -> None:
         from .balance import write

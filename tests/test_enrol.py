@@ -33,6 +33,7 @@ def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec,
     bal = read(out)
     assert bal.labels == rec.labels and bal.model == str(model_dir)
     assert bal.speeds == list(DEFAULT_SPEEDS)      # enrol hears as listen does, unless told
+    assert ("simply mostly" in r.stderr) == bool(bal.dominant_notes())     # a dominant class is named
     # the duration-weighted mean of the utterance answers the runtime gives those clips
     utts = [u for c in clips for u in rec.predict_clip(c).utterances]
     w = np.array([u.end_s - u.start_s for u in utts])
@@ -69,6 +70,7 @@ def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec,
     assert [lab for lab, _ in angry.rare()] == [lab for lab in rec.labels if lab != "anger"]
     assert angry.rare()[0][1] == pytest.approx((1 / len(rec.labels)) / 0.02)
     assert ClassBalance(rec.labels, [1 / len(rec.labels)] * len(rec.labels), 1, 1.0).rare() == []
+    assert len(angry.dominant_notes()) == 1 and "anger in 96% of the speech" in angry.dominant_notes()[0]
 
 
 def test_enrolling_leaves_the_balance_other_streams_use(rec, data_dir):

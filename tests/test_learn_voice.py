@@ -49,6 +49,19 @@ def test_a_learner_weighs_utterances_by_their_speech_and_forgets_past_its_memory
     assert t.utterances == 2000 and t.seconds == pytest.approx(2000.0)
 
 
+def test_a_class_that_dominates_the_speech_is_named_with_what_the_balance_will_do():
+    from edgeser.balance import ClassBalance, VoiceLearner
+
+    calm = ClassBalance(["calm", "anger", "fear", "sadness"], [0.7, 0.1, 0.1, 0.1], 40, 120.0)
+    notes = calm.dominant_notes()
+    assert len(notes) == 1 and "calm in 70% of the speech" in notes[0] and "simply mostly calm" in notes[0]
+    assert ClassBalance(calm.labels, [0.55, 0.15, 0.15, 0.15], 40, 120.0).dominant_notes() == []   # 2.2 shares
+    # what is applied counts: a cautious prior over little speech keeps it under the line
+    assert ClassBalance(calm.labels, calm.mean, 2, 5.0, prior_s=100.0).dominant_notes() == []
+    v = VoiceLearner(calm.labels, start=calm)       # its 10 s prior: 120 / 130 of 70% and 10 / 130 of 25%
+    assert len(v.balance().dominant_notes()) == 1 and "calm in 67% of the speech" in v.balance().dominant_notes()[0]
+
+
 def test_each_utterance_is_answered_with_the_balance_of_the_speech_before_it(rec, data_dir):
     from edgeser.balance import VoiceLearner
 
@@ -109,6 +122,17 @@ def test_listen_learn_voice_saves_what_it_learnt_and_goes_on_from_it(model_dir, 
     assert v.utterances == once.utterances + more and v.seconds > once.seconds
     enrolled, _ = rec.enrol(clips, speeds=(1,))      # all three clips' speech, as enrol would measure it
     assert v.mean == pytest.approx(enrolled.mean, abs=1e-5)
+
+    # a voice whose speech the model mostly heard as one class is told what the balance does with it
+    lopsided = tmp_path / "lopsided.json"
+    from edgeser.balance import ClassBalance, write
+
+    share = [0.9 if i == 0 else 0.1 / (len(rec.labels) - 1) for i in range(len(rec.labels))]
+    write(ClassBalance(rec.labels, share, 100, 600.0, speeds=[1.0], model_id=rec.model_id), lopsided)
+    r = edgeser_cmd("listen", "--model", model_dir, "--input", clips[0], "--fast", "--learn-voice", lopsided,
+                    "--speeds", "1")
+    assert r.returncode == 0, r.stderr
+    assert f"note: the model heard {rec.labels[0]} in" in r.stderr and "simply mostly" in r.stderr
 
     # a session that hears no speech leaves the file as it was
     quiet = tmp_path / "quiet.wav"
