@@ -158,8 +158,9 @@ def main():
               "above): keep the microphone close. Beside steady noise (a fan, air conditioning) `listen --denoise` "
               "subtracts it (docs/results.md, \"In noise and rooms\").",
               "- Not for decisions about people (hiring, health, policing): emotion from voice is unreliable at the level of one person.",
-              "- Its answers on unseen voices are already about as even as their emotions: a user's balance gains it "
-              "about a point on speech of every emotion (`listen --learn-voice`, UA 59.9% → 60.9%; `enrol`, 59.6%), "
+              "- Its answers on unseen voices are already about as even as their emotions: on speech of every emotion "
+              "a user's balance gains it about a point learnt (`listen --learn-voice`, UA 59.9% → 60.9%) and nothing "
+              "enrolled (`enrol`, 59.6%), "
               "and on a voice three quarters neutral costs it seven points of the answers that user gets right "
               "(WA 67.5% → 60.8% learnt, 54.0% enrolled; docs/results.md, \"A voice that is mostly calm\").",
               qat_line(par),
