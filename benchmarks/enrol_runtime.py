@@ -113,7 +113,7 @@ def main(argv=None) -> int:
             print(f"  ({no_speech} clips without speech count as wrong)")
         out.append({"model": rec.name, "backend": rec.format, "precision": rec.precision,
                     "no_speech_clips": no_speech, "predictions": preds, **learnt_before,
-                    "rows": {k: {m: v[m] for m in ("UA", "WA", "macro_F1")} for k, v in rows.items()}})
+                    "rows": {k: summary(v) for k, v in rows.items()}})
     if args.json:
         write_json({**(out[0] if len(out) == 1 else {"models": out}), "source": data.source,
                     "clips": len(paths), "speakers": sorted(set(speakers)), "labels": labels,
@@ -255,8 +255,7 @@ def learning_rows(y, plain, learnt, before_s, labels) -> dict:
         keep = [i for i, b in enumerate(before_s) if b >= t]
         if keep:
             for name, r in scored_on(keep, y, {"learnt": learnt, "unbalanced": plain}, labels).items():
-                rows[f"{name}, {len(keep)} clips after >= {t:g} s learnt"] = {
-                    m: r[m] for m in ("UA", "WA", "macro_F1")}
+                rows[f"{name}, {len(keep)} clips after >= {t:g} s learnt"] = summary(r)
     return rows
 
 
@@ -298,10 +297,10 @@ def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, learn
         preds[key] = balanced
         rows["enrolled (balance from the speaker's other clips)" if n is None else
              f"enrolled on {n} of the speaker's other clips"] = report(y, balanced, labels)
-    for k, learn_prior in enumerate(learn_priors):
-        from edgeser.balance import VoiceLearner
-        from edgeser.speed import DEFAULT_SPEEDS
+    from edgeser.balance import VoiceLearner
+    from edgeser.speed import DEFAULT_SPEEDS
 
+    for k, learn_prior in enumerate(learn_priors):
         learnt, before = list(plain), [0.0] * len(paths)
         order = np.random.default_rng(seed)     # the same orders whatever was enrolled, for every prior
         for spk in sorted(set(speakers)):
