@@ -170,7 +170,8 @@ def test_enrol_runtime_scores_learning_in_order(rec, data_dir):
     paths = voice(data_dir)[:4] + sorted((data_dir / "emodb").glob("03*.flac"))[:4]
     speakers = ["16"] * 4 + ["03"] * 4
     y = [0] * len(paths)
-    rows, preds = score(rec, paths, y, speakers, rec.labels, seed=0, learn_priors=(10.0, 0.0), speeds=(1.0,))
+    rows, preds = score(rec, paths, y, speakers, rec.labels, seed=0, learn_priors=(10.0, 0.0), powers=(1.0, 0.0),
+                        speeds=(1.0,))
     before = preds["learnt_before_s"]
     for spk in ("16", "03"):
         mine = sorted(before[i] for i, s in enumerate(speakers) if s == spk)
@@ -180,6 +181,13 @@ def test_enrol_runtime_scores_learning_in_order(rec, data_dir):
             assert all(preds[key][i] == preds["unbalanced"][i] for i in firsts)
     assert "learnt as it listens (balance from the speaker's clips before each)" in rows
     assert "learnt as it listens, prior 0 s" in rows
+    # --balance-power: to the power 1 the runtime's balance, to 0 none (and the patch is undone after)
+    for what in ("enrolled", "learnt"):
+        assert preds[f"{what}, power 1"] == preds[what]
+        assert preds[f"{what}, power 0"] == preds["unbalanced"]
+    assert preds["enrolled"] != preds["unbalanced"] or preds["learnt"] != preds["unbalanced"]
+    from edgeser.balance import ClassBalance
+    assert ClassBalance(["a", "b"], [0.8, 0.2], 1, 2.0).divisor().tolist() == [0.8, 0.2]
 
 
 def test_enrol_runtime_mostly_keeps_every_clip_of_the_common_labels_and_a_share_of_the_rest():
