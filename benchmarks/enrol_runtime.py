@@ -180,7 +180,8 @@ def pool(reports, json_out=None, png=None) -> int:
         rows[name] = {protocol: summary(report(y, pred, labels)) for protocol, pred in preds.items()}
         if "learnt" in preds:
             before = [v for r in reps for v in r["models"][k]["learnt_before_s"]]
-            rows[name].update(learning_rows(y, preds["unbalanced"], preds["learnt"], before, labels))
+            rows[name].update({k: summary(r) for k, r in
+                               learning_rows(y, preds["unbalanced"], preds["learnt"], before, labels).items()})
             curves[name] = learning_curve(y, preds["unbalanced"], preds["learnt"], before, labels)
             for other in (key for key in preds if key.startswith("learnt, prior")):    # --learn-prior-s: the same bins
                 by_prior.setdefault(name, {})[other] = learning_curve(y, preds["unbalanced"], preds[other],
@@ -263,7 +264,7 @@ def learning_rows(y, plain, learnt, before_s, labels) -> dict:
         keep = [i for i, b in enumerate(before_s) if b >= t]
         if keep:
             for name, r in scored_on(keep, y, {"learnt": learnt, "unbalanced": plain}, labels).items():
-                rows[f"{name}, {len(keep)} clips after >= {t:g} s learnt"] = summary(r)
+                rows[f"{name}, {len(keep)} clips after >= {t:g} s learnt"] = r
     return rows
 
 

@@ -260,3 +260,31 @@ def test_a_live_session_learns_from_the_microphone_and_keeps_it(model_dir, rec, 
     v = read(me)
     assert v.utterances == 1 and v.seconds == pytest.approx(utt[0]["end_s"] - utt[0]["start_s"], abs=0.02)
     assert v.mean == pytest.approx([utt[0]["probs"][lab] for lab in rec.labels], abs=1e-4)
+
+
+def test_enrol_runtime_writes_a_learning_report_that_pools(model_dir, data_dir, tmp_path):
+    """benchmarks/enrol_runtime.py end to end: a --learn --balance-power run writes its report, and
+    the report pooled with itself gives the same figures (the rows a report and a pool both carry)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from conftest import small_corpus
+    from enrol_runtime import main
+
+    corpus = small_corpus(data_dir, tmp_path / "corpus", per_speaker=6, speakers=["03", "08"])
+    rep, pooled = tmp_path / "r.json", tmp_path / "p.json"
+    assert main(["--model", str(model_dir), "--checkpoint", str(model_dir.parent / "run" / "best.pt"),
+                 "--data", str(corpus), "--learn", "--balance-power", "0.5", "--speeds", "1",
+                 "--json", str(rep)]) == 0
+    d = json.loads(rep.read_text())
+    assert set(d["predictions"]) == {"unbalanced", "enrolled", "learnt", "enrolled, power 0.5", "learnt, power 0.5"}
+    assert len(d["learnt_before_s"]) == d["clips"] == len(d["y_true"]) > 10
+    for row in d["rows"].values():
+        assert set(row) == {"UA", "WA", "macro_F1", "recall"} and set(row["recall"]) == set(d["labels"])
+    assert main(["--pool", str(rep), str(rep), "--json", str(pooled)]) == 0
+    p = json.loads(pooled.read_text())
+    (rows,) = p["rows"].values()
+    assert p["clips"] == 2 * d["clips"]
+    from edgeser.train.metrics import report
+    for protocol, pred in d["predictions"].items():         # twice the clips, the same answers: the same figures
+        assert rows[protocol]["UA"] == pytest.approx(report(d["y_true"], pred, d["labels"])["UA"])
+    assert d["rows"]["unbalanced"]["UA"] == pytest.approx(rows["unbalanced"]["UA"])
+    assert d["rows"]["enrolled, balance to the power 0.5"]["UA"] == pytest.approx(rows["enrolled, power 0.5"]["UA"])
