@@ -15,14 +15,13 @@ alone, then all of them as one ensemble (`edgeser listen --model A --model B ..`
     python benchmarks/enrol_runtime.py --learn ..               # also: the balance learnt as it listens (listen --learn-voice)
     python benchmarks/enrol_runtime.py --learn --learn-prior-s 0,10,40 ..   # the learner's caution, compared
     python benchmarks/enrol_runtime.py --learn --mostly neutral,calm --mostly-share 0.5 ..   # a voice that is mostly calm
-    python benchmarks/enrol_runtime.py --learn --balance-power 0.5 ..   # a partial balance, beside the whole one
+    python benchmarks/enrol_runtime.py --learn --strength 0.75,1,0.5 ..   # how far the balance moves answers, compared
     python benchmarks/enrol_runtime.py --pool F0.json F1.json .. --png curve.png   # with --learn: UA by speech learnt
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import contextmanager
 import time
 from pathlib import Path
 
@@ -60,10 +59,10 @@ def main(argv=None) -> int:
                     help="with --learn: the learner's prior, seconds of speech an even answer is worth (default: "
                          "edgeser.balance.LEARN_PRIOR_S); several: a learnt pass each, the same orders, the first "
                          "reported as \"learnt\"")
-    ap.add_argument("--balance-power", default=None, metavar="A1,A2,..",
-                    help="also enrol and learn with the balance raised to these powers (answers divided by the "
-                         "mean answer to the power A: 1 is the runtime's balance, 0 none): a partial balance, "
-                         "between a voice's bias and a voice that is mostly one emotion")
+    ap.add_argument("--strength", default=None, metavar="S1,S2,..",
+                    help="how far a balance moves the answers (listen --balance-strength: divided by the mean answer "
+                         "to the power S; default: edgeser.balance.STRENGTH); several: the first for the enrolled and "
+                         "learnt passes, then an enrolled and a learnt pass at each of the others")
     ap.add_argument("--mostly", default=None, metavar="LABEL,..",
                     help="score a voice that mostly says these labels, as users mostly do (neutral, calm): of each "
                          "speaker, every clip of them and only as many others, drawn at random (--enrol-seed), as "
@@ -108,7 +107,7 @@ def main(argv=None) -> int:
     for rec in recs:
         t0 = time.time()
         rows, preds = score(rec, paths, y, speakers, labels, sizes, args.enrol_seed, prior_s, learn_priors,
-                            powers=[float(v) for v in args.balance_power.split(",")] if args.balance_power else (),
+                            strengths=[float(v) for v in args.strength.split(",")] if args.strength else (),
                             speeds=args.speeds, vad=VadConfig(gain_db=args.vad_gain_db))
         no_speech = int(sum(1 for v in preds["unbalanced"] if v < 0))
         learnt_before = {"learnt_before_s": preds.pop("learnt_before_s")} if args.learn else {}
@@ -127,7 +126,7 @@ def main(argv=None) -> int:
                     "speeds": list(args.speeds), "enrol_seed": args.enrol_seed,
                     "prior_s": prior_s, "vad_gain_db": args.vad_gain_db,
                     **({"learn_prior_s": learn_priors} if learn_priors else {}),
-                    **({"balance_power": args.balance_power.split(",")} if args.balance_power else {}),
+                    "strength": [float(v) for v in args.strength.split(",")] if args.strength else [balance.STRENGTH],
                     **({"mostly": args.mostly.split(","), "mostly_share": args.mostly_share} if args.mostly else {}),
                     "paths": [str(q) for q in paths], "y_true": y,
                     "command": "python " + " ".join(sys.argv)}, args.json)
@@ -268,19 +267,22 @@ def learning_rows(y, plain, learnt, before_s, labels) -> dict:
     return rows
 
 
-def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, learn_priors=(), powers=(),
+def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, learn_priors=(), strengths=(),
           **stream_opts):
     """({protocol: report}, {"unbalanced"|"enrolled"|"enrolled on N"|"learnt"|"learnt, prior P s": label
     index per clip, -1 without speech, and with learn_priors "learnt_before_s": per clip}); sizes: also
     enrol on only N clips of each enrolment half, drawn at random (seed); prior_s as `Recognizer.enrol`
     takes it; learn_priors: also each speaker's clips in a random order (seed) through one VoiceLearner
     of each of these priors, every clip answered with the balance of those before it (the first prior's
-    pass is "learnt"); powers: also enrolled and learnt (the first learn prior, or the runtime's) with
-    the balance raised to each power ("enrolled, power A", "learnt, power A"); stream_opts as
-    `Recognizer.create_stream` (speeds=..)."""
+    pass is "learnt"); strengths: the balance's strength in those passes (the first; default: the
+    runtime's), and an enrolled and a learnt pass (the first learn prior, or the runtime's) at each
+    other ("enrolled, strength S", "learnt, strength S"); stream_opts as `Recognizer.create_stream`
+    (speeds=..)."""
     import numpy as np
 
-    from edgeser.balance import LEARN_PRIOR_S, VoiceLearner
+    from dataclasses import replace
+
+    from edgeser.balance import LEARN_PRIOR_S, STRENGTH, VoiceLearner
     from edgeser.runtime.recognizer import RecognizerError
     from edgeser.speed import DEFAULT_SPEEDS
     from edgeser.train.engine import enrolment_pairs
@@ -291,7 +293,7 @@ def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, learn
         s = rec.predict_clip(path, **stream_opts, **more).summary
         return labels.index(s.label) if s is not None else -1
 
-    def enrolled(n, rng):
+    def enrolled(n, rng, strength):
         """Each speaker's scored half answered with the balance of (n of) the other half."""
         balanced = list(plain)
         for fit, scored in enrolment_pairs(speakers):
@@ -300,35 +302,37 @@ def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, learn
                 bal, _ = rec.enrol([paths[i] for i in use], prior_s=prior_s, **stream_opts)
             except RecognizerError:     # no speech in so few clips: those scored stay unbalanced
                 continue
-            rec.use_balance(bal)
+            rec.use_balance(replace(bal, strength=strength))
             for i in scored:
                 balanced[i] = answer(paths[i])
             rec.use_balance(None)
         return balanced
 
-    def learnt(learn_prior):
+    def learnt(learn_prior, strength):
         """Each speaker's clips in a random order, each answered with the balance of those before it;
         and the seconds learnt before each."""
         out, before = list(plain), [0.0] * len(paths)
         order = np.random.default_rng(seed)     # the same orders whatever was enrolled, for every pass
         for spk in sorted(set(speakers)):
             mine = [i for i, s in enumerate(speakers) if s == spk]
-            voice = VoiceLearner.for_model(rec, stream_opts.get("speeds", DEFAULT_SPEEDS), prior_s=learn_prior)
+            voice = VoiceLearner.for_model(rec, stream_opts.get("speeds", DEFAULT_SPEEDS), prior_s=learn_prior,
+                                           strength=strength)
             for i in order.permutation(mine).tolist():
                 before[i] = voice.heard_s
                 out[i] = answer(paths[i], voice=voice)
         return out, before
 
     plain = [answer(p) for p in paths]
+    strength, *others = strengths or [STRENGTH]
     rng = np.random.default_rng(seed)
     preds, rows = {"unbalanced": plain}, {"unbalanced": report(y, plain, labels)}
     for n in [None, *sizes]:
         key = "enrolled" if n is None else f"enrolled on {n}"
-        preds[key] = enrolled(n, rng)
+        preds[key] = enrolled(n, rng, strength)
         rows["enrolled (balance from the speaker's other clips)" if n is None else
              f"enrolled on {n} of the speaker's other clips"] = report(y, preds[key], labels)
     for k, learn_prior in enumerate(learn_priors):
-        answers, before = learnt(learn_prior)
+        answers, before = learnt(learn_prior, strength)
         if k == 0:
             preds["learnt"], preds["learnt_before_s"] = answers, before
             rows["learnt as it listens (balance from the speaker's clips before each)"] = report(y, answers, labels)
@@ -336,26 +340,12 @@ def score(rec, paths, y, speakers, labels, sizes=(), seed=0, prior_s=None, learn
         else:
             preds[f"learnt, prior {learn_prior:g} s"] = answers
             rows[f"learnt as it listens, prior {learn_prior:g} s"] = report(y, answers, labels)
-    for power in powers:
-        with balance_power(power):
-            preds[f"enrolled, power {power:g}"] = enrolled(None, rng)
-            preds[f"learnt, power {power:g}"] = learnt(learn_priors[0] if learn_priors else LEARN_PRIOR_S)[0]
+    for other in others:
+        preds[f"enrolled, strength {other:g}"] = enrolled(None, rng, other)
+        preds[f"learnt, strength {other:g}"] = learnt(learn_priors[0] if learn_priors else LEARN_PRIOR_S, other)[0]
         for what in ("enrolled", "learnt"):
-            rows[f"{what}, balance to the power {power:g}"] = report(y, preds[f"{what}, power {power:g}"], labels)
+            rows[f"{what}, strength {other:g}"] = report(y, preds[f"{what}, strength {other:g}"], labels)
     return rows, preds
-
-
-@contextmanager
-def balance_power(power):
-    """Every balance applied while inside divides by its mean answer to `power` (1: as the runtime does)."""
-    from edgeser.balance import ClassBalance
-
-    whole = ClassBalance.divisor
-    ClassBalance.divisor = lambda self: whole(self) ** power
-    try:
-        yield
-    finally:
-        ClassBalance.divisor = whole
 
 
 if __name__ == "__main__":

@@ -31,11 +31,12 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
     RECORDINGS are audio files or folders of them (a folder with a manifest.csv: its `path`
     column): a few minutes of the user speaking across the emotions, as mixed as their days are.
     The model's mean answer over that speech becomes the balance file; `listen --balance FILE`
-    then divides every answer by it, so that no emotion dominates that voice. Recordings of
+    then divides every answer by it (to the power --balance-strength, 0.75 by default), so that
+    no emotion dominates that voice. Recordings of
     mostly one emotion teach it to distrust that emotion: enrol on mixed speech.
     """
     from .audio import AudioError, audio_paths
-    from .balance import BalanceError, speech_said, write
+    from .balance import BalanceError, saved, speech_said, write
     from .runtime.recognizer import RecognizerError, load
     from .vad import VadUnavailable
 
@@ -61,11 +62,9 @@ def enrol(recordings, out, model, backend, precision, threads, vad_mode, vad_gai
               for lab, lift in bal.rare()]
     notes += bal.dominant_notes()
     if as_json:
-        from dataclasses import asdict
-
         from .files import result_line
 
-        click.echo(result_line("enrol", {"out": os.path.abspath(out), "balance": asdict(bal), "skipped": list(skipped),
+        click.echo(result_line("enrol", {"out": os.path.abspath(out), "balance": saved(bal), "skipped": list(skipped),
                                "notes": [n.removeprefix("note: ") for n in notes]}))
     else:
         top = sorted(zip(bal.mean, bal.labels), reverse=True)

@@ -5,6 +5,7 @@ Imports only click and numpy here; the recognizer, the interpreters and PyAudio 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import sys
@@ -16,6 +17,7 @@ from typing import Optional
 import click
 import numpy as np
 
+from .balance import STRENGTH
 from .files import json_line
 from .framesync import bytes_to_decide, compressed
 from .options import PLOT_SUFFIXES, FiniteRange, Output, channel_option, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
@@ -143,10 +145,11 @@ class ResultPrinter:
             parts.append(f"{info['overflows']} input overflow(s) skipped")
         if info.get("restarts"):
             parts.append(f"microphone stream reopened {info['restarts']} time(s), the gaps skipped")
+        strength = f" at strength {info['balance_strength']:g}" if "balance_strength" in info else ""
         if info.get("balance"):
-            parts.append(f"answers balanced by {info['balance']}")
+            parts.append(f"answers balanced by {info['balance']}{strength}")
         if info.get("learn_voice"):
-            parts.append(f"answers balanced by the voice learnt so far, kept in {info['learn_voice']}")
+            parts.append(f"answers balanced{strength} by the voice learnt so far, kept in {info['learn_voice']}")
         click.echo("summary: " + "; ".join(parts))
 
 
@@ -202,9 +205,10 @@ def folder_quiet_hint(peaks_dbfs, vad_gain_db: float):
             f"--vad-gain-db {suggest:g}.")
 
 
-def voice_learner(rec, path: str, speeds):
+def voice_learner(rec, path: str, speeds, **opts):
     """The VoiceLearner of `listen --learn-voice PATH`: continuing PATH where it exists (BalanceError
-    where it is no balance file, or one for other labels), else learning from nothing."""
+    where it is no balance file, or one for other labels), else learning from nothing; opts as
+    VoiceLearner takes them (strength=..)."""
     from .balance import VoiceLearner, read, speech_said
 
     start = None
@@ -215,7 +219,7 @@ def voice_learner(rec, path: str, speeds):
             if note:
                 click.echo(note, err=True)
         click.echo(f"learning the voice on from {path} ({speech_said(start.seconds)} of speech)", err=True)
-    return VoiceLearner.for_model(rec, speeds, start)
+    return VoiceLearner.for_model(rec, speeds, start, **opts)
 
 
 # a session learning a voice saves it after each this much new speech, not only at its end: a Pi
@@ -635,20 +639,25 @@ def _write_error(e: Exception, path: Path) -> str:
                    "right against 60.5% of all (docs/listen.md).")
 @click.option("--balance", "balance_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Divide every answer by the user's mean answer in FILE (made by `edgeser enrol` on their "
-                   "recordings), so that no emotion dominates their voice.")
+                   "recordings; to the power --balance-strength), so that no emotion dominates their voice.")
 @click.option("--learn-voice", "learn_file", type=Output(suffixes=(".json",)), default=None, metavar="FILE",
               help="Learn the speaker's balance while listening, enrolment without a separate step: each "
                    "utterance is answered balanced by the speech heard before it (the first cold), and at the "
                    "end what was learnt is saved to FILE, which the next session with the same FILE "
                    "continues (a file from `edgeser enrol` too). One voice per FILE; it assumes that voice's "
                    "speech spans the emotions. On unseen voices: docs/listen.md, \"Learning a voice as it listens\".")
+@click.option("--balance-strength", type=FiniteRange(0, 1), default=STRENGTH, show_default=True, metavar="F",
+              help="How far --balance or --learn-voice moves the answers: they are divided by the user's mean "
+                   "answer to the power F (1: the whole balance, for a voice heard across the emotions by a "
+                   "model that leans on it; 0: none). The default keeps most of the gain and costs a user who "
+                   "is mostly calm far less (docs/listen.md, \"How far a balance moves the answers\").")
 @click.option("--plot", "plot_file", type=Output(suffixes=PLOT_SUFFIXES), default=None, metavar="PNG",
               help="At the end, draw the session: each emotion's probability hop by hop, and every utterance "
                    "with its label; with a labelled --input FOLDER, the confusion matrix of its files (needs "
                    "matplotlib: pip install \"edgeser[plot]\").")
 def listen(model, device, channel, list_devices, as_json, input_file, fast, demo, backend, precision, threads, rate, normalize,
            gain, vad_mode, vad_gain_db, vad_noise_margin_db, denoise, speeds, hops, duration, save_audio, min_confidence,
-           balance_file, learn_file, plot_file):
+           balance_file, learn_file, balance_strength, plot_file):
     """Recognise emotion live from a microphone, or from a file (--input).
 
     Prints a line per hop (time, label, confidence) and one per utterance (a VAD speech
@@ -726,7 +735,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
         for note in rec.notes:
             click.echo(f"note: {note}", err=True)
         if balance_file:
-            bal = read_balance(balance_file)
+            bal = dataclasses.replace(read_balance(balance_file), strength=balance_strength)
             rec.use_balance(bal, balance_file)
             for note in (bal.model_note(rec.model_id, balance_file), bal.speeds_note(speeds, balance_file)):
                 if note:
@@ -734,7 +743,7 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
         stream_opts = dict(vad=vad_config(vad_mode, vad_gain_db, vad_noise_margin_db), normalize=normalize, gain=gain,
                            speeds=speeds, denoise=denoise)
         if learn_file:
-            stream_opts["voice"] = voice_learner(rec, learn_file, speeds)
+            stream_opts["voice"] = voice_learner(rec, learn_file, speeds, strength=balance_strength)
         stream = rec.create_stream(**stream_opts)
     except (RecognizerError, VadUnavailable, ValueError) as e:     # BalanceError is a ValueError
         if as_json:     # a script reading stdout gets its end object, also when the model cannot load
@@ -747,7 +756,8 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
     info = {"model": rec.name, "backend": rec.format, "precision": rec.precision,
             "speeds": list(speeds), "denoise": denoise,
             **({"balance": balance_file} if balance_file else {}),
-            **({"learn_voice": os.path.abspath(learn_file)} if learn_file else {})}
+            **({"learn_voice": os.path.abspath(learn_file)} if learn_file else {}),
+            **({"balance_strength": balance_strength} if balance_file or learn_file else {})}
     saver = VoiceSaver(stream_opts.get("voice"), learn_file)
     if folder:
         try:

@@ -159,10 +159,11 @@ def main():
               "subtracts it (docs/results.md, \"In noise and rooms\").",
               "- Not for decisions about people (hiring, health, policing): emotion from voice is unreliable at the level of one person.",
               "- Its answers on unseen voices are already about as even as their emotions: on speech of every emotion "
-              "a user's balance gains it about a point learnt (`listen --learn-voice`, UA 59.9% → 60.9%) and nothing "
-              "enrolled (`enrol`, 59.6%), "
-              "and on a voice three quarters neutral costs it seven points of the answers that user gets right "
-              "(WA 67.5% → 60.8% learnt, 54.0% enrolled; docs/results.md, \"A voice that is mostly calm\").",
+              "a user's balance, at the runtime's default strength 0.75, gains it about a point learnt "
+              "(`listen --learn-voice`, UA 59.9% → 61.3%) and nothing enrolled (`enrol`, 60.0%), "
+              "and on a voice three quarters neutral costs it two points of the answers that user gets right "
+              "(WA 67.5% → 65.4% learnt, 58.2% enrolled; the whole balance, `--balance-strength 1`, cost seven: "
+              "60.8%; docs/results.md, \"A partial balance\").",
               qat_line(par),
               "- Streaming files only (frontend_step + head); `scripts/build_default_model.sh` also writes the whole-window files.",
               "", "## Rebuild", "",

@@ -22,7 +22,9 @@ def voice(data_dir):
 
 
 def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec, data_dir, tmp_path):
-    from edgeser.balance import ClassBalance, read
+    from dataclasses import replace
+
+    from edgeser.balance import STRENGTH, ClassBalance, read
     from edgeser.speed import DEFAULT_SPEEDS
 
     clips = voice(data_dir)
@@ -50,13 +52,31 @@ def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec,
     assert r.returncode == 0, r.stderr
     *results, end = json_lines(r.stdout)
     hops = [x for x in results if x["kind"] == "hop" and x["probs"] is not None]
-    assert len(hops) == len(plain) and end["balance"] == str(out)
+    assert len(hops) == len(plain) and end["balance"] == str(out) and end["balance_strength"] == STRENGTH
     for h, p in zip(hops, plain):
         want = bal.apply(np.array([p.probs[lab] for lab in rec.labels]))
         assert np.allclose([h["probs"][lab] for lab in rec.labels], want, atol=2e-5)
+    # --balance-strength: 1 divides by the whole mean answer, 0 leaves the answers as they were
+    for strength in (1.0, 0.0):
+        r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--json", "--balance", out,
+                        "--speeds", "1", "--balance-strength", str(strength))
+        assert r.returncode == 0, r.stderr
+        *results, end = json_lines(r.stdout)
+        hops = [x for x in results if x["kind"] == "hop" and x["probs"] is not None]
+        assert end["balance_strength"] == strength
+        for h, p in zip(hops, plain):
+            raw = np.array([p.probs[lab] for lab in rec.labels])
+            want = replace(bal, strength=strength).apply(raw)
+            assert np.allclose([h["probs"][lab] for lab in rec.labels], want, atol=2e-5)
+            if strength == 0:
+                assert np.allclose(want, raw / raw.sum(), atol=1e-6)
+    r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--balance", out,
+                    "--balance-strength", "1.5")
+    assert r.returncode == 2 and "--balance-strength" in r.stderr
 
     r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--no-hops", "--balance", out)
-    assert r.returncode == 0 and f"answers balanced by {out}" in r.stdout.splitlines()[-1], r.stdout
+    assert r.returncode == 0 and f"answers balanced by {out} at strength {STRENGTH:g}" in r.stdout.splitlines()[-1], \
+        r.stdout
 
     # a voice the model hears as angry all the time: its balance lowers anger in every answer
     angry = ClassBalance(rec.labels, [0.96 if lab == "anger" else 0.02 for lab in rec.labels], 10, 30.0)
@@ -68,7 +88,7 @@ def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec,
     assert all(d.probs["anger"] < p.probs["anger"] for d, p in zip(damped, plain))
     # the classes it lifts most are named, with how much
     assert [lab for lab, _ in angry.rare()] == [lab for lab in rec.labels if lab != "anger"]
-    assert angry.rare()[0][1] == pytest.approx((1 / len(rec.labels)) / 0.02)
+    assert angry.rare()[0][1] == pytest.approx(((1 / len(rec.labels)) / 0.02) ** STRENGTH)   # as far as it moves
     assert ClassBalance(rec.labels, [1 / len(rec.labels)] * len(rec.labels), 1, 1.0).rare() == []
     assert len(angry.dominant_notes()) == 1 and "anger in 96% of the speech" in angry.dominant_notes()[0]
 
@@ -197,9 +217,10 @@ def test_a_balance_trusts_its_mean_as_the_speech_behind_it_grows(tmp_path):
     from edgeser.balance import BalanceError, ClassBalance, read, write
 
     p = np.array([0.25, 0.25, 0.5], np.float32)
-    full = ClassBalance(["a", "b", "c"], [0.5, 0.25, 0.25], 10, 20.0)
+    full = ClassBalance(["a", "b", "c"], [0.5, 0.25, 0.25], 10, 20.0, strength=1.0)
     assert np.allclose(full.apply(p), [0.125, 0.25, 0.5] / np.float32(0.875))
-    short, long = (ClassBalance(["a", "b", "c"], [0.5, 0.25, 0.25], 10, s, prior_s=10.0) for s in (2.0, 200.0))
+    short, long = (ClassBalance(["a", "b", "c"], [0.5, 0.25, 0.25], 10, s, prior_s=10.0, strength=1.0)
+                   for s in (2.0, 200.0))
     even = 1 / 3
     assert np.allclose(short.divisor(), (2 * np.array(full.mean) + 10 * even) / 12)
     # a little speech barely moves the answer; much speech moves it nearly as far as no prior does
@@ -213,6 +234,33 @@ def test_a_balance_trusts_its_mean_as_the_speech_behind_it_grows(tmp_path):
                                   "utterances": 1, "seconds": 2.0, "prior_s": -1}))
     with pytest.raises(BalanceError, match="prior_s non-negative"):
         read(legacy)
+
+
+def test_a_balance_moves_the_answers_as_far_as_its_strength_and_its_file_leaves_that_to_the_runtime(tmp_path):
+    from dataclasses import replace
+
+    from edgeser.balance import STRENGTH, BalanceError, ClassBalance, VoiceLearner, read, saved, write
+
+    p = np.array([0.25, 0.25, 0.5], np.float32)
+    bal = ClassBalance(["a", "b", "c"], [0.2, 0.2, 0.6], 10, 20.0)
+    assert bal.strength == STRENGTH and 0 < STRENGTH < 1
+    c = [replace(bal, strength=s).apply(p)[2] for s in (0.0, 0.5, STRENGTH, 1.0)]
+    assert c[0] == pytest.approx(0.5) and c[0] > c[1] > c[2] > c[3]       # the more strength, the more it moves
+    q = p / np.array([0.2, 0.2, 0.6]) ** 0.5
+    assert np.allclose(replace(bal, strength=0.5).apply(p), q / q.sum(), atol=1e-6)
+    assert "strength" not in saved(bal) and "strength" not in json.loads(write(bal, tmp_path / "b.json").read_text())
+    assert read(tmp_path / "b.json").strength == STRENGTH
+    assert VoiceLearner(["a", "b"], strength=0.5).balance() is None
+    me = VoiceLearner(["a", "b"], strength=0.5, prior_s=0)
+    me.hear(np.array([0.9, 0.1]), 2.0)
+    assert me.balance().strength == 0.5
+    for wrong in (-0.1, 1.5, float("nan")):
+        assert "strength must be from 0 to 1" in replace(bal, strength=wrong).invalid()
+        with pytest.raises(ValueError, match="strength"):
+            VoiceLearner(["a", "b"], strength=wrong)
+    with pytest.raises(BalanceError, match="strength"):
+        from edgeser.runtime.recognizer import Recognizer
+        Recognizer.use_balance(type("R", (), {"labels": ["a", "b", "c"]})(), replace(bal, strength=2.0))
 
 
 def test_enrol_on_little_speech_says_so_and_a_prior_makes_it_cautious(model_dir, data_dir, tmp_path):
