@@ -114,7 +114,8 @@ class ClassBalance:
         balance lifts them `lift`-fold (at its strength), which is right if the voice did express them,
         and wrong if the recordings simply lack them."""
         even = 1.0 / len(self.labels)
-        return [(lab, (even / max(m, FLOOR)) ** self.strength) for lab, m in zip(self.labels, self.divisor()) if m < share * even]
+        return [(lab, (even / max(m, FLOOR)) ** self.strength)
+                for lab, m in zip(self.labels, self.divisor()) if m < share * even]
 
     def dominant_notes(self, factor: float = DOMINANT) -> List[str]:
         """Notes on the classes the model gave over `factor` even shares of the speech: the balance

@@ -20,7 +20,7 @@ import numpy as np
 from .balance import STRENGTH
 from .files import json_line
 from .framesync import bytes_to_decide, compressed
-from .options import PLOT_SUFFIXES, FiniteRange, Output, channel_option, denoise_option, model_options, require_plotting, speeds_option, vad_config, vad_options
+from .options import PLOT_SUFFIXES, FiniteRange, Output, channel_option, denoise_option, given, model_options, require_plotting, speeds_option, vad_config, vad_options
 from .signals import stop_status
 
 DEMO_CLIP = Path(__file__).resolve().parent / "models" / "demo.flac"
@@ -720,6 +720,9 @@ def listen(model, device, channel, list_devices, as_json, input_file, fast, demo
             raise click.UsageError(f"--plot with --input FOLDER draws the files' answers against their labels, and "
                                    f"{input_file} has none (a manifest.csv with an emotion column, RAVDESS or EmoDB "
                                    f"file names, or folders named by emotion)")
+    if given("balance_strength") and not (balance_file or learn_file):
+        raise click.UsageError("--balance-strength is how far --balance FILE or --learn-voice FILE moves the "
+                               "answers: give one of them")
     if balance_file and learn_file:
         raise click.UsageError("--balance uses a balance as it is and --learn-voice learns one as it listens: give "
                                "one of them (--learn-voice FILE continues FILE)")

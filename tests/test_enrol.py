@@ -73,6 +73,8 @@ def test_enrol_measures_the_mean_answer_and_listen_divides_by_it(model_dir, rec,
     r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--balance", out,
                     "--balance-strength", "1.5")
     assert r.returncode == 2 and "--balance-strength" in r.stderr
+    r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--balance-strength", "1")
+    assert r.returncode == 2 and "give one of them" in r.stderr        # not silently without a balance
 
     r = edgeser_cmd("listen", "--model", model_dir, "--input", CLIP, "--fast", "--no-hops", "--balance", out)
     assert r.returncode == 0 and f"answers balanced by {out} at strength {STRENGTH:g}" in r.stdout.splitlines()[-1], \
