@@ -123,8 +123,9 @@ class ClassBalance:
         for a voice that simply is mostly that (a calm user)."""
         even = 1.0 / len(self.labels)
         return [f"note: the model heard {lab} in {m:.0%} of the speech and the balance answers it less often: "
-                f"right if the model over-hears {lab} in this voice, not if the voice is simply mostly {lab} "
-                f"(docs/listen.md, \"Learning a voice as it listens\")"
+                f"right if the model over-hears {lab} in this voice, not if the voice is simply mostly {lab}: then "
+                f"listen --balance-strength 0.5 moves the answers less (docs/listen.md, \"How far a balance moves "
+                f"the answers\")"
                 for lab, m in zip(self.labels, self.divisor()) if m >= factor * even]
 
     def short_note(self) -> Optional[str]:

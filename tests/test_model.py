@@ -254,14 +254,14 @@ def test_balancing_divides_each_class_by_its_mean_answer():
     for k, v in m.state_dict().items():
         if k != "head.classifier.bias":
             assert torch.equal(v, done.state_dict()[k]), k
-    # the runtime's enrolment divides each window's answer by the same mean: the same answers
+    # the runtime's enrolment at the whole strength divides each window's answer by the same mean: the same answers
     from edgeser.balance import ClassBalance
     from edgeser.train.data import eval_windows
 
     W = torch.from_numpy(np.concatenate([eval_windows(x, cfg.window_samples) for x in audio]))
     with torch.no_grad():
         plain, shifted = (torch.softmax(net(W)[0], -1).numpy() for net in (m, done))
-    runtime = ClassBalance(list(cfg.labels), before.tolist(), len(audio), 1.0).apply(plain)
+    runtime = ClassBalance(list(cfg.labels), before.tolist(), len(audio), 1.0, strength=1.0).apply(plain)
     assert np.allclose(runtime, shifted, atol=1e-5)
     # Adaptation: statistics, then the steps, then the balance; described as such in a report
     how = Adaptation(steps=2, balance=True)
