@@ -256,7 +256,8 @@ class Recognizer:
         return hashlib.sha256("".join(sorted(a.sha256 for a in self.manifest.artifacts)).encode()).hexdigest()[:16]
 
     def use_balance(self, balance, source: str = "balance") -> None:
-        """Divide every answer by `balance` (an edgeser.balance.ClassBalance made by `enrol`; None: stop)."""
+        """Divide every answer by `balance` (an edgeser.balance.ClassBalance made by `enrol`, to the power of
+        its `strength`; None: stop)."""
         from ..balance import BalanceError, ClassBalance
 
         if balance is not None:
