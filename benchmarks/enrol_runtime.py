@@ -55,11 +55,11 @@ def main(argv=None) -> int:
                     help="also score every clip with the balance learnt from the speaker's clips heard before "
                          "it, in a random order (--enrol-seed): `listen --learn-voice` on a folder of the "
                          "speaker's recordings, no separate enrolment")
-    ap.add_argument("--learn-prior-s", default=None, metavar="P1,P2,..",
+    ap.add_argument("--learn-prior-s", type=floats_arg, default=None, metavar="P1,P2,..",
                     help="with --learn: the learner's prior, seconds of speech an even answer is worth (default: "
                          "edgeser.balance.LEARN_PRIOR_S); several: a learnt pass each, the same orders, the first "
                          "reported as \"learnt\"")
-    ap.add_argument("--strength", default=None, metavar="S1,S2,..",
+    ap.add_argument("--strength", type=floats_arg, default=None, metavar="S1,S2,..",
                     help="how far a balance moves the answers (listen --balance-strength: divided by the mean answer "
                          "to the power S; default: edgeser.balance.STRENGTH); several: the first for the enrolled and "
                          "learnt passes, then an enrolled and a learnt pass at each of the others")
@@ -101,13 +101,13 @@ def main(argv=None) -> int:
                       args.enrol_seed)
         paths, y, speakers = ([v[i] for i in keep] for v in (paths, y, speakers))
     sizes = [int(v) for v in args.enrol_clips.split(",")] if args.enrol_clips else []
-    learn_priors = ([float(v) for v in args.learn_prior_s.split(",")] if args.learn_prior_s
-                    else [balance.LEARN_PRIOR_S]) if args.learn else []
+    learn_priors = (args.learn_prior_s or [balance.LEARN_PRIOR_S]) if args.learn else []
+    strengths = args.strength or [balance.STRENGTH]
     out = []
     for rec in recs:
         t0 = time.time()
         rows, preds = score(rec, paths, y, speakers, labels, sizes, args.enrol_seed, prior_s, learn_priors,
-                            strengths=[float(v) for v in args.strength.split(",")] if args.strength else (),
+                            strengths=strengths,
                             speeds=args.speeds, vad=VadConfig(gain_db=args.vad_gain_db))
         no_speech = int(sum(1 for v in preds["unbalanced"] if v < 0))
         learnt_before = {"learnt_before_s": preds.pop("learnt_before_s")} if args.learn else {}
@@ -126,11 +126,19 @@ def main(argv=None) -> int:
                     "speeds": list(args.speeds), "enrol_seed": args.enrol_seed,
                     "prior_s": prior_s, "vad_gain_db": args.vad_gain_db,
                     **({"learn_prior_s": learn_priors} if learn_priors else {}),
-                    "strength": [float(v) for v in args.strength.split(",")] if args.strength else [balance.STRENGTH],
+                    "strength": strengths,
                     **({"mostly": args.mostly.split(","), "mostly_share": args.mostly_share} if args.mostly else {}),
                     "paths": [str(q) for q in paths], "y_true": y,
                     "command": "python " + " ".join(sys.argv)}, args.json)
     return 0
+
+
+def floats_arg(text: str) -> list:
+    """argparse type of a comma-separated list of numbers (--learn-prior-s, --strength)."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a comma-separated list of numbers, not {text!r}") from None
 
 
 def summary(r: dict) -> dict:
